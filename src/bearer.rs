@@ -1,0 +1,341 @@
+//! The RFC 6750 wire contract: bearer credentials in `authorization`, challenges in
+//! `www-authenticate`.
+
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::token::{MalformedToken, Token};
+
+/// Why an `authorization` value did not yield a bearer token. Never carries the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadCredentials {
+    /// Not the `Bearer` scheme (or no space after it).
+    NotBearer,
+    /// The scheme is right, the token is not.
+    Malformed(MalformedToken),
+    /// The header is repeated with different tokens.
+    Conflicting,
+}
+
+impl std::fmt::Display for BadCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotBearer => f.write_str("not a bearer credential"),
+            Self::Malformed(why) => why.fmt(f),
+            Self::Conflicting => f.write_str("repeated with different tokens"),
+        }
+    }
+}
+
+/// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
+/// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
+pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
+    let value = value.trim_ascii();
+    let scheme = b"bearer";
+    if value.len() <= scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        return Err(BadCredentials::NotBearer);
+    }
+    let mut rest = &value[scheme.len()..];
+    if let Some(after_colon) = rest.strip_prefix(b":") {
+        rest = after_colon;
+    }
+    if !rest.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+        return Err(BadCredentials::NotBearer);
+    }
+    let token = rest.trim_ascii_start();
+    // Bytes outside ASCII are rejected by the token check; an invalid UTF-8 sequence is too.
+    let token = std::str::from_utf8(token).map_err(|e| {
+        BadCredentials::Malformed(MalformedToken::InvalidCharacter {
+            position: e.valid_up_to(),
+        })
+    })?;
+    Token::new(token).map_err(BadCredentials::Malformed)
+}
+
+/// The bearer token in the `authorization` header(s) of `headers`, if there is one.
+///
+/// Repeated headers must agree; a header that is present but unreadable is an error, so that a
+/// caller can tell "no credentials" from "bad credentials".
+pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, BadCredentials>> {
+    let mut found: Option<Token> = None;
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let token = match parse_bearer(value.as_bytes()) {
+            Ok(token) => token,
+            Err(e) => return Some(Err(e)),
+        };
+        match &found {
+            Some(first) if *first != token => return Some(Err(BadCredentials::Conflicting)),
+            _ => found = Some(token),
+        }
+    }
+    found.map(Ok)
+}
+
+/// What the `www-authenticate` challenges of a rejection say about the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No `Bearer` challenge at all.
+    NoChallenge,
+    /// `Bearer` challenge with no error code, or `invalid_request`: no usable token was sent.
+    NotProvided,
+    /// `error="invalid_token"`: the token was sent and rejected.
+    Invalid,
+    /// A bearer challenge with another error (`insufficient_scope`): a permission problem, not a
+    /// session one.
+    NotSession,
+}
+
+/// Reads the `www-authenticate` challenges of a rejection. Junk is skipped, never a panic;
+/// `invalid_token` anywhere wins over a bare challenge.
+pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Verdict {
+    let mut verdict = Verdict::NoChallenge;
+    for value in values {
+        let Ok(text) = value.to_str() else { continue };
+        for challenge in Challenges::new(text) {
+            if !challenge.scheme.eq_ignore_ascii_case("bearer") {
+                continue;
+            }
+            let error = challenge
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("error"))
+                .map(|(_, v)| v.as_str());
+            match error {
+                Some("invalid_token") => return Verdict::Invalid,
+                None | Some("invalid_request") => verdict = Verdict::NotProvided,
+                Some(_) if verdict == Verdict::NoChallenge => verdict = Verdict::NotSession,
+                Some(_) => {}
+            }
+        }
+    }
+    verdict
+}
+
+/// One challenge: a scheme and its auth-params (token68 forms are skipped).
+struct Challenge {
+    scheme: String,
+    params: Vec<(String, String)>,
+}
+
+/// A forgiving reader of RFC 9110 `challenge` lists: junk is skipped, never a panic.
+struct Challenges<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Challenges<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { rest: text }
+    }
+
+    fn take_token(&mut self) -> &'a str {
+        let end = self
+            .rest
+            .find(|c: char| c == ',' || c == '=' || c == ' ' || c == '\t' || c == '"')
+            .unwrap_or(self.rest.len());
+        let (token, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        token
+    }
+
+    fn skip_ws(&mut self) {
+        self.rest = self.rest.trim_start_matches([' ', '\t']);
+    }
+
+    fn take_quoted(&mut self) -> String {
+        // Called with `rest` starting at the opening quote.
+        let mut out = String::new();
+        let mut chars = self.rest.char_indices().skip(1);
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.rest = &self.rest[i + 1..];
+                    return out;
+                }
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        out.push(escaped);
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        self.rest = "";
+        out
+    }
+}
+
+impl Iterator for Challenges<'_> {
+    type Item = Challenge;
+
+    fn next(&mut self) -> Option<Challenge> {
+        loop {
+            self.rest = self.rest.trim_start_matches([' ', '\t', ',']);
+            if self.rest.is_empty() {
+                return None;
+            }
+            let scheme = self.take_token();
+            if scheme.is_empty() {
+                // A stray `=` or quote where a scheme should be: drop one character and go on.
+                let mut chars = self.rest.chars();
+                chars.next();
+                self.rest = chars.as_str();
+                continue;
+            }
+            let mut challenge = Challenge {
+                scheme: scheme.to_owned(),
+                params: Vec::new(),
+            };
+            // auth-params: name = value, separated by commas, until the next scheme.
+            loop {
+                self.skip_ws();
+                let checkpoint = self.rest;
+                let name = self.take_token();
+                self.skip_ws();
+                if name.is_empty() || !self.rest.starts_with('=') {
+                    // Not a parameter: either a token68 (`abc==`) or the next challenge's scheme.
+                    self.rest = checkpoint;
+                    if !name.is_empty()
+                        && challenge.params.is_empty()
+                        && self.rest.starts_with(name)
+                    {
+                        let token68 = self.rest[name.len()..].trim_start_matches('=');
+                        let after = token68.trim_start_matches([' ', '\t']);
+                        if after.is_empty() || after.starts_with(',') {
+                            self.rest = after;
+                            continue;
+                        }
+                    }
+                    break;
+                }
+                self.rest = &self.rest[1..];
+                self.skip_ws();
+                let value = if self.rest.starts_with('"') {
+                    self.take_quoted()
+                } else {
+                    self.take_token().to_owned()
+                };
+                challenge.params.push((name.to_owned(), value));
+                self.skip_ws();
+                match self.rest.strip_prefix(',') {
+                    Some(rest) => self.rest = rest,
+                    None => break,
+                }
+            }
+            return Some(challenge);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_forms() {
+        for ok in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER   abc",
+            " Bearer abc ",
+            "Bearer: abc",
+            "Bearer:abc ",
+            "Bearer\tabc",
+        ] {
+            let parsed = parse_bearer(ok.as_bytes());
+            if ok == "Bearer:abc " {
+                assert_eq!(parsed, Err(BadCredentials::NotBearer), "{ok:?}");
+            } else {
+                assert_eq!(
+                    parsed.map(|t| t.expose().to_owned()),
+                    Ok("abc".into()),
+                    "{ok:?}"
+                );
+            }
+        }
+        assert_eq!(parse_bearer(b"Basic abc"), Err(BadCredentials::NotBearer));
+        assert_eq!(parse_bearer(b"Bearerabc"), Err(BadCredentials::NotBearer));
+        assert_eq!(parse_bearer(b"Bearer"), Err(BadCredentials::NotBearer));
+        assert!(matches!(
+            parse_bearer(b"Bearer a b"),
+            Err(BadCredentials::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_bearer(b"Bearer \xff"),
+            Err(BadCredentials::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_bearer(b"Bearer  "),
+            Err(BadCredentials::NotBearer)
+        ));
+    }
+
+    #[test]
+    fn repeated_headers_must_agree() {
+        let mut headers = HeaderMap::new();
+        assert!(bearer_from_headers(&headers).is_none());
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer a"));
+        assert!(matches!(bearer_from_headers(&headers), Some(Ok(_))));
+        headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert_eq!(
+            bearer_from_headers(&headers).map(|r| r.map(|_| ())),
+            Some(Err(BadCredentials::Conflicting))
+        );
+    }
+
+    fn classify(values: &[&'static str]) -> Verdict {
+        let values: Vec<HeaderValue> = values.iter().map(|v| HeaderValue::from_static(v)).collect();
+        read_challenges(&values)
+    }
+
+    #[test]
+    fn classifies_challenges() {
+        assert_eq!(classify(&[r#"Bearer realm="agent""#]), Verdict::NotProvided);
+        assert_eq!(classify(&["Bearer"]), Verdict::NotProvided);
+        assert_eq!(
+            classify(&[
+                r#"Bearer realm="agent", error="invalid_token", error_description="expired, \"really\"""#
+            ]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&[r#"bearer error=invalid_token"#]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&[r#"Bearer error="invalid_request""#]),
+            Verdict::NotProvided
+        );
+        assert_eq!(
+            classify(&[r#"Bearer error="insufficient_scope""#]),
+            Verdict::NotSession
+        );
+        assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::NoChallenge);
+        assert_eq!(
+            classify(&[r#"Basic realm="x", Bearer realm="y", error="invalid_token""#]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&[r#"Newauth realm="apps", type=1, title="Login", Bearer"#]),
+            Verdict::NotProvided
+        );
+        assert_eq!(
+            classify(&["Negotiate abc==, Bearer error=invalid_token"]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&["Bearer realm=\"x\"", "Bearer error=\"invalid_token\""]),
+            Verdict::Invalid
+        );
+        for junk in [
+            "",
+            ",,,",
+            "=",
+            "\"",
+            "Bearer =",
+            "Bearer error=\"unterminated",
+            "= = ,\" Bearer",
+        ] {
+            let _ = classify(&[junk]);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! [`Error`]: every way a session can fail, with stable exit codes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::bearer::{self, Verdict};
+use crate::token::MalformedToken;
+
+/// The message of [`Error::TokenNotProvided`], part of the wire contract.
+pub const TOKEN_NOT_PROVIDED_MESSAGE: &str = "JWT Token not provided in metadata";
+/// The message of [`Error::TokenInvalid`], part of the wire contract.
+pub const TOKEN_INVALID_MESSAGE: &str = "Invalid JWT Token, please reauthenticate.";
+
+/// An error of the session: the two session failures of the wire contract, and everything that
+/// can go wrong with the session file.
+///
+/// No variant carries the token. File errors name the path and keep the `io::Error` as their
+/// source (behind an `Arc`, so that one failed write can be reported to every call that waited
+/// for it).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The agent needs a session token and none was sent (exit code 77).
+    #[error("JWT Token not provided in metadata")]
+    TokenNotProvided,
+    /// The agent rejected the token: expired, or invalidated by a *lock all* (exit code 65).
+    #[error("Invalid JWT Token, please reauthenticate.")]
+    TokenInvalid,
+    /// A token given to the session is not a valid bearer token (exit code 65).
+    #[error("malformed session token: {0}")]
+    MalformedToken(#[from] MalformedToken),
+    /// The session file exists but could not be read (exit code 74, or 77 when permission is
+    /// denied).
+    #[error("cannot read the session file {}", path.display())]
+    ReadFile {
+        /// The session file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The session file, or the directory holding it, could not be written (exit code 73 when it
+    /// could not be created, 77 when permission is denied, 74 otherwise).
+    #[error("cannot write the session file {}", path.display())]
+    WriteFile {
+        /// The session file (or its directory).
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The session file holds something that is not a token (exit code 65).
+    #[error("the session file {} does not hold a valid token: {reason}", path.display())]
+    CorruptFile {
+        /// The session file.
+        path: PathBuf,
+        /// What is wrong with it (never its content).
+        reason: CorruptReason,
+    },
+}
+
+/// What is wrong with a session file's content. Never carries the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptReason {
+    /// Larger than any token could be.
+    #[error("it is {len} bytes, more than the {limit} a session file may hold")]
+    TooLarge {
+        /// Its size in bytes (as far as it was read).
+        len: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// Not UTF-8 text.
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+    /// Not a regular file (a directory, a FIFO, a device).
+    #[error("it is not a regular file")]
+    NotAFile,
+    /// Text, but not a bearer token.
+    #[error("{0}")]
+    Malformed(MalformedToken),
+}
+
+impl Error {
+    /// The process exit code for this error, after BSD's `sysexits.h`.
+    ///
+    /// | error | code |
+    /// |---|---|
+    /// | `TokenNotProvided`, permission denied | 77 (`EX_NOPERM`) |
+    /// | `TokenInvalid`, malformed token or file | 65 (`EX_DATAERR`) |
+    /// | cannot create the file or directory | 73 (`EX_CANTCREAT`) |
+    /// | other I/O | 74 (`EX_IOERR`) |
+    ///
+    /// ```
+    /// assert_eq!(agent_session::Error::TokenNotProvided.exit_code(), 77);
+    /// assert_eq!(agent_session::Error::TokenInvalid.exit_code(), 65);
+    /// ```
+    pub fn exit_code(&self) -> i32 {
+        const EX_DATAERR: i32 = 65;
+        const EX_CANTCREAT: i32 = 73;
+        const EX_IOERR: i32 = 74;
+        const EX_NOPERM: i32 = 77;
+        match self {
+            Self::TokenNotProvided => EX_NOPERM,
+            Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
+            Self::ReadFile { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => EX_NOPERM,
+                _ => EX_IOERR,
+            },
+            Self::WriteFile { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied => EX_NOPERM,
+                io::ErrorKind::NotFound
+                | io::ErrorKind::ReadOnlyFilesystem
+                | io::ErrorKind::StorageFull
+                | io::ErrorKind::AlreadyExists => EX_CANTCREAT,
+                _ => EX_IOERR,
+            },
+        }
+    }
+
+    /// Whether this is one of the two session failures that a new unlock cures.
+    pub fn is_session_failure(&self) -> bool {
+        matches!(self, Self::TokenNotProvided | Self::TokenInvalid)
+    }
+
+    /// The session failure an HTTP or gRPC response carries, if any.
+    ///
+    /// A response is a session failure when it is HTTP `401`, or gRPC `UNAUTHENTICATED` sent in
+    /// the headers (a trailers-only response). Its `www-authenticate` challenge says which:
+    /// `error="invalid_token"` is [`Error::TokenInvalid`]; a bare `Bearer` challenge (or
+    /// `invalid_request`) is [`Error::TokenNotProvided`]. Without a challenge the gRPC message
+    /// decides, and anything else unauthenticated counts as `TokenInvalid`.
+    ///
+    /// ```
+    /// use agent_session::Error;
+    ///
+    /// let response = http::Response::builder()
+    ///     .status(401)
+    ///     .header("www-authenticate", r#"Bearer realm="agent", error="invalid_token""#)
+    ///     .body(())
+    ///     .unwrap();
+    /// assert!(matches!(Error::from_response(&response), Some(Error::TokenInvalid)));
+    /// ```
+    pub fn from_response<B>(response: &http::Response<B>) -> Option<Self> {
+        Self::from_parts(response.status(), response.headers())
+    }
+
+    /// Like [`Error::from_response`], from a status and headers.
+    pub fn from_parts(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Self> {
+        let grpc_unauthenticated = headers
+            .get("grpc-status")
+            .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes());
+        if status != http::StatusCode::UNAUTHORIZED && !grpc_unauthenticated {
+            return None;
+        }
+        let message = headers.get("grpc-message").and_then(|v| v.to_str().ok());
+        Self::from_rejection(headers, message)
+    }
+
+    fn from_rejection(headers: &http::HeaderMap, message: Option<&str>) -> Option<Self> {
+        match bearer::read_challenges(headers.get_all(http::header::WWW_AUTHENTICATE)) {
+            Verdict::Invalid => Some(Self::TokenInvalid),
+            Verdict::NotProvided => Some(Self::TokenNotProvided),
+            Verdict::NotSession => None,
+            Verdict::NoChallenge => Some(match message.map(percent_decode) {
+                Some(m) if m.contains(TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
+                _ => Self::TokenInvalid,
+            }),
+        }
+    }
+
+    /// The session failure a tonic [`Status`](tonic::Status) carries, if any: `UNAUTHENTICATED`,
+    /// read as [`Error::from_response`] reads its headers.
+    ///
+    /// ```
+    /// use agent_session::Error;
+    ///
+    /// let status = tonic::Status::unauthenticated("JWT Token not provided in metadata");
+    /// assert!(matches!(Error::from_status(&status), Some(Error::TokenNotProvided)));
+    /// assert!(Error::from_status(&tonic::Status::not_found("x")).is_none());
+    /// ```
+    #[cfg(feature = "tonic")]
+    pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        if status.code() != tonic::Code::Unauthenticated {
+            return None;
+        }
+        let headers = status.metadata().clone().into_headers();
+        Self::from_rejection(&headers, Some(status.message()))
+    }
+
+    pub(crate) fn read(path: &Path, source: io::Error) -> Self {
+        Self::ReadFile {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn write(path: &Path, source: io::Error) -> Self {
+        Self::WriteFile {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, reason: CorruptReason) -> Self {
+        Self::CorruptFile {
+            path: path.to_owned(),
+            reason,
+        }
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl From<Error> for tonic::Status {
+    /// A session failure becomes `UNAUTHENTICATED` with the contract's message; other errors
+    /// become `INTERNAL`.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::TokenNotProvided | Error::TokenInvalid => {
+                tonic::Status::unauthenticated(error.to_string())
+            }
+            other => tonic::Status::internal(other.to_string()),
+        }
+    }
+}
+
+const GRPC_UNAUTHENTICATED: &str = "16";
+
+/// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts.
+fn percent_decode(message: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = message.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+        let mut builder = http::Response::builder().status(status);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn messages_and_exit_codes_are_the_contract() {
+        assert_eq!(
+            Error::TokenNotProvided.to_string(),
+            TOKEN_NOT_PROVIDED_MESSAGE
+        );
+        assert_eq!(Error::TokenInvalid.to_string(), TOKEN_INVALID_MESSAGE);
+        assert_eq!(Error::TokenNotProvided.exit_code(), 77);
+        assert_eq!(Error::TokenInvalid.exit_code(), 65);
+        let denied = Error::read(
+            Path::new("/x"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(denied.exit_code(), 77);
+        let io = Error::read(Path::new("/x"), io::Error::other("boom"));
+        assert_eq!(io.exit_code(), 74);
+        let full = Error::write(Path::new("/x"), io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(full.exit_code(), 73);
+    }
+
+    #[test]
+    fn classifies_http_rejections() {
+        let not_provided = response(401, &[("www-authenticate", r#"Bearer realm="agent""#)]);
+        assert!(matches!(
+            Error::from_response(&not_provided),
+            Some(Error::TokenNotProvided)
+        ));
+        let invalid = response(
+            401,
+            &[(
+                "www-authenticate",
+                r#"Bearer realm="agent", error="invalid_token""#,
+            )],
+        );
+        assert!(matches!(
+            Error::from_response(&invalid),
+            Some(Error::TokenInvalid)
+        ));
+        assert!(matches!(
+            Error::from_response(&response(401, &[])),
+            Some(Error::TokenInvalid)
+        ));
+        assert!(Error::from_response(&response(200, &[])).is_none());
+        assert!(Error::from_response(&response(403, &[("www-authenticate", "Bearer")])).is_none());
+        let scope = response(
+            401,
+            &[("www-authenticate", r#"Bearer error="insufficient_scope""#)],
+        );
+        assert!(Error::from_response(&scope).is_none());
+    }
+
+    #[test]
+    fn classifies_grpc_trailers_only_rejections() {
+        let grpc = response(
+            200,
+            &[
+                ("grpc-status", "16"),
+                (
+                    "grpc-message",
+                    "JWT%20Token%20not%20provided%20in%20metadata",
+                ),
+            ],
+        );
+        assert!(matches!(
+            Error::from_response(&grpc),
+            Some(Error::TokenNotProvided)
+        ));
+        let grpc = response(200, &[("grpc-status", "16")]);
+        assert!(matches!(
+            Error::from_response(&grpc),
+            Some(Error::TokenInvalid)
+        ));
+        let ok = response(200, &[("grpc-status", "0")]);
+        assert!(Error::from_response(&ok).is_none());
+    }
+
+    #[test]
+    fn percent_decoding_is_forgiving() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%2"), "%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("%é"), "%é");
+    }
+}

@@ -1,0 +1,13 @@
+//! Keep a client's session with an agent alive, as a tower middleware.
+#![deny(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod bearer;
+mod error;
+mod token;
+
+#[cfg(feature = "agent")]
+pub mod agent;
+
+pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};
