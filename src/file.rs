@@ -1,0 +1,468 @@
+//! [`TokenFile`]: the session file, shared by every process of a user.
+//!
+//! The protocol, which every process (and every other implementation) follows:
+//!
+//! - The file holds the token and a newline. Reading trims surrounding white space; a missing,
+//!   empty or blank file means "no token".
+//! - A write never touches the file in place: it writes a temp file in the same directory
+//!   (mode 0600), `fsync`s it, `rename`s it over the session file and `fsync`s the directory. A
+//!   reader sees the old token or the new one, never a mix, even across a crash.
+//! - Writers take an exclusive lock on a sidecar file, `<name>.lock`, which is never renamed
+//!   (a lock on the session file itself would be lost by the rename). Readers take no lock.
+//!
+//! Every method here is blocking; [`Session`](crate::Session) runs them off the async workers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{CorruptReason, Error};
+use crate::token::{MAX_TOKEN_LEN, Token};
+
+/// The largest session file that is read: a token of the maximum length plus room for white
+/// space. Anything larger cannot hold a token, so it is refused without being read.
+pub const MAX_FILE_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
+
+/// The name of the session file inside a client directory.
+pub const TOKEN_FILE_NAME: &str = "token";
+
+/// The session file and its lock file.
+///
+/// ```no_run
+/// use agent_session::{Token, TokenFile};
+///
+/// let file = TokenFile::in_dir("/home/me/.agent");
+/// file.write(&Token::new("abc").unwrap())?;
+/// assert_eq!(file.read()?.map(|t| t.expose().to_owned()), Some("abc".into()));
+/// # Ok::<_, agent_session::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+    dir: PathBuf,
+    temp_prefix: String,
+}
+
+/// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
+/// by any process shows here without reading the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// What the file held when it was read: the token (if any) and the version it was read from.
+pub(crate) type Snapshot = (Option<Token>, Option<FileStamp>);
+
+/// The outcome of a compare-and-swap write.
+#[derive(Debug)]
+pub(crate) enum Swap {
+    /// The file held the expected token and now holds the new one.
+    Replaced(FileStamp),
+    /// The file held something else, which is returned so the caller can adopt it.
+    Lost(Snapshot),
+}
+
+impl TokenFile {
+    /// The session file at `path`; its lock file is `path` with `.lock` appended.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| TOKEN_FILE_NAME.to_owned());
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        Self {
+            lock_path: lock_path.into(),
+            temp_prefix: format!(".{name}."),
+            dir,
+            path,
+        }
+    }
+
+    /// The session file `token` inside the client directory `dir`.
+    pub fn in_dir(dir: impl AsRef<Path>) -> Self {
+        Self::new(dir.as_ref().join(TOKEN_FILE_NAME))
+    }
+
+    /// The session file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock file's path.
+    pub fn lock_path(&self) -> &Path {
+        &self.lock_path
+    }
+
+    /// Reads the token, if there is one. Blocking.
+    ///
+    /// A missing, empty or blank file is `Ok(None)`. A file that cannot be read, is not a
+    /// regular file, is larger than [`MAX_FILE_LEN`], is not UTF-8 or does not hold a valid token
+    /// is an error naming the path; the content is never part of it.
+    pub fn read(&self) -> Result<Option<Token>, Error> {
+        self.read_snapshot().map(|(token, _)| token)
+    }
+
+    /// Writes `token`, replacing whatever the file holds (an *explicit* write, as after an
+    /// unlock). Blocking: it waits for the lock and for the disk.
+    pub fn write(&self, token: &Token) -> Result<(), Error> {
+        self.write_stamped(token).map(|_| ())
+    }
+
+    /// Writes `new` only if the file still holds `expected` (`None`: no token), under the lock.
+    /// Returns whether it wrote. This is the *refresh* write: it never recreates a file another
+    /// process removed, nor replaces a token another process wrote. Blocking.
+    pub fn replace_if(&self, expected: Option<&Token>, new: &Token) -> Result<bool, Error> {
+        self.swap(expected, new)
+            .map(|swap| matches!(swap, Swap::Replaced(_)))
+    }
+
+    /// Removes the session file (what `agent lock` does). A missing file is not an error.
+    /// Blocking.
+    pub fn remove(&self) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        match fs::remove_file(&self.path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::write(&self.path, e)),
+        }
+    }
+
+    /// Reads the token and the version of the file it came from.
+    pub(crate) fn read_snapshot(&self) -> Result<Snapshot, Error> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the
+        // reads of a regular file, and anything else is refused below.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) => return Err(Error::read(&self.path, e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::read(&self.path, e))?;
+        if !meta.is_file() {
+            return Err(Error::corrupt(&self.path, CorruptReason::NotAFile));
+        }
+        let too_large = |len| {
+            Error::corrupt(
+                &self.path,
+                CorruptReason::TooLarge {
+                    len,
+                    limit: MAX_FILE_LEN,
+                },
+            )
+        };
+        if meta.len() > MAX_FILE_LEN {
+            return Err(too_large(meta.len()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // The file may grow between the stat and the read: read one byte past the cap to know.
+        (&file)
+            .take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::read(&self.path, e))?;
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(too_large(bytes.len() as u64));
+        }
+        let stamp = Some(FileStamp::of(&meta));
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::corrupt(&self.path, CorruptReason::NotUtf8))?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok((None, stamp));
+        }
+        let token = Token::new(text)
+            .map_err(|why| Error::corrupt(&self.path, CorruptReason::Malformed(why)))?;
+        Ok((Some(token), stamp))
+    }
+
+    /// The version of the file now, without reading it: one `stat`.
+    pub(crate) fn stamp(&self) -> Result<Option<FileStamp>, Error> {
+        match fs::metadata(&self.path) {
+            Ok(meta) => Ok(Some(FileStamp::of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::read(&self.path, e)),
+        }
+    }
+
+    pub(crate) fn write_stamped(&self, token: &Token) -> Result<FileStamp, Error> {
+        let _lock = self.lock()?;
+        self.replace_locked(token)
+    }
+
+    pub(crate) fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+        let _lock = self.lock()?;
+        let (current, stamp) = self.read_snapshot()?;
+        if current.as_ref() == expected {
+            self.replace_locked(new).map(Swap::Replaced)
+        } else {
+            Ok(Swap::Lost((current, stamp)))
+        }
+    }
+
+    /// Removes temp files that a writer of this library left behind when it died mid-write.
+    /// Only called under the lock, when no live writer can have a temp file.
+    pub(crate) fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&self.temp_prefix) && name.ends_with(TEMP_SUFFIX) {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    tracing::debug!(error = %e, "could not remove a stale temp file");
+                }
+            }
+        }
+    }
+
+    /// Takes the writers' lock, creating the directory (0700) and the lock file (0600).
+    pub(crate) fn lock(&self) -> Result<FileLock, Error> {
+        self.create_dir()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| Error::write(&self.lock_path, e))?;
+        file.lock().map_err(|e| Error::write(&self.lock_path, e))?;
+        Ok(FileLock { _file: file })
+    }
+
+    fn create_dir(&self) -> Result<(), Error> {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::write(&self.dir, e)),
+        }
+    }
+
+    /// temp file (0600) → write → fsync → rename over the file → fsync the directory.
+    fn replace_locked(&self, token: &Token) -> Result<FileStamp, Error> {
+        self.remove_stale_temp_files();
+        let write_err = |e: io::Error| Error::write(&self.path, e);
+        // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
+        // never share a temp file.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&self.temp_prefix)
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(&self.dir)
+            .map_err(write_err)?;
+        let mut content = Vec::with_capacity(token.expose().len() + 1);
+        content.extend_from_slice(token.expose().as_bytes());
+        content.push(b'\n');
+        temp.write_all(&content).map_err(write_err)?;
+        temp.as_file().sync_all().map_err(write_err)?;
+        let file = temp.persist(&self.path).map_err(|e| write_err(e.error))?;
+        let meta = file.metadata().map_err(write_err)?;
+        self.sync_dir()?;
+        Ok(FileStamp::of(&meta))
+    }
+
+    fn sync_dir(&self) -> Result<(), Error> {
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| Error::write(&self.dir, e))
+    }
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// The writers' lock; released when dropped (closing the file releases its `flock`).
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn token(s: &str) -> Token {
+        Token::new(s).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn missing_empty_and_blank_mean_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        assert!(file.read().unwrap().is_none());
+        for content in ["", "  \n", "\r\n\t "] {
+            fs::write(file.path(), content).unwrap();
+            assert!(file.read().unwrap().is_none(), "{content:?}");
+        }
+    }
+
+    #[test]
+    fn reading_trims_white_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        fs::write(file.path(), " abc.def\r\n").unwrap();
+        assert_eq!(file.read().unwrap(), Some(token("abc.def")));
+    }
+
+    #[test]
+    fn write_creates_the_directory_0700_and_the_file_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = dir.path().join("a").join("b");
+        let file = TokenFile::in_dir(&client);
+        file.write(&token("one")).unwrap();
+        assert_eq!(mode(&client), 0o700);
+        assert_eq!(mode(file.path()), 0o600);
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), "one\n");
+        // Replacing keeps the mode, even if the old file was looser.
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        file.write(&token("two")).unwrap();
+        assert_eq!(mode(file.path()), 0o600);
+        assert_eq!(mode(file.lock_path()), 0o600);
+        assert_eq!(file.read().unwrap(), Some(token("two")));
+    }
+
+    #[test]
+    fn bad_contents_give_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        let cases: [(&[u8], fn(&CorruptReason) -> bool); 4] = [
+            (b"has space", |r| matches!(r, CorruptReason::Malformed(_))),
+            (b"\xff\xfe", |r| matches!(r, CorruptReason::NotUtf8)),
+            (b"a\0b", |r| matches!(r, CorruptReason::Malformed(_))),
+            (&[b'a'; MAX_FILE_LEN as usize + 1], |r| {
+                matches!(r, CorruptReason::TooLarge { .. })
+            }),
+        ];
+        for (content, expected) in cases {
+            fs::write(file.path(), content).unwrap();
+            match file.read() {
+                Err(Error::CorruptFile { path, reason }) => {
+                    assert_eq!(path, file.path());
+                    assert!(expected(&reason), "{reason:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        fs::remove_file(file.path()).unwrap();
+        fs::create_dir(file.path()).unwrap();
+        assert!(matches!(
+            file.read(),
+            Err(Error::CorruptFile {
+                reason: CorruptReason::NotAFile,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn errors_never_show_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        fs::write(file.path(), "s3cret with space").unwrap();
+        let err = file.read().unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn swap_replaces_only_the_expected_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        // Expecting no token and finding none: written.
+        assert!(file.replace_if(None, &token("one")).unwrap());
+        // Expecting the wrong token: not written.
+        assert!(
+            !file
+                .replace_if(Some(&token("zero")), &token("two"))
+                .unwrap()
+        );
+        assert_eq!(file.read().unwrap(), Some(token("one")));
+        assert!(file.replace_if(Some(&token("one")), &token("two")).unwrap());
+        assert_eq!(file.read().unwrap(), Some(token("two")));
+        // After a removal (a lock by another process) a refresh does not resurrect it.
+        file.remove().unwrap();
+        assert!(
+            !file
+                .replace_if(Some(&token("two")), &token("three"))
+                .unwrap()
+        );
+        assert!(file.read().unwrap().is_none());
+        assert!(!file.path().exists());
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        fs::write(dir.path().join(".token.dead1.tmp"), "x").unwrap();
+        fs::write(dir.path().join("unrelated.tmp"), "x").unwrap();
+        file.write(&token("one")).unwrap();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["token", "token.lock", "unrelated.tmp"]);
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        let tokens: Vec<Token> = (0..1000)
+            .map(|i| token(&format!("{}{i}", "t".repeat(i % 300 + 1))))
+            .collect();
+        file.write(&tokens[0]).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let got = file.read().unwrap().expect("the file always holds a token");
+                    assert!(tokens.contains(&got));
+                    reads += 1;
+                }
+                reads
+            });
+            for t in &tokens {
+                file.write(t).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+            reader.join().unwrap()
+        });
+        assert!(reads > 0);
+        assert_eq!(file.read().unwrap(), Some(tokens[999].clone()));
+    }
+}

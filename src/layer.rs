@@ -1,0 +1,280 @@
+//! [`SessionLayer`]: attaches the session token to every request and keeps the refreshed token
+//! that comes back.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use agent_session::{Session, SessionLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let session = Session::in_dir("/home/me/.agent");
+//! session.start().await?;
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051")
+//!     .connect()
+//!     .await?;
+//! let service = ServiceBuilder::new()
+//!     .layer(SessionLayer::new(session.clone()))
+//!     .service(channel);
+//! // Hand `service` to any tonic client: `AgentServiceClient::new(service)`.
+//! # let _ = service; Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response, header};
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::bearer;
+use crate::session::{Refresh, Session};
+
+/// A tower [`Layer`] that wraps services in a [`SessionService`].
+#[derive(Debug, Clone)]
+pub struct SessionLayer {
+    session: Session,
+}
+
+impl SessionLayer {
+    /// A layer keeping `session`.
+    pub fn new(session: Session) -> Self {
+        Self { session }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService::new(inner, self.session.clone())
+    }
+}
+
+/// Adds `authorization: Bearer <token>` (marked sensitive) to each request that has no
+/// `authorization` header of its own, and takes the refreshed token from each response.
+///
+/// Responses pass through unchanged, session failures included: turn them into a typed error
+/// with [`Error::from_status`](crate::Error::from_status) or
+/// [`Error::from_response`](crate::Error::from_response).
+///
+/// A refreshed token is read from the response's `authorization` header (`Bearer <t>`, any
+/// case, or the legacy `Bearer: <t>`); a malformed one is ignored with a warning and the old
+/// token stays. It is used for the next calls at once and written to the session file; by
+/// default the response is handed over once it is durable (see
+/// [`SessionBuilder::write_behind`](crate::SessionBuilder::write_behind)).
+#[derive(Debug, Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    session: Session,
+}
+
+impl<S> SessionService<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, session: Session) -> Self {
+        Self { inner, session }
+    }
+
+    /// A [`SessionLayer`] for `session`.
+    pub fn layer(session: Session) -> SessionLayer {
+        SessionLayer::new(session)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        if self.session.claim_check() {
+            // Look at the file before sending: another process may have unlocked or locked.
+            // The instance driven ready is the one that will be called.
+            let clone = self.inner.clone();
+            let inner = mem::replace(&mut self.inner, clone);
+            return ResponseFuture {
+                state: State::Checking {
+                    check: self.session.check_file(),
+                    pending: Some((inner, request)),
+                },
+                session: self.session.clone(),
+                epoch: None,
+            };
+        }
+        let (future, epoch) = send(&mut self.inner, &self.session, request);
+        ResponseFuture {
+            state: State::Calling { future },
+            session: self.session.clone(),
+            epoch,
+        }
+    }
+}
+
+/// Attaches the token (unless the request carries its own credentials) and calls `inner`.
+/// Returns the epoch the token belongs to, or `None` when the request's own credentials were
+/// sent, whose refresh is not the session's.
+fn send<S, ReqB, ResB>(
+    inner: &mut S,
+    session: &Session,
+    mut request: Request<ReqB>,
+) -> (S::Future, Option<u64>)
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    let epoch = if request.headers().contains_key(header::AUTHORIZATION) {
+        None
+    } else {
+        let current = session.current();
+        if let Some(token) = &current.token {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, token.header_value());
+        }
+        Some(current.epoch)
+    };
+    (inner.call(request), epoch)
+}
+
+pin_project! {
+    /// The response future of [`SessionService`].
+    pub struct ResponseFuture<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        #[pin]
+        state: State<S, ReqB>,
+        session: Session,
+        epoch: Option<u64>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        Checking {
+            check: JoinHandle<()>,
+            pending: Option<(S, Request<ReqB>)>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+        Saving {
+            saved: oneshot::Receiver<()>,
+            response: Option<S::Response>,
+        },
+    }
+}
+
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Output = Result<Response<ResB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking { check, pending } => {
+                    // A failed check (a panic in it) only means the file is looked at later.
+                    let _ = ready!(Pin::new(check).poll(cx));
+                    let Some((mut inner, request)) = pending.take() else {
+                        unreachable_state();
+                        return Poll::Pending;
+                    };
+                    let (future, epoch) = send(&mut inner, this.session, request);
+                    *this.epoch = epoch;
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    let Some(epoch) = *this.epoch else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    match take_refresh(this.session, &response, epoch) {
+                        Refresh::Done => return Poll::Ready(Ok(response)),
+                        Refresh::Saving(saved) => this.state.set(State::Saving {
+                            saved,
+                            response: Some(response),
+                        }),
+                    }
+                }
+                StateProj::Saving { saved, response } => {
+                    // Woken when the write is done, whether it succeeded or not: a failed
+                    // write is logged and reported by `Session::flush`, and the call's result
+                    // is the agent's, handed over as it came.
+                    let _ = ready!(Pin::new(saved).poll(cx));
+                    return match response.take() {
+                        Some(response) => Poll::Ready(Ok(response)),
+                        None => {
+                            unreachable_state();
+                            Poll::Pending
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn take_refresh<B>(session: &Session, response: &Response<B>, epoch: u64) -> Refresh {
+    match bearer::bearer_from_headers(response.headers()) {
+        None => Refresh::Done,
+        Some(Ok(token)) => session.accept_refresh(token, epoch),
+        Some(Err(why)) => {
+            tracing::warn!(reason = %why, "ignoring a malformed refreshed token from the agent");
+            Refresh::Done
+        }
+    }
+}
+
+/// A future polled again after it completed. Logged, not a panic: the caller broke the
+/// `Future` contract, and pending forever is what tower's own futures do then.
+fn unreachable_state() {
+    tracing::error!("session ResponseFuture polled after completion");
+}
+
+impl<S, ReqB> std::fmt::Debug for ResponseFuture<S, ReqB>
+where
+    S: Service<Request<ReqB>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,567 @@
+//! [`Session`]: the current token, shared by the layer and the application, kept in step with
+//! the session file.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::file::{FileStamp, Snapshot, Swap, TokenFile};
+use crate::token::Token;
+
+/// How often a session looks at the session file for a token written by another process.
+///
+/// One `stat` per interval, made by the first call after it, costs nothing a user can see; a
+/// second is shorter than a person takes to switch terminals after an unlock.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A client's session: the current token, in memory and in the session file.
+///
+/// A cheap `Clone` handle: clones share one state. The layer reads the token on every call
+/// without a lock or a syscall; refreshed tokens that come back on responses are written to the
+/// file (see [`SessionBuilder::write_behind`]); a token another process writes to the file is
+/// picked up by the first call after [`DEFAULT_CHECK_INTERVAL`].
+///
+/// ```no_run
+/// use agent_session::{Session, Token};
+///
+/// # async fn run() -> Result<(), agent_session::Error> {
+/// let session = Session::in_dir("/home/me/.agent");
+/// session.start().await?; // the token on disk, if any
+/// // … after an unlock:
+/// session.start_with_token(Token::new("eyJ…")?).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+/// Options for a [`Session`].
+#[derive(Debug, Clone)]
+pub struct SessionBuilder {
+    file: TokenFile,
+    check_interval: Duration,
+    write_behind: bool,
+}
+
+/// Counters of what a session did with refreshed tokens, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// Refreshed tokens accepted from responses.
+    pub refreshes: u64,
+    /// Refresh writes made to the session file (one may cover many refreshes).
+    pub writes: u64,
+    /// Refreshes not written because the token on disk lives as long (JWT `exp`).
+    pub skipped_writes: u64,
+    /// Refresh writes that found another token (or none) in the file and adopted it.
+    pub lost_refreshes: u64,
+    /// Tokens written or removed by another process and picked up by this one.
+    pub external_changes: u64,
+}
+
+struct Shared {
+    file: TokenFile,
+    /// What a call reads: the token and the epoch it belongs to.
+    current: ArcSwap<Current>,
+    /// Everything else, changed rarely and never held across I/O.
+    state: Mutex<State>,
+    origin: Instant,
+    check_interval: Duration,
+    /// When (nanoseconds after `origin`) the next look at the file is due.
+    next_check: AtomicU64,
+    checking: AtomicBool,
+    write_behind: bool,
+    stats: Counters,
+}
+
+/// The token calls use, and the epoch it belongs to.
+///
+/// The epoch changes on every explicit change (start, unlock, clear, a token adopted from the
+/// file), so a refresh that answers a call sent before the change is recognised and dropped.
+pub(crate) struct Current {
+    pub(crate) token: Option<Token>,
+    pub(crate) epoch: u64,
+}
+
+struct State {
+    epoch: u64,
+    /// What the file held when this process last read or wrote it: the refresh
+    /// compare-and-swap expects to find it there.
+    synced: Option<Token>,
+    stamp: Option<FileStamp>,
+    /// The newest refresh waiting for the writer, if any.
+    pending: Option<Token>,
+    /// Sequence numbers of refreshes handed to the writer, and of those it has finished.
+    submitted: u64,
+    finished: u64,
+    writer_running: bool,
+    waiters: Vec<(u64, oneshot::Sender<()>)>,
+    last_write_error: Option<Error>,
+}
+
+#[derive(Default)]
+struct Counters {
+    refreshes: AtomicU64,
+    writes: AtomicU64,
+    skipped_writes: AtomicU64,
+    lost_refreshes: AtomicU64,
+    external_changes: AtomicU64,
+}
+
+/// What became of a refreshed token.
+pub(crate) enum Refresh {
+    /// Nothing to wait for: stale, unchanged, skipped, or written behind.
+    Done,
+    /// Resolves once a write covering the token is finished.
+    Saving(oneshot::Receiver<()>),
+}
+
+impl SessionBuilder {
+    /// Checks the file for changes made by other processes at most this often (default
+    /// [`DEFAULT_CHECK_INTERVAL`]). `Duration::ZERO` checks before every call.
+    pub fn check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
+    }
+
+    /// Whether a call with a refreshed token completes before the token is on disk.
+    ///
+    /// Off by default: a response is handed over only once its token (or a fresher one) is
+    /// durable, and concurrent refreshes share one write. On, the write happens in the
+    /// background and [`Session::flush`] waits for it; a crash before then loses the refresh
+    /// and the next process starts from the previous token, which the agent still accepts until
+    /// it expires, so the risk is a re-authentication, never a torn file.
+    pub fn write_behind(mut self, on: bool) -> Self {
+        self.write_behind = on;
+        self
+    }
+
+    /// Makes the session. It holds no token until [`Session::start`] or
+    /// [`Session::start_with_token`].
+    pub fn build(self) -> Session {
+        Session {
+            shared: Arc::new(Shared {
+                file: self.file,
+                current: ArcSwap::from_pointee(Current {
+                    token: None,
+                    epoch: 0,
+                }),
+                state: Mutex::new(State {
+                    epoch: 0,
+                    synced: None,
+                    stamp: None,
+                    pending: None,
+                    submitted: 0,
+                    finished: 0,
+                    writer_running: false,
+                    waiters: Vec::new(),
+                    last_write_error: None,
+                }),
+                origin: Instant::now(),
+                check_interval: self.check_interval,
+                next_check: AtomicU64::new(0),
+                checking: AtomicBool::new(false),
+                write_behind: self.write_behind,
+                stats: Counters::default(),
+            }),
+        }
+    }
+}
+
+impl Session {
+    /// A session kept in the file at `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self::builder(path).build()
+    }
+
+    /// A session kept in the file `token` of the client directory `dir`.
+    pub fn in_dir(dir: impl AsRef<std::path::Path>) -> Self {
+        Self::builder(dir.as_ref().join(crate::file::TOKEN_FILE_NAME)).build()
+    }
+
+    /// Options for a session kept in the file at `path`.
+    pub fn builder(path: impl Into<std::path::PathBuf>) -> SessionBuilder {
+        SessionBuilder {
+            file: TokenFile::new(path),
+            check_interval: DEFAULT_CHECK_INTERVAL,
+            write_behind: false,
+        }
+    }
+
+    /// The session file's path.
+    pub fn path(&self) -> &std::path::Path {
+        self.shared.file.path()
+    }
+
+    /// The session file.
+    pub fn file(&self) -> &TokenFile {
+        &self.shared.file
+    }
+
+    /// Reads the token from the session file, if there is one, and uses it from now on.
+    ///
+    /// A missing or blank file leaves the session without a token; a bad file is an error and
+    /// leaves the session as it was.
+    pub async fn start(&self) -> Result<(), Error> {
+        let snapshot = blocking(&self.shared.file, |file| {
+            let _lock = file.lock().ok();
+            // Under the lock no writer of this library is mid-write: its temp files are stale.
+            if _lock.is_some() {
+                file.remove_stale_temp_files();
+            }
+            file.read_snapshot()
+        })
+        .await?;
+        let token_found = snapshot.0.is_some();
+        let mut state = self.shared.lock();
+        self.shared.adopt(&mut state, snapshot);
+        drop(state);
+        self.shared.schedule_next_check();
+        tracing::debug!(token_found, "session started");
+        Ok(())
+    }
+
+    /// Uses `token` from now on and writes it to the session file, replacing whatever is there
+    /// (an *explicit* write, as after an unlock).
+    ///
+    /// The token is in use even if the write fails, so a process that cannot write its session
+    /// file can still work; the error says the next process will not see it.
+    pub async fn start_with_token(&self, token: Token) -> Result<(), Error> {
+        let epoch = {
+            let mut state = self.shared.lock();
+            self.shared.begin_epoch(&mut state, Some(token.clone()))
+        };
+        let written = token.clone();
+        let started = Instant::now();
+        let stamp = blocking(&self.shared.file, move |file| file.write_stamped(&written)).await?;
+        let mut state = self.shared.lock();
+        if state.epoch == epoch {
+            state.synced = Some(token);
+            state.stamp = Some(stamp);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "session token written");
+        Ok(())
+    }
+
+    /// Forgets the token and removes the session file (what `agent lock` does).
+    pub async fn clear(&self) -> Result<(), Error> {
+        let epoch = {
+            let mut state = self.shared.lock();
+            self.shared.begin_epoch(&mut state, None)
+        };
+        blocking(&self.shared.file, |file| file.remove()).await?;
+        let mut state = self.shared.lock();
+        if state.epoch == epoch {
+            state.synced = None;
+            state.stamp = None;
+        }
+        tracing::debug!("session cleared");
+        Ok(())
+    }
+
+    /// The token calls are made with now, if any.
+    pub fn token(&self) -> Option<Token> {
+        self.shared.current.load().token.clone()
+    }
+
+    /// When the current token expires, if it is a JWT with an `exp` claim.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.shared.current.load().token.as_ref()?.expires_at()
+    }
+
+    /// The `authorization` value for one call made by hand: `Bearer <token>`, marked sensitive.
+    ///
+    /// ```
+    /// # async fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {
+    /// let mut request = tonic::Request::new(());
+    /// request
+    ///     .metadata_mut()
+    ///     .insert("authorization", session.call_credentials()?.try_into().unwrap());
+    /// # Ok(()) }
+    /// ```
+    pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
+        self.shared
+            .current
+            .load()
+            .token
+            .as_ref()
+            .map(Token::header_value)
+            .ok_or(Error::TokenNotProvided)
+    }
+
+    /// Waits until every refreshed token this session accepted so far is on disk (or was found
+    /// superseded there), and reports the last write's error if it failed.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let wait = {
+            let mut state = self.shared.lock();
+            if state.finished >= state.submitted {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let seq = state.submitted;
+                state.waiters.push((seq, tx));
+                Some(rx)
+            }
+        };
+        if let Some(rx) = wait {
+            let _ = rx.await;
+        }
+        match self.shared.lock().last_write_error.clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// What this session did with refreshed tokens so far.
+    pub fn stats(&self) -> SessionStats {
+        let c = &self.shared.stats;
+        SessionStats {
+            refreshes: c.refreshes.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            skipped_writes: c.skipped_writes.load(Ordering::Relaxed),
+            lost_refreshes: c.lost_refreshes.load(Ordering::Relaxed),
+            external_changes: c.external_changes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The token and epoch for one call.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Current>> {
+        self.shared.current.load()
+    }
+
+    /// Whether this call should look at the file first; at most one call at a time is told yes.
+    pub(crate) fn claim_check(&self) -> bool {
+        let now = self.shared.origin.elapsed().as_nanos() as u64;
+        now >= self.shared.next_check.load(Ordering::Relaxed)
+            && !self.shared.checking.swap(true, Ordering::Acquire)
+    }
+
+    /// Looks for a change made to the file by another process (one `stat`; a read only when it
+    /// changed), off the async workers. Call only after [`Session::claim_check`] said yes.
+    pub(crate) fn check_file(&self) -> tokio::task::JoinHandle<()> {
+        let session = self.clone();
+        tokio::task::spawn_blocking(move || {
+            session.shared.check_file_blocking();
+            session.shared.schedule_next_check();
+            session.shared.checking.store(false, Ordering::Release);
+        })
+    }
+
+    /// Takes a refreshed token that came back on a response to a call sent in `epoch`.
+    pub(crate) fn accept_refresh(&self, token: Token, epoch: u64) -> Refresh {
+        let shared = &self.shared;
+        {
+            let current = shared.current.load();
+            if current.epoch != epoch || current.token.as_ref() == Some(&token) {
+                return Refresh::Done;
+            }
+        }
+        let mut state = shared.lock();
+        if state.epoch != epoch {
+            tracing::debug!("refreshed token dropped: the session changed since the call");
+            return Refresh::Done;
+        }
+        shared.current.store(Arc::new(Current {
+            token: Some(token.clone()),
+            epoch,
+        }));
+        shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        // A JWT that expires no later than the one on disk (or on its way there) buys nothing
+        // by being written: the file's token lives as long. Use it in memory only.
+        let on_disk = state.pending.as_ref().or(state.synced.as_ref());
+        if let (Some(new_exp), Some(disk_exp)) =
+            (token.exp_secs(), on_disk.and_then(Token::exp_secs))
+        {
+            if new_exp <= disk_exp {
+                shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!("refresh accepted; no write needed");
+                return Refresh::Done;
+            }
+        }
+        tracing::debug!("refresh accepted");
+        state.pending = Some(token);
+        state.submitted += 1;
+        let seq = state.submitted;
+        let wait = if shared.write_behind {
+            Refresh::Done
+        } else {
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push((seq, tx));
+            Refresh::Saving(rx)
+        };
+        if !state.writer_running {
+            state.writer_running = true;
+            drop(state);
+            let session = self.clone();
+            spawn_blocking_anywhere(move || session.shared.run_writer());
+        }
+        wait
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves no half-made state (every field is assigned
+        // whole), so a poisoned lock is safe to use.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a new epoch with `token` (an explicit change): refreshes of calls sent before are
+    /// dropped, and a refresh waiting to be written is superseded.
+    fn begin_epoch(&self, state: &mut State, token: Option<Token>) -> u64 {
+        state.epoch += 1;
+        state.pending = None;
+        self.current.store(Arc::new(Current {
+            token,
+            epoch: state.epoch,
+        }));
+        state.finished = state.submitted;
+        release_waiters(state);
+        state.epoch
+    }
+
+    /// Takes what the file holds as the session's state, in a new epoch.
+    fn adopt(&self, state: &mut State, (token, stamp): Snapshot) {
+        self.begin_epoch(state, token.clone());
+        state.synced = token;
+        state.stamp = stamp;
+    }
+
+    fn schedule_next_check(&self) {
+        let next = self.origin.elapsed() + self.check_interval;
+        self.next_check
+            .store(next.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn check_file_blocking(&self) {
+        let known = self.lock().stamp;
+        let now = match self.file.stamp() {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the session file");
+                return;
+            }
+        };
+        if now == known {
+            return;
+        }
+        let snapshot = match self.file.read_snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // Keep the token we have: a bad file must not replace a good token.
+                tracing::warn!(error = %e, "the session file changed but cannot be used");
+                self.lock().stamp = now;
+                return;
+            }
+        };
+        let mut state = self.lock();
+        if state.stamp == snapshot.1 || state.stamp != known {
+            // Our own write, or one we already know of, got there first.
+            return;
+        }
+        if state.synced == snapshot.0 {
+            state.stamp = snapshot.1;
+            return;
+        }
+        tracing::info!(
+            token_found = snapshot.0.is_some(),
+            "session file changed by another process"
+        );
+        self.stats.external_changes.fetch_add(1, Ordering::Relaxed);
+        self.adopt(&mut state, snapshot);
+    }
+
+    /// The writer: writes the newest pending refresh, then the next, until none is left. One
+    /// runs at a time, so concurrent refreshes share writes (group commit).
+    fn run_writer(&self) {
+        loop {
+            let (token, epoch, expected, seq) = {
+                let mut state = self.lock();
+                let Some(token) = state.pending.take() else {
+                    state.writer_running = false;
+                    return;
+                };
+                (token, state.epoch, state.synced.clone(), state.submitted)
+            };
+            let started = Instant::now();
+            let result = self.file.swap(expected.as_ref(), &token);
+            let mut state = self.lock();
+            if state.epoch == epoch {
+                match result {
+                    Ok(Swap::Replaced(stamp)) => {
+                        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                        state.synced = Some(token);
+                        state.stamp = Some(stamp);
+                        state.last_write_error = None;
+                        tracing::debug!(elapsed = ?started.elapsed(), "refreshed token written");
+                    }
+                    Ok(Swap::Lost(snapshot)) => {
+                        self.stats.lost_refreshes.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            token_found = snapshot.0.is_some(),
+                            "refresh lost to another process; using what the file holds"
+                        );
+                        self.adopt(&mut state, snapshot);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the refreshed token");
+                        state.last_write_error = Some(e);
+                    }
+                }
+            }
+            state.finished = state.finished.max(seq);
+            release_waiters(&mut state);
+        }
+    }
+}
+
+fn release_waiters(state: &mut State) {
+    let finished = state.finished;
+    state.waiters.retain_mut(|(seq, _)| *seq > finished);
+    // Dropping a sender wakes its receiver; no value is needed.
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    file: &TokenFile,
+    work: impl FnOnce(TokenFile) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let owned = file.clone();
+    match tokio::task::spawn_blocking(move || work(owned)).await {
+        Ok(result) => result,
+        Err(e) => Err(Error::write(
+            file.path(),
+            std::io::Error::other(e.to_string()),
+        )),
+    }
+}
+
+/// `spawn_blocking` on the current runtime, or a plain thread when there is none (a response
+/// polled outside tokio).
+fn spawn_blocking_anywhere(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(work);
+        }
+        Err(_) => {
+            std::thread::spawn(work);
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.shared.current.load();
+        f.debug_struct("Session")
+            .field("path", &self.shared.file.path())
+            .field("has_token", &current.token.is_some())
+            .field("epoch", &current.epoch)
+            .finish_non_exhaustive()
+    }
+}
