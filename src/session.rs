@@ -165,7 +165,7 @@ impl SessionBuilder {
                 }),
                 origin: Instant::now(),
                 check_interval: self.check_interval,
-                next_check: AtomicU64::new(0),
+                next_check: AtomicU64::new(self.check_interval.as_nanos() as u64),
                 checking: AtomicBool::new(false),
                 write_behind: self.write_behind,
                 stats: Counters::default(),
@@ -245,6 +245,8 @@ impl Session {
             state.synced = Some(token);
             state.stamp = Some(stamp);
         }
+        drop(state);
+        self.shared.schedule_next_check();
         tracing::debug!(elapsed = ?started.elapsed(), "session token written");
         Ok(())
     }
@@ -261,6 +263,8 @@ impl Session {
             state.synced = None;
             state.stamp = None;
         }
+        drop(state);
+        self.shared.schedule_next_check();
         tracing::debug!("session cleared");
         Ok(())
     }

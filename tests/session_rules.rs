@@ -1,0 +1,395 @@
+//! The session's rules, driven through the layer over an in-process inner service: header
+//! rules, refresh writes, the compare-and-swap against other sessions of the same file, and
+//! pick-up of changes made by others. Behaviour over a real transport is in `tests/transport.rs`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_session::{Session, SessionLayer, Token};
+use base64::Engine as _;
+use http::{HeaderValue, Request, Response, header};
+use tokio::sync::{Notify, oneshot};
+use tower::{Layer, Service, ServiceExt};
+
+type Seen = Arc<Mutex<Vec<Option<HeaderValue>>>>;
+
+fn token(s: &str) -> Token {
+    Token::new(s).unwrap()
+}
+
+fn jwt(exp: u64, id: u32) -> Token {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    token(&format!(
+        "{}.{}.sig{id}",
+        b64.encode(r#"{"alg":"HS256"}"#),
+        b64.encode(format!(r#"{{"exp":{exp},"jti":"{id}"}}"#))
+    ))
+}
+
+/// An inner service that records the `authorization` it got and answers with `reply` as the
+/// response's `authorization` header.
+fn agent(
+    reply: impl Fn() -> Option<HeaderValue> + Clone + Send + 'static,
+) -> (
+    impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone,
+    Seen,
+) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let svc = tower::service_fn(move |req: Request<()>| {
+        record
+            .lock()
+            .unwrap()
+            .push(req.headers().get(header::AUTHORIZATION).cloned());
+        let reply = reply();
+        async move {
+            let mut response = Response::new(());
+            if let Some(value) = reply {
+                response.headers_mut().insert(header::AUTHORIZATION, value);
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    (svc, seen)
+}
+
+/// A session that never looks at its file on its own during a test, so that what a test sees
+/// is the compare-and-swap of refresh writes, not the pick-up of changes.
+fn quiet_session(dir: &std::path::Path) -> Session {
+    Session::builder(dir.join("token"))
+        .check_interval(Duration::from_secs(3600))
+        .build()
+}
+
+fn bearer(token: &Token) -> Option<HeaderValue> {
+    Some(HeaderValue::from_str(&format!("Bearer {}", token.expose())).unwrap())
+}
+
+async fn call<S>(svc: &mut S) -> Response<()>
+where
+    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+{
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn attaches_a_sensitive_bearer_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, seen) = agent(|| None);
+    let mut svc = SessionLayer::new(session).layer(inner);
+    call(&mut svc).await;
+    let sent = seen.lock().unwrap()[0].clone().unwrap();
+    assert_eq!(sent, "Bearer t0");
+    assert!(sent.is_sensitive());
+}
+
+#[tokio::test]
+async fn without_a_token_sends_no_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start().await.unwrap();
+    let (inner, seen) = agent(|| None);
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(seen.lock().unwrap()[0], None);
+    assert!(matches!(
+        session.call_credentials(),
+        Err(agent_session::Error::TokenNotProvided)
+    ));
+}
+
+#[tokio::test]
+async fn explicit_credentials_win_and_their_refresh_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, seen) = agent(|| bearer(&token("theirs")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    let request = Request::builder()
+        .header(header::AUTHORIZATION, "Bearer mine")
+        .body(())
+        .unwrap();
+    svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(seen.lock().unwrap()[0].clone().unwrap(), "Bearer mine");
+    assert_eq!(session.token(), Some(token("t0")));
+    assert_eq!(session.file().read().unwrap(), Some(token("t0")));
+}
+
+#[tokio::test]
+async fn a_refresh_is_used_next_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, seen) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    // The future resolved only once the refresh was durable.
+    assert_eq!(session.file().read().unwrap(), Some(token("t1")));
+    call(&mut svc).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[1].clone().unwrap(), "Bearer t1");
+    assert_eq!(session.stats().writes, 1);
+}
+
+#[tokio::test]
+async fn legacy_and_any_case_refresh_forms_are_read() {
+    for form in ["bearer t1", "BEARER t1", "Bearer: t1", " Bearer   t1 "] {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::in_dir(dir.path());
+        session.start_with_token(token("t0")).await.unwrap();
+        let (inner, _) = agent(move || Some(HeaderValue::from_static(form)));
+        let mut svc = SessionLayer::new(session.clone()).layer(inner);
+        call(&mut svc).await;
+        assert_eq!(session.token(), Some(token("t1")), "{form:?}");
+        assert_eq!(
+            session.file().read().unwrap(),
+            Some(token("t1")),
+            "{form:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_refresh_is_ignored_and_the_response_passes_through() {
+    let bad: [&[u8]; 6] = [
+        b"Bearer a b",
+        b"Bearer \xc3\xa9",
+        b"Basic dXNlcg==",
+        b"Bearer",
+        b"Bearer a\tb",
+        b"Bearer a,b",
+    ];
+    for value in bad {
+        let dir = tempfile::tempdir().unwrap();
+        let session = Session::in_dir(dir.path());
+        session.start_with_token(token("t0")).await.unwrap();
+        let (inner, _) = agent(move || Some(HeaderValue::from_bytes(value).unwrap()));
+        let mut svc = SessionLayer::new(session.clone()).layer(inner);
+        let response = call(&mut svc).await;
+        assert_eq!(response.headers()[header::AUTHORIZATION].as_bytes(), value);
+        assert_eq!(session.token(), Some(token("t0")));
+        assert_eq!(session.file().read().unwrap(), Some(token("t0")));
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_loses_to_an_explicit_write_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = quiet_session(dir.path());
+    ours.start_with_token(token("t0")).await.unwrap();
+    // Another process unlocks and writes its own token.
+    let theirs = Session::in_dir(dir.path());
+    theirs.start_with_token(token("unlocked")).await.unwrap();
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(ours.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(ours.file().read().unwrap(), Some(token("unlocked")));
+    assert_eq!(
+        ours.token(),
+        Some(token("unlocked")),
+        "adopts what the file holds"
+    );
+    assert_eq!(ours.stats().lost_refreshes, 1);
+}
+
+#[tokio::test]
+async fn a_refresh_never_resurrects_a_cleared_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = quiet_session(dir.path());
+    ours.start_with_token(token("t0")).await.unwrap();
+    // Another process locks.
+    Session::in_dir(dir.path()).clear().await.unwrap();
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(ours.clone()).layer(inner);
+    call(&mut svc).await;
+    assert!(!ours.path().exists());
+    assert_eq!(ours.token(), None);
+}
+
+#[tokio::test]
+async fn a_refresh_of_a_call_sent_before_clear_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let arrived = Arc::new(Notify::new());
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let inner = {
+        let arrived = arrived.clone();
+        tower::service_fn(move |_req: Request<()>| {
+            let arrived = arrived.clone();
+            let release = release.lock().unwrap().take();
+            async move {
+                arrived.notify_one();
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                let mut response = Response::new(());
+                response
+                    .headers_mut()
+                    .insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t1"));
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    let in_flight = tokio::spawn(async move { call(&mut svc).await });
+    arrived.notified().await;
+    session.clear().await.unwrap();
+    release_tx.send(()).unwrap();
+    in_flight.await.unwrap();
+    session.flush().await.unwrap();
+    assert!(!session.path().exists(), "the refresh recreated the file");
+    assert_eq!(session.token(), None);
+}
+
+#[tokio::test]
+async fn a_token_written_by_another_process_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = Session::builder(dir.path().join("token"))
+        .check_interval(Duration::ZERO)
+        .build();
+    ours.start_with_token(token("t0")).await.unwrap();
+    let (inner, seen) = agent(|| None);
+    let mut svc = SessionLayer::new(ours.clone()).layer(inner);
+    call(&mut svc).await;
+    Session::in_dir(dir.path())
+        .start_with_token(token("other"))
+        .await
+        .unwrap();
+    call(&mut svc).await;
+    Session::in_dir(dir.path()).clear().await.unwrap();
+    call(&mut svc).await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].clone().unwrap(), "Bearer t0");
+    assert_eq!(seen[1].clone().unwrap(), "Bearer other");
+    assert_eq!(seen[2], None);
+    assert_eq!(ours.stats().external_changes, 2);
+}
+
+#[tokio::test]
+async fn a_long_interval_means_no_look_at_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = Session::builder(dir.path().join("token"))
+        .check_interval(Duration::from_secs(3600))
+        .build();
+    ours.start_with_token(token("t0")).await.unwrap();
+    let (inner, seen) = agent(|| None);
+    let mut svc = SessionLayer::new(ours.clone()).layer(inner);
+    Session::in_dir(dir.path())
+        .start_with_token(token("other"))
+        .await
+        .unwrap();
+    call(&mut svc).await;
+    assert_eq!(seen.lock().unwrap()[0].clone().unwrap(), "Bearer t0");
+}
+
+#[tokio::test]
+async fn a_refresh_that_buys_no_time_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    let first = jwt(2_000_000_000, 0);
+    session.start_with_token(first.clone()).await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let (inner, _) = agent(move || {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Same exp for the first three refreshes, then a later one.
+        let exp = if i <= 3 { 2_000_000_000 } else { 2_000_000_060 };
+        bearer(&jwt(exp, i))
+    });
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    for _ in 0..3 {
+        call(&mut svc).await;
+    }
+    assert_eq!(session.stats().skipped_writes, 3);
+    assert_eq!(session.stats().writes, 0);
+    assert_eq!(session.file().read().unwrap(), Some(first));
+    assert_eq!(
+        session.token(),
+        Some(jwt(2_000_000_000, 3)),
+        "used in memory"
+    );
+    call(&mut svc).await;
+    assert_eq!(session.stats().writes, 1);
+    assert_eq!(session.file().read().unwrap(), Some(jwt(2_000_000_060, 4)));
+}
+
+#[tokio::test]
+async fn opaque_refreshes_are_always_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::in_dir(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let (inner, _) = agent(move || {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bearer(&token(&format!("t{i}")))
+    });
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    for i in 1..=3 {
+        call(&mut svc).await;
+        assert_eq!(
+            session.file().read().unwrap(),
+            Some(token(&format!("t{i}")))
+        );
+    }
+    assert_eq!(session.stats().writes, 3);
+}
+
+#[tokio::test]
+async fn write_behind_returns_first_and_flush_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(dir.path().join("token"))
+        .write_behind(true)
+        .build();
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    session.flush().await.unwrap();
+    assert_eq!(session.file().read().unwrap(), Some(token("t1")));
+}
+
+#[tokio::test]
+async fn start_reads_the_file_and_a_bad_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "t0\n").unwrap();
+    let session = Session::new(&path);
+    session.start().await.unwrap();
+    assert_eq!(session.token(), Some(token("t0")));
+    std::fs::write(&path, "not a token\n").unwrap();
+    let err = Session::new(&path).start().await.unwrap_err();
+    assert!(
+        matches!(err, agent_session::Error::CorruptFile { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), 65);
+}
+
+#[tokio::test]
+async fn a_failed_write_is_reported_and_keeps_the_token_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // The session file's directory is a file: nothing can be written there.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let session = Session::in_dir(&blocker);
+    let err = session.start_with_token(token("t0")).await.unwrap_err();
+    assert!(
+        matches!(err, agent_session::Error::WriteFile { .. }),
+        "{err:?}"
+    );
+    assert_eq!(session.token(), Some(token("t0")));
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(session.token(), Some(token("t1")));
+    assert!(session.flush().await.is_err());
+}
