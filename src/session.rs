@@ -371,34 +371,32 @@ impl Session {
             tracing::debug!("refreshed token dropped: the session changed since the call");
             return Refresh::Done;
         }
-        shared.current.store(Arc::new(Current {
-            token: Some(token.clone()),
-            epoch,
-        }));
+        // Keep the freshest token in memory (responses can arrive out of order); of two that
+        // expire together, the newer.
+        if !outlives(shared.current.load().token.as_ref(), &token) {
+            shared.current.store(Arc::new(Current {
+                token: Some(token.clone()),
+                epoch,
+            }));
+        }
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-        // A JWT that expires no later than the one on disk (or on its way there) buys nothing
-        // by being written: the file's token lives as long. Use it in memory only.
-        let on_disk = state.pending.as_ref().or(state.synced.as_ref());
-        if let (Some(new_exp), Some(disk_exp)) =
-            (token.exp_secs(), on_disk.and_then(Token::exp_secs))
-        {
-            if new_exp <= disk_exp {
-                shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!("refresh accepted; no write needed");
-                return Refresh::Done;
-            }
+        // A JWT that expires no later than the one on disk buys nothing by being written: the
+        // file's token lives as long. One on its way to disk covers it too, once written.
+        if covers(state.synced.as_ref(), &token) {
+            shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!("refresh accepted; the file's token lives as long");
+            return Refresh::Done;
+        }
+        if covers(state.pending.as_ref(), &token) {
+            shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
+            let seq = state.submitted;
+            return shared.wait_for(&mut state, seq);
         }
         tracing::debug!("refresh accepted");
         state.pending = Some(token);
         state.submitted += 1;
         let seq = state.submitted;
-        let wait = if shared.write_behind {
-            Refresh::Done
-        } else {
-            let (tx, rx) = oneshot::channel();
-            state.waiters.push((seq, tx));
-            Refresh::Saving(rx)
-        };
+        let wait = shared.wait_for(&mut state, seq);
         if !state.writer_running {
             state.writer_running = true;
             drop(state);
@@ -410,6 +408,16 @@ impl Session {
 }
 
 impl Shared {
+    /// What a call whose refresh is covered by write `seq` waits for.
+    fn wait_for(&self, state: &mut State, seq: u64) -> Refresh {
+        if self.write_behind {
+            return Refresh::Done;
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push((seq, tx));
+        Refresh::Saving(rx)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves no half-made state (every field is assigned
         // whole), so a poisoned lock is safe to use.
@@ -522,6 +530,23 @@ impl Shared {
             state.finished = state.finished.max(seq);
             release_waiters(&mut state);
         }
+    }
+}
+
+/// Whether `held` is a JWT that expires no earlier than the JWT `new`: then `new` buys nothing
+/// over it. Opaque tokens are never covered: the newest one is all we know.
+fn covers(held: Option<&Token>, new: &Token) -> bool {
+    match (held.and_then(Token::exp_secs), new.exp_secs()) {
+        (Some(held), Some(new)) => held >= new,
+        _ => false,
+    }
+}
+
+/// Whether `held` is a JWT that expires strictly after the JWT `new`.
+fn outlives(held: Option<&Token>, new: &Token) -> bool {
+    match (held.and_then(Token::exp_secs), new.exp_secs()) {
+        (Some(held), Some(new)) => held > new,
+        _ => false,
     }
 }
 
