@@ -234,10 +234,11 @@ impl TokenFile {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(&self.temp_prefix) && name.ends_with(TEMP_SUFFIX) {
-                if let Err(e) = fs::remove_file(entry.path()) {
-                    tracing::debug!(error = %e, "could not remove a stale temp file");
-                }
+            if name.starts_with(&self.temp_prefix)
+                && name.ends_with(TEMP_SUFFIX)
+                && let Err(e) = fs::remove_file(entry.path())
+            {
+                tracing::debug!(error = %e, "could not remove a stale temp file");
             }
         }
     }
@@ -358,7 +359,8 @@ mod tests {
     fn bad_contents_give_typed_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
-        let cases: [(&[u8], fn(&CorruptReason) -> bool); 4] = [
+        type IsExpected = fn(&CorruptReason) -> bool;
+        let cases: [(&[u8], IsExpected); 4] = [
             (b"has space", |r| matches!(r, CorruptReason::Malformed(_))),
             (b"\xff\xfe", |r| matches!(r, CorruptReason::NotUtf8)),
             (b"a\0b", |r| matches!(r, CorruptReason::Malformed(_))),

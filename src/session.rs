@@ -280,15 +280,7 @@ impl Session {
     }
 
     /// The `authorization` value for one call made by hand: `Bearer <token>`, marked sensitive.
-    ///
-    /// ```
-    /// # async fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {
-    /// let mut request = tonic::Request::new(());
-    /// request
-    ///     .metadata_mut()
-    ///     .insert("authorization", session.call_credentials()?.try_into().unwrap());
-    /// # Ok(()) }
-    /// ```
+    /// No token is [`Error::TokenNotProvided`].
     pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
         self.shared
             .current
@@ -297,6 +289,27 @@ impl Session {
             .as_ref()
             .map(Token::header_value)
             .ok_or(Error::TokenNotProvided)
+    }
+
+    /// Puts the session token on one tonic request by hand, the per-call alternative to
+    /// [`SessionLayer`](crate::SessionLayer). No token is [`Error::TokenNotProvided`].
+    ///
+    /// ```
+    /// # fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {
+    /// let mut request = tonic::Request::new(());
+    /// session.authorize(&mut request)?;
+    /// assert!(request.metadata().get("authorization").unwrap().is_sensitive());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tonic")]
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Error> {
+        let header = self.call_credentials()?;
+        // A token's header value is visible ASCII, which is what ASCII metadata holds.
+        let mut value = tonic::metadata::AsciiMetadataValue::try_from(header.as_bytes())
+            .map_err(|_| Error::TokenNotProvided)?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+        Ok(())
     }
 
     /// Waits until every refreshed token this session accepted so far is on disk (or was found
