@@ -1,1 +1,59 @@
-//! The agent side (placeholder).
+//! The agent side: mint, check and refresh session tokens, and serve `agent.v1.AgentService`.
+//!
+//! - [`SessionManager`] mints HS256 JWTs, verifies them, and invalidates all of them at once
+//!   with [`lock_all`](SessionManager::lock_all).
+//! - [`AuthLayer`] is the tower layer that checks every call's bearer token, rejects with an
+//!   RFC 6750 challenge (gRPC `UNAUTHENTICATED` or HTTP 401), and puts a refreshed token on
+//!   each successful response.
+//! - [`proto`] holds the gRPC contract: messages, [`AgentServiceClient`](proto::AgentServiceClient),
+//!   [`AgentService`](proto::AgentService) and [`AgentServiceServer`](proto::AgentServiceServer).
+//! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer.
+//!
+//! ```
+//! use agent_session::agent::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
+//! use agent_session::agent::{Agent, SessionManager};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let address = listener.local_addr()?;
+//! let agent = Agent::new(SessionManager::new()?, "correct horse");
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(agent.serve(listener, async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+//!     .connect()
+//!     .await?;
+//! let mut client = AgentServiceClient::new(channel);
+//! let unlocked = client
+//!     .session_unlock(PasswordMessage { password: "correct horse".into() })
+//!     .await?;
+//! let token = unlocked.into_inner().token;
+//!
+//! let mut request = tonic::Request::new(EmptyMessage {});
+//! request
+//!     .metadata_mut()
+//!     .insert("authorization", format!("Bearer {token}").parse()?);
+//! let status = client.agent_status(request).await?;
+//! assert_eq!(status.get_ref().status, "LIVE");
+//! assert!(status.metadata().contains_key("authorization"));
+//!
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod manager;
+pub mod proto;
+mod server;
+
+pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
+pub use manager::{
+    DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, KeyError, MAX_LEEWAY, MintError, SessionManager,
+    VerifyError,
+};
+pub use server::{Agent, LIVE};

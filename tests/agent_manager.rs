@@ -1,0 +1,259 @@
+//! `SessionManager`: minting, verifying, expiry, the key file, lock-all, concurrency.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use agent_session::Token;
+use agent_session::agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
+use base64::Engine as _;
+
+fn claims(token: &Token) -> serde_json::Value {
+    let payload = token.expose().split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn mints_tokens_it_then_accepts() {
+    let manager = SessionManager::new().unwrap();
+    let token = manager.mint().unwrap();
+    assert_eq!(manager.verify(&token), Ok(()));
+
+    let claims = claims(&token);
+    let iat = claims["iat"].as_u64().unwrap();
+    let exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(exp - iat, 3600, "default lifetime is one hour");
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        token.expires_at(),
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp))
+    );
+
+    let short = manager.clone().with_lifetime(Duration::from_secs(60));
+    let claims = self::claims(&short.mint().unwrap());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
+}
+
+#[test]
+fn refuses_tokens_it_did_not_sign() {
+    let manager = SessionManager::new().unwrap();
+    let other = SessionManager::new().unwrap();
+    let theirs = other.mint().unwrap();
+    assert_eq!(manager.verify(&theirs), Err(VerifyError::InvalidSignature));
+
+    let garbage = Token::new("not.a.jwt").unwrap();
+    assert_eq!(manager.verify(&garbage), Err(VerifyError::Malformed));
+    let opaque = Token::new("opaque").unwrap();
+    assert_eq!(manager.verify(&opaque), Err(VerifyError::Malformed));
+
+    // Same header and claims, signature of another token: the signature is what counts.
+    let mine = manager.mint().unwrap();
+    let (body, _) = mine.expose().rsplit_once('.').unwrap();
+    let (_, their_signature) = theirs.expose().rsplit_once('.').unwrap();
+    let forged = Token::new(format!("{body}.{their_signature}")).unwrap();
+    assert_eq!(manager.verify(&forged), Err(VerifyError::InvalidSignature));
+}
+
+#[test]
+fn an_expired_token_is_refused() {
+    let manager = SessionManager::new().unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let expired = manager.mint_expiring_at(an_hour_ago).unwrap();
+    assert_eq!(manager.verify(&expired), Err(VerifyError::Expired));
+
+    // With no grace at all, a token one second past its expiry is refused too.
+    let strict = manager.clone().with_leeway(Duration::ZERO);
+    let just_past = strict
+        .mint_expiring_at(SystemTime::now() - Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(strict.verify(&just_past), Err(VerifyError::Expired));
+
+    // Before the epoch is simply long expired.
+    let ancient = manager.mint_expiring_at(SystemTime::UNIX_EPOCH).unwrap();
+    assert_eq!(manager.verify(&ancient), Err(VerifyError::Expired));
+
+    // An absurd leeway is capped rather than overflowing.
+    let lax = manager.clone().with_leeway(Duration::MAX);
+    assert_eq!(lax.verify(&expired), Ok(()));
+    assert_eq!(lax.verify(&ancient), Err(VerifyError::Expired));
+}
+
+#[test]
+fn tokens_minted_in_the_same_second_differ() {
+    let manager = SessionManager::new().unwrap();
+    let tokens: Vec<Token> = (0..50).map(|_| manager.mint().unwrap()).collect();
+    let distinct: HashSet<&str> = tokens.iter().map(Token::expose).collect();
+    assert_eq!(distinct.len(), tokens.len());
+
+    // Fifty mints take far less than a second, so at least two share `iat` (and `exp`).
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for token in &tokens {
+        *per_second
+            .entry(claims(token)["iat"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    assert!(per_second.values().any(|&n| n > 1), "{per_second:?}");
+}
+
+#[test]
+fn lock_all_invalidates_every_earlier_token() {
+    let manager = SessionManager::new().unwrap();
+    let clone = manager.clone();
+    let before: Vec<Token> = (0..3).map(|_| manager.mint().unwrap()).collect();
+    let long_lived = manager
+        .mint_expiring_at(SystemTime::now() + Duration::from_secs(86_400 * 365))
+        .unwrap();
+
+    clone.lock_all().unwrap();
+
+    for token in before.iter().chain([&long_lived]) {
+        assert_eq!(manager.verify(token), Err(VerifyError::InvalidSignature));
+    }
+    let after = manager.mint().unwrap();
+    assert_eq!(manager.verify(&after), Ok(()));
+    assert_eq!(clone.verify(&after), Ok(()));
+}
+
+#[test]
+fn the_key_file_keeps_sessions_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("agent").join("keys");
+    let path = sub.join("session.key");
+
+    let first = SessionManager::with_key_file(&path).unwrap();
+    assert_eq!(first.key_file(), Some(path.as_path()));
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&sub), 0o700);
+    assert_eq!(mode(&dir.path().join("agent")), 0o700);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), KEY_LEN as u64);
+    let token = first.mint().unwrap();
+
+    let restarted = SessionManager::with_key_file(&path).unwrap();
+    assert_eq!(restarted.verify(&token), Ok(()));
+
+    // A lock-all rewrites the file: a restart after it does not revive old tokens.
+    restarted.lock_all().unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let after = restarted.mint().unwrap();
+    let again = SessionManager::with_key_file(&path).unwrap();
+    assert_eq!(again.verify(&token), Err(VerifyError::InvalidSignature));
+    assert_eq!(again.verify(&after), Ok(()));
+    // Nothing left behind by the atomic writes.
+    assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 1);
+}
+
+#[test]
+fn a_bad_key_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, [7; KEY_LEN - 1]).unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(matches!(
+        SessionManager::with_key_file(&short),
+        Err(KeyError::WrongSize { len, .. }) if len == KEY_LEN as u64 - 1
+    ));
+
+    let long = dir.path().join("long.key");
+    std::fs::write(&long, [7; KEY_LEN + 100]).unwrap();
+    std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(matches!(
+        SessionManager::with_key_file(&long),
+        Err(KeyError::WrongSize { .. })
+    ));
+
+    let open = dir.path().join("open.key");
+    std::fs::write(&open, [7; KEY_LEN]).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(
+        SessionManager::with_key_file(&open),
+        Err(KeyError::Insecure { mode: 0o644, .. })
+    ));
+
+    assert!(matches!(
+        SessionManager::with_key_file(dir.path()),
+        Err(KeyError::NotAFile { .. })
+    ));
+
+    // A good file written by someone else is used as it is.
+    let good = dir.path().join("good.key");
+    std::fs::write(&good, [7; KEY_LEN]).unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let a = SessionManager::with_key_file(&good).unwrap();
+    let b = SessionManager::with_key_file(&good).unwrap();
+    assert_eq!(b.verify(&a.mint().unwrap()), Ok(()));
+    assert_eq!(std::fs::read(&good).unwrap(), [7; KEY_LEN]);
+}
+
+/// Mint, verify and lock-all from several threads at once; every verification is a clear answer.
+fn hammer(manager: SessionManager, threads: usize, rounds: usize) {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let manager = manager.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let mut outcomes = (0, 0);
+                barrier.wait();
+                for round in 0..rounds {
+                    let token = manager.mint().unwrap();
+                    if (round + t) % 7 == 0 {
+                        manager.lock_all().unwrap();
+                    }
+                    match manager.verify(&token) {
+                        Ok(()) => outcomes.0 += 1,
+                        Err(VerifyError::InvalidSignature) => outcomes.1 += 1,
+                        Err(other) => panic!("unexpected verification error: {other:?}"),
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (mut ok, mut revoked) = (0, 0);
+    for handle in handles {
+        let (o, r) = handle.join().expect("a worker panicked");
+        ok += o;
+        revoked += r;
+    }
+    assert_eq!(ok + revoked, threads * rounds);
+    // A thread that locks between its mint and its verify always sees its token revoked.
+    assert!(revoked >= threads * (rounds / 7), "{revoked} revoked");
+
+    // Afterwards the manager is coherent: old tokens out, new ones in.
+    let before = manager.mint().unwrap();
+    manager.lock_all().unwrap();
+    assert_eq!(manager.verify(&before), Err(VerifyError::InvalidSignature));
+    assert_eq!(manager.verify(&manager.mint().unwrap()), Ok(()));
+}
+
+#[test]
+fn concurrent_mint_verify_and_lock_all() {
+    hammer(SessionManager::new().unwrap(), 8, 500);
+}
+
+#[test]
+fn concurrent_lock_all_keeps_the_key_file_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("session.key");
+    let manager = SessionManager::with_key_file(&path).unwrap();
+    hammer(manager.clone(), 4, 30);
+
+    // The file holds the key in force: a restart accepts what the manager mints now.
+    let token = manager.mint().unwrap();
+    let restarted = SessionManager::with_key_file(&path).unwrap();
+    assert_eq!(restarted.verify(&token), Ok(()));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
