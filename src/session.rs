@@ -47,6 +47,7 @@ pub struct SessionBuilder {
     file: TokenFile,
     check_interval: Duration,
     write_behind: bool,
+    always_write: bool,
 }
 
 /// Counters of what a session did with refreshed tokens, for tests and benchmarks.
@@ -77,6 +78,7 @@ struct Shared {
     next_check: AtomicU64,
     checking: AtomicBool,
     write_behind: bool,
+    always_write: bool,
     stats: Counters,
 }
 
@@ -142,6 +144,17 @@ impl SessionBuilder {
         self
     }
 
+    /// Whether to write every refreshed token, even a JWT that expires no later than the one on
+    /// disk.
+    ///
+    /// Off by default: such a write buys nothing (the file's token lives as long) and a durable
+    /// write costs several times a loopback call. Turn it on where each process makes a call or
+    /// two and the file should always hold the newest token, as in a command-line tool.
+    pub fn always_write(mut self, on: bool) -> Self {
+        self.always_write = on;
+        self
+    }
+
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
     pub fn build(self) -> Session {
@@ -168,6 +181,7 @@ impl SessionBuilder {
                 next_check: AtomicU64::new(self.check_interval.as_nanos() as u64),
                 checking: AtomicBool::new(false),
                 write_behind: self.write_behind,
+                always_write: self.always_write,
                 stats: Counters::default(),
             }),
         }
@@ -191,6 +205,7 @@ impl Session {
             file: TokenFile::new(path),
             check_interval: DEFAULT_CHECK_INTERVAL,
             write_behind: false,
+            always_write: false,
         }
     }
 
@@ -395,12 +410,12 @@ impl Session {
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         // A JWT that expires no later than the one on disk buys nothing by being written: the
         // file's token lives as long. One on its way to disk covers it too, once written.
-        if covers(state.synced.as_ref(), &token) {
+        if !shared.always_write && covers(state.synced.as_ref(), &token) {
             shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("refresh accepted; the file's token lives as long");
             return Refresh::Done;
         }
-        if covers(state.pending.as_ref(), &token) {
+        if !shared.always_write && covers(state.pending.as_ref(), &token) {
             shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
             let seq = state.submitted;
             return shared.wait_for(&mut state, seq);
@@ -512,7 +527,17 @@ impl Shared {
                     state.writer_running = false;
                     return;
                 };
-                (token, state.epoch, state.synced.clone(), state.submitted)
+                let seq = state.submitted;
+                // The write that just finished may have put a fresher token on disk than this
+                // one, which arrived while it was under way: never write an older token over it.
+                let stale = outlives(state.synced.as_ref(), &token)
+                    || (!self.always_write && covers(state.synced.as_ref(), &token));
+                if stale {
+                    state.finished = state.finished.max(seq);
+                    release_waiters(&mut state);
+                    continue;
+                }
+                (token, state.epoch, state.synced.clone(), seq)
             };
             let started = Instant::now();
             let result = self.file.swap(expected.as_ref(), &token);
