@@ -210,8 +210,11 @@ impl TokenFile {
         }
     }
 
+    /// The explicit write. Under the lock no live writer has a temp file, so any left are
+    /// from writers that died mid-write: they go first.
     pub(crate) fn write_stamped(&self, token: &Token) -> Result<FileStamp, Error> {
         let _lock = self.lock()?;
+        self.remove_stale_temp_files();
         self.replace_locked(token)
     }
 
@@ -225,18 +228,33 @@ impl TokenFile {
         }
     }
 
+    /// Removes stale temp files if no writer holds the lock now; creates nothing, waits for
+    /// nothing.
+    pub(crate) fn remove_stale_temp_files_if_idle(&self) {
+        // Every writer creates the lock file before any temp file: no lock file, no temp files.
+        let Ok(file) = OpenOptions::new().read(true).open(&self.lock_path) else {
+            return;
+        };
+        if file.try_lock().is_ok() {
+            self.remove_stale_temp_files();
+        }
+    }
+
     /// Removes temp files that a writer of this library left behind when it died mid-write.
     /// Only called under the lock, when no live writer can have a temp file.
-    pub(crate) fn remove_stale_temp_files(&self) {
+    fn remove_stale_temp_files(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(&self.temp_prefix)
-                && name.ends_with(TEMP_SUFFIX)
-                && let Err(e) = fs::remove_file(entry.path())
+            let random = name
+                .strip_prefix(self.temp_prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX));
+            if random.is_some_and(|r| {
+                r.len() == TEMP_RANDOM_LEN && r.bytes().all(|b| b.is_ascii_alphanumeric())
+            }) && let Err(e) = fs::remove_file(entry.path())
             {
                 tracing::debug!(error = %e, "could not remove a stale temp file");
             }
@@ -271,13 +289,13 @@ impl TokenFile {
 
     /// temp file (0600) → write → fsync → rename over the file → fsync the directory.
     fn replace_locked(&self, token: &Token) -> Result<FileStamp, Error> {
-        self.remove_stale_temp_files();
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
         // never share a temp file.
         let mut temp = tempfile::Builder::new()
             .prefix(&self.temp_prefix)
             .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM_LEN)
             .tempfile_in(&self.dir)
             .map_err(write_err)?;
         let mut content = Vec::with_capacity(token.expose().len() + 1);
@@ -299,6 +317,9 @@ impl TokenFile {
 }
 
 const TEMP_SUFFIX: &str = ".tmp";
+/// Random characters in a temp file's name: with the prefix and suffix, they tell this
+/// library's temp files from anything else in the directory.
+const TEMP_RANDOM_LEN: usize = 8;
 
 /// The writers' lock; released when dropped (closing the file releases its `flock`).
 #[derive(Debug)]
@@ -428,15 +449,25 @@ mod tests {
     fn stale_temp_files_are_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
-        fs::write(dir.path().join(".token.dead1.tmp"), "x").unwrap();
+        fs::write(dir.path().join(".token.dead1234.tmp"), "x").unwrap();
         fs::write(dir.path().join("unrelated.tmp"), "x").unwrap();
+        // A sibling session file's temp file (`token.bak`) is not ours to remove.
+        fs::write(dir.path().join(".token.bak.a1b2.tmp"), "x").unwrap();
         file.write(&token("one")).unwrap();
         let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["token", "token.lock", "unrelated.tmp"]);
+        assert_eq!(
+            names,
+            [
+                ".token.bak.a1b2.tmp",
+                "token",
+                "token.lock",
+                "unrelated.tmp"
+            ]
+        );
     }
 
     #[test]

@@ -28,7 +28,6 @@ use std::task::{Context, Poll, ready};
 use http::{Request, Response, header};
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -143,8 +142,9 @@ where
 }
 
 /// Attaches the token (unless the request carries its own credentials) and calls `inner`.
-/// Returns the epoch the token belongs to, or `None` when the request's own credentials were
-/// sent, whose refresh is not the session's.
+/// Returns the epoch of the token sent, or `None` when no session token was sent: a token on
+/// the response then refreshes nothing of the session's (the request's own credentials, or an
+/// unlock, whose token the application starts the session with).
 fn send<S, ReqB, ResB>(
     inner: &mut S,
     session: &Session,
@@ -157,12 +157,12 @@ where
         None
     } else {
         let current = session.current();
-        if let Some(token) = &current.token {
+        current.token.as_ref().map(|token| {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, token.header_value());
-        }
-        Some(current.epoch)
+            current.epoch
+        })
     };
     (inner.call(request), epoch)
 }
@@ -187,7 +187,7 @@ pin_project! {
         S: Service<Request<ReqB>>,
     {
         Checking {
-            check: JoinHandle<()>,
+            check: oneshot::Receiver<()>,
             pending: Option<(S, Request<ReqB>)>,
         },
         Calling {
@@ -212,7 +212,8 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking { check, pending } => {
-                    // A failed check (a panic in it) only means the file is looked at later.
+                    // Resolves when the look is over, however it ended; a failed one only means
+                    // the file is looked at again later.
                     let _ = ready!(Pin::new(check).poll(cx));
                     let Some((mut inner, request)) = pending.take() else {
                         unreachable_state();
@@ -223,7 +224,8 @@ where
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
-                    let response = ready!(future.poll(cx))?;
+                    let mut response = ready!(future.poll(cx))?;
+                    hide_credentials(&mut response);
                     let Some(epoch) = *this.epoch else {
                         return Poll::Ready(Ok(response));
                     };
@@ -249,6 +251,17 @@ where
                     };
                 }
             }
+        }
+    }
+}
+
+/// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
+/// the response or its metadata never prints a refreshed token. The bytes are unchanged.
+fn hide_credentials<B>(response: &mut Response<B>) {
+    if let header::Entry::Occupied(mut values) = response.headers_mut().entry(header::AUTHORIZATION)
+    {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
         }
     }
 }

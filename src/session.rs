@@ -72,6 +72,11 @@ struct Shared {
     current: ArcSwap<Current>,
     /// Everything else, changed rarely and never held across I/O.
     state: Mutex<State>,
+    /// Held (on a blocking thread) around every write, removal and adoption of the file: "what
+    /// the file should hold → the file operation → what the state says it holds" is one step, so
+    /// this process's own writes are never mistaken for another's, and explicit changes reach
+    /// the disk in the order of their epochs. Taken before `state`, never inside it.
+    gate: Mutex<()>,
     origin: Instant,
     check_interval: Duration,
     /// When (nanoseconds after `origin`) the next look at the file is due.
@@ -99,6 +104,8 @@ struct State {
     stamp: Option<FileStamp>,
     /// The newest refresh waiting for the writer, if any.
     pending: Option<Token>,
+    /// The refresh the writer is writing now, and its sequence number.
+    writing: Option<(Token, u64)>,
     /// Sequence numbers of refreshes handed to the writer, and of those it has finished.
     submitted: u64,
     finished: u64,
@@ -170,15 +177,17 @@ impl SessionBuilder {
                     synced: None,
                     stamp: None,
                     pending: None,
+                    writing: None,
                     submitted: 0,
                     finished: 0,
                     writer_running: false,
                     waiters: Vec::new(),
                     last_write_error: None,
                 }),
+                gate: Mutex::new(()),
                 origin: Instant::now(),
                 check_interval: self.check_interval,
-                next_check: AtomicU64::new(self.check_interval.as_nanos() as u64),
+                next_check: AtomicU64::new(nanos(self.check_interval)),
                 checking: AtomicBool::new(false),
                 write_behind: self.write_behind,
                 always_write: self.always_write,
@@ -222,22 +231,17 @@ impl Session {
     /// Reads the token from the session file, if there is one, and uses it from now on.
     ///
     /// A missing or blank file leaves the session without a token; a bad file is an error and
-    /// leaves the session as it was.
+    /// leaves the session as it was. Temp files left by writers that died mid-write are removed.
     pub async fn start(&self) -> Result<(), Error> {
-        let snapshot = blocking(&self.shared.file, |file| {
-            let _lock = file.lock().ok();
-            // Under the lock no writer of this library is mid-write: its temp files are stale.
-            if _lock.is_some() {
-                file.remove_stale_temp_files();
-            }
-            file.read_snapshot()
-        })
-        .await?;
-        let token_found = snapshot.0.is_some();
-        let mut state = self.shared.lock();
-        self.shared.adopt(&mut state, snapshot);
-        drop(state);
-        self.shared.schedule_next_check();
+        let token_found = self
+            .explicit(|shared| {
+                shared.file.remove_stale_temp_files_if_idle();
+                let snapshot = shared.file.read_snapshot()?;
+                let found = snapshot.0.is_some();
+                shared.adopt(&mut shared.lock(), snapshot);
+                Ok(found)
+            })
+            .await?;
         tracing::debug!(token_found, "session started");
         Ok(())
     }
@@ -248,40 +252,53 @@ impl Session {
     /// The token is in use even if the write fails, so a process that cannot write its session
     /// file can still work; the error says the next process will not see it.
     pub async fn start_with_token(&self, token: Token) -> Result<(), Error> {
-        let epoch = {
-            let mut state = self.shared.lock();
-            self.shared.begin_epoch(&mut state, Some(token.clone()))
-        };
-        let written = token.clone();
-        let started = Instant::now();
-        let stamp = blocking(&self.shared.file, move |file| file.write_stamped(&written)).await?;
-        let mut state = self.shared.lock();
-        if state.epoch == epoch {
+        self.explicit(move |shared| {
+            let started = Instant::now();
+            shared.begin_epoch(&mut shared.lock(), Some(token.clone()));
+            let stamp = shared.file.write_stamped(&token)?;
+            let mut state = shared.lock();
             state.synced = Some(token);
             state.stamp = Some(stamp);
-        }
-        drop(state);
-        self.shared.schedule_next_check();
-        tracing::debug!(elapsed = ?started.elapsed(), "session token written");
-        Ok(())
+            tracing::debug!(elapsed = ?started.elapsed(), "session token written");
+            Ok(())
+        })
+        .await
     }
 
     /// Forgets the token and removes the session file (what `agent lock` does).
     pub async fn clear(&self) -> Result<(), Error> {
-        let epoch = {
-            let mut state = self.shared.lock();
-            self.shared.begin_epoch(&mut state, None)
-        };
-        blocking(&self.shared.file, |file| file.remove()).await?;
-        let mut state = self.shared.lock();
-        if state.epoch == epoch {
+        self.explicit(|shared| {
+            shared.begin_epoch(&mut shared.lock(), None);
+            shared.file.remove()?;
+            let mut state = shared.lock();
             state.synced = None;
             state.stamp = None;
+            tracing::debug!("session cleared");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs an explicit change on a blocking thread, inside the gate, then schedules the next
+    /// look at the file one interval after this sync.
+    async fn explicit<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let shared = self.shared.clone();
+        let work = move || {
+            let _gate = shared.gate();
+            let result = change(&shared);
+            shared.schedule_next_check();
+            result
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::write(
+                self.path(),
+                std::io::Error::other(format!("the session's blocking task failed: {e}")),
+            )),
         }
-        drop(state);
-        self.shared.schedule_next_check();
-        tracing::debug!("session cleared");
-        Ok(())
     }
 
     /// The token calls are made with now, if any.
@@ -369,35 +386,51 @@ impl Session {
 
     /// Whether this call should look at the file first; at most one call at a time is told yes.
     pub(crate) fn claim_check(&self) -> bool {
-        let now = self.shared.origin.elapsed().as_nanos() as u64;
+        let now = nanos(self.shared.origin.elapsed());
         now >= self.shared.next_check.load(Ordering::Relaxed)
             && !self.shared.checking.swap(true, Ordering::Acquire)
     }
 
     /// Looks for a change made to the file by another process (one `stat`; a read only when it
-    /// changed), off the async workers. Call only after [`Session::claim_check`] said yes.
-    pub(crate) fn check_file(&self) -> tokio::task::JoinHandle<()> {
-        let session = self.clone();
-        tokio::task::spawn_blocking(move || {
-            session.shared.check_file_blocking();
-            session.shared.schedule_next_check();
-            session.shared.checking.store(false, Ordering::Release);
-        })
+    /// changed), off the async workers. Call only after [`Session::claim_check`] said yes; the
+    /// receiver resolves when the look is over, however it ended.
+    pub(crate) fn check_file(&self) -> oneshot::Receiver<()> {
+        let (done, finished) = oneshot::channel();
+        // Made before spawning, so that even a task dropped unrun releases the claim.
+        let claim = CheckClaim {
+            session: self.clone(),
+            _done: done,
+        };
+        spawn_blocking_anywhere(move || claim.session.shared.check_file_blocking());
+        finished
     }
 
     /// Takes a refreshed token that came back on a response to a call sent in `epoch`.
     pub(crate) fn accept_refresh(&self, token: Token, epoch: u64) -> Refresh {
         let shared = &self.shared;
-        {
-            let current = shared.current.load();
-            if current.epoch != epoch || current.token.as_ref() == Some(&token) {
-                return Refresh::Done;
-            }
+        if shared.current.load().epoch != epoch {
+            tracing::debug!("refreshed token dropped: the session changed since the call");
+            return Refresh::Done;
         }
         let mut state = shared.lock();
         if state.epoch != epoch {
             tracing::debug!("refreshed token dropped: the session changed since the call");
             return Refresh::Done;
+        }
+        // The same token again (an agent that does not rotate, or two responses carrying one
+        // token): wait for whatever write is taking it to disk, if any.
+        if state.synced.as_ref() == Some(&token) {
+            return Refresh::Done;
+        }
+        if state.pending.as_ref() == Some(&token) {
+            let seq = state.submitted;
+            return shared.wait_for(&mut state, seq);
+        }
+        if let Some((writing, seq)) = &state.writing
+            && *writing == token
+        {
+            let seq = *seq;
+            return shared.wait_for(&mut state, seq);
         }
         // Keep the freshest token in memory (responses can arrive out of order); of two that
         // expire together, the newer.
@@ -415,10 +448,16 @@ impl Session {
             tracing::trace!("refresh accepted; the file's token lives as long");
             return Refresh::Done;
         }
-        if !shared.always_write && covers(state.pending.as_ref(), &token) {
-            shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
-            let seq = state.submitted;
-            return shared.wait_for(&mut state, seq);
+        if !shared.always_write {
+            let covering = match (&state.pending, &state.writing) {
+                (Some(pending), _) if covers(Some(pending), &token) => Some(state.submitted),
+                (_, Some((writing, seq))) if covers(Some(writing), &token) => Some(*seq),
+                _ => None,
+            };
+            if let Some(seq) = covering {
+                shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
+                return shared.wait_for(&mut state, seq);
+            }
         }
         tracing::debug!("refresh accepted");
         state.pending = Some(token);
@@ -428,8 +467,11 @@ impl Session {
         if !state.writer_running {
             state.writer_running = true;
             drop(state);
-            let session = self.clone();
-            spawn_blocking_anywhere(move || session.shared.run_writer());
+            let writer = Writer {
+                session: self.clone(),
+                done: false,
+            };
+            spawn_blocking_anywhere(move || writer.run());
         }
         wait
     }
@@ -444,6 +486,11 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         state.waiters.push((seq, tx));
         Refresh::Saving(rx)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        // The gate guards no data, so a panic while holding it leaves nothing half-made.
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -462,6 +509,7 @@ impl Shared {
             epoch: state.epoch,
         }));
         state.finished = state.submitted;
+        state.last_write_error = None;
         release_waiters(state);
         state.epoch
     }
@@ -474,13 +522,11 @@ impl Shared {
     }
 
     fn schedule_next_check(&self) {
-        let next = self.origin.elapsed() + self.check_interval;
-        self.next_check
-            .store(next.as_nanos() as u64, Ordering::Relaxed);
+        let next = self.origin.elapsed().saturating_add(self.check_interval);
+        self.next_check.store(nanos(next), Ordering::Relaxed);
     }
 
     fn check_file_blocking(&self) {
-        let known = self.lock().stamp;
         let now = match self.file.stamp() {
             Ok(now) => now,
             Err(e) => {
@@ -488,21 +534,24 @@ impl Shared {
                 return;
             }
         };
-        if now == known {
+        if now == self.lock().stamp {
             return;
         }
+        // Changed. Inside the gate no write of ours is half-recorded, so a stamp that still
+        // differs from the one the state records is another process's doing.
+        let _gate = self.gate();
+        let known = self.lock().stamp;
         let snapshot = match self.file.read_snapshot() {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 // Keep the token we have: a bad file must not replace a good token.
                 tracing::warn!(error = %e, "the session file changed but cannot be used");
-                self.lock().stamp = now;
+                self.lock().stamp = self.file.stamp().ok().flatten();
                 return;
             }
         };
         let mut state = self.lock();
-        if state.stamp == snapshot.1 || state.stamp != known {
-            // Our own write, or one we already know of, got there first.
+        if snapshot.1 == known {
             return;
         }
         if state.synced == snapshot.0 {
@@ -517,58 +566,110 @@ impl Shared {
         self.adopt(&mut state, snapshot);
     }
 
-    /// The writer: writes the newest pending refresh, then the next, until none is left. One
-    /// runs at a time, so concurrent refreshes share writes (group commit).
-    fn run_writer(&self) {
-        loop {
-            let (token, epoch, expected, seq) = {
-                let mut state = self.lock();
-                let Some(token) = state.pending.take() else {
-                    state.writer_running = false;
-                    return;
-                };
-                let seq = state.submitted;
-                // The write that just finished may have put a fresher token on disk than this
-                // one, which arrived while it was under way: never write an older token over it.
-                let stale = outlives(state.synced.as_ref(), &token)
-                    || (!self.always_write && covers(state.synced.as_ref(), &token));
-                if stale {
-                    state.finished = state.finished.max(seq);
-                    release_waiters(&mut state);
-                    continue;
-                }
-                (token, state.epoch, state.synced.clone(), seq)
-            };
-            let started = Instant::now();
-            let result = self.file.swap(expected.as_ref(), &token);
+    /// One refresh write: the newest pending refresh, compare-and-swapped against what this
+    /// process last read or wrote. Returns false when there is nothing left to write.
+    fn write_next(&self) -> bool {
+        let _gate = self.gate();
+        let (token, expected, seq) = {
             let mut state = self.lock();
-            if state.epoch == epoch {
-                match result {
-                    Ok(Swap::Replaced(stamp)) => {
-                        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                        state.synced = Some(token);
-                        state.stamp = Some(stamp);
-                        state.last_write_error = None;
-                        tracing::debug!(elapsed = ?started.elapsed(), "refreshed token written");
-                    }
-                    Ok(Swap::Lost(snapshot)) => {
-                        self.stats.lost_refreshes.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            token_found = snapshot.0.is_some(),
-                            "refresh lost to another process; using what the file holds"
-                        );
-                        self.adopt(&mut state, snapshot);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write the refreshed token");
-                        state.last_write_error = Some(e);
-                    }
-                }
+            let Some(token) = state.pending.take() else {
+                state.writer_running = false;
+                return false;
+            };
+            let seq = state.submitted;
+            // The write that just finished may have put a fresher token on disk than this
+            // one, which arrived while it was under way: never write an older token over it.
+            if outlives(state.synced.as_ref(), &token)
+                || (!self.always_write && covers(state.synced.as_ref(), &token))
+            {
+                state.finished = state.finished.max(seq);
+                release_waiters(&mut state);
+                return true;
             }
-            state.finished = state.finished.max(seq);
+            state.writing = Some((token.clone(), seq));
+            (token, state.synced.clone(), seq)
+        };
+        let started = Instant::now();
+        let result = self.file.swap(expected.as_ref(), &token);
+        let mut state = self.lock();
+        state.writing = None;
+        // Every change of epoch happens inside the gate, so the epoch is the one the refresh
+        // was accepted in.
+        match result {
+            Ok(Swap::Replaced(stamp)) => {
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                state.synced = Some(token);
+                state.stamp = Some(stamp);
+                state.last_write_error = None;
+                tracing::debug!(elapsed = ?started.elapsed(), "refreshed token written");
+            }
+            Ok(Swap::Lost(snapshot)) => {
+                self.stats.lost_refreshes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    token_found = snapshot.0.is_some(),
+                    "refresh lost to another process; using what the file holds"
+                );
+                self.adopt(&mut state, snapshot);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the refreshed token");
+                state.last_write_error = Some(e);
+            }
+        }
+        state.finished = state.finished.max(seq);
+        release_waiters(&mut state);
+        true
+    }
+}
+
+/// The claim on the file check; released (and the next check scheduled) when dropped, however
+/// the check ended: done, panicked, or never run.
+struct CheckClaim {
+    session: Session,
+    _done: oneshot::Sender<()>,
+}
+
+impl Drop for CheckClaim {
+    fn drop(&mut self) {
+        let shared = &self.session.shared;
+        shared.schedule_next_check();
+        shared.checking.store(false, Ordering::Release);
+    }
+}
+
+/// The refresh writer of a session: writes until nothing is pending (group commit: one runs
+/// at a time, and each write takes the newest refresh). If it dies or never runs, dropping it
+/// releases every waiter, so no call waits forever.
+struct Writer {
+    session: Session,
+    done: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while self.session.shared.write_next() {}
+        self.done = true;
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            let shared = &self.session.shared;
+            let mut state = shared.lock();
+            tracing::error!("the session's refresh writer stopped early");
+            state.writer_running = false;
+            state.pending = None;
+            state.writing = None;
+            state.finished = state.submitted;
             release_waiters(&mut state);
         }
     }
+}
+
+/// A duration in nanoseconds, saturating: an interval too long to count is "never".
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether `held` is a JWT that expires no earlier than the JWT `new`: then `new` buys nothing
@@ -592,21 +693,6 @@ fn release_waiters(state: &mut State) {
     let finished = state.finished;
     state.waiters.retain_mut(|(seq, _)| *seq > finished);
     // Dropping a sender wakes its receiver; no value is needed.
-}
-
-/// Runs blocking file work off the async workers.
-async fn blocking<T: Send + 'static>(
-    file: &TokenFile,
-    work: impl FnOnce(TokenFile) -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let owned = file.clone();
-    match tokio::task::spawn_blocking(move || work(owned)).await {
-        Ok(result) => result,
-        Err(e) => Err(Error::write(
-            file.path(),
-            std::io::Error::other(e.to_string()),
-        )),
-    }
 }
 
 /// `spawn_blocking` on the current runtime, or a plain thread when there is none (a response

@@ -393,3 +393,162 @@ async fn a_failed_write_is_reported_and_keeps_the_token_in_memory() {
     assert_eq!(session.token(), Some(token("t1")));
     assert!(session.flush().await.is_err());
 }
+
+#[tokio::test]
+async fn without_a_token_sent_a_token_on_the_response_is_not_a_refresh() {
+    // An unlock answers with a token in `authorization`; the application starts the session
+    // with it, the layer does not write it behind its back.
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session.start().await.unwrap();
+    let (inner, _) = agent(|| bearer(&token("minted")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(session.token(), None);
+    assert!(!session.path().exists());
+}
+
+#[tokio::test]
+async fn the_refreshed_header_handed_over_is_marked_sensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    let response = call(&mut svc).await;
+    let header = &response.headers()[header::AUTHORIZATION];
+    assert_eq!(header, "Bearer t1", "the bytes pass through");
+    assert!(header.is_sensitive());
+    assert!(!format!("{response:?}").contains("t1"));
+}
+
+#[tokio::test]
+async fn an_interval_too_long_to_count_means_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(dir.path().join("token"))
+        .check_interval(Duration::MAX)
+        .build();
+    session.start().await.unwrap();
+    session.start_with_token(token("t0")).await.unwrap();
+    let (inner, _) = agent(|| None);
+    call(&mut SessionLayer::new(session).layer(inner)).await;
+}
+
+/// Many calls at once, each bringing a later JWT, with the file looked at before every call:
+/// this process's own writes must never pass for another's, and no call may resolve before
+/// the file holds a token at least as fresh as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_are_never_taken_for_another_process() {
+    const TASKS: usize = 16;
+    const CALLS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(dir.path().join("token"))
+        .check_interval(Duration::ZERO)
+        .build();
+    session.start_with_token(jwt(1_000, 0)).await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let inner = tower::service_fn(move |_req: Request<()>| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let mut response = Response::new(());
+            let refreshed = jwt(1_000 + n, n as u32);
+            response
+                .headers_mut()
+                .insert(header::AUTHORIZATION, refreshed.header_value());
+            Ok::<_, Infallible>((response, refreshed))
+        }
+    });
+    // Keep the token each call got next to its response.
+    let svc = SessionLayer::new(session.clone()).layer(tower::util::MapResponse::new(
+        inner,
+        |(mut response, refreshed): (Response<()>, Token)| {
+            response.extensions_mut().insert(refreshed);
+            response
+        },
+    ));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let mut svc = svc.clone();
+            let session = session.clone();
+            tokio::spawn(async move {
+                for _ in 0..CALLS {
+                    let response = call(&mut svc).await;
+                    let own = response.extensions().get::<Token>().unwrap().expires_at();
+                    let on_disk = session.file().read().unwrap().unwrap().expires_at();
+                    assert!(
+                        on_disk >= own,
+                        "a call resolved before its token was durable"
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = session.stats();
+    assert_eq!(stats.external_changes, 0, "{stats:?}");
+    assert_eq!(stats.lost_refreshes, 0, "{stats:?}");
+}
+
+/// Unlocks in this process while refreshing calls are in flight: with no other process, no
+/// refresh may "lose" to this process's own explicit writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_writes_and_refreshes_of_one_session_never_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session.start_with_token(token("u0")).await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let (inner, _) = agent(move || {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bearer(&token(&format!("r{i}")))
+    });
+    let svc = SessionLayer::new(session.clone()).layer(inner);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    call(&mut svc).await;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=50 {
+        session
+            .start_with_token(token(&format!("u{i}")))
+            .await
+            .unwrap();
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    session.flush().await.unwrap();
+    assert_eq!(session.stats().lost_refreshes, 0, "{:?}", session.stats());
+    assert_eq!(session.file().read().unwrap(), session.token());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_token_twice_still_waits_for_its_write() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let session = quiet_session(dir.path());
+        session.start_with_token(token("t0")).await.unwrap();
+        // An agent that hands every call the same new token.
+        let (inner, _) = agent(|| bearer(&token("same")));
+        let svc = SessionLayer::new(session.clone()).layer(inner);
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let mut svc = svc.clone();
+                let session = session.clone();
+                tokio::spawn(async move {
+                    call(&mut svc).await;
+                    assert_eq!(session.file().read().unwrap(), Some(token("same")));
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+    }
+}
