@@ -50,6 +50,9 @@ pub enum Error {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The re-authenticator failed to get a new token (exit code 77). Its error is the source.
+    #[error("re-authentication failed")]
+    Reauthentication(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The session file holds something that is not a token (exit code 65).
     #[error("the session file {} does not hold a valid token: {reason}", path.display())]
     CorruptFile {
@@ -103,7 +106,7 @@ impl Error {
         const EX_IOERR: i32 = 74;
         const EX_NOPERM: i32 = 77;
         match self {
-            Self::TokenNotProvided => EX_NOPERM,
+            Self::TokenNotProvided | Self::Reauthentication(_) => EX_NOPERM,
             Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
             Self::ReadFile { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => EX_NOPERM,
@@ -183,6 +186,14 @@ impl Error {
     /// ```
     #[cfg(feature = "tonic")]
     pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        // An error of ours that tonic wrapped (a failed re-authentication, say).
+        let mut source = std::error::Error::source(status);
+        while let Some(error) = source {
+            if let Some(ours) = error.downcast_ref::<Self>() {
+                return Some(ours.clone());
+            }
+            source = error.source();
+        }
         if status.code() != tonic::Code::Unauthenticated {
             return None;
         }

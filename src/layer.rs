@@ -32,26 +32,91 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer;
+use crate::error::Error;
+use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
+use crate::replay::{BoxError, Recording, Tape, WrapBody};
 use crate::session::{Refresh, Session};
+use crate::token::Token;
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`].
+///
+/// Re-authentication is off by default; [`SessionLayer::reauthenticate_with`] turns it on.
 #[derive(Debug, Clone)]
-pub struct SessionLayer {
+pub struct SessionLayer<R = NoReauth> {
     session: Session,
+    reauth: R,
 }
 
 impl SessionLayer {
     /// A layer keeping `session`.
     pub fn new(session: Session) -> Self {
-        Self { session }
+        Self {
+            session,
+            reauth: NoReauth,
+        }
+    }
+
+    /// Turns re-authentication on: when a response is a session failure (`TokenNotProvided`
+    /// or `TokenInvalid`), the layer
+    ///
+    /// 1. re-reads the session file, and uses a token another process put there, if any;
+    /// 2. otherwise runs `reauthenticator` — once for all the calls failing at the same time,
+    ///    and again on a later failure if it failed;
+    /// 3. starts the session with the new token (written to disk) and replays the call once.
+    ///
+    /// A call that fails again after its replay hands that failure over; a call whose body was
+    /// over the replay limit, or still streaming when the failure came, hands over the first.
+    /// A token whose JWT `exp` is already past is renewed before the call is sent. Request
+    /// bodies must be [`WrapBody`] (tonic's is), and the service's error becomes a
+    /// [`BoxError`]; a failed re-authentication is [`Error::Reauthentication`](crate::Error).
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
+    /// use agent_session::agent::proto::{AgentServiceClient, PasswordMessage};
+    /// use agent_session::{SessionLayer, Token};
+    ///
+    /// let unlock = move || {
+    ///     let mut client = AgentServiceClient::new(password_channel.clone());
+    ///     async move {
+    ///         let password = std::env::var("AGENT_PASSWORD")?;
+    ///         let reply = client.session_unlock(PasswordMessage { password }).await?;
+    ///         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Token::new(reply.into_inner().token)?)
+    ///     }
+    /// };
+    /// let layer = SessionLayer::new(session).reauthenticate_with(unlock);
+    /// # }
+    /// ```
+    pub fn reauthenticate_with<F: Reauthenticate>(
+        self,
+        reauthenticator: F,
+    ) -> SessionLayer<Reauth> {
+        SessionLayer {
+            session: self.session,
+            reauth: Reauth::new(reauthenticator),
+        }
     }
 }
 
-impl<S> Layer<S> for SessionLayer {
-    type Service = SessionService<S>;
+impl SessionLayer<Reauth> {
+    /// How many bytes of a request body are kept for a replay (default
+    /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)). Set before the layer is used.
+    pub fn replay_limit(self, bytes: usize) -> Self {
+        Self {
+            session: self.session,
+            reauth: self.reauth.with_replay_limit(bytes),
+        }
+    }
+}
+
+impl<S, R: Clone> Layer<S> for SessionLayer<R> {
+    type Service = SessionService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(inner, self.session.clone())
+        SessionService {
+            inner,
+            session: self.session.clone(),
+            reauth: self.reauth.clone(),
+        }
     }
 }
 
@@ -60,30 +125,39 @@ impl<S> Layer<S> for SessionLayer {
 ///
 /// Responses pass through unchanged, session failures included: turn them into a typed error
 /// with [`Error::from_status`](crate::Error::from_status) or
-/// [`Error::from_response`](crate::Error::from_response).
+/// [`Error::from_response`](crate::Error::from_response). (With re-authentication on, see
+/// [`SessionLayer::reauthenticate_with`].)
 ///
 /// A refreshed token is read from the response's `authorization` header (`Bearer <t>`, any
-/// case, or the legacy `Bearer: <t>`); a malformed one is ignored with a warning and the old
-/// token stays. It is used for the next calls at once and written to the session file; by
-/// default the response is handed over once it is durable (see
-/// [`SessionBuilder::write_behind`](crate::SessionBuilder::write_behind)).
+/// case, or the legacy `Bearer: <t>`) of a call that carried the session's token; a malformed
+/// one is ignored with a warning and the old token stays. It is used for the next calls at
+/// once and written to the session file; by default the response is handed over once it is
+/// durable (see [`SessionBuilder::write_behind`](crate::SessionBuilder::write_behind)). The
+/// header handed over is marked sensitive, so `Debug` of the response does not show it.
 #[derive(Debug, Clone)]
-pub struct SessionService<S> {
+pub struct SessionService<S, R = NoReauth> {
     inner: S,
     session: Session,
+    reauth: R,
 }
 
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
-        Self { inner, session }
+        Self {
+            inner,
+            session,
+            reauth: NoReauth,
+        }
     }
 
     /// A [`SessionLayer`] for `session`.
     pub fn layer(session: Session) -> SessionLayer {
         SessionLayer::new(session)
     }
+}
 
+impl<S, R> SessionService<S, R> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -290,4 +364,127 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S, Reauth>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqB: WrapBody + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The instance driven ready is the one that is called; the replay drives it ready
+        // again.
+        let clone = self.inner.clone();
+        let inner = mem::replace(&mut self.inner, clone);
+        let session = self.session.clone();
+        let check = session.claim_check().then(|| session.check_file());
+        Box::pin(call_with_reauth(
+            inner,
+            session,
+            self.reauth.clone(),
+            check,
+            request,
+        ))
+    }
+}
+
+/// One call with re-authentication on: renew an expired-by-claim token first, record the body,
+/// and on a session failure recover once and replay once.
+async fn call_with_reauth<S, ReqB, ResB>(
+    mut inner: S,
+    session: Session,
+    reauth: Reauth,
+    check: Option<oneshot::Receiver<()>>,
+    request: Request<ReqB>,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ReqB: WrapBody + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+{
+    if let Some(check) = check {
+        let _ = check.await;
+    }
+    let (parts, body) = request.into_parts();
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        // The request's own credentials: not the session's to renew.
+        let response = inner.call(Request::from_parts(parts, body)).await;
+        return response.map(hide).map_err(|e| e.into());
+    }
+    let (token, epoch) = {
+        let current = session.current();
+        (current.token.clone(), current.epoch)
+    };
+    if reauth::expired_by_claim(token.as_ref()) {
+        tracing::debug!("the token's exp is past; renewing it before the call");
+        let generation = reauth.generation();
+        reauth.recover(&session, epoch, token, generation).await?;
+    }
+    let tape = Tape::new(reauth.replay_limit(), &body.size_hint());
+    let original = parts.clone();
+    let mut request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
+    let (sent, epoch) = attach(&session, &mut request);
+    let response = inner.call(request).await.map_err(|e| e.into())?;
+    let response = settle(&session, response, sent.is_some().then_some(epoch)).await;
+    if !Error::from_response(&response).is_some_and(|e| e.is_session_failure()) {
+        return Ok(response);
+    }
+    let generation = reauth.generation();
+    let Some(replay) = tape.replay() else {
+        tracing::debug!("session failure not replayed: body over the limit or still streaming");
+        return Ok(response);
+    };
+    reauth.recover(&session, epoch, sent, generation).await?;
+    let mut request = Request::from_parts(original, ReqB::wrap(replay));
+    let (sent, epoch) = attach(&session, &mut request);
+    std::future::poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(|e| e.into())?;
+    let response = inner.call(request).await.map_err(|e| e.into())?;
+    Ok(settle(&session, response, sent.is_some().then_some(epoch)).await)
+}
+
+/// Attaches the session's token, if any; returns it and the epoch it belongs to.
+fn attach<B>(session: &Session, request: &mut Request<B>) -> (Option<Token>, u64) {
+    let current = session.current();
+    if let Some(token) = &current.token {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, token.header_value());
+    }
+    (current.token.clone(), current.epoch)
+}
+
+/// What the plain layer does with a response: hide its credentials, take its refresh, and wait
+/// for the refresh to be durable.
+async fn settle<B>(
+    session: &Session,
+    mut response: Response<B>,
+    epoch: Option<u64>,
+) -> Response<B> {
+    hide_credentials(&mut response);
+    if let Some(epoch) = epoch
+        && let Refresh::Saving(saved) = take_refresh(session, &response, epoch)
+    {
+        let _ = saved.await;
+    }
+    response
+}
+
+fn hide<B>(mut response: Response<B>) -> Response<B> {
+    hide_credentials(&mut response);
+    response
 }

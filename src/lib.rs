@@ -39,6 +39,8 @@ mod bearer;
 mod error;
 mod file;
 mod layer;
+mod reauth;
+mod replay;
 mod session;
 mod token;
 
@@ -48,5 +50,7 @@ pub mod agent;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 pub use file::{MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
+pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
+pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
 pub use session::{DEFAULT_CHECK_INTERVAL, Session, SessionBuilder, SessionStats};
 pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};

@@ -379,6 +379,30 @@ impl Session {
         }
     }
 
+    /// The epoch of the token in use.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.shared.current.load().epoch
+    }
+
+    /// Re-reads the file; if it holds a token that is neither `sent` (the one that just failed)
+    /// nor the one this process last wrote, another process put it there: use it.
+    pub(crate) async fn reload_if_other(&self, sent: Option<Token>) -> Result<bool, Error> {
+        self.explicit(move |shared| {
+            let snapshot = shared.file.read_snapshot()?;
+            let mut state = shared.lock();
+            let other = snapshot.0.is_some() && snapshot.0 != sent && snapshot.0 != state.synced;
+            if other {
+                shared
+                    .stats
+                    .external_changes
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.adopt(&mut state, snapshot);
+            }
+            Ok(other)
+        })
+        .await
+    }
+
     /// The token and epoch for one call.
     pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Current>> {
         self.shared.current.load()

@@ -12,61 +12,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::agent::{Agent, SessionManager};
+
 use agent_session::{Error, Session, SessionLayer, SessionService, Token};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::{Barrier, oneshot};
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use tower::{Service, ServiceBuilder};
 
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{PASSWORD, channel, quiet_session as session_in, start_agent};
 
 type Client = AgentServiceClient<SessionService<Channel>>;
-
-/// A running agent; dropping it stops the server.
-struct RunningAgent {
-    address: SocketAddr,
-    manager: SessionManager,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_agent() -> RunningAgent {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let manager = SessionManager::new().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(
-        Agent::new(manager.clone(), PASSWORD).serve(listener, async {
-            let _ = stopped.await;
-        }),
-    );
-    RunningAgent {
-        address,
-        manager,
-        _stop: stop,
-    }
-}
-
-async fn channel(address: SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 async fn client(address: SocketAddr, session: &Session) -> Client {
     let service = ServiceBuilder::new()
         .layer(SessionLayer::new(session.clone()))
         .service(channel(address).await);
     AgentServiceClient::new(service)
-}
-
-/// A session that looks at its file only when told to, so each test controls what it sees.
-fn session_in(dir: &std::path::Path) -> Session {
-    Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
-        .build()
 }
 
 fn session_error(status: tonic::Status) -> Error {

@@ -1,0 +1,213 @@
+//! Re-authentication: a user-supplied way to get a new token, run once for all the calls that
+//! fail at the same time.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use crate::error::Error;
+use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
+use crate::session::Session;
+use crate::token::Token;
+
+/// The future a [`Reauthenticate`] returns.
+pub type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
+
+/// Gets a new session token: typically asks for the password and calls the agent's unlock
+/// over a channel without the session layer.
+///
+/// Implemented for every `Fn() -> impl Future<Output = Result<Token, E>>`, so a closure will do:
+///
+/// ```
+/// use agent_session::{Reauthenticate, Token};
+///
+/// let unlock = || async {
+///     // ask for the password, call SessionUnlock, …
+///     Token::new("eyJhbGciOi.e30.c2ln").map_err(agent_session::Error::from)
+/// };
+/// fn takes(_: impl Reauthenticate) {}
+/// takes(unlock);
+/// ```
+pub trait Reauthenticate: Send + Sync + 'static {
+    /// Starts getting a new token.
+    fn reauthenticate(&self) -> ReauthFuture;
+}
+
+impl<F, Fut, E> Reauthenticate for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn reauthenticate(&self) -> ReauthFuture {
+        // A named future rather than an `async` block: the compiler then knows the boxed
+        // error's lifetime is `'static` wherever the client's future must be `Send`.
+        Box::pin(IntoBoxError { future: self() })
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct IntoBoxError<Fut> {
+        #[pin]
+        future: Fut,
+    }
+}
+
+impl<Fut, E> Future for IntoBoxError<Fut>
+where
+    Fut: Future<Output = Result<Token, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Token, BoxError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project().future.poll(cx).map_err(Into::into)
+    }
+}
+
+/// The layer's setting for re-authentication: off ([`NoReauth`]) or on ([`Reauth`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReauth;
+
+/// Re-authentication is on: a [`Reauthenticate`], run single-flight, and the replay limit.
+///
+/// The re-authenticator is held as a trait object, so the service's type does not name the
+/// closure (and the compiler need not prove its bounds again wherever a client's future must
+/// be `Send`).
+#[derive(Clone)]
+pub struct Reauth {
+    shared: Arc<Flight>,
+}
+
+impl fmt::Debug for Reauth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reauth")
+            .field("reauthenticator", &self.shared.name)
+            .field("replay_limit", &self.shared.replay_limit)
+            .finish()
+    }
+}
+
+struct Flight {
+    reauthenticator: Box<dyn Reauthenticate>,
+    /// The re-authenticator's type name, for `Debug` (as tonic does for interceptors).
+    name: &'static str,
+    replay_limit: usize,
+    /// Counts finished recoveries; a call that failed before the count moved shares the
+    /// outcome of the recovery that moved it instead of starting its own.
+    generation: AtomicU64,
+    last: tokio::sync::Mutex<Outcome>,
+}
+
+#[derive(Clone)]
+enum Outcome {
+    None,
+    Recovered,
+    Failed(Error),
+}
+
+impl Reauth {
+    pub(crate) fn new<R: Reauthenticate>(reauthenticator: R) -> Self {
+        Self {
+            shared: Arc::new(Flight {
+                reauthenticator: Box::new(reauthenticator),
+                name: std::any::type_name::<R>(),
+                replay_limit: DEFAULT_REPLAY_LIMIT,
+                generation: AtomicU64::new(0),
+                last: tokio::sync::Mutex::new(Outcome::None),
+            }),
+        }
+    }
+
+    /// The same re-authenticator with another replay limit (only while not yet shared).
+    pub(crate) fn with_replay_limit(self, limit: usize) -> Self {
+        match Arc::try_unwrap(self.shared) {
+            Ok(mut flight) => {
+                flight.replay_limit = limit;
+                Self {
+                    shared: Arc::new(flight),
+                }
+            }
+            Err(shared) => Self { shared },
+        }
+    }
+
+    pub(crate) fn replay_limit(&self) -> usize {
+        self.shared.replay_limit
+    }
+
+    /// Read when a failure is seen, before waiting to recover.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Gets the session a token other than the one that failed (`sent`, in `epoch`):
+    /// another process's (re-read from the file), or a new one from the re-authenticator,
+    /// started with an explicit write. Once for all calls failing together.
+    pub(crate) async fn recover(
+        &self,
+        session: &Session,
+        epoch: u64,
+        sent: Option<Token>,
+        seen_generation: u64,
+    ) -> Result<(), Error> {
+        let flight = &self.shared;
+        let mut last = flight.last.lock().await;
+        if flight.generation.load(Ordering::Acquire) != seen_generation {
+            // A recovery finished while this call waited: share its outcome.
+            return match &*last {
+                Outcome::Failed(e) => Err(e.clone()),
+                _ => Ok(()),
+            };
+        }
+        if session.epoch() != epoch {
+            // The session moved on since this call was sent (an unlock, another process's
+            // token picked up): replay with what it holds now.
+            return Ok(());
+        }
+        let outcome = self.recover_now(session, sent).await;
+        *last = outcome.clone();
+        flight.generation.fetch_add(1, Ordering::AcqRel);
+        match outcome {
+            Outcome::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn recover_now(&self, session: &Session, sent: Option<Token>) -> Outcome {
+        match session.reload_if_other(sent).await {
+            Ok(true) => {
+                tracing::info!("another process holds a new token; using it");
+                return Outcome::Recovered;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the session file"),
+        }
+        tracing::info!("re-authenticating");
+        let token = match self.shared.reauthenticator.reauthenticate().await {
+            Ok(token) => token,
+            Err(source) => {
+                tracing::warn!("re-authentication failed");
+                return Outcome::Failed(Error::Reauthentication(Arc::from(source)));
+            }
+        };
+        if let Err(e) = session.start_with_token(token).await {
+            // The token is in use all the same; only the next process will not see it.
+            tracing::warn!(error = %e, "cannot write the new token");
+        }
+        Outcome::Recovered
+    }
+}
+
+/// Whether `token` claims to have expired already (its JWT `exp` is in the past).
+pub(crate) fn expired_by_claim(token: Option<&Token>) -> bool {
+    token
+        .and_then(Token::expires_at)
+        .is_some_and(|exp| exp <= SystemTime::now())
+}

@@ -1,0 +1,416 @@
+//! Re-authentication over a real tonic transport: one unlock for many failing calls, replay,
+//! no loops, the replay limit, a failing re-authenticator, and tokens expired by their claim.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use agent_session::agent::SessionManager;
+use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use agent_session::{BoxError, Error, Reauth, Session, SessionLayer, SessionService, Token};
+use tokio::net::TcpListener;
+use tokio::sync::{Barrier, oneshot};
+use tonic::transport::{Channel, Server};
+use tower::{Service, ServiceBuilder};
+
+mod common;
+use common::{PASSWORD, RunningAgent, channel, quiet_session, start_agent, unlock};
+
+type Reauthenticator =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>> + Send + Sync>;
+type Client = AgentServiceClient<SessionService<Channel, Reauth>>;
+
+/// A re-authenticator that unlocks over its own channel (no layer) and counts its runs.
+fn counting_unlock(channel: Channel, runs: Arc<AtomicUsize>) -> Reauthenticator {
+    Box::new(move || {
+        let channel = channel.clone();
+        runs.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(unlock(channel, PASSWORD).await?) })
+    })
+}
+
+async fn client_with(
+    address: std::net::SocketAddr,
+    session: &Session,
+    reauthenticator: Reauthenticator,
+    replay_limit: Option<usize>,
+) -> Client {
+    let mut layer = SessionLayer::new(session.clone()).reauthenticate_with(reauthenticator);
+    if let Some(limit) = replay_limit {
+        layer = layer.replay_limit(limit);
+    }
+    AgentServiceClient::new(
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(channel(address).await),
+    )
+}
+
+/// A session in a fresh directory holding a token the agent no longer accepts.
+async fn stale_session(agent: &RunningAgent, dir: &std::path::Path) -> Session {
+    let session = quiet_session(dir);
+    session
+        .start_with_token(agent.manager.mint().unwrap())
+        .await
+        .unwrap();
+    agent.manager.lock_all().unwrap();
+    session
+}
+
+#[tokio::test]
+async fn a_failure_unlocks_replays_and_writes_the_new_token() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    let stale = session.token().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(agent.address).await, runs.clone());
+    let mut client = client_with(agent.address, &session, unlock, None).await;
+
+    let echo = client
+        .echo(EchoMessage {
+            challenge: "replayed".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        echo.get_ref().challenge,
+        "replayed",
+        "the body was sent again"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let on_disk = session.file().read().unwrap().unwrap();
+    assert_ne!(on_disk, stale);
+    agent.manager.verify(&on_disk).unwrap();
+}
+
+#[tokio::test]
+async fn no_token_unlocks_and_replays() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session.start().await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(agent.address).await, runs.clone());
+    let mut client = client_with(agent.address, &session, unlock, None).await;
+    let status = client.agent_status(EmptyMessage {}).await.unwrap();
+    assert_eq!(status.get_ref().status, "LIVE");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    agent
+        .manager
+        .verify(&session.file().read().unwrap().unwrap())
+        .unwrap();
+}
+
+/// Holds the first `n` calls at the server until all `n` arrived, so they fail together.
+#[derive(Clone)]
+struct Gate<S> {
+    inner: S,
+    barrier: Arc<Barrier>,
+    seen: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl<S, B> Service<http::Request<B>> for Gate<S>
+where
+    S: Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let hold = request.uri().path().ends_with("/AgentStatus")
+            && self.seen.fetch_add(1, Ordering::SeqCst) < self.n;
+        let barrier = self.barrier.clone();
+        Box::pin(async move {
+            if hold {
+                barrier.wait().await;
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_failures_unlock_once() {
+    const CALLS: usize = 50;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let manager = SessionManager::new().unwrap();
+    let agent = agent_session::agent::Agent::new(manager.clone(), PASSWORD);
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        Server::builder()
+            .layer(tower::layer::layer_fn(move |inner| Gate {
+                inner,
+                barrier: barrier.clone(),
+                seen: seen.clone(),
+                n: CALLS,
+            }))
+            .layer(agent.auth_layer())
+            .add_service(agent.into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session
+        .start_with_token(manager.mint().unwrap())
+        .await
+        .unwrap();
+    manager.lock_all().unwrap();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(address).await, runs.clone());
+    let client = client_with(address, &session, unlock, None).await;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.agent_status(EmptyMessage {}).await })
+        })
+        .collect();
+    for call in calls {
+        let status = call
+            .await
+            .unwrap()
+            .expect("every call succeeds after the unlock");
+        assert_eq!(status.get_ref().status, "LIVE");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "exactly one unlock");
+    manager
+        .verify(&session.file().read().unwrap().unwrap())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_failure_after_the_replay_is_surfaced_not_retried() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    // A re-authenticator whose tokens this agent does not accept.
+    let foreign = SessionManager::new().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let bad: Reauthenticator = Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let token = foreign.mint().map_err(BoxError::from);
+        Box::pin(async move { token })
+    });
+    let mut client = client_with(agent.address, &session, bad, None).await;
+    let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
+    assert!(matches!(
+        Error::from_status(&status),
+        Some(Error::TokenInvalid)
+    ));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one recovery, one replay, no loop"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_not_replayed() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(agent.address).await, runs.clone());
+    let mut client = client_with(agent.address, &session, unlock, Some(64)).await;
+    let status = client
+        .echo(EchoMessage {
+            challenge: "x".repeat(100),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        Error::from_status(&status),
+        Some(Error::TokenInvalid)
+    ));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    // Within the limit, the same call is replayed.
+    let echo = client
+        .echo(EchoMessage {
+            challenge: "x".repeat(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(echo.get_ref().challenge.len(), 10);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failing_reauthenticator_is_surfaced_and_tried_again_later() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let password_channel = channel(agent.address).await;
+    let flaky: Reauthenticator = Box::new(move || {
+        let run = counted.fetch_add(1, Ordering::SeqCst);
+        let channel = password_channel.clone();
+        Box::pin(async move {
+            if run == 0 {
+                return Err("the user closed the prompt".into());
+            }
+            Ok(unlock(channel, PASSWORD).await?)
+        })
+    });
+    let mut client = client_with(agent.address, &session, flaky, None).await;
+    let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
+    let error = Error::from_status(&status).expect("our error, through tonic");
+    assert!(matches!(error, Error::Reauthentication(_)), "{error:?}");
+    assert_eq!(error.exit_code(), 77);
+    assert!(
+        std::error::Error::source(&error)
+            .unwrap()
+            .to_string()
+            .contains("closed the prompt")
+    );
+    let status = client.agent_status(EmptyMessage {}).await.unwrap();
+    assert_eq!(status.get_ref().status, "LIVE");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// Counts the calls the agent answered with a session failure.
+#[derive(Clone)]
+struct CountRejections<S> {
+    inner: S,
+    rejected: Arc<AtomicUsize>,
+}
+
+impl<S, B, ResB> Service<http::Request<B>> for CountRejections<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        let rejected = self.rejected.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            if Error::from_response(&response).is_some() {
+                rejected.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_token_expired_by_its_claim_is_renewed_before_the_call() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let manager = SessionManager::new().unwrap();
+    let agent = agent_session::agent::Agent::new(manager.clone(), PASSWORD);
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let counter = rejected.clone();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        Server::builder()
+            .layer(tower::layer::layer_fn(move |inner| CountRejections {
+                inner,
+                rejected: counter.clone(),
+            }))
+            .layer(agent.auth_layer())
+            .add_service(agent.into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    let expired = manager
+        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    session.start_with_token(expired).await.unwrap();
+    assert!(session.expires_at().unwrap() < SystemTime::now());
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(address).await, runs.clone());
+    let mut client = client_with(address, &session, unlock, None).await;
+    let status = client.agent_status(EmptyMessage {}).await.unwrap();
+    assert_eq!(status.get_ref().status, "LIVE");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rejected.load(Ordering::SeqCst),
+        0,
+        "the expired token was never sent"
+    );
+}
+
+#[tokio::test]
+async fn without_a_reauthenticator_an_expired_token_is_still_sent() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    let expired = agent
+        .manager
+        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    session.start_with_token(expired).await.unwrap();
+    let mut client = AgentServiceClient::new(
+        ServiceBuilder::new()
+            .layer(SessionLayer::new(session.clone()))
+            .service(channel(agent.address).await),
+    );
+    let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
+    assert!(matches!(
+        Error::from_status(&status),
+        Some(Error::TokenInvalid)
+    ));
+}
+
+#[tokio::test]
+async fn another_process_token_is_used_before_unlocking() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    // Another terminal unlocked meanwhile.
+    let other = unlock(channel(agent.address).await, PASSWORD)
+        .await
+        .unwrap();
+    agent_session::TokenFile::in_dir(dir.path())
+        .write(&other)
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let unlock = counting_unlock(channel(agent.address).await, runs.clone());
+    let mut client = client_with(agent.address, &session, unlock, None).await;
+    client.agent_status(EmptyMessage {}).await.unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "the file's token was enough"
+    );
+}
