@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bearer::{self, Verdict};
+use crate::message::SessionResponse;
 use crate::token::MalformedToken;
 
 /// The message of [`Error::TokenNotProvided`], part of the wire contract.
@@ -146,7 +147,7 @@ impl Error {
     ///     .unwrap();
     /// assert!(matches!(Error::from_response(&response), Some(Error::TokenInvalid)));
     /// ```
-    pub fn from_response<B>(response: &http::Response<B>) -> Option<Self> {
+    pub fn from_response(response: &impl SessionResponse) -> Option<Self> {
         Self::from_parts(response.status(), response.headers())
     }
 

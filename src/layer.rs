@@ -33,6 +33,7 @@ use tower_service::Service;
 
 use crate::bearer;
 use crate::error::Error;
+use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
 use crate::session::{Refresh, Session};
@@ -179,19 +180,21 @@ impl<S, R> SessionService<S, R> {
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S>
+impl<S, Req> Service<Req> for SessionService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S: Service<Req> + Clone,
+    Req: SessionRequest,
+    S::Response: SessionResponse,
 {
-    type Response = Response<ResB>;
+    type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB>;
+    type Future = ResponseFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         if self.session.claim_check() {
             // Look at the file before sending: another process may have unlocked or locked.
             // The instance driven ready is the one that will be called.
@@ -219,13 +222,10 @@ where
 /// Returns the epoch of the token sent, or `None` when no session token was sent: a token on
 /// the response then refreshes nothing of the session's (the request's own credentials, or an
 /// unlock, whose token the application starts the session with).
-fn send<S, ReqB, ResB>(
-    inner: &mut S,
-    session: &Session,
-    mut request: Request<ReqB>,
-) -> (S::Future, Option<u64>)
+fn send<S, Req>(inner: &mut S, session: &Session, mut request: Req) -> (S::Future, Option<u64>)
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Req>,
+    Req: SessionRequest,
 {
     let epoch = if request.headers().contains_key(header::AUTHORIZATION) {
         None
@@ -243,12 +243,12 @@ where
 
 pin_project! {
     /// The response future of [`SessionService`].
-    pub struct ResponseFuture<S, ReqB>
+    pub struct ResponseFuture<S, Req>
     where
-        S: Service<Request<ReqB>>,
+        S: Service<Req>,
     {
         #[pin]
-        state: State<S, ReqB>,
+        state: State<S, Req>,
         session: Session,
         epoch: Option<u64>,
     }
@@ -256,13 +256,13 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqB>
+    enum State<S, Req>
     where
-        S: Service<Request<ReqB>>,
+        S: Service<Req>,
     {
         Checking {
             check: oneshot::Receiver<()>,
-            pending: Option<(S, Request<ReqB>)>,
+            pending: Option<(S, Req)>,
         },
         Calling {
             #[pin]
@@ -275,11 +275,13 @@ pin_project! {
     }
 }
 
-impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
+impl<S, Req> Future for ResponseFuture<S, Req>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Req>,
+    Req: SessionRequest,
+    S::Response: SessionResponse,
 {
-    type Output = Result<Response<ResB>, S::Error>;
+    type Output = Result<S::Response, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -331,7 +333,7 @@ where
 
 /// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
 /// the response or its metadata never prints a refreshed token. The bytes are unchanged.
-fn hide_credentials<B>(response: &mut Response<B>) {
+fn hide_credentials(response: &mut impl SessionResponse) {
     if let header::Entry::Occupied(mut values) = response.headers_mut().entry(header::AUTHORIZATION)
     {
         for value in values.iter_mut() {
@@ -340,7 +342,7 @@ fn hide_credentials<B>(response: &mut Response<B>) {
     }
 }
 
-fn take_refresh<B>(session: &Session, response: &Response<B>, epoch: u64) -> Refresh {
+fn take_refresh(session: &Session, response: &impl SessionResponse, epoch: u64) -> Refresh {
     match bearer::bearer_from_headers(response.headers()) {
         None => Refresh::Done,
         Some(Ok(token)) => session.accept_refresh(token, epoch),
@@ -357,9 +359,9 @@ fn unreachable_state() {
     tracing::error!("session ResponseFuture polled after completion");
 }
 
-impl<S, ReqB> std::fmt::Debug for ResponseFuture<S, ReqB>
+impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
 where
-    S: Service<Request<ReqB>>,
+    S: Service<Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
