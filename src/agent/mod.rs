@@ -47,11 +47,13 @@
 //! ```
 
 mod auth;
+mod http;
 mod manager;
 pub mod proto;
 mod server;
 
 pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
+pub use http::{HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, HttpAgent};
 pub use manager::{
     DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, KeyError, MAX_LEEWAY, MintError, SessionManager,
     VerifyError,

@@ -108,6 +108,26 @@ where
         }
     }
 
+    /// A client whose requests pass through `interceptor` first, as generated tonic clients
+    /// offer.
+    pub fn with_interceptor<F>(
+        inner: T,
+        interceptor: F,
+    ) -> AgentServiceClient<tonic::service::interceptor::InterceptedService<T, F>>
+    where
+        F: tonic::service::Interceptor,
+        T: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<<T as tonic::client::GrpcService<Body>>::ResponseBody>,
+            >,
+        <T as tower_service::Service<http::Request<Body>>>::Error: Into<BoxError>,
+    {
+        AgentServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+            inner,
+            interceptor,
+        ))
+    }
+
     /// `SessionUnlock`: trades the password for a session token. Needs no token.
     pub async fn session_unlock(
         &mut self,

@@ -81,6 +81,41 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Mints a token for whoever gives the right password; `PERMISSION_DENIED` "Incorrect
+    /// password" otherwise, minting nothing. Shared by the gRPC and HTTP calls.
+    pub(crate) fn unlock(&self, given: &[u8]) -> Result<crate::Token, Status> {
+        if !same_password(given, self.password.as_bytes()) {
+            return Err(Status::permission_denied("Incorrect password"));
+        }
+        self.manager.mint().map_err(|error| {
+            tracing::error!(%error, "cannot mint a session token");
+            Status::internal("cannot mint a session token")
+        })
+    }
+
+    /// Invalidates every session, off the async workers (it may write the key file).
+    pub(crate) async fn lock_all(&self) -> Result<(), Status> {
+        let manager = self.manager.clone();
+        let locked = tokio::task::spawn_blocking(move || manager.lock_all())
+            .await
+            .map_err(|_| Status::internal("cannot lock the sessions"))?;
+        match locked {
+            Ok(()) => Ok(()),
+            Err(error @ KeyError::Write { .. }) => {
+                tracing::error!(%error, "sessions locked, but the new key was not saved");
+                Err(Status::internal(
+                    "the sessions are locked, but the new key could not be saved",
+                ))
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot lock the sessions");
+                Err(Status::internal("cannot lock the sessions"))
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Agent")
@@ -96,14 +131,7 @@ impl AgentService for Agent {
         &self,
         request: Request<PasswordMessage>,
     ) -> Result<Response<SessionTokenMessage>, Status> {
-        let given = request.into_inner().password;
-        if !same_password(given.as_bytes(), self.password.as_bytes()) {
-            return Err(Status::permission_denied("Incorrect password"));
-        }
-        let token = self.manager.mint().map_err(|error| {
-            tracing::error!(%error, "cannot mint a session token");
-            Status::internal("cannot mint a session token")
-        })?;
+        let token = self.unlock(request.into_inner().password.as_bytes())?;
         let mut header = MetadataValue::<Ascii>::try_from(token.header_value().as_bytes())
             .map_err(|_| Status::internal("cannot mint a session token"))?;
         header.set_sensitive(true);
@@ -118,24 +146,7 @@ impl AgentService for Agent {
         &self,
         _request: Request<EmptyMessage>,
     ) -> Result<Response<EmptyMessage>, Status> {
-        let manager = self.manager.clone();
-        // `lock_all` may write and sync the key file.
-        let locked = tokio::task::spawn_blocking(move || manager.lock_all())
-            .await
-            .map_err(|_| Status::internal("cannot lock the sessions"))?;
-        match locked {
-            Ok(()) => {}
-            Err(error @ KeyError::Write { .. }) => {
-                tracing::error!(%error, "sessions locked, but the new key was not saved");
-                return Err(Status::internal(
-                    "the sessions are locked, but the new key could not be saved",
-                ));
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot lock the sessions");
-                return Err(Status::internal("cannot lock the sessions"));
-            }
-        }
+        self.lock_all().await?;
         let mut response = Response::new(EmptyMessage {});
         response.extensions_mut().insert(NoRefresh);
         Ok(response)
