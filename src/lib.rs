@@ -36,6 +36,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bearer;
+mod builder;
 mod error;
 mod file;
 mod layer;
@@ -48,6 +49,7 @@ mod token;
 #[cfg(feature = "agent")]
 pub mod agent;
 
+pub use builder::ServiceBuilderExt;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 pub use file::{MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};

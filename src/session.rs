@@ -218,6 +218,11 @@ impl Session {
         }
     }
 
+    /// A [`SessionLayer`](crate::SessionLayer) keeping this session.
+    pub fn layer(&self) -> crate::SessionLayer {
+        crate::SessionLayer::new(self.clone())
+    }
+
     /// The session file's path.
     pub fn path(&self) -> &std::path::Path {
         self.shared.file.path()
