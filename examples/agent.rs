@@ -1,12 +1,15 @@
 //! The agent as a process: serves `agent.v1.AgentService` behind its token checks.
 //!
 //! ```text
-//! agent [--listen ADDR] [--password-file FILE] [--token-expiry SECS] [--key-file PATH]
+//! agent [--listen ADDR] [--http-listen ADDR] [--password-file FILE] [--token-expiry SECS]
+//!       [--key-file PATH]
 //!       [--exit-on-stdin-close]
 //! ```
 //!
 //! - `--listen ADDR`: the address to serve on (default `127.0.0.1:0`, a free port). Once bound,
 //!   the agent prints one line, `listening on <addr>`, to stdout: read it to learn the port.
+//! - `--http-listen ADDR`: also serve the calls over plain HTTP (for hyper, reqwest, curl) on
+//!   `ADDR`, announced on a second line, `http listening on <addr>`.
 //! - `--password-file FILE`: the password that unlocks sessions (trailing newlines are
 //!   ignored); without it, `AGENT_PASSWORD`. Without either the agent refuses to start.
 //! - `--token-expiry SECS`: how long a session token lives (default 3600).
@@ -35,7 +38,8 @@ use agent_session::agent::{Agent, KeyError, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-const USAGE: &str = "usage: agent [--listen ADDR] [--password-file FILE] [--token-expiry SECS] \
+const USAGE: &str = "usage: agent [--listen ADDR] [--http-listen ADDR] [--password-file FILE] \
+                     [--token-expiry SECS] \
                      [--key-file PATH] [--exit-on-stdin-close]";
 
 /// Where the agent listens unless told otherwise: loopback only, any free port.
@@ -60,6 +64,7 @@ const EX_CONFIG: u8 = 78;
 
 struct Options {
     listen: String,
+    http_listen: Option<String>,
     password_file: Option<PathBuf>,
     token_expiry: Duration,
     key_file: Option<PathBuf>,
@@ -130,32 +135,80 @@ async fn run() -> Result<(), Failure> {
     .with_lifetime(options.token_expiry);
     let agent = Agent::new(manager, password);
 
-    let listener = TcpListener::bind(&options.listen).await.map_err(|e| {
-        Failure::new(
-            EX_UNAVAILABLE,
-            format!("cannot listen on {}: {e}", options.listen),
-        )
-    })?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| Failure::new(EX_OSERR, format!("cannot read the bound address: {e}")))?;
+    let listener = bind(&options.listen).await?;
+    let address = local_address(&listener)?;
+    let http = match &options.http_listen {
+        Some(http_listen) => {
+            let listener = bind(http_listen).await?;
+            let address = local_address(&listener)?;
+            Some((listener, address))
+        }
+        None => None,
+    };
     // Before announcing: a parent may signal as soon as it has read the address.
     let shutdown = shutdown_signal(options.exit_on_stdin_close)?;
-    announce(address)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    announce(&format!("listening on {address}"))?;
+    let http = match http {
+        Some((listener, http_address)) => {
+            announce(&format!("http listening on {http_address}"))?;
+            Some(tokio::spawn(agent.clone().serve_http(listener, stopping())))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
 
     agent
-        .serve(listener, shutdown)
+        .serve(listener, stopping())
         .await
         .map_err(|e| Failure::new(EX_SOFTWARE, format!("serving failed: {}", chain(&e))))?;
+    if let Some(http) = http {
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    EX_SOFTWARE,
+                    format!("serving HTTP failed: {e}"),
+                ));
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    EX_SOFTWARE,
+                    format!("serving HTTP failed: {e}"),
+                ));
+            }
+        }
+    }
     tracing::info!("agent stopped");
     Ok(())
 }
 
-/// Prints the one line a parent process waits for. Flushed here rather than left to stdout's
+async fn bind(address: &str) -> Result<TcpListener, Failure> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| Failure::new(EX_UNAVAILABLE, format!("cannot listen on {address}: {e}")))
+}
+
+fn local_address(listener: &TcpListener) -> Result<SocketAddr, Failure> {
+    listener
+        .local_addr()
+        .map_err(|e| Failure::new(EX_OSERR, format!("cannot read the bound address: {e}")))
+}
+
+/// Prints a line a parent process waits for. Flushed here rather than left to stdout's
 /// buffering: the parent blocks until the line arrives.
-fn announce(address: SocketAddr) -> Result<(), Failure> {
+fn announce(line: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {address}")
+    writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
         .map_err(|e| Failure::new(EX_OSERR, format!("cannot write to stdout: {e}")))
 }
@@ -239,6 +292,7 @@ fn password(options: &Options) -> Result<String, Failure> {
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
     let mut options = Options {
         listen: DEFAULT_LISTEN.to_owned(),
+        http_listen: None,
         password_file: None,
         token_expiry: Duration::from_secs(DEFAULT_TOKEN_EXPIRY_SECS),
         key_file: None,
@@ -251,6 +305,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
         };
         match arg.as_str() {
             "--listen" => options.listen = value("--listen")?,
+            "--http-listen" => options.http_listen = Some(value("--http-listen")?),
             "--password-file" => options.password_file = Some(value("--password-file")?.into()),
             "--key-file" => options.key_file = Some(value("--key-file")?.into()),
             "--token-expiry" => {
