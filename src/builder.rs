@@ -5,7 +5,9 @@ use tower::ServiceBuilder;
 use tower_layer::Stack;
 
 use crate::layer::SessionLayer;
+use crate::reauth::NoReauth;
 use crate::session::Session;
+use crate::store::TokenStore;
 
 /// Adds [`SessionLayer`] to a [`ServiceBuilder`].
 ///
@@ -20,11 +22,17 @@ use crate::session::Session;
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     /// Keeps `session` on every call of the service being built.
-    fn session(self, session: Session) -> ServiceBuilder<Stack<SessionLayer, L>>;
+    fn session<St: TokenStore>(
+        self,
+        session: Session<St>,
+    ) -> ServiceBuilder<Stack<SessionLayer<NoReauth, St>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn session(self, session: Session) -> ServiceBuilder<Stack<SessionLayer, L>> {
+    fn session<St: TokenStore>(
+        self,
+        session: Session<St>,
+    ) -> ServiceBuilder<Stack<SessionLayer<NoReauth, St>, L>> {
         self.layer(SessionLayer::new(session))
     }
 }

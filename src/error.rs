@@ -51,6 +51,10 @@ pub enum Error {
         #[source]
         source: Arc<io::Error>,
     },
+    /// A token store other than the file failed, or the session's background work did (exit
+    /// code 74). The store's error is the source.
+    #[error("the token store failed")]
+    Store(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The re-authenticator failed to get a new token (exit code 77). Its error is the source.
     #[error("re-authentication failed")]
     Reauthentication(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -109,6 +113,7 @@ impl Error {
         match self {
             Self::TokenNotProvided | Self::Reauthentication(_) => EX_NOPERM,
             Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
+            Self::Store(_) => EX_IOERR,
             Self::ReadFile { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => EX_NOPERM,
                 _ => EX_IOERR,

@@ -18,6 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptReason, Error};
+use crate::store::{Stored, Swap};
 use crate::token::{MAX_TOKEN_LEN, Token};
 
 /// The largest session file that is read: a token of the maximum length plus room for white
@@ -48,7 +49,7 @@ pub struct TokenFile {
 /// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
 /// by any process shows here without reading the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileStamp {
+pub struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -66,18 +67,6 @@ impl FileStamp {
             mtime_nsec: meta.mtime_nsec(),
         }
     }
-}
-
-/// What the file held when it was read: the token (if any) and the version it was read from.
-pub(crate) type Snapshot = (Option<Token>, Option<FileStamp>);
-
-/// The outcome of a compare-and-swap write.
-#[derive(Debug)]
-pub(crate) enum Swap {
-    /// The file held the expected token and now holds the new one.
-    Replaced(FileStamp),
-    /// The file held something else, which is returned so the caller can adopt it.
-    Lost(Snapshot),
 }
 
 impl TokenFile {
@@ -123,7 +112,7 @@ impl TokenFile {
     /// regular file, is larger than [`MAX_FILE_LEN`], is not UTF-8 or does not hold a valid token
     /// is an error naming the path; the content is never part of it.
     pub fn read(&self) -> Result<Option<Token>, Error> {
-        self.read_snapshot().map(|(token, _)| token)
+        self.read_snapshot().map(|stored| stored.token)
     }
 
     /// Writes `token`, replacing whatever the file holds (an *explicit* write, as after an
@@ -136,7 +125,7 @@ impl TokenFile {
     /// Returns whether it wrote. This is the *refresh* write: it never recreates a file another
     /// process removed, nor replaces a token another process wrote. Blocking.
     pub fn replace_if(&self, expected: Option<&Token>, new: &Token) -> Result<bool, Error> {
-        self.swap(expected, new)
+        self.swap_stamped(expected, new)
             .map(|swap| matches!(swap, Swap::Replaced(_)))
     }
 
@@ -152,7 +141,7 @@ impl TokenFile {
     }
 
     /// Reads the token and the version of the file it came from.
-    pub(crate) fn read_snapshot(&self) -> Result<Snapshot, Error> {
+    pub(crate) fn read_snapshot(&self) -> Result<Stored<FileStamp>, Error> {
         // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the
         // reads of a regular file, and anything else is refused below.
         let file = match OpenOptions::new()
@@ -161,7 +150,12 @@ impl TokenFile {
             .open(&self.path)
         {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Stored {
+                    token: None,
+                    version: None,
+                });
+            }
             Err(e) => return Err(Error::read(&self.path, e)),
         };
         let meta = file.metadata().map_err(|e| Error::read(&self.path, e))?;
@@ -194,11 +188,17 @@ impl TokenFile {
             .map_err(|_| Error::corrupt(&self.path, CorruptReason::NotUtf8))?;
         let text = text.trim();
         if text.is_empty() {
-            return Ok((None, stamp));
+            return Ok(Stored {
+                token: None,
+                version: stamp,
+            });
         }
         let token = Token::new(text)
             .map_err(|why| Error::corrupt(&self.path, CorruptReason::Malformed(why)))?;
-        Ok((Some(token), stamp))
+        Ok(Stored {
+            token: Some(token),
+            version: stamp,
+        })
     }
 
     /// The version of the file now, without reading it: one `stat`.
@@ -218,13 +218,17 @@ impl TokenFile {
         self.replace_locked(token)
     }
 
-    pub(crate) fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+    pub(crate) fn swap_stamped(
+        &self,
+        expected: Option<&Token>,
+        new: &Token,
+    ) -> Result<Swap<FileStamp>, Error> {
         let _lock = self.lock()?;
-        let (current, stamp) = self.read_snapshot()?;
-        if current.as_ref() == expected {
+        let current = self.read_snapshot()?;
+        if current.token.as_ref() == expected {
             self.replace_locked(new).map(Swap::Replaced)
         } else {
-            Ok(Swap::Lost((current, stamp)))
+            Ok(Swap::Lost(current))
         }
     }
 

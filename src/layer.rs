@@ -33,24 +33,26 @@ use tower_service::Service;
 
 use crate::bearer;
 use crate::error::Error;
+use crate::file::TokenFile;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
 use crate::session::{Refresh, Session};
+use crate::store::TokenStore;
 use crate::token::Token;
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`].
 ///
 /// Re-authentication is off by default; [`SessionLayer::reauthenticate_with`] turns it on.
 #[derive(Debug, Clone)]
-pub struct SessionLayer<R = NoReauth> {
-    session: Session,
+pub struct SessionLayer<R = NoReauth, St: TokenStore = TokenFile> {
+    session: Session<St>,
     reauth: R,
 }
 
-impl SessionLayer {
+impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// A layer keeping `session`.
-    pub fn new(session: Session) -> Self {
+    pub fn new(session: Session<St>) -> Self {
         Self {
             session,
             reauth: NoReauth,
@@ -90,7 +92,7 @@ impl SessionLayer {
     pub fn reauthenticate_with<F: Reauthenticate>(
         self,
         reauthenticator: F,
-    ) -> SessionLayer<Reauth> {
+    ) -> SessionLayer<Reauth, St> {
         SessionLayer {
             session: self.session,
             reauth: Reauth::new(reauthenticator),
@@ -98,7 +100,7 @@ impl SessionLayer {
     }
 }
 
-impl SessionLayer<Reauth> {
+impl<St: TokenStore> SessionLayer<Reauth, St> {
     /// How many bytes of a request body are kept for a replay (default
     /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)). Set before the layer is used.
     pub fn replay_limit(self, bytes: usize) -> Self {
@@ -109,8 +111,8 @@ impl SessionLayer<Reauth> {
     }
 }
 
-impl<S, R: Clone> Layer<S> for SessionLayer<R> {
-    type Service = SessionService<S, R>;
+impl<S, R: Clone, St: TokenStore> Layer<S> for SessionLayer<R, St> {
+    type Service = SessionService<S, R, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SessionService {
@@ -136,15 +138,15 @@ impl<S, R: Clone> Layer<S> for SessionLayer<R> {
 /// durable (see [`SessionBuilder::write_behind`](crate::SessionBuilder::write_behind)). The
 /// header handed over is marked sensitive, so `Debug` of the response does not show it.
 #[derive(Debug, Clone)]
-pub struct SessionService<S, R = NoReauth> {
+pub struct SessionService<S, R = NoReauth, St: TokenStore = TokenFile> {
     inner: S,
-    session: Session,
+    session: Session<St>,
     reauth: R,
 }
 
-impl<S> SessionService<S> {
+impl<S, St: TokenStore> SessionService<S, NoReauth, St> {
     /// Wraps `inner`.
-    pub fn new(inner: S, session: Session) -> Self {
+    pub fn new(inner: S, session: Session<St>) -> Self {
         Self {
             inner,
             session,
@@ -153,12 +155,12 @@ impl<S> SessionService<S> {
     }
 
     /// A [`SessionLayer`] for `session`.
-    pub fn layer(session: Session) -> SessionLayer {
+    pub fn layer(session: Session<St>) -> SessionLayer<NoReauth, St> {
         SessionLayer::new(session)
     }
 }
 
-impl<S, R> SessionService<S, R> {
+impl<S, R, St: TokenStore> SessionService<S, R, St> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -175,20 +177,21 @@ impl<S, R> SessionService<S, R> {
     }
 
     /// The session.
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &Session<St> {
         &self.session
     }
 }
 
-impl<S, Req> Service<Req> for SessionService<S>
+impl<S, Req, St> Service<Req> for SessionService<S, NoReauth, St>
 where
+    St: TokenStore,
     S: Service<Req> + Clone,
     Req: SessionRequest,
     S::Response: SessionResponse,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Req>;
+    type Future = ResponseFuture<S, Req, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -222,8 +225,13 @@ where
 /// Returns the epoch of the token sent, or `None` when no session token was sent: a token on
 /// the response then refreshes nothing of the session's (the request's own credentials, or an
 /// unlock, whose token the application starts the session with).
-fn send<S, Req>(inner: &mut S, session: &Session, mut request: Req) -> (S::Future, Option<u64>)
+fn send<S, Req, St>(
+    inner: &mut S,
+    session: &Session<St>,
+    mut request: Req,
+) -> (S::Future, Option<u64>)
 where
+    St: TokenStore,
     S: Service<Req>,
     Req: SessionRequest,
 {
@@ -243,13 +251,14 @@ where
 
 pin_project! {
     /// The response future of [`SessionService`].
-    pub struct ResponseFuture<S, Req>
+    pub struct ResponseFuture<S, Req, St = TokenFile>
     where
         S: Service<Req>,
+        St: TokenStore,
     {
         #[pin]
         state: State<S, Req>,
-        session: Session,
+        session: Session<St>,
         epoch: Option<u64>,
     }
 }
@@ -275,8 +284,9 @@ pin_project! {
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, St> Future for ResponseFuture<S, Req, St>
 where
+    St: TokenStore,
     S: Service<Req>,
     Req: SessionRequest,
     S::Response: SessionResponse,
@@ -342,7 +352,11 @@ fn hide_credentials(response: &mut impl SessionResponse) {
     }
 }
 
-fn take_refresh(session: &Session, response: &impl SessionResponse, epoch: u64) -> Refresh {
+fn take_refresh<St: TokenStore>(
+    session: &Session<St>,
+    response: &impl SessionResponse,
+    epoch: u64,
+) -> Refresh {
     match bearer::bearer_from_headers(response.headers()) {
         None => Refresh::Done,
         Some(Ok(token)) => session.accept_refresh(token, epoch),
@@ -359,17 +373,19 @@ fn unreachable_state() {
     tracing::error!("session ResponseFuture polled after completion");
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, St> std::fmt::Debug for ResponseFuture<S, Req, St>
 where
     S: Service<Req>,
+    St: TokenStore,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for SessionService<S, Reauth>
+impl<S, ReqB, ResB, St> Service<Request<ReqB>> for SessionService<S, Reauth, St>
 where
+    St: TokenStore,
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
@@ -404,9 +420,9 @@ where
 
 /// One call with re-authentication on: renew an expired-by-claim token first, record the body,
 /// and on a session failure recover once and replay once.
-async fn call_with_reauth<S, ReqB, ResB>(
+async fn call_with_reauth<S, ReqB, ResB, St>(
     mut inner: S,
-    session: Session,
+    session: Session<St>,
     reauth: Reauth,
     check: Option<oneshot::Receiver<()>>,
     request: Request<ReqB>,
@@ -416,6 +432,7 @@ where
     S::Error: Into<BoxError>,
     ReqB: WrapBody + Send + 'static,
     ReqB::Error: Into<BoxError>,
+    St: TokenStore,
 {
     if let Some(check) = check {
         let _ = check.await;
@@ -460,7 +477,10 @@ where
 }
 
 /// Attaches the session's token, if any; returns it and the epoch it belongs to.
-fn attach<B>(session: &Session, request: &mut Request<B>) -> (Option<Token>, u64) {
+fn attach<B, St: TokenStore>(
+    session: &Session<St>,
+    request: &mut Request<B>,
+) -> (Option<Token>, u64) {
     let current = session.current();
     if let Some(token) = &current.token {
         request
@@ -472,8 +492,8 @@ fn attach<B>(session: &Session, request: &mut Request<B>) -> (Option<Token>, u64
 
 /// What the plain layer does with a response: hide its credentials, take its refresh, and wait
 /// for the refresh to be durable.
-async fn settle<B>(
-    session: &Session,
+async fn settle<B, St: TokenStore>(
+    session: &Session<St>,
     mut response: Response<B>,
     epoch: Option<u64>,
 ) -> Response<B> {

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use crate::error::Error;
 use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
 use crate::session::Session;
+use crate::store::TokenStore;
 use crate::token::Token;
 
 /// The future a [`Reauthenticate`] returns.
@@ -150,9 +151,9 @@ impl Reauth {
     /// Gets the session a token other than the one that failed (`sent`, in `epoch`):
     /// another process's (re-read from the file), or a new one from the re-authenticator,
     /// started with an explicit write. Once for all calls failing together.
-    pub(crate) async fn recover(
+    pub(crate) async fn recover<St: TokenStore>(
         &self,
-        session: &Session,
+        session: &Session<St>,
         epoch: u64,
         sent: Option<Token>,
         seen_generation: u64,
@@ -180,7 +181,11 @@ impl Reauth {
         }
     }
 
-    async fn recover_now(&self, session: &Session, sent: Option<Token>) -> Outcome {
+    async fn recover_now<St: TokenStore>(
+        &self,
+        session: &Session<St>,
+        sent: Option<Token>,
+    ) -> Outcome {
         match session.reload_if_other(sent).await {
             Ok(true) => {
                 tracing::info!("another process holds a new token; using it");

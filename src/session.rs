@@ -10,7 +10,8 @@ use http::HeaderValue;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::file::{FileStamp, Snapshot, Swap, TokenFile};
+use crate::file::TokenFile;
+use crate::store::{Stored, Swap, TokenStore};
 use crate::token::Token;
 
 /// How often a session looks at the session file for a token written by another process.
@@ -19,7 +20,8 @@ use crate::token::Token;
 /// second is shorter than a person takes to switch terminals after an unlock.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A client's session: the current token, in memory and in the session file.
+/// A client's session: the current token, in memory and in a [`TokenStore`] (by default the
+/// session file, [`TokenFile`]).
 ///
 /// A cheap `Clone` handle: clones share one state. The layer reads the token on every call
 /// without a lock or a syscall; refreshed tokens that come back on responses are written to the
@@ -36,15 +38,22 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// session.start_with_token(Token::new("eyJ…")?).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct Session {
-    shared: Arc<Shared>,
+pub struct Session<St: TokenStore = TokenFile> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St: TokenStore> Clone for Session<St> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 /// Options for a [`Session`].
 #[derive(Debug, Clone)]
-pub struct SessionBuilder {
-    file: TokenFile,
+pub struct SessionBuilder<St = TokenFile> {
+    store: St,
     check_interval: Duration,
     write_behind: bool,
     always_write: bool,
@@ -66,12 +75,12 @@ pub struct SessionStats {
     pub external_changes: u64,
 }
 
-struct Shared {
-    file: TokenFile,
+struct Shared<St: TokenStore> {
+    store: St,
     /// What a call reads: the token and the epoch it belongs to.
     current: ArcSwap<Current>,
     /// Everything else, changed rarely and never held across I/O.
-    state: Mutex<State>,
+    state: Mutex<State<St::Version>>,
     /// Held (on a blocking thread) around every write, removal and adoption of the file: "what
     /// the file should hold → the file operation → what the state says it holds" is one step, so
     /// this process's own writes are never mistaken for another's, and explicit changes reach
@@ -96,12 +105,12 @@ pub(crate) struct Current {
     pub(crate) epoch: u64,
 }
 
-struct State {
+struct State<V> {
     epoch: u64,
     /// What the file held when this process last read or wrote it: the refresh
     /// compare-and-swap expects to find it there.
     synced: Option<Token>,
-    stamp: Option<FileStamp>,
+    stamp: Option<V>,
     /// The newest refresh waiting for the writer, if any.
     pending: Option<Token>,
     /// The refresh the writer is writing now, and its sequence number.
@@ -131,7 +140,7 @@ pub(crate) enum Refresh {
     Saving(oneshot::Receiver<()>),
 }
 
-impl SessionBuilder {
+impl<St: TokenStore> SessionBuilder<St> {
     /// Checks the file for changes made by other processes at most this often (default
     /// [`DEFAULT_CHECK_INTERVAL`]). `Duration::ZERO` checks before every call.
     pub fn check_interval(mut self, interval: Duration) -> Self {
@@ -164,10 +173,10 @@ impl SessionBuilder {
 
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
-    pub fn build(self) -> Session {
+    pub fn build(self) -> Session<St> {
         Session {
             shared: Arc::new(Shared {
-                file: self.file,
+                store: self.store,
                 current: ArcSwap::from_pointee(Current {
                     token: None,
                     epoch: 0,
@@ -210,27 +219,51 @@ impl Session {
 
     /// Options for a session kept in the file at `path`.
     pub fn builder(path: impl Into<std::path::PathBuf>) -> SessionBuilder {
-        SessionBuilder {
-            file: TokenFile::new(path),
+        SessionBuilder::with_store(TokenFile::new(path))
+    }
+
+    /// The session file's path.
+    pub fn path(&self) -> &std::path::Path {
+        self.shared.store.path()
+    }
+
+    /// The session file.
+    pub fn file(&self) -> &TokenFile {
+        &self.shared.store
+    }
+}
+
+impl<St: TokenStore> SessionBuilder<St> {
+    /// Options for a session kept in `store`.
+    pub fn with_store(store: St) -> Self {
+        Self {
+            store,
             check_interval: DEFAULT_CHECK_INTERVAL,
             write_behind: false,
             always_write: false,
         }
     }
+}
+
+impl<St: TokenStore> Session<St> {
+    /// Options for a session kept in `store`.
+    pub fn builder_with_store(store: St) -> SessionBuilder<St> {
+        SessionBuilder::with_store(store)
+    }
+
+    /// A session kept in `store` (see [`TokenStore`]; [`Session::new`] keeps it in a file).
+    pub fn with_store(store: St) -> Self {
+        SessionBuilder::with_store(store).build()
+    }
+
+    /// The store the token is kept in.
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
 
     /// A [`SessionLayer`](crate::SessionLayer) keeping this session.
-    pub fn layer(&self) -> crate::SessionLayer {
+    pub fn layer(&self) -> crate::SessionLayer<crate::NoReauth, St> {
         crate::SessionLayer::new(self.clone())
-    }
-
-    /// The session file's path.
-    pub fn path(&self) -> &std::path::Path {
-        self.shared.file.path()
-    }
-
-    /// The session file.
-    pub fn file(&self) -> &TokenFile {
-        &self.shared.file
     }
 
     /// Reads the token from the session file, if there is one, and uses it from now on.
@@ -240,9 +273,9 @@ impl Session {
     pub async fn start(&self) -> Result<(), Error> {
         let token_found = self
             .explicit(|shared| {
-                shared.file.remove_stale_temp_files_if_idle();
-                let snapshot = shared.file.read_snapshot()?;
-                let found = snapshot.0.is_some();
+                shared.store.tidy();
+                let snapshot = shared.store.load()?;
+                let found = snapshot.token.is_some();
                 shared.adopt(&mut shared.lock(), snapshot);
                 Ok(found)
             })
@@ -260,7 +293,7 @@ impl Session {
         self.explicit(move |shared| {
             let started = Instant::now();
             shared.begin_epoch(&mut shared.lock(), Some(token.clone()));
-            let stamp = shared.file.write_stamped(&token)?;
+            let stamp = shared.store.store(&token)?;
             let mut state = shared.lock();
             state.synced = Some(token);
             state.stamp = Some(stamp);
@@ -274,7 +307,7 @@ impl Session {
     pub async fn clear(&self) -> Result<(), Error> {
         self.explicit(|shared| {
             shared.begin_epoch(&mut shared.lock(), None);
-            shared.file.remove()?;
+            shared.store.clear()?;
             let mut state = shared.lock();
             state.synced = None;
             state.stamp = None;
@@ -288,7 +321,7 @@ impl Session {
     /// look at the file one interval after this sync.
     async fn explicit<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
+        change: impl FnOnce(&Shared<St>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let shared = self.shared.clone();
         let work = move || {
@@ -299,10 +332,9 @@ impl Session {
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(result) => result,
-            Err(e) => Err(Error::write(
-                self.path(),
-                std::io::Error::other(format!("the session's blocking task failed: {e}")),
-            )),
+            Err(e) => Err(Error::Store(Arc::new(std::io::Error::other(format!(
+                "the session's blocking task failed: {e}"
+            ))))),
         }
     }
 
@@ -393,9 +425,11 @@ impl Session {
     /// nor the one this process last wrote, another process put it there: use it.
     pub(crate) async fn reload_if_other(&self, sent: Option<Token>) -> Result<bool, Error> {
         self.explicit(move |shared| {
-            let snapshot = shared.file.read_snapshot()?;
+            let snapshot = shared.store.load()?;
             let mut state = shared.lock();
-            let other = snapshot.0.is_some() && snapshot.0 != sent && snapshot.0 != state.synced;
+            let other = snapshot.token.is_some()
+                && snapshot.token != sent
+                && snapshot.token != state.synced;
             if other {
                 shared
                     .stats
@@ -506,9 +540,9 @@ impl Session {
     }
 }
 
-impl Shared {
+impl<St: TokenStore> Shared<St> {
     /// What a call whose refresh is covered by write `seq` waits for.
-    fn wait_for(&self, state: &mut State, seq: u64) -> Refresh {
+    fn wait_for(&self, state: &mut State<St::Version>, seq: u64) -> Refresh {
         if self.write_behind {
             return Refresh::Done;
         }
@@ -522,7 +556,7 @@ impl Shared {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<St::Version>> {
         // A panic while holding this lock leaves no half-made state (every field is assigned
         // whole), so a poisoned lock is safe to use.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -530,7 +564,7 @@ impl Shared {
 
     /// Starts a new epoch with `token` (an explicit change): refreshes of calls sent before are
     /// dropped, and a refresh waiting to be written is superseded.
-    fn begin_epoch(&self, state: &mut State, token: Option<Token>) -> u64 {
+    fn begin_epoch(&self, state: &mut State<St::Version>, token: Option<Token>) -> u64 {
         state.epoch += 1;
         state.pending = None;
         self.current.store(Arc::new(Current {
@@ -544,10 +578,10 @@ impl Shared {
     }
 
     /// Takes what the file holds as the session's state, in a new epoch.
-    fn adopt(&self, state: &mut State, (token, stamp): Snapshot) {
-        self.begin_epoch(state, token.clone());
-        state.synced = token;
-        state.stamp = stamp;
+    fn adopt(&self, state: &mut State<St::Version>, stored: Stored<St::Version>) {
+        self.begin_epoch(state, stored.token.clone());
+        state.synced = stored.token;
+        state.stamp = stored.version;
     }
 
     fn schedule_next_check(&self) {
@@ -556,7 +590,7 @@ impl Shared {
     }
 
     fn check_file_blocking(&self) {
-        let now = match self.file.stamp() {
+        let now = match self.store.version() {
             Ok(now) => now,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot look at the session file");
@@ -570,25 +604,25 @@ impl Shared {
         // differs from the one the state records is another process's doing.
         let _gate = self.gate();
         let known = self.lock().stamp;
-        let snapshot = match self.file.read_snapshot() {
+        let snapshot = match self.store.load() {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 // Keep the token we have: a bad file must not replace a good token.
                 tracing::warn!(error = %e, "the session file changed but cannot be used");
-                self.lock().stamp = self.file.stamp().ok().flatten();
+                self.lock().stamp = self.store.version().ok().flatten();
                 return;
             }
         };
         let mut state = self.lock();
-        if snapshot.1 == known {
+        if snapshot.version == known {
             return;
         }
-        if state.synced == snapshot.0 {
-            state.stamp = snapshot.1;
+        if state.synced == snapshot.token {
+            state.stamp = snapshot.version;
             return;
         }
         tracing::info!(
-            token_found = snapshot.0.is_some(),
+            token_found = snapshot.token.is_some(),
             "session file changed by another process"
         );
         self.stats.external_changes.fetch_add(1, Ordering::Relaxed);
@@ -619,7 +653,7 @@ impl Shared {
             (token, state.synced.clone(), seq)
         };
         let started = Instant::now();
-        let result = self.file.swap(expected.as_ref(), &token);
+        let result = self.store.swap(expected.as_ref(), &token);
         let mut state = self.lock();
         state.writing = None;
         // Every change of epoch happens inside the gate, so the epoch is the one the refresh
@@ -635,7 +669,7 @@ impl Shared {
             Ok(Swap::Lost(snapshot)) => {
                 self.stats.lost_refreshes.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    token_found = snapshot.0.is_some(),
+                    token_found = snapshot.token.is_some(),
                     "refresh lost to another process; using what the file holds"
                 );
                 self.adopt(&mut state, snapshot);
@@ -653,12 +687,12 @@ impl Shared {
 
 /// The claim on the file check; released (and the next check scheduled) when dropped, however
 /// the check ended: done, panicked, or never run.
-struct CheckClaim {
-    session: Session,
+struct CheckClaim<St: TokenStore> {
+    session: Session<St>,
     _done: oneshot::Sender<()>,
 }
 
-impl Drop for CheckClaim {
+impl<St: TokenStore> Drop for CheckClaim<St> {
     fn drop(&mut self) {
         let shared = &self.session.shared;
         shared.schedule_next_check();
@@ -669,19 +703,19 @@ impl Drop for CheckClaim {
 /// The refresh writer of a session: writes until nothing is pending (group commit: one runs
 /// at a time, and each write takes the newest refresh). If it dies or never runs, dropping it
 /// releases every waiter, so no call waits forever.
-struct Writer {
-    session: Session,
+struct Writer<St: TokenStore> {
+    session: Session<St>,
     done: bool,
 }
 
-impl Writer {
+impl<St: TokenStore> Writer<St> {
     fn run(mut self) {
         while self.session.shared.write_next() {}
         self.done = true;
     }
 }
 
-impl Drop for Writer {
+impl<St: TokenStore> Drop for Writer<St> {
     fn drop(&mut self) {
         if !self.done {
             let shared = &self.session.shared;
@@ -718,7 +752,7 @@ fn outlives(held: Option<&Token>, new: &Token) -> bool {
     }
 }
 
-fn release_waiters(state: &mut State) {
+fn release_waiters<V>(state: &mut State<V>) {
     let finished = state.finished;
     state.waiters.retain_mut(|(seq, _)| *seq > finished);
     // Dropping a sender wakes its receiver; no value is needed.
@@ -737,11 +771,11 @@ fn spawn_blocking_anywhere(work: impl FnOnce() + Send + 'static) {
     }
 }
 
-impl std::fmt::Debug for Session {
+impl<St: TokenStore> std::fmt::Debug for Session<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let current = self.shared.current.load();
         f.debug_struct("Session")
-            .field("path", &self.shared.file.path())
+            .field("store", &std::any::type_name::<St>())
             .field("has_token", &current.token.is_some())
             .field("epoch", &current.epoch)
             .finish_non_exhaustive()

@@ -552,3 +552,38 @@ async fn the_same_token_twice_still_waits_for_its_write() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_memory_store_follows_the_same_rules() {
+    use agent_session::MemoryStore;
+    let store = MemoryStore::new();
+    let ours = Session::builder_with_store(store.clone())
+        .check_interval(Duration::from_secs(3600))
+        .build();
+    ours.start_with_token(token("t0")).await.unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    let (inner, seen) = agent(move || {
+        let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bearer(&token(&format!("t{i}")))
+    });
+    let mut svc = SessionLayer::new(ours.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(seen.lock().unwrap()[0].clone().unwrap(), "Bearer t0");
+    assert_eq!(store.token(), Some(token("t1")), "the refresh is stored");
+
+    // Another session of the same store unlocks: our next refresh loses and adopts it.
+    Session::with_store(store.clone())
+        .start_with_token(token("unlocked"))
+        .await
+        .unwrap();
+    call(&mut svc).await;
+    assert_eq!(store.token(), Some(token("unlocked")));
+    assert_eq!(ours.token(), Some(token("unlocked")));
+    assert_eq!(ours.stats().lost_refreshes, 1);
+
+    // A clear by the other is never undone by a refresh.
+    Session::with_store(store.clone()).clear().await.unwrap();
+    call(&mut svc).await;
+    assert_eq!(store.token(), None);
+    assert_eq!(ours.token(), None);
+}

@@ -1,0 +1,215 @@
+//! [`TokenStore`]: where a session keeps its token between processes. The session file
+//! ([`TokenFile`]) is the default; [`MemoryStore`] keeps it in memory; an OS keyring or a
+//! secrets manager can be another.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Error;
+use crate::file::{FileStamp, TokenFile};
+use crate::token::Token;
+
+/// What a store held when it was read: the token (if any) and the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored<V> {
+    /// The token, or `None` for no token.
+    pub token: Option<Token>,
+    /// The version read, or `None` when nothing is stored.
+    pub version: Option<V>,
+}
+
+/// The outcome of [`TokenStore::swap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap<V> {
+    /// The store held the expected token and now holds the new one, at this version.
+    Replaced(V),
+    /// The store held something else, which the session then adopts.
+    Lost(Stored<V>),
+}
+
+/// A place a session keeps its token, shared by every process (or every session) that uses it.
+///
+/// The session calls these methods on a blocking thread, one write at a time per session, and
+/// never on the hot path: a call reads the token from memory. The contract:
+///
+/// - [`store`](Self::store) is an *explicit* write (after an unlock): it always replaces.
+/// - [`swap`](Self::swap) is a *refresh* write: it replaces only if the store still holds
+///   `expected`, atomically with respect to every other writer, so a refresh never brings back
+///   a cleared session nor overwrites another writer's token.
+/// - [`version`](Self::version) is cheap (a `stat` for the file) and changes with every write,
+///   so a session can notice another writer's change without reading the token.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Identifies one version of what is stored.
+    type Version: Copy + Eq + Send + Sync + fmt::Debug + 'static;
+
+    /// Reads the token.
+    fn load(&self) -> Result<Stored<Self::Version>, Error>;
+
+    /// Replaces whatever is stored with `token`.
+    fn store(&self, token: &Token) -> Result<Self::Version, Error>;
+
+    /// Replaces the stored token with `new` only if it is `expected` (`None`: no token).
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<Self::Version>, Error>;
+
+    /// Removes the token.
+    fn clear(&self) -> Result<(), Error>;
+
+    /// The version stored now, without reading the token; `None` when nothing is stored.
+    fn version(&self) -> Result<Option<Self::Version>, Error>;
+
+    /// Housekeeping when a session starts (the file store removes temp files of writers that
+    /// died mid-write). Must not wait and must not fail.
+    fn tidy(&self) {}
+}
+
+impl TokenStore for TokenFile {
+    type Version = FileStamp;
+
+    fn load(&self) -> Result<Stored<FileStamp>, Error> {
+        self.read_snapshot()
+    }
+
+    fn store(&self, token: &Token) -> Result<FileStamp, Error> {
+        self.write_stamped(token)
+    }
+
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<FileStamp>, Error> {
+        self.swap_stamped(expected, new)
+    }
+
+    fn clear(&self) -> Result<(), Error> {
+        self.remove()
+    }
+
+    fn version(&self) -> Result<Option<FileStamp>, Error> {
+        self.stamp()
+    }
+
+    fn tidy(&self) {
+        self.remove_stale_temp_files_if_idle();
+    }
+}
+
+/// A token store in memory: for tests, for processes that must leave nothing on disk, and as
+/// the model of what a store does. Clones share one slot, as processes share one file.
+///
+/// ```
+/// use agent_session::{MemoryStore, Session, Token};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), agent_session::Error> {
+/// let store = MemoryStore::new();
+/// let session = Session::with_store(store.clone());
+/// session.start_with_token(Token::new("abc")?).await?;
+/// assert_eq!(store.token(), Some(Token::new("abc")?));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    slot: Arc<Mutex<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<Token>,
+    version: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token it holds now.
+    pub fn token(&self) -> Option<Token> {
+        self.slot().token.clone()
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        // Every update assigns whole fields: a poisoned lock holds no half-made state.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Slot {
+    fn put(&mut self, token: Option<Token>) -> u64 {
+        self.token = token;
+        self.version += 1;
+        self.version
+    }
+
+    fn stored(&self) -> Stored<u64> {
+        Stored {
+            token: self.token.clone(),
+            version: self.token.as_ref().map(|_| self.version),
+        }
+    }
+}
+
+impl TokenStore for MemoryStore {
+    type Version = u64;
+
+    fn load(&self) -> Result<Stored<u64>, Error> {
+        Ok(self.slot().stored())
+    }
+
+    fn store(&self, token: &Token) -> Result<u64, Error> {
+        Ok(self.slot().put(Some(token.clone())))
+    }
+
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<u64>, Error> {
+        let mut slot = self.slot();
+        if slot.token.as_ref() == expected {
+            Ok(Swap::Replaced(slot.put(Some(new.clone()))))
+        } else {
+            Ok(Swap::Lost(slot.stored()))
+        }
+    }
+
+    fn clear(&self) -> Result<(), Error> {
+        self.slot().put(None);
+        Ok(())
+    }
+
+    fn version(&self) -> Result<Option<u64>, Error> {
+        Ok(self.slot().stored().version)
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("has_token", &self.slot().token.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_follows_the_contract() {
+        let store = MemoryStore::new();
+        let token = |s: &str| Token::new(s).unwrap();
+        assert_eq!(store.load().unwrap().token, None);
+        assert_eq!(store.version().unwrap(), None);
+        let v1 = store.store(&token("a")).unwrap();
+        assert_eq!(store.version().unwrap(), Some(v1));
+        assert!(matches!(
+            store.swap(Some(&token("x")), &token("b")).unwrap(),
+            Swap::Lost(Stored { token: Some(_), .. })
+        ));
+        let Swap::Replaced(v2) = store.swap(Some(&token("a")), &token("b")).unwrap() else {
+            panic!("expected a replace");
+        };
+        assert_ne!(v1, v2);
+        store.clear().unwrap();
+        assert!(matches!(
+            store.swap(Some(&token("b")), &token("c")).unwrap(),
+            Swap::Lost(Stored { token: None, .. })
+        ));
+        assert_eq!(store.token(), None);
+    }
+}
