@@ -6,25 +6,41 @@
 //! COMMAND: unlock | lock | lockall | status | echo TEXT
 //! ```
 //!
-//! The password comes from `--password-file`, then `AGENT_PASSWORD`, then a prompt on the
-//! terminal. `AGENT_TOKEN`, when set, is sent instead of the session file's token. A session
-//! failure prints the contract's message and exits 77 (no token) or 65 (invalid token).
+//! **Unattended** when `AGENT_PASSWORD` or `AGENT_TOKEN` is set, a `--password-file` is given, or
+//! stdin is not a terminal (scripts, CI, pipes): the CLI never prompts, and a session failure
+//! prints the contract's message and exits 77 (no token) or 65 (invalid token). Explicit
+//! credentials win over the session file: `AGENT_TOKEN` is sent instead of the file's token; a
+//! password (`--password-file`, then `AGENT_PASSWORD`) unlocks first, and the command runs in
+//! the new session.
+//!
+//! **Interactive** otherwise: a session failure asks for the password on the terminal
+//! (`Please enter the password: `, not echoed), unlocks, saves the new token and retries the
+//! call. A wrong password asks again; end of input at the prompt (Ctrl-D, or an empty line)
+//! exits 64. `unlock` asks the same way.
 
+use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::{Error, Session, SessionLayer, SessionService, Token};
+use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use tonic::transport::Channel;
-use tower::ServiceBuilder;
+use tower::Layer as _;
 
 const USAGE: &str = "usage: client [--agent ADDR] [--session-dir DIR] [--password-file FILE] \
                      (unlock | lock | lockall | status | echo TEXT)";
 
-/// sysexits: the command line was wrong.
+/// What the terminal shows when the CLI needs the password.
+const PROMPT: &str = "Please enter the password: ";
+
+/// sysexits: the command line was wrong, or no password was given.
 const EX_USAGE: u8 = 64;
+/// sysexits: the password file could not be read.
+const EX_NOINPUT: u8 = 66;
 /// sysexits: the agent could not be reached.
 const EX_UNAVAILABLE: u8 = 69;
+/// sysexits: the terminal could not be read.
+const EX_IOERR: u8 = 74;
 /// sysexits: the agent refused the password.
 const EX_NOPERM: u8 = 77;
 /// Anything else the agent answered with.
@@ -63,6 +79,12 @@ impl From<Error> for Failure {
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
         if let Some(error) = Error::from_status(&status) {
+            // The prompt gave up: say why, rather than "re-authentication failed".
+            if let Error::Reauthentication(source) = &error
+                && let Some(unlock) = source.downcast_ref::<UnlockError>()
+            {
+                return unlock.into();
+            }
             return error.into();
         }
         let code = match status.code() {
@@ -75,6 +97,41 @@ impl From<tonic::Status> for Failure {
             code,
         }
     }
+}
+
+impl From<&UnlockError> for Failure {
+    fn from(error: &UnlockError) -> Self {
+        match error {
+            UnlockError::NoPassword => Self {
+                message: "no password given: end of input at the password prompt".into(),
+                code: EX_USAGE,
+            },
+            UnlockError::Terminal(e) => Self {
+                message: format!("cannot read the password from the terminal: {e}"),
+                code: EX_IOERR,
+            },
+            UnlockError::Agent(status) => status.clone().into(),
+            UnlockError::Token(e) => e.clone().into(),
+        }
+    }
+}
+
+/// Why unlocking gave no token. The re-authenticator returns it, and the CLI finds it again
+/// behind [`Error::Reauthentication`] to choose its exit code.
+#[derive(Debug, thiserror::Error)]
+enum UnlockError {
+    /// End of input at the prompt.
+    #[error("no password given")]
+    NoPassword,
+    /// The terminal could not be read.
+    #[error("cannot read the password from the terminal")]
+    Terminal(#[source] io::Error),
+    /// The agent refused the password, or failed.
+    #[error("the agent did not unlock: {}", .0.message())]
+    Agent(tonic::Status),
+    /// The agent's token is not a bearer token.
+    #[error(transparent)]
+    Token(Error),
 }
 
 fn usage(message: &str) -> Failure {
@@ -116,27 +173,76 @@ async fn run() -> Result<(), Failure> {
         message: format!("cannot reach the agent at {}: {e}", options.agent),
         code: EX_UNAVAILABLE,
     })?;
-    let service = ServiceBuilder::new()
-        .layer(SessionLayer::new(session.clone()))
-        .service(channel);
-    let mut client = AgentServiceClient::new(service);
     let explicit_token = token_from_env()?;
+    let password = given_password(&options)?;
+    let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
 
-    match &options.command {
-        Command::Unlock => {
-            let password = password(&options)?;
-            unlock(&mut client, &session, password).await?;
-            println!("unlocked");
-        }
-        Command::Lock => unreachable!("handled above"),
+    if let Command::Unlock = options.command {
+        let token = match password {
+            Some(password) => unlock(channel, password).await,
+            None if interactive => prompt_and_unlock(channel).await,
+            None => {
+                return Err(usage(
+                    "no password given: pass --password-file or set AGENT_PASSWORD \
+                     (stdin is not a terminal to ask on)",
+                ));
+            }
+        };
+        session
+            .start_with_token(token.map_err(|e| Failure::from(&e))?)
+            .await?;
+        println!("unlocked");
+        return Ok(());
+    }
+
+    if explicit_token.is_none()
+        && let Some(password) = password
+    {
+        // A password given explicitly wins over the session file: unlock with it first.
+        let token = unlock(channel.clone(), password)
+            .await
+            .map_err(|e| Failure::from(&e))?;
+        session.start_with_token(token).await?;
+    }
+    let explicit_token = explicit_token.as_ref();
+    if interactive {
+        // The password channel has no session layer: an unlock needs no token.
+        let password_channel = channel.clone();
+        let layer = SessionLayer::new(session.clone())
+            .reauthenticate_with(move || prompt_and_unlock(password_channel.clone()));
+        let client = AgentServiceClient::new(layer.layer(channel));
+        execute(client, &session, &options.command, explicit_token).await?;
+    } else {
+        let client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
+        execute(client, &session, &options.command, explicit_token).await?;
+    }
+    // Refreshed tokens are durable when each call returns; flushing reports a failed write.
+    session.flush().await?;
+    Ok(())
+}
+
+/// Runs a command that calls the agent in the session (all but `unlock` and `lock`).
+async fn execute<T>(
+    mut client: AgentServiceClient<T>,
+    session: &Session,
+    command: &Command,
+    explicit_token: Option<&Token>,
+) -> Result<(), Failure>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+{
+    match command {
+        Command::Unlock | Command::Lock => unreachable!("run handles them without a session"),
         Command::LockAll => {
-            let request = with_token(EmptyMessage {}, explicit_token.as_ref());
+            let request = with_token(EmptyMessage {}, explicit_token);
             client.sessions_lock_all(request).await?;
             session.clear().await?;
             println!("all sessions locked");
         }
         Command::Status => {
-            let request = with_token(EmptyMessage {}, explicit_token.as_ref());
+            let request = with_token(EmptyMessage {}, explicit_token);
             let status = client.agent_status(request).await?.into_inner().status;
             println!("{status}");
         }
@@ -144,34 +250,70 @@ async fn run() -> Result<(), Failure> {
             let message = EchoMessage {
                 challenge: text.clone(),
             };
-            let echo = client
-                .echo(with_token(message, explicit_token.as_ref()))
-                .await?;
+            let echo = client.echo(with_token(message, explicit_token)).await?;
             println!("{}", echo.into_inner().challenge);
         }
     }
-    // Refreshed tokens are durable when each call returns; flushing reports a failed write.
-    session.flush().await?;
     Ok(())
 }
 
-/// Unlocks with `password` and starts the session with the new token (written to disk).
-async fn unlock(
-    client: &mut AgentServiceClient<SessionService<Channel>>,
-    session: &Session,
-    password: String,
-) -> Result<(), Failure> {
-    let reply = client
+/// Asks for the password on the terminal until the agent takes it, and returns the new token.
+/// The session layer runs it on a session failure; `unlock` runs it when no password is given.
+async fn prompt_and_unlock(channel: Channel) -> Result<Token, UnlockError> {
+    loop {
+        // rpassword blocks on /dev/tty: off the runtime's thread.
+        let read = tokio::task::spawn_blocking(read_password)
+            .await
+            .map_err(|e| UnlockError::Terminal(io::Error::other(e)))?;
+        let password = match read {
+            // Ctrl-D on an empty line.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(UnlockError::NoPassword);
+            }
+            Err(e) => return Err(UnlockError::Terminal(e)),
+            // rpassword reads a hung-up terminal's end of file as the end of the line: without
+            // this the CLI would ask a closed terminal forever.
+            Ok(password) if password.is_empty() => return Err(UnlockError::NoPassword),
+            Ok(password) => password,
+        };
+        match unlock(channel.clone(), password).await {
+            Err(UnlockError::Agent(status)) if status.code() == tonic::Code::PermissionDenied => {
+                eprintln!("{}", status.message());
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Asks for the password on the terminal (without echo).
+fn read_password() -> io::Result<String> {
+    let read = rpassword::prompt_password(PROMPT);
+    if read
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::UnexpectedEof)
+    {
+        // rpassword ends the line on Enter only: end it on Ctrl-D too, so that what the CLI
+        // says next starts a line of its own.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/tty")
+            .and_then(|mut tty| tty.write_all(b"\n"));
+    }
+    read
+}
+
+/// Trades `password` for a session token over `channel`, which has no session layer.
+async fn unlock(channel: Channel, password: String) -> Result<Token, UnlockError> {
+    let reply = AgentServiceClient::new(channel)
         .session_unlock(PasswordMessage { password })
-        .await?
+        .await
+        .map_err(UnlockError::Agent)?
         .into_inner();
-    let token = Token::new(reply.token).map_err(Error::from)?;
-    session.start_with_token(token).await?;
-    Ok(())
+    Token::new(reply.token).map_err(|e| UnlockError::Token(e.into()))
 }
 
 /// A request that carries `AGENT_TOKEN` when it is set: explicit credentials win over the
-/// session file's token.
+/// session file's token (the session layer leaves a request's own `authorization` alone).
 fn with_token<T>(message: T, token: Option<&Token>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(token) = token
@@ -193,22 +335,16 @@ fn token_from_env() -> Result<Option<Token>, Failure> {
     }
 }
 
-/// The password: `--password-file`, then `AGENT_PASSWORD`, then a prompt on the terminal.
-fn password(options: &Options) -> Result<String, Failure> {
+/// The password given without asking: `--password-file`, then `AGENT_PASSWORD`.
+fn given_password(options: &Options) -> Result<Option<String>, Failure> {
     if let Some(path) = &options.password_file {
         let text = std::fs::read_to_string(path).map_err(|e| Failure {
             message: format!("cannot read the password file {}: {e}", path.display()),
-            code: 66,
+            code: EX_NOINPUT,
         })?;
-        return Ok(text.trim_end_matches(['\n', '\r']).to_owned());
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
     }
-    if let Ok(password) = std::env::var("AGENT_PASSWORD") {
-        return Ok(password);
-    }
-    rpassword::prompt_password("Please enter the password: ").map_err(|e| Failure {
-        message: format!("no password: {e}"),
-        code: EX_USAGE,
-    })
+    Ok(std::env::var("AGENT_PASSWORD").ok())
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
