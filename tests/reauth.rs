@@ -12,7 +12,7 @@ use agent_session::agent::SessionManager;
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
 use agent_session::{BoxError, Error, Reauth, Session, SessionLayer, SessionService, Token};
 use tokio::net::TcpListener;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
 use tower::{Service, ServiceBuilder};
 
@@ -105,44 +105,6 @@ async fn no_token_unlocks_and_replays() {
         .unwrap();
 }
 
-/// Holds the first `n` calls at the server until all `n` arrived, so they fail together.
-#[derive(Clone)]
-struct Gate<S> {
-    inner: S,
-    barrier: Arc<Barrier>,
-    seen: Arc<AtomicUsize>,
-    n: usize,
-}
-
-impl<S, B> Service<http::Request<B>> for Gate<S>
-where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let hold = request.uri().path().ends_with("/AgentStatus")
-            && self.seen.fetch_add(1, Ordering::SeqCst) < self.n;
-        let barrier = self.barrier.clone();
-        Box::pin(async move {
-            if hold {
-                barrier.wait().await;
-            }
-            inner.call(request).await
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_failures_unlock_once() {
     const CALLS: usize = 50;
@@ -150,17 +112,10 @@ async fn fifty_concurrent_failures_unlock_once() {
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
     let agent = agent_session::agent::Agent::new(manager.clone(), PASSWORD);
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let seen = Arc::new(AtomicUsize::new(0));
     let (_stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         Server::builder()
-            .layer(tower::layer::layer_fn(move |inner| Gate {
-                inner,
-                barrier: barrier.clone(),
-                seen: seen.clone(),
-                n: CALLS,
-            }))
+            .layer(common::gate_layer(CALLS, "/AgentStatus"))
             .layer(agent.auth_layer())
             .add_service(agent.into_server())
             .serve_with_incoming_shutdown(

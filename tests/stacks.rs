@@ -273,13 +273,15 @@ where
     ));
 }
 
-#[tokio::test]
-async fn hyper_client_over_http1() {
+/// hyper-util's client wrapped in the layer, over HTTP/1.1 or HTTP/2 (prior knowledge).
+async fn hyper_flow(http2_only: bool) {
     let agent = start_http_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = quiet_session(dir.path());
     session.start().await.unwrap();
-    let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let hyper = Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .build_http::<Full<Bytes>>();
     let client = ServiceBuilder::new()
         .layer(SessionLayer::new(session.clone()))
         .service(hyper.clone());
@@ -290,21 +292,13 @@ async fn hyper_client_over_http1() {
 }
 
 #[tokio::test]
+async fn hyper_client_over_http1() {
+    hyper_flow(false).await;
+}
+
+#[tokio::test]
 async fn hyper_client_over_http2() {
-    let agent = start_http_agent().await;
-    let dir = tempfile::tempdir().unwrap();
-    let session = quiet_session(dir.path());
-    session.start().await.unwrap();
-    let hyper = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    let client = ServiceBuilder::new()
-        .layer(SessionLayer::new(session.clone()))
-        .service(hyper.clone());
-    let plain = ServiceBuilder::new()
-        .layer(SessionLayer::new(Session::new(dir.path().join("unused"))))
-        .service(hyper);
-    http_flow(client, plain, &agent, &session).await;
+    hyper_flow(true).await;
 }
 
 #[tokio::test]

@@ -2,12 +2,9 @@
 //! the three states a client can start in (no token, a valid token, an invalid token), the
 //! re-authentication flow out of each failure, and group commit of refresh writes.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
@@ -16,9 +13,9 @@ use agent_session::agent::{Agent, SessionManager};
 use agent_session::{Error, Session, SessionLayer, SessionService, Token};
 use base64::Engine as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 mod common;
 use common::{PASSWORD, channel, quiet_session as session_in, start_agent};
@@ -208,38 +205,6 @@ async fn another_process_unlocking_is_picked_up_by_a_long_lived_session() {
     assert_eq!(daemon.stats().external_changes, 1);
 }
 
-/// Holds every call at the server until `n` have arrived, so they complete together.
-#[derive(Clone)]
-struct Gate<S> {
-    inner: S,
-    barrier: Arc<Barrier>,
-}
-
-impl<S, B> Service<http::Request<B>> for Gate<S>
-where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let barrier = self.barrier.clone();
-        Box::pin(async move {
-            barrier.wait().await;
-            inner.call(request).await
-        })
-    }
-}
-
 /// A JWT-shaped token whose `exp` is `exp` (the client reads `exp` without verifying).
 fn token_expiring(exp: u64) -> Token {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -275,11 +240,7 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
         }
         response
     });
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let gate = tower::layer::layer_fn(move |inner| Gate {
-        inner,
-        barrier: barrier.clone(),
-    });
+    let gate = common::gate_layer(CALLS, "/AgentStatus");
     let (_stop, stopped) = oneshot::channel::<()>();
     let server = Server::builder()
         .layer(renumber)

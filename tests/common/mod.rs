@@ -63,3 +63,63 @@ pub async fn unlock(channel: Channel, password: &str) -> Result<Token, tonic::St
         .into_inner();
     Token::new(reply.token).map_err(|e| tonic::Status::internal(e.to_string()))
 }
+
+/// Holds the first `n` calls whose path ends with `path` at the server until all `n` have
+/// arrived, so that they are answered together (real coordination, no sleeps).
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    barrier: std::sync::Arc<tokio::sync::Barrier>,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+    path: &'static str,
+}
+
+/// A layer of [`Gate`]s sharing one barrier.
+pub fn gate_layer<S>(
+    n: usize,
+    path: &'static str,
+) -> impl tower::Layer<S, Service = Gate<S>> + Clone {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tower::layer::layer_fn(move |inner| Gate {
+        inner,
+        barrier: barrier.clone(),
+        seen: seen.clone(),
+        n,
+        path,
+    })
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let hold = request.uri().path().ends_with(self.path)
+            && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.n;
+        let barrier = self.barrier.clone();
+        Box::pin(async move {
+            if hold {
+                barrier.wait().await;
+            }
+            inner.call(request).await
+        })
+    }
+}
