@@ -311,8 +311,8 @@ where
                 }
                 StateProj::Calling { future } => {
                     let mut response = ready!(future.poll(cx))?;
-                    hide_credentials(&mut response);
-                    let Some(epoch) = *this.epoch else {
+                    let refreshed = hide_credentials(&mut response);
+                    let (true, Some(epoch)) = (refreshed, *this.epoch) else {
                         return Poll::Ready(Ok(response));
                     };
                     match take_refresh(this.session, &response, epoch) {
@@ -343,13 +343,27 @@ where
 
 /// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
 /// the response or its metadata never prints a refreshed token. The bytes are unchanged.
-fn hide_credentials(response: &mut impl SessionResponse) {
-    if let header::Entry::Occupied(mut values) = response.headers_mut().entry(header::AUTHORIZATION)
+///
+/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
+/// may grow the map) unless the header is repeated.
+fn hide_credentials(response: &mut impl SessionResponse) -> bool {
+    let headers = response.headers_mut();
+    match headers.get_mut(header::AUTHORIZATION) {
+        None => return false,
+        Some(value) => value.set_sensitive(true),
+    }
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+        && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
     {
         for value in values.iter_mut() {
             value.set_sensitive(true);
         }
     }
+    true
 }
 
 fn take_refresh<St: TokenStore>(
@@ -497,8 +511,8 @@ async fn settle<B, St: TokenStore>(
     mut response: Response<B>,
     epoch: Option<u64>,
 ) -> Response<B> {
-    hide_credentials(&mut response);
-    if let Some(epoch) = epoch
+    if hide_credentials(&mut response)
+        && let Some(epoch) = epoch
         && let Refresh::Saving(saved) = take_refresh(session, &response, epoch)
     {
         let _ = saved.await;
