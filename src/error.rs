@@ -158,10 +158,7 @@ impl Error {
 
     /// Like [`Error::from_response`], from a status and headers.
     pub fn from_parts(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Self> {
-        let grpc_unauthenticated = headers
-            .get("grpc-status")
-            .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes());
-        if status != http::StatusCode::UNAUTHORIZED && !grpc_unauthenticated {
+        if !is_rejection(status, headers) {
             return None;
         }
         let message = headers.get("grpc-message").and_then(|v| v.to_str().ok());
@@ -244,6 +241,15 @@ impl From<Error> for tonic::Status {
 }
 
 const GRPC_UNAUTHENTICATED: &str = "16";
+
+/// Whether a response refuses the call's credentials: HTTP 401, or gRPC `UNAUTHENTICATED` in the
+/// headers (a trailers-only response).
+pub(crate) fn is_rejection(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::UNAUTHORIZED
+        || headers
+            .get("grpc-status")
+            .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes())
+}
 
 /// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts.
 fn percent_decode(message: &str) -> String {

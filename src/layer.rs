@@ -371,6 +371,12 @@ fn take_refresh<St: TokenStore>(
     response: &impl SessionResponse,
     epoch: u64,
 ) -> Refresh {
+    if crate::error::is_rejection(response.status(), response.headers()) {
+        // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
+        // between) is not the agent's word that the session goes on.
+        tracing::warn!("ignoring a token on a rejected call");
+        return Refresh::Done;
+    }
     match bearer::bearer_from_headers(response.headers()) {
         None => Refresh::Done,
         Some(Ok(token)) => session.accept_refresh(token, epoch),
