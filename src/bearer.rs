@@ -73,8 +73,10 @@ pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, B
 /// What the `www-authenticate` challenges of a rejection say about the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// No `Bearer` challenge at all.
+    /// No challenge at all.
     NoChallenge,
+    /// Challenges of other schemes only (`Basic` from a proxy, say): not about this session.
+    OtherScheme,
     /// `Bearer` challenge with no error code, or `invalid_request`: no usable token was sent.
     NotProvided,
     /// `error="invalid_token"`: the token was sent and rejected.
@@ -89,6 +91,9 @@ pub(crate) enum Verdict {
 pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Verdict {
     let mut verdict = Verdict::NoChallenge;
     for value in values {
+        if verdict == Verdict::NoChallenge {
+            verdict = Verdict::OtherScheme;
+        }
         let Ok(text) = value.to_str() else { continue };
         for challenge in Challenges::new(text) {
             if !challenge.scheme.eq_ignore_ascii_case("bearer") {
@@ -102,7 +107,7 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
             match error {
                 Some("invalid_token") => return Verdict::Invalid,
                 None | Some("invalid_request") => verdict = Verdict::NotProvided,
-                Some(_) if verdict == Verdict::NoChallenge => verdict = Verdict::NotSession,
+                Some(_) if verdict == Verdict::OtherScheme => verdict = Verdict::NotSession,
                 Some(_) => {}
             }
         }
@@ -309,7 +314,8 @@ mod tests {
             classify(&[r#"Bearer error="insufficient_scope""#]),
             Verdict::NotSession
         );
-        assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::NoChallenge);
+        assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::OtherScheme);
+        assert_eq!(classify(&[]), Verdict::NoChallenge);
         assert_eq!(
             classify(&[r#"Basic realm="x", Bearer realm="y", error="invalid_token""#]),
             Verdict::Invalid

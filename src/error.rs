@@ -139,8 +139,10 @@ impl Error {
     /// A response is a session failure when it is HTTP `401`, or gRPC `UNAUTHENTICATED` sent in
     /// the headers (a trailers-only response). Its `www-authenticate` challenge says which:
     /// `error="invalid_token"` is [`Error::TokenInvalid`]; a bare `Bearer` challenge (or
-    /// `invalid_request`) is [`Error::TokenNotProvided`]. Without a challenge the gRPC message
-    /// decides, and anything else unauthenticated counts as `TokenInvalid`.
+    /// `invalid_request`) is [`Error::TokenNotProvided`]. Without any challenge the gRPC message
+    /// decides, and anything else unauthenticated counts as `TokenInvalid`. A rejection whose
+    /// challenges are all of other schemes (a proxy's `Basic`), or name another bearer error
+    /// (`insufficient_scope`), is not a session failure.
     ///
     /// ```
     /// use agent_session::Error;
@@ -169,7 +171,7 @@ impl Error {
         match bearer::read_challenges(headers.get_all(http::header::WWW_AUTHENTICATE)) {
             Verdict::Invalid => Some(Self::TokenInvalid),
             Verdict::NotProvided => Some(Self::TokenNotProvided),
-            Verdict::NotSession => None,
+            Verdict::NotSession | Verdict::OtherScheme => None,
             Verdict::NoChallenge => Some(match message.map(percent_decode) {
                 Some(m) if m.contains(TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
                 _ => Self::TokenInvalid,

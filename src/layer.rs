@@ -458,8 +458,10 @@ where
         let _ = check.await;
     }
     let (parts, body) = request.into_parts();
-    if parts.headers.contains_key(header::AUTHORIZATION) {
-        // The request's own credentials: not the session's to renew.
+    if parts.headers.contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
+        // The request's own credentials, not the session's to renew; or the re-authenticator's
+        // own call (its unlock through a layered channel), which must not wait for the
+        // recovery it is part of. Sent as they are, answered as they come.
         let response = inner.call(Request::from_parts(parts, body)).await;
         return response.map(hide).map_err(|e| e.into());
     }
@@ -467,31 +469,36 @@ where
         let current = session.current();
         (current.token.clone(), current.epoch)
     };
-    if reauth::expired_by_claim(token.as_ref()) {
+    let mut recovered = false;
+    if reauth::expired_by_claim(token.as_ref()) && !reauth.just_recovered(epoch) {
         tracing::debug!("the token's exp is past; renewing it before the call");
         let generation = reauth.generation();
         reauth.recover(&session, epoch, token, generation).await?;
+        recovered = true;
+        // The renewal may have taken a while (a prompt): be ready again before sending.
+        std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
     }
     let tape = Tape::new(reauth.replay_limit(), &body.size_hint());
     let original = parts.clone();
     let mut request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
     let (sent, epoch) = attach(&session, &mut request);
+    let generation = reauth.generation();
     let response = inner.call(request).await.map_err(|e| e.into())?;
     let response = settle(&session, response, sent.is_some().then_some(epoch)).await;
-    if !Error::from_response(&response).is_some_and(|e| e.is_session_failure()) {
+    if recovered || !Error::from_response(&response).is_some_and(|e| e.is_session_failure()) {
+        // At most one recovery per call: a call renewed before sending hands over its answer.
         return Ok(response);
     }
-    let generation = reauth.generation();
-    let Some(replay) = tape.replay() else {
+    let replay = tape.replay();
+    reauth.recover(&session, epoch, sent, generation).await?;
+    let Some(replay) = replay else {
+        // Recovered for the next calls; this one cannot be sent again.
         tracing::debug!("session failure not replayed: body over the limit or still streaming");
         return Ok(response);
     };
-    reauth.recover(&session, epoch, sent, generation).await?;
     let mut request = Request::from_parts(original, ReqB::wrap(replay));
     let (sent, epoch) = attach(&session, &mut request);
-    std::future::poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(|e| e.into())?;
+    std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
     let response = inner.call(request).await.map_err(|e| e.into())?;
     Ok(settle(&session, response, sent.is_some().then_some(epoch)).await)
 }

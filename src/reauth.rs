@@ -84,13 +84,14 @@ pub struct NoReauth;
 #[derive(Clone)]
 pub struct Reauth {
     shared: Arc<Flight>,
+    replay_limit: usize,
 }
 
 impl fmt::Debug for Reauth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reauth")
             .field("reauthenticator", &self.shared.name)
-            .field("replay_limit", &self.shared.replay_limit)
+            .field("replay_limit", &self.replay_limit)
             .finish()
     }
 }
@@ -99,11 +100,24 @@ struct Flight {
     reauthenticator: Box<dyn Reauthenticate>,
     /// The re-authenticator's type name, for `Debug` (as tonic does for interceptors).
     name: &'static str,
-    replay_limit: usize,
     /// Counts finished recoveries; a call that failed before the count moved shares the
     /// outcome of the recovery that moved it instead of starting its own.
     generation: AtomicU64,
     last: tokio::sync::Mutex<Outcome>,
+    /// The epoch the last successful recovery started: its token is not renewed before a call
+    /// even if its `exp` looks past (a clock ahead of the agent's must not prompt on every call).
+    recovered_epoch: AtomicU64,
+}
+
+tokio::task_local! {
+    /// Set while the re-authenticator runs: a call it makes through a layered channel (a user's
+    /// mistake, but an easy one) must not wait for the recovery it is part of.
+    static REAUTHENTICATING: ();
+}
+
+/// Whether this task is the re-authenticator's own.
+pub(crate) fn reauthenticating() -> bool {
+    REAUTHENTICATING.try_with(|()| ()).is_ok()
 }
 
 #[derive(Clone)]
@@ -119,38 +133,43 @@ impl Reauth {
             shared: Arc::new(Flight {
                 reauthenticator: Box::new(reauthenticator),
                 name: std::any::type_name::<R>(),
-                replay_limit: DEFAULT_REPLAY_LIMIT,
                 generation: AtomicU64::new(0),
                 last: tokio::sync::Mutex::new(Outcome::None),
+                recovered_epoch: AtomicU64::new(u64::MAX),
             }),
+            replay_limit: DEFAULT_REPLAY_LIMIT,
         }
     }
 
-    /// The same re-authenticator with another replay limit (only while not yet shared).
+    /// The same re-authenticator with another replay limit.
     pub(crate) fn with_replay_limit(self, limit: usize) -> Self {
-        match Arc::try_unwrap(self.shared) {
-            Ok(mut flight) => {
-                flight.replay_limit = limit;
-                Self {
-                    shared: Arc::new(flight),
-                }
-            }
-            Err(shared) => Self { shared },
+        Self {
+            replay_limit: limit,
+            ..self
         }
     }
 
     pub(crate) fn replay_limit(&self) -> usize {
-        self.shared.replay_limit
+        self.replay_limit
     }
 
-    /// Read when a failure is seen, before waiting to recover.
+    /// Read when a call is sent: a call shares the outcome of any recovery that finishes
+    /// after this point instead of starting its own.
     pub(crate) fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether the token in `epoch` came from the last successful recovery.
+    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
+        self.shared.recovered_epoch.load(Ordering::Acquire) == epoch
     }
 
     /// Gets the session a token other than the one that failed (`sent`, in `epoch`):
     /// another process's (re-read from the file), or a new one from the re-authenticator,
     /// started with an explicit write. Once for all calls failing together.
+    ///
+    /// The recovery runs in a task of its own, so a caller that gives up (a timeout, a dropped
+    /// request) does not cut it short and make the next caller start another.
     pub(crate) async fn recover<St: TokenStore>(
         &self,
         session: &Session<St>,
@@ -158,10 +177,32 @@ impl Reauth {
         sent: Option<Token>,
         seen_generation: u64,
     ) -> Result<(), Error> {
-        let flight = &self.shared;
-        let mut last = flight.last.lock().await;
-        if flight.generation.load(Ordering::Acquire) != seen_generation {
-            // A recovery finished while this call waited: share its outcome.
+        let flight = self.shared.clone();
+        let session = session.clone();
+        let recovery =
+            tokio::spawn(
+                async move { flight.recover(&session, epoch, sent, seen_generation).await },
+            );
+        match recovery.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Reauthentication(Arc::new(std::io::Error::other(
+                format!("the re-authentication task failed: {e}"),
+            )))),
+        }
+    }
+}
+
+impl Flight {
+    async fn recover<St: TokenStore>(
+        &self,
+        session: &Session<St>,
+        epoch: u64,
+        sent: Option<Token>,
+        seen_generation: u64,
+    ) -> Result<(), Error> {
+        let mut last = self.last.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen_generation {
+            // A recovery finished after this call was sent: share its outcome.
             return match &*last {
                 Outcome::Failed(e) => Err(e.clone()),
                 _ => Ok(()),
@@ -173,8 +214,12 @@ impl Reauth {
             return Ok(());
         }
         let outcome = self.recover_now(session, sent).await;
+        if let Outcome::Recovered = outcome {
+            self.recovered_epoch
+                .store(session.epoch(), Ordering::Release);
+        }
         *last = outcome.clone();
-        flight.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         match outcome {
             Outcome::Failed(e) => Err(e),
             _ => Ok(()),
@@ -195,7 +240,8 @@ impl Reauth {
             Err(e) => tracing::warn!(error = %e, "cannot re-read the session file"),
         }
         tracing::info!("re-authenticating");
-        let token = match self.shared.reauthenticator.reauthenticate().await {
+        let reauthentication = REAUTHENTICATING.scope((), self.reauthenticator.reauthenticate());
+        let token = match reauthentication.await {
             Ok(token) => token,
             Err(source) => {
                 tracing::warn!("re-authentication failed");

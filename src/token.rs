@@ -73,9 +73,8 @@ impl Token {
     /// The claim is read without checking the signature: the agent is the judge of the token,
     /// this is only a hint (for instance to skip writing a refresh that buys no time).
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.inner
-            .expires_at
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        // A claim too far out to be a time is no usable claim (and must not overflow).
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.inner.expires_at?))
     }
 
     /// The `exp` claim in seconds since the Unix epoch, if the token is a JWT that has one.
@@ -280,6 +279,15 @@ mod tests {
         );
         assert_eq!(Token::new(jwt(r#"{"iat":1}"#)).unwrap().exp_secs(), None);
         assert_eq!(Token::new(jwt(r#"{"exp":-5}"#)).unwrap().exp_secs(), None);
+        for huge in [
+            r#"{"exp":1e19}"#,
+            r#"{"exp":1e300}"#,
+            r#"{"exp":18446744073709551615}"#,
+        ] {
+            let token = Token::new(jwt(huge)).unwrap();
+            assert!(token.exp_secs().is_some());
+            assert_eq!(token.expires_at(), None, "{huge}");
+        }
         assert_eq!(Token::new(jwt("not json")).unwrap().exp_secs(), None);
         assert_eq!(Token::new("opaque").unwrap().exp_secs(), None);
         assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);

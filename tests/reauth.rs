@@ -183,7 +183,7 @@ async fn a_second_failure_after_the_replay_is_surfaced_not_retried() {
 }
 
 #[tokio::test]
-async fn a_body_over_the_limit_is_not_replayed() {
+async fn a_body_over_the_limit_is_not_replayed_but_the_session_recovers() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = stale_session(&agent, dir.path()).await;
@@ -200,16 +200,100 @@ async fn a_body_over_the_limit_is_not_replayed() {
         Error::from_status(&status),
         Some(Error::TokenInvalid)
     ));
-    assert_eq!(runs.load(Ordering::SeqCst), 0);
-    // Within the limit, the same call is replayed.
+    // The call was not sent again, but the session recovered for the next ones: a client whose
+    // calls are all large is not locked out.
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
     let echo = client
         .echo(EchoMessage {
-            challenge: "x".repeat(10),
+            challenge: "x".repeat(100),
         })
         .await
         .unwrap();
-    assert_eq!(echo.get_ref().challenge.len(), 10);
+    assert_eq!(echo.get_ref().challenge.len(), 100);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reauthenticator_unlocking_through_the_layer_does_not_deadlock() {
+    // The user's mistake, but an easy one: the unlock goes through the layered channel, and
+    // the token is expired by its claim, so the unlock call itself would want a renewal.
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    let expired = agent
+        .manager
+        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    session.start_with_token(expired).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (layered_tx, layered_rx) = std::sync::mpsc::channel::<Client>();
+    let layered_rx = Arc::new(std::sync::Mutex::new(layered_rx));
+    let counted = runs.clone();
+    let through_the_layer: Reauthenticator = Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut client = layered_rx.lock().unwrap().recv().unwrap();
+        Box::pin(async move {
+            let reply = client
+                .session_unlock(agent_session::agent::proto::PasswordMessage {
+                    password: PASSWORD.into(),
+                })
+                .await?;
+            Ok(Token::new(reply.into_inner().token)?)
+        })
+    });
+    let mut client = client_with(agent.address, &session, through_the_layer, None).await;
+    layered_tx.send(client.clone()).unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.agent_status(EmptyMessage {}),
+    )
+    .await
+    .expect("the call must not hang")
+    .unwrap();
+    assert_eq!(status.get_ref().status, "LIVE");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_caller_giving_up_does_not_start_a_second_reauthentication() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = stale_session(&agent, dir.path()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let started = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let release = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let password_channel = channel(agent.address).await;
+    let counted = runs.clone();
+    // The first run waits until the test releases it, as a person at a prompt would.
+    let slow: Reauthenticator = Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let started = started.lock().unwrap().take();
+        let release = release.clone();
+        let channel = password_channel.clone();
+        Box::pin(async move {
+            if let Some(started) = started {
+                let _ = started.send(());
+            }
+            if let Some(release) = release.lock().await.take() {
+                let _ = release.await;
+            }
+            Ok(unlock(channel, PASSWORD).await?)
+        })
+    });
+    let client = client_with(agent.address, &session, slow, None).await;
+    let mut first = client.clone();
+    let leading = tokio::spawn(async move { first.agent_status(EmptyMessage {}).await });
+    started_rx.await.unwrap();
+    // The call that started the recovery gives up; another one fails meanwhile.
+    leading.abort();
+    let mut second = client.clone();
+    let waiting = tokio::spawn(async move { second.agent_status(EmptyMessage {}).await });
+    release_tx.send(()).unwrap();
+    let status = waiting.await.unwrap().unwrap();
+    assert_eq!(status.get_ref().status, "LIVE");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one prompt for one burst");
 }
 
 #[tokio::test]

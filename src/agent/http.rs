@@ -33,6 +33,10 @@ pub const HTTP_STATUS_PATH: &str = "/v1/status";
 /// Sends the body back.
 pub const HTTP_ECHO_PATH: &str = "/v1/echo";
 
+/// How long to wait after a failed `accept` before the next: long enough not to spin on a
+/// persistent error (no descriptors left), short enough to go unnoticed otherwise.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The largest request body read: a password or an echo, never more.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -90,9 +94,13 @@ impl HttpAgent {
             Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot mint a token"),
         };
         let mut response = plain(StatusCode::OK, token.expose());
-        response
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.header_value());
+        let headers = response.headers_mut();
+        headers.insert(header::AUTHORIZATION, token.header_value());
+        // A response that carries a token must never be cached (RFC 6749, section 5.1).
+        headers.insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
         response
     }
 
@@ -157,9 +165,19 @@ impl Agent {
         let service = tower_layer::Layer::layer(&http.auth_layer(), http);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => accepted?,
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
                 () = &mut shutdown => return Ok(()),
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, a connection reset before it was accepted: the
+                    // listener is still good. Pause so a persistent error does not spin.
+                    tracing::warn!(%error, "cannot accept an HTTP connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             };
             let service = hyper_util::service::TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
