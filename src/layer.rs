@@ -235,16 +235,16 @@ where
     S: Service<Req>,
     Req: SessionRequest,
 {
-    let epoch = if request.headers().contains_key(header::AUTHORIZATION) {
-        None
-    } else {
-        let current = session.current();
-        current.token.as_ref().map(|token| {
-            request
-                .headers_mut()
-                .insert(header::AUTHORIZATION, token.header_value());
-            current.epoch
-        })
+    // One lookup decides both whether the request has credentials of its own and where ours go.
+    let epoch = match request.headers_mut().entry(header::AUTHORIZATION) {
+        header::Entry::Occupied(_) => None,
+        header::Entry::Vacant(slot) => {
+            let current = session.current();
+            current.token.as_ref().map(|token| {
+                slot.insert(token.header_value());
+                current.epoch
+            })
+        }
     };
     (inner.call(request), epoch)
 }
