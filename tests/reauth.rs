@@ -60,6 +60,16 @@ async fn stale_session(agent: &RunningAgent, dir: &std::path::Path) -> Session {
     session
 }
 
+/// A session in a fresh directory holding a token whose `exp` claim is a minute past.
+async fn expired_session(manager: &SessionManager, dir: &std::path::Path) -> Session {
+    let session = quiet_session(dir);
+    let expired = manager
+        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    session.start_with_token(expired).await.unwrap();
+    session
+}
+
 #[tokio::test]
 async fn a_failure_unlocks_replays_and_writes_the_new_token() {
     let agent = start_agent().await;
@@ -219,12 +229,7 @@ async fn a_reauthenticator_unlocking_through_the_layer_does_not_deadlock() {
     // the token is expired by its claim, so the unlock call itself would want a renewal.
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let session = quiet_session(dir.path());
-    let expired = agent
-        .manager
-        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
-        .unwrap();
-    session.start_with_token(expired).await.unwrap();
+    let session = expired_session(&agent.manager, dir.path()).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (layered_tx, layered_rx) = std::sync::mpsc::channel::<Client>();
     let layered_rx = Arc::new(std::sync::Mutex::new(layered_rx));
@@ -389,11 +394,7 @@ async fn a_token_expired_by_its_claim_is_renewed_before_the_call() {
             ),
     );
     let dir = tempfile::tempdir().unwrap();
-    let session = quiet_session(dir.path());
-    let expired = manager
-        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
-        .unwrap();
-    session.start_with_token(expired).await.unwrap();
+    let session = expired_session(&manager, dir.path()).await;
     assert!(session.expires_at().unwrap() < SystemTime::now());
 
     let runs = Arc::new(AtomicUsize::new(0));
@@ -413,12 +414,7 @@ async fn a_token_expired_by_its_claim_is_renewed_before_the_call() {
 async fn without_a_reauthenticator_an_expired_token_is_still_sent() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let session = quiet_session(dir.path());
-    let expired = agent
-        .manager
-        .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
-        .unwrap();
-    session.start_with_token(expired).await.unwrap();
+    let session = expired_session(&agent.manager, dir.path()).await;
     let mut client = AgentServiceClient::new(
         ServiceBuilder::new()
             .layer(SessionLayer::new(session.clone()))
