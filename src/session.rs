@@ -505,22 +505,28 @@ impl<St: TokenStore> Session<St> {
         }
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         // A JWT that expires no later than the one on disk buys nothing by being written: the
-        // file's token lives as long. One on its way to disk covers it too, once written.
-        if !shared.always_write && covers(state.synced.as_ref(), &token) {
+        // file's token lives as long. One on its way to disk covers it too, once written. With
+        // `always_write`, only a token that expires strictly later than this one covers it.
+        let covered = |held: Option<&Token>| {
+            if shared.always_write {
+                outlives(held, &token)
+            } else {
+                covers(held, &token)
+            }
+        };
+        if covered(state.synced.as_ref()) {
             shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("refresh accepted; the file's token lives as long");
             return Refresh::Done;
         }
-        if !shared.always_write {
-            let covering = match (&state.pending, &state.writing) {
-                (Some(pending), _) if covers(Some(pending), &token) => Some(state.submitted),
-                (_, Some((writing, seq))) if covers(Some(writing), &token) => Some(*seq),
-                _ => None,
-            };
-            if let Some(seq) = covering {
-                shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
-                return shared.wait_for(&mut state, seq);
-            }
+        let covering = match (&state.pending, &state.writing) {
+            (Some(pending), _) if covered(Some(pending)) => Some(state.submitted),
+            (_, Some((writing, seq))) if covered(Some(writing)) => Some(*seq),
+            _ => None,
+        };
+        if let Some(seq) = covering {
+            shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
+            return shared.wait_for(&mut state, seq);
         }
         tracing::debug!("refresh accepted");
         state.pending = Some(token);
