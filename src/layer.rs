@@ -161,20 +161,7 @@ impl<S, St: TokenStore> SessionService<S, NoReauth, St> {
 }
 
 impl<S, R, St: TokenStore> SessionService<S, R, St> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 
     /// The session.
     pub fn session(&self) -> &Session<St> {

@@ -214,7 +214,7 @@ impl Session {
 
     /// A session kept in the file `token` of the client directory `dir`.
     pub fn in_dir(dir: impl AsRef<std::path::Path>) -> Self {
-        Self::builder(dir.as_ref().join(crate::file::TOKEN_FILE_NAME)).build()
+        SessionBuilder::with_store(TokenFile::in_dir(dir)).build()
     }
 
     /// Options for a session kept in the file at `path`.

@@ -109,10 +109,7 @@ async fn no_token_unlocks_and_replays() {
     let status = client.agent_status(EmptyMessage {}).await.unwrap();
     assert_eq!(status.get_ref().status, "LIVE");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    agent
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&agent.manager, &session);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,9 +157,7 @@ async fn fifty_concurrent_failures_unlock_once() {
         assert_eq!(status.get_ref().status, "LIVE");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1, "exactly one unlock");
-    manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&manager, &session);
 }
 
 #[tokio::test]

@@ -112,10 +112,7 @@ async fn tonic_balanced_channel() {
         assert_eq!(status_with(&mut client).await.unwrap(), "LIVE");
     }
     assert_eq!(session.stats().refreshes, 10);
-    first
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&first.manager, &session);
 }
 
 #[tokio::test]
@@ -245,10 +242,7 @@ where
         .unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
-    agent
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&agent.manager, session);
 
     let response = client
         .ready()
@@ -341,10 +335,7 @@ async fn reqwest_client() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "LIVE");
     assert_ne!(session.token(), Some(token));
-    agent
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&agent.manager, &session);
 
     agent.manager.lock_all().unwrap();
     let status = http

@@ -74,10 +74,7 @@ async fn no_token_is_token_not_provided_then_unlock_works() {
     let refreshed = live(&mut client).await;
     assert_ne!(refreshed, unlocked);
     assert_eq!(session.token(), Some(refreshed.clone()));
-    agent
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&agent.manager, &session);
 }
 
 #[tokio::test]
@@ -143,10 +140,7 @@ async fn invalid_token_is_token_invalid_then_unlock_works() {
     let unlocked = reauthenticate(&mut client, &session).await;
     assert_ne!(unlocked, stale);
     live(&mut client).await;
-    agent
-        .manager
-        .verify(&session.file().read().unwrap().unwrap())
-        .unwrap();
+    common::assert_file_token_accepted(&agent.manager, &session);
 }
 
 #[tokio::test]

@@ -123,3 +123,17 @@ where
         })
     }
 }
+
+/// Asserts that the session file holds a token `manager` accepts, read as another process
+/// would read it.
+#[track_caller]
+pub fn assert_file_token_accepted(manager: &SessionManager, session: &Session) {
+    let token = session
+        .file()
+        .read()
+        .expect("the session file is readable")
+        .expect("the session file holds a token");
+    if let Err(error) = manager.verify(&token) {
+        panic!("the agent refuses the session file's token: {error}");
+    }
+}
