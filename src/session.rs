@@ -507,13 +507,7 @@ impl<St: TokenStore> Session<St> {
         // A JWT that expires no later than the one on disk buys nothing by being written: the
         // file's token lives as long. One on its way to disk covers it too, once written. With
         // `always_write`, only a token that expires strictly later than this one covers it.
-        let covered = |held: Option<&Token>| {
-            if shared.always_write {
-                outlives(held, &token)
-            } else {
-                covers(held, &token)
-            }
-        };
+        let covered = |held: Option<&Token>| shared.covered(held, &token);
         if covered(state.synced.as_ref()) {
             shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("refresh accepted; the file's token lives as long");
@@ -547,6 +541,16 @@ impl<St: TokenStore> Session<St> {
 }
 
 impl<St: TokenStore> Shared<St> {
+    /// Whether writing `new` would buy nothing over `held`: `held` is a JWT that expires no
+    /// earlier (strictly later with `always_write`, which writes every newer token).
+    fn covered(&self, held: Option<&Token>, new: &Token) -> bool {
+        if self.always_write {
+            outlives(held, new)
+        } else {
+            covers(held, new)
+        }
+    }
+
     /// What a call whose refresh is covered by write `seq` waits for.
     fn wait_for(&self, state: &mut State<St::Version>, seq: u64) -> Refresh {
         if self.write_behind {
@@ -648,9 +652,7 @@ impl<St: TokenStore> Shared<St> {
             let seq = state.submitted;
             // The write that just finished may have put a fresher token on disk than this
             // one, which arrived while it was under way: never write an older token over it.
-            if outlives(state.synced.as_ref(), &token)
-                || (!self.always_write && covers(state.synced.as_ref(), &token))
-            {
+            if self.covered(state.synced.as_ref(), &token) {
                 state.finished = state.finished.max(seq);
                 release_waiters(&mut state);
                 return true;
