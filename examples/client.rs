@@ -1,7 +1,7 @@
 //! A small agent CLI: each run is a new process that shares the session file with the others.
 //!
 //! ```text
-//! client [--agent ADDR] [--session-dir DIR] [--password-file FILE] COMMAND
+//! client [--agent ADDR] [--session-dir DIR] [--password-file FILE] [--lock-wait SECS] COMMAND
 //!
 //! COMMAND: unlock | lock | lockall | status | echo TEXT
 //! ```
@@ -17,10 +17,18 @@
 //! (`Please enter the password: `, not echoed), unlocks, saves the new token and retries the
 //! call. A wrong password asks again; end of input at the prompt (Ctrl-D, or an empty line)
 //! exits 64. `unlock` asks the same way.
+//!
+//! **Edges.** A session file that holds no valid token does not lock the user out: `unlock`
+//! (and a password given any way) writes a new one over it, `lock` removes it; without a
+//! password it exits 65 and says to run `unlock`. Another process holding the session file's
+//! lock (a client stopped mid-write) never hangs a command: a refreshed token that cannot be
+//! written within a second stays unwritten (with a warning; the command still succeeds), and
+//! `unlock`/`lock` give up after `--lock-wait` seconds (default 10) with exit code 75.
 
 use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
@@ -28,7 +36,7 @@ use tonic::transport::Channel;
 use tower::Layer as _;
 
 const USAGE: &str = "usage: client [--agent ADDR] [--session-dir DIR] [--password-file FILE] \
-                     (unlock | lock | lockall | status | echo TEXT)";
+                     [--lock-wait SECS] (unlock | lock | lockall | status | echo TEXT)";
 
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
@@ -50,6 +58,7 @@ struct Options {
     agent: String,
     session_dir: PathBuf,
     password_file: Option<PathBuf>,
+    lock_wait: Duration,
     command: Command,
 }
 
@@ -128,7 +137,7 @@ enum UnlockError {
     Terminal(#[source] io::Error),
     /// The agent refused the password, or failed.
     #[error("the agent did not unlock: {}", .0.message())]
-    Agent(tonic::Status),
+    Agent(#[source] tonic::Status),
     /// The agent's token is not a bearer token.
     #[error(transparent)]
     Token(Error),
@@ -157,8 +166,38 @@ async fn run() -> Result<(), Failure> {
     // One call per process: write every refreshed token, so the file always holds the newest.
     let session = Session::builder(options.session_dir.join(agent_session::TOKEN_FILE_NAME))
         .always_write(true)
+        .lock_wait(
+            options
+                .lock_wait
+                .min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
+            options.lock_wait,
+        )
         .build();
-    session.start().await?;
+    let explicit_token = token_from_env()?;
+    let password = given_password(&options)?;
+    let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
+    if let Err(error) = session.start().await {
+        // A file that holds no usable token must not lock the user out: whatever replaces or
+        // removes it goes on without it; anything else says how to get out.
+        let replaced = matches!(options.command, Command::Unlock | Command::Lock)
+            || password.is_some()
+            || explicit_token.is_some()
+            || interactive;
+        match error {
+            Error::CorruptFile { .. } if replaced => {
+                eprintln!("warning: {error}; it will be replaced");
+            }
+            Error::CorruptFile { .. } => {
+                return Err(Failure {
+                    message: format!(
+                        "{error}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)"
+                    ),
+                    code: u8::try_from(error.exit_code()).unwrap_or(1),
+                });
+            }
+            error => return Err(error.into()),
+        }
+    }
 
     if let Command::Lock = options.command {
         // Locking is local: forget the token, remove the file.
@@ -173,9 +212,6 @@ async fn run() -> Result<(), Failure> {
         message: format!("cannot reach the agent at {}: {e}", options.agent),
         code: EX_UNAVAILABLE,
     })?;
-    let explicit_token = token_from_env()?;
-    let password = given_password(&options)?;
-    let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
 
     if let Command::Unlock = options.command {
         let token = match password {
@@ -217,8 +253,14 @@ async fn run() -> Result<(), Failure> {
         execute(client, &session, &options.command, explicit_token).await?;
     }
     // Refreshed tokens are durable when each call returns; flushing reports a failed write.
-    session.flush().await?;
-    Ok(())
+    match session.flush().await {
+        // The command did what it was asked; the file keeps the token it had, still valid.
+        Err(error @ Error::Locked { .. }) => {
+            eprintln!("warning: the refreshed token was not saved: {error}");
+            Ok(())
+        }
+        result => Ok(result?),
+    }
 }
 
 /// Runs a command that calls the agent in the session (all but `unlock` and `lock`).
@@ -351,6 +393,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
     let mut agent = std::env::var("AGENT_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
     let mut session_dir = None;
     let mut password_file = None;
+    let mut lock_wait = agent_session::DEFAULT_LOCK_WAIT;
     let command = loop {
         let Some(arg) = args.next() else {
             return Err(usage("no command given"));
@@ -363,6 +406,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
             "--agent" => agent = value("--agent")?,
             "--session-dir" => session_dir = Some(PathBuf::from(value("--session-dir")?)),
             "--password-file" => password_file = Some(PathBuf::from(value("--password-file")?)),
+            "--lock-wait" => {
+                let text = value("--lock-wait")?;
+                lock_wait = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| usage(&format!("--lock-wait takes seconds, not {text:?}")))?;
+            }
             "-h" | "--help" => {
                 return Err(Failure {
                     message: USAGE.into(),
@@ -387,6 +438,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
         agent,
         session_dir: session_dir.unwrap_or_else(default_session_dir),
         password_file,
+        lock_wait,
         command,
     })
 }

@@ -58,6 +58,19 @@ pub enum Error {
     /// The re-authenticator failed to get a new token (exit code 77). Its error is the source.
     #[error("re-authentication failed")]
     Reauthentication(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// Another process has held the session file's lock longer than this process would wait
+    /// (exit code 75, `EX_TEMPFAIL`): it is stopped, or stuck on a slow filesystem. Nothing was
+    /// written or removed; trying again later may work.
+    #[error(
+        "the session file is locked by another process: {} was still held after {waited:?}",
+        path.display()
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
     /// The session file holds something that is not a token (exit code 65).
     #[error("the session file {} does not hold a valid token: {reason}", path.display())]
     CorruptFile {
@@ -100,6 +113,7 @@ impl Error {
     /// | `TokenInvalid`, malformed token or file | 65 (`EX_DATAERR`) |
     /// | cannot create the file or directory | 73 (`EX_CANTCREAT`) |
     /// | other I/O | 74 (`EX_IOERR`) |
+    /// | the session file is locked by another process | 75 (`EX_TEMPFAIL`) |
     ///
     /// ```
     /// assert_eq!(agent_session::Error::TokenNotProvided.exit_code(), 77);
@@ -109,11 +123,13 @@ impl Error {
         const EX_DATAERR: i32 = 65;
         const EX_CANTCREAT: i32 = 73;
         const EX_IOERR: i32 = 74;
+        const EX_TEMPFAIL: i32 = 75;
         const EX_NOPERM: i32 = 77;
         match self {
             Self::TokenNotProvided | Self::Reauthentication(_) => EX_NOPERM,
             Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
             Self::Store(_) => EX_IOERR,
+            Self::Locked { .. } => EX_TEMPFAIL,
             Self::ReadFile { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => EX_NOPERM,
                 _ => EX_IOERR,

@@ -9,6 +9,10 @@
 //!   reader sees the old token or the new one, never a mix, even across a crash.
 //! - Writers take an exclusive lock on a sidecar file, `<name>.lock`, which is never renamed
 //!   (a lock on the session file itself would be lost by the rename). Readers take no lock.
+//! - No writer waits for the lock forever: another process may hold it stopped (Ctrl-Z) or
+//!   stuck on a hung filesystem. A refresh write gives up after [`DEFAULT_REFRESH_LOCK_WAIT`],
+//!   an explicit write or removal after [`DEFAULT_LOCK_WAIT`], with [`Error::Locked`]. Nothing
+//!   is ever written or removed without the lock.
 //!
 //! Every method here is blocking; [`Session`](crate::Session) runs them off the async workers.
 
@@ -16,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap};
@@ -24,6 +29,24 @@ use crate::token::{MAX_TOKEN_LEN, Token};
 /// The largest session file that is read: a token of the maximum length plus room for white
 /// space. Anything larger cannot hold a token, so it is refused without being read.
 pub const MAX_FILE_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
+
+/// How long a refresh write waits for another process's lock on the session file before it
+/// gives up (the refresh stays in memory and is written with a later one).
+///
+/// A write holds the lock for a few milliseconds; a second means the holder is stuck (stopped,
+/// or on a hung filesystem), and a call must not wait on it longer than a person notices.
+pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// How long an explicit write or removal (an unlock, a lock) waits for another process's lock
+/// before it fails with [`Error::Locked`].
+///
+/// Longer than [`DEFAULT_REFRESH_LOCK_WAIT`]: the user asked for this change and it must not be
+/// lost to a slow disk, but a command that sits silent for more than ten seconds looks hung.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two tries for a held lock: short enough that a waiter takes the
+/// lock soon after it is free, long enough that waiting costs no CPU a user sees.
+const MAX_LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// The name of the session file inside a client directory.
 pub const TOKEN_FILE_NAME: &str = "token";
@@ -44,6 +67,8 @@ pub struct TokenFile {
     lock_path: PathBuf,
     dir: PathBuf,
     temp_prefix: String,
+    refresh_lock_wait: Duration,
+    lock_wait: Duration,
 }
 
 /// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
@@ -88,7 +113,25 @@ impl TokenFile {
             temp_prefix: format!(".{name}."),
             dir,
             path,
+            refresh_lock_wait: DEFAULT_REFRESH_LOCK_WAIT,
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
+    }
+
+    /// How long an explicit write or removal waits for another process's lock (default
+    /// [`DEFAULT_LOCK_WAIT`]) before it fails with [`Error::Locked`].
+    #[must_use]
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How long a refresh write ([`TokenFile::replace_if`]) waits for another process's lock
+    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`]) before it fails with [`Error::Locked`].
+    #[must_use]
+    pub fn refresh_lock_wait(mut self, wait: Duration) -> Self {
+        self.refresh_lock_wait = wait;
+        self
     }
 
     /// The session file `token` inside the client directory `dir`.
@@ -116,7 +159,8 @@ impl TokenFile {
     }
 
     /// Writes `token`, replacing whatever the file holds (an *explicit* write, as after an
-    /// unlock). Blocking: it waits for the lock and for the disk.
+    /// unlock). Blocking: it waits for the lock (at most [`TokenFile::lock_wait`]) and for the
+    /// disk.
     pub fn write(&self, token: &Token) -> Result<(), Error> {
         self.write_stamped(token).map(|_| ())
     }
@@ -130,9 +174,9 @@ impl TokenFile {
     }
 
     /// Removes the session file (what `agent lock` does). A missing file is not an error.
-    /// Blocking.
+    /// Blocking: it waits for the lock at most [`TokenFile::lock_wait`].
     pub fn remove(&self) -> Result<(), Error> {
-        let _lock = self.lock()?;
+        let _lock = self.lock(self.lock_wait)?;
         match fs::remove_file(&self.path) {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -213,7 +257,7 @@ impl TokenFile {
     /// The explicit write. Under the lock no live writer has a temp file, so any left are
     /// from writers that died mid-write: they go first.
     pub(crate) fn write_stamped(&self, token: &Token) -> Result<FileStamp, Error> {
-        let _lock = self.lock()?;
+        let _lock = self.lock(self.lock_wait)?;
         self.remove_stale_temp_files();
         self.replace_locked(token)
     }
@@ -223,7 +267,7 @@ impl TokenFile {
         expected: Option<&Token>,
         new: &Token,
     ) -> Result<Swap<FileStamp>, Error> {
-        let _lock = self.lock()?;
+        let _lock = self.lock(self.refresh_lock_wait)?;
         let current = self.read_snapshot()?;
         if current.token.as_ref() == expected {
             self.replace_locked(new).map(Swap::Replaced)
@@ -265,8 +309,9 @@ impl TokenFile {
         }
     }
 
-    /// Takes the writers' lock, creating the directory (0700) and the lock file (0600).
-    pub(crate) fn lock(&self) -> Result<FileLock, Error> {
+    /// Takes the writers' lock, creating the directory (0700) and the lock file (0600); waits for
+    /// another holder at most `wait`, then fails with [`Error::Locked`].
+    pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
         self.create_dir()?;
         let file = OpenOptions::new()
             .read(true)
@@ -276,8 +321,25 @@ impl TokenFile {
             .mode(0o600)
             .open(&self.lock_path)
             .map_err(|e| Error::write(&self.lock_path, e))?;
-        file.lock().map_err(|e| Error::write(&self.lock_path, e))?;
-        Ok(FileLock { _file: file })
+        // `flock` has no timeout of its own: try, and pause between tries, until the bound.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(FileLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&self.lock_path, e)),
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(Error::Locked {
+                    path: self.lock_path.clone(),
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(MAX_LOCK_RETRY_PAUSE);
+        }
     }
 
     fn create_dir(&self) -> Result<(), Error> {

@@ -69,9 +69,14 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     ///
     /// A call that fails again after its replay hands that failure over; a call whose body was
     /// over the replay limit, or still streaming when the failure came, hands over the first.
-    /// A token whose JWT `exp` is already past is renewed before the call is sent. Request
-    /// bodies must be [`WrapBody`] (tonic's is), and the service's error becomes a
-    /// [`BoxError`]; a failed re-authentication is [`Error::Reauthentication`](crate::Error).
+    /// A token is sent as it is whatever its JWT `exp` says (the agent's clock decides; see
+    /// [`SessionLayer::renew_before_expiry`]). Request bodies must be [`WrapBody`] (tonic's is),
+    /// and the service's error becomes a [`BoxError`].
+    ///
+    /// A failed re-authentication is [`Error::Reauthentication`](crate::Error); with the
+    /// `tonic` feature it reaches the caller as a `tonic::Status` whose source is that error:
+    /// the agent's own status when the agent refused the unlock, `UNAUTHENTICATED` otherwise,
+    /// so that tonic hands it over as it is rather than as `UNKNOWN`.
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
@@ -107,6 +112,20 @@ impl<St: TokenStore> SessionLayer<Reauth, St> {
         Self {
             session: self.session,
             reauth: self.reauth.with_replay_limit(bytes),
+        }
+    }
+
+    /// Renews the token before sending a call when its JWT `exp` falls within `margin` by this
+    /// machine's clock, instead of waiting for the agent to refuse it. Off by default.
+    ///
+    /// For re-authenticators that need no person (a password from a vault, a client
+    /// certificate): with a prompt, a clock that runs ahead of the agent's would ask for a
+    /// password the agent never wanted. A token renewed this way is not renewed again before
+    /// the agent has refused it.
+    pub fn renew_before_expiry(self, margin: std::time::Duration) -> Self {
+        Self {
+            session: self.session,
+            reauth: self.reauth.with_renewal(margin),
         }
     }
 }
@@ -457,10 +476,13 @@ where
         (current.token.clone(), current.epoch)
     };
     let mut recovered = false;
-    if reauth::expired_by_claim(token.as_ref()) && !reauth.just_recovered(epoch) {
-        tracing::debug!("the token's exp is past; renewing it before the call");
+    if reauth.due_for_renewal(token.as_ref()) && !reauth.just_recovered(epoch) {
+        tracing::debug!("the token expires within the renewal margin; renewing it first");
         let generation = reauth.generation();
-        reauth.recover(&session, epoch, token, generation).await?;
+        reauth
+            .recover(&session, epoch, token, generation)
+            .await
+            .map_err(reauth::failure)?;
         recovered = true;
         // The renewal may have taken a while (a prompt): be ready again before sending.
         std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
@@ -477,7 +499,10 @@ where
         return Ok(response);
     }
     let replay = tape.replay();
-    reauth.recover(&session, epoch, sent, generation).await?;
+    reauth
+        .recover(&session, epoch, sent, generation)
+        .await
+        .map_err(reauth::failure)?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
         tracing::debug!("session failure not replayed: body over the limit or still streaming");

@@ -55,11 +55,14 @@ pub mod agent;
 
 pub use builder::ServiceBuilderExt;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
-pub use file::{FileStamp, MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile};
+pub use file::{
+    DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, FileStamp, MAX_FILE_LEN, TOKEN_FILE_NAME,
+    TokenFile,
+};
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use message::{SessionRequest, SessionResponse};
 pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
-pub use session::{DEFAULT_CHECK_INTERVAL, Session, SessionBuilder, SessionStats};
+pub use session::{DEFAULT_CHECK_INTERVAL, Epoch, Session, SessionBuilder, SessionStats};
 pub use store::{MemoryStore, Stored, Swap, TokenStore};
 pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};

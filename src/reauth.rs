@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
@@ -85,6 +85,7 @@ pub struct NoReauth;
 pub struct Reauth {
     shared: Arc<Flight>,
     replay_limit: usize,
+    renew_before_expiry: Option<Duration>,
 }
 
 impl fmt::Debug for Reauth {
@@ -92,6 +93,7 @@ impl fmt::Debug for Reauth {
         f.debug_struct("Reauth")
             .field("reauthenticator", &self.shared.name)
             .field("replay_limit", &self.replay_limit)
+            .field("renew_before_expiry", &self.renew_before_expiry)
             .finish()
     }
 }
@@ -138,7 +140,32 @@ impl Reauth {
                 recovered_epoch: AtomicU64::new(u64::MAX),
             }),
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            renew_before_expiry: None,
         }
+    }
+
+    /// The same re-authenticator, renewing tokens that expire within `margin`.
+    pub(crate) fn with_renewal(self, margin: Duration) -> Self {
+        Self {
+            renew_before_expiry: Some(margin),
+            ..self
+        }
+    }
+
+    /// Whether `token` should be renewed before it is sent: only when renewal was asked for,
+    /// and its JWT `exp` is within the margin by this machine's clock. Off by default, since
+    /// the agent's clock is the one that counts, and a client clock that runs ahead must not
+    /// make a user type a password the agent never asked for.
+    pub(crate) fn due_for_renewal(&self, token: Option<&Token>) -> bool {
+        let Some(margin) = self.renew_before_expiry else {
+            return false;
+        };
+        let Some(exp) = token.and_then(Token::expires_at) else {
+            return false;
+        };
+        SystemTime::now()
+            .checked_add(margin)
+            .is_none_or(|deadline| exp <= deadline)
     }
 
     /// The same re-authenticator with another replay limit.
@@ -168,8 +195,9 @@ impl Reauth {
     /// another process's (re-read from the file), or a new one from the re-authenticator,
     /// started with an explicit write. Once for all calls failing together.
     ///
-    /// The recovery runs in a task of its own, so a caller that gives up (a timeout, a dropped
-    /// request) does not cut it short and make the next caller start another.
+    /// On Tokio the recovery runs in a task of its own, so a caller that gives up (a timeout, a
+    /// dropped request) does not cut it short and make the next caller start another. On
+    /// another executor it runs in the caller's future, which must then be polled to the end.
     pub(crate) async fn recover<St: TokenStore>(
         &self,
         session: &Session<St>,
@@ -179,11 +207,11 @@ impl Reauth {
     ) -> Result<(), Error> {
         let flight = self.shared.clone();
         let session = session.clone();
-        let recovery =
-            tokio::spawn(
-                async move { flight.recover(&session, epoch, sent, seen_generation).await },
-            );
-        match recovery.await {
+        let recovery = async move { flight.recover(&session, epoch, sent, seen_generation).await };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return recovery.await;
+        };
+        match runtime.spawn(recovery).await {
             Ok(result) => result,
             Err(e) => Err(Error::Reauthentication(Arc::new(std::io::Error::other(
                 format!("the re-authentication task failed: {e}"),
@@ -208,7 +236,7 @@ impl Flight {
                 _ => Ok(()),
             };
         }
-        if session.epoch() != epoch {
+        if session.epoch_now() != epoch {
             // The session moved on since this call was sent (an unlock, another process's
             // token picked up): replay with what it holds now.
             return Ok(());
@@ -216,7 +244,7 @@ impl Flight {
         let outcome = self.recover_now(session, sent).await;
         if let Outcome::Recovered = outcome {
             self.recovered_epoch
-                .store(session.epoch(), Ordering::Release);
+                .store(session.epoch_now(), Ordering::Release);
         }
         *last = outcome.clone();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -256,9 +284,45 @@ impl Flight {
     }
 }
 
-/// Whether `token` claims to have expired already (its JWT `exp` is in the past).
-pub(crate) fn expired_by_claim(token: Option<&Token>) -> bool {
-    token
-        .and_then(Token::expires_at)
-        .is_some_and(|exp| exp <= SystemTime::now())
+/// What a call whose session could not be recovered fails with.
+///
+/// With tonic, a `tonic::Status` (tonic hands a boxed `Status` over as it is, and anything else
+/// as `UNKNOWN`): the agent's own code where the agent answered the unlock (found in the
+/// error's sources), `UNAUTHENTICATED` otherwise. Its source is the crate's [`Error`], so
+/// `Error::from_status` finds [`Error::Reauthentication`] and what caused it.
+pub(crate) fn failure(error: Error) -> BoxError {
+    #[cfg(feature = "tonic")]
+    {
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        let message = match cause {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        };
+        let code = agent_status(&error).map_or(tonic::Code::Unauthenticated, tonic::Status::code);
+        let mut status = tonic::Status::new(code, message);
+        status.set_source(Arc::new(error));
+        Box::new(status)
+    }
+    #[cfg(not(feature = "tonic"))]
+    {
+        Box::new(error)
+    }
+}
+
+/// The first `tonic::Status` in what made the re-authenticator fail: the agent's answer to the
+/// unlock.
+#[cfg(feature = "tonic")]
+fn agent_status(error: &Error) -> Option<&tonic::Status> {
+    let Error::Reauthentication(cause) = error else {
+        return None;
+    };
+    // From the cause itself: an `Arc`'s `source` skips what the `Arc` holds.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**cause);
+    while let Some(error) = source {
+        if let Some(status) = error.downcast_ref::<tonic::Status>() {
+            return Some(status);
+        }
+        source = error.source();
+    }
+    None
 }

@@ -73,6 +73,18 @@ pub struct SessionStats {
     pub lost_refreshes: u64,
     /// Tokens written or removed by another process and picked up by this one.
     pub external_changes: u64,
+    /// Refresh writes that gave up because another process held the session file's lock
+    /// longer than [`TokenFile::refresh_lock_wait`]; the refresh stayed in memory.
+    pub lock_timeouts: u64,
+}
+
+/// The session as a call found it when it was sent, for [`Session::refresh`]: a refreshed
+/// token that answers a call sent before an explicit change (an unlock, a lock, another
+/// process's token picked up) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    epoch: u64,
+    had_token: bool,
 }
 
 struct Shared<St: TokenStore> {
@@ -129,6 +141,7 @@ struct Counters {
     skipped_writes: AtomicU64,
     lost_refreshes: AtomicU64,
     external_changes: AtomicU64,
+    lock_timeouts: AtomicU64,
 }
 
 /// What became of a refreshed token.
@@ -223,6 +236,7 @@ impl Session {
     }
 
     /// The session file's path.
+    #[must_use]
     pub fn path(&self) -> &std::path::Path {
         self.shared.store.path()
     }
@@ -230,6 +244,21 @@ impl Session {
     /// The session file.
     pub fn file(&self) -> &TokenFile {
         &self.shared.store
+    }
+}
+
+impl SessionBuilder {
+    /// How long writes wait for another process's lock on the session file: a refresh write
+    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
+    /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
+    ///
+    /// A refresh that gives up stays in memory, is written with a later refresh, and is
+    /// counted in [`SessionStats::lock_timeouts`]; its call is answered as the agent answered
+    /// it. An explicit change that gives up fails with [`Error::Locked`].
+    #[must_use]
+    pub fn lock_wait(mut self, refresh: Duration, explicit: Duration) -> Self {
+        self.store = self.store.refresh_lock_wait(refresh).lock_wait(explicit);
+        self
     }
 }
 
@@ -289,28 +318,39 @@ impl<St: TokenStore> Session<St> {
     ///
     /// The token is in use even if the write fails, so a process that cannot write its session
     /// file can still work; the error says the next process will not see it.
+    ///
+    /// # Errors
+    ///
+    /// The store's error: [`Error::Locked`] when another process held the session file's lock
+    /// longer than [`TokenFile::lock_wait`], [`Error::WriteFile`] when the file could not be
+    /// written.
     pub async fn start_with_token(&self, token: Token) -> Result<(), Error> {
         self.explicit(move |shared| {
             let started = Instant::now();
             shared.begin_epoch(&mut shared.lock(), Some(token.clone()));
-            let stamp = shared.store.store(&token)?;
-            let mut state = shared.lock();
-            state.synced = Some(token);
-            state.stamp = Some(stamp);
+            let result = shared.store.store(&token);
+            shared.record_write(result.as_ref().ok().copied(), Some(&token));
+            result?;
             tracing::debug!(elapsed = ?started.elapsed(), "session token written");
             Ok(())
         })
         .await
     }
 
-    /// Forgets the token and removes the session file (what `agent lock` does).
+    /// Forgets the token and removes the session file (what `agent lock` does). The token is
+    /// forgotten even if the file cannot be removed.
+    ///
+    /// # Errors
+    ///
+    /// The store's error: [`Error::Locked`] when another process held the session file's lock
+    /// longer than [`TokenFile::lock_wait`], [`Error::WriteFile`] when the file could not be
+    /// removed. The file then still holds its token.
     pub async fn clear(&self) -> Result<(), Error> {
         self.explicit(|shared| {
             shared.begin_epoch(&mut shared.lock(), None);
-            shared.store.clear()?;
-            let mut state = shared.lock();
-            state.synced = None;
-            state.stamp = None;
+            let result = shared.store.clear();
+            shared.record_write(None, None);
+            result?;
             tracing::debug!("session cleared");
             Ok(())
         })
@@ -324,18 +364,13 @@ impl<St: TokenStore> Session<St> {
         change: impl FnOnce(&Shared<St>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let shared = self.shared.clone();
-        let work = move || {
+        run_blocking(move || {
             let _gate = shared.gate();
             let result = change(&shared);
             shared.schedule_next_check();
             result
-        };
-        match tokio::task::spawn_blocking(work).await {
-            Ok(result) => result,
-            Err(e) => Err(Error::Store(Arc::new(std::io::Error::other(format!(
-                "the session's blocking task failed: {e}"
-            ))))),
-        }
+        })
+        .await?
     }
 
     /// The token calls are made with now, if any.
@@ -413,11 +448,66 @@ impl<St: TokenStore> Session<St> {
             skipped_writes: c.skipped_writes.load(Ordering::Relaxed),
             lost_refreshes: c.lost_refreshes.load(Ordering::Relaxed),
             external_changes: c.external_changes.load(Ordering::Relaxed),
+            lock_timeouts: c.lock_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The session as a call sent now finds it: take it before the call, and hand it to
+    /// [`Session::refresh`] with the call's response.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        let current = self.shared.current.load();
+        Epoch {
+            epoch: current.epoch,
+            had_token: current.token.is_some(),
+        }
+    }
+
+    /// Takes the refreshed token a response brought, as [`SessionLayer`](crate::SessionLayer)
+    /// does: for calls made with [`Session::authorize`] or [`Session::call_credentials`] (a
+    /// tonic interceptor, say), where no layer sees the response.
+    ///
+    /// `sent` is [`Session::epoch`] taken before the call. The token is read from `headers`'
+    /// `authorization: Bearer <t>` (a malformed one is ignored with a warning) and follows the
+    /// layer's rules: dropped if the session changed since `sent` or if the call carried no
+    /// session token, ignored on a rejection, used at once, and written to the file as a
+    /// compare-and-swap (never over another process's unlock or lock). The future resolves when
+    /// the write policy says the call may go on (see [`SessionBuilder::write_behind`]).
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+    ///
+    /// let for_calls = session.clone();
+    /// let mut client = AgentServiceClient::with_interceptor(channel, move |mut request| {
+    ///     for_calls.authorize(&mut request)?;
+    ///     Ok(request)
+    /// });
+    /// let sent = session.epoch();
+    /// let reply = client.agent_status(EmptyMessage {}).await?;
+    /// session.refresh(sent, &reply.metadata().clone().into_headers()).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh(&self, sent: Epoch, headers: &http::HeaderMap) {
+        if !sent.had_token || crate::error::is_rejection(http::StatusCode::OK, headers) {
+            return;
+        }
+        let token = match crate::bearer::bearer_from_headers(headers) {
+            None => return,
+            Some(Ok(token)) => token,
+            Some(Err(why)) => {
+                tracing::warn!(reason = %why, "ignoring a malformed refreshed token from the agent");
+                return;
+            }
+        };
+        if let Refresh::Saving(saved) = self.accept_refresh(token, sent.epoch) {
+            let _ = saved.await;
         }
     }
 
     /// The epoch of the token in use.
-    pub(crate) fn epoch(&self) -> u64 {
+    pub(crate) fn epoch_now(&self) -> u64 {
         self.shared.current.load().epoch
     }
 
@@ -594,6 +684,28 @@ impl<St: TokenStore> Shared<St> {
         state.stamp = stored.version;
     }
 
+    /// Records what an explicit write or removal left in the store: `written` is the version
+    /// it reported; when it failed, the store is read again, since a write that fails after its
+    /// rename (an `fsync` of the directory) has changed the file all the same. Whatever it
+    /// finds is this process's doing (the gate is held), never another process's change.
+    fn record_write(&self, written: Option<St::Version>, token: Option<&Token>) {
+        let stored = match written {
+            Some(version) => Stored {
+                token: token.cloned(),
+                version: Some(version),
+            },
+            None => match self.store.load() {
+                Ok(stored) if stored.token.as_ref() == token => stored,
+                // The write did not happen, or the store cannot be read: what the state says
+                // it holds stays, and the next look at the file sorts it out.
+                _ => return,
+            },
+        };
+        let mut state = self.lock();
+        state.synced = stored.token;
+        state.stamp = stored.version;
+    }
+
     fn schedule_next_check(&self) {
         let next = monotonic_nanos().saturating_add(nanos(self.check_interval));
         self.next_check.store(next, Ordering::Relaxed);
@@ -662,6 +774,12 @@ impl<St: TokenStore> Shared<St> {
         };
         let started = Instant::now();
         let result = self.store.swap(expected.as_ref(), &token);
+        // A write that failed after its rename left the token on disk all the same: find out,
+        // so that it is not taken for another process's later.
+        let on_disk = match &result {
+            Err(Error::Locked { .. }) | Ok(_) => None,
+            Err(_) => self.store.load().ok(),
+        };
         let mut state = self.lock();
         state.writing = None;
         // Every change of epoch happens inside the gate, so the epoch is the one the refresh
@@ -683,7 +801,21 @@ impl<St: TokenStore> Shared<St> {
                 self.adopt(&mut state, snapshot);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot write the refreshed token");
+                if let Error::Locked { .. } = e {
+                    self.stats.lock_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        error = %e,
+                        "refreshed token kept in memory; it is written with a later refresh"
+                    );
+                } else {
+                    tracing::warn!(error = %e, "cannot write the refreshed token");
+                }
+                if let Some(stored) = on_disk
+                    && stored.token.as_ref() == Some(&token)
+                {
+                    state.synced = stored.token;
+                    state.stamp = stored.version;
+                }
                 state.last_write_error = Some(e);
             }
         }
@@ -793,6 +925,22 @@ fn release_waiters<V>(state: &mut State<V>) {
     let finished = state.finished;
     state.waiters.retain_mut(|(seq, _)| *seq > finished);
     // Dropping a sender wakes its receiver; no value is needed.
+}
+
+/// Runs blocking work off the async workers and waits for it, on any executor: the waiting is
+/// a oneshot channel, which needs no runtime.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    spawn_blocking_anywhere(move || {
+        let _ = tx.send(work());
+    });
+    rx.await.map_err(|_| {
+        Error::Store(Arc::new(std::io::Error::other(
+            "the session's blocking task stopped before it finished",
+        )))
+    })
 }
 
 /// `spawn_blocking` on the current runtime, or a plain thread when there is none (a response

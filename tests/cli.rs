@@ -16,8 +16,8 @@ use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 mod cli_support;
 use cli_support::{
-    EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, Fixture, dependencies, example, read_log,
-    run_client,
+    EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, Fixture, PASSWORD, dependencies, example,
+    read_log, run_client,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -274,4 +274,43 @@ fn the_agent_stops_on_sigterm() {
     assert!(kill.success());
     let status = agent.process.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status}\n{}", read_log(&agent.log));
+}
+
+/// What another program (or a disk fault) may leave in the session file.
+const GARBAGE: &str = "garbage here\n";
+
+#[test]
+fn a_corrupt_session_file_never_locks_the_user_out() {
+    let fixture = Fixture::new();
+    fs::create_dir_all(fixture.session_dir()).expect("create the session directory");
+    let corrupt = || fs::write(fixture.token_path(), GARBAGE).expect("write the session file");
+
+    // No password and no terminal: the error stays, and says how to get out.
+    corrupt();
+    fixture
+        .client(&["status"])
+        .expect_code(EX_DATAERR)
+        .expect_stderr("does not hold a valid token")
+        .expect_stderr("client unlock");
+    assert_eq!(fs::read_to_string(fixture.token_path()).unwrap(), GARBAGE);
+
+    // A password given with the command unlocks over it.
+    fixture
+        .client_with_env(&["status"], &[("AGENT_PASSWORD", PASSWORD)])
+        .expect_code(0)
+        .expect_stdout_line("LIVE");
+    fixture.client(&["status"]).expect_code(0);
+
+    // `unlock` writes over it.
+    corrupt();
+    fixture.unlock();
+    fixture.client(&["status"]).expect_code(0);
+
+    // `lock` removes it.
+    corrupt();
+    fixture
+        .client(&["lock"])
+        .expect_code(0)
+        .expect_stdout_line("locked");
+    assert!(!fixture.token_path().exists());
 }

@@ -14,7 +14,7 @@ use agent_session::{BoxError, Error, Reauth, Session, SessionLayer, SessionServi
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
-use tower::{Service, ServiceBuilder};
+use tower::{Layer as _, Service, ServiceBuilder};
 
 mod common;
 use common::{PASSWORD, RunningAgent, channel, quiet_session, start_agent, unlock};
@@ -365,7 +365,7 @@ where
 }
 
 #[tokio::test]
-async fn a_token_expired_by_its_claim_is_renewed_before_the_call() {
+async fn with_renewal_on_a_token_expired_by_its_claim_is_renewed_before_the_call() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
@@ -394,7 +394,10 @@ async fn a_token_expired_by_its_claim_is_renewed_before_the_call() {
 
     let runs = Arc::new(AtomicUsize::new(0));
     let unlock = counting_unlock(channel(address).await, runs.clone());
-    let mut client = client_with(address, &session, unlock, None).await;
+    let layer = SessionLayer::new(session.clone())
+        .reauthenticate_with(unlock)
+        .renew_before_expiry(Duration::ZERO);
+    let mut client = AgentServiceClient::new(layer.layer(channel(address).await));
     let status = client.agent_status(EmptyMessage {}).await.unwrap();
     assert_eq!(status.get_ref().status, "LIVE");
     assert_eq!(runs.load(Ordering::SeqCst), 1);

@@ -1,0 +1,222 @@
+//! Another process holding the session file's lock (a client stopped with Ctrl-Z mid-write, a
+//! hung network filesystem): no call waits on it longer than its bound, explicit changes fail
+//! with a typed error naming the lock file, nothing is written or removed without the lock, and
+//! reading never takes it. The holder is a real process: this test binary, re-run as a child
+//! that takes the lock and keeps it until told to let go.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::{Error, Session, Token};
+use tower::Layer as _;
+
+mod cli_support;
+mod common;
+mod reliability_common;
+
+use common::{PASSWORD, channel, start_agent, unlock};
+use reliability_common::{ChildProcess, child_role, fail, hear, param, say};
+
+const CHILD_ENTRY: &str = "child_entry_does_nothing_in_a_normal_run";
+
+/// Short bounds, so that each test gives up soon; the defaults are covered by the docs.
+const REFRESH_WAIT: Duration = Duration::from_millis(200);
+const EXPLICIT_WAIT: Duration = Duration::from_millis(300);
+
+/// Only a bound on a hang: a passing run never comes near it.
+const HANG: Duration = Duration::from_secs(60);
+
+#[test]
+fn child_entry_does_nothing_in_a_normal_run() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "hold-lock");
+    let path = PathBuf::from(param("LOCK"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap_or_else(|e| fail(e));
+    file.lock().unwrap_or_else(|e| fail(e));
+    say("locked");
+    // Holds the lock until the parent closes stdin (or dies).
+    while hear().is_some() {}
+    drop(file);
+}
+
+/// Another process that holds `lock` until dropped.
+fn hold_lock(lock: &Path) -> ChildProcess {
+    let mut holder = ChildProcess::spawn(
+        CHILD_ENTRY,
+        "hold-lock",
+        &[("LOCK", lock.display().to_string())],
+    );
+    holder.expect("locked");
+    holder
+}
+
+/// A session that writes every refresh (a JWT minted within the same second as the one on disk
+/// expires with it, and would not be written otherwise).
+fn bounded_session(dir: &Path) -> Session {
+    Session::builder(dir.join("token"))
+        .check_interval(Duration::from_secs(3600))
+        .always_write(true)
+        .lock_wait(REFRESH_WAIT, EXPLICIT_WAIT)
+        .build()
+}
+
+#[track_caller]
+fn assert_locked(error: &Error, lock: &Path) {
+    match error {
+        Error::Locked { path, .. } => assert_eq!(path, lock),
+        other => panic!("expected Error::Locked, got {other:?}"),
+    }
+    assert_eq!(error.exit_code(), 75, "EX_TEMPFAIL");
+    let text = error.to_string();
+    assert!(text.contains(&lock.display().to_string()), "{text}");
+    assert!(text.contains("another process"), "{text}");
+}
+
+#[tokio::test]
+async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = bounded_session(dir.path());
+    let lock = session.file().lock_path().to_owned();
+    let unlocked = unlock(channel(agent.address).await, PASSWORD)
+        .await
+        .unwrap();
+    session.start_with_token(unlocked.clone()).await.unwrap();
+    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+
+    let holder = hold_lock(&lock);
+    let status = tokio::time::timeout(HANG, client.agent_status(EmptyMessage {}))
+        .await
+        .expect("the call waited on another process's lock")
+        .expect("the agent's answer is handed over");
+    assert_eq!(status.get_ref().status, "LIVE");
+    let refreshed = session.token().unwrap();
+    assert_ne!(refreshed, unlocked, "the refresh is used in memory");
+    assert_eq!(
+        session.file().read().unwrap(),
+        Some(unlocked.clone()),
+        "nothing is written without the lock"
+    );
+    assert_eq!(session.stats().lock_timeouts, 1);
+    assert_eq!(session.stats().writes, 0);
+    assert_locked(&session.flush().await.unwrap_err(), &lock);
+
+    // Reading takes no lock: another process starts from the file meanwhile.
+    let reader = Session::new(dir.path().join("token"));
+    tokio::time::timeout(HANG, reader.start())
+        .await
+        .expect("reading waited on the lock")
+        .unwrap();
+    assert_eq!(reader.token(), Some(unlocked));
+
+    drop(holder);
+    client.agent_status(EmptyMessage {}).await.unwrap();
+    let on_disk = session.file().read().unwrap().unwrap();
+    assert_eq!(
+        Some(&on_disk),
+        session.token().as_ref(),
+        "written once free"
+    );
+    agent.manager.verify(&on_disk).unwrap();
+    assert_eq!(session.stats().writes, 1);
+    session.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = bounded_session(dir.path());
+    let lock = session.file().lock_path().to_owned();
+    let first = Token::new("first.token.here").unwrap();
+    session.start_with_token(first.clone()).await.unwrap();
+
+    let holder = hold_lock(&lock);
+    let second = Token::new("second.token.here").unwrap();
+    let written = tokio::time::timeout(HANG, session.start_with_token(second))
+        .await
+        .expect("an unlock waited forever on the lock");
+    assert_locked(&written.unwrap_err(), &lock);
+    assert_eq!(session.file().read().unwrap(), Some(first.clone()));
+
+    let cleared = tokio::time::timeout(HANG, session.clear())
+        .await
+        .expect("a lock waited forever on the lock");
+    assert_locked(&cleared.unwrap_err(), &lock);
+    assert_eq!(
+        session.file().read().unwrap(),
+        Some(first.clone()),
+        "never removed without the lock"
+    );
+
+    // The blocking API gives up the same way.
+    let file = agent_session::TokenFile::new(dir.path().join("token")).lock_wait(EXPLICIT_WAIT);
+    assert_locked(&file.remove().unwrap_err(), &lock);
+    assert_locked(&file.write(&first).unwrap_err(), &lock);
+    let refresh = file.refresh_lock_wait(REFRESH_WAIT);
+    assert_locked(
+        &refresh
+            .replace_if(Some(&first), &Token::new("third").unwrap())
+            .unwrap_err(),
+        &lock,
+    );
+
+    drop(holder);
+    session.clear().await.unwrap();
+    assert_eq!(session.file().read().unwrap(), None);
+}
+
+mod cli {
+    use super::*;
+    use cli_support::Fixture;
+
+    #[test]
+    fn status_answers_and_warns_while_another_process_holds_the_lock() {
+        let fixture = Fixture::new();
+        fixture.unlock();
+        let before = fixture.token();
+        let holder = hold_lock(&fixture.session_dir().join("token.lock"));
+        fixture
+            .client(&["--lock-wait", "0.3", "status"])
+            .expect_code(0)
+            .expect_stdout_line("LIVE")
+            .expect_stderr("token.lock")
+            .expect_stderr("not saved");
+        assert_eq!(fixture.token(), before, "nothing written without the lock");
+        drop(holder);
+        fixture.client(&["status"]).expect_code(0);
+        assert_ne!(fixture.token(), before, "written once the lock is free");
+    }
+
+    #[test]
+    fn lock_and_unlock_give_up_with_exit_code_75() {
+        let fixture = Fixture::new();
+        fixture.unlock();
+        let before = fixture.token();
+        let holder = hold_lock(&fixture.session_dir().join("token.lock"));
+        fixture
+            .client(&["--lock-wait", "0.3", "lock"])
+            .expect_code(75)
+            .expect_stderr("token.lock")
+            .expect_stderr("another process");
+        assert_eq!(fixture.token(), before);
+        fixture
+            .client_with_env(
+                &["--lock-wait", "0.3", "unlock"],
+                &[("AGENT_PASSWORD", PASSWORD)],
+            )
+            .expect_code(75)
+            .expect_stderr("token.lock");
+        assert_eq!(fixture.token(), before);
+        drop(holder);
+        fixture.client(&["lock"]).expect_code(0);
+        assert!(!fixture.token_path().exists());
+    }
+}
