@@ -68,7 +68,7 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// 3. starts the session with the new token (written to disk) and replays the call once.
     ///
     /// A call that fails again after its replay hands that failure over; a call whose body was
-    /// over the replay limit, or still streaming when the failure came, hands over the first.
+    /// over the replay limit, or failed, hands over the first.
     /// A token whose JWT `exp` is already past is renewed before the call is sent. Request
     /// bodies must be [`WrapBody`] (tonic's is), and the service's error becomes a
     /// [`BoxError`]; a failed re-authentication is [`Error::Reauthentication`](crate::Error).
@@ -480,7 +480,7 @@ where
     reauth.recover(&session, epoch, sent, generation).await?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
-        tracing::debug!("session failure not replayed: body over the limit or still streaming");
+        tracing::debug!("session failure not replayed: body over the limit or failed");
         return Ok(response);
     };
     let mut request = Request::from_parts(original, ReqB::wrap(replay));
