@@ -68,7 +68,7 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// 3. starts the session with the new token (written to disk) and replays the call once.
     ///
     /// A call that fails again after its replay hands that failure over; a call whose body was
-    /// over the replay limit, or still streaming when the failure came, hands over the first.
+    /// over the replay limit, or failed, hands over the first.
     /// A token is sent as it is whatever its JWT `exp` says (the agent's clock decides; see
     /// [`SessionLayer::renew_before_expiry`]). Request bodies must be [`WrapBody`] (tonic's is),
     /// and the service's error becomes a [`BoxError`].
@@ -505,7 +505,7 @@ where
         .map_err(reauth::failure)?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
-        tracing::debug!("session failure not replayed: body over the limit or still streaming");
+        tracing::debug!("session failure not replayed: body over the limit or failed");
         return Ok(response);
     };
     let mut request = Request::from_parts(original, ReqB::wrap(replay));

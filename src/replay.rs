@@ -1,16 +1,23 @@
-//! Request bodies that can be sent twice: recorded as they stream, up to a cap, so that a call
-//! refused for its session can be replayed after a new unlock.
+//! Request bodies that can be sent twice, so that a call refused for its session can be
+//! replayed after a new unlock.
+//!
+//! The body lives on a [`Tape`] shared by the [`Recording`] the transport polls and by the call.
+//! What the transport reads is recorded, up to a limit; a replay sends the recording and then
+//! the part of the body not read yet, taken off the tape. So a refusal that comes back before
+//! the transport read the whole body (a server answers on the headers alone) does not cost the
+//! call its replay. The part not read is not buffered and does not count against the limit.
+//! A body whose recording went over the limit, or that failed, is not replayed.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
+use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body_util::BodyExt as _;
 
 /// A boxed error, as tower and tonic use them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,33 +56,44 @@ impl WrapBody for http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        use http_body_util::BodyExt as _;
         body.map_err(Into::into).boxed_unsync()
     }
 }
 
-/// What was recorded of one body, shared between the body (owned by the transport) and the
-/// call that may replay it.
-#[derive(Debug)]
+/// A request body of any type, as the tape keeps it.
+type BoxBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+
+/// One body and what was read of it, shared between the [`Recording`] (which the transport
+/// owns) and the call that may replay it.
 pub(crate) struct Tape {
     state: Mutex<TapeState>,
     limit: usize,
 }
 
-#[derive(Debug)]
 struct TapeState {
     data: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     len: usize,
     progress: Progress,
+    /// The body until it ends or a replay takes it. Here rather than in the `Recording`, so that
+    /// a replay can take what is not read yet, even after the transport dropped the `Recording`
+    /// of a refused call.
+    body: Option<BoxBody>,
+    /// The task last left waiting on the `Recording`: woken when a replay takes the body, so
+    /// that the refused call's stream ends instead of waiting for ever.
+    waker: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
+    /// Being read: a replay sends the recording, then the rest of the body.
     Streaming,
+    /// Read to its end: a replay sends the recording.
     Complete,
     /// Over the limit, or failed: nothing to replay.
     Abandoned,
+    /// Taken by a replay: the first sending gets no more of it.
+    Taken,
 }
 
 impl Tape {
@@ -92,6 +110,8 @@ impl Tape {
                 trailers: None,
                 len: 0,
                 progress,
+                body: None,
+                waker: None,
             }),
             limit,
         })
@@ -101,222 +121,211 @@ impl Tape {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, frame: &Frame<Bytes>) {
+    /// The recording and the rest of the body, if the recording is within the limit and the
+    /// body did not fail. The rest is taken once: the first sending ends with an error then,
+    /// and a later call returns `None`.
+    pub(crate) fn replay(&self) -> Option<Replay> {
         let mut state = self.lock();
-        if state.progress != Progress::Streaming {
+        let rest = match state.progress {
+            Progress::Abandoned | Progress::Taken => return None,
+            Progress::Complete => None,
+            Progress::Streaming => {
+                state.progress = Progress::Taken;
+                state.body.take()
+            }
+        };
+        let replay = Replay {
+            data: state.data.iter().cloned().collect(),
+            trailers: state.trailers.clone(),
+            rest,
+        };
+        let waiting = state.waker.take();
+        drop(state);
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+        Some(replay)
+    }
+}
+
+impl fmt::Debug for Tape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Tape")
+            .field("limit", &self.limit)
+            .field("recorded", &state.len)
+            .field("progress", &state.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapeState {
+    fn record(&mut self, frame: &Frame<Bytes>, limit: usize) {
+        if self.progress != Progress::Streaming {
             return;
         }
         if let Some(data) = frame.data_ref() {
-            state.len = state.len.saturating_add(data.len());
-            if state.len > self.limit {
-                state.progress = Progress::Abandoned;
-                state.data = Vec::new();
-                state.trailers = None;
+            self.len = self.len.saturating_add(data.len());
+            if self.len > limit {
+                self.progress = Progress::Abandoned;
+                self.data = Vec::new();
                 return;
             }
             // `Bytes` clones share the buffer: recording copies nothing.
-            state.data.push(data.clone());
+            self.data.push(data.clone());
         } else if let Some(trailers) = frame.trailers_ref() {
-            state.trailers = Some(trailers.clone());
+            self.trailers = Some(trailers.clone());
+            // Trailers are a body's last frame: nothing is left for a replay to take.
+            self.progress = Progress::Complete;
         }
     }
 
-    fn finish(&self, progress: Progress) {
-        let mut state = self.lock();
-        if state.progress == Progress::Streaming {
-            state.progress = progress;
+    fn finish(&mut self, progress: Progress) {
+        if self.progress == Progress::Streaming {
+            self.progress = progress;
         }
     }
+}
 
-    /// The recording, if the body was sent whole and within the limit.
-    pub(crate) fn replay(&self) -> Option<Replay> {
-        let state = self.lock();
-        (state.progress == Progress::Complete).then(|| Replay {
-            data: state.data.iter().cloned().collect(),
-            trailers: state.trailers.clone(),
-        })
+/// The body sent the first time: reads the body on its [`Tape`] and records what it yields.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    tape: Arc<Tape>,
+}
+
+impl Recording {
+    pub(crate) fn new<B>(body: B, tape: Arc<Tape>) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        tape.lock().body = Some(Box::pin(body.map_err(Into::into)));
+        Self { tape }
     }
 }
 
-pin_project! {
-    /// A body that records what it yields on a [`Tape`].
-    pub(crate) struct Recording<B> {
-        #[pin]
-        inner: B,
-        tape: Arc<Tape>,
-    }
-}
-
-impl<B> Recording<B> {
-    pub(crate) fn new(inner: B, tape: Arc<Tape>) -> Self {
-        Self { inner, tape }
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for Recording<B> {
+impl Body for Recording {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // The body is polled under the tape's lock, so that a replay takes it between two
+        // frames, never during one: each frame the transport got is on the recording.
+        let mut state = self.tape.lock();
+        let Some(body) = state.body.as_mut() else {
+            return Poll::Ready(
+                (state.progress == Progress::Taken)
+                    .then(|| Err("the request body was taken to be sent again".into())),
+            );
+        };
+        let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
         match &frame {
-            Some(Ok(frame)) => this.tape.record(frame),
-            Some(Err(_)) => this.tape.finish(Progress::Abandoned),
-            None => this.tape.finish(Progress::Complete),
+            Some(Ok(frame)) => state.record(frame, self.tape.limit),
+            Some(Err(_)) => state.finish(Progress::Abandoned),
+            None => {
+                state.finish(Progress::Complete);
+                state.body = None;
+            }
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        // A transport may stop polling once this says so, without the final `None`.
-        let end = self.inner.is_end_stream();
-        if end {
-            self.tape.finish(Progress::Complete);
+        let mut state = self.tape.lock();
+        match &state.body {
+            Some(body) => {
+                // A transport may stop polling once this says so, without the final `None`.
+                let end = body.is_end_stream();
+                if end {
+                    state.finish(Progress::Complete);
+                }
+                end
+            }
+            // A body taken by a replay did not end: the transport must see the error, not
+            // send what it read as if it were all.
+            None => state.progress != Progress::Taken,
         }
-        end
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.tape.lock().body {
+            Some(body) => body.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
-/// A recorded body, sent again: its data frames, then its trailers.
-#[derive(Debug)]
+/// A body sent again: the recorded data frames, then the rest of the body or the recorded
+/// trailers.
 pub(crate) struct Replay {
     data: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
+    rest: Option<BoxBody>,
 }
 
 impl Body for Replay {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(data) = self.data.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(rest) = self.rest.as_mut() {
+            let frame = ready!(rest.as_mut().poll_frame(cx));
+            if frame.is_none() {
+                self.rest = None;
+            }
+            return Poll::Ready(frame);
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_empty() && self.trailers.is_none()
+        self.data.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let len: usize = self.data.iter().map(Bytes::len).sum();
-        SizeHint::with_exact(len as u64)
+        let recorded: u64 = self.data.iter().map(|data| data.len() as u64).sum();
+        let Some(rest) = &self.rest else {
+            return SizeHint::with_exact(recorded);
+        };
+        let rest = rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(recorded.saturating_add(rest.lower()));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(recorded.saturating_add(upper));
+        }
+        hint
+    }
+}
+
+impl fmt::Debug for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replay")
+            .field("frames", &self.data.len())
+            .field("trailers", &self.trailers.is_some())
+            .field("rest", &self.rest.is_some())
+            .finish()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::{BodyExt, Full};
-
-    /// A body that yields the given frames, one per poll.
-    struct Frames(VecDeque<Frame<Bytes>>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
-    fn frames(items: Vec<Frame<Bytes>>) -> Frames {
-        Frames(items.into())
-    }
-
-    async fn drain<B: Body<Data = Bytes>>(body: B) -> (Vec<u8>, Option<HeaderMap>)
-    where
-        B::Error: std::fmt::Debug,
-    {
-        let collected = body.collect().await.unwrap();
-        let trailers = collected.trailers().cloned();
-        (collected.to_bytes().to_vec(), trailers)
-    }
-
-    async fn record<B: Body<Data = Bytes> + Unpin>(body: B, limit: usize) -> Option<Replay>
-    where
-        B::Error: std::fmt::Debug,
-    {
-        let tape = Tape::new(limit, &body.size_hint());
-        let sent = drain(Recording::new(body, tape.clone())).await;
-        let replay = tape.replay()?;
-        let replayed = drain(replay).await;
-        assert_eq!(replayed, sent, "a replay sends what was sent");
-        tape.replay()
-    }
-
-    #[tokio::test]
-    async fn split_frames_and_trailers_replay() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-trace", "x".parse().unwrap());
-        let body = frames(vec![
-            Frame::data(Bytes::from_static(b"hel")),
-            Frame::data(Bytes::from_static(b"lo")),
-            Frame::trailers(trailers),
-        ]);
-        assert!(record(body, 64).await.is_some());
-    }
-
-    #[tokio::test]
-    async fn empty_body_replays() {
-        assert!(record(Full::new(Bytes::new()), 64).await.is_some());
-        assert!(
-            record(http_body_util::Empty::<Bytes>::new(), 0)
-                .await
-                .is_some()
-        );
-    }
-
-    #[tokio::test]
-    async fn exactly_at_the_limit_replays_and_one_over_does_not() {
-        let at = frames(vec![
-            Frame::data(Bytes::from(vec![1; 40])),
-            Frame::data(Bytes::from(vec![2; 24])),
-        ]);
-        assert!(record(at, 64).await.is_some());
-        let over = frames(vec![
-            Frame::data(Bytes::from(vec![1; 40])),
-            Frame::data(Bytes::from(vec![2; 25])),
-        ]);
-        assert!(record(over, 64).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_size_hint_over_the_limit_is_not_recorded_at_all() {
-        let body = Full::new(Bytes::from(vec![0; 65]));
-        let tape = Tape::new(64, &body.size_hint());
-        let mut recording = Recording::new(body, tape.clone());
-        // Nothing is kept even while streaming.
-        let _ = Pin::new(&mut recording).frame().await;
-        assert!(tape.lock().data.is_empty());
-        assert!(tape.replay().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_body_still_streaming_is_not_replayed() {
-        let body = frames(vec![
-            Frame::data(Bytes::from_static(b"a")),
-            Frame::data(Bytes::from_static(b"b")),
-        ]);
-        let tape = Tape::new(64, &body.size_hint());
-        let mut recording = Recording::new(body, tape.clone());
-        let _ = Pin::new(&mut recording).frame().await;
-        assert!(tape.replay().is_none());
-    }
-}
+mod tests;
