@@ -207,7 +207,49 @@ impl Error {
     /// ```
     #[cfg(feature = "tonic")]
     pub fn from_status(status: &tonic::Status) -> Option<Self> {
-        // An error of ours that tonic wrapped (a failed re-authentication, say).
+        if let Some(ours) = Self::wrapped_in(status) {
+            return Some(ours);
+        }
+        if status.code() != tonic::Code::Unauthenticated {
+            return None;
+        }
+        let headers = status.metadata().clone().into_headers();
+        Self::from_rejection(&headers, Some(status.message()))
+    }
+
+    /// The session failure a tonic [`Status`](tonic::Status) carries, read as `failures` reads
+    /// an agent's rejections: its code, message and metadata (for a failure sent after the
+    /// response headers, the trailers).
+    ///
+    /// ```
+    /// use agent_session::{Error, Polykey};
+    ///
+    /// let mut status = tonic::Status::unknown("Unknown Error");
+    /// status.metadata_mut().insert(
+    ///     "error",
+    ///     r#"{"type":"ErrorClientAuthMissing","data":{"exitCode":77}}"#.parse().unwrap(),
+    /// );
+    /// assert!(matches!(Error::from_status_with(&status, &Polykey), Some(Error::TokenNotProvided)));
+    /// ```
+    #[cfg(feature = "tonic")]
+    pub fn from_status_with(
+        status: &tonic::Status,
+        failures: &dyn crate::SessionFailures,
+    ) -> Option<Self> {
+        if let Some(ours) = Self::wrapped_in(status) {
+            return Some(ours);
+        }
+        let mut headers = status.metadata().clone().into_headers();
+        headers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+        if let Ok(message) = http::HeaderValue::from_str(status.message()) {
+            headers.insert("grpc-message", message);
+        }
+        failures.session_failure(http::StatusCode::OK, &headers)
+    }
+
+    /// An error of ours that tonic wrapped (a failed re-authentication, say).
+    #[cfg(feature = "tonic")]
+    fn wrapped_in(status: &tonic::Status) -> Option<Self> {
         let mut source = std::error::Error::source(status);
         while let Some(error) = source {
             if let Some(ours) = error.downcast_ref::<Self>() {
@@ -215,11 +257,7 @@ impl Error {
             }
             source = error.source();
         }
-        if status.code() != tonic::Code::Unauthenticated {
-            return None;
-        }
-        let headers = status.metadata().clone().into_headers();
-        Self::from_rejection(&headers, Some(status.message()))
+        None
     }
 
     pub(crate) fn read(path: &Path, source: io::Error) -> Self {

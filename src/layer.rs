@@ -26,15 +26,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response, header};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer;
-use crate::error::Error;
 use crate::file::TokenFile;
 use crate::message::{SessionRequest, SessionResponse};
+use crate::peek::PeekedBody;
 use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
 use crate::session::{Refresh, Session};
@@ -215,44 +216,69 @@ where
                     pending: Some((inner, request)),
                 },
                 session: self.session.clone(),
-                epoch: None,
+                carried: Carried::Nothing,
             };
         }
-        let (future, epoch) = send(&mut self.inner, &self.session, request);
+        let (future, carried) = send(&mut self.inner, &self.session, request);
         ResponseFuture {
             state: State::Calling { future },
             session: self.session.clone(),
-            epoch,
+            carried,
         }
     }
 }
 
+/// What a request carried, which decides what a token on its response means.
+#[derive(Debug, Clone, Copy)]
+enum Carried {
+    /// The session's token, in this epoch: a token on the response is a refresh.
+    Session(u64),
+    /// A password (`Basic`), with [`SessionBuilder::start_on_password`](crate::SessionBuilder)
+    /// on: a token on the response starts the session.
+    Password,
+    /// No token, or credentials of its own: a token on the response is not the session's.
+    Nothing,
+}
+
 /// Attaches the token (unless the request carries its own credentials) and calls `inner`.
-/// Returns the epoch of the token sent, or `None` when no session token was sent: a token on
-/// the response then refreshes nothing of the session's (the request's own credentials, or an
-/// unlock, whose token the application starts the session with).
-fn send<S, Req, St>(
-    inner: &mut S,
-    session: &Session<St>,
-    mut request: Req,
-) -> (S::Future, Option<u64>)
+fn send<S, Req, St>(inner: &mut S, session: &Session<St>, mut request: Req) -> (S::Future, Carried)
 where
     St: TokenStore,
     S: Service<Req>,
     Req: SessionRequest,
 {
-    // One lookup decides both whether the request has credentials of its own and where ours go.
-    let epoch = match request.headers_mut().entry(header::AUTHORIZATION) {
-        header::Entry::Occupied(_) => None,
+    let carried = attach_to(session, request.headers_mut());
+    (inner.call(request), carried)
+}
+
+/// Puts the session's token on a request that has no `authorization` of its own, and says what
+/// the request carries. One lookup decides both whether the request has credentials of its own
+/// and where ours go.
+fn attach_to<St: TokenStore>(session: &Session<St>, headers: &mut http::HeaderMap) -> Carried {
+    match headers.entry(header::AUTHORIZATION) {
+        header::Entry::Occupied(own) if session.starts_on_password() && is_basic(own.get()) => {
+            Carried::Password
+        }
+        header::Entry::Occupied(_) => Carried::Nothing,
         header::Entry::Vacant(slot) => {
             let current = session.current();
-            current.token.as_ref().map(|token| {
-                slot.insert(token.header_value());
-                current.epoch
-            })
+            match &current.token {
+                Some(token) => {
+                    slot.insert(token.header_value());
+                    Carried::Session(current.epoch)
+                }
+                None => Carried::Nothing,
+            }
         }
-    };
-    (inner.call(request), epoch)
+    }
+}
+
+/// Whether `value` is `Basic` credentials (a password).
+fn is_basic(value: &http::HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
 }
 
 pin_project! {
@@ -265,7 +291,7 @@ pin_project! {
         #[pin]
         state: State<S, Req>,
         session: Session<St>,
-        epoch: Option<u64>,
+        carried: Carried,
     }
 }
 
@@ -311,17 +337,16 @@ where
                         unreachable_state();
                         return Poll::Pending;
                     };
-                    let (future, epoch) = send(&mut inner, this.session, request);
-                    *this.epoch = epoch;
+                    let (future, carried) = send(&mut inner, this.session, request);
+                    *this.carried = carried;
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
                     let mut response = ready!(future.poll(cx))?;
-                    let refreshed = hide_credentials(&mut response);
-                    let (true, Some(epoch)) = (refreshed, *this.epoch) else {
+                    if !hide_credentials(&mut response) {
                         return Poll::Ready(Ok(response));
-                    };
-                    match take_refresh(this.session, &response, epoch) {
+                    }
+                    match take_token(this.session, &response, *this.carried) {
                         Refresh::Done => return Poll::Ready(Ok(response)),
                         Refresh::Saving(saved) => this.state.set(State::Saving {
                             saved,
@@ -372,24 +397,44 @@ fn hide_credentials(response: &mut impl SessionResponse) -> bool {
     true
 }
 
-fn take_refresh<St: TokenStore>(
+/// Takes the token a response brought, as what the request `carried` makes it: a refresh of
+/// the session's token, or the start of a session after a password call.
+fn take_token<St: TokenStore>(
     session: &Session<St>,
     response: &impl SessionResponse,
-    epoch: u64,
+    carried: Carried,
 ) -> Refresh {
+    if let Carried::Nothing = carried {
+        return Refresh::Done;
+    }
     if crate::error::is_rejection(response.status(), response.headers()) {
         // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
         // between) is not the agent's word that the session goes on.
         tracing::warn!("ignoring a token on a rejected call");
         return Refresh::Done;
     }
-    match bearer::bearer_from_headers(response.headers()) {
-        None => Refresh::Done,
-        Some(Ok(token)) => session.accept_refresh(token, epoch),
+    if let Carried::Session(epoch) = carried
+        && let Some(value) = response.headers().get(header::AUTHORIZATION)
+        && let Some(token) = session.current().token.as_ref()
+        && token.is_header(value)
+    {
+        // The token in use again (an agent whose tokens are the same within a second): nothing
+        // to parse, and nothing to write once it is on disk; the call still waits for a write
+        // of it that is under way.
+        return session.accept_refresh(token.clone(), epoch);
+    }
+    let token = match bearer::bearer_from_headers(response.headers()) {
+        None => return Refresh::Done,
+        Some(Ok(token)) => token,
         Some(Err(why)) => {
-            tracing::warn!(reason = %why, "ignoring a malformed refreshed token from the agent");
-            Refresh::Done
+            tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
+            return Refresh::Done;
         }
+    };
+    match carried {
+        Carried::Session(epoch) => session.accept_refresh(token, epoch),
+        Carried::Password => session.start_from_password(token),
+        Carried::Nothing => Refresh::Done,
     }
 }
 
@@ -417,11 +462,13 @@ where
     S::Error: Into<BoxError>,
     ReqB: WrapBody + Send + 'static,
     ReqB::Error: Into<BoxError>,
-    ResB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
 {
-    type Response = Response<ResB>;
+    type Response = Response<PeekedBody<ResB>>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -444,7 +491,7 @@ where
     }
 }
 
-/// One call with re-authentication on: renew an expired-by-claim token first, record the body,
+/// One call with re-authentication on: renew a token due for renewal first, record the body,
 /// and on a session failure recover once and replay once.
 async fn call_with_reauth<S, ReqB, ResB, St>(
     mut inner: S,
@@ -452,24 +499,37 @@ async fn call_with_reauth<S, ReqB, ResB, St>(
     reauth: Reauth,
     check: Option<oneshot::Receiver<()>>,
     request: Request<ReqB>,
-) -> Result<Response<ResB>, BoxError>
+) -> Result<Response<PeekedBody<ResB>>, BoxError>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     ReqB: WrapBody + Send + 'static,
     ReqB::Error: Into<BoxError>,
+    ResB: Body,
     St: TokenStore,
 {
     if let Some(check) = check {
         let _ = check.await;
     }
-    let (parts, body) = request.into_parts();
-    if parts.headers.contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
-        // The request's own credentials, not the session's to renew; or the re-authenticator's
-        // own call (its unlock through a layered channel), which must not wait for the
-        // recovery it is part of. Sent as they are, answered as they come.
-        let response = inner.call(Request::from_parts(parts, body)).await;
-        return response.map(hide).map_err(|e| e.into());
+    let (mut parts, body) = request.into_parts();
+    let own = parts.headers.contains_key(header::AUTHORIZATION);
+    if own || reauth::reauthenticating() {
+        // The request's own credentials, not the session's to renew (a password call may start
+        // the session); or the re-authenticator's own call (its unlock through a layered
+        // channel), which must not wait for the recovery it is part of. Sent as they are,
+        // answered as they come.
+        let carried = if own {
+            attach_to(&session, &mut parts.headers)
+        } else {
+            Carried::Nothing
+        };
+        let response = inner
+            .call(Request::from_parts(parts, body))
+            .await
+            .map_err(Into::into)?;
+        return Ok(settle(&session, response, carried)
+            .await
+            .map(PeekedBody::new));
     }
     let (token, epoch) = {
         let current = session.current();
@@ -490,11 +550,12 @@ where
     let tape = Tape::new(reauth.replay_limit(), &body.size_hint());
     let original = parts.clone();
     let mut request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
-    let (sent, epoch) = attach(&session, &mut request);
+    let (sent, epoch, carried) = attach(&session, &mut request);
     let generation = reauth.generation();
-    let response = inner.call(request).await.map_err(|e| e.into())?;
-    let response = settle(&session, response, sent.is_some().then_some(epoch)).await;
-    if recovered || !Error::from_response(&response).is_some_and(|e| e.is_session_failure()) {
+    let response = inner.call(request).await.map_err(Into::into)?;
+    let response = settle(&session, response, carried).await;
+    let (response, failed) = session_failure(&session, &tape, response).await;
+    if recovered || !failed {
         // At most one recovery per call: a call renewed before sending hands over its answer.
         return Ok(response);
     }
@@ -509,43 +570,83 @@ where
         return Ok(response);
     };
     let mut request = Request::from_parts(original, ReqB::wrap(replay));
-    let (sent, epoch) = attach(&session, &mut request);
+    let (_, _, carried) = attach(&session, &mut request);
     std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
-    let response = inner.call(request).await.map_err(|e| e.into())?;
-    Ok(settle(&session, response, sent.is_some().then_some(epoch)).await)
+    let response = inner.call(request).await.map_err(Into::into)?;
+    Ok(settle(&session, response, carried)
+        .await
+        .map(PeekedBody::new))
 }
 
-/// Attaches the session's token, if any; returns it and the epoch it belongs to.
+/// Attaches the session's token, if any; returns it, the epoch it belongs to, and what the
+/// request carries.
 fn attach<B, St: TokenStore>(
     session: &Session<St>,
     request: &mut Request<B>,
-) -> (Option<Token>, u64) {
+) -> (Option<Token>, u64, Carried) {
     let current = session.current();
     if let Some(token) = &current.token {
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, token.header_value());
     }
-    (current.token.clone(), current.epoch)
+    let carried = match current.token {
+        Some(_) => Carried::Session(current.epoch),
+        None => Carried::Nothing,
+    };
+    (current.token.clone(), current.epoch, carried)
 }
 
-/// What the plain layer does with a response: hide its credentials, take its refresh, and wait
-/// for the refresh to be durable.
+/// What the plain layer does with a response: hide its credentials, take its token, and wait
+/// for the token to be durable.
 async fn settle<B, St: TokenStore>(
     session: &Session<St>,
     mut response: Response<B>,
-    epoch: Option<u64>,
+    carried: Carried,
 ) -> Response<B> {
     if hide_credentials(&mut response)
-        && let Some(epoch) = epoch
-        && let Refresh::Saving(saved) = take_refresh(session, &response, epoch)
+        && let Refresh::Saving(saved) = take_token(session, &response, carried)
     {
         let _ = saved.await;
     }
     response
 }
 
-fn hide<B>(mut response: Response<B>) -> Response<B> {
-    hide_credentials(&mut response);
-    response
+/// Whether `response` is a session failure, as the session's agent says them: in its headers,
+/// or in the trailers of a gRPC response whose headers said nothing (grpc-js sends every error
+/// so). The trailers are looked for only when the request was sent whole, so that a call whose
+/// request still streams is never held up, and only as the first frame: a response that
+/// carries a message is handed over at its first message.
+async fn session_failure<B: Body, St: TokenStore>(
+    session: &Session<St>,
+    tape: &Tape,
+    response: Response<B>,
+) -> (Response<PeekedBody<B>>, bool) {
+    let failures = session.failures();
+    let in_headers = failures
+        .session_failure(response.status(), response.headers())
+        .is_some();
+    let awaiting_trailers = is_grpc(response.headers())
+        && !response.headers().contains_key("grpc-status")
+        && tape.is_read();
+    let mut response = response.map(PeekedBody::new);
+    if in_headers || !awaiting_trailers {
+        return (response, in_headers);
+    }
+    let in_trailers = response
+        .body_mut()
+        .trailers_first()
+        .await
+        .is_some_and(|trailers| {
+            failures
+                .session_failure(http::StatusCode::OK, trailers)
+                .is_some()
+        });
+    (response, in_trailers)
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }

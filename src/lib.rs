@@ -41,9 +41,11 @@ mod macros;
 mod bearer;
 mod builder;
 mod error;
+mod failures;
 mod file;
 mod layer;
 mod message;
+mod peek;
 mod reauth;
 mod replay;
 mod session;
@@ -55,12 +57,14 @@ pub mod agent;
 
 pub use builder::ServiceBuilderExt;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+pub use failures::{Polykey, Rfc6750, SessionFailures};
 pub use file::{
     DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, FileStamp, MAX_FILE_LEN, TOKEN_FILE_NAME,
     TokenFile,
 };
 pub use layer::{ResponseFuture, SessionLayer, SessionService};
 pub use message::{SessionRequest, SessionResponse};
+pub use peek::PeekedBody;
 pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
 pub use session::{DEFAULT_CHECK_INTERVAL, Epoch, Session, SessionBuilder, SessionStats};

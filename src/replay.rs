@@ -121,6 +121,12 @@ impl Tape {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the body was read to its end (and recorded within the limit): the request has
+    /// been sent whole, so waiting for the response cannot hold up the request.
+    pub(crate) fn is_read(&self) -> bool {
+        self.lock().progress == Progress::Complete
+    }
+
     /// The recording and the rest of the body, if the recording is within the limit and the
     /// body did not fail. The rest is taken once: the first sending ends with an error then,
     /// and a later call returns `None`.

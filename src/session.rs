@@ -10,6 +10,7 @@ use http::HeaderValue;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use crate::failures::{Rfc6750, SessionFailures};
 use crate::file::TokenFile;
 use crate::store::{Stored, Swap, TokenStore};
 use crate::token::Token;
@@ -57,6 +58,8 @@ pub struct SessionBuilder<St = TokenFile> {
     check_interval: Duration,
     write_behind: bool,
     always_write: bool,
+    failures: Arc<dyn SessionFailures>,
+    start_on_password: bool,
 }
 
 /// Counters of what a session did with refreshed tokens, for tests and benchmarks.
@@ -104,6 +107,8 @@ struct Shared<St: TokenStore> {
     checking: AtomicBool,
     write_behind: bool,
     always_write: bool,
+    failures: Arc<dyn SessionFailures>,
+    start_on_password: bool,
     stats: Counters,
 }
 
@@ -183,6 +188,26 @@ impl<St: TokenStore> SessionBuilder<St> {
         self
     }
 
+    /// How the agent says a call failed for its session (default [`Rfc6750`]; a Polykey agent
+    /// is [`Polykey`](crate::Polykey)): what re-authentication recovers from.
+    #[must_use]
+    pub fn failures(mut self, failures: impl SessionFailures) -> Self {
+        self.failures = Arc::new(failures);
+        self
+    }
+
+    /// Whether a token on the response to a call made with a password (`authorization: Basic
+    /// …`) starts the session, as an explicit write, the way an unlock does. Off by default.
+    ///
+    /// On for agents, like Polykey's, whose every call accepts the password and answers it with
+    /// a session token: a call made with the password is an unlock. The call completes once
+    /// the token is written (or the write failed, with a warning).
+    #[must_use]
+    pub fn start_on_password(mut self, on: bool) -> Self {
+        self.start_on_password = on;
+        self
+    }
+
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
     pub fn build(self) -> Session<St> {
@@ -213,6 +238,8 @@ impl<St: TokenStore> SessionBuilder<St> {
                 checking: AtomicBool::new(false),
                 write_behind: self.write_behind,
                 always_write: self.always_write,
+                failures: self.failures,
+                start_on_password: self.start_on_password,
                 stats: Counters::default(),
             }),
         }
@@ -270,6 +297,8 @@ impl<St: TokenStore> SessionBuilder<St> {
             check_interval: DEFAULT_CHECK_INTERVAL,
             write_behind: false,
             always_write: false,
+            failures: Arc::new(Rfc6750),
+            start_on_password: false,
         }
     }
 }
@@ -325,16 +354,8 @@ impl<St: TokenStore> Session<St> {
     /// longer than [`TokenFile::lock_wait`], [`Error::WriteFile`] when the file could not be
     /// written.
     pub async fn start_with_token(&self, token: Token) -> Result<(), Error> {
-        self.explicit(move |shared| {
-            let started = Instant::now();
-            shared.begin_epoch(&mut shared.lock(), Some(token.clone()));
-            let result = shared.store.store(&token);
-            shared.record_write(result.as_ref().ok().copied(), Some(&token));
-            result?;
-            tracing::debug!(elapsed = ?started.elapsed(), "session token written");
-            Ok(())
-        })
-        .await
+        self.explicit(move |shared| shared.start_blocking(token))
+            .await
     }
 
     /// Forgets the token and removes the session file (what `agent lock` does). The token is
@@ -504,6 +525,36 @@ impl<St: TokenStore> Session<St> {
         if let Refresh::Saving(saved) = self.accept_refresh(token, sent.epoch) {
             let _ = saved.await;
         }
+    }
+
+    /// How the agent says a call failed for its session.
+    pub(crate) fn failures(&self) -> &dyn SessionFailures {
+        &*self.shared.failures
+    }
+
+    /// Whether a password call's token starts the session.
+    pub(crate) fn starts_on_password(&self) -> bool {
+        self.shared.start_on_password
+    }
+
+    /// Starts the session with the token a password call brought (an explicit write, off the
+    /// async workers); the receiver resolves once it is done, however it ended.
+    pub(crate) fn start_from_password(&self, token: Token) -> Refresh {
+        if self.shared.current.load().token.as_ref() == Some(&token) {
+            return Refresh::Done;
+        }
+        let (done, saved) = oneshot::channel::<()>();
+        let session = self.clone();
+        spawn_blocking_anywhere(move || {
+            let shared = &session.shared;
+            let _gate = shared.gate();
+            if let Err(e) = shared.start_blocking(token) {
+                tracing::warn!(error = %e, "cannot write the token a password call brought");
+            }
+            shared.schedule_next_check();
+            drop(done);
+        });
+        Refresh::Saving(saved)
     }
 
     /// The epoch of the token in use.
@@ -682,6 +733,17 @@ impl<St: TokenStore> Shared<St> {
         self.begin_epoch(state, stored.token.clone());
         state.synced = stored.token;
         state.stamp = stored.version;
+    }
+
+    /// The explicit write of `token`, inside the gate: in use at once, then written.
+    fn start_blocking(&self, token: Token) -> Result<(), Error> {
+        let started = Instant::now();
+        self.begin_epoch(&mut self.lock(), Some(token.clone()));
+        let result = self.store.store(&token);
+        self.record_write(result.as_ref().ok().copied(), Some(&token));
+        result?;
+        tracing::debug!(elapsed = ?started.elapsed(), "session token written");
+        Ok(())
     }
 
     /// Records what an explicit write or removal left in the store: `written` is the version

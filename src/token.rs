@@ -68,6 +68,12 @@ impl Token {
         self.inner.header.clone()
     }
 
+    /// Whether `value` is exactly this token's `authorization` value: a refresh that brings
+    /// the token in use back costs a comparison, not a parse.
+    pub(crate) fn is_header(&self, value: &HeaderValue) -> bool {
+        self.inner.header.as_bytes() == value.as_bytes()
+    }
+
     /// When the token expires, if it is a JWT with an `exp` claim.
     ///
     /// The claim is read without checking the signature: the agent is the judge of the token,

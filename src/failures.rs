@@ -1,0 +1,183 @@
+//! [`SessionFailures`]: how an agent says that a call failed for its session. Agents differ:
+//! an RFC 6750 agent answers HTTP `401` or gRPC `UNAUTHENTICATED` with a `www-authenticate`
+//! challenge ([`Rfc6750`], the default); a Polykey agent answers gRPC `UNKNOWN` with the error's
+//! type in an `error` trailer ([`Polykey`]). Another agent is one small `impl` away.
+
+use std::fmt;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::Error;
+
+/// Reads a session failure ([`Error::TokenNotProvided`] or [`Error::TokenInvalid`]) off what an
+/// agent answered: a response's status and headers, or a gRPC response's trailers.
+///
+/// The layer asks it about every response's headers, and about the trailers of a gRPC response
+/// whose headers said nothing (as grpc-js agents send every error), to decide whether to
+/// re-authenticate; `Error::from_status_with` asks it about a tonic `Status`. Return `None` for
+/// anything that is not a session failure: a rejection of something else must not make a user
+/// type a password.
+///
+/// ```
+/// use agent_session::{Error, SessionFailures};
+/// use http::{HeaderMap, StatusCode};
+///
+/// /// An agent that says `x-session: expired` or `x-session: missing`.
+/// #[derive(Debug)]
+/// struct MyAgent;
+///
+/// impl SessionFailures for MyAgent {
+///     fn session_failure(&self, _status: StatusCode, headers: &HeaderMap) -> Option<Error> {
+///         match headers.get("x-session")?.as_bytes() {
+///             b"expired" => Some(Error::TokenInvalid),
+///             b"missing" => Some(Error::TokenNotProvided),
+///             _ => None,
+///         }
+///     }
+/// }
+/// ```
+pub trait SessionFailures: fmt::Debug + Send + Sync + 'static {
+    /// The session failure that `headers` carry, if any. `status` is the response's HTTP
+    /// status; for gRPC trailers it is the response's too (`200`).
+    fn session_failure(&self, status: StatusCode, headers: &HeaderMap) -> Option<Error>;
+}
+
+/// RFC 6750 bearer-token rejections, the default: HTTP `401`, or gRPC `UNAUTHENTICATED`, with a
+/// `www-authenticate: Bearer …` challenge saying which failure (see
+/// [`Error::from_parts`]). The crate's own agent speaks it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rfc6750;
+
+impl SessionFailures for Rfc6750 {
+    fn session_failure(&self, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
+        Error::from_parts(status, headers).filter(Error::is_session_failure)
+    }
+}
+
+/// A Polykey agent's rejections: a gRPC error (grpc-js sends `UNKNOWN`) whose `error` metadata
+/// holds JSON naming the error's type.
+///
+/// | `type` | failure |
+/// |---|---|
+/// | `ErrorClientAuthMissing`, `ErrorClientJWTTokenNotProvided` (2021 releases) | [`Error::TokenNotProvided`] |
+/// | `ErrorClientAuthDenied`, `ErrorSessionTokenInvalid` (2021 releases) | [`Error::TokenInvalid`] |
+///
+/// RFC 6750 rejections are recognised too, as [`Rfc6750`] reads them.
+///
+/// ```
+/// use agent_session::{Error, Polykey, SessionFailures};
+///
+/// let mut trailers = http::HeaderMap::new();
+/// trailers.insert("grpc-status", "2".parse().unwrap());
+/// trailers.insert("error", r#"{"type":"ErrorClientAuthDenied","data":{"exitCode":77}}"#.parse().unwrap());
+/// let failure = Polykey.session_failure(http::StatusCode::OK, &trailers);
+/// assert!(matches!(failure, Some(Error::TokenInvalid)));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Polykey;
+
+impl SessionFailures for Polykey {
+    fn session_failure(&self, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
+        let failed = headers
+            .get("grpc-status")
+            .is_some_and(|code| code.as_bytes() != b"0");
+        if failed && let Some(error) = headers.get("error") {
+            return polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
+                "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
+                    Some(Error::TokenNotProvided)
+                }
+                "ErrorClientAuthDenied" | "ErrorSessionTokenInvalid" => Some(Error::TokenInvalid),
+                _ => None,
+            });
+        }
+        Rfc6750.session_failure(status, headers)
+    }
+}
+
+/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON.
+fn polykey_error_type(value: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Described {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Described>(value)
+        .ok()
+        .map(|d| d.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, v.parse().unwrap());
+        }
+        map
+    }
+
+    fn polykey(pairs: &[(&'static str, &'static str)]) -> Option<Error> {
+        Polykey.session_failure(StatusCode::OK, &trailers(pairs))
+    }
+
+    #[test]
+    fn polykey_names_both_failures_in_both_generations() {
+        for (kind, not_provided) in [
+            ("ErrorClientAuthMissing", true),
+            ("ErrorClientJWTTokenNotProvided", true),
+            ("ErrorClientAuthDenied", false),
+            ("ErrorSessionTokenInvalid", false),
+        ] {
+            let json: &'static str =
+                Box::leak(format!(r#"{{"type":"{kind}","data":{{"exitCode":77}}}}"#).into());
+            let got = polykey(&[("grpc-status", "2"), ("error", json)]);
+            match (got, not_provided) {
+                (Some(Error::TokenNotProvided), true) | (Some(Error::TokenInvalid), false) => {}
+                (other, _) => panic!("{kind}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_polykey_errors_and_junk_are_no_session_failure() {
+        let format = r#"{"type":"ErrorClientAuthFormat","data":{"exitCode":64}}"#;
+        assert!(polykey(&[("grpc-status", "2"), ("error", format)]).is_none());
+        assert!(polykey(&[("grpc-status", "2"), ("error", "not json")]).is_none());
+        assert!(polykey(&[("grpc-status", "2"), ("error", r#"{"type":7}"#)]).is_none());
+        assert!(polykey(&[("grpc-status", "2")]).is_none());
+        // An `error` on a success is not a failure.
+        let denied = r#"{"type":"ErrorClientAuthDenied"}"#;
+        assert!(polykey(&[("grpc-status", "0"), ("error", denied)]).is_none());
+        assert!(polykey(&[("error", denied)]).is_none());
+    }
+
+    #[test]
+    fn polykey_reads_rfc6750_rejections_too() {
+        assert!(matches!(
+            polykey(&[("grpc-status", "16")]),
+            Some(Error::TokenInvalid)
+        ));
+        let challenge = trailers(&[("www-authenticate", r#"Bearer realm="x""#)]);
+        assert!(matches!(
+            Polykey.session_failure(StatusCode::UNAUTHORIZED, &challenge),
+            Some(Error::TokenNotProvided)
+        ));
+    }
+
+    #[test]
+    fn rfc6750_ignores_other_rejections() {
+        let basic = trailers(&[("www-authenticate", r#"Basic realm="proxy""#)]);
+        assert!(
+            Rfc6750
+                .session_failure(StatusCode::UNAUTHORIZED, &basic)
+                .is_none()
+        );
+        assert!(
+            Rfc6750
+                .session_failure(StatusCode::OK, &HeaderMap::new())
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Session failures sent after the response headers, in the trailers (as grpc-js agents send
+//! every error): re-authentication sees them and replays the call, `Error::from_status_with`
+//! reads them, and looking for them never holds up a stream that works nor a call whose request
+//! is still streaming.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use agent_session::agent::{Agent, SessionManager};
+use agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Server;
+use tower::{Layer as _, ServiceExt as _};
+
+mod common;
+use common::{PASSWORD, channel, unlock};
+
+/// Only a bound on a hang: a passing run never comes near it.
+const HANG: Duration = Duration::from_secs(60);
+
+/// A body fed frame by frame through a channel; it ends when the sender is dropped.
+struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+fn channel_body() -> (mpsc::Sender<Frame<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, ChannelBody(rx))
+}
+
+/// Turns the agent's trailers-only `UNAUTHENTICATED` into what grpc-js sends: headers that say
+/// nothing, then trailers with `grpc-status: 2` and Polykey's `error` JSON.
+#[derive(Clone)]
+struct LikeGrpcJs<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for LikeGrpcJs<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.0.clone();
+        let mut inner = std::mem::replace(&mut self.0, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            if response
+                .headers()
+                .get("grpc-status")
+                .map(HeaderValue::as_bytes)
+                != Some(b"16")
+            {
+                return Ok(response);
+            }
+            let invalid = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("invalid_token"));
+            let kind = if invalid {
+                "ErrorClientAuthDenied"
+            } else {
+                "ErrorClientAuthMissing"
+            };
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("2"));
+            trailers.insert("grpc-message", HeaderValue::from_static("Unknown%20Error"));
+            let error = format!(r#"{{"type":"{kind}","data":{{"exitCode":77}}}}"#);
+            trailers.insert("error", HeaderValue::from_str(&error).unwrap());
+            let (tx, body) = channel_body();
+            tx.try_send(Frame::trailers(trailers)).unwrap();
+            drop(tx);
+            let headers = http::Response::builder()
+                .header("content-type", "application/grpc+proto")
+                .body(tonic::body::Body::new(body))
+                .unwrap();
+            Ok(headers)
+        })
+    }
+}
+
+struct GrpcJsAgent {
+    address: std::net::SocketAddr,
+    manager: SessionManager,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_grpc_js_agent() -> GrpcJsAgent {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let manager = SessionManager::new().unwrap();
+    let agent = Agent::new(manager.clone(), PASSWORD);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        Server::builder()
+            .layer(tower::layer::layer_fn(LikeGrpcJs))
+            .layer(agent.auth_layer())
+            .add_service(agent.into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    GrpcJsAgent {
+        address,
+        manager,
+        _stop: stop,
+    }
+}
+
+fn polykey_session(dir: &std::path::Path) -> Session {
+    Session::builder(dir.join("token"))
+        .check_interval(Duration::from_secs(3600))
+        .failures(Polykey)
+        .build()
+}
+
+#[tokio::test]
+async fn failures_in_trailers_are_recovered_and_replayed() {
+    let agent = start_grpc_js_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = polykey_session(dir.path());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (counter, password_channel) = (runs.clone(), channel(agent.address).await);
+    let layer = SessionLayer::new(session.clone()).reauthenticate_with(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let channel = password_channel.clone();
+        async move { unlock(channel, PASSWORD).await }
+    });
+    let mut client = AgentServiceClient::new(layer.layer(channel(agent.address).await));
+
+    // No token: ErrorClientAuthMissing in the trailers.
+    let echo = tokio::time::timeout(
+        HANG,
+        client.echo(EchoMessage {
+            challenge: "after a missing token".into(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(echo.get_ref().challenge, "after a missing token");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A locked-all token: ErrorClientAuthDenied in the trailers.
+    agent.manager.lock_all().unwrap();
+    let echo = tokio::time::timeout(
+        HANG,
+        client.echo(EchoMessage {
+            challenge: "after a lock all".into(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(echo.get_ref().challenge, "after a lock all");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    common::assert_file_token_accepted(&agent.manager, &session);
+}
+
+#[tokio::test]
+async fn the_plain_layer_hands_them_over_for_from_status_with() {
+    let agent = start_grpc_js_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = polykey_session(dir.path());
+    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+    let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    assert!(matches!(
+        Error::from_status_with(&status, &Polykey),
+        Some(Error::TokenNotProvided)
+    ));
+    assert!(Error::from_status(&status).is_none(), "not an RFC 6750 one");
+
+    session
+        .start_with_token(agent.manager.mint().unwrap())
+        .await
+        .unwrap();
+    agent.manager.lock_all().unwrap();
+    let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
+    let error = Error::from_status_with(&status, &Polykey).unwrap();
+    assert!(matches!(error, Error::TokenInvalid));
+    assert_eq!(error.exit_code(), 65);
+}
+
+// ---- Never held up ----------------------------------------------------------------------
+
+type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A gRPC-looking HTTP/2 server: it answers `/hold` with headers at once, then the frames the
+/// test sends through `frames`.
+async fn raw_server(frames: mpsc::Receiver<Frame<Bytes>>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = Arc::new(std::sync::Mutex::new(Some(ChannelBody(frames))));
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = tower::service_fn(move |_request: http::Request<hyper::body::Incoming>| {
+            let body = body.lock().unwrap().take().expect("one call");
+            async move {
+                Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(body)
+                        .unwrap(),
+                )
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .http2_only()
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            )
+            .await;
+    });
+    address
+}
+
+async fn reauthenticating_client(
+    address: std::net::SocketAddr,
+    request_body: ClientBody,
+) -> Result<http::Response<agent_session::PeekedBody<hyper::body::Incoming>>, BoxError> {
+    let dir = tempfile::tempdir().unwrap();
+    let session = polykey_session(dir.path());
+    session
+        .start_with_token(Token::new("t").unwrap())
+        .await
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<ClientBody>();
+    let layer = SessionLayer::new(session)
+        .reauthenticate_with(|| async { Err::<Token, _>(std::io::Error::other("not expected")) });
+    let request = http::Request::post(format!("http://{address}/hold"))
+        .header("content-type", "application/grpc")
+        .body(request_body)
+        .unwrap();
+    layer.layer(client).oneshot(request).await
+}
+
+#[tokio::test]
+async fn a_working_stream_is_handed_over_at_its_first_message() {
+    let (frames, server_body) = mpsc::channel(4);
+    let address = raw_server(server_body).await;
+    let request = http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0"))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    frames
+        .send(Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(HANG, reauthenticating_client(address, request))
+        .await
+        .expect("the response waited for the end of the stream")
+        .unwrap();
+    // The stream goes on after the response was handed over.
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), &b"\0\0\0\0\x01a"[..]);
+    frames
+        .send(Frame::data(Bytes::from_static(b"\0\0\0\0\x01b")))
+        .await
+        .unwrap();
+    let second = body.frame().await.unwrap().unwrap();
+    assert_eq!(second.into_data().unwrap(), &b"\0\0\0\0\x01b"[..]);
+}
+
+#[tokio::test]
+async fn a_call_whose_request_still_streams_is_handed_over_at_its_headers() {
+    let (_frames, server_body) = mpsc::channel(4);
+    let address = raw_server(server_body).await;
+    // The request sends its message only once the response is in, as a bidirectional client
+    // that answers the server's greeting does.
+    let (request_frames, request_body) = channel_body();
+    let request = request_body.map_err(|never| match never {}).boxed_unsync();
+    let response = tokio::time::timeout(HANG, reauthenticating_client(address, request))
+        .await
+        .expect("the response waited for a request that waits for it")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    request_frames
+        .send(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))
+        .await
+        .unwrap();
+}
