@@ -1,0 +1,248 @@
+//! Against a real Polykey agent (v1.0.1-alpha.0, the last gRPC one): the wire as Polykey speaks
+//! it, and the session layer over it where it works without knowing Polykey.
+//!
+//! Each test starts its own agent process (a fresh node path, a free loopback port; ~3-5 s), so
+//! no test sees another's sessions or lock-all. The agent must be built first (`.ci/run`, or
+//! `../shared/polykey-agent/build.sh target/polykey-agent`); without it these tests fail,
+//! saying so.
+
+use std::future::Future;
+use std::time::Duration;
+
+use agent_session::{Session, SessionLayer, Token, TokenFile};
+use tower::ServiceBuilder;
+
+mod polykey_support;
+use polykey_support::agent::{PASSWORD, PolykeyAgent};
+use polykey_support::{
+    ClientServiceClient, EmptyMessage, Vault, bearer_token, polykey_error, with_bearer,
+    with_password,
+};
+
+/// A bound on any one call or stream: the agent answers on loopback in milliseconds; this only
+/// turns a hang into a failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(CALL_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {CALL_TIMEOUT:?}"))
+}
+
+/// A session token, from a call made with the password.
+async fn unlock(client: &mut ClientServiceClient<tonic::transport::Channel>) -> String {
+    let reply = within(
+        "AgentUnlock",
+        client.agent_unlock(with_password(EmptyMessage {}, PASSWORD)),
+    )
+    .await
+    .unwrap();
+    bearer_token(reply.metadata()).expect("an unlock answers with a token")
+}
+
+/// A session kept in `dir`, started with `token`. Polykey's tokens have no `exp`, so the
+/// crate cannot tell a newer one by its expiry: `always_write` keeps each refresh.
+async fn session_with(dir: &std::path::Path, token: &str) -> Session {
+    let session = Session::builder(dir.join("token"))
+        .always_write(true)
+        .build();
+    session
+        .start_with_token(Token::new(token).unwrap())
+        .await
+        .unwrap();
+    session
+}
+
+#[tokio::test]
+async fn a_password_call_answers_with_a_bearer_token_in_its_headers() {
+    let agent = PolykeyAgent::start();
+    let mut client = ClientServiceClient::new(agent.channel().await);
+
+    let reply = within(
+        "AgentStatus",
+        client.agent_status(with_password(EmptyMessage {}, PASSWORD)),
+    )
+    .await
+    .unwrap();
+
+    let token = bearer_token(reply.metadata()).expect("authorization: Bearer <jwt> in headers");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert_eq!(reply.get_ref().node_id, agent.node_id);
+    // The token is a session: a call with it alone succeeds.
+    within(
+        "AgentStatus",
+        client.agent_status(with_bearer(EmptyMessage {}, &token).unwrap()),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_call_without_authorization_is_auth_missing_on_the_raw_wire() {
+    let agent = PolykeyAgent::start();
+    let mut client = ClientServiceClient::new(agent.channel().await);
+
+    let status = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap_err();
+
+    // grpc-js answers a session failure with UNKNOWN and Polykey's error as JSON in a trailer.
+    assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
+    assert_eq!(status.message(), "Unknown Error");
+    let error = polykey_error(&status).expect("an `error` trailer");
+    assert_eq!(error.kind, "ErrorClientAuthMissing");
+    assert_eq!(error.exit_code, Some(77));
+}
+
+#[tokio::test]
+async fn the_session_layer_keeps_the_refreshed_token_in_the_session_file() {
+    let agent = PolykeyAgent::start();
+    let channel = agent.channel().await;
+    let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
+    let dir = agent.client_dir();
+    let session = session_with(&dir, &token).await;
+    let mut client = ClientServiceClient::new(
+        ServiceBuilder::new()
+            .layer(SessionLayer::new(session.clone()))
+            .service(channel.clone()),
+    );
+
+    // No authorization of our own: the layer adds the session's token.
+    let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap();
+    let refreshed = bearer_token(reply.metadata()).expect("a refreshed token in the headers");
+    within("flush", session.flush()).await.unwrap();
+
+    // Polykey's tokens are the same bytes within one second, so the refresh may equal the
+    // token we started with; what matters is that the file holds the one the agent just sent.
+    let on_disk = TokenFile::new(dir.join("token"))
+        .read()
+        .unwrap()
+        .expect("a token in the session file");
+    assert_eq!(on_disk.expose(), refreshed);
+    within(
+        "AgentStatus",
+        ClientServiceClient::new(channel)
+            .agent_status(with_bearer(EmptyMessage {}, &refreshed).unwrap()),
+    )
+    .await
+    .expect("the agent accepts the token in the session file");
+}
+
+/// The raw status only: the crate does not yet read Polykey's `error` trailer, so this does
+/// not ask `agent_session::Error` to classify the refusal.
+#[tokio::test]
+async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
+    let agent = PolykeyAgent::start();
+    let mut client = ClientServiceClient::new(agent.channel().await);
+    let token = unlock(&mut client).await;
+
+    let locked = within(
+        "AgentLockAll",
+        client.agent_lock_all(with_bearer(EmptyMessage {}, &token).unwrap()),
+    )
+    .await
+    .unwrap();
+    // Lock all still answers with a token, refused like every other from now on.
+    let from_lock_all = bearer_token(locked.metadata()).expect("lock all answers with a token");
+
+    for (which, refused) in [
+        ("the old token", &token),
+        ("lock all's token", &from_lock_all),
+    ] {
+        let status = within(
+            "AgentStatus",
+            client.agent_status(with_bearer(EmptyMessage {}, refused).unwrap()),
+        )
+        .await
+        .expect_err(which);
+        assert_eq!(status.code(), tonic::Code::Unknown, "{which}: {status:?}");
+        assert_eq!(status.message(), "Unknown Error", "{which}");
+        let error = polykey_error(&status).expect("an `error` trailer");
+        assert_eq!(error.kind, "ErrorClientAuthDenied", "{which}");
+        assert_eq!(error.exit_code, Some(77), "{which}");
+        assert_eq!(
+            error.description,
+            "Authorisation metadata is incorrect or expired"
+        );
+    }
+
+    // The password opens a new session.
+    let fresh = unlock(&mut client).await;
+    within(
+        "AgentStatus",
+        client.agent_status(with_bearer(EmptyMessage {}, &fresh).unwrap()),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn vaults_list_streams_through_the_session_layer() {
+    let agent = PolykeyAgent::start();
+    let channel = agent.channel().await;
+    let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
+    let dir = agent.client_dir();
+    let session = session_with(&dir, &token).await;
+    let mut client = ClientServiceClient::new(
+        ServiceBuilder::new()
+            .layer(SessionLayer::new(session.clone()))
+            .service(channel),
+    );
+    for name in ["alpha", "beta"] {
+        within(
+            "VaultsCreate",
+            client.vaults_create(Vault {
+                name_or_id: name.to_owned(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+
+    let reply = within("VaultsList", client.vaults_list(EmptyMessage {}))
+        .await
+        .unwrap();
+    // A streaming call's refresh comes in its headers, before the first message.
+    let refreshed = bearer_token(reply.metadata()).expect("a refreshed token in the headers");
+    let mut stream = reply.into_inner();
+    let mut names = Vec::new();
+    while let Some(item) = within("a VaultsList message", stream.message())
+        .await
+        .unwrap()
+    {
+        names.push(item.vault_name);
+    }
+    names.sort();
+    assert_eq!(names, ["alpha", "beta"]);
+
+    within("flush", session.flush()).await.unwrap();
+    let on_disk = TokenFile::new(dir.join("token")).read().unwrap().unwrap();
+    assert_eq!(on_disk.expose(), refreshed);
+}
+
+#[tokio::test]
+async fn tls_pinned_to_another_agents_certificate_is_refused() {
+    let other = std::thread::spawn(PolykeyAgent::start);
+    let agent = PolykeyAgent::start();
+    let other = other.join().unwrap();
+
+    let refused = within(
+        "connect",
+        polykey_support::tls::connect(agent.address, &other.cert),
+    )
+    .await;
+    let why = format!(
+        "{:?}",
+        refused.expect_err("a channel to an unpinned certificate")
+    );
+    // The pin's own refusal, not some other failure to connect.
+    assert!(why.contains("ApplicationVerificationFailure"), "{why}");
+    within(
+        "connect",
+        polykey_support::tls::connect(agent.address, &agent.cert),
+    )
+    .await
+    .expect("the agent's own certificate is accepted");
+}
