@@ -1,16 +1,19 @@
 //! Against a real Polykey agent (v1.0.1-alpha.0, the last gRPC one): the wire as Polykey speaks
-//! it, and the session layer over it where it works without knowing Polykey.
+//! it; the session layer over it in the three session states, with its failures read from the
+//! trailers, password calls starting the session and re-authentication replaying a unary call
+//! and a stream; and `examples/polykey.rs` as real processes sharing the session file.
 //!
 //! Each test starts its own agent process (a fresh node path, a free loopback port; ~3-5 s), so
-//! no test sees another's sessions or lock-all. The agent must be built first (`.ci/run`, or
-//! `../shared/polykey-agent/build.sh target/polykey-agent`); without it these tests fail,
-//! saying so.
+//! no test sees another's sessions or lock-all. The agent is built on first use (see
+//! `polykey_support::agent`).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agent_session::{Session, SessionLayer, Token, TokenFile};
-use tower::ServiceBuilder;
+use agent_session::{Error, Polykey, Session, SessionLayer, Token, TokenFile};
+use tower::{Layer as _, ServiceBuilder};
 
 mod polykey_support;
 use polykey_support::agent::{PASSWORD, PolykeyAgent};
@@ -92,6 +95,9 @@ async fn a_call_without_authorization_is_auth_missing_on_the_raw_wire() {
     let error = polykey_error(&status).expect("an `error` trailer");
     assert_eq!(error.kind, "ErrorClientAuthMissing");
     assert_eq!(error.exit_code, Some(77));
+    let failure = Error::from_status_with(&status, &Polykey).unwrap();
+    assert!(matches!(failure, Error::TokenNotProvided), "{failure:?}");
+    assert_eq!(failure.exit_code(), 77);
 }
 
 #[tokio::test]
@@ -130,8 +136,7 @@ async fn the_session_layer_keeps_the_refreshed_token_in_the_session_file() {
     .expect("the agent accepts the token in the session file");
 }
 
-/// The raw status only: the crate does not yet read Polykey's `error` trailer, so this does
-/// not ask `agent_session::Error` to classify the refusal.
+/// The raw status, and how `Error::from_status_with(…, &Polykey)` reads it.
 #[tokio::test]
 async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
     let agent = PolykeyAgent::start();
@@ -166,6 +171,12 @@ async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
             error.description,
             "Authorisation metadata is incorrect or expired"
         );
+        let failure = Error::from_status_with(&status, &Polykey).expect(which);
+        assert!(
+            matches!(failure, Error::TokenInvalid),
+            "{which}: {failure:?}"
+        );
+        assert_eq!(failure.exit_code(), 65);
     }
 
     // The password opens a new session.
@@ -245,4 +256,178 @@ async fn tls_pinned_to_another_agents_certificate_is_refused() {
     )
     .await
     .expect("the agent's own certificate is accepted");
+}
+
+// ---- The session kept with Polykey's own habits -----------------------------------------
+
+/// A session set up for Polykey: its failures, password calls starting the session, and every
+/// new token written (they have no `exp`).
+fn polykey_session(dir: &std::path::Path) -> Session {
+    Session::builder(dir.join("token"))
+        .failures(Polykey)
+        .start_on_password(true)
+        .always_write(true)
+        .build()
+}
+
+#[tokio::test]
+async fn the_three_session_states_with_the_plain_layer() {
+    let agent = PolykeyAgent::start();
+    let channel = agent.channel().await;
+    let session = polykey_session(&agent.client_dir());
+    session.start().await.unwrap();
+    let mut client = ClientServiceClient::new(session.layer().layer(channel.clone()));
+
+    // No token.
+    let status = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap_err();
+    let failure = Error::from_status_with(&status, &Polykey);
+    assert!(
+        matches!(failure, Some(Error::TokenNotProvided)),
+        "{status:?}"
+    );
+
+    // A password call starts the session; a valid token then goes with every call.
+    within(
+        "AgentStatus",
+        client.agent_status(with_password(EmptyMessage {}, PASSWORD)),
+    )
+    .await
+    .unwrap();
+    let started = session
+        .token()
+        .expect("the password call started the session");
+    assert_eq!(session.file().read().unwrap(), Some(started));
+    let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap();
+    assert_eq!(reply.get_ref().node_id, agent.node_id);
+
+    // An invalid token: lock all.
+    within("AgentLockAll", client.agent_lock_all(EmptyMessage {}))
+        .await
+        .unwrap();
+    let status = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap_err();
+    let failure = Error::from_status_with(&status, &Polykey);
+    assert!(matches!(failure, Some(Error::TokenInvalid)), "{status:?}");
+}
+
+#[tokio::test]
+async fn reauthentication_replays_a_unary_call_and_a_stream() {
+    let agent = PolykeyAgent::start();
+    let channel = agent.channel().await;
+    let session = polykey_session(&agent.client_dir());
+    session.start().await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (counter, password_channel) = (runs.clone(), channel.clone());
+    let layer = SessionLayer::new(session.clone()).reauthenticate_with(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let mut client = ClientServiceClient::new(password_channel.clone());
+        async move {
+            let reply = client
+                .agent_unlock(with_password(EmptyMessage {}, PASSWORD))
+                .await?;
+            let token = bearer_token(reply.metadata()).ok_or("no token")?;
+            Ok::<_, agent_session::BoxError>(Token::new(token)?)
+        }
+    });
+    let mut client = ClientServiceClient::new(layer.layer(channel.clone()));
+    let mut raw = ClientServiceClient::new(channel);
+
+    // No token: recovered and replayed.
+    let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap();
+    assert_eq!(reply.get_ref().node_id, agent.node_id);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // After a lock all, a unary call.
+    let token = session.token().unwrap();
+    within(
+        "AgentLockAll",
+        raw.agent_lock_all(with_bearer(EmptyMessage {}, token.expose()).unwrap()),
+    )
+    .await
+    .unwrap();
+    within("AgentStatus", client.agent_status(EmptyMessage {}))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // After a lock all, a server stream.
+    for name in ["alpha", "beta"] {
+        within(
+            "VaultsCreate",
+            client.vaults_create(Vault {
+                name_or_id: name.to_owned(),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let token = session.token().unwrap();
+    within(
+        "AgentLockAll",
+        raw.agent_lock_all(with_bearer(EmptyMessage {}, token.expose()).unwrap()),
+    )
+    .await
+    .unwrap();
+    let mut stream = within("VaultsList", client.vaults_list(EmptyMessage {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names = Vec::new();
+    while let Some(item) = within("a VaultsList message", stream.message())
+        .await
+        .unwrap()
+    {
+        names.push(item.vault_name);
+    }
+    names.sort();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    let on_disk = session.file().read().unwrap().unwrap();
+    within(
+        "AgentStatus",
+        raw.agent_status(with_bearer(EmptyMessage {}, on_disk.expose()).unwrap()),
+    )
+    .await
+    .expect("the session file's token is accepted");
+}
+
+#[tokio::test]
+async fn a_refresh_that_repeats_the_token_is_not_written() {
+    const CALLS: usize = 100;
+    let agent = PolykeyAgent::start();
+    let channel = agent.channel().await;
+    let session = polykey_session(&agent.client_dir());
+    let mut client = ClientServiceClient::new(session.layer().layer(channel));
+    within(
+        "AgentUnlock",
+        client.agent_unlock(with_password(EmptyMessage {}, PASSWORD)),
+    )
+    .await
+    .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(session.token().unwrap().expose().to_owned());
+    for _ in 0..CALLS {
+        let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
+            .await
+            .unwrap();
+        seen.insert(bearer_token(reply.metadata()).unwrap());
+    }
+    let stats = session.stats();
+    // Polykey's tokens change once a second: each new one is written once, a repeat never.
+    let new_tokens = seen.len() as u64 - 1;
+    eprintln!("{CALLS} calls: {new_tokens} new tokens, {stats:?}");
+    assert_eq!(stats.writes, new_tokens, "{stats:?}");
+    assert_eq!(stats.refreshes, new_tokens, "{stats:?}");
+    assert_eq!(
+        session.file().read().unwrap(),
+        session.token(),
+        "the newest token is on disk"
+    );
 }

@@ -42,8 +42,12 @@ pub fn is_built() -> bool {
     agent_dir().join("polykey/.built").is_file() && start_script().is_file()
 }
 
-/// Panics, saying how to build it, unless the agent is built.
+/// Builds the agent with `build.sh` if it is not built yet (about a minute, once: node and npm,
+/// its dependencies from the npm registry), then panics, saying how to build it by hand, unless
+/// it is built.
 pub fn require_built() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_if_missing);
     assert!(
         agent_dir().join("polykey/.built").is_file(),
         "the Polykey agent is not built in {}: run .ci/run, or \
@@ -188,3 +192,44 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
         }
     });
 }
+
+/// Runs `build.sh` when the agent is missing and the script is there, one build at a time
+/// across test binaries (a lock file beside the build).
+fn build_if_missing() {
+    let script = start_script().with_file_name("build.sh");
+    if agent_dir().join("polykey/.built").is_file() || !script.is_file() {
+        return;
+    }
+    std::fs::create_dir_all(agent_dir()).unwrap();
+    let lock = std::fs::File::create(agent_dir().with_extension("lock")).unwrap();
+    // Another test binary building it holds the lock for a minute or two: wait for it, up to a
+    // bound that only a wedged build reaches.
+    let started = Instant::now();
+    while lock.try_lock().is_err() {
+        assert!(
+            started.elapsed() < BUILD_TIMEOUT,
+            "another build of the Polykey agent held its lock for {BUILD_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    if agent_dir().join("polykey/.built").is_file() {
+        return;
+    }
+    eprintln!(
+        "building the Polykey agent into {} …",
+        agent_dir().display()
+    );
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(agent_dir())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        status.success(),
+        "{} failed ({status}): it needs node and npm, and the npm registry",
+        script.display()
+    );
+}
+
+/// How long a build of the agent may hold its lock before another test gives up on it.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);

@@ -1,0 +1,321 @@
+//! A Polykey client with Polykey's habits, over `agent-session`: each run is a new process that
+//! shares the session file `<node path>/token` with the others, as Polykey's own CLI does.
+//!
+//! ```text
+//! polykey [--node-path DIR] [--client-host HOST] [--client-port PORT] [--cert FILE] COMMAND
+//!
+//! COMMAND: agent status | agent unlock | agent lock | agent lockall | vaults list
+//! ```
+//!
+//! The agent is reached over TLS pinned to its certificate file (`--cert`, by default
+//! `<node path>/root-cert.pem`, which the test agent writes). The environment stands in for the
+//! flags: `PK_NODE_PATH`, `PK_CLIENT_HOST` (default `127.0.0.1`), `PK_CLIENT_PORT`, and for
+//! unattended use `PK_PASSWORD` (every call is made with the password, and the token it brings
+//! starts the session) or `PK_TOKEN` (sent instead of the session file's token).
+//!
+//! Interactive (stdin a terminal, neither variable set): a session failure asks for the password
+//! (`Please enter the password: `, not echoed), until the agent takes it, and replays the call.
+//! Unattended, a session failure exits 77 (no token) or 65 (invalid token, as after a lock all).
+
+use std::io::{self, IsTerminal as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
+use tonic::transport::Channel;
+use tower::Layer as _;
+
+#[path = "../tests/polykey_support/mod.rs"]
+mod polykey_support;
+use polykey_support::{
+    ClientServiceClient, EmptyMessage, basic_authorization, bearer_token, tls, with_password,
+};
+
+const USAGE: &str = "usage: polykey [--node-path DIR] [--client-host HOST] [--client-port PORT] \
+                     [--cert FILE] (agent (status | unlock | lock | lockall) | vaults list)";
+const PROMPT: &str = "Please enter the password: ";
+
+/// sysexits: the command line was wrong, or no password was given.
+const EX_USAGE: u8 = 64;
+/// sysexits: the agent could not be reached.
+const EX_UNAVAILABLE: u8 = 69;
+/// sysexits: anything else the agent answered with.
+const EX_SOFTWARE: u8 = 70;
+
+enum Command {
+    Status,
+    Unlock,
+    Lock,
+    LockAll,
+    VaultsList,
+}
+
+struct Options {
+    node_path: PathBuf,
+    address: SocketAddr,
+    cert: PathBuf,
+    command: Command,
+}
+
+/// Why the command stopped: a message and an exit code.
+struct Failure(String, u8);
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self(
+            error.to_string(),
+            u8::try_from(error.exit_code()).unwrap_or(1),
+        )
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        match Error::from_status_with(&status, &Polykey) {
+            Some(Error::Reauthentication(cause)) => {
+                Self(format!("{}: {cause}", status.message()), EX_USAGE)
+            }
+            Some(error) => {
+                let hint = "\nrun `polykey agent unlock`, or set PK_PASSWORD";
+                Self(
+                    format!("{error}{hint}"),
+                    u8::try_from(error.exit_code()).unwrap_or(1),
+                )
+            }
+            None if status.code() == tonic::Code::Unavailable => Self(
+                format!("cannot reach the agent: {}", status.message()),
+                EX_UNAVAILABLE,
+            ),
+            None => Self(status.message().to_owned(), EX_SOFTWARE),
+        }
+    }
+}
+
+fn usage(message: &str) -> Failure {
+    Failure(format!("{message}\n{USAGE}"), EX_USAGE)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run() -> Result<(), Failure> {
+    let options = parse(std::env::args().skip(1))?;
+    let password = std::env::var("PK_PASSWORD").ok();
+    let token = match std::env::var("PK_TOKEN") {
+        Ok(text) if !text.trim().is_empty() => Some(
+            Token::new(text.trim()).map_err(|e| usage(&format!("PK_TOKEN is not a token: {e}")))?,
+        ),
+        _ => None,
+    };
+    let interactive = password.is_none() && token.is_none() && io::stdin().is_terminal();
+    // Polykey's tokens have no `exp`: each new one is written, so the file holds the newest.
+    let session = Session::builder(options.node_path.join("token"))
+        .failures(Polykey)
+        .start_on_password(true)
+        .always_write(true)
+        .build();
+    if let Err(error) = session.start().await {
+        // A file that holds no token must not lock the user out of `unlock` or `lock`.
+        match (&error, &options.command) {
+            (Error::CorruptFile { .. }, Command::Unlock | Command::Lock) => {}
+            (Error::CorruptFile { .. }, _) if password.is_some() || interactive => {}
+            _ => return Err(error.into()),
+        }
+        eprintln!("warning: {error}; it will be replaced");
+    }
+    if let Command::Lock = options.command {
+        session.clear().await?;
+        println!("locked");
+        return Ok(());
+    }
+    let channel = tls::connect(options.address, &options.cert)
+        .await
+        .map_err(|e| {
+            Failure(
+                format!("cannot reach the agent: {}", chain(&*e)),
+                EX_UNAVAILABLE,
+            )
+        })?;
+
+    // The request's own credentials: the password (whose token the layer saves) or PK_TOKEN.
+    let credentials = |request: &mut tonic::metadata::MetadataMap| {
+        if let Some(token) = &token
+            && let Ok(value) = token.header_value().to_str()
+            && let Ok(mut value) = tonic::metadata::AsciiMetadataValue::try_from(value)
+        {
+            value.set_sensitive(true);
+            request.insert("authorization", value);
+        } else if let Some(password) = &password {
+            request.insert("authorization", basic_authorization(password));
+        }
+    };
+    let request = || {
+        let mut request = tonic::Request::new(EmptyMessage {});
+        credentials(request.metadata_mut());
+        request
+    };
+
+    if let Command::Unlock = options.command {
+        let token = match &password {
+            Some(password) => unlock(channel, password.clone()).await?,
+            None if interactive => prompt_and_unlock(channel)
+                .await
+                .map_err(|e| Failure(e.to_string(), EX_USAGE))?,
+            None => {
+                return Err(usage(
+                    "no password: set PK_PASSWORD (stdin is not a terminal)",
+                ));
+            }
+        };
+        session.start_with_token(token).await?;
+        println!("unlocked");
+        return Ok(());
+    }
+    if interactive {
+        let password_channel = channel.clone();
+        let layer = SessionLayer::new(session.clone())
+            .reauthenticate_with(move || prompt_and_unlock(password_channel.clone()));
+        execute(
+            ClientServiceClient::new(layer.layer(channel)),
+            &options.command,
+            request,
+        )
+        .await?;
+    } else {
+        let client = ClientServiceClient::new(session.layer().layer(channel));
+        execute(client, &options.command, request).await?;
+    }
+    if let Command::LockAll = options.command {
+        session.clear().await?;
+    }
+    match session.flush().await {
+        Err(error @ Error::Locked { .. }) => eprintln!("warning: token not saved: {error}"),
+        result => result?,
+    }
+    Ok(())
+}
+
+/// Runs a command that calls the agent in the session.
+async fn execute<T>(
+    mut client: ClientServiceClient<T>,
+    command: &Command,
+    request: impl Fn() -> tonic::Request<EmptyMessage>,
+) -> Result<(), Failure>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+{
+    match command {
+        Command::Status => {
+            let info = client.agent_status(request()).await?.into_inner();
+            println!("status\tLIVE\nnodeId\t{}\npid\t{}", info.node_id, info.pid);
+        }
+        Command::LockAll => {
+            client.agent_lock_all(request()).await?;
+            println!("all sessions locked");
+        }
+        Command::VaultsList => {
+            let mut vaults = client.vaults_list(request()).await?.into_inner();
+            while let Some(vault) = vaults.message().await? {
+                println!("{}\t{}", vault.vault_name, vault.vault_id);
+            }
+        }
+        Command::Unlock | Command::Lock => unreachable!("run handles them"),
+    }
+    Ok(())
+}
+
+/// Trades `password` for a session token over `channel`, which has no session layer.
+async fn unlock(channel: Channel, password: String) -> Result<Token, Failure> {
+    let reply = ClientServiceClient::new(channel)
+        .agent_unlock(with_password(EmptyMessage {}, &password))
+        .await?;
+    let token = bearer_token(reply.metadata())
+        .ok_or_else(|| Failure("the agent answered without a token".into(), EX_SOFTWARE))?;
+    Ok(Token::new(token).map_err(Error::from)?)
+}
+
+/// Asks for the password until the agent takes it; the layer runs it on a session failure.
+async fn prompt_and_unlock(channel: Channel) -> Result<Token, BoxError> {
+    loop {
+        // rpassword blocks on /dev/tty: off the runtime's thread.
+        let password = tokio::task::spawn_blocking(|| rpassword::prompt_password(PROMPT)).await??;
+        if password.is_empty() {
+            return Err("no password given".into());
+        }
+        match unlock(channel.clone(), password).await {
+            Ok(token) => return Ok(token),
+            // A wrong password is refused as a session failure: ask again.
+            Err(Failure(_, 65 | 77)) => eprintln!("the agent refused the password"),
+            Err(Failure(message, _)) => return Err(message.into()),
+        }
+    }
+}
+
+/// An error and its sources, one after the other: "connection refused" is what a user needs.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut node_path = env("PK_NODE_PATH").map(PathBuf::from);
+    let mut host = env("PK_CLIENT_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let mut port = env("PK_CLIENT_PORT");
+    let mut cert = None;
+    let mut words = Vec::new();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| usage(&format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--node-path" => node_path = Some(value("--node-path")?.into()),
+            "--client-host" => host = value("--client-host")?,
+            "--client-port" => port = Some(value("--client-port")?),
+            "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
+            "-h" | "--help" => return Err(Failure(USAGE.into(), 0)),
+            _ => words.push(arg),
+        }
+    }
+    let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["agent", "status"] => Command::Status,
+        ["agent", "unlock"] => Command::Unlock,
+        ["agent", "lock"] => Command::Lock,
+        ["agent", "lockall"] => Command::LockAll,
+        ["vaults", "list"] => Command::VaultsList,
+        _ => return Err(usage(&format!("unknown command {:?}", words.join(" ")))),
+    };
+    let node_path =
+        node_path.ok_or_else(|| usage("no node path: pass --node-path or set PK_NODE_PATH"))?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| usage(&format!("bad client host {host:?}")))?;
+    let port = port.as_deref().unwrap_or("");
+    let port: u16 = port
+        .parse()
+        .map_err(|_| usage(&format!("bad client port {port:?}")))?;
+    Ok(Options {
+        cert: cert.unwrap_or_else(|| node_path.join("root-cert.pem")),
+        node_path,
+        address: SocketAddr::new(ip, port),
+        command,
+    })
+}
