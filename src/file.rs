@@ -450,6 +450,39 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_missing_file_is_ok_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        file.write(&token("one")).unwrap();
+        file.remove().unwrap();
+        assert!(!file.path().exists());
+        // Twice more: `agent lock` run again, or by two terminals at once.
+        file.remove().unwrap();
+        file.remove().unwrap();
+        // And a file that never existed, in a directory that never existed.
+        let never = TokenFile::in_dir(dir.path().join("never"));
+        never.remove().unwrap();
+        never.remove().unwrap();
+    }
+
+    #[test]
+    fn a_removal_that_fails_is_an_error_and_the_path_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        // unlink(2) of a directory fails (EISDIR), even for root, while the lock is taken as
+        // usual: what the caller must hear about is the failed unlink itself. (Permission
+        // denied, the case users meet, needs a user permissions apply to; see
+        // `tests/file_removal.rs`.)
+        fs::create_dir(file.path()).unwrap();
+        fs::write(file.path().join("inside"), "keep").unwrap();
+        match file.remove() {
+            Err(Error::WriteFile { path, .. }) => assert_eq!(path, file.path()),
+            other => panic!("a failed unlink reported as {other:?}"),
+        }
+        assert!(file.path().join("inside").exists());
+    }
+
+    #[test]
     fn stale_temp_files_are_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
