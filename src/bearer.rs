@@ -314,6 +314,16 @@ mod tests {
             classify(&[r#"Bearer error="insufficient_scope""#]),
             Verdict::NotSession
         );
+        // A bare challenge beside one naming another error, in one value or in two: the bare
+        // one says no usable token was sent, whatever the other says, and in either order.
+        for values in [
+            &[r#"Bearer, Bearer error="insufficient_scope""#][..],
+            &[r#"Bearer error="insufficient_scope", Bearer"#],
+            &["Bearer", r#"Bearer error="insufficient_scope""#],
+            &[r#"Bearer error="insufficient_scope""#, "Bearer"],
+        ] {
+            assert_eq!(classify(values), Verdict::NotProvided, "{values:?}");
+        }
         assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::OtherScheme);
         assert_eq!(classify(&[]), Verdict::NoChallenge);
         assert_eq!(

@@ -512,6 +512,39 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_missing_file_is_ok_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        file.write(&token("one")).unwrap();
+        file.remove().unwrap();
+        assert!(!file.path().exists());
+        // Twice more: `agent lock` run again, or by two terminals at once.
+        file.remove().unwrap();
+        file.remove().unwrap();
+        // And a file that never existed, in a directory that never existed.
+        let never = TokenFile::in_dir(dir.path().join("never"));
+        never.remove().unwrap();
+        never.remove().unwrap();
+    }
+
+    #[test]
+    fn a_removal_that_fails_is_an_error_and_the_path_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        // unlink(2) of a directory fails (EISDIR), even for root, while the lock is taken as
+        // usual: what the caller must hear about is the failed unlink itself. (Permission
+        // denied, the case users meet, needs a user permissions apply to; see
+        // `tests/file_removal.rs`.)
+        fs::create_dir(file.path()).unwrap();
+        fs::write(file.path().join("inside"), "keep").unwrap();
+        match file.remove() {
+            Err(Error::WriteFile { path, .. }) => assert_eq!(path, file.path()),
+            other => panic!("a failed unlink reported as {other:?}"),
+        }
+        assert!(file.path().join("inside").exists());
+    }
+
+    #[test]
     fn stale_temp_files_are_removed_by_the_next_write() {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
@@ -545,23 +578,31 @@ mod tests {
             .collect();
         file.write(&tokens[0]).unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
+        // The writer starts once the reader is reading; how many reads overlap the writes is
+        // the scheduler's business, so the reader reads until the writer is done and once more.
+        let reading = std::sync::Barrier::new(2);
         let reads = std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut reads = 0u64;
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                reading.wait();
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::Acquire);
                     let got = file.read().unwrap().expect("the file always holds a token");
                     assert!(tokens.contains(&got));
                     reads += 1;
+                    if finished {
+                        break reads;
+                    }
                 }
-                reads
             });
+            reading.wait();
             for t in &tokens {
                 file.write(t).unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::Release);
             reader.join().unwrap()
         });
-        assert!(reads > 0);
+        println!("{reads} reads beside 1000 writes, each a whole token");
         assert_eq!(file.read().unwrap(), Some(tokens[999].clone()));
     }
 }

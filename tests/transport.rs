@@ -282,10 +282,12 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
     let stats = session.stats();
     println!("{CALLS} concurrent refreshing calls: {stats:?}");
     assert_eq!(stats.refreshes, CALLS as u64);
-    assert!(stats.writes >= 1);
+    // How many writes the 64 refreshes share depends on how the responses and the disk
+    // interleave: a fast disk may write each one alone. What holds is that every write carries
+    // at least one refresh; `tests/group_commit.rs` pins the sharing down without timing.
     assert!(
-        stats.writes <= CALLS as u64 / 4,
-        "group commit should share writes: {stats:?}"
+        (1..=stats.refreshes).contains(&stats.writes),
+        "writes without a refresh to carry: {stats:?}"
     );
     let newest = results.iter().map(|(own, _)| *own).max().unwrap();
     assert_eq!(
