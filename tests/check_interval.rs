@@ -67,9 +67,15 @@ async fn session(interval: Duration) -> (Session<CountingStore>, Arc<AtomicU64>)
 }
 
 /// An agent that answers at once, with no refreshed token (nothing the session writes).
-fn agent<B>()
--> impl Service<Request<B>, Response = Response<http_body_util::Empty<bytes::Bytes>>, Error = Infallible, Future: Send> + Clone {
-    tower::service_fn(|_: Request<B>| async { Ok::<_, Infallible>(Response::new(http_body_util::Empty::new())) })
+fn agent<B>() -> impl Service<
+    Request<B>,
+    Response = Response<http_body_util::Empty<bytes::Bytes>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    tower::service_fn(|_: Request<B>| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::new()))
+    })
 }
 
 /// `CALLS` calls, one after the other, through the plain layer; returns the looks they took.

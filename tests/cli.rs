@@ -223,10 +223,17 @@ fn a_token_survives_an_agent_restart_with_the_same_key_file() {
 #[test]
 fn a_missing_agent_is_reported() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    // A port that was free a moment ago and that nothing listens on now.
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
+    // A port held, bound but not listening, for the whole test: connecting to it is refused,
+    // and no other test can take it meanwhile.
+    let held =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .expect("a free port");
+    let address = held
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+        .expect("the bound address");
     let run = run_client(&address.to_string(), dir.path(), &["status"], &[], None);
     run.expect_code(EX_UNAVAILABLE)
         .expect_stderr("cannot reach the agent")
