@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 mod cli_support;
+mod polykey_support;
 use cli_support::{
     EX_DATAERR, EX_NOPERM, EX_USAGE, Fixture, PASSWORD, PROCESS_TIMEOUT, read_log, run_client,
 };
@@ -116,10 +117,21 @@ impl TerminalRun {
     /// Starts `client ARGS` with a new pty as its controlling terminal, stdout and stderr, and
     /// `stdin` as said.
     fn start(fixture: &Fixture, args: &[&str], env: &[(&str, &str)], stdin: Stdin) -> Self {
+        let command = fixture.client_command(args, env);
+        Self::spawn(command, args, stdin, fixture.agent().log.clone())
+    }
+
+    /// Starts `command` (whose arguments are `args`) on a new pty; `agent_log` is shown when a
+    /// check fails.
+    fn spawn(
+        mut command: std::process::Command,
+        args: &[&str],
+        stdin: Stdin,
+        agent_log: std::path::PathBuf,
+    ) -> Self {
         let pty = Pty::open().expect("open a pseudo-terminal");
         let slave = pty.slave.as_raw_fd();
         let terminal = || Stdio::from(pty.slave.try_clone().expect("duplicate the pty slave"));
-        let mut command = fixture.client_command(args, env);
         command
             .stdin(match stdin {
                 Stdin::Terminal => terminal(),
@@ -181,7 +193,7 @@ impl TerminalRun {
             master: pty.master,
             screen,
             pid,
-            agent_log: fixture.agent().log.clone(),
+            agent_log,
         }
     }
 
@@ -602,4 +614,60 @@ fn an_explicit_password_unlocks_before_the_command() {
     .expect_shown("LIVE");
     let from_env = expect_live_session(&fixture);
     assert_ne!(from_env, stale, "AGENT_PASSWORD did not unlock");
+}
+
+/// `examples/polykey.rs` against a real Polykey agent: after a lock all, a command asks for
+/// the password until the agent takes it, and its call is replayed.
+mod polykey {
+    use super::*;
+
+    use crate::polykey_support::agent::PolykeyAgent;
+
+    fn polykey(agent: &PolykeyAgent, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(cli_support::example("polykey"));
+        command
+            .args(args)
+            .env("PK_NODE_PATH", &agent.node_path)
+            .env("PK_CLIENT_PORT", agent.address.port().to_string())
+            .env_remove("PK_PASSWORD")
+            .env_remove("PK_TOKEN");
+        command
+    }
+
+    #[test]
+    fn after_lock_all_status_prompts_until_the_password_is_right() {
+        let agent = PolykeyAgent::start();
+        let mut unlock = polykey(&agent, &["agent", "unlock"]);
+        let unlocked = unlock
+            .env("PK_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(unlocked.status.success(), "{unlocked:?}");
+        let token = std::fs::read_to_string(agent.node_path.join("token")).unwrap();
+        let locked = polykey(&agent, &["agent", "lockall"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(locked.status.success(), "{locked:?}");
+        // The token from before the lock all, as another terminal would still have it.
+        std::fs::write(agent.node_path.join("token"), &token).unwrap();
+
+        let args = ["agent", "status"];
+        let no_log = agent.node_path.join("no-log");
+        let mut run = TerminalRun::spawn(polykey(&agent, &args), &args, Stdin::Terminal, no_log);
+        run.wait_for_prompt(1);
+        run.type_line("not the password");
+        run.wait_for_prompt(2);
+        run.type_line(PASSWORD);
+        run.finish()
+            .expect_code(0)
+            .expect_prompts(2)
+            .expect_shown("the agent refused the password")
+            .expect_shown(&agent.node_id)
+            .expect_not_shown("not the password")
+            .expect_not_shown(PASSWORD);
+        let after = std::fs::read_to_string(agent.node_path.join("token")).unwrap();
+        assert_ne!(after, token, "the new session is in the file");
+    }
 }
