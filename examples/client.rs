@@ -184,6 +184,13 @@ async fn run() -> Result<(), Failure> {
             || explicit_token.is_some()
             || interactive;
         match error {
+            Error::CorruptFile { .. }
+                if explicit_token.is_some()
+                    && password.is_none()
+                    && !matches!(options.command, Command::Unlock | Command::Lock) =>
+            {
+                eprintln!("warning: {error}; using AGENT_TOKEN");
+            }
             Error::CorruptFile { .. } if replaced => {
                 eprintln!("warning: {error}; it will be replaced");
             }

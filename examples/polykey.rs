@@ -42,6 +42,10 @@ const EX_USAGE: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
 /// sysexits: anything else the agent answered with.
 const EX_SOFTWARE: u8 = 70;
+/// sysexits: the agent refused the password.
+const EX_NOPERM: u8 = 77;
+/// What the prompt says when it gets no password (end of input, or an empty line).
+const NO_PASSWORD: &str = "no password given";
 
 enum Command {
     Status,
@@ -73,8 +77,14 @@ impl From<Error> for Failure {
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
         match Error::from_status_with(&status, &Polykey) {
+            // The prompt gave up, or the unlock failed: the message says why.
             Some(Error::Reauthentication(cause)) => {
-                Self(format!("{}: {cause}", status.message()), EX_USAGE)
+                let code = match status.code() {
+                    tonic::Code::Unavailable => EX_UNAVAILABLE,
+                    _ if cause.to_string() == NO_PASSWORD => EX_USAGE,
+                    _ => EX_NOPERM,
+                };
+                Self(status.message().to_owned(), code)
             }
             Some(error) => {
                 let hint = "\nrun `polykey agent unlock`, or set PK_PASSWORD";
@@ -124,13 +134,24 @@ async fn run() -> Result<(), Failure> {
         .always_write(true)
         .build();
     if let Err(error) = session.start().await {
-        // A file that holds no token must not lock the user out of `unlock` or `lock`.
+        // A file that holds no token must not lock the user out: whatever replaces it, removes
+        // it, or does without it goes on.
         match (&error, &options.command) {
             (Error::CorruptFile { .. }, Command::Unlock | Command::Lock) => {}
             (Error::CorruptFile { .. }, _) if password.is_some() || interactive => {}
+            (Error::CorruptFile { .. }, _) if token.is_some() => {
+                eprintln!("warning: {error}; using PK_TOKEN");
+            }
+            (Error::CorruptFile { .. }, _) => {
+                let hint = "run `polykey agent unlock` to start a new session, or set PK_PASSWORD";
+                let code = u8::try_from(error.exit_code()).unwrap_or(1);
+                return Err(Failure(format!("{error}\n{hint}"), code));
+            }
             _ => return Err(error.into()),
         }
-        eprintln!("warning: {error}; it will be replaced");
+        if token.is_none() {
+            eprintln!("warning: {error}; it will be replaced");
+        }
     }
     if let Command::Lock = options.command {
         session.clear().await?;
@@ -167,9 +188,19 @@ async fn run() -> Result<(), Failure> {
     if let Command::Unlock = options.command {
         let token = match &password {
             Some(password) => unlock(channel, password.clone()).await?,
-            None if interactive => prompt_and_unlock(channel)
-                .await
-                .map_err(|e| Failure(e.to_string(), EX_USAGE))?,
+            None if interactive => prompt_and_unlock(channel).await.map_err(|e| {
+                let code = if e.to_string() == NO_PASSWORD {
+                    EX_USAGE
+                } else {
+                    EX_NOPERM
+                };
+                Failure(e.to_string(), code)
+            })?,
+            None if token.is_some() => {
+                return Err(usage(
+                    "unlock needs the password: set PK_PASSWORD, not PK_TOKEN",
+                ));
+            }
             None => {
                 return Err(usage(
                     "no password: set PK_PASSWORD (stdin is not a terminal)",
@@ -252,7 +283,7 @@ async fn prompt_and_unlock(channel: Channel) -> Result<Token, BoxError> {
         // rpassword blocks on /dev/tty: off the runtime's thread.
         let password = tokio::task::spawn_blocking(|| rpassword::prompt_password(PROMPT)).await??;
         if password.is_empty() {
-            return Err("no password given".into());
+            return Err(NO_PASSWORD.into());
         }
         match unlock(channel.clone(), password).await {
             Ok(token) => return Ok(token),

@@ -4,6 +4,7 @@
 //! type in an `error` trailer ([`Polykey`]). Another agent is one small `impl` away.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
@@ -40,7 +41,24 @@ pub trait SessionFailures: fmt::Debug + Send + Sync + 'static {
     /// The session failure that `headers` carry, if any. `status` is the response's HTTP
     /// status; for gRPC trailers it is the response's too (`200`).
     fn session_failure(&self, status: StatusCode, headers: &HeaderMap) -> Option<Error>;
+
+    /// How long re-authentication waits for the first frame of a gRPC response whose headers
+    /// said nothing, to see whether it is a failure sent in the trailers (default
+    /// [`DEFAULT_TRAILERS_WAIT`]); `Duration::ZERO` never looks.
+    ///
+    /// A failure comes with the headers, so a short wait sees it. A response whose first
+    /// message is not there by then (a stream waiting for an event) is handed over without
+    /// it: a working stream is held up at most this long, once, when it starts.
+    fn trailers_wait(&self) -> Duration {
+        DEFAULT_TRAILERS_WAIT
+    }
 }
+
+/// How long re-authentication looks for a session failure in the trailers of a gRPC response
+/// whose headers said nothing, by default: far longer than the agent takes between the headers
+/// and the trailers of a failure (one write), short enough not to be noticed at the start of a
+/// stream.
+pub const DEFAULT_TRAILERS_WAIT: Duration = Duration::from_millis(250);
 
 /// RFC 6750 bearer-token rejections, the default: HTTP `401`, or gRPC `UNAUTHENTICATED`, with a
 /// `www-authenticate: Bearer …` challenge saying which failure (see

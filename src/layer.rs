@@ -38,6 +38,7 @@ use crate::message::{SessionRequest, SessionResponse};
 use crate::peek::PeekedBody;
 use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
+use crate::saved::Saved;
 use crate::session::{Refresh, Session};
 use crate::store::TokenStore;
 use crate::token::Token;
@@ -234,8 +235,9 @@ enum Carried {
     /// The session's token, in this epoch: a token on the response is a refresh.
     Session(u64),
     /// A password (`Basic`), with [`SessionBuilder::start_on_password`](crate::SessionBuilder)
-    /// on: a token on the response starts the session.
-    Password,
+    /// on, in this epoch: a token on the response starts the session, unless the session
+    /// changed since.
+    Password(u64),
     /// No token, or credentials of its own: a token on the response is not the session's.
     Nothing,
 }
@@ -256,10 +258,16 @@ where
 /// and where ours go.
 fn attach_to<St: TokenStore>(session: &Session<St>, headers: &mut http::HeaderMap) -> Carried {
     match headers.entry(header::AUTHORIZATION) {
-        header::Entry::Occupied(own) if session.starts_on_password() && is_basic(own.get()) => {
-            Carried::Password
+        header::Entry::Occupied(mut own) => {
+            // Credentials are secrets whoever put them there: kept out of `Debug` and out of
+            // HTTP/2's header compression table.
+            own.get_mut().set_sensitive(true);
+            if session.starts_on_password() && is_basic(own.get()) {
+                Carried::Password(session.current().epoch)
+            } else {
+                Carried::Nothing
+            }
         }
-        header::Entry::Occupied(_) => Carried::Nothing,
         header::Entry::Vacant(slot) => {
             let current = session.current();
             match &current.token {
@@ -310,7 +318,7 @@ pin_project! {
             future: S::Future,
         },
         Saving {
-            saved: oneshot::Receiver<()>,
+            saved: Saved,
             response: Option<S::Response>,
         },
     }
@@ -355,10 +363,9 @@ where
                     }
                 }
                 StateProj::Saving { saved, response } => {
-                    // Woken when the write is done, whether it succeeded or not: a failed
-                    // write is logged and reported by `Session::flush`, and the call's result
-                    // is the agent's, handed over as it came.
-                    let _ = ready!(Pin::new(saved).poll(cx));
+                    // The call's result is the agent's, handed over as it came, once the
+                    // write is over or its bound has passed.
+                    ready!(Pin::new(saved).poll(cx));
                     return match response.take() {
                         Some(response) => Poll::Ready(Ok(response)),
                         None => {
@@ -433,7 +440,7 @@ fn take_token<St: TokenStore>(
     };
     match carried {
         Carried::Session(epoch) => session.accept_refresh(token, epoch),
-        Carried::Password => session.start_from_password(token),
+        Carried::Password(epoch) => session.start_from_password(token, epoch),
         Carried::Nothing => Refresh::Done,
     }
 }
@@ -542,7 +549,7 @@ where
         reauth
             .recover(&session, epoch, token, generation)
             .await
-            .map_err(reauth::failure)?;
+            .map_err(|e| reauth::failure(e, session.failures()))?;
         recovered = true;
         // The renewal may have taken a while (a prompt): be ready again before sending.
         std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
@@ -563,7 +570,7 @@ where
     reauth
         .recover(&session, epoch, sent, generation)
         .await
-        .map_err(reauth::failure)?;
+        .map_err(|e| reauth::failure(e, session.failures()))?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
         tracing::debug!("session failure not replayed: body over the limit or failed");
@@ -607,7 +614,7 @@ async fn settle<B, St: TokenStore>(
     if hide_credentials(&mut response)
         && let Refresh::Saving(saved) = take_token(session, &response, carried)
     {
-        let _ = saved.await;
+        saved.await;
     }
     response
 }
@@ -615,8 +622,10 @@ async fn settle<B, St: TokenStore>(
 /// Whether `response` is a session failure, as the session's agent says them: in its headers,
 /// or in the trailers of a gRPC response whose headers said nothing (grpc-js sends every error
 /// so). The trailers are looked for only when the request was sent whole, so that a call whose
-/// request still streams is never held up, and only as the first frame: a response that
-/// carries a message is handed over at its first message.
+/// request still streams is never held up; only as the first frame, so that a response that
+/// carries a message is handed over at its first message; and only for
+/// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a stream
+/// whose first message waits for an event is handed over without it.
 async fn session_failure<B: Body, St: TokenStore>(
     session: &Session<St>,
     tape: &Tape,
@@ -635,7 +644,7 @@ async fn session_failure<B: Body, St: TokenStore>(
     }
     let in_trailers = response
         .body_mut()
-        .trailers_first()
+        .trailers_first(failures.trailers_wait())
         .await
         .is_some_and(|trailers| {
             failures

@@ -48,6 +48,7 @@ mod message;
 mod peek;
 mod reauth;
 mod replay;
+mod saved;
 mod session;
 mod store;
 mod token;
@@ -57,7 +58,7 @@ pub mod agent;
 
 pub use builder::ServiceBuilderExt;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
-pub use failures::{Polykey, Rfc6750, SessionFailures};
+pub use failures::{DEFAULT_TRAILERS_WAIT, Polykey, Rfc6750, SessionFailures};
 pub use file::{
     DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, FileStamp, MAX_FILE_LEN, TOKEN_FILE_NAME,
     TokenFile,

@@ -2,12 +2,13 @@
 //! can see a session failure that a gRPC agent sends in the trailers of a response with no
 //! message (as grpc-js sends every error), before the response is handed over.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
 
 /// The response body of a re-authenticating [`SessionService`](crate::SessionService): the
 /// body the service answered with, whose first frame may have been read ahead. It yields
@@ -28,13 +29,25 @@ impl<B: Body> PeekedBody<B> {
         }
     }
 
-    /// Reads the first frame ahead and keeps it for the reader; returns the trailers when that
-    /// frame is the body's trailers (a gRPC response with no message: an error).
-    pub(crate) async fn trailers_first(&mut self) -> Option<&HeaderMap> {
-        if self.first.is_none() && !self.ended {
-            match self.inner.as_mut().frame().await {
-                Some(frame) => self.first = Some(frame),
-                None => self.ended = true,
+    /// Reads the first frame ahead, waiting for it at most `bound`, and keeps it for the
+    /// reader; returns the trailers when that frame is the body's trailers (a gRPC response
+    /// with no message: an error). A body with nothing to read within `bound` (a stream whose
+    /// first message waits for an event) is handed over unread.
+    pub(crate) async fn trailers_first(&mut self, bound: Duration) -> Option<&HeaderMap> {
+        if self.first.is_none() && !self.ended && !bound.is_zero() {
+            let mut deadline = futures_timer::Delay::new(bound);
+            let inner = &mut self.inner;
+            let read = std::future::poll_fn(|cx| {
+                if let Poll::Ready(frame) = inner.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+                Pin::new(&mut deadline).poll(cx).map(|()| None)
+            })
+            .await;
+            match read {
+                Some(Some(frame)) => self.first = Some(frame),
+                Some(None) => self.ended = true,
+                None => {}
             }
         }
         match &self.first {
@@ -107,7 +120,10 @@ impl<B: Body> std::fmt::Debug for PeekedBody<B> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http_body_util::Full;
+    use http_body_util::{BodyExt as _, Full};
+
+    /// Longer than any test takes: the frames here are all ready.
+    const LONG: Duration = Duration::from_secs(3600);
     use std::collections::VecDeque;
     use std::convert::Infallible;
 
@@ -135,7 +151,7 @@ mod tests {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", "2".parse().unwrap());
         let mut body = PeekedBody::new(stream(vec![Frame::trailers(trailers.clone())]));
-        assert_eq!(body.trailers_first().await, Some(&trailers));
+        assert_eq!(body.trailers_first(LONG).await, Some(&trailers));
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
     }
@@ -150,21 +166,45 @@ mod tests {
             Frame::trailers(trailers.clone()),
         ];
         let mut body = PeekedBody::new(stream(frames));
-        assert_eq!(body.trailers_first().await, None);
+        assert_eq!(body.trailers_first(LONG).await, None);
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(&collected.to_bytes()[..], b"onetwo");
     }
 
     #[tokio::test]
+    async fn a_body_with_nothing_to_read_is_handed_over_at_the_bound() {
+        struct Silent;
+        impl Body for Silent {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+                Poll::Pending
+            }
+        }
+        let mut body = PeekedBody::new(Silent);
+        assert_eq!(body.trailers_first(Duration::from_millis(1)).await, None);
+        assert!(
+            body.first.is_none() && !body.ended,
+            "nothing read, nothing lost"
+        );
+        let mut unread = PeekedBody::new(Full::new(Bytes::from_static(b"x")));
+        assert_eq!(unread.trailers_first(Duration::ZERO).await, None);
+        assert!(unread.first.is_none(), "a zero bound reads nothing");
+    }
+
+    #[tokio::test]
     async fn an_empty_body_ends_once() {
         let mut body = PeekedBody::new(Full::new(Bytes::new()));
-        let _ = body.trailers_first().await;
+        let _ = body.trailers_first(LONG).await;
         assert!(body.is_end_stream() || body.size_hint().exact() == Some(0));
         assert!(body.collect().await.unwrap().to_bytes().is_empty());
         let mut unread = PeekedBody::new(Full::new(Bytes::from_static(b"abc")));
         assert_eq!(unread.size_hint().exact(), Some(3));
-        assert_eq!(unread.trailers_first().await, None);
+        assert_eq!(unread.trailers_first(LONG).await, None);
         assert_eq!(unread.size_hint().exact(), Some(3));
     }
 }

@@ -277,8 +277,10 @@ impl Flight {
             }
         };
         if let Err(e) = session.start_with_token(token).await {
-            // The token is in use all the same; only the next process will not see it.
+            // The token is in use all the same; only the next process will not see it, which
+            // `Session::flush` reports.
             tracing::warn!(error = %e, "cannot write the new token");
+            session.note_write_error(e);
         }
         Outcome::Recovered
     }
@@ -288,9 +290,11 @@ impl Flight {
 ///
 /// With tonic, a `tonic::Status` (tonic hands a boxed `Status` over as it is, and anything else
 /// as `UNKNOWN`): the agent's own code where the agent answered the unlock (found in the
-/// error's sources), `UNAUTHENTICATED` otherwise. Its source is the crate's [`Error`], so
-/// `Error::from_status` finds [`Error::Reauthentication`] and what caused it.
-pub(crate) fn failure(error: Error) -> BoxError {
+/// error's sources), `UNAUTHENTICATED` otherwise, and also where the agent's answer was a
+/// session failure as `failures` reads it (Polykey refuses a wrong password so, as `UNKNOWN`).
+/// Its source is the crate's [`Error`], so `Error::from_status` finds
+/// [`Error::Reauthentication`] and what caused it.
+pub(crate) fn failure(error: Error, failures: &dyn crate::SessionFailures) -> BoxError {
     #[cfg(feature = "tonic")]
     {
         let cause = std::error::Error::source(&error).map(ToString::to_string);
@@ -298,13 +302,17 @@ pub(crate) fn failure(error: Error) -> BoxError {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         };
-        let code = agent_status(&error).map_or(tonic::Code::Unauthenticated, tonic::Status::code);
+        let code = match agent_status(&error) {
+            Some(status) if Error::from_status_with(status, failures).is_none() => status.code(),
+            _ => tonic::Code::Unauthenticated,
+        };
         let mut status = tonic::Status::new(code, message);
         status.set_source(Arc::new(error));
         Box::new(status)
     }
     #[cfg(not(feature = "tonic"))]
     {
+        let _ = failures;
         Box::new(error)
     }
 }

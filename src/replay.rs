@@ -82,6 +82,8 @@ struct TapeState {
     /// The task last left waiting on the `Recording`: woken when a replay takes the body, so
     /// that the refused call's stream ends instead of waiting for ever.
     waker: Option<Waker>,
+    /// Whether the body was read to its end, recorded or not (over the limit).
+    ended: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,7 @@ impl Tape {
                 progress,
                 body: None,
                 waker: None,
+                ended: false,
             }),
             limit,
         })
@@ -121,10 +124,10 @@ impl Tape {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the body was read to its end (and recorded within the limit): the request has
-    /// been sent whole, so waiting for the response cannot hold up the request.
+    /// Whether the body was read to its end, within the limit or not: the request has been
+    /// sent whole, so waiting for the response cannot hold up the request.
     pub(crate) fn is_read(&self) -> bool {
-        self.lock().progress == Progress::Complete
+        self.lock().ended
     }
 
     /// The recording and the rest of the body, if the recording is within the limit and the
@@ -242,6 +245,7 @@ impl Body for Recording {
             Some(Err(_)) => state.finish(Progress::Abandoned),
             None => {
                 state.finish(Progress::Complete);
+                state.ended = true;
                 state.body = None;
             }
         }
@@ -256,6 +260,7 @@ impl Body for Recording {
                 let end = body.is_end_stream();
                 if end {
                     state.finish(Progress::Complete);
+                    state.ended = true;
                 }
                 end
             }

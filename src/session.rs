@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::failures::{Rfc6750, SessionFailures};
-use crate::file::TokenFile;
+use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
+use crate::saved::Saved;
 use crate::store::{Stored, Swap, TokenStore};
 use crate::token::Token;
 
@@ -60,6 +61,7 @@ pub struct SessionBuilder<St = TokenFile> {
     always_write: bool,
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
+    call_wait: Duration,
 }
 
 /// Counters of what a session did with refreshed tokens, for tests and benchmarks.
@@ -109,6 +111,11 @@ struct Shared<St: TokenStore> {
     always_write: bool,
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
+    /// The longest a call waits for the write of the token its response brought.
+    call_wait: Duration,
+    /// Writes of tokens that password calls brought, still under way: [`Session::flush`] waits
+    /// for them too.
+    password_writes: tokio::sync::watch::Sender<usize>,
     stats: Counters,
 }
 
@@ -153,8 +160,8 @@ struct Counters {
 pub(crate) enum Refresh {
     /// Nothing to wait for: stale, unchanged, skipped, or written behind.
     Done,
-    /// Resolves once a write covering the token is finished.
-    Saving(oneshot::Receiver<()>),
+    /// Resolves once a write covering the token is finished, or its bound has passed.
+    Saving(Saved),
 }
 
 impl<St: TokenStore> SessionBuilder<St> {
@@ -240,6 +247,8 @@ impl<St: TokenStore> SessionBuilder<St> {
                 always_write: self.always_write,
                 failures: self.failures,
                 start_on_password: self.start_on_password,
+                call_wait: self.call_wait,
+                password_writes: tokio::sync::watch::Sender::new(0),
                 stats: Counters::default(),
             }),
         }
@@ -280,11 +289,14 @@ impl SessionBuilder {
     /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
     ///
     /// A refresh that gives up stays in memory, is written with a later refresh, and is
-    /// counted in [`SessionStats::lock_timeouts`]; its call is answered as the agent answered
-    /// it. An explicit change that gives up fails with [`Error::Locked`].
+    /// counted in [`SessionStats::lock_timeouts`]. A call never waits for the write of the token
+    /// its response brought (a refresh, or a password call's) longer than `refresh`, counted
+    /// from its response: it is then answered as the agent answered it, and the write goes on.
+    /// An explicit change that gives up fails with [`Error::Locked`].
     #[must_use]
     pub fn lock_wait(mut self, refresh: Duration, explicit: Duration) -> Self {
         self.store = self.store.refresh_lock_wait(refresh).lock_wait(explicit);
+        self.call_wait = refresh;
         self
     }
 }
@@ -299,6 +311,7 @@ impl<St: TokenStore> SessionBuilder<St> {
             always_write: false,
             failures: Arc::new(Rfc6750),
             start_on_password: false,
+            call_wait: DEFAULT_REFRESH_LOCK_WAIT,
         }
     }
 }
@@ -437,9 +450,13 @@ impl<St: TokenStore> Session<St> {
         Ok(())
     }
 
-    /// Waits until every refreshed token this session accepted so far is on disk (or was found
-    /// superseded there), and reports the last write's error if it failed.
+    /// Waits until every refreshed token this session accepted so far, and every token a
+    /// password call brought, is on disk (or was found superseded there), and reports the last
+    /// write's error if it failed.
     pub async fn flush(&self) -> Result<(), Error> {
+        let mut password_writes = self.shared.password_writes.subscribe();
+        // The sender lives in the session: waiting cannot fail.
+        let _ = password_writes.wait_for(|&n| n == 0).await;
         let wait = {
             let mut state = self.shared.lock();
             if state.finished >= state.submitted {
@@ -511,7 +528,23 @@ impl<St: TokenStore> Session<St> {
     /// # Ok(()) }
     /// ```
     pub async fn refresh(&self, sent: Epoch, headers: &http::HeaderMap) {
-        if !sent.had_token || crate::error::is_rejection(http::StatusCode::OK, headers) {
+        if !sent.had_token
+            || crate::error::is_rejection(http::StatusCode::OK, headers)
+            || self
+                .failures()
+                .session_failure(http::StatusCode::OK, headers)
+                .is_some()
+        {
+            return;
+        }
+        if let Some(value) = headers.get(http::header::AUTHORIZATION)
+            && let Some(token) = self.current().token.as_ref()
+            && token.is_header(value)
+        {
+            // The token in use again: compared, not parsed.
+            if let Refresh::Saving(saved) = self.accept_refresh(token.clone(), sent.epoch) {
+                saved.await;
+            }
             return;
         }
         let token = match crate::bearer::bearer_from_headers(headers) {
@@ -523,7 +556,7 @@ impl<St: TokenStore> Session<St> {
             }
         };
         if let Refresh::Saving(saved) = self.accept_refresh(token, sent.epoch) {
-            let _ = saved.await;
+            saved.await;
         }
     }
 
@@ -537,24 +570,34 @@ impl<St: TokenStore> Session<St> {
         self.shared.start_on_password
     }
 
-    /// Starts the session with the token a password call brought (an explicit write, off the
-    /// async workers); the receiver resolves once it is done, however it ended.
-    pub(crate) fn start_from_password(&self, token: Token) -> Refresh {
+    /// Starts the session with the token a password call sent in `epoch` brought (an explicit
+    /// write, off the async workers), unless the session changed since (a lock, say). A failed
+    /// write is reported by [`Session::flush`].
+    pub(crate) fn start_from_password(&self, token: Token, epoch: u64) -> Refresh {
         if self.shared.current.load().token.as_ref() == Some(&token) {
             return Refresh::Done;
         }
         let (done, saved) = oneshot::channel::<()>();
-        let session = self.clone();
+        let write = PasswordWrite::new(self.clone());
         spawn_blocking_anywhere(move || {
-            let shared = &session.shared;
+            let shared = &write.session.shared;
             let _gate = shared.gate();
-            if let Err(e) = shared.start_blocking(token) {
+            if shared.lock().epoch != epoch {
+                tracing::debug!("password call's token dropped: the session changed since");
+            } else if let Err(e) = shared.start_blocking(token) {
                 tracing::warn!(error = %e, "cannot write the token a password call brought");
+                shared.lock().last_write_error = Some(e);
             }
             shared.schedule_next_check();
             drop(done);
         });
-        Refresh::Saving(saved)
+        Refresh::Saving(Saved::new(saved, self.shared.call_wait))
+    }
+
+    /// Keeps a failed write of a token the session took on its own (a recovery's) for
+    /// [`Session::flush`] to report.
+    pub(crate) fn note_write_error(&self, error: Error) {
+        self.shared.lock().last_write_error = Some(error);
     }
 
     /// The epoch of the token in use.
@@ -699,7 +742,7 @@ impl<St: TokenStore> Shared<St> {
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push((seq, tx));
-        Refresh::Saving(rx)
+        Refresh::Saving(Saved::new(rx, self.call_wait))
     }
 
     fn gate(&self) -> MutexGuard<'_, ()> {
@@ -902,6 +945,26 @@ impl<St: TokenStore> Drop for CheckClaim<St> {
     }
 }
 
+/// A write of the token a password call brought, counted while it is under way (dropped unrun
+/// included), so that [`Session::flush`] waits for it.
+struct PasswordWrite<St: TokenStore> {
+    session: Session<St>,
+}
+
+impl<St: TokenStore> PasswordWrite<St> {
+    fn new(session: Session<St>) -> Self {
+        session.shared.password_writes.send_modify(|n| *n += 1);
+        Self { session }
+    }
+}
+
+impl<St: TokenStore> Drop for PasswordWrite<St> {
+    fn drop(&mut self) {
+        let writes = &self.session.shared.password_writes;
+        writes.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// The refresh writer of a session: writes until nothing is pending (group commit: one runs
 /// at a time, and each write takes the newest refresh). If it dies or never runs, dropping it
 /// releases every waiter, so no call waits forever.
@@ -1013,7 +1076,14 @@ fn spawn_blocking_anywhere(work: impl FnOnce() + Send + 'static) {
             handle.spawn_blocking(work);
         }
         Err(_) => {
-            std::thread::spawn(work);
+            // A thread that cannot be made drops the work, which releases whoever waits for
+            // it (every piece of work here does so when dropped): an error, never a panic.
+            let spawned = std::thread::Builder::new()
+                .name("agent-session".into())
+                .spawn(work);
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a thread for the session's file work");
+            }
         }
     }
 }

@@ -24,6 +24,9 @@ const CHILD_ENTRY: &str = "child_entry_does_nothing_in_a_normal_run";
 /// Short bounds, so that each test gives up soon; the defaults are covered by the docs.
 const REFRESH_WAIT: Duration = Duration::from_millis(200);
 const EXPLICIT_WAIT: Duration = Duration::from_millis(300);
+/// The bound a test does not expect to be used: were it used, the test would hang until its
+/// guard fails it.
+const NEVER: Duration = Duration::from_secs(3600);
 
 /// Only a bound on a hang: a passing run never comes near it.
 const HANG: Duration = Duration::from_secs(60);
@@ -59,12 +62,12 @@ fn hold_lock(lock: &Path) -> ChildProcess {
 }
 
 /// A session that writes every refresh (a JWT minted within the same second as the one on disk
-/// expires with it, and would not be written otherwise).
-fn bounded_session(dir: &Path) -> Session {
+/// expires with it, and would not be written otherwise), with these bounds on its lock waits.
+fn bounded_session(dir: &Path, refresh: Duration, explicit: Duration) -> Session {
     Session::builder(dir.join("token"))
         .check_interval(Duration::from_secs(3600))
         .always_write(true)
-        .lock_wait(REFRESH_WAIT, EXPLICIT_WAIT)
+        .lock_wait(refresh, explicit)
         .build()
 }
 
@@ -84,7 +87,7 @@ fn assert_locked(error: &Error, lock: &Path) {
 async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let session = bounded_session(dir.path());
+    let session = bounded_session(dir.path(), REFRESH_WAIT, NEVER);
     let lock = session.file().lock_path().to_owned();
     let unlocked = unlock(channel(agent.address).await, PASSWORD)
         .await
@@ -105,9 +108,11 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
         Some(unlocked.clone()),
         "nothing is written without the lock"
     );
+    // The writer gives up on its own bound; `flush` waits for that and reports it.
+    let flushed = tokio::time::timeout(HANG, session.flush()).await.unwrap();
+    assert_locked(&flushed.unwrap_err(), &lock);
     assert_eq!(session.stats().lock_timeouts, 1);
     assert_eq!(session.stats().writes, 0);
-    assert_locked(&session.flush().await.unwrap_err(), &lock);
 
     // Reading takes no lock: another process starts from the file meanwhile.
     let reader = Session::new(dir.path().join("token"));
@@ -133,7 +138,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
 #[tokio::test]
 async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let session = bounded_session(dir.path());
+    let session = bounded_session(dir.path(), NEVER, EXPLICIT_WAIT);
     let lock = session.file().lock_path().to_owned();
     let first = Token::new("first.token.here").unwrap();
     session.start_with_token(first.clone()).await.unwrap();
@@ -156,11 +161,13 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
         "never removed without the lock"
     );
 
-    // The blocking API gives up the same way.
-    let file = agent_session::TokenFile::new(dir.path().join("token")).lock_wait(EXPLICIT_WAIT);
+    // The blocking API gives up the same way, each on its own bound.
+    let file = agent_session::TokenFile::new(dir.path().join("token"))
+        .lock_wait(EXPLICIT_WAIT)
+        .refresh_lock_wait(NEVER);
     assert_locked(&file.remove().unwrap_err(), &lock);
     assert_locked(&file.write(&first).unwrap_err(), &lock);
-    let refresh = file.refresh_lock_wait(REFRESH_WAIT);
+    let refresh = file.lock_wait(NEVER).refresh_lock_wait(REFRESH_WAIT);
     assert_locked(
         &refresh
             .replace_if(Some(&first), &Token::new("third").unwrap())
@@ -219,4 +226,48 @@ mod cli {
         fixture.client(&["lock"]).expect_code(0);
         assert!(!fixture.token_path().exists());
     }
+}
+
+#[tokio::test]
+async fn a_password_call_is_answered_within_the_refresh_bound() {
+    use std::convert::Infallible;
+    use tower::ServiceExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(dir.path().join("token"))
+        .start_on_password(true)
+        .lock_wait(REFRESH_WAIT, NEVER)
+        .build();
+    let lock = session.file().lock_path().to_owned();
+    std::fs::write(&lock, "").unwrap();
+    // An agent that answers a password call with a session token, as Polykey's does.
+    let agent = tower::service_fn(|_: http::Request<String>| async {
+        let response = http::Response::builder()
+            .header("authorization", "Bearer from.the.password")
+            .body(String::new())
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    });
+    let request = http::Request::get("http://agent/")
+        .header("authorization", "Basic OnBhc3N3b3Jk")
+        .body(String::new())
+        .unwrap();
+
+    let holder = hold_lock(&lock);
+    let response = tokio::time::timeout(HANG, session.layer().layer(agent).oneshot(request))
+        .await
+        .expect("the call waited for the explicit write's bound, not the call's")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(session.file().read().unwrap(), None, "not written yet");
+    drop(holder);
+    // The write goes on, and `flush` waits for it.
+    tokio::time::timeout(HANG, session.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        session.file().read().unwrap(),
+        Some(Token::new("from.the.password").unwrap())
+    );
 }

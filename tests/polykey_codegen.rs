@@ -2,8 +2,8 @@
 //! that keeps the checked-in file equal to what the generator makes from the agent's `.proto`
 //! files.
 //!
-//! The `.proto` files come with the built agent (`.ci/run`, or
-//! `../shared/polykey-agent/build.sh target/polykey-agent`). To update `pb.rs` after a change here
+//! The `.proto` files come with the built agent (built on first use; see
+//! `polykey_support::agent`). To update `pb.rs` after a change here
 //! or in a dependency's output:
 //!
 //! ```sh
@@ -19,6 +19,8 @@ use std::fs;
 use std::path::Path;
 
 use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
+
+mod polykey_support;
 
 /// Where `build.sh` leaves the archive's `.proto` files, relative to the crate.
 const SCHEMAS: &str = "target/polykey-agent/polykey/src/proto/schemas";
@@ -43,16 +45,13 @@ const REGENERATE_VAR: &str = "POLYKEY_REGENERATE";
 fn polykey_generated_code_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let schemas = root.join(SCHEMAS);
-    if !schemas.join(CLIENT_SERVICE_PROTO).is_file() {
-        // Without the agent there is nothing to compare against; the other Polykey tests say
-        // loudly that the agent is missing, this one only checks a file.
-        eprintln!(
-            "skipped: {} is missing; build the agent with .ci/run or \
-             ../shared/polykey-agent/build.sh target/polykey-agent",
-            schemas.display()
-        );
-        return;
-    }
+    // The `.proto` files come with the agent, built on first use.
+    polykey_support::agent::require_built();
+    assert!(
+        schemas.join(CLIENT_SERVICE_PROTO).is_file(),
+        "{} is missing from the built agent",
+        schemas.display()
+    );
     let fresh = generate(&schemas);
     let checked_in_path = root.join(GENERATED);
     if std::env::var_os(REGENERATE_VAR).is_some() {

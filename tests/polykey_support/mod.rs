@@ -33,12 +33,18 @@ pub const ERROR_TRAILER: &str = "error";
 pub fn basic_authorization(password: &str) -> AsciiMetadataValue {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!(":{password}"));
     // Base64 and the scheme are ASCII; nothing here can be refused.
-    AsciiMetadataValue::try_from(format!("Basic {encoded}")).expect("base64 is ASCII")
+    let mut value =
+        AsciiMetadataValue::try_from(format!("Basic {encoded}")).expect("base64 is ASCII");
+    // A secret: kept out of `Debug` and out of HTTP/2's header compression table.
+    value.set_sensitive(true);
+    value
 }
 
 /// `Bearer <token>`, the form the agent accepts (the scheme is case-sensitive).
 pub fn bearer_authorization(token: &str) -> Result<AsciiMetadataValue, agent_session::BoxError> {
-    Ok(AsciiMetadataValue::try_from(format!("Bearer {token}"))?)
+    let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// `message` as a request carrying the password.

@@ -1,0 +1,62 @@
+//! [`Saved`]: what a call waits on while the token its response brought is written, never
+//! longer than a bound: another process may hold the session file's lock, stopped, and a
+//! hung write must not hang the call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Resolves when the write covering a call's token is over (written, lost to another process,
+/// or failed), or when `bound` has passed since the call's token was taken, whichever is first.
+/// The write goes on either way; `Session::flush` waits for it.
+///
+/// The deadline is `futures-timer`'s, which needs no runtime: a response may be polled on any
+/// executor.
+pub(crate) struct Saved {
+    done: oneshot::Receiver<()>,
+    deadline: futures_timer::Delay,
+}
+
+impl Saved {
+    pub(crate) fn new(done: oneshot::Receiver<()>, bound: Duration) -> Self {
+        Self {
+            done,
+            deadline: futures_timer::Delay::new(bound),
+        }
+    }
+}
+
+impl Future for Saved {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Woken when the write is done, whether it succeeded or not: a failed write is logged
+        // and reported by `Session::flush`.
+        if Pin::new(&mut self.done).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if Pin::new(&mut self.deadline).poll(cx).is_ready() {
+            tracing::warn!("the token's write is taking long; answering the call without it");
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_write_or_the_deadline_ends_the_wait() {
+        let (tx, rx) = oneshot::channel::<()>();
+        drop(tx);
+        futures_executor::block_on(Saved::new(rx, Duration::from_secs(3600)));
+        // A write that never finishes: the deadline ends the wait (on no runtime at all).
+        let (_held, rx) = oneshot::channel::<()>();
+        futures_executor::block_on(Saved::new(rx, Duration::from_millis(1)));
+    }
+}
