@@ -44,6 +44,13 @@ fn child_entry_does_nothing_in_a_normal_run() {
         .open(&path)
         .unwrap_or_else(|e| fail(e));
     file.lock().unwrap_or_else(|e| fail(e));
+    if let Ok(token) = std::env::var("RELIABILITY_WRITE") {
+        // Another writer's own write, under its lock: a temp file renamed over the file.
+        let target = path.with_file_name("token");
+        let temp = path.with_file_name(".token.other.tmp");
+        std::fs::write(&temp, format!("{token}\n")).unwrap_or_else(|e| fail(e));
+        std::fs::rename(&temp, &target).unwrap_or_else(|e| fail(e));
+    }
     say("locked");
     // Holds the lock until the parent closes stdin (or dies).
     while hear().is_some() {}
@@ -52,11 +59,17 @@ fn child_entry_does_nothing_in_a_normal_run() {
 
 /// Another process that holds `lock` until dropped.
 fn hold_lock(lock: &Path) -> ChildProcess {
-    let mut holder = ChildProcess::spawn(
-        CHILD_ENTRY,
-        "hold-lock",
-        &[("LOCK", lock.display().to_string())],
-    );
+    hold_lock_writing(lock, None)
+}
+
+/// Another process that takes `lock`, writes `token` to the session file beside it if given,
+/// and holds the lock until dropped.
+fn hold_lock_writing(lock: &Path, token: Option<&Token>) -> ChildProcess {
+    let mut params = vec![("LOCK", lock.display().to_string())];
+    if let Some(token) = token {
+        params.push(("WRITE", token.expose().to_owned()));
+    }
+    let mut holder = ChildProcess::spawn(CHILD_ENTRY, "hold-lock", &params);
     holder.expect("locked");
     holder
 }
@@ -270,4 +283,34 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
         session.file().read().unwrap(),
         Some(Token::new("from.the.password").unwrap())
     );
+}
+
+#[tokio::test]
+async fn an_unlock_that_gave_up_never_lets_a_refresh_clobber_the_holders_token() {
+    let agent = start_agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = bounded_session(dir.path(), REFRESH_WAIT, EXPLICIT_WAIT);
+    let lock = session.file().lock_path().to_owned();
+    session
+        .start_with_token(agent.manager.mint().unwrap())
+        .await
+        .unwrap();
+    // Another process unlocks (its token on disk, under its lock) while this one's unlock
+    // waits for the lock and gives up.
+    let theirs = agent.manager.mint().unwrap();
+    let holder = hold_lock_writing(&lock, Some(&theirs));
+    let ours = agent.manager.mint().unwrap();
+    assert_locked(&session.start_with_token(ours).await.unwrap_err(), &lock);
+    drop(holder);
+    // A call with this process's token brings a refresh: the file is another process's now,
+    // so the refresh loses and the session takes what the file holds.
+    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+    client.agent_status(EmptyMessage {}).await.unwrap();
+    tokio::time::timeout(HANG, session.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.file().read().unwrap(), Some(theirs.clone()));
+    assert_eq!(session.token(), Some(theirs));
+    assert_eq!(session.stats().lost_refreshes, 1);
 }

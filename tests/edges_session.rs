@@ -144,6 +144,19 @@ async fn explicit_changes_replace_or_remove_a_corrupt_file() {
     assert!(!path.exists());
 }
 
+#[tokio::test]
+async fn starting_removes_the_temp_files_of_writers_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join(".token.dead1234.tmp");
+    std::fs::write(&stale, "half a tok").unwrap();
+    std::fs::write(dir.path().join("token.lock"), "").unwrap();
+    Session::new(dir.path().join("token"))
+        .start()
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "the dead writer's temp file is gone");
+}
+
 // ---- Another executor -------------------------------------------------------------------
 
 #[test]
