@@ -1,0 +1,128 @@
+//! What an application calls on a [`Session`] around calls it makes itself: the token, its
+//! `authorization` value, and taking a refresh back ([`Epoch`], [`Session::refresh`]).
+
+use super::*;
+
+/// The session as a call found it when it was sent, for [`Session::refresh`]: a refreshed
+/// token that answers a call sent before an explicit change (an unlock, a lock, another
+/// process's token picked up) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    epoch: u64,
+    had_token: bool,
+}
+
+impl<St: TokenStore> Session<St> {
+    /// The token calls are made with now, if any.
+    pub fn token(&self) -> Option<Token> {
+        self.shared.current.load().token.clone()
+    }
+
+    /// When the current token expires, if it is a JWT with an `exp` claim.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.shared.current.load().token.as_ref()?.expires_at()
+    }
+
+    /// The `authorization` value for one call made by hand: `Bearer <token>`, marked sensitive.
+    /// No token is [`Error::TokenNotProvided`].
+    pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
+        self.shared
+            .current
+            .load()
+            .token
+            .as_ref()
+            .map(Token::header_value)
+            .ok_or(Error::TokenNotProvided)
+    }
+
+    /// Puts the session token on one tonic request by hand, the per-call alternative to
+    /// [`SessionLayer`](crate::SessionLayer). No token is [`Error::TokenNotProvided`].
+    ///
+    /// ```
+    /// # fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {
+    /// let mut request = tonic::Request::new(());
+    /// session.authorize(&mut request)?;
+    /// assert!(request.metadata().get("authorization").unwrap().is_sensitive());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tonic")]
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Error> {
+        let header = self.call_credentials()?;
+        // A token's header value is visible ASCII, which is what ASCII metadata holds.
+        let mut value = tonic::metadata::AsciiMetadataValue::try_from(header.as_bytes())
+            .map_err(|_| Error::TokenNotProvided)?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+        Ok(())
+    }
+
+    /// The session as a call sent now finds it: take it before the call, and hand it to
+    /// [`Session::refresh`] with the call's response.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        let current = self.shared.current.load();
+        Epoch {
+            epoch: current.epoch,
+            had_token: current.token.is_some(),
+        }
+    }
+
+    /// Takes the refreshed token a response brought, as [`SessionLayer`](crate::SessionLayer)
+    /// does: for calls made with [`Session::authorize`] or [`Session::call_credentials`] (a
+    /// tonic interceptor, say), where no layer sees the response.
+    ///
+    /// `sent` is [`Session::epoch`] taken before the call. The token is read from `headers`'
+    /// `authorization: Bearer <t>` (a malformed one is ignored with a warning) and follows the
+    /// layer's rules: dropped if the session changed since `sent` or if the call carried no
+    /// session token, ignored on a rejection, used at once, and written to the file as a
+    /// compare-and-swap (never over another process's unlock or lock). The future resolves when
+    /// the write policy says the call may go on (see [`SessionBuilder::write_behind`]).
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+    ///
+    /// let for_calls = session.clone();
+    /// let mut client = AgentServiceClient::with_interceptor(channel, move |mut request| {
+    ///     for_calls.authorize(&mut request)?;
+    ///     Ok(request)
+    /// });
+    /// let sent = session.epoch();
+    /// let reply = client.agent_status(EmptyMessage {}).await?;
+    /// session.refresh(sent, &reply.metadata().clone().into_headers()).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh(&self, sent: Epoch, headers: &http::HeaderMap) {
+        if !sent.had_token
+            || crate::error::is_rejection(http::StatusCode::OK, headers)
+            || self
+                .failures()
+                .session_failure(http::StatusCode::OK, headers)
+                .is_some()
+        {
+            return;
+        }
+        if let Some(value) = headers.get(http::header::AUTHORIZATION)
+            && let Some(token) = self.current().token.as_ref()
+            && token.is_header(value)
+        {
+            // The token in use again: compared, not parsed.
+            if let Refresh::Saving(saved) = self.accept_refresh(token.clone(), sent.epoch) {
+                saved.await;
+            }
+            return;
+        }
+        let token = match crate::bearer::bearer_from_headers(headers) {
+            None => return,
+            Some(Ok(token)) => token,
+            Some(Err(why)) => {
+                tracing::warn!(reason = %why, "ignoring a malformed refreshed token from the agent");
+                return;
+            }
+        };
+        if let Refresh::Saving(saved) = self.accept_refresh(token, sent.epoch) {
+            saved.await;
+        }
+    }
+}
