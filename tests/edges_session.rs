@@ -117,13 +117,7 @@ async fn a_reauthenticator_recovers_from_a_corrupt_file() {
     assert!(matches!(error, Error::CorruptFile { .. }), "{error:?}");
     assert_eq!(error.exit_code(), 65);
 
-    let runs = Arc::new(AtomicUsize::new(0));
-    let (counter, password_channel) = (runs.clone(), channel(agent.address).await);
-    let layer = SessionLayer::new(session.clone()).reauthenticate_with(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        let channel = password_channel.clone();
-        async move { unlock(channel, PASSWORD).await }
-    });
+    let (layer, runs) = common::counting_reauth_layer(agent.address, &session).await;
     let mut client = AgentServiceClient::new(layer.layer(channel(agent.address).await));
     let status = client.agent_status(EmptyMessage {}).await.unwrap();
     assert_eq!(status.get_ref().status, "LIVE");

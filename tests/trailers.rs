@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tonic::transport::Server;
 use tower::{Layer as _, ServiceExt as _};
 
 mod common;
-use common::{PASSWORD, channel, unlock};
+use common::{PASSWORD, channel};
 
 /// Only a bound on a hang: a passing run never comes near it.
 const HANG: Duration = Duration::from_secs(60);
@@ -153,13 +153,7 @@ async fn failures_in_trailers_are_recovered_and_replayed() {
     let agent = start_grpc_js_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = polykey_session(dir.path());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let (counter, password_channel) = (runs.clone(), channel(agent.address).await);
-    let layer = SessionLayer::new(session.clone()).reauthenticate_with(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        let channel = password_channel.clone();
-        async move { unlock(channel, PASSWORD).await }
-    });
+    let (layer, runs) = common::counting_reauth_layer(agent.address, &session).await;
     let mut client = AgentServiceClient::new(layer.layer(channel(agent.address).await));
 
     // No token: ErrorClientAuthMissing in the trailers.

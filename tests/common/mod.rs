@@ -137,3 +137,22 @@ pub fn assert_file_token_accepted(manager: &SessionManager, session: &Session) {
         panic!("the agent refuses the session file's token: {error}");
     }
 }
+
+/// A re-authenticating layer over `session` whose re-authenticator unlocks with [`PASSWORD`]
+/// over a channel of its own (no layer), and the count of its runs.
+pub async fn counting_reauth_layer(
+    address: SocketAddr,
+    session: &Session,
+) -> (
+    agent_session::SessionLayer<agent_session::Reauth>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, password_channel) = (runs.clone(), channel(address).await);
+    let layer = agent_session::SessionLayer::new(session.clone()).reauthenticate_with(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let channel = password_channel.clone();
+        async move { unlock(channel, PASSWORD).await }
+    });
+    (layer, runs)
+}
