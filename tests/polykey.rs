@@ -43,6 +43,18 @@ async fn unlock(client: &mut ClientServiceClient<tonic::transport::Channel>) -> 
     bearer_token(reply.metadata()).expect("an unlock answers with a token")
 }
 
+/// `AgentStatus` made with `token` by hand (outside any session layer).
+async fn status_with(
+    client: &mut ClientServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> Result<tonic::Response<polykey_support::InfoMessage>, tonic::Status> {
+    within(
+        "AgentStatus",
+        client.agent_status(with_bearer(EmptyMessage {}, token).unwrap()),
+    )
+    .await
+}
+
 /// A session kept in `dir`, started with `token`. Polykey's tokens have no `exp`, so the
 /// crate cannot tell a newer one by its expiry: `always_write` keeps each refresh.
 async fn session_with(dir: &std::path::Path, token: &str) -> Session {
@@ -72,12 +84,7 @@ async fn a_password_call_answers_with_a_bearer_token_in_its_headers() {
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     assert_eq!(reply.get_ref().node_id, agent.node_id);
     // The token is a session: a call with it alone succeeds.
-    within(
-        "AgentStatus",
-        client.agent_status(with_bearer(EmptyMessage {}, &token).unwrap()),
-    )
-    .await
-    .unwrap();
+    status_with(&mut client, &token).await.unwrap();
 }
 
 #[tokio::test]
@@ -127,13 +134,9 @@ async fn the_session_layer_keeps_the_refreshed_token_in_the_session_file() {
         .unwrap()
         .expect("a token in the session file");
     assert_eq!(on_disk.expose(), refreshed);
-    within(
-        "AgentStatus",
-        ClientServiceClient::new(channel)
-            .agent_status(with_bearer(EmptyMessage {}, &refreshed).unwrap()),
-    )
-    .await
-    .expect("the agent accepts the token in the session file");
+    status_with(&mut ClientServiceClient::new(channel), &refreshed)
+        .await
+        .expect("the agent accepts the token in the session file");
 }
 
 /// The raw status, and how `Error::from_status_with(…, &Polykey)` reads it.
@@ -156,12 +159,7 @@ async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
         ("the old token", &token),
         ("lock all's token", &from_lock_all),
     ] {
-        let status = within(
-            "AgentStatus",
-            client.agent_status(with_bearer(EmptyMessage {}, refused).unwrap()),
-        )
-        .await
-        .expect_err(which);
+        let status = status_with(&mut client, refused).await.expect_err(which);
         assert_eq!(status.code(), tonic::Code::Unknown, "{which}: {status:?}");
         assert_eq!(status.message(), "Unknown Error", "{which}");
         let error = polykey_error(&status).expect("an `error` trailer");
@@ -181,12 +179,7 @@ async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
 
     // The password opens a new session.
     let fresh = unlock(&mut client).await;
-    within(
-        "AgentStatus",
-        client.agent_status(with_bearer(EmptyMessage {}, &fresh).unwrap()),
-    )
-    .await
-    .unwrap();
+    status_with(&mut client, &fresh).await.unwrap();
 }
 
 #[tokio::test]
@@ -390,12 +383,9 @@ async fn reauthentication_replays_a_unary_call_and_a_stream() {
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     let on_disk = session.file().read().unwrap().unwrap();
-    within(
-        "AgentStatus",
-        raw.agent_status(with_bearer(EmptyMessage {}, on_disk.expose()).unwrap()),
-    )
-    .await
-    .expect("the session file's token is accepted");
+    status_with(&mut raw, on_disk.expose())
+        .await
+        .expect("the session file's token is accepted");
 }
 
 #[tokio::test]
