@@ -96,6 +96,7 @@ impl FileStamp {
 
 impl TokenFile {
     /// The session file at `path`; its lock file is `path` with `.lock` appended.
+    #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let name = path
@@ -135,6 +136,7 @@ impl TokenFile {
     }
 
     /// The session file `token` inside the client directory `dir`.
+    #[must_use]
     pub fn in_dir(dir: impl AsRef<Path>) -> Self {
         Self::new(dir.as_ref().join(TOKEN_FILE_NAME))
     }
@@ -154,6 +156,11 @@ impl TokenFile {
     /// A missing, empty or blank file is `Ok(None)`. A file that cannot be read, is not a
     /// regular file, is larger than [`MAX_FILE_LEN`], is not UTF-8 or does not hold a valid token
     /// is an error naming the path; the content is never part of it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadFile`] when the file cannot be read, [`Error::CorruptFile`] when it holds
+    /// no token.
     pub fn read(&self) -> Result<Option<Token>, Error> {
         self.read_snapshot().map(|stored| stored.token)
     }
@@ -161,6 +168,11 @@ impl TokenFile {
     /// Writes `token`, replacing whatever the file holds (an *explicit* write, as after an
     /// unlock). Blocking: it waits for the lock (at most [`TokenFile::lock_wait`]) and for the
     /// disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another process holds the lock past the bound,
+    /// [`Error::WriteFile`] when the file or its directory cannot be written.
     pub fn write(&self, token: &Token) -> Result<(), Error> {
         self.write_stamped(token).map(|_| ())
     }
@@ -168,6 +180,12 @@ impl TokenFile {
     /// Writes `new` only if the file still holds `expected` (`None`: no token), under the lock.
     /// Returns whether it wrote. This is the *refresh* write: it never recreates a file another
     /// process removed, nor replaces a token another process wrote. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another process holds the lock past
+    /// [`TokenFile::refresh_lock_wait`], the errors of [`TokenFile::read`] and
+    /// [`TokenFile::write`] otherwise.
     pub fn replace_if(&self, expected: Option<&Token>, new: &Token) -> Result<bool, Error> {
         self.swap_stamped(expected, new)
             .map(|swap| matches!(swap, Swap::Replaced(_)))
@@ -175,6 +193,11 @@ impl TokenFile {
 
     /// Removes the session file (what `agent lock` does). A missing file is not an error.
     /// Blocking: it waits for the lock at most [`TokenFile::lock_wait`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another process holds the lock past the bound,
+    /// [`Error::WriteFile`] when the file cannot be removed (it then still holds its token).
     pub fn remove(&self) -> Result<(), Error> {
         let _lock = self.lock(self.lock_wait)?;
         match fs::remove_file(&self.path) {

@@ -44,6 +44,10 @@ impl Token {
     ///
     /// The accepted form is RFC 6750's `b64token`: one or more of `A-Z a-z 0-9 - . _ ~ + /`,
     /// then any number of `=`, at most [`MAX_TOKEN_LEN`] bytes. Nothing is trimmed.
+    ///
+    /// # Errors
+    ///
+    /// [`MalformedToken`] saying what is wrong (never showing the value).
     pub fn new(value: impl Into<String>) -> Result<Self, MalformedToken> {
         let value: String = value.into();
         check_b64token(value.as_bytes())?;

@@ -56,6 +56,7 @@ pub struct SessionLayer<R = NoReauth, St: TokenStore = TokenFile> {
 
 impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// A layer keeping `session`.
+    #[must_use]
     pub fn new(session: Session<St>) -> Self {
         Self {
             session,
@@ -98,6 +99,7 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// let layer = SessionLayer::new(session).reauthenticate_with(unlock);
     /// # }
     /// ```
+    #[must_use]
     pub fn reauthenticate_with<F: Reauthenticate>(
         self,
         reauthenticator: F,
@@ -112,6 +114,7 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
 impl<St: TokenStore> SessionLayer<Reauth, St> {
     /// How many bytes of a request body are kept for a replay (default
     /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)). Set before the layer is used.
+    #[must_use]
     pub fn replay_limit(self, bytes: usize) -> Self {
         Self {
             session: self.session,
@@ -126,6 +129,7 @@ impl<St: TokenStore> SessionLayer<Reauth, St> {
     /// certificate): with a prompt, a clock that runs ahead of the agent's would ask for a
     /// password the agent never wanted. A token renewed this way is not renewed again before
     /// the agent has refused it.
+    #[must_use]
     pub fn renew_before_expiry(self, margin: std::time::Duration) -> Self {
         Self {
             session: self.session,
@@ -293,6 +297,12 @@ fn is_basic(value: &http::HeaderValue) -> bool {
 
 pin_project! {
     /// The response future of [`SessionService`].
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it completed, as tonic's futures do: that is a bug of the
+    /// caller's.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct ResponseFuture<S, Req, St = TokenFile>
     where
         S: Service<Req>,
@@ -344,8 +354,7 @@ where
                     // the file is looked at again later.
                     let _ = ready!(Pin::new(check).poll(cx));
                     let Some((mut inner, request)) = pending.take() else {
-                        unreachable_state();
-                        return Poll::Pending;
+                        polled_after_completion()
                     };
                     let (future, carried) = send(&mut inner, this.session, request);
                     *this.carried = carried;
@@ -370,10 +379,7 @@ where
                     ready!(Pin::new(saved).poll(cx));
                     return match response.take() {
                         Some(response) => Poll::Ready(Ok(response)),
-                        None => {
-                            unreachable_state();
-                            Poll::Pending
-                        }
+                        None => polled_after_completion(),
                     };
                 }
             }
@@ -447,10 +453,9 @@ fn take_token<St: TokenStore>(
     }
 }
 
-/// A future polled again after it completed. Logged, not a panic: the caller broke the
-/// `Future` contract, and pending forever is what tower's own futures do then.
-fn unreachable_state() {
-    tracing::error!("session ResponseFuture polled after completion");
+/// A future polled again after it completed: the caller broke the `Future` contract.
+fn polled_after_completion() -> ! {
+    panic!("session ResponseFuture polled after completion")
 }
 
 impl<S, Req, St> std::fmt::Debug for ResponseFuture<S, Req, St>

@@ -17,6 +17,7 @@ pub struct SessionBuilder<St = TokenFile> {
 impl<St: TokenStore> SessionBuilder<St> {
     /// Checks the file for changes made by other processes at most this often (default
     /// [`DEFAULT_CHECK_INTERVAL`]). `Duration::ZERO` checks before every call.
+    #[must_use]
     pub fn check_interval(mut self, interval: Duration) -> Self {
         self.check_interval = interval;
         self
@@ -29,6 +30,7 @@ impl<St: TokenStore> SessionBuilder<St> {
     /// background and [`Session::flush`] waits for it; a crash before then loses the refresh
     /// and the next process starts from the previous token, which the agent still accepts until
     /// it expires, so the risk is a re-authentication, never a torn file.
+    #[must_use]
     pub fn write_behind(mut self, on: bool) -> Self {
         self.write_behind = on;
         self
@@ -40,6 +42,7 @@ impl<St: TokenStore> SessionBuilder<St> {
     /// Off by default: such a write buys nothing (the file's token lives as long) and a durable
     /// write costs several times a loopback call. Turn it on where each process makes a call or
     /// two and the file should always hold the newest token, as in a command-line tool.
+    #[must_use]
     pub fn always_write(mut self, on: bool) -> Self {
         self.always_write = on;
         self
@@ -67,6 +70,7 @@ impl<St: TokenStore> SessionBuilder<St> {
 
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
+    #[must_use]
     pub fn build(self) -> Session<St> {
         Session {
             shared: Arc::new(Shared {
@@ -125,6 +129,7 @@ impl SessionBuilder {
 
 impl<St: TokenStore> SessionBuilder<St> {
     /// Options for a session kept in `store`.
+    #[must_use]
     pub fn with_store(store: St) -> Self {
         Self {
             store,

@@ -14,17 +14,22 @@ pub struct Epoch {
 
 impl<St: TokenStore> Session<St> {
     /// The token calls are made with now, if any.
+    #[must_use]
     pub fn token(&self) -> Option<Token> {
         self.shared.current.load().token.clone()
     }
 
     /// When the current token expires, if it is a JWT with an `exp` claim.
+    #[must_use]
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.shared.current.load().token.as_ref()?.expires_at()
     }
 
     /// The `authorization` value for one call made by hand: `Bearer <token>`, marked sensitive.
-    /// No token is [`Error::TokenNotProvided`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenNotProvided`] when the session has no token.
     pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
         self.shared
             .current
@@ -36,7 +41,11 @@ impl<St: TokenStore> Session<St> {
     }
 
     /// Puts the session token on one tonic request by hand, the per-call alternative to
-    /// [`SessionLayer`](crate::SessionLayer). No token is [`Error::TokenNotProvided`].
+    /// [`SessionLayer`](crate::SessionLayer).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenNotProvided`] when the session has no token.
     ///
     /// ```
     /// # fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {

@@ -157,16 +157,19 @@ pub(crate) enum Refresh {
 
 impl Session {
     /// A session kept in the file at `path`.
+    #[must_use]
     pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
         Self::builder(path).build()
     }
 
     /// A session kept in the file `token` of the client directory `dir`.
+    #[must_use]
     pub fn in_dir(dir: impl AsRef<std::path::Path>) -> Self {
         SessionBuilder::with_store(TokenFile::in_dir(dir)).build()
     }
 
     /// Options for a session kept in the file at `path`.
+    #[must_use]
     pub fn builder(path: impl Into<std::path::PathBuf>) -> SessionBuilder {
         SessionBuilder::with_store(TokenFile::new(path))
     }
@@ -185,11 +188,13 @@ impl Session {
 
 impl<St: TokenStore> Session<St> {
     /// Options for a session kept in `store`.
+    #[must_use]
     pub fn builder_with_store(store: St) -> SessionBuilder<St> {
         SessionBuilder::with_store(store)
     }
 
     /// A session kept in `store` (see [`TokenStore`]; [`Session::new`] keeps it in a file).
+    #[must_use]
     pub fn with_store(store: St) -> Self {
         SessionBuilder::with_store(store).build()
     }
@@ -200,6 +205,7 @@ impl<St: TokenStore> Session<St> {
     }
 
     /// A [`SessionLayer`](crate::SessionLayer) keeping this session.
+    #[must_use]
     pub fn layer(&self) -> crate::SessionLayer<crate::NoReauth, St> {
         crate::SessionLayer::new(self.clone())
     }
@@ -208,6 +214,11 @@ impl<St: TokenStore> Session<St> {
     ///
     /// A missing or blank file leaves the session without a token; a bad file is an error and
     /// leaves the session as it was. Temp files left by writers that died mid-write are removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadFile`] when the file cannot be read, [`Error::CorruptFile`] when it holds
+    /// no token (the session goes on without one: an unlock writes over the file).
     pub async fn start(&self) -> Result<(), Error> {
         let token_found = self
             .explicit(|shared| {
@@ -275,6 +286,7 @@ impl<St: TokenStore> Session<St> {
     }
 
     /// What this session did with refreshed tokens so far.
+    #[must_use]
     pub fn stats(&self) -> SessionStats {
         let c = &self.shared.stats;
         SessionStats {

@@ -7,6 +7,11 @@ impl<St: TokenStore> Session<St> {
     /// Waits until every refreshed token this session accepted so far, and every token a
     /// password call brought, is on disk (or was found superseded there), and reports the last
     /// write's error if it failed.
+    ///
+    /// # Errors
+    ///
+    /// The last write's error: [`Error::Locked`] when another process held the session file's
+    /// lock past the bound, [`Error::WriteFile`] when the file could not be written.
     pub async fn flush(&self) -> Result<(), Error> {
         let mut password_writes = self.shared.password_writes.subscribe();
         // The sender lives in the session: waiting cannot fail.
