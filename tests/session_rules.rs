@@ -55,10 +55,13 @@ fn agent(
 }
 
 /// A session that never looks at its file on its own during a test, so that what a test sees
-/// is the compare-and-swap of refresh writes, not the pick-up of changes.
+/// is the compare-and-swap of refresh writes, not the pick-up of changes; and whose calls wait
+/// for their writes however slow a loaded disk is, so that "durable when the call returns"
+/// holds whatever the machine does.
 fn quiet_session(dir: &std::path::Path) -> Session {
     Session::builder(dir.join("token"))
         .check_interval(Duration::from_secs(3600))
+        .call_wait(Duration::from_secs(3600))
         .build()
 }
 

@@ -68,6 +68,17 @@ impl<St: TokenStore> SessionBuilder<St> {
         self
     }
 
+    /// How long a call waits for the write of the token its response brought (a refresh, or a
+    /// password call's), counted from its response (default
+    /// [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)); the write goes on after,
+    /// and [`Session::flush`] waits for it. [`SessionBuilder::lock_wait`] sets it for the session
+    /// file.
+    #[must_use]
+    pub fn call_wait(mut self, wait: Duration) -> Self {
+        self.call_wait = wait;
+        self
+    }
+
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
     #[must_use]

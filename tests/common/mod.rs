@@ -46,10 +46,11 @@ pub async fn channel(address: SocketAddr) -> Channel {
 }
 
 /// A session that looks at its file only when a test makes it, so each test controls what it
-/// sees.
+/// sees; its calls wait for their writes however slow a loaded disk is.
 pub fn quiet_session(dir: &std::path::Path) -> Session {
     Session::builder(dir.join("token"))
         .check_interval(Duration::from_secs(3600))
+        .call_wait(Duration::from_secs(3600))
         .build()
 }
 
