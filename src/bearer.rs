@@ -51,6 +51,18 @@ pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
     Token::new(token).map_err(BadCredentials::Malformed)
 }
 
+/// The token an agent sent back in `headers`, if a usable one: a malformed one is ignored with
+/// a warning (that does not contain it), and the token in use stays.
+pub(crate) fn token_from_agent(headers: &HeaderMap) -> Option<Token> {
+    match bearer_from_headers(headers)? {
+        Ok(token) => Some(token),
+        Err(why) => {
+            tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
+            None
+        }
+    }
+}
+
 /// The bearer token in the `authorization` header(s) of `headers`, if there is one.
 ///
 /// Repeated headers must agree; a header that is present but unreadable is an error, so that a

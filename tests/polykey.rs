@@ -68,6 +68,28 @@ async fn session_with(dir: &std::path::Path, token: &str) -> Session {
     session
 }
 
+/// An unlocked session in the agent's client directory, and a client through the plain layer
+/// over a channel of its own (returned too, for calls made by hand).
+async fn unlocked_client(
+    agent: &PolykeyAgent,
+) -> (
+    tonic::transport::Channel,
+    std::path::PathBuf,
+    Session,
+    ClientServiceClient<agent_session::SessionService<tonic::transport::Channel>>,
+) {
+    let channel = agent.channel().await;
+    let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
+    let dir = agent.client_dir();
+    let session = session_with(&dir, &token).await;
+    let client = ClientServiceClient::new(
+        ServiceBuilder::new()
+            .layer(SessionLayer::new(session.clone()))
+            .service(channel.clone()),
+    );
+    (channel, dir, session, client)
+}
+
 #[tokio::test]
 async fn a_password_call_answers_with_a_bearer_token_in_its_headers() {
     let agent = PolykeyAgent::start();
@@ -110,15 +132,7 @@ async fn a_call_without_authorization_is_auth_missing_on_the_raw_wire() {
 #[tokio::test]
 async fn the_session_layer_keeps_the_refreshed_token_in_the_session_file() {
     let agent = PolykeyAgent::start();
-    let channel = agent.channel().await;
-    let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
-    let dir = agent.client_dir();
-    let session = session_with(&dir, &token).await;
-    let mut client = ClientServiceClient::new(
-        ServiceBuilder::new()
-            .layer(SessionLayer::new(session.clone()))
-            .service(channel.clone()),
-    );
+    let (channel, dir, session, mut client) = unlocked_client(&agent).await;
 
     // No authorization of our own: the layer adds the session's token.
     let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
@@ -185,15 +199,7 @@ async fn after_lock_all_old_tokens_are_denied_on_the_raw_wire() {
 #[tokio::test]
 async fn vaults_list_streams_through_the_session_layer() {
     let agent = PolykeyAgent::start();
-    let channel = agent.channel().await;
-    let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
-    let dir = agent.client_dir();
-    let session = session_with(&dir, &token).await;
-    let mut client = ClientServiceClient::new(
-        ServiceBuilder::new()
-            .layer(SessionLayer::new(session.clone()))
-            .service(channel),
-    );
+    let (_, dir, session, mut client) = unlocked_client(&agent).await;
     for name in ["alpha", "beta"] {
         within(
             "VaultsCreate",

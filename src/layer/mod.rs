@@ -428,27 +428,12 @@ fn take_token<St: TokenStore>(
         tracing::warn!("ignoring a token on a rejected call");
         return Refresh::Done;
     }
-    if let Carried::Session(epoch) = carried
-        && let Some(value) = response.headers().get(header::AUTHORIZATION)
-        && let Some(token) = session.current().token.as_ref()
-        && token.is_header(value)
-    {
-        // The token in use again (an agent whose tokens are the same within a second): nothing
-        // to parse, and nothing to write once it is on disk; the call still waits for a write
-        // of it that is under way.
-        return session.accept_refresh(token.clone(), epoch);
-    }
-    let token = match bearer::bearer_from_headers(response.headers()) {
-        None => return Refresh::Done,
-        Some(Ok(token)) => token,
-        Some(Err(why)) => {
-            tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
-            return Refresh::Done;
-        }
-    };
     match carried {
-        Carried::Session(epoch) => session.accept_refresh(token, epoch),
-        Carried::Password(epoch) => session.start_from_password(token, epoch),
+        Carried::Session(epoch) => session.take_refresh(response.headers(), epoch),
+        Carried::Password(epoch) => bearer::token_from_agent(response.headers())
+            .map_or(Refresh::Done, |token| {
+                session.start_from_password(token, epoch)
+            }),
         Carried::Nothing => Refresh::Done,
     }
 }

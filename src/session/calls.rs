@@ -112,26 +112,25 @@ impl<St: TokenStore> Session<St> {
         {
             return;
         }
+        if let Refresh::Saving(saved) = self.take_refresh(headers, sent.epoch) {
+            saved.await;
+        }
+    }
+
+    /// Takes the token `headers` bring as the refresh of a call sent in `epoch`, for the layer
+    /// and for [`Session::refresh`] alike. The token in use again (an agent whose tokens are
+    /// the same within a second) is compared, not parsed, and nothing is written once it is on
+    /// disk; the call still waits for a write of it that is under way.
+    pub(crate) fn take_refresh(&self, headers: &http::HeaderMap, epoch: u64) -> Refresh {
         if let Some(value) = headers.get(http::header::AUTHORIZATION)
             && let Some(token) = self.current().token.as_ref()
             && token.is_header(value)
         {
-            // The token in use again: compared, not parsed.
-            if let Refresh::Saving(saved) = self.accept_refresh(token.clone(), sent.epoch) {
-                saved.await;
-            }
-            return;
+            return self.accept_refresh(token.clone(), epoch);
         }
-        let token = match crate::bearer::bearer_from_headers(headers) {
-            None => return,
-            Some(Ok(token)) => token,
-            Some(Err(why)) => {
-                tracing::warn!(reason = %why, "ignoring a malformed refreshed token from the agent");
-                return;
-            }
-        };
-        if let Refresh::Saving(saved) = self.accept_refresh(token, sent.epoch) {
-            saved.await;
+        match crate::bearer::token_from_agent(headers) {
+            Some(token) => self.accept_refresh(token, epoch),
+            None => Refresh::Done,
         }
     }
 }
