@@ -43,7 +43,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut add_authorization, Request::new(()))))
     });
 
-    let session = Session::new(dir.path().join("plain"));
+    let session = Session::new(agent_session::TokenFile::new(dir.path().join("plain")));
     runtime
         .block_on(session.start_with_token(token.clone()))
         .expect("the session starts");
@@ -57,9 +57,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut bare_refreshing, Request::new(()))))
     });
 
-    let behind = Session::builder(dir.path().join("behind"))
-        .write_behind(true)
-        .build();
+    let behind = Session::builder(agent_session::TokenFile::new(dir.path().join("behind"))).build();
     runtime
         .block_on(behind.start_with_token(token.clone()))
         .expect("the session starts");

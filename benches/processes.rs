@@ -91,9 +91,10 @@ fn worker(mode: &str) -> ExitCode {
             }
             Mode::Session | Mode::SessionAlwaysWrite => {
                 let dir = PathBuf::from(env(WORKER_DIR));
-                let session = Session::builder(dir.join(TOKEN_FILE_NAME))
-                    .always_write(matches!(mode, Mode::SessionAlwaysWrite))
-                    .build();
+                let session =
+                    Session::builder(agent_session::TokenFile::new(dir.join(TOKEN_FILE_NAME)))
+                        .always_write(matches!(mode, Mode::SessionAlwaysWrite))
+                        .build();
                 session.start().await.expect("worker: the session starts");
                 assert!(session.token().is_some(), "worker: no token in the file");
                 let service = SessionLayer::new(session.clone()).layer(channel);

@@ -170,7 +170,7 @@ fn measure(c: &mut Criterion, name: &str, in_flights: &[usize], topology: Topolo
     let static_quiet = static_client(quiet);
     let static_refreshing = static_client(refreshing);
 
-    let session = Session::in_dir(dir.path().join("session"));
+    let session = Session::new(agent_session::TokenFile::in_dir(dir.path().join("session")));
     runtime
         .block_on(session.start_with_token(token.clone()))
         .expect("the session starts");

@@ -164,15 +164,16 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Failure> {
     let options = parse(std::env::args().skip(1))?;
     // One call per process: write every refreshed token, so the file always holds the newest.
-    let session = Session::builder(options.session_dir.join(agent_session::TOKEN_FILE_NAME))
-        .always_write(true)
-        .lock_wait(
-            options
-                .lock_wait
-                .min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
-            options.lock_wait,
-        )
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(
+        options.session_dir.join(agent_session::TOKEN_FILE_NAME),
+    ))
+    .lock_wait(
+        options
+            .lock_wait
+            .min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
+        options.lock_wait,
+    )
+    .build();
     let explicit_token = token_from_env()?;
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();

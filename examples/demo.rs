@@ -49,10 +49,11 @@ async fn run() -> Result<(), Failure> {
 
     // The client: a session file in a fresh directory, and a channel wrapped in the layer.
     let dir = tempfile::tempdir()?;
-    let session = Session::builder(dir.path().join("session").join("token"))
-        // Write every refresh, so that each step below shows the file changing.
-        .always_write(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(
+        dir.path().join("session").join("token"),
+    ))
+    // Write every refresh, so that each step below shows the file changing.
+    .build();
     session.start().await?;
     let channel = Endpoint::from_shared(format!("http://{address}"))?
         .connect()
@@ -62,7 +63,10 @@ async fn run() -> Result<(), Failure> {
             .layer(SessionLayer::new(session.clone()))
             .service(channel),
     );
-    println!("session file: {}\n", session.path().display());
+    println!(
+        "session file: {}\n",
+        session.file().unwrap().path().display()
+    );
 
     step("1. No token: a call is refused");
     let error = expect_session_failure(&mut client).await?;
@@ -116,15 +120,25 @@ async fn run() -> Result<(), Failure> {
     );
 
     session.flush().await?;
-    let mode = std::fs::metadata(session.path())?.permissions().mode() & 0o777;
-    let dir_mode = std::fs::metadata(session.path().parent().ok_or("no directory")?)?
+    let mode = std::fs::metadata(session.file().unwrap().path())?
         .permissions()
         .mode()
+        & 0o777;
+    let dir_mode = std::fs::metadata(
+        session
+            .file()
+            .unwrap()
+            .path()
+            .parent()
+            .ok_or("no directory")?,
+    )?
+    .permissions()
+    .mode()
         & 0o777;
     check(mode == 0o600, "the session file is not 0600")?;
     println!(
         "\nsession file {} (mode {mode:o}, directory mode {dir_mode:o}); {:?}",
-        session.path().display(),
+        session.file().unwrap().path().display(),
         session.stats()
     );
 
@@ -167,6 +181,7 @@ async fn unlock(client: &mut Client, session: &Session) -> Result<(), Failure> {
 fn on_disk(session: &Session) -> Result<String, Failure> {
     let token = session
         .file()
+        .expect("a session file")
         .read()?
         .ok_or("the session file holds no token")?;
     Ok(fingerprint(&token))

@@ -7,7 +7,7 @@
 //! ```
 
 use agent_session::agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
-use agent_session::{BoxError, Error, ServiceBuilderExt as _, Session, Token};
+use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
@@ -22,11 +22,11 @@ async fn main() -> Result<(), BoxError> {
     let session_dir = args.next().unwrap_or_else(|| ".agent-session".into());
     let base = format!("http://{agent}");
 
-    let session = Session::in_dir(&session_dir);
+    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut client = ServiceBuilder::new()
-        .session(session.clone())
+        .layer(SessionLayer::new(session.clone()))
         .service(hyper.clone());
 
     let status = || Request::get(format!("{base}{HTTP_STATUS_PATH}")).body(Full::default());
@@ -57,6 +57,6 @@ async fn main() -> Result<(), BoxError> {
         "echo: {}",
         String::from_utf8_lossy(&body.collect().await?.to_bytes())
     );
-    println!("session file: {}", session.path().display());
+    println!("session file: {}", session.file().unwrap().path().display());
     Ok(())
 }

@@ -128,11 +128,12 @@ async fn run() -> Result<(), Failure> {
     };
     let interactive = password.is_none() && token.is_none() && io::stdin().is_terminal();
     // Polykey's tokens have no `exp`: each new one is written, so the file holds the newest.
-    let session = Session::builder(options.node_path.join("token"))
-        .failures(Polykey)
-        .start_on_password(true)
-        .always_write(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(
+        options.node_path.join("token"),
+    ))
+    .failures(Polykey)
+    .start_on_password(true)
+    .build();
     if let Err(error) = session.start().await {
         // A file that holds no token must not lock the user out: whatever replaces it, removes
         // it, or does without it goes on.
@@ -222,7 +223,9 @@ async fn run() -> Result<(), Failure> {
         )
         .await?;
     } else {
-        let client = ClientServiceClient::new(session.layer().layer(channel));
+        let client = ClientServiceClient::new(
+            agent_session::SessionLayer::new(session.clone()).layer(channel),
+        );
         execute(client, &options.command, request).await?;
     }
     if let Command::LockAll = options.command {

@@ -17,11 +17,11 @@ async fn main() -> Result<(), BoxError> {
     let session_dir = args.next().unwrap_or_else(|| ".agent-session".into());
     let base = format!("http://{agent}");
 
-    let session = Session::in_dir(&session_dir);
+    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let http = reqwest::Client::new();
     let mut client = ServiceBuilder::new()
-        .layer(session.layer())
+        .layer(agent_session::SessionLayer::new(session.clone()))
         .service(http.clone());
 
     let status = || http.get(format!("{base}{HTTP_STATUS_PATH}")).build();
@@ -50,6 +50,6 @@ async fn main() -> Result<(), BoxError> {
         "echo: {}",
         client.ready().await?.call(echo).await?.text().await?
     );
-    println!("session file: {}", session.path().display());
+    println!("session file: {}", session.file().unwrap().path().display());
     Ok(())
 }

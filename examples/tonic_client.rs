@@ -17,7 +17,7 @@ async fn main() -> Result<(), BoxError> {
     let agent = args.next().unwrap_or_else(|| "127.0.0.1:50051".into());
     let session_dir = args.next().unwrap_or_else(|| ".agent-session".into());
 
-    let session = Session::in_dir(&session_dir);
+    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let channel = Endpoint::from_shared(format!("http://{agent}"))?
         .connect()
@@ -35,7 +35,7 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let service = ServiceBuilder::new()
-        .layer(session.layer().reauthenticate_with(unlock))
+        .layer(agent_session::SessionLayer::new(session.clone()).reauthenticate_with(unlock))
         .service(channel);
     let mut client = AgentServiceClient::new(service);
 
@@ -48,6 +48,6 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     println!("echo: {}", echo.get_ref().challenge);
     session.flush().await?;
-    println!("session file: {}", session.path().display());
+    println!("session file: {}", session.file().unwrap().path().display());
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{CorruptReason, Error};
-use crate::store::{Stored, Swap};
+use crate::store::{Stored, Swap, Version};
 use crate::token::{MAX_TOKEN_LEN, Token};
 
 /// The largest session file that is read: a token of the maximum length plus room for white
@@ -74,7 +74,7 @@ pub struct TokenFile {
 /// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
 /// by any process shows here without reading the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
+pub(crate) struct FileStamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -208,7 +208,7 @@ impl TokenFile {
     }
 
     /// Reads the token and the version of the file it came from.
-    pub(crate) fn read_snapshot(&self) -> Result<Stored<FileStamp>, Error> {
+    pub(crate) fn read_snapshot(&self) -> Result<Stored, Error> {
         // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the
         // reads of a regular file, and anything else is refused below.
         let file = match OpenOptions::new()
@@ -250,7 +250,7 @@ impl TokenFile {
         if bytes.len() as u64 > MAX_FILE_LEN {
             return Err(too_large(bytes.len() as u64));
         }
-        let stamp = Some(FileStamp::of(&meta));
+        let stamp = Some(Version::file(FileStamp::of(&meta)));
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::corrupt(&self.path, CorruptReason::NotUtf8))?;
         let text = text.trim();
@@ -289,11 +289,12 @@ impl TokenFile {
         &self,
         expected: Option<&Token>,
         new: &Token,
-    ) -> Result<Swap<FileStamp>, Error> {
+    ) -> Result<Swap, Error> {
         let _lock = self.lock(self.refresh_lock_wait)?;
         let current = self.read_snapshot()?;
         if current.token.as_ref() == expected {
-            self.replace_locked(new).map(Swap::Replaced)
+            self.replace_locked(new)
+                .map(|stamp| Swap::Replaced(Version::file(stamp)))
         } else {
             Ok(Swap::Lost(current))
         }
@@ -365,7 +366,7 @@ impl TokenFile {
         }
     }
 
-    fn create_dir(&self) -> Result<(), Error> {
+    pub(crate) fn create_dir(&self) -> Result<(), Error> {
         match fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -16,11 +16,11 @@
 //!   tokens, and the `agent.v1` gRPC service.
 //!
 //! ```no_run
-//! use agent_session::{Session, SessionLayer, Token};
+//! use agent_session::{Session, SessionLayer, Token, TokenFile};
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let session = Session::in_dir("/home/me/.agent"); // the file /home/me/.agent/token
+//! let session = Session::new(TokenFile::in_dir("/home/me/.agent")); // the file …/.agent/token
 //! session.start().await?; // the token on disk, if any
 //! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051")
 //!     .connect()
@@ -33,13 +33,13 @@
 //! # let _ = service; Ok(()) }
 //! ```
 #![deny(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod macros;
 
 mod bearer;
-mod builder;
 mod error;
 mod failures;
 mod file;
@@ -56,18 +56,16 @@ mod token;
 #[cfg(feature = "agent")]
 pub mod agent;
 
-pub use builder::ServiceBuilderExt;
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 pub use failures::{DEFAULT_TRAILERS_WAIT, Polykey, Rfc6750, SessionFailures};
 pub use file::{
-    DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, FileStamp, MAX_FILE_LEN, TOKEN_FILE_NAME,
-    TokenFile,
+    DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile,
 };
-pub use layer::{ResponseFuture, SessionLayer, SessionService};
+pub use layer::{ReauthService, ResponseFuture, SessionLayer, SessionService};
 pub use message::{SessionRequest, SessionResponse};
 pub use peek::PeekedBody;
 pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
-pub use session::{DEFAULT_CHECK_INTERVAL, Epoch, Session, SessionBuilder, SessionStats};
-pub use store::{MemoryStore, Stored, Swap, TokenStore};
+pub use session::{AgentTokens, Epoch, Session, SessionBuilder, SessionStats, Watch};
+pub use store::{MemoryStore, Stored, Swap, TokenStore, Version};
 pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use crate::error::Error;
 use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
 use crate::session::Session;
-use crate::store::TokenStore;
 use crate::token::Token;
 
 /// The future a [`Reauthenticate`] returns.
@@ -198,9 +197,9 @@ impl Reauth {
     /// On Tokio the recovery runs in a task of its own, so a caller that gives up (a timeout, a
     /// dropped request) does not cut it short and make the next caller start another. On
     /// another executor it runs in the caller's future, which must then be polled to the end.
-    pub(crate) async fn recover<St: TokenStore>(
+    pub(crate) async fn recover(
         &self,
-        session: &Session<St>,
+        session: &Session,
         epoch: u64,
         sent: Option<Token>,
         seen_generation: u64,
@@ -221,9 +220,9 @@ impl Reauth {
 }
 
 impl Flight {
-    async fn recover<St: TokenStore>(
+    async fn recover(
         &self,
-        session: &Session<St>,
+        session: &Session,
         epoch: u64,
         sent: Option<Token>,
         seen_generation: u64,
@@ -254,11 +253,7 @@ impl Flight {
         }
     }
 
-    async fn recover_now<St: TokenStore>(
-        &self,
-        session: &Session<St>,
-        sent: Option<Token>,
-    ) -> Outcome {
+    async fn recover_now(&self, session: &Session, sent: Option<Token>) -> Outcome {
         match session.reload_if_other(sent).await {
             Ok(true) => {
                 tracing::info!("another process holds a new token; using it");

@@ -9,22 +9,48 @@ use crate::error::Error;
 use crate::file::{FileStamp, TokenFile};
 use crate::token::Token;
 
+/// One version of what a store holds: every write makes a new one, so a session can tell that
+/// another writer changed the store without reading the token.
+///
+/// A store of your own numbers its versions with [`Version::new`]; the session file's are its
+/// `stat` (device, inode, size, modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Numbered(u64),
+    File(FileStamp),
+}
+
+impl Version {
+    /// Version number `n` of a store of your own: a new number for every write.
+    #[must_use]
+    pub const fn new(n: u64) -> Self {
+        Self(Kind::Numbered(n))
+    }
+
+    pub(crate) fn file(stamp: FileStamp) -> Self {
+        Self(Kind::File(stamp))
+    }
+}
+
 /// What a store held when it was read: the token (if any) and the version it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored<V> {
+pub struct Stored {
     /// The token, or `None` for no token.
     pub token: Option<Token>,
     /// The version read, or `None` when nothing is stored.
-    pub version: Option<V>,
+    pub version: Option<Version>,
 }
 
 /// The outcome of [`TokenStore::swap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Swap<V> {
+pub enum Swap {
     /// The store held the expected token and now holds the new one, at this version.
-    Replaced(V),
+    Replaced(Version),
     /// The store held something else, which the session then adopts.
-    Lost(Stored<V>),
+    Lost(Stored),
 }
 
 /// A place a session keeps its token, shared by every process (or every session) that uses it.
@@ -39,23 +65,40 @@ pub enum Swap<V> {
 /// - [`version`](Self::version) is cheap (a `stat` for the file) and changes with every write,
 ///   so a session can notice another writer's change without reading the token.
 pub trait TokenStore: Send + Sync + 'static {
-    /// Identifies one version of what is stored.
-    type Version: Copy + Eq + Send + Sync + fmt::Debug + 'static;
-
     /// Reads the token.
-    fn load(&self) -> Result<Stored<Self::Version>, Error>;
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read, or holds something that is not a token.
+    fn load(&self) -> Result<Stored, Error>;
 
     /// Replaces whatever is stored with `token`.
-    fn store(&self, token: &Token) -> Result<Self::Version, Error>;
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written; it then holds what it held.
+    fn store(&self, token: &Token) -> Result<Version, Error>;
 
     /// Replaces the stored token with `new` only if it is `expected` (`None`: no token).
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<Self::Version>, Error>;
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read or written; it then holds what it held.
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error>;
 
     /// Removes the token.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written; it then holds what it held.
     fn clear(&self) -> Result<(), Error>;
 
     /// The version stored now, without reading the token; `None` when nothing is stored.
-    fn version(&self) -> Result<Option<Self::Version>, Error>;
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    fn version(&self) -> Result<Option<Version>, Error>;
 
     /// Housekeeping when a session starts (the file store removes temp files of writers that
     /// died mid-write). Must not wait and must not fail.
@@ -63,17 +106,15 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 impl TokenStore for TokenFile {
-    type Version = FileStamp;
-
-    fn load(&self) -> Result<Stored<FileStamp>, Error> {
+    fn load(&self) -> Result<Stored, Error> {
         self.read_snapshot()
     }
 
-    fn store(&self, token: &Token) -> Result<FileStamp, Error> {
-        self.write_stamped(token)
+    fn store(&self, token: &Token) -> Result<Version, Error> {
+        self.write_stamped(token).map(Version::file)
     }
 
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<FileStamp>, Error> {
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         self.swap_stamped(expected, new)
     }
 
@@ -81,8 +122,8 @@ impl TokenStore for TokenFile {
         self.remove()
     }
 
-    fn version(&self) -> Result<Option<FileStamp>, Error> {
-        self.stamp()
+    fn version(&self) -> Result<Option<Version>, Error> {
+        Ok(self.stamp()?.map(Version::file))
     }
 
     fn tidy(&self) {
@@ -99,7 +140,7 @@ impl TokenStore for TokenFile {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), agent_session::Error> {
 /// let store = MemoryStore::new();
-/// let session = Session::with_store(store.clone());
+/// let session = Session::new(store.clone());
 /// session.start_with_token(Token::new("abc")?).await?;
 /// assert_eq!(store.token(), Some(Token::new("abc")?));
 /// # Ok(()) }
@@ -139,29 +180,27 @@ impl Slot {
         self.version
     }
 
-    fn stored(&self) -> Stored<u64> {
+    fn stored(&self) -> Stored {
         Stored {
             token: self.token.clone(),
-            version: self.token.as_ref().map(|_| self.version),
+            version: self.token.as_ref().map(|_| Version::new(self.version)),
         }
     }
 }
 
 impl TokenStore for MemoryStore {
-    type Version = u64;
-
-    fn load(&self) -> Result<Stored<u64>, Error> {
+    fn load(&self) -> Result<Stored, Error> {
         Ok(self.slot().stored())
     }
 
-    fn store(&self, token: &Token) -> Result<u64, Error> {
-        Ok(self.slot().put(Some(token.clone())))
+    fn store(&self, token: &Token) -> Result<Version, Error> {
+        Ok(Version::new(self.slot().put(Some(token.clone()))))
     }
 
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<u64>, Error> {
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         let mut slot = self.slot();
         if slot.token.as_ref() == expected {
-            Ok(Swap::Replaced(slot.put(Some(new.clone()))))
+            Ok(Swap::Replaced(Version::new(slot.put(Some(new.clone())))))
         } else {
             Ok(Swap::Lost(slot.stored()))
         }
@@ -172,7 +211,7 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
-    fn version(&self) -> Result<Option<u64>, Error> {
+    fn version(&self) -> Result<Option<Version>, Error> {
         Ok(self.slot().stored().version)
     }
 }

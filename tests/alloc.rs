@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use agent_session::{Session, SessionLayer, Token};
 use http::{Request, Response};
@@ -135,8 +134,8 @@ fn session(dir: &std::path::Path) -> Session {
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJlc2lnbmF0dXJl",
     )
     .unwrap();
-    let session = Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
+    let session = Session::builder(agent_session::TokenFile::new(dir.join("token")))
+        .watch(agent_session::Watch::Off)
         .build();
     tokio::runtime::Builder::new_current_thread()
         .build()

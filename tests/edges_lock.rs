@@ -77,9 +77,10 @@ fn hold_lock_writing(lock: &Path, token: Option<&Token>) -> ChildProcess {
 /// A session that writes every refresh (a JWT minted within the same second as the one on disk
 /// expires with it, and would not be written otherwise), with these bounds on its lock waits.
 fn bounded_session(dir: &Path, refresh: Duration, explicit: Duration) -> Session {
-    Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
-        .always_write(true)
+    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+        .watch(agent_session::Watch::Off)
+        // Every refresh is written, even one minted in the same second as the stored token.
+        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
         .lock_wait(refresh, explicit)
         .build()
 }
@@ -101,12 +102,14 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = bounded_session(dir.path(), REFRESH_WAIT, NEVER);
-    let lock = session.file().lock_path().to_owned();
+    let lock = session.file().unwrap().lock_path().to_owned();
     let unlocked = unlock(channel(agent.address).await, PASSWORD)
         .await
         .unwrap();
     session.start_with_token(unlocked.clone()).await.unwrap();
-    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+    let mut client = AgentServiceClient::new(
+        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+    );
 
     let holder = hold_lock(&lock);
     let status = tokio::time::timeout(HANG, client.agent_status(EmptyMessage {}))
@@ -117,7 +120,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     let refreshed = session.token().unwrap();
     assert_ne!(refreshed, unlocked, "the refresh is used in memory");
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(unlocked.clone()),
         "nothing is written without the lock"
     );
@@ -128,7 +131,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     assert_eq!(session.stats().writes, 0);
 
     // Reading takes no lock: another process starts from the file meanwhile.
-    let reader = Session::new(dir.path().join("token"));
+    let reader = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     tokio::time::timeout(HANG, reader.start())
         .await
         .expect("reading waited on the lock")
@@ -137,7 +140,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
 
     drop(holder);
     client.agent_status(EmptyMessage {}).await.unwrap();
-    let on_disk = session.file().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().read().unwrap().unwrap();
     assert_eq!(
         Some(&on_disk),
         session.token().as_ref(),
@@ -152,7 +155,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
 async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let session = bounded_session(dir.path(), NEVER, EXPLICIT_WAIT);
-    let lock = session.file().lock_path().to_owned();
+    let lock = session.file().unwrap().lock_path().to_owned();
     let first = Token::new("first.token.here").unwrap();
     session.start_with_token(first.clone()).await.unwrap();
 
@@ -162,14 +165,14 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
         .await
         .expect("an unlock waited forever on the lock");
     assert_locked(&written.unwrap_err(), &lock);
-    assert_eq!(session.file().read().unwrap(), Some(first.clone()));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(first.clone()));
 
     let cleared = tokio::time::timeout(HANG, session.clear())
         .await
         .expect("a lock waited forever on the lock");
     assert_locked(&cleared.unwrap_err(), &lock);
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(first.clone()),
         "never removed without the lock"
     );
@@ -190,7 +193,7 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
 
     drop(holder);
     session.clear().await.unwrap();
-    assert_eq!(session.file().read().unwrap(), None);
+    assert_eq!(session.file().unwrap().read().unwrap(), None);
 }
 
 mod cli {
@@ -202,6 +205,9 @@ mod cli {
         let fixture = Fixture::new();
         fixture.unlock();
         let before = fixture.token();
+        // The agent's tokens live until they expire: the status's refresh is worth writing
+        // once it expires later than the unlocked token, a second on.
+        fixture.wait_for_a_later_token(&before);
         let holder = hold_lock(&fixture.session_dir().join("token.lock"));
         fixture
             .client(&["--lock-wait", "0.3", "status"])
@@ -220,6 +226,9 @@ mod cli {
         let fixture = Fixture::new();
         fixture.unlock();
         let before = fixture.token();
+        // The agent's tokens live until they expire: the status's refresh is worth writing
+        // once it expires later than the unlocked token, a second on.
+        fixture.wait_for_a_later_token(&before);
         let holder = hold_lock(&fixture.session_dir().join("token.lock"));
         fixture
             .client(&["--lock-wait", "0.3", "lock"])
@@ -247,11 +256,11 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
     use tower::ServiceExt as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
         .start_on_password(true)
         .lock_wait(REFRESH_WAIT, NEVER)
         .build();
-    let lock = session.file().lock_path().to_owned();
+    let lock = session.file().unwrap().lock_path().to_owned();
     std::fs::write(&lock, "").unwrap();
     // An agent that answers a password call with a session token, as Polykey's does.
     let agent = tower::service_fn(|_: http::Request<String>| async {
@@ -267,12 +276,21 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
         .unwrap();
 
     let holder = hold_lock(&lock);
-    let response = tokio::time::timeout(HANG, session.layer().layer(agent).oneshot(request))
-        .await
-        .expect("the call waited for the explicit write's bound, not the call's")
-        .unwrap();
+    let response = tokio::time::timeout(
+        HANG,
+        agent_session::SessionLayer::new(session.clone())
+            .layer(agent)
+            .oneshot(request),
+    )
+    .await
+    .expect("the call waited for the explicit write's bound, not the call's")
+    .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(session.file().read().unwrap(), None, "not written yet");
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        None,
+        "not written yet"
+    );
     drop(holder);
     // The write goes on, and `flush` waits for it.
     tokio::time::timeout(HANG, session.flush())
@@ -280,7 +298,7 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(Token::new("from.the.password").unwrap())
     );
 }
@@ -290,7 +308,7 @@ async fn an_unlock_that_gave_up_never_lets_a_refresh_clobber_the_holders_token()
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = bounded_session(dir.path(), REFRESH_WAIT, EXPLICIT_WAIT);
-    let lock = session.file().lock_path().to_owned();
+    let lock = session.file().unwrap().lock_path().to_owned();
     session
         .start_with_token(agent.manager.mint().unwrap())
         .await
@@ -304,13 +322,18 @@ async fn an_unlock_that_gave_up_never_lets_a_refresh_clobber_the_holders_token()
     drop(holder);
     // A call with this process's token brings a refresh: the file is another process's now,
     // so the refresh loses and the session takes what the file holds.
-    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+    let mut client = AgentServiceClient::new(
+        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+    );
     client.agent_status(EmptyMessage {}).await.unwrap();
     tokio::time::timeout(HANG, session.flush())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(session.file().read().unwrap(), Some(theirs.clone()));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(theirs.clone())
+    );
     assert_eq!(session.token(), Some(theirs));
     assert_eq!(session.stats().lost_refreshes, 1);
 }

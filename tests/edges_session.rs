@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::agent::{Agent, SessionManager};
 use agent_session::{
-    BoxError, Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore,
+    BoxError, Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore, Version,
+    Watch,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -129,10 +130,13 @@ async fn a_reauthenticator_recovers_from_a_corrupt_file() {
 async fn explicit_changes_replace_or_remove_a_corrupt_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    let session = Session::new(&path);
+    let session = Session::new(agent_session::TokenFile::new(&path));
     std::fs::write(&path, "garbage here\n").unwrap();
     session.start_with_token(token("a.b.c")).await.unwrap();
-    assert_eq!(session.file().read().unwrap(), Some(token("a.b.c")));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(token("a.b.c"))
+    );
     std::fs::write(&path, "garbage here\n").unwrap();
     session.clear().await.unwrap();
     assert!(!path.exists());
@@ -144,7 +148,7 @@ async fn starting_removes_the_temp_files_of_writers_that_died() {
     let stale = dir.path().join(".token.dead1234.tmp");
     std::fs::write(&stale, "half a tok").unwrap();
     std::fs::write(dir.path().join("token.lock"), "").unwrap();
-    Session::new(dir.path().join("token"))
+    Session::new(agent_session::TokenFile::new(dir.path().join("token")))
         .start()
         .await
         .unwrap();
@@ -156,7 +160,7 @@ async fn starting_removes_the_temp_files_of_writers_that_died() {
 #[test]
 fn the_session_works_without_a_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::new(dir.path().join("token"));
+    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     futures_executor::block_on(async {
         session.start().await.unwrap();
         session.start_with_token(token("one")).await.unwrap();
@@ -164,8 +168,8 @@ fn the_session_works_without_a_tokio_runtime() {
         session.clear().await.unwrap();
         session.start_with_token(token("two")).await.unwrap();
     });
-    assert_eq!(session.file().read().unwrap(), Some(token("two")));
-    let other = Session::new(dir.path().join("token"));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("two")));
+    let other = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     futures_executor::block_on(other.start()).unwrap();
     assert_eq!(other.token(), Some(token("two")));
 }
@@ -173,9 +177,7 @@ fn the_session_works_without_a_tokio_runtime() {
 #[test]
 fn both_layers_work_without_a_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .always_write(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token"))).build();
     let stub = Stub::new(&["fresh", "refreshed"]);
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
@@ -192,13 +194,19 @@ fn both_layers_work_without_a_tokio_runtime() {
             .unwrap();
         assert_eq!(response.status(), 200, "replayed after the recovery");
         stub.refresh_with("refreshed");
-        let response = session.layer().layer(stub.service()).oneshot(get()).await;
+        let response = SessionLayer::new(session.clone())
+            .layer(stub.service())
+            .oneshot(get())
+            .await;
         assert_eq!(response.unwrap().status(), 200);
         session.flush().await.unwrap();
     });
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(session.token(), Some(token("refreshed")));
-    assert_eq!(session.file().read().unwrap(), Some(token("refreshed")));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(token("refreshed"))
+    );
 }
 
 // ---- A client clock ahead of the agent's ------------------------------------------------
@@ -249,9 +257,8 @@ async fn the_clients_clock_alone_never_triggers_a_reauthentication() {
 async fn an_interceptor_keeps_the_session_through_refresh() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::from_secs(3600))
-        .always_write(true)
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
         .build();
     let unlocked = unlock(channel(agent.address).await, PASSWORD)
         .await
@@ -271,7 +278,10 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
         .await;
     let refreshed = session.token().unwrap();
     assert_ne!(refreshed, unlocked, "the refresh is in use");
-    assert_eq!(session.file().read().unwrap(), Some(refreshed.clone()));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(refreshed.clone())
+    );
     agent.manager.verify(&refreshed).unwrap();
 
     // A refresh answering a call sent before an explicit change is dropped.
@@ -282,7 +292,7 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
         .refresh(sent, &reply.metadata().clone().into_headers())
         .await;
     assert_eq!(session.token(), None, "no session comes back");
-    assert_eq!(session.file().read().unwrap(), None);
+    assert_eq!(session.file().unwrap().read().unwrap(), None);
 
     // A refresh never overwrites another process's unlock: the compare-and-swap loses.
     session.start_with_token(refreshed).await.unwrap();
@@ -291,11 +301,14 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     let theirs = unlock(channel(agent.address).await, PASSWORD)
         .await
         .unwrap();
-    session.file().write(&theirs).unwrap();
+    session.file().unwrap().write(&theirs).unwrap();
     session
         .refresh(sent, &reply.metadata().clone().into_headers())
         .await;
-    assert_eq!(session.file().read().unwrap(), Some(theirs.clone()));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(theirs.clone())
+    );
     assert_eq!(session.token(), Some(theirs), "adopted what the file holds");
 }
 
@@ -307,9 +320,17 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
 struct FailsAfterWriting {
     inner: MemoryStore,
     failing: Arc<AtomicBool>,
+    /// Told of every look the session's watch takes at the store.
+    looks: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>>,
 }
 
 impl FailsAfterWriting {
+    fn looks(&self) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.looks.lock().unwrap() = Some(tx);
+        rx
+    }
+
     fn outcome<T>(&self, written: T) -> Result<T, Error> {
         if self.failing.load(Ordering::SeqCst) {
             Err(Error::Store(Arc::new(std::io::Error::other(
@@ -322,18 +343,16 @@ impl FailsAfterWriting {
 }
 
 impl TokenStore for FailsAfterWriting {
-    type Version = u64;
-
-    fn load(&self) -> Result<Stored<u64>, Error> {
+    fn load(&self) -> Result<Stored, Error> {
         self.inner.load()
     }
 
-    fn store(&self, token: &Token) -> Result<u64, Error> {
+    fn store(&self, token: &Token) -> Result<Version, Error> {
         let version = self.inner.store(token)?;
         self.outcome(version)
     }
 
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<u64>, Error> {
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         match self.inner.swap(expected, new)? {
             Swap::Replaced(version) => self.outcome(Swap::Replaced(version)),
             lost => Ok(lost),
@@ -344,25 +363,30 @@ impl TokenStore for FailsAfterWriting {
         self.inner.clear()
     }
 
-    fn version(&self) -> Result<Option<u64>, Error> {
-        self.inner.version()
+    fn version(&self) -> Result<Option<Version>, Error> {
+        let version = self.inner.version();
+        if let Some(looks) = &*self.looks.lock().unwrap() {
+            let _ = looks.send(());
+        }
+        version
     }
 }
 
 #[tokio::test]
 async fn a_write_that_fails_after_landing_is_not_taken_for_another_processs() {
     let store = FailsAfterWriting::default();
-    let session = Session::builder_with_store(store.clone())
-        .check_interval(Duration::ZERO)
-        .always_write(true)
+    let mut looks = store.looks();
+    let session = Session::builder(store.clone())
+        // A store of your own is watched by polling: every millisecond here.
+        .watch(Watch::Poll(Duration::from_millis(1)))
         .build();
     let stub = Stub::new(&["one", "two"]);
     store.failing.store(true, Ordering::SeqCst);
     session.start_with_token(token("one")).await.unwrap_err();
     let epoch = session.epoch();
-    // Every call looks at the store first (interval zero).
-    let response = session.layer().layer(stub.service()).oneshot(get()).await;
-    assert_eq!(response.unwrap().status(), 200);
+    // Two looks at the store after the write: at least one saw what it left.
+    looks.recv().await.unwrap();
+    looks.recv().await.unwrap();
     assert_eq!(
         session.stats().external_changes,
         0,
@@ -371,13 +395,23 @@ async fn a_write_that_fails_after_landing_is_not_taken_for_another_processs() {
     assert_eq!(session.epoch(), epoch);
 
     stub.refresh_with("two");
-    let response = session.layer().layer(stub.service()).oneshot(get()).await;
+    let response = SessionLayer::new(session.clone())
+        .layer(stub.service())
+        .oneshot(get())
+        .await;
     assert_eq!(response.unwrap().status(), 200);
     session.flush().await.unwrap_err();
     assert_eq!(store.inner.token(), Some(token("two")), "the write landed");
     store.failing.store(false, Ordering::SeqCst);
-    let response = session.layer().layer(stub.service()).oneshot(get()).await;
+    while looks.try_recv().is_ok() {}
+    looks.recv().await.unwrap();
+    looks.recv().await.unwrap();
+    let response = SessionLayer::new(session.clone())
+        .layer(stub.service())
+        .oneshot(get())
+        .await;
     assert_eq!(response.unwrap().status(), 200);
+    session.flush().await.unwrap();
     assert_eq!(session.stats().external_changes, 0, "its own refresh write");
     assert_eq!(session.stats().lost_refreshes, 0);
     assert_eq!(session.epoch(), epoch);

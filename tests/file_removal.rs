@@ -13,7 +13,6 @@ use std::fs;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use agent_session::{Error, Session, Token, TokenFile};
 
@@ -22,8 +21,8 @@ fn token(s: &str) -> Token {
 }
 
 fn quiet_session(file: &TokenFile) -> Session {
-    Session::builder(file.path())
-        .check_interval(Duration::from_secs(3600))
+    Session::builder(agent_session::TokenFile::new(file.path()))
+        .watch(agent_session::Watch::Off)
         .build()
 }
 

@@ -1,6 +1,6 @@
 //! Out-of-order refreshes over a real tonic transport: two calls are in flight, and the agent
 //! answers the one whose refreshed JWT expires later first. The older refresh, arriving second,
-//! must not displace the fresher one: not in memory, and with `always_write` not on disk.
+//! must not displace the fresher one: not in memory, and not on disk, whatever `AgentTokens`.
 //!
 //! The agent is the crate's own, behind a layer that holds each call until the test releases
 //! it (so the test, not the scheduler, orders the answers) and puts a chosen token in the
@@ -11,11 +11,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
 use agent_session::agent::{Agent, SessionManager};
-use agent_session::{Session, SessionLayer, SessionService, Token};
+use agent_session::{AgentTokens, Session, SessionLayer, SessionService, Token};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -108,7 +107,7 @@ async fn echo(mut client: Client, reply: &'static str) -> Token {
 }
 
 /// Two calls in flight; the fresher refresh is answered (and its call resolved) first.
-async fn fresher_first(always_write: bool) {
+async fn fresher_first(agent_tokens: AgentTokens) {
     // Both far later than the session's first token (an hour), so both are worth writing on
     // their own; the first answered expires a minute after the second.
     let fresh = jwt(4_102_444_800, "fresh");
@@ -142,9 +141,9 @@ async fn fresher_first(always_write: bool) {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::from_secs(3600))
-        .always_write(always_write)
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
+        .agent_tokens(agent_tokens)
         .build();
     session
         .start_with_token(manager.mint().unwrap())
@@ -182,9 +181,9 @@ async fn fresher_first(always_write: bool) {
         "an older refresh replaced a fresher one in memory"
     );
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(fresh),
-        "an older refresh replaced a fresher one on disk (always_write={always_write})"
+        "an older refresh replaced a fresher one on disk ({agent_tokens:?})"
     );
     let stats = session.stats();
     assert_eq!((stats.refreshes, stats.writes), (2, 1), "{stats:?}");
@@ -192,10 +191,10 @@ async fn fresher_first(always_write: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_refresh_arriving_last_keeps_the_fresher_token() {
-    fresher_first(false).await;
+    fresher_first(AgentTokens::LiveUntilExpiry).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_refresh_arriving_last_keeps_the_fresher_token_with_always_write() {
-    fresher_first(true).await;
+async fn an_older_refresh_arriving_last_keeps_the_fresher_token_when_refreshes_revoke() {
+    fresher_first(AgentTokens::RevokedOnRefresh).await;
 }

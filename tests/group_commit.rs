@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use agent_session::{Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore};
+use agent_session::{
+    Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore, Version,
+};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer as _, Service, ServiceExt as _};
 
@@ -25,17 +27,15 @@ struct HeldStore {
 }
 
 impl TokenStore for HeldStore {
-    type Version = u64;
-
-    fn load(&self) -> Result<Stored<u64>, Error> {
+    fn load(&self) -> Result<Stored, Error> {
         self.inner.load()
     }
 
-    fn store(&self, token: &Token) -> Result<u64, Error> {
+    fn store(&self, token: &Token) -> Result<Version, Error> {
         self.inner.store(token)
     }
 
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap<u64>, Error> {
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         self.swaps.fetch_add(1, Ordering::SeqCst);
         let release = self.release.lock().unwrap().take();
         if let Some(release) = release {
@@ -50,7 +50,7 @@ impl TokenStore for HeldStore {
         self.inner.clear()
     }
 
-    fn version(&self) -> Result<Option<u64>, Error> {
+    fn version(&self) -> Result<Option<Version>, Error> {
         self.inner.version()
     }
 }
@@ -79,7 +79,7 @@ fn agent()
 
 struct Held {
     store: HeldStore,
-    session: Session<HeldStore>,
+    session: Session,
     swapping: tokio::sync::mpsc::UnboundedReceiver<()>,
     release: mpsc::Sender<()>,
 }
@@ -93,9 +93,13 @@ async fn held(write_behind: bool) -> Held {
         swapping: swapping_tx,
         release: Arc::new(Mutex::new(Some(release_rx))),
     };
-    let session = Session::builder_with_store(store.clone())
-        .check_interval(Duration::from_secs(3600))
-        .write_behind(write_behind)
+    let session = Session::builder(store.clone())
+        .watch(agent_session::Watch::Off)
+        .agent_tokens(if write_behind {
+            agent_session::AgentTokens::LiveUntilExpiry
+        } else {
+            agent_session::AgentTokens::RevokedOnRefresh
+        })
         // The test holds the first write as long as it takes: no call may give up waiting.
         .call_wait(Duration::from_secs(3600))
         .build();

@@ -4,7 +4,6 @@
 //! write.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use agent_session::{Session, Token};
 use bytes::Bytes;
@@ -65,13 +64,12 @@ fn token(text: &str) -> Token {
 #[tokio::test]
 async fn a_password_call_starts_the_session_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
         .start_on_password(true)
         .build();
     session.start_with_token(token("old")).await.unwrap();
     let before = session.epoch();
-    let response = session
-        .layer()
+    let response = agent_session::SessionLayer::new(session.clone())
         .layer(agent("unlocked", "refreshed", false))
         .oneshot(with_password())
         .await
@@ -82,7 +80,7 @@ async fn a_password_call_starts_the_session_when_asked() {
     );
     assert_eq!(session.token(), Some(token("unlocked")));
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(token("unlocked")),
         "written by the time the call returns"
     );
@@ -92,9 +90,9 @@ async fn a_password_call_starts_the_session_when_asked() {
 #[tokio::test]
 async fn a_password_call_changes_nothing_by_default_or_when_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::new(dir.path().join("token"));
+    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     session.start_with_token(token("old")).await.unwrap();
-    let plain_layer = session.layer();
+    let plain_layer = agent_session::SessionLayer::new(session.clone());
     plain_layer
         .layer(agent("unlocked", "refreshed", false))
         .oneshot(with_password())
@@ -102,30 +100,29 @@ async fn a_password_call_changes_nothing_by_default_or_when_refused() {
         .unwrap();
     assert_eq!(session.token(), Some(token("old")));
 
-    let starting = Session::builder(dir.path().join("token"))
+    let starting = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
         .start_on_password(true)
         .build();
     starting.start().await.unwrap();
-    let response = starting
-        .layer()
+    let response = agent_session::SessionLayer::new(starting.clone())
         .layer(agent("unlocked", "refreshed", true))
         .oneshot(with_password())
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(starting.token(), Some(token("old")));
-    assert_eq!(starting.file().read().unwrap(), Some(token("old")));
+    assert_eq!(starting.file().unwrap().read().unwrap(), Some(token("old")));
 }
 
 #[tokio::test]
 async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::from_secs(3600))
-        .always_write(true)
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
         .build();
     session.start_with_token(token("same")).await.unwrap();
-    let service = session.layer().layer(agent("unused", "same", false));
+    let service =
+        agent_session::SessionLayer::new(session.clone()).layer(agent("unused", "same", false));
     for _ in 0..100 {
         service.clone().oneshot(plain()).await.unwrap();
     }
@@ -134,10 +131,11 @@ async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     assert_eq!(stats.refreshes, 0, "{stats:?}");
 
     // A new token is written, once.
-    let service = session.layer().layer(agent("unused", "new", false));
+    let service =
+        agent_session::SessionLayer::new(session.clone()).layer(agent("unused", "new", false));
     for _ in 0..10 {
         service.clone().oneshot(plain()).await.unwrap();
     }
     assert_eq!(session.stats().writes, 1);
-    assert_eq!(session.file().read().unwrap(), Some(token("new")));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("new")));
 }

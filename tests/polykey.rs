@@ -58,9 +58,7 @@ async fn status_with(
 /// A session kept in `dir`, started with `token`. Polykey's tokens have no `exp`, so the
 /// crate cannot tell a newer one by its expiry: `always_write` keeps each refresh.
 async fn session_with(dir: &std::path::Path, token: &str) -> Session {
-    let session = Session::builder(dir.join("token"))
-        .always_write(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(dir.join("token"))).build();
     session
         .start_with_token(Token::new(token).unwrap())
         .await
@@ -262,10 +260,9 @@ async fn tls_pinned_to_another_agents_certificate_is_refused() {
 /// A session set up for Polykey: its failures, password calls starting the session, and every
 /// new token written (they have no `exp`).
 fn polykey_session(dir: &std::path::Path) -> Session {
-    Session::builder(dir.join("token"))
+    Session::builder(agent_session::TokenFile::new(dir.join("token")))
         .failures(Polykey)
         .start_on_password(true)
-        .always_write(true)
         .build()
 }
 
@@ -275,7 +272,9 @@ async fn the_three_session_states_with_the_plain_layer() {
     let channel = agent.channel().await;
     let session = polykey_session(&agent.client_dir());
     session.start().await.unwrap();
-    let mut client = ClientServiceClient::new(session.layer().layer(channel.clone()));
+    let mut client = ClientServiceClient::new(
+        agent_session::SessionLayer::new(session.clone()).layer(channel.clone()),
+    );
 
     // No token.
     let status = within("AgentStatus", client.agent_status(EmptyMessage {}))
@@ -297,7 +296,7 @@ async fn the_three_session_states_with_the_plain_layer() {
     let started = session
         .token()
         .expect("the password call started the session");
-    assert_eq!(session.file().read().unwrap(), Some(started));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(started));
     let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
         .await
         .unwrap();
@@ -388,7 +387,7 @@ async fn reauthentication_replays_a_unary_call_and_a_stream() {
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
-    let on_disk = session.file().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().read().unwrap().unwrap();
     status_with(&mut raw, on_disk.expose())
         .await
         .expect("the session file's token is accepted");
@@ -400,7 +399,8 @@ async fn a_refresh_that_repeats_the_token_is_not_written() {
     let agent = PolykeyAgent::start();
     let channel = agent.channel().await;
     let session = polykey_session(&agent.client_dir());
-    let mut client = ClientServiceClient::new(session.layer().layer(channel));
+    let mut client =
+        ClientServiceClient::new(agent_session::SessionLayer::new(session.clone()).layer(channel));
     within(
         "AgentUnlock",
         client.agent_unlock(with_password(EmptyMessage {}, PASSWORD)),
@@ -422,7 +422,7 @@ async fn a_refresh_that_repeats_the_token_is_not_written() {
     assert_eq!(stats.writes, new_tokens, "{stats:?}");
     assert_eq!(stats.refreshes, new_tokens, "{stats:?}");
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         session.token(),
         "the newest token is on disk"
     );

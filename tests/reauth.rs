@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use agent_session::agent::SessionManager;
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{BoxError, Error, Reauth, Session, SessionLayer, SessionService, Token};
+use agent_session::{BoxError, Error, ReauthService, Session, SessionLayer, Token};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
@@ -21,7 +21,7 @@ use common::{PASSWORD, RunningAgent, channel, quiet_session, start_agent, unlock
 
 type Reauthenticator =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>> + Send + Sync>;
-type Client = AgentServiceClient<SessionService<Channel, Reauth>>;
+type Client = AgentServiceClient<ReauthService<Channel>>;
 
 /// A re-authenticator that unlocks over its own channel (no layer) and counts its runs.
 fn counting_unlock(channel: Channel, runs: Arc<AtomicUsize>) -> Reauthenticator {
@@ -92,7 +92,7 @@ async fn a_failure_unlocks_replays_and_writes_the_new_token() {
         "the body was sent again"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let on_disk = session.file().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().read().unwrap().unwrap();
     assert_ne!(on_disk, stale);
     agent.manager.verify(&on_disk).unwrap();
 }

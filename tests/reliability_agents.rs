@@ -396,9 +396,8 @@ impl Fixture {
         let good = manager.mint().unwrap();
         file.write(&good).unwrap();
         // Every refresh taken would be written, so none can hide behind the JWT `exp` rule.
-        let session = Session::builder(file.path())
-            .always_write(true)
-            .check_interval(std::time::Duration::from_secs(3600))
+        let session = Session::builder(agent_session::TokenFile::new(file.path()))
+            .watch(agent_session::Watch::Off)
             .build();
         session.start().await.unwrap();
         // HTTP/2 caps a response's header list at 16 KiB by default, which no token over

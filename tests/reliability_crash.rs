@@ -58,7 +58,7 @@ fn writer_child() -> ! {
     let start: u64 = param("START").parse().unwrap();
     if param("MODE") == "start" {
         small_runtime()
-            .block_on(Session::in_dir(&dir).start())
+            .block_on(Session::new(agent_session::TokenFile::in_dir(&dir)).start())
             .unwrap_or_else(|e| fail(e));
     }
     say("started");
@@ -198,7 +198,7 @@ fn sigkill_mid_write_never_tears_the_file_nor_piles_up_temp_files() {
     }
     // One more process starting: every stale temp file goes, the token stays.
     small_runtime()
-        .block_on(Session::in_dir(&dir).start())
+        .block_on(Session::new(agent_session::TokenFile::in_dir(&dir)).start())
         .unwrap();
     assert_eq!(temp_files(&dir), Vec::<String>::new());
     assert_eq!(file.read().unwrap().as_ref().and_then(number), on_disk);

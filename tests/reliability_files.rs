@@ -36,8 +36,8 @@ fn token(s: &str) -> Token {
 
 /// A session that looks at its file only when the test makes it.
 fn quiet_session(path: &Path) -> Session {
-    Session::builder(path)
-        .check_interval(Duration::from_secs(3600))
+    Session::builder(agent_session::TokenFile::new(path))
+        .watch(agent_session::Watch::Off)
         .build()
 }
 

@@ -38,7 +38,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
     match role.as_str() {
         "caller" => rt.block_on(caller(dir)),
         "lock" => {
-            let session = Session::in_dir(&dir);
+            let session = Session::new(agent_session::TokenFile::in_dir(&dir));
             rt.block_on(async {
                 session.start().await?;
                 session.clear().await
@@ -54,7 +54,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
                 .await
                 .unwrap_or_else(|status| fail(format_args!("{status:?}")));
             let token = Token::new(reply.into_inner().token).unwrap_or_else(|e| fail(e));
-            Session::in_dir(&dir)
+            Session::new(agent_session::TokenFile::in_dir(&dir))
                 .start_with_token(token)
                 .await
                 .unwrap_or_else(|e| fail(e));
@@ -68,7 +68,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
 /// Starts a session from the file, makes one echo call through the layer (the agent holds it),
 /// and reports what became of its refresh.
 async fn caller(dir: PathBuf) {
-    let session = Session::in_dir(&dir);
+    let session = Session::new(agent_session::TokenFile::in_dir(&dir));
     session.start().await.unwrap_or_else(|e| fail(e));
     if session.token().is_none() {
         fail("no token at start");
@@ -89,7 +89,7 @@ async fn caller(dir: PathBuf) {
     }
     session.flush().await.unwrap_or_else(|e| fail(e));
     let s = session.stats();
-    let on_disk = session.file().read().unwrap_or_else(|e| fail(e));
+    let on_disk = session.file().unwrap().read().unwrap_or_else(|e| fail(e));
     say(format_args!(
         "done refreshes={} writes={} lost={} has_token={} token_is_the_files={}",
         s.refreshes,

@@ -43,10 +43,14 @@ fn child_entry_does_nothing_in_a_normal_run() {
 fn client_child() -> ! {
     let dir = PathBuf::from(param("SESSION_DIR"));
     let calls: u64 = param("CALLS").parse().unwrap();
-    let always_write = param("ALWAYS_WRITE") == "1";
+    let revoked = param("REVOKED") == "1";
     let id = std::process::id();
-    let session = Session::builder(dir.join(TOKEN_FILE_NAME))
-        .always_write(always_write)
+    let session = Session::builder(agent_session::TokenFile::new(dir.join(TOKEN_FILE_NAME)))
+        .agent_tokens(if revoked {
+            agent_session::AgentTokens::RevokedOnRefresh
+        } else {
+            agent_session::AgentTokens::LiveUntilExpiry
+        })
         .build();
     let rt = small_runtime();
     rt.block_on(async {
@@ -126,7 +130,7 @@ fn watcher_child() -> ! {
     std::process::exit(0)
 }
 
-fn many_processes_one_file(always_write: bool) {
+fn many_processes_one_file(revoked: bool) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let calls = scaled(CALLS_PER_CLIENT);
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +161,7 @@ fn many_processes_one_file(always_write: bool) {
                     common("SESSION_DIR", session_dir.display().to_string()),
                     common("AGENT", agent.address.to_string()),
                     common("CALLS", calls.to_string()),
-                    common("ALWAYS_WRITE", u8::from(always_write).to_string()),
+                    common("REVOKED", u8::from(revoked).to_string()),
                 ],
             )
         })
@@ -198,7 +202,7 @@ fn many_processes_one_file(always_write: bool) {
         "every call brought a refresh"
     );
     assert!(watched["reads"] > 0, "the watcher read the file");
-    if always_write {
+    if revoked {
         assert!(total["writes"] > 0, "refreshes were written: {total:?}");
     }
     assert!(
@@ -206,7 +210,7 @@ fn many_processes_one_file(always_write: bool) {
         "no temp file is left behind"
     );
     println!(
-        "many processes, one file (always_write={always_write}): {CLIENTS} processes x {calls} \
+        "many processes, one file (revoked={revoked}): {CLIENTS} processes x {calls} \
          calls = {} calls, all succeeded; refreshes={} writes={} skipped={} lost={} \
          external={}; watcher: {} reads, all whole tokens the agent accepts ({} distinct)",
         total["calls"],

@@ -11,7 +11,6 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fs;
-use std::time::Duration;
 
 use agent_session::{
     CorruptReason, Error, MAX_FILE_LEN, MAX_TOKEN_LEN, MalformedToken, Session, SessionLayer,
@@ -224,8 +223,8 @@ fn well_formed_bearer() -> impl Strategy<Value = (Vec<u8>, String)> {
 /// `value` in `authorization`. Returns the token in use and in the file afterwards.
 fn refresh_with(value: &[u8]) -> (Option<Token>, Option<Token>) {
     let dir = fast_tempdir();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::from_secs(3600))
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
         .build();
     let value = HeaderValue::from_bytes(value).unwrap();
     let agent = tower::service_fn(move |_: Request<()>| {
@@ -247,7 +246,7 @@ fn refresh_with(value: &[u8]) -> (Option<Token>, Option<Token>) {
             .unwrap();
         session.flush().await.unwrap();
     });
-    (session.token(), session.file().read().unwrap())
+    (session.token(), session.file().unwrap().read().unwrap())
 }
 
 /// `Bearer`-ish prefixes before near-miss tokens, all bytes a header can hold.

@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agent_session::{Session, SessionLayer, Token};
 use http::{HeaderValue, Request, Response, header};
@@ -116,11 +116,9 @@ fn ten_thousand_refreshing_calls_leak_no_descriptor_file_or_memory() {
     let calls = scaled(CALLS);
     let rt = runtime();
     let dir = fast_tempdir();
-    let session = Session::builder(dir.path().join("token"))
-        // Looks at the file before every call: the stat and the reads it may bring are part
-        // of the run.
-        .check_interval(Duration::ZERO)
-        .build();
+    // Watches the file (the default): the watch's reactions to every write are part of the
+    // run.
+    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     let counter = Arc::new(AtomicU64::new(0));
     let agent = tower::service_fn(move |_: Request<()>| {
         // An opaque token, new on every call: no JWT `exp` to skip its write.
@@ -186,7 +184,7 @@ fn ten_thousand_refreshing_calls_leak_no_descriptor_file_or_memory() {
         "the heap grew by {growth} bytes over {calls} calls"
     );
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         session.token(),
         "the file ends with the token in use"
     );

@@ -15,8 +15,7 @@ use std::time::Duration;
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::agent::{Agent, AuthLayer, NoRefresh, SessionManager, VerifyError};
 use agent_session::{
-    CorruptReason, Error, MalformedToken, NoReauth, Session, SessionLayer, SessionService, Token,
-    TokenFile,
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, SessionService, Token, TokenFile,
 };
 use http::{HeaderValue, Request, Response, header};
 use tonic::transport::Channel;
@@ -125,12 +124,9 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     let channel = reliability_common::channel(&address).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("client").join("token");
-    // Looks at the file before every call, so that the pick-up of other processes' tokens
-    // and of a corrupt file is part of the run.
-    let session = Session::builder(&path)
-        .check_interval(Duration::ZERO)
-        .always_write(true)
-        .build();
+    // Watches the file (the default), so that the pick-up of other processes' tokens and of a
+    // corrupt file is part of the run.
+    let session = Session::new(agent_session::TokenFile::new(&path));
     session.start().await.unwrap();
     let mut client = AgentServiceClient::new(
         ServiceBuilder::new()
@@ -160,13 +156,17 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
         shown.push(format!("{reply:?}"));
     }
     session.flush().await.unwrap();
-    secrets.token(&session.file().read().unwrap().unwrap());
+    secrets.token(&session.file().unwrap().read().unwrap().unwrap());
 
     // Another process unlocks; this one picks the token up.
-    let other = Session::new(&path);
+    let other = Session::new(agent_session::TokenFile::new(&path));
     let theirs = unlock(channel.clone(), PASSWORD).await.unwrap();
     secrets.token(&theirs);
+    let since = session.epoch();
     other.start_with_token(theirs).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), session.changed_since(since))
+        .await
+        .expect("the other process's token is picked up");
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     secrets.add_refreshed(reply.metadata());
     assert!(session.stats().external_changes >= 1);
@@ -208,7 +208,10 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     secrets.add_refreshed(reply.metadata());
     session.flush().await.ok();
-    let corrupt = Session::new(&path).start().await.unwrap_err();
+    let corrupt = Session::new(agent_session::TokenFile::new(&path))
+        .start()
+        .await
+        .unwrap_err();
     assert!(matches!(corrupt, Error::CorruptFile { .. }));
     shown.push(format!("{corrupt:?} {corrupt}"));
     let token = session.token().unwrap();
@@ -217,7 +220,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     // A write that cannot happen: the session directory is a file.
     let blocked = dir.path().join("not-a-dir");
     std::fs::write(&blocked, "").unwrap();
-    let stuck = Session::new(blocked.join("token"));
+    let stuck = Session::new(agent_session::TokenFile::new(blocked.join("token")));
     let failed = stuck
         .start_with_token(session.token().unwrap())
         .await
@@ -322,14 +325,20 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
     secrets.add(PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    let session = Session::builder(&path).build();
+    let session = Session::builder(agent_session::TokenFile::new(&path)).build();
     session.start_with_token(token.clone()).await.unwrap();
     let file = TokenFile::new(&path);
     let mut texts: Vec<(&str, String)> = vec![
         ("Token", format!("{token:?} {token}")),
         ("Token header", format!("{:?}", token.header_value())),
         ("Session", format!("{session:?}")),
-        ("SessionBuilder", format!("{:?}", Session::builder(&path))),
+        (
+            "SessionBuilder",
+            format!(
+                "{:?}",
+                Session::builder(agent_session::TokenFile::new(&path))
+            ),
+        ),
         ("SessionStats", format!("{:?}", session.stats())),
         ("TokenFile", format!("{file:?}")),
         (
@@ -351,7 +360,7 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
             .insert(header::AUTHORIZATION, refresh.clone());
         async move { Ok::<_, Infallible>(response) }
     });
-    let mut service: SessionService<_, NoReauth> = layer.layer(inner);
+    let mut service: SessionService<_> = layer.layer(inner);
     texts.push(("SessionService", format!("{service:?}")));
     let future = service.call(Request::new(()));
     texts.push(("ResponseFuture", format!("{future:?}")));
@@ -469,9 +478,7 @@ async fn the_session_files_are_private_whatever_the_umask() {
     let old = unsafe { libc::umask(0) };
     let dir = tempfile::tempdir().unwrap();
     let client = dir.path().join("home").join("client");
-    let session = Session::builder(client.join("token"))
-        .always_write(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(client.join("token"))).build();
     session
         .start_with_token(Token::new("first").unwrap())
         .await
@@ -495,8 +502,8 @@ async fn the_session_files_are_private_whatever_the_umask() {
     unsafe { libc::umask(old) };
     assert_eq!(mode(&dir.path().join("home")), 0o700);
     assert_eq!(mode(&client), 0o700);
-    assert_eq!(mode(session.path()), 0o600);
-    assert_eq!(mode(session.file().lock_path()), 0o600);
+    assert_eq!(mode(session.file().unwrap().path()), 0o600);
+    assert_eq!(mode(session.file().unwrap().lock_path()), 0o600);
     println!(
         "secrets: with umask 0, the directories made are 0700 and the session and lock files 0600"
     );

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_session::{Session, SessionLayer, Token};
+use agent_session::{AgentTokens, Session, SessionLayer, Token};
 use base64::Engine as _;
 use http::{HeaderValue, Request, Response, header};
 use tokio::sync::{Notify, oneshot};
@@ -58,11 +58,30 @@ fn agent(
 /// is the compare-and-swap of refresh writes, not the pick-up of changes; and whose calls wait
 /// for their writes however slow a loaded disk is, so that "durable when the call returns"
 /// holds whatever the machine does.
+/// A session that looks at its file only when a test makes it, and whose calls wait until
+/// their refresh is durable however slow a loaded disk is: each assertion on the file right
+/// after a call tests the write rules, not timing.
 fn quiet_session(dir: &std::path::Path) -> Session {
-    Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
+    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+        .watch(agent_session::Watch::Off)
+        .agent_tokens(AgentTokens::RevokedOnRefresh)
         .call_wait(Duration::from_secs(3600))
         .build()
+}
+
+/// A watched session whose calls wait until their refresh is durable.
+fn durable_session(dir: &std::path::Path) -> Session {
+    Session::builder(agent_session::TokenFile::in_dir(dir))
+        .agent_tokens(AgentTokens::RevokedOnRefresh)
+        .call_wait(Duration::from_secs(3600))
+        .build()
+}
+
+/// Waits until `session`'s watch has picked up another session's change made since `since`.
+async fn picked_up(session: &Session, since: agent_session::Epoch) {
+    tokio::time::timeout(Duration::from_secs(30), session.changed_since(since))
+        .await
+        .expect("the watch picks the change up");
 }
 
 fn bearer(token: &Token) -> Option<HeaderValue> {
@@ -84,7 +103,7 @@ where
 #[tokio::test]
 async fn attaches_a_sensitive_bearer_header() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(session).layer(inner);
@@ -97,7 +116,7 @@ async fn attaches_a_sensitive_bearer_header() {
 #[tokio::test]
 async fn without_a_token_sends_no_header() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start().await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
@@ -112,7 +131,7 @@ async fn without_a_token_sends_no_header() {
 #[tokio::test]
 async fn explicit_credentials_win_and_their_refresh_is_not_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| bearer(&token("theirs")));
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
@@ -123,19 +142,19 @@ async fn explicit_credentials_win_and_their_refresh_is_not_taken() {
     svc.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(seen.lock().unwrap()[0].clone().unwrap(), "Bearer mine");
     assert_eq!(session.token(), Some(token("t0")));
-    assert_eq!(session.file().read().unwrap(), Some(token("t0")));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t0")));
 }
 
 #[tokio::test]
 async fn a_refresh_is_used_next_and_written() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
     call(&mut svc).await;
     // The future resolved only once the refresh was durable.
-    assert_eq!(session.file().read().unwrap(), Some(token("t1")));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t1")));
     call(&mut svc).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen[1].clone().unwrap(), "Bearer t1");
@@ -146,14 +165,14 @@ async fn a_refresh_is_used_next_and_written() {
 async fn legacy_and_any_case_refresh_forms_are_read() {
     for form in ["bearer t1", "BEARER t1", "Bearer: t1", " Bearer   t1 "] {
         let dir = tempfile::tempdir().unwrap();
-        let session = Session::in_dir(dir.path());
+        let session = durable_session(dir.path());
         session.start_with_token(token("t0")).await.unwrap();
         let (inner, _) = agent(move || Some(HeaderValue::from_static(form)));
         let mut svc = SessionLayer::new(session.clone()).layer(inner);
         call(&mut svc).await;
         assert_eq!(session.token(), Some(token("t1")), "{form:?}");
         assert_eq!(
-            session.file().read().unwrap(),
+            session.file().unwrap().read().unwrap(),
             Some(token("t1")),
             "{form:?}"
         );
@@ -172,14 +191,14 @@ async fn a_malformed_refresh_is_ignored_and_the_response_passes_through() {
     ];
     for value in bad {
         let dir = tempfile::tempdir().unwrap();
-        let session = Session::in_dir(dir.path());
+        let session = durable_session(dir.path());
         session.start_with_token(token("t0")).await.unwrap();
         let (inner, _) = agent(move || Some(HeaderValue::from_bytes(value).unwrap()));
         let mut svc = SessionLayer::new(session.clone()).layer(inner);
         let response = call(&mut svc).await;
         assert_eq!(response.headers()[header::AUTHORIZATION].as_bytes(), value);
         assert_eq!(session.token(), Some(token("t0")));
-        assert_eq!(session.file().read().unwrap(), Some(token("t0")));
+        assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t0")));
     }
 }
 
@@ -189,12 +208,15 @@ async fn a_refresh_loses_to_an_explicit_write_by_another_process() {
     let ours = quiet_session(dir.path());
     ours.start_with_token(token("t0")).await.unwrap();
     // Another process unlocks and writes its own token.
-    let theirs = Session::in_dir(dir.path());
+    let theirs = Session::new(agent_session::TokenFile::in_dir(dir.path()));
     theirs.start_with_token(token("unlocked")).await.unwrap();
     let (inner, _) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
     call(&mut svc).await;
-    assert_eq!(ours.file().read().unwrap(), Some(token("unlocked")));
+    assert_eq!(
+        ours.file().unwrap().read().unwrap(),
+        Some(token("unlocked"))
+    );
     assert_eq!(
         ours.token(),
         Some(token("unlocked")),
@@ -209,18 +231,21 @@ async fn a_refresh_never_resurrects_a_cleared_session() {
     let ours = quiet_session(dir.path());
     ours.start_with_token(token("t0")).await.unwrap();
     // Another process locks.
-    Session::in_dir(dir.path()).clear().await.unwrap();
+    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+        .clear()
+        .await
+        .unwrap();
     let (inner, _) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
     call(&mut svc).await;
-    assert!(!ours.path().exists());
+    assert!(!ours.file().unwrap().path().exists());
     assert_eq!(ours.token(), None);
 }
 
 #[tokio::test]
 async fn a_refresh_of_a_call_sent_before_clear_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
     let arrived = Arc::new(Notify::new());
     let (release_tx, release_rx) = oneshot::channel::<()>();
@@ -250,26 +275,34 @@ async fn a_refresh_of_a_call_sent_before_clear_is_dropped() {
     release_tx.send(()).unwrap();
     in_flight.await.unwrap();
     session.flush().await.unwrap();
-    assert!(!session.path().exists(), "the refresh recreated the file");
+    assert!(
+        !session.file().unwrap().path().exists(),
+        "the refresh recreated the file"
+    );
     assert_eq!(session.token(), None);
 }
 
 #[tokio::test]
 async fn a_token_written_by_another_process_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::ZERO)
-        .build();
+    let ours = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     ours.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
     call(&mut svc).await;
-    Session::in_dir(dir.path())
+    let since = ours.epoch();
+    Session::new(agent_session::TokenFile::in_dir(dir.path()))
         .start_with_token(token("other"))
         .await
         .unwrap();
+    picked_up(&ours, since).await;
     call(&mut svc).await;
-    Session::in_dir(dir.path()).clear().await.unwrap();
+    let since = ours.epoch();
+    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+        .clear()
+        .await
+        .unwrap();
+    picked_up(&ours, since).await;
     call(&mut svc).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0].clone().unwrap(), "Bearer t0");
@@ -279,15 +312,15 @@ async fn a_token_written_by_another_process_is_picked_up() {
 }
 
 #[tokio::test]
-async fn a_long_interval_means_no_look_at_the_file() {
+async fn with_the_watch_off_the_file_is_not_looked_at() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::from_secs(3600))
+    let ours = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
         .build();
     ours.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
-    Session::in_dir(dir.path())
+    Session::new(agent_session::TokenFile::in_dir(dir.path()))
         .start_with_token(token("other"))
         .await
         .unwrap();
@@ -298,7 +331,9 @@ async fn a_long_interval_means_no_look_at_the_file() {
 #[tokio::test]
 async fn a_refresh_that_buys_no_time_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    // Tokens live until they expire (the default): a refresh that expires no later than the
+    // stored token is not written.
+    let session = Session::new(agent_session::TokenFile::in_dir(dir.path()));
     let first = jwt(2_000_000_000, 0);
     session.start_with_token(first.clone()).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
@@ -312,23 +347,28 @@ async fn a_refresh_that_buys_no_time_is_not_written() {
     for _ in 0..3 {
         call(&mut svc).await;
     }
+    session.flush().await.unwrap();
     assert_eq!(session.stats().skipped_writes, 3);
     assert_eq!(session.stats().writes, 0);
-    assert_eq!(session.file().read().unwrap(), Some(first));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(first));
     assert_eq!(
         session.token(),
         Some(jwt(2_000_000_000, 3)),
         "used in memory"
     );
     call(&mut svc).await;
+    session.flush().await.unwrap();
     assert_eq!(session.stats().writes, 1);
-    assert_eq!(session.file().read().unwrap(), Some(jwt(2_000_000_060, 4)));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(jwt(2_000_000_060, 4))
+    );
 }
 
 #[tokio::test]
 async fn opaque_refreshes_are_always_written() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::in_dir(dir.path());
+    let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
     let (inner, _) = agent(move || {
@@ -339,7 +379,7 @@ async fn opaque_refreshes_are_always_written() {
     for i in 1..=3 {
         call(&mut svc).await;
         assert_eq!(
-            session.file().read().unwrap(),
+            session.file().unwrap().read().unwrap(),
             Some(token(&format!("t{i}")))
         );
     }
@@ -347,17 +387,15 @@ async fn opaque_refreshes_are_always_written() {
 }
 
 #[tokio::test]
-async fn write_behind_returns_first_and_flush_waits() {
+async fn tokens_that_live_until_expiry_are_written_behind_and_flush_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .write_behind(true)
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token"))).build();
     session.start_with_token(token("t0")).await.unwrap();
     let (inner, _) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
     call(&mut svc).await;
     session.flush().await.unwrap();
-    assert_eq!(session.file().read().unwrap(), Some(token("t1")));
+    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t1")));
 }
 
 #[tokio::test]
@@ -365,11 +403,14 @@ async fn start_reads_the_file_and_a_bad_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
     std::fs::write(&path, "t0\n").unwrap();
-    let session = Session::new(&path);
+    let session = Session::new(agent_session::TokenFile::new(&path));
     session.start().await.unwrap();
     assert_eq!(session.token(), Some(token("t0")));
     std::fs::write(&path, "not a token\n").unwrap();
-    let err = Session::new(&path).start().await.unwrap_err();
+    let err = Session::new(agent_session::TokenFile::new(&path))
+        .start()
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, agent_session::Error::CorruptFile { .. }),
         "{err:?}"
@@ -383,7 +424,7 @@ async fn a_failed_write_is_reported_and_keeps_the_token_in_memory() {
     // The session file's directory is a file: nothing can be written there.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
-    let session = Session::in_dir(&blocker);
+    let session = Session::new(agent_session::TokenFile::in_dir(&blocker));
     let err = session.start_with_token(token("t0")).await.unwrap_err();
     assert!(
         matches!(err, agent_session::Error::WriteFile { .. }),
@@ -408,7 +449,7 @@ async fn without_a_token_sent_a_token_on_the_response_is_not_a_refresh() {
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
     call(&mut svc).await;
     assert_eq!(session.token(), None);
-    assert!(!session.path().exists());
+    assert!(!session.file().unwrap().path().exists());
 }
 
 #[tokio::test]
@@ -425,28 +466,16 @@ async fn the_refreshed_header_handed_over_is_marked_sensitive() {
     assert!(!format!("{response:?}").contains("t1"));
 }
 
-#[tokio::test]
-async fn an_interval_too_long_to_count_means_never() {
-    let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::MAX)
-        .build();
-    session.start().await.unwrap();
-    session.start_with_token(token("t0")).await.unwrap();
-    let (inner, _) = agent(|| None);
-    call(&mut SessionLayer::new(session).layer(inner)).await;
-}
-
-/// Many calls at once, each bringing a later JWT, with the file looked at before every call:
-/// this process's own writes must never pass for another's, and no call may resolve before
-/// the file holds a token at least as fresh as its own.
+/// Many calls at once, each bringing a later JWT, with the file watched: this process's own
+/// writes must never pass for another's, and (when refreshes revoke) no call may resolve
+/// before the file holds a token at least as fresh as its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_writes_are_never_taken_for_another_process() {
     const TASKS: usize = 16;
     const CALLS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::ZERO)
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
         .build();
     session.start_with_token(jwt(1_000, 0)).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(1));
@@ -477,7 +506,13 @@ async fn own_writes_are_never_taken_for_another_process() {
                 for _ in 0..CALLS {
                     let response = call(&mut svc).await;
                     let own = response.extensions().get::<Token>().unwrap().expires_at();
-                    let on_disk = session.file().read().unwrap().unwrap().expires_at();
+                    let on_disk = session
+                        .file()
+                        .unwrap()
+                        .read()
+                        .unwrap()
+                        .unwrap()
+                        .expires_at();
                     assert!(
                         on_disk >= own,
                         "a call resolved before its token was durable"
@@ -528,7 +563,7 @@ async fn explicit_writes_and_refreshes_of_one_session_never_race() {
     }
     session.flush().await.unwrap();
     assert_eq!(session.stats().lost_refreshes, 0, "{:?}", session.stats());
-    assert_eq!(session.file().read().unwrap(), session.token());
+    assert_eq!(session.file().unwrap().read().unwrap(), session.token());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,7 +581,7 @@ async fn the_same_token_twice_still_waits_for_its_write() {
                 let session = session.clone();
                 tokio::spawn(async move {
                     call(&mut svc).await;
-                    assert_eq!(session.file().read().unwrap(), Some(token("same")));
+                    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("same")));
                 })
             })
             .collect();
@@ -560,8 +595,9 @@ async fn the_same_token_twice_still_waits_for_its_write() {
 async fn a_memory_store_follows_the_same_rules() {
     use agent_session::MemoryStore;
     let store = MemoryStore::new();
-    let ours = Session::builder_with_store(store.clone())
-        .check_interval(Duration::from_secs(3600))
+    let ours = Session::builder(store.clone())
+        .watch(agent_session::Watch::Off)
+        .agent_tokens(AgentTokens::RevokedOnRefresh)
         .build();
     ours.start_with_token(token("t0")).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
@@ -575,7 +611,7 @@ async fn a_memory_store_follows_the_same_rules() {
     assert_eq!(store.token(), Some(token("t1")), "the refresh is stored");
 
     // Another session of the same store unlocks: our next refresh loses and adopts it.
-    Session::with_store(store.clone())
+    Session::new(store.clone())
         .start_with_token(token("unlocked"))
         .await
         .unwrap();
@@ -585,7 +621,7 @@ async fn a_memory_store_follows_the_same_rules() {
     assert_eq!(ours.stats().lost_refreshes, 1);
 
     // A clear by the other is never undone by a refresh.
-    Session::with_store(store.clone()).clear().await.unwrap();
+    Session::new(store.clone()).clear().await.unwrap();
     call(&mut svc).await;
     assert_eq!(store.token(), None);
     assert_eq!(ours.token(), None);

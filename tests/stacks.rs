@@ -280,7 +280,9 @@ async fn hyper_flow(http2_only: bool) {
         .layer(SessionLayer::new(session.clone()))
         .service(hyper.clone());
     let plain = ServiceBuilder::new()
-        .layer(SessionLayer::new(Session::new(dir.path().join("unused"))))
+        .layer(SessionLayer::new(Session::new(
+            agent_session::TokenFile::new(dir.path().join("unused")),
+        )))
         .service(hyper);
     http_flow(client, plain, &agent, &session).await;
 }

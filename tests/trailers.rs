@@ -142,8 +142,8 @@ async fn start_grpc_js_agent() -> GrpcJsAgent {
 }
 
 fn polykey_session(dir: &std::path::Path) -> Session {
-    Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
+    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+        .watch(agent_session::Watch::Off)
         .failures(Polykey)
         .build()
 }
@@ -190,7 +190,9 @@ async fn the_plain_layer_hands_them_over_for_from_status_with() {
     let agent = start_grpc_js_agent().await;
     let dir = tempfile::tempdir().unwrap();
     let session = polykey_session(dir.path());
-    let mut client = AgentServiceClient::new(session.layer().layer(channel(agent.address).await));
+    let mut client = AgentServiceClient::new(
+        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+    );
     let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unknown);
     assert!(matches!(
@@ -265,7 +267,7 @@ async fn reauthenticating_client(
     request_body: ClientBody,
 ) -> Result<http::Response<agent_session::PeekedBody<hyper::body::Incoming>>, BoxError> {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(dir.path().join("token"))
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
         .failures(failures)
         .build();
     session

@@ -67,10 +67,16 @@ async fn no_token_is_token_not_provided_then_unlock_works() {
     assert!(matches!(error, Error::TokenNotProvided), "{error:?}");
     assert_eq!(error.exit_code(), 77);
     assert_eq!(error.to_string(), "JWT Token not provided in metadata");
-    assert!(!session.path().exists(), "a failure writes nothing");
+    assert!(
+        !session.file().unwrap().path().exists(),
+        "a failure writes nothing"
+    );
 
     let unlocked = reauthenticate(&mut client, &session).await;
-    assert_eq!(session.file().read().unwrap(), Some(unlocked.clone()));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(unlocked.clone())
+    );
     let refreshed = live(&mut client).await;
     assert_ne!(refreshed, unlocked);
     assert_eq!(session.token(), Some(refreshed.clone()));
@@ -96,7 +102,10 @@ async fn valid_token_is_used_and_each_refresh_written() {
 
     let refreshed = live(&mut client).await;
     assert_ne!(refreshed, seed);
-    assert_eq!(session.file().read().unwrap(), Some(refreshed.clone()));
+    assert_eq!(
+        session.file().unwrap().read().unwrap(),
+        Some(refreshed.clone())
+    );
     assert_eq!(session.stats().writes, 1);
 
     // The next call carries the refreshed token, which the agent accepts.
@@ -132,7 +141,7 @@ async fn invalid_token_is_token_invalid_then_unlock_works() {
         "Invalid JWT Token, please reauthenticate."
     );
     assert_eq!(
-        session.file().read().unwrap(),
+        session.file().unwrap().read().unwrap(),
         Some(stale.clone()),
         "a rejection leaves the file alone"
     );
@@ -183,18 +192,19 @@ async fn lock_all_invalidates_the_session_and_unlock_recovers() {
 async fn another_process_unlocking_is_picked_up_by_a_long_lived_session() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Session::builder(dir.path().join("token"))
-        .check_interval(Duration::ZERO)
-        .build();
+    let daemon = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     daemon.start().await.unwrap();
     let mut client = client(agent.address, &daemon).await;
     let error = session_error(client.agent_status(EmptyMessage {}).await.unwrap_err());
     assert!(matches!(error, Error::TokenNotProvided));
 
-    // Another terminal unlocks; the daemon's next call carries its token.
-    let other = Session::in_dir(dir.path());
+    // Another terminal unlocks; the daemon's watch picks the token up, and its next call
+    // carries it.
+    let since = daemon.epoch();
+    let other = Session::new(agent_session::TokenFile::in_dir(dir.path()));
     let mut other_client = self::client(agent.address, &other).await;
     reauthenticate(&mut other_client, &other).await;
+    common::picked_up(&daemon, since).await;
     live(&mut client).await;
     assert_eq!(daemon.stats().external_changes, 1);
 }
@@ -265,7 +275,7 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
             let own = response.metadata().get("authorization").unwrap();
             let own = Token::new(own.to_str().unwrap().strip_prefix("Bearer ").unwrap()).unwrap();
             // Read right as the call resolves: the file must already cover its token.
-            let on_disk = session.file().read().unwrap().unwrap();
+            let on_disk = session.file().unwrap().read().unwrap().unwrap();
             (own.expires_at().unwrap(), on_disk.expires_at().unwrap())
         })
     });
@@ -291,7 +301,13 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
     );
     let newest = results.iter().map(|(own, _)| *own).max().unwrap();
     assert_eq!(
-        session.file().read().unwrap().unwrap().expires_at(),
+        session
+            .file()
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap()
+            .expires_at(),
         Some(newest),
         "the file ends with the freshest token"
     );

@@ -1,14 +1,19 @@
 //! [`SessionLayer`]: attaches the session token to every request and keeps the refreshed token
-//! that comes back.
+//! that comes back; with re-authentication on, recovers from a session failure and replays.
+//!
+//! One path for every call: [`SessionService`] attaches, and its [`ResponseFuture`] hides the
+//! response's credentials and takes its token. [`ReauthService`] wraps a `SessionService`, so a
+//! re-authenticating call and its replay go through that same path; it adds only what
+//! re-authentication needs (recording the body, recognising the failure, recovering).
 //!
 //! # Example
 //!
 //! ```no_run
-//! use agent_session::{Session, SessionLayer};
+//! use agent_session::{Session, SessionLayer, TokenFile};
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let session = Session::in_dir("/home/me/.agent");
+//! let session = Session::new(TokenFile::in_dir("/home/me/.agent"));
 //! session.start().await?;
 //! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051")
 //!     .connect()
@@ -21,43 +26,37 @@
 //! ```
 
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response, header};
-use http_body::Body;
+use http::header;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bearer;
-use crate::file::TokenFile;
 use crate::message::{SessionRequest, SessionResponse};
-use crate::peek::PeekedBody;
-use crate::reauth::{self, NoReauth, Reauth, Reauthenticate};
-use crate::replay::{BoxError, Recording, Tape, WrapBody};
+use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::saved::Saved;
 use crate::session::{Refresh, Session};
-use crate::store::TokenStore;
 use crate::token::Token;
 
 mod recovering;
 
-/// A tower [`Layer`] that wraps services in a [`SessionService`].
-///
-/// Re-authentication is off by default; [`SessionLayer::reauthenticate_with`] turns it on.
+pub use recovering::ReauthService;
+
+/// A tower [`Layer`] that wraps services in a [`SessionService`], or with re-authentication
+/// on ([`SessionLayer::reauthenticate_with`]) in a [`ReauthService`].
 #[derive(Debug, Clone)]
-pub struct SessionLayer<R = NoReauth, St: TokenStore = TokenFile> {
-    session: Session<St>,
+#[must_use]
+pub struct SessionLayer<R = NoReauth> {
+    session: Session,
     reauth: R,
 }
 
-impl<St: TokenStore> SessionLayer<NoReauth, St> {
+impl SessionLayer {
     /// A layer keeping `session`.
-    #[must_use]
-    pub fn new(session: Session<St>) -> Self {
+    pub fn new(session: Session) -> Self {
         Self {
             session,
             reauth: NoReauth,
@@ -65,7 +64,8 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     }
 
     /// Turns re-authentication on: when a response is a session failure (`TokenNotProvided`
-    /// or `TokenInvalid`), the layer
+    /// or `TokenInvalid`, as the session's [`SessionFailures`](crate::SessionFailures) reads
+    /// it), the layer
     ///
     /// 1. re-reads the session file, and uses a token another process put there, if any;
     /// 2. otherwise runs `reauthenticator` — once for all the calls failing at the same time,
@@ -75,8 +75,9 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// A call that fails again after its replay hands that failure over; a call whose body was
     /// over the replay limit, or failed, hands over the first.
     /// A token is sent as it is whatever its JWT `exp` says (the agent's clock decides; see
-    /// [`SessionLayer::renew_before_expiry`]). Request bodies must be [`WrapBody`] (tonic's is),
-    /// and the service's error becomes a [`BoxError`].
+    /// [`SessionLayer::renew_before_expiry`]). Request bodies must be
+    /// [`WrapBody`](crate::WrapBody) (tonic's is), and the service's error becomes a
+    /// [`BoxError`](crate::BoxError).
     ///
     /// A failed re-authentication is [`Error::Reauthentication`](crate::Error); with the
     /// `tonic` feature it reaches the caller as a `tonic::Status` whose source is that error:
@@ -99,11 +100,10 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     /// let layer = SessionLayer::new(session).reauthenticate_with(unlock);
     /// # }
     /// ```
-    #[must_use]
     pub fn reauthenticate_with<F: Reauthenticate>(
         self,
         reauthenticator: F,
-    ) -> SessionLayer<Reauth, St> {
+    ) -> SessionLayer<Reauth> {
         SessionLayer {
             session: self.session,
             reauth: Reauth::new(reauthenticator),
@@ -111,10 +111,9 @@ impl<St: TokenStore> SessionLayer<NoReauth, St> {
     }
 }
 
-impl<St: TokenStore> SessionLayer<Reauth, St> {
+impl SessionLayer<Reauth> {
     /// How many bytes of a request body are kept for a replay (default
-    /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)). Set before the layer is used.
-    #[must_use]
+    /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)).
     pub fn replay_limit(self, bytes: usize) -> Self {
         Self {
             session: self.session,
@@ -129,7 +128,6 @@ impl<St: TokenStore> SessionLayer<Reauth, St> {
     /// certificate): with a prompt, a clock that runs ahead of the agent's would ask for a
     /// password the agent never wanted. A token renewed this way is not renewed again before
     /// the agent has refused it.
-    #[must_use]
     pub fn renew_before_expiry(self, margin: std::time::Duration) -> Self {
         Self {
             session: self.session,
@@ -138,15 +136,22 @@ impl<St: TokenStore> SessionLayer<Reauth, St> {
     }
 }
 
-impl<S, R: Clone, St: TokenStore> Layer<S> for SessionLayer<R, St> {
-    type Service = SessionService<S, R, St>;
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService {
-            inner,
-            session: self.session.clone(),
-            reauth: self.reauth.clone(),
-        }
+        SessionService::new(inner, self.session.clone())
+    }
+}
+
+impl<S> Layer<S> for SessionLayer<Reauth> {
+    type Service = ReauthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReauthService::new(
+            SessionService::new(inner, self.session.clone()),
+            self.reauth.clone(),
+        )
     }
 }
 
@@ -155,89 +160,72 @@ impl<S, R: Clone, St: TokenStore> Layer<S> for SessionLayer<R, St> {
 ///
 /// Responses pass through unchanged, session failures included: turn them into a typed error
 /// with [`Error::from_status`](crate::Error::from_status) or
-/// [`Error::from_response`](crate::Error::from_response). (With re-authentication on, see
-/// [`SessionLayer::reauthenticate_with`].)
+/// [`Error::from_response`](crate::Error::from_response), or let a [`ReauthService`] recover.
 ///
 /// A refreshed token is read from the response's `authorization` header (`Bearer <t>`, any
 /// case, or the legacy `Bearer: <t>`) of a call that carried the session's token; a malformed
 /// one is ignored with a warning and the old token stays. It is used for the next calls at
-/// once and written to the session file; by default the response is handed over once it is
-/// durable (see [`SessionBuilder::write_behind`](crate::SessionBuilder::write_behind)). The
+/// once and written to the session file as [`AgentTokens`](crate::AgentTokens) says. The
 /// header handed over is marked sensitive, so `Debug` of the response does not show it.
 #[derive(Debug, Clone)]
-pub struct SessionService<S, R = NoReauth, St: TokenStore = TokenFile> {
+pub struct SessionService<S> {
     inner: S,
-    session: Session<St>,
-    reauth: R,
+    session: Session,
 }
 
-impl<S, St: TokenStore> SessionService<S, NoReauth, St> {
+impl<S> SessionService<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, session: Session<St>) -> Self {
-        Self {
-            inner,
-            session,
-            reauth: NoReauth,
-        }
+    pub fn new(inner: S, session: Session) -> Self {
+        Self { inner, session }
     }
 
-    /// A [`SessionLayer`] for `session`.
-    pub fn layer(session: Session<St>) -> SessionLayer<NoReauth, St> {
-        SessionLayer::new(session)
-    }
-}
-
-impl<S, R, St: TokenStore> SessionService<S, R, St> {
     inner_service_accessors!();
 
     /// The session.
-    pub fn session(&self) -> &Session<St> {
+    pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Attaches and calls; also says which token the request went with, for a recovery.
+    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (ResponseFuture<S::Future>, Sent)
+    where
+        S: Service<Req>,
+        Req: SessionRequest,
+    {
+        let sent = attach(&self.session, request.headers_mut());
+        let future = ResponseFuture {
+            state: State::Calling {
+                future: self.inner.call(request),
+            },
+            session: self.session.clone(),
+            carried: sent.carried,
+        };
+        (future, sent)
     }
 }
 
-impl<S, Req, St> Service<Req> for SessionService<S, NoReauth, St>
+impl<S, Req> Service<Req> for SessionService<S>
 where
-    St: TokenStore,
-    S: Service<Req> + Clone,
+    S: Service<Req>,
     Req: SessionRequest,
     S::Response: SessionResponse,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Req, St>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if self.session.claim_check() {
-            // Look at the file before sending: another process may have unlocked or locked.
-            // The instance driven ready is the one that will be called.
-            let clone = self.inner.clone();
-            let inner = mem::replace(&mut self.inner, clone);
-            return ResponseFuture {
-                state: State::Checking {
-                    check: self.session.check_file(),
-                    pending: Some((inner, request)),
-                },
-                session: self.session.clone(),
-                carried: Carried::Nothing,
-            };
-        }
-        let (future, carried) = send(&mut self.inner, &self.session, request);
-        ResponseFuture {
-            state: State::Calling { future },
-            session: self.session.clone(),
-            carried,
-        }
+        self.send(request).0
     }
 }
 
 /// What a request carried, which decides what a token on its response means.
 #[derive(Debug, Clone, Copy)]
-enum Carried {
+pub(crate) enum Carried {
     /// The session's token, in this epoch: a token on the response is a refresh.
     Session(u64),
     /// A password (`Basic`), with [`SessionBuilder::start_on_password`](crate::SessionBuilder)
@@ -248,42 +236,50 @@ enum Carried {
     Nothing,
 }
 
-/// Attaches the token (unless the request carries its own credentials) and calls `inner`.
-fn send<S, Req, St>(inner: &mut S, session: &Session<St>, mut request: Req) -> (S::Future, Carried)
-where
-    St: TokenStore,
-    S: Service<Req>,
-    Req: SessionRequest,
-{
-    let carried = attach_to(session, request.headers_mut());
-    (inner.call(request), carried)
+/// How a request left: what it carried, the session token it carried (if any), and the epoch
+/// of the session then.
+pub(crate) struct Sent {
+    pub(crate) carried: Carried,
+    pub(crate) token: Option<Token>,
+    pub(crate) epoch: u64,
 }
 
 /// Puts the session's token on a request that has no `authorization` of its own, and says what
 /// the request carries. One lookup decides both whether the request has credentials of its own
 /// and where ours go.
-fn attach_to<St: TokenStore>(session: &Session<St>, headers: &mut http::HeaderMap) -> Carried {
+fn attach(session: &Session, headers: &mut http::HeaderMap) -> Sent {
+    let current = session.current();
     match headers.entry(header::AUTHORIZATION) {
         header::Entry::Occupied(mut own) => {
             // Credentials are secrets whoever put them there: kept out of `Debug` and out of
             // HTTP/2's header compression table.
             own.get_mut().set_sensitive(true);
-            if session.starts_on_password() && is_basic(own.get()) {
-                Carried::Password(session.current().epoch)
+            let carried = if session.starts_on_password() && is_basic(own.get()) {
+                Carried::Password(current.epoch)
             } else {
                 Carried::Nothing
+            };
+            Sent {
+                carried,
+                token: None,
+                epoch: current.epoch,
             }
         }
-        header::Entry::Vacant(slot) => {
-            let current = session.current();
-            match &current.token {
-                Some(token) => {
-                    slot.insert(token.header_value());
-                    Carried::Session(current.epoch)
+        header::Entry::Vacant(slot) => match &current.token {
+            Some(token) => {
+                slot.insert(token.header_value());
+                Sent {
+                    carried: Carried::Session(current.epoch),
+                    token: Some(token.clone()),
+                    epoch: current.epoch,
                 }
-                None => Carried::Nothing,
             }
-        }
+            None => Sent {
+                carried: Carried::Nothing,
+                token: None,
+                epoch: current.epoch,
+            },
+        },
     }
 }
 
@@ -303,86 +299,78 @@ pin_project! {
     /// When polled again after it completed, as tonic's futures do: that is a bug of the
     /// caller's.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct ResponseFuture<S, Req, St = TokenFile>
+    pub struct ResponseFuture<F>
     where
-        S: Service<Req>,
-        St: TokenStore,
+        F: Future,
     {
         #[pin]
-        state: State<S, Req>,
-        session: Session<St>,
+        state: State<F>,
+        session: Session,
         carried: Carried,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
+    enum State<F>
     where
-        S: Service<Req>,
+        F: Future,
     {
-        Checking {
-            check: oneshot::Receiver<()>,
-            pending: Option<(S, Req)>,
-        },
         Calling {
             #[pin]
-            future: S::Future,
+            future: F,
         },
         Saving {
             saved: Saved,
-            response: Option<S::Response>,
+            response: Option<F::Output>,
         },
+        Done,
     }
 }
 
-impl<S, Req, St> Future for ResponseFuture<S, Req, St>
+impl<F, Res, E> Future for ResponseFuture<F>
 where
-    St: TokenStore,
-    S: Service<Req>,
-    Req: SessionRequest,
-    S::Response: SessionResponse,
+    F: Future<Output = Result<Res, E>>,
+    Res: SessionResponse,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<Res, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Checking { check, pending } => {
-                    // Resolves when the look is over, however it ended; a failed one only means
-                    // the file is looked at again later.
-                    let _ = ready!(Pin::new(check).poll(cx));
-                    let Some((mut inner, request)) = pending.take() else {
-                        polled_after_completion()
-                    };
-                    let (future, carried) = send(&mut inner, this.session, request);
-                    *this.carried = carried;
-                    this.state.set(State::Calling { future });
+        match this.state.as_mut().project() {
+            StateProj::Calling { future } => {
+                let result = ready!(future.poll(cx));
+                this.state.set(State::Done);
+                let mut response = result?;
+                if !hide_credentials(&mut response) {
+                    return Poll::Ready(Ok(response));
                 }
-                StateProj::Calling { future } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if !hide_credentials(&mut response) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    match take_token(this.session, &response, *this.carried) {
-                        Refresh::Done => return Poll::Ready(Ok(response)),
-                        Refresh::Saving(saved) => this.state.set(State::Saving {
+                match take_token(this.session, &response, *this.carried) {
+                    Refresh::Done => Poll::Ready(Ok(response)),
+                    Refresh::Saving(mut saved) => {
+                        if Pin::new(&mut saved).poll(cx).is_ready() {
+                            return Poll::Ready(Ok(response));
+                        }
+                        this.state.set(State::Saving {
                             saved,
-                            response: Some(response),
-                        }),
+                            response: Some(Ok(response)),
+                        });
+                        Poll::Pending
                     }
-                }
-                StateProj::Saving { saved, response } => {
-                    // The call's result is the agent's, handed over as it came, once the
-                    // write is over or its bound has passed.
-                    ready!(Pin::new(saved).poll(cx));
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
-                        None => polled_after_completion(),
-                    };
                 }
             }
+            StateProj::Saving { saved, response } => {
+                // The call's result is the agent's, handed over as it came, once the write is
+                // over or its bound has passed.
+                ready!(Pin::new(saved).poll(cx));
+                let response = response.take();
+                this.state.set(State::Done);
+                match response {
+                    Some(response) => Poll::Ready(response),
+                    None => polled_after_completion(),
+                }
+            }
+            StateProj::Done => polled_after_completion(),
         }
     }
 }
@@ -414,15 +402,11 @@ fn hide_credentials(response: &mut impl SessionResponse) -> bool {
 
 /// Takes the token a response brought, as what the request `carried` makes it: a refresh of
 /// the session's token, or the start of a session after a password call.
-fn take_token<St: TokenStore>(
-    session: &Session<St>,
-    response: &impl SessionResponse,
-    carried: Carried,
-) -> Refresh {
+fn take_token(session: &Session, response: &impl SessionResponse, carried: Carried) -> Refresh {
     if let Carried::Nothing = carried {
         return Refresh::Done;
     }
-    if crate::error::is_rejection(response.status(), response.headers()) {
+    if session.refuses(response.status(), response.headers()) {
         // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
         // between) is not the agent's word that the session goes on.
         tracing::warn!("ignoring a token on a rejected call");
@@ -443,11 +427,7 @@ fn polled_after_completion() -> ! {
     panic!("session ResponseFuture polled after completion")
 }
 
-impl<S, Req, St> std::fmt::Debug for ResponseFuture<S, Req, St>
-where
-    S: Service<Req>,
-    St: TokenStore,
-{
+impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

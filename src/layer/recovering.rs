@@ -1,15 +1,58 @@
-//! The [`SessionService`] with re-authentication on: each call recorded, its answer read for a
-//! session failure (in the headers, or in the trailers of a gRPC response that said nothing
-//! else), and on one a recovery and a replay.
+//! [`ReauthService`]: a [`SessionService`] with re-authentication on. Each call is recorded and
+//! sent through the session service; its answer is read for a session failure (in the headers,
+//! or in the trailers of a gRPC response that said nothing else), and on one the session is
+//! recovered and the call replayed, through the session service again.
+
+use http::{Request, Response};
+use http_body::Body;
 
 use super::*;
+use crate::peek::PeekedBody;
+use crate::reauth::{self, Reauth};
+use crate::replay::{BoxError, Recording, Tape, WrapBody};
 
-impl<S, ReqB, ResB, St> Service<Request<ReqB>> for SessionService<S, Reauth, St>
+/// A [`SessionService`] that recovers from session failures: made by
+/// [`SessionLayer::reauthenticate_with`].
+///
+/// Its responses' bodies are [`PeekedBody`]: the first frame of a gRPC response may have been
+/// read ahead to see a failure in its trailers.
+#[derive(Debug, Clone)]
+pub struct ReauthService<S> {
+    inner: SessionService<S>,
+    reauth: Reauth,
+}
+
+impl<S> ReauthService<S> {
+    pub(super) fn new(inner: SessionService<S>, reauth: Reauth) -> Self {
+        Self { inner, reauth }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        self.inner.session()
+    }
+
+    /// The service the session's calls go to.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The service the session's calls go to, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// The service the session's calls go to, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ReauthService<S>
 where
-    St: TokenStore,
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + Send,
     ReqB: WrapBody + Send + 'static,
     ReqB::Error: Into<BoxError>,
     ResB: Body + Send + 'static,
@@ -21,33 +64,23 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.get_mut().poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         // The instance driven ready is the one that is called; the replay drives it ready
         // again.
         let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let session = self.session.clone();
-        let check = session.claim_check().then(|| session.check_file());
-        Box::pin(call_with_reauth(
-            inner,
-            session,
-            self.reauth.clone(),
-            check,
-            request,
-        ))
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(call_with_reauth(inner, self.reauth.clone(), request))
     }
 }
 
 /// One call with re-authentication on: renew a token due for renewal first, record the body,
 /// and on a session failure recover once and replay once.
-async fn call_with_reauth<S, ReqB, ResB, St>(
-    mut inner: S,
-    session: Session<St>,
+async fn call_with_reauth<S, ReqB, ResB>(
+    mut inner: SessionService<S>,
     reauth: Reauth,
-    check: Option<oneshot::Receiver<()>>,
     request: Request<ReqB>,
 ) -> Result<Response<PeekedBody<ResB>>, BoxError>
 where
@@ -56,110 +89,66 @@ where
     ReqB: WrapBody + Send + 'static,
     ReqB::Error: Into<BoxError>,
     ResB: Body,
-    St: TokenStore,
 {
-    if let Some(check) = check {
-        let _ = check.await;
-    }
-    let (mut parts, body) = request.into_parts();
-    let own = parts.headers.contains_key(header::AUTHORIZATION);
-    if own || reauth::reauthenticating() {
+    let session = inner.session().clone();
+    let fail = |e| reauth::failure(e, session.failures());
+    if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
         // The request's own credentials, not the session's to renew (a password call may start
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come.
-        let carried = if own {
-            attach_to(&session, &mut parts.headers)
-        } else {
-            Carried::Nothing
-        };
-        let response = inner
-            .call(Request::from_parts(parts, body))
-            .await
-            .map_err(Into::into)?;
-        return Ok(settle(&session, response, carried)
-            .await
-            .map(PeekedBody::new));
+        let (response, _) = inner.send(request);
+        return Ok(response.await.map_err(Into::into)?.map(PeekedBody::new));
     }
-    let (token, epoch) = {
+    let mut renewed = false;
+    let (epoch, token) = {
         let current = session.current();
-        (current.token.clone(), current.epoch)
+        (current.epoch, current.token.clone())
     };
-    let mut recovered = false;
     if reauth.due_for_renewal(token.as_ref()) && !reauth.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
-        let generation = reauth.generation();
         reauth
-            .recover(&session, epoch, token, generation)
+            .recover(&session, epoch, token, reauth.generation())
             .await
-            .map_err(|e| reauth::failure(e, session.failures()))?;
-        recovered = true;
+            .map_err(fail)?;
+        renewed = true;
         // The renewal may have taken a while (a prompt): be ready again before sending.
-        std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
+        ready_again(&mut inner).await?;
     }
+    let (parts, body) = request.into_parts();
     let tape = Tape::new(reauth.replay_limit(), &body.size_hint());
     let original = parts.clone();
-    let mut request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
-    let (sent, epoch, carried) = attach(&session, &mut request);
+    let request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
     let generation = reauth.generation();
-    let response = inner.call(request).await.map_err(Into::into)?;
-    let response = settle(&session, response, carried).await;
+    let (response, sent) = inner.send(request);
+    let response = response.await.map_err(Into::into)?;
     let (response, failed) = session_failure(&session, &tape, response).await;
-    if recovered || !failed {
+    if renewed || !failed {
         // At most one recovery per call: a call renewed before sending hands over its answer.
         return Ok(response);
     }
     let replay = tape.replay();
     reauth
-        .recover(&session, epoch, sent, generation)
+        .recover(&session, sent.epoch, sent.token, generation)
         .await
-        .map_err(|e| reauth::failure(e, session.failures()))?;
+        .map_err(fail)?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
         tracing::debug!("session failure not replayed: body over the limit or failed");
         return Ok(response);
     };
-    let mut request = Request::from_parts(original, ReqB::wrap(replay));
-    let (_, _, carried) = attach(&session, &mut request);
-    std::future::poll_fn(|cx| inner.poll_ready(cx).map_err(Into::into)).await?;
-    let response = inner.call(request).await.map_err(Into::into)?;
-    Ok(settle(&session, response, carried)
-        .await
-        .map(PeekedBody::new))
+    ready_again(&mut inner).await?;
+    let (response, _) = inner.send(Request::from_parts(original, ReqB::wrap(replay)));
+    Ok(response.await.map_err(Into::into)?.map(PeekedBody::new))
 }
 
-/// Attaches the session's token, if any; returns it, the epoch it belongs to, and what the
-/// request carries.
-fn attach<B, St: TokenStore>(
-    session: &Session<St>,
-    request: &mut Request<B>,
-) -> (Option<Token>, u64, Carried) {
-    let current = session.current();
-    if let Some(token) = &current.token {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.header_value());
-    }
-    let carried = match current.token {
-        Some(_) => Carried::Session(current.epoch),
-        None => Carried::Nothing,
-    };
-    (current.token.clone(), current.epoch, carried)
-}
-
-/// What the plain layer does with a response: hide its credentials, take its token, and wait
-/// for the token to be durable.
-async fn settle<B, St: TokenStore>(
-    session: &Session<St>,
-    mut response: Response<B>,
-    carried: Carried,
-) -> Response<B> {
-    if hide_credentials(&mut response)
-        && let Refresh::Saving(saved) = take_token(session, &response, carried)
-    {
-        saved.await;
-    }
-    response
+/// Drives the service ready again, before a call that follows a recovery.
+async fn ready_again<S, ReqB>(inner: &mut SessionService<S>) -> Result<(), BoxError>
+where
+    S: Service<Request<ReqB>>,
+    S::Error: Into<BoxError>,
+{
+    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx).map_err(Into::into)).await
 }
 
 /// Whether `response` is a session failure, as the session's agent says them: in its headers,
@@ -169,8 +158,8 @@ async fn settle<B, St: TokenStore>(
 /// carries a message is handed over at its first message; and only for
 /// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a stream
 /// whose first message waits for an event is handed over without it.
-async fn session_failure<B: Body, St: TokenStore>(
-    session: &Session<St>,
+async fn session_failure<B: Body>(
+    session: &Session,
     tape: &Tape,
     response: Response<B>,
 ) -> (Response<PeekedBody<B>>, bool) {

@@ -1,56 +1,64 @@
 //! [`SessionBuilder`]: the options of a [`Session`].
 
+use std::any::Any;
+
 use super::*;
 
-/// Options for a [`Session`].
-#[derive(Debug, Clone)]
-pub struct SessionBuilder<St = TokenFile> {
-    store: St,
-    check_interval: Duration,
-    write_behind: bool,
-    always_write: bool,
+/// Options for a [`Session`], made by [`Session::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_session::{AgentTokens, Polykey, Session, TokenFile, Watch};
+///
+/// let session = Session::builder(TokenFile::in_dir("/home/me/.agent"))
+///     .agent_tokens(AgentTokens::LiveUntilExpiry)
+///     .failures(Polykey)
+///     .watch(Watch::Poll(Duration::from_secs(1))) // a network filesystem
+///     .build();
+/// # let _ = session;
+/// ```
+#[must_use]
+pub struct SessionBuilder {
+    store: Box<dyn TokenStore>,
+    file: Option<TokenFile>,
+    agent_tokens: AgentTokens,
+    watch: Watch,
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
     call_wait: Duration,
 }
 
-impl<St: TokenStore> SessionBuilder<St> {
-    /// Checks the file for changes made by other processes at most this often (default
-    /// [`DEFAULT_CHECK_INTERVAL`]). `Duration::ZERO` checks before every call.
-    #[must_use]
-    pub fn check_interval(mut self, interval: Duration) -> Self {
-        self.check_interval = interval;
+impl SessionBuilder {
+    pub(super) fn new<St: TokenStore>(store: St) -> Self {
+        let file = (&store as &dyn Any).downcast_ref::<TokenFile>().cloned();
+        Self {
+            store: Box::new(store),
+            file,
+            agent_tokens: AgentTokens::default(),
+            watch: Watch::default(),
+            failures: Arc::new(Rfc6750),
+            start_on_password: false,
+            call_wait: DEFAULT_REFRESH_LOCK_WAIT,
+        }
+    }
+
+    /// What the agent does with the token a refresh replaces (default
+    /// [`AgentTokens::LiveUntilExpiry`]): which refreshes are written, and whether a call
+    /// waits for its write.
+    pub fn agent_tokens(mut self, agent_tokens: AgentTokens) -> Self {
+        self.agent_tokens = agent_tokens;
         self
     }
 
-    /// Whether a call with a refreshed token completes before the token is on disk.
-    ///
-    /// Off by default: a response is handed over only once its token (or a fresher one) is
-    /// durable, and concurrent refreshes share one write. On, the write happens in the
-    /// background and [`Session::flush`] waits for it; a crash before then loses the refresh
-    /// and the next process starts from the previous token, which the agent still accepts until
-    /// it expires, so the risk is a re-authentication, never a torn file.
-    #[must_use]
-    pub fn write_behind(mut self, on: bool) -> Self {
-        self.write_behind = on;
-        self
-    }
-
-    /// Whether to write every refreshed token, even a JWT that expires no later than the one on
-    /// disk.
-    ///
-    /// Off by default: such a write buys nothing (the file's token lives as long) and a durable
-    /// write costs several times a loopback call. Turn it on where each process makes a call or
-    /// two and the file should always hold the newest token, as in a command-line tool.
-    #[must_use]
-    pub fn always_write(mut self, on: bool) -> Self {
-        self.always_write = on;
+    /// How the session learns of another process's change to the session file (default
+    /// [`Watch::Notify`]).
+    pub fn watch(mut self, watch: Watch) -> Self {
+        self.watch = watch;
         self
     }
 
     /// How the agent says a call failed for its session (default [`Rfc6750`]; a Polykey agent
     /// is [`Polykey`](crate::Polykey)): what re-authentication recovers from.
-    #[must_use]
     pub fn failures(mut self, failures: impl SessionFailures) -> Self {
         self.failures = Arc::new(failures);
         self
@@ -62,30 +70,48 @@ impl<St: TokenStore> SessionBuilder<St> {
     /// On for agents, like Polykey's, whose every call accepts the password and answers it with
     /// a session token: a call made with the password is an unlock. The call completes once
     /// the token is written (or the write failed, with a warning).
-    #[must_use]
     pub fn start_on_password(mut self, on: bool) -> Self {
         self.start_on_password = on;
         self
     }
 
-    /// How long a call waits for the write of the token its response brought (a refresh, or a
-    /// password call's), counted from its response (default
-    /// [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)); the write goes on after,
-    /// and [`Session::flush`] waits for it. [`SessionBuilder::lock_wait`] sets it for the session
-    /// file.
-    #[must_use]
+    /// How long a call waits for the write of the token its response brought, when it waits
+    /// (a password call's token, or a refresh with [`AgentTokens::RevokedOnRefresh`]), counted
+    /// from its response (default
+    /// [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)). The write goes on
+    /// after, and [`Session::flush`] waits for it.
     pub fn call_wait(mut self, wait: Duration) -> Self {
         self.call_wait = wait;
+        self
+    }
+
+    /// How long writes wait for another process's lock on the session file: a refresh write
+    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
+    /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
+    /// Also sets [`SessionBuilder::call_wait`] to `refresh`. No effect on a store that is not
+    /// the session file.
+    ///
+    /// A refresh that gives up stays in memory, is written with a later refresh, and is
+    /// counted in [`SessionStats::lock_timeouts`]. An explicit change that gives up fails with
+    /// [`Error::Locked`].
+    pub fn lock_wait(mut self, refresh: Duration, explicit: Duration) -> Self {
+        if let Some(file) = self.file.take() {
+            let file = file.refresh_lock_wait(refresh).lock_wait(explicit);
+            self.store = Box::new(file.clone());
+            self.file = Some(file);
+        }
+        self.call_wait = refresh;
         self
     }
 
     /// Makes the session. It holds no token until [`Session::start`] or
     /// [`Session::start_with_token`].
     #[must_use]
-    pub fn build(self) -> Session<St> {
+    pub fn build(self) -> Session {
         Session {
             shared: Arc::new(Shared {
                 store: self.store,
+                file: self.file,
                 current: ArcSwap::from_pointee(Current {
                     token: None,
                     epoch: 0,
@@ -93,7 +119,7 @@ impl<St: TokenStore> SessionBuilder<St> {
                 state: Mutex::new(State {
                     epoch: 0,
                     synced: None,
-                    stamp: None,
+                    version: None,
                     pending: None,
                     writing: None,
                     submitted: 0,
@@ -103,53 +129,28 @@ impl<St: TokenStore> SessionBuilder<St> {
                     last_write_error: None,
                 }),
                 gate: Mutex::new(()),
-                check_interval: self.check_interval,
-                next_check: AtomicU64::new(
-                    monotonic_nanos().saturating_add(nanos(self.check_interval)),
-                ),
-                checking: AtomicBool::new(false),
-                write_behind: self.write_behind,
-                always_write: self.always_write,
+                agent_tokens: self.agent_tokens,
+                watch: self.watch,
+                watcher: Mutex::new(None),
                 failures: self.failures,
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,
                 password_writes: tokio::sync::watch::Sender::new(0),
+                epochs: tokio::sync::watch::Sender::new(0),
                 stats: Counters::default(),
             }),
         }
     }
 }
 
-impl SessionBuilder {
-    /// How long writes wait for another process's lock on the session file: a refresh write
-    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
-    /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
-    ///
-    /// A refresh that gives up stays in memory, is written with a later refresh, and is
-    /// counted in [`SessionStats::lock_timeouts`]. A call never waits for the write of the token
-    /// its response brought (a refresh, or a password call's) longer than `refresh`, counted
-    /// from its response: it is then answered as the agent answered it, and the write goes on.
-    /// An explicit change that gives up fails with [`Error::Locked`].
-    #[must_use]
-    pub fn lock_wait(mut self, refresh: Duration, explicit: Duration) -> Self {
-        self.store = self.store.refresh_lock_wait(refresh).lock_wait(explicit);
-        self.call_wait = refresh;
-        self
-    }
-}
-
-impl<St: TokenStore> SessionBuilder<St> {
-    /// Options for a session kept in `store`.
-    #[must_use]
-    pub fn with_store(store: St) -> Self {
-        Self {
-            store,
-            check_interval: DEFAULT_CHECK_INTERVAL,
-            write_behind: false,
-            always_write: false,
-            failures: Arc::new(Rfc6750),
-            start_on_password: false,
-            call_wait: DEFAULT_REFRESH_LOCK_WAIT,
-        }
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("file", &self.file.as_ref().map(TokenFile::path))
+            .field("agent_tokens", &self.agent_tokens)
+            .field("watch", &self.watch)
+            .field("start_on_password", &self.start_on_password)
+            .field("call_wait", &self.call_wait)
+            .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,7 @@ pub struct Epoch {
     had_token: bool,
 }
 
-impl<St: TokenStore> Session<St> {
+impl Session {
     /// The token calls are made with now, if any.
     #[must_use]
     pub fn token(&self) -> Option<Token> {
@@ -76,6 +76,27 @@ impl<St: TokenStore> Session<St> {
         }
     }
 
+    /// Waits until the session is no longer as it was at `since`: a token another process wrote
+    /// or removed has been picked up (see [`Watch`]), or this process unlocked, locked or
+    /// recovered. At once if that happened already.
+    ///
+    /// For a long-lived process that waits for the user to unlock in another terminal:
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session) {
+    /// let since = session.epoch();
+    /// if session.token().is_none() {
+    ///     eprintln!("waiting for `client unlock` in another terminal…");
+    ///     session.changed_since(since).await;
+    /// }
+    /// # }
+    /// ```
+    pub async fn changed_since(&self, since: Epoch) {
+        let mut epochs = self.shared.epochs.subscribe();
+        // The sender lives as long as the session: waiting cannot fail.
+        let _ = epochs.wait_for(|&epoch| epoch != since.epoch).await;
+    }
+
     /// Takes the refreshed token a response brought, as [`SessionLayer`](crate::SessionLayer)
     /// does: for calls made with [`Session::authorize`] or [`Session::call_credentials`] (a
     /// tonic interceptor, say), where no layer sees the response.
@@ -85,7 +106,7 @@ impl<St: TokenStore> Session<St> {
     /// layer's rules: dropped if the session changed since `sent` or if the call carried no
     /// session token, ignored on a rejection, used at once, and written to the file as a
     /// compare-and-swap (never over another process's unlock or lock). The future resolves when
-    /// the write policy says the call may go on (see [`SessionBuilder::write_behind`]).
+    /// [`AgentTokens`] says the call may go on.
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
@@ -103,18 +124,20 @@ impl<St: TokenStore> Session<St> {
     /// # Ok(()) }
     /// ```
     pub async fn refresh(&self, sent: Epoch, headers: &http::HeaderMap) {
-        if !sent.had_token
-            || crate::error::is_rejection(http::StatusCode::OK, headers)
-            || self
-                .failures()
-                .session_failure(http::StatusCode::OK, headers)
-                .is_some()
-        {
+        if !sent.had_token || self.refuses(http::StatusCode::OK, headers) {
             return;
         }
         if let Refresh::Saving(saved) = self.take_refresh(headers, sent.epoch) {
             saved.await;
         }
+    }
+
+    /// Whether a response with `status` and `headers` refuses the call's credentials: an RFC
+    /// 6750 rejection, or a session failure as the session's agent says them. Its token, if it
+    /// brings one, is no refresh.
+    pub(crate) fn refuses(&self, status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+        crate::error::is_rejection(status, headers)
+            || self.failures().session_failure(status, headers).is_some()
     }
 
     /// Takes the token `headers` bring as the refresh of a call sent in `epoch`, for the layer

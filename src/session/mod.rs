@@ -1,7 +1,11 @@
 //! [`Session`]: the current token, shared by the layer and the application, kept in step with
 //! the session file.
+//!
+//! The flow of a token through this module: a call reads [`Current`] (one atomic load, nothing
+//! else); a refreshed token goes to the [writer](writer) and from it to the store; a change
+//! another process makes to the session file comes back through the [watch](watch).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,68 +17,57 @@ use crate::error::Error;
 use crate::failures::{Rfc6750, SessionFailures};
 use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
 use crate::saved::Saved;
-use crate::store::{Stored, Swap, TokenStore};
+use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
 
 mod blocking;
 mod builder;
 mod calls;
-mod check;
+mod policy;
+mod watch;
 mod writer;
 
 use blocking::{run_blocking, spawn_blocking_anywhere};
 pub use builder::SessionBuilder;
 pub use calls::Epoch;
-use check::{monotonic_nanos, nanos};
+pub use policy::AgentTokens;
+pub use watch::Watch;
 use writer::release_waiters;
 
-/// How often a session looks at the session file for a token written by another process.
-///
-/// One `stat` per interval, made by the first call after it, costs nothing a user can see; a
-/// second is shorter than a person takes to switch terminals after an unlock.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A client's session: the current token, in memory and in a [`TokenStore`] (by default the
-/// session file, [`TokenFile`]).
+/// A client's session: the current token, in memory and in a [`TokenStore`] (the session
+/// file, [`TokenFile`], or a store of your own).
 ///
 /// A cheap `Clone` handle: clones share one state. The layer reads the token on every call
 /// without a lock or a syscall; refreshed tokens that come back on responses are written to the
-/// file (see [`SessionBuilder::write_behind`]); a token another process writes to the file is
-/// picked up by the first call after [`DEFAULT_CHECK_INTERVAL`].
+/// store as [`AgentTokens`] says; a token another process writes to the session file is picked
+/// up as soon as the file changes (see [`Watch`]).
 ///
 /// ```no_run
-/// use agent_session::{Session, Token};
+/// use agent_session::{Session, Token, TokenFile};
 ///
 /// # async fn run() -> Result<(), agent_session::Error> {
-/// let session = Session::in_dir("/home/me/.agent");
+/// let session = Session::new(TokenFile::in_dir("/home/me/.agent"));
 /// session.start().await?; // the token on disk, if any
 /// // … after an unlock:
 /// session.start_with_token(Token::new("eyJ…")?).await?;
 /// # Ok(()) }
 /// ```
-pub struct Session<St: TokenStore = TokenFile> {
-    shared: Arc<Shared<St>>,
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
 }
 
-impl<St: TokenStore> Clone for Session<St> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// Counters of what a session did with refreshed tokens, for tests and benchmarks.
+/// Counters of what a session did with refreshed tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionStats {
     /// Refreshed tokens accepted from responses.
     pub refreshes: u64,
-    /// Refresh writes made to the session file (one may cover many refreshes).
+    /// Refresh writes made to the store (one may cover many refreshes).
     pub writes: u64,
-    /// Refreshes not written because the token on disk lives as long (JWT `exp`).
+    /// Refreshes not written because the token in the store lives as long (JWT `exp`).
     pub skipped_writes: u64,
-    /// Refresh writes that found another token (or none) in the file and adopted it.
+    /// Refresh writes that found another token (or none) in the store and adopted it.
     pub lost_refreshes: u64,
     /// Tokens written or removed by another process and picked up by this one.
     pub external_changes: u64,
@@ -83,23 +76,22 @@ pub struct SessionStats {
     pub lock_timeouts: u64,
 }
 
-struct Shared<St: TokenStore> {
-    store: St,
+struct Shared {
+    store: Box<dyn TokenStore>,
+    /// The store, when it is the session file: what the watch watches.
+    file: Option<TokenFile>,
     /// What a call reads: the token and the epoch it belongs to.
     current: ArcSwap<Current>,
     /// Everything else, changed rarely and never held across I/O.
-    state: Mutex<State<St::Version>>,
-    /// Held (on a blocking thread) around every write, removal and adoption of the file: "what
-    /// the file should hold → the file operation → what the state says it holds" is one step, so
-    /// this process's own writes are never mistaken for another's, and explicit changes reach
-    /// the disk in the order of their epochs. Taken before `state`, never inside it.
+    state: Mutex<State>,
+    /// Held (on a blocking thread) around every write, removal and adoption of the store, so
+    /// that "what the store should hold → the store operation → what the state says it holds"
+    /// is one step. See [`Shared::in_gate`].
     gate: Mutex<()>,
-    check_interval: Duration,
-    /// When (on [`monotonic_nanos`]'s clock) the next look at the file is due.
-    next_check: AtomicU64,
-    checking: AtomicBool,
-    write_behind: bool,
-    always_write: bool,
+    agent_tokens: AgentTokens,
+    watch: Watch,
+    /// The watch on the session file once armed; dropped with the session.
+    watcher: Mutex<Option<watch::Armed>>,
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
     /// The longest a call waits for the write of the token its response brought.
@@ -107,6 +99,8 @@ struct Shared<St: TokenStore> {
     /// Writes of tokens that password calls brought, still under way: [`Session::flush`] waits
     /// for them too.
     password_writes: tokio::sync::watch::Sender<usize>,
+    /// The epoch now, for [`Session::changed_since`].
+    epochs: tokio::sync::watch::Sender<u64>,
     stats: Counters,
 }
 
@@ -119,12 +113,12 @@ pub(crate) struct Current {
     pub(crate) epoch: u64,
 }
 
-struct State<V> {
+struct State {
     epoch: u64,
-    /// What the file held when this process last read or wrote it: the refresh
+    /// What the store held when this process last read or wrote it: the refresh
     /// compare-and-swap expects to find it there.
     synced: Option<Token>,
-    stamp: Option<V>,
+    version: Option<Version>,
     /// The newest refresh waiting for the writer, if any.
     pending: Option<Token>,
     /// The refresh the writer is writing now, and its sequence number.
@@ -156,61 +150,33 @@ pub(crate) enum Refresh {
 }
 
 impl Session {
-    /// A session kept in the file at `path`.
+    /// A session kept in `store` with the default options: the session file
+    /// ([`TokenFile::in_dir`]) or a store of your own.
     #[must_use]
-    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
-        Self::builder(path).build()
+    pub fn new(store: impl TokenStore) -> Self {
+        Self::builder(store).build()
     }
 
-    /// A session kept in the file `token` of the client directory `dir`.
-    #[must_use]
-    pub fn in_dir(dir: impl AsRef<std::path::Path>) -> Self {
-        SessionBuilder::with_store(TokenFile::in_dir(dir)).build()
-    }
-
-    /// Options for a session kept in the file at `path`.
-    #[must_use]
-    pub fn builder(path: impl Into<std::path::PathBuf>) -> SessionBuilder {
-        SessionBuilder::with_store(TokenFile::new(path))
-    }
-
-    /// The session file's path.
-    #[must_use]
-    pub fn path(&self) -> &std::path::Path {
-        self.shared.store.path()
-    }
-
-    /// The session file.
-    pub fn file(&self) -> &TokenFile {
-        &self.shared.store
-    }
-}
-
-impl<St: TokenStore> Session<St> {
     /// Options for a session kept in `store`.
     #[must_use]
-    pub fn builder_with_store(store: St) -> SessionBuilder<St> {
-        SessionBuilder::with_store(store)
+    pub fn builder(store: impl TokenStore) -> SessionBuilder {
+        SessionBuilder::new(store)
     }
 
-    /// A session kept in `store` (see [`TokenStore`]; [`Session::new`] keeps it in a file).
+    /// The session file, when the store is one.
     #[must_use]
-    pub fn with_store(store: St) -> Self {
-        SessionBuilder::with_store(store).build()
+    pub fn file(&self) -> Option<&TokenFile> {
+        self.shared.file.as_ref()
     }
 
     /// The store the token is kept in.
-    pub fn store(&self) -> &St {
-        &self.shared.store
-    }
-
-    /// A [`SessionLayer`](crate::SessionLayer) keeping this session.
     #[must_use]
-    pub fn layer(&self) -> crate::SessionLayer<crate::NoReauth, St> {
-        crate::SessionLayer::new(self.clone())
+    pub fn store(&self) -> &dyn TokenStore {
+        &*self.shared.store
     }
 
-    /// Reads the token from the session file, if there is one, and uses it from now on.
+    /// Reads the token from the store, if there is one, uses it from now on, and starts
+    /// watching the session file for other processes' changes (see [`Watch`]).
     ///
     /// A missing or blank file leaves the session without a token; a bad file is an error and
     /// leaves the session as it was. Temp files left by writers that died mid-write are removed.
@@ -223,9 +189,9 @@ impl<St: TokenStore> Session<St> {
         let token_found = self
             .explicit(|shared| {
                 shared.store.tidy();
-                let snapshot = shared.store.load()?;
-                let found = snapshot.token.is_some();
-                shared.adopt(&mut shared.lock(), snapshot);
+                let stored = shared.store.load()?;
+                let found = stored.token.is_some();
+                shared.adopt(&mut shared.lock(), stored);
                 Ok(found)
             })
             .await?;
@@ -233,8 +199,8 @@ impl<St: TokenStore> Session<St> {
         Ok(())
     }
 
-    /// Uses `token` from now on and writes it to the session file, replacing whatever is there
-    /// (an *explicit* write, as after an unlock).
+    /// Uses `token` from now on and writes it to the store, replacing whatever is there (an
+    /// *explicit* write, as after an unlock).
     ///
     /// The token is in use even if the write fails, so a process that cannot write its session
     /// file can still work; the error says the next process will not see it.
@@ -249,8 +215,8 @@ impl<St: TokenStore> Session<St> {
             .await
     }
 
-    /// Forgets the token and removes the session file (what `agent lock` does). The token is
-    /// forgotten even if the file cannot be removed.
+    /// Forgets the token and removes it from the store (what `agent lock` does). The token is
+    /// forgotten even if the store cannot be changed.
     ///
     /// # Errors
     ///
@@ -269,18 +235,15 @@ impl<St: TokenStore> Session<St> {
         .await
     }
 
-    /// Runs an explicit change on a blocking thread, inside the gate, then schedules the next
-    /// look at the file one interval after this sync.
+    /// Runs an explicit change on a blocking thread, inside the gate; arms the watch first.
     async fn explicit<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&Shared<St>) -> Result<T, Error> + Send + 'static,
+        change: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let shared = self.shared.clone();
         run_blocking(move || {
-            let _gate = shared.gate();
-            let result = change(&shared);
-            shared.schedule_next_check();
-            result
+            watch::arm(&shared);
+            shared.in_gate(|| change(&shared))
         })
         .await?
     }
@@ -320,13 +283,18 @@ impl<St: TokenStore> Session<St> {
     }
 }
 
-impl<St: TokenStore> Shared<St> {
-    fn gate(&self) -> MutexGuard<'_, ()> {
+impl Shared {
+    /// Runs `step` inside the gate. Every change of the store, and every change of the epoch,
+    /// is made through here, so that a store operation and the state recording its outcome are
+    /// one step: this process's own writes are never taken for another's, and explicit changes
+    /// reach the store in the order of their epochs.
+    fn in_gate<T>(&self, step: impl FnOnce() -> T) -> T {
         // The gate guards no data, so a panic while holding it leaves nothing half-made.
-        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        step()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<St::Version>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves no half-made state (every field is assigned
         // whole), so a poisoned lock is safe to use.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -334,7 +302,7 @@ impl<St: TokenStore> Shared<St> {
 
     /// Starts a new epoch with `token` (an explicit change): refreshes of calls sent before are
     /// dropped, and a refresh waiting to be written is superseded.
-    fn begin_epoch(&self, state: &mut State<St::Version>, token: Option<Token>) -> u64 {
+    fn begin_epoch(&self, state: &mut State, token: Option<Token>) -> u64 {
         state.epoch += 1;
         state.pending = None;
         self.current.store(Arc::new(Current {
@@ -344,14 +312,15 @@ impl<St: TokenStore> Shared<St> {
         state.finished = state.submitted;
         state.last_write_error = None;
         release_waiters(state);
+        self.epochs.send_replace(state.epoch);
         state.epoch
     }
 
-    /// Takes what the file holds as the session's state, in a new epoch.
-    fn adopt(&self, state: &mut State<St::Version>, stored: Stored<St::Version>) {
+    /// Takes what the store holds as the session's state, in a new epoch.
+    fn adopt(&self, state: &mut State, stored: Stored) {
         self.begin_epoch(state, stored.token.clone());
         state.synced = stored.token;
-        state.stamp = stored.version;
+        state.version = stored.version;
     }
 
     /// The explicit write of `token`, inside the gate: in use at once, then written.
@@ -369,7 +338,7 @@ impl<St: TokenStore> Shared<St> {
     /// it reported; when it failed, the store is read again, since a write that fails after its
     /// rename (an `fsync` of the directory) has changed the file all the same. Whatever it
     /// finds is this process's doing (the gate is held), never another process's change.
-    fn record_write(&self, written: Option<St::Version>, token: Option<&Token>) {
+    fn record_write(&self, written: Option<Version>, token: Option<&Token>) {
         let stored = match written {
             Some(version) => Stored {
                 token: token.cloned(),
@@ -378,21 +347,21 @@ impl<St: TokenStore> Shared<St> {
             None => match self.store.load() {
                 Ok(stored) if stored.token.as_ref() == token => stored,
                 // The write did not happen, or the store cannot be read: what the state says
-                // it holds stays, and the next look at the file sorts it out.
+                // it holds stays, and the next change of the file sorts it out.
                 _ => return,
             },
         };
         let mut state = self.lock();
         state.synced = stored.token;
-        state.stamp = stored.version;
+        state.version = stored.version;
     }
 }
 
-impl<St: TokenStore> std::fmt::Debug for Session<St> {
+impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let current = self.shared.current.load();
         f.debug_struct("Session")
-            .field("store", &std::any::type_name::<St>())
+            .field("file", &self.file().map(TokenFile::path))
             .field("has_token", &current.token.is_some())
             .field("epoch", &current.epoch)
             .finish_non_exhaustive()

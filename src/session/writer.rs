@@ -1,9 +1,10 @@
 //! Refreshed tokens on their way to the store: which are worth writing, the writer that
 //! writes them one at a time (group commit), and what calls wait for.
 
+use super::policy::outlives;
 use super::*;
 
-impl<St: TokenStore> Session<St> {
+impl Session {
     /// Waits until every refreshed token this session accepted so far, and every token a
     /// password call brought, is on disk (or was found superseded there), and reports the last
     /// write's error if it failed.
@@ -47,14 +48,15 @@ impl<St: TokenStore> Session<St> {
         let write = PasswordWrite::new(self.clone());
         spawn_blocking_anywhere(move || {
             let shared = &write.session.shared;
-            let _gate = shared.gate();
-            if shared.lock().epoch != epoch {
-                tracing::debug!("password call's token dropped: the session changed since");
-            } else if let Err(e) = shared.start_blocking(token) {
-                tracing::warn!(error = %e, "cannot write the token a password call brought");
-                shared.lock().last_write_error = Some(e);
-            }
-            shared.schedule_next_check();
+            watch::arm(shared);
+            shared.in_gate(|| {
+                if shared.lock().epoch != epoch {
+                    tracing::debug!("password call's token dropped: the session changed since");
+                } else if let Err(e) = shared.start_blocking(token) {
+                    tracing::warn!(error = %e, "cannot write the token a password call brought");
+                    shared.lock().last_write_error = Some(e);
+                }
+            });
             drop(done);
         });
         Refresh::Saving(Saved::new(saved, self.shared.call_wait))
@@ -102,10 +104,9 @@ impl<St: TokenStore> Session<St> {
             }));
         }
         shared.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-        // A JWT that expires no later than the one on disk buys nothing by being written: the
-        // file's token lives as long. One on its way to disk covers it too, once written. With
-        // `always_write`, only a token that expires strictly later than this one covers it.
-        let covered = |held: Option<&Token>| shared.covered(held, &token);
+        // A token the store's (or one on its way there) covers, as the agent's tokens go,
+        // buys nothing by being written.
+        let covered = |held: Option<&Token>| shared.agent_tokens.covers(held, &token);
         if covered(state.synced.as_ref()) {
             shared.stats.skipped_writes.fetch_add(1, Ordering::Relaxed);
             tracing::trace!("refresh accepted; the file's token lives as long");
@@ -138,20 +139,10 @@ impl<St: TokenStore> Session<St> {
     }
 }
 
-impl<St: TokenStore> Shared<St> {
-    /// Whether writing `new` would buy nothing over `held`: `held` is a JWT that expires no
-    /// earlier (strictly later with `always_write`, which writes every newer token).
-    fn covered(&self, held: Option<&Token>, new: &Token) -> bool {
-        if self.always_write {
-            outlives(held, new)
-        } else {
-            covers(held, new)
-        }
-    }
-
+impl Shared {
     /// What a call whose refresh is covered by write `seq` waits for.
-    fn wait_for(&self, state: &mut State<St::Version>, seq: u64) -> Refresh {
-        if self.write_behind {
+    fn wait_for(&self, state: &mut State, seq: u64) -> Refresh {
+        if !self.agent_tokens.call_waits() {
             return Refresh::Done;
         }
         let (tx, rx) = oneshot::channel();
@@ -162,7 +153,10 @@ impl<St: TokenStore> Shared<St> {
     /// One refresh write: the newest pending refresh, compare-and-swapped against what this
     /// process last read or wrote. Returns false when there is nothing left to write.
     fn write_next(&self) -> bool {
-        let _gate = self.gate();
+        self.in_gate(|| self.write_next_in_gate())
+    }
+
+    fn write_next_in_gate(&self) -> bool {
         let (token, expected, seq) = {
             let mut state = self.lock();
             let Some(token) = state.pending.take() else {
@@ -172,7 +166,7 @@ impl<St: TokenStore> Shared<St> {
             let seq = state.submitted;
             // The write that just finished may have put a fresher token on disk than this
             // one, which arrived while it was under way: never write an older token over it.
-            if self.covered(state.synced.as_ref(), &token) {
+            if self.agent_tokens.covers(state.synced.as_ref(), &token) {
                 state.finished = state.finished.max(seq);
                 release_waiters(&mut state);
                 return true;
@@ -193,10 +187,10 @@ impl<St: TokenStore> Shared<St> {
         // Every change of epoch happens inside the gate, so the epoch is the one the refresh
         // was accepted in.
         match result {
-            Ok(Swap::Replaced(stamp)) => {
+            Ok(Swap::Replaced(version)) => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
                 state.synced = Some(token);
-                state.stamp = Some(stamp);
+                state.version = Some(version);
                 state.last_write_error = None;
                 tracing::debug!(elapsed = ?started.elapsed(), "refreshed token written");
             }
@@ -222,7 +216,7 @@ impl<St: TokenStore> Shared<St> {
                     && stored.token.as_ref() == Some(&token)
                 {
                     state.synced = stored.token;
-                    state.stamp = stored.version;
+                    state.version = stored.version;
                 }
                 state.last_write_error = Some(e);
             }
@@ -235,18 +229,18 @@ impl<St: TokenStore> Shared<St> {
 
 /// A write of the token a password call brought, counted while it is under way (dropped unrun
 /// included), so that [`Session::flush`] waits for it.
-struct PasswordWrite<St: TokenStore> {
-    session: Session<St>,
+struct PasswordWrite {
+    session: Session,
 }
 
-impl<St: TokenStore> PasswordWrite<St> {
-    fn new(session: Session<St>) -> Self {
+impl PasswordWrite {
+    fn new(session: Session) -> Self {
         session.shared.password_writes.send_modify(|n| *n += 1);
         Self { session }
     }
 }
 
-impl<St: TokenStore> Drop for PasswordWrite<St> {
+impl Drop for PasswordWrite {
     fn drop(&mut self) {
         let writes = &self.session.shared.password_writes;
         writes.send_modify(|n| *n = n.saturating_sub(1));
@@ -256,19 +250,19 @@ impl<St: TokenStore> Drop for PasswordWrite<St> {
 /// The refresh writer of a session: writes until nothing is pending (group commit: one runs
 /// at a time, and each write takes the newest refresh). If it dies or never runs, dropping it
 /// releases every waiter, so no call waits forever.
-struct Writer<St: TokenStore> {
-    session: Session<St>,
+struct Writer {
+    session: Session,
     done: bool,
 }
 
-impl<St: TokenStore> Writer<St> {
+impl Writer {
     fn run(mut self) {
         while self.session.shared.write_next() {}
         self.done = true;
     }
 }
 
-impl<St: TokenStore> Drop for Writer<St> {
+impl Drop for Writer {
     fn drop(&mut self) {
         if !self.done {
             let shared = &self.session.shared;
@@ -283,24 +277,7 @@ impl<St: TokenStore> Drop for Writer<St> {
     }
 }
 
-/// Whether `held` is a JWT that expires no earlier than the JWT `new`: then `new` buys nothing
-/// over it. Opaque tokens are never covered: the newest one is all we know.
-fn covers(held: Option<&Token>, new: &Token) -> bool {
-    match (held.and_then(Token::exp_secs), new.exp_secs()) {
-        (Some(held), Some(new)) => held >= new,
-        _ => false,
-    }
-}
-
-/// Whether `held` is a JWT that expires strictly after the JWT `new`.
-fn outlives(held: Option<&Token>, new: &Token) -> bool {
-    match (held.and_then(Token::exp_secs), new.exp_secs()) {
-        (Some(held), Some(new)) => held > new,
-        _ => false,
-    }
-}
-
-pub(super) fn release_waiters<V>(state: &mut State<V>) {
+pub(super) fn release_waiters(state: &mut State) {
     let finished = state.finished;
     state.waiters.retain_mut(|(seq, _)| *seq > finished);
     // Dropping a sender wakes its receiver; no value is needed.

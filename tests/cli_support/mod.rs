@@ -452,6 +452,29 @@ impl Fixture {
         token.to_owned()
     }
 
+    /// Returns once a token the agent mints now expires later than `token`, which it issued
+    /// (its JWTs count in whole seconds from `iat`): waits for the clock's next second.
+    pub fn wait_for_a_later_token(&self, token: &str) {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).expect("a JWT");
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        let claims: serde_json::Value = serde_json::from_slice(&payload).expect("JSON claims");
+        let issued = claims["iat"].as_u64().expect("an `iat` claim");
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("a clock after 1970")
+                .as_secs()
+        };
+        let bound = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while now() <= issued {
+            assert!(std::time::Instant::now() < bound, "the clock stood still");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Puts `token` in the session file, as another process would.
     pub fn write_token(&self, token: &str) {
         agent_session::TokenFile::in_dir(self.session_dir())

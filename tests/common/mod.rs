@@ -48,8 +48,8 @@ pub async fn channel(address: SocketAddr) -> Channel {
 /// A session that looks at its file only when a test makes it, so each test controls what it
 /// sees; its calls wait for their writes however slow a loaded disk is.
 pub fn quiet_session(dir: &std::path::Path) -> Session {
-    Session::builder(dir.join("token"))
-        .check_interval(Duration::from_secs(3600))
+    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+        .watch(agent_session::Watch::Off)
         .call_wait(Duration::from_secs(3600))
         .build()
 }
@@ -131,6 +131,7 @@ where
 pub fn assert_file_token_accepted(manager: &SessionManager, session: &Session) {
     let token = session
         .file()
+        .expect("a session file")
         .read()
         .expect("the session file is readable")
         .expect("the session file holds a token");
@@ -156,4 +157,12 @@ pub async fn counting_reauth_layer(
         async move { unlock(channel, PASSWORD).await }
     });
     (layer, runs)
+}
+
+/// Waits until `session` is no longer as it was at `since` (another process's change picked up
+/// by its watch), failing the test after a generous bound instead of hanging.
+pub async fn picked_up(session: &Session, since: agent_session::Epoch) {
+    tokio::time::timeout(Duration::from_secs(30), session.changed_since(since))
+        .await
+        .expect("the session never picked up the other process's change");
 }

@@ -1,0 +1,196 @@
+//! The way back from the file: another process's change to the session file, seen through a
+//! notification from the OS ([`Watch`]) or, before a re-authentication, by reading the file.
+
+use std::path::Path;
+use std::sync::Weak;
+
+use super::*;
+
+/// How a session learns that another process changed the session file (an unlock, a lock, a
+/// refresh), so that its next call uses what the file holds.
+///
+/// Calls never look at the file themselves: a call reads the token in memory and nothing else.
+/// The watch starts with [`Session::start`] (or the first explicit change), which creates the
+/// file's directory (mode 0700) if it is missing, and ends when the last clone of the session
+/// is dropped. A store that is not the session file is watched only by [`Watch::Poll`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Watch {
+    /// The OS tells of changes to the file's directory as they happen (inotify on Linux,
+    /// kqueue on the BSDs and macOS, `ReadDirectoryChangesW` on Windows, through the `notify`
+    /// crate): a change is picked up within milliseconds, by one thread that sleeps otherwise.
+    #[default]
+    Notify,
+    /// Looks at the store this often (one `stat` of the session file, or
+    /// [`TokenStore::version`]), from a thread that ends once the session is gone. For
+    /// filesystems whose changes made on another machine raise no notification (NFS, SMB and
+    /// other network filesystems, some FUSE ones), and for stores of your own.
+    Poll(Duration),
+    /// Never: another process's change is seen only when a call fails for its session and
+    /// re-authentication re-reads the file, or when a refresh write finds it.
+    Off,
+}
+
+/// A watch in place: dropping it stops it.
+pub(super) enum Armed {
+    /// The OS's notifications.
+    Notify {
+        _watcher: Box<dyn notify::Watcher + Send>,
+    },
+    /// A thread that looks every interval; it ends once the session is gone.
+    Poll,
+}
+
+/// Starts the watch, once per session. Runs on a blocking thread. A watch that cannot start
+/// (no directory, no inotify instance left) is logged; the session works on, seeing other
+/// processes' changes as with [`Watch::Off`].
+pub(super) fn arm(shared: &Arc<Shared>) {
+    if shared.watch == Watch::Off {
+        return;
+    }
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+    if armed.is_some() {
+        return;
+    }
+    let started = match (shared.watch, &shared.file) {
+        (Watch::Poll(interval), _) => poll(shared, interval),
+        (_, Some(file)) => notify(shared, file),
+        // A store of your own raises no notification: only polling watches it.
+        (_, None) => return,
+    };
+    match started {
+        Ok(watch) => *armed = Some(watch),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot watch the session file; other processes' changes are seen only on a failure"
+        ),
+    }
+}
+
+fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, Box<dyn std::error::Error>> {
+    file.create_dir()?;
+    let session = Arc::downgrade(shared);
+    let name = file.path().file_name().map(ToOwned::to_owned);
+    let on_event = move |event: notify::Result<notify::Event>| {
+        let concerns_file = match &event {
+            Ok(event) => {
+                event.need_rescan()
+                    || event
+                        .paths
+                        .iter()
+                        .any(|path| path.file_name() == name.as_deref())
+            }
+            // Events may have been lost: look.
+            Err(_) => true,
+        };
+        if concerns_file {
+            look(&session);
+        }
+    };
+    let mut watcher = notify::recommended_watcher(on_event)?;
+    notify::Watcher::watch(
+        &mut watcher,
+        watched_dir(file),
+        notify::RecursiveMode::NonRecursive,
+    )?;
+    Ok(Armed::Notify {
+        _watcher: Box::new(watcher),
+    })
+}
+
+fn poll(shared: &Arc<Shared>, interval: Duration) -> Result<Armed, Box<dyn std::error::Error>> {
+    let session = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("agent-session-poll".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if !look(&session) {
+                    return;
+                }
+            }
+        })?;
+    Ok(Armed::Poll)
+}
+
+fn watched_dir(file: &TokenFile) -> &Path {
+    match file.path().parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Looks at the store for a session that may be gone (the watch's thread holds no session);
+/// returns whether it is still there.
+fn look(session: &Weak<Shared>) -> bool {
+    match session.upgrade() {
+        Some(shared) => {
+            shared.look_at_store();
+            true
+        }
+        None => false,
+    }
+}
+
+impl Session {
+    /// Re-reads the store; if it holds a token that is neither `sent` (the one that just
+    /// failed) nor the one this process last wrote, another process put it there: use it.
+    pub(crate) async fn reload_if_other(&self, sent: Option<Token>) -> Result<bool, Error> {
+        self.explicit(move |shared| {
+            let stored = shared.store.load()?;
+            let mut state = shared.lock();
+            let other =
+                stored.token.is_some() && stored.token != sent && stored.token != state.synced;
+            if other {
+                shared
+                    .stats
+                    .external_changes
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.adopt(&mut state, stored);
+            }
+            Ok(other)
+        })
+        .await
+    }
+}
+
+impl Shared {
+    /// The store may have changed: one `stat` of the file (or [`TokenStore::version`]), and a
+    /// read only when its version is not the one the state records. Inside the gate, so that
+    /// no write of this process is half-recorded: a version that differs is another process's
+    /// doing.
+    fn look_at_store(&self) {
+        self.in_gate(|| {
+            let now = match self.store.version() {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look at the session file");
+                    return;
+                }
+            };
+            if now == self.lock().version {
+                return;
+            }
+            let stored = match self.store.load() {
+                Ok(stored) => stored,
+                Err(e) => {
+                    // Keep the token we have: a bad file must not replace a good token.
+                    tracing::warn!(error = %e, "the session file changed but cannot be used");
+                    self.lock().version = now;
+                    return;
+                }
+            };
+            let mut state = self.lock();
+            if state.synced == stored.token {
+                state.version = stored.version;
+                return;
+            }
+            tracing::info!(
+                token_found = stored.token.is_some(),
+                "session file changed by another process"
+            );
+            self.stats.external_changes.fetch_add(1, Ordering::Relaxed);
+            self.adopt(&mut state, stored);
+        });
+    }
+}
