@@ -5,9 +5,10 @@
 //! - `static_header`: each process sends a static `authorization` header (tower-http
 //!   `AddAuthorization`) and ignores the refreshes.
 //! - `session`: each process starts a default `Session` from the shared file and calls through
-//!   `SessionLayer`: refreshes kept, written durably when their `exp` outlives the file's, the
-//!   file looked at once a second for the others' writes.
-//! - `session_always_write`: the same with `always_write(true)`: every refresh written.
+//!   `SessionLayer`: refreshes kept and written behind when their `exp` outlives the file's
+//!   (`AgentTokens::LiveUntilExpiry`), the file watched for the others' writes.
+//! - `session_revoked`: the same with `AgentTokens::RevokedOnRefresh`: every new refresh
+//!   written, each call waiting for its write.
 //!
 //! The processes are this bench binary itself, started again with `AGENT_SESSION_BENCH_WORKER`
 //! set: a bench cannot rely on `cargo bench` having built an example, and a worker that is the
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
 use agent_session::agent::{Agent, SessionManager};
-use agent_session::{Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
+use agent_session::{AgentTokens, Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
 use criterion::{Criterion, SamplingMode, criterion_group};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
@@ -29,7 +30,7 @@ use tower_http::auth::AddAuthorization;
 const PROCESSES: usize = 8;
 const CALLS_PER_PROCESS: u64 = 200;
 
-/// Set in a worker's environment: what the worker does (`static`, `session`, `always_write`).
+/// Set in a worker's environment: what the worker does (`static`, `session`, `revoked`).
 const WORKER: &str = "AGENT_SESSION_BENCH_WORKER";
 const WORKER_AGENT: &str = "AGENT_SESSION_BENCH_AGENT";
 const WORKER_DIR: &str = "AGENT_SESSION_BENCH_SESSION_DIR";
@@ -42,17 +43,17 @@ const WORKER_TIMEOUT: Duration = Duration::from_secs(120);
 enum Mode {
     StaticHeader,
     Session,
-    SessionAlwaysWrite,
+    SessionRevoked,
 }
 
 impl Mode {
-    const ALL: [Self; 3] = [Self::StaticHeader, Self::Session, Self::SessionAlwaysWrite];
+    const ALL: [Self; 3] = [Self::StaticHeader, Self::Session, Self::SessionRevoked];
 
     fn name(self) -> &'static str {
         match self {
             Self::StaticHeader => "static_header",
             Self::Session => "session",
-            Self::SessionAlwaysWrite => "session_always_write",
+            Self::SessionRevoked => "session_revoked",
         }
     }
 
@@ -89,11 +90,15 @@ fn worker(mode: &str) -> ExitCode {
                 let service = AddAuthorization::bearer(channel, &token).as_sensitive(true);
                 calls(AgentServiceClient::new(service)).await;
             }
-            Mode::Session | Mode::SessionAlwaysWrite => {
+            Mode::Session | Mode::SessionRevoked => {
                 let dir = PathBuf::from(env(WORKER_DIR));
                 let session =
                     Session::builder(agent_session::TokenFile::new(dir.join(TOKEN_FILE_NAME)))
-                        .always_write(matches!(mode, Mode::SessionAlwaysWrite))
+                        .agent_tokens(if matches!(mode, Mode::SessionRevoked) {
+                            AgentTokens::RevokedOnRefresh
+                        } else {
+                            AgentTokens::LiveUntilExpiry
+                        })
                         .build();
                 session.start().await.expect("worker: the session starts");
                 assert!(session.token().is_some(), "worker: no token in the file");
@@ -220,7 +225,7 @@ fn processes(c: &mut Criterion) {
     for mode in Mode::ALL {
         // Ten runs of each: about a third of a second each, a second with every refresh written.
         let run = match mode {
-            Mode::SessionAlwaysWrite => Duration::from_millis(1100),
+            Mode::SessionRevoked => Duration::from_millis(1100),
             Mode::StaticHeader | Mode::Session => Duration::from_millis(400),
         };
         group.measurement_time(run * 10);

@@ -70,12 +70,20 @@ fn serial_commands_refresh_the_token() {
     // Each status's refresh is written when it lives longer than the file's token (the agent's
     // tokens live until they expire, so one minted in the same second as the file's buys
     // nothing): the file's expiry never goes back, and a later one is a new token.
-    let expiry = |token: &str| agent_session::Token::new(token).unwrap().expires_at().unwrap();
+    let expiry = |token: &str| {
+        agent_session::Token::new(token)
+            .unwrap()
+            .expires_at()
+            .unwrap()
+    };
     let mut previous = unlocked;
     for _ in 0..2 {
         fixture.client(&["status"]).expect_code(0);
         let now = fixture.token();
-        assert!(expiry(&now) >= expiry(&previous), "the file's expiry went back");
+        assert!(
+            expiry(&now) >= expiry(&previous),
+            "the file's expiry went back"
+        );
         if expiry(&now) > expiry(&previous) {
             assert_ne!(now, previous);
         }

@@ -136,6 +136,7 @@ async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     for _ in 0..10 {
         service.clone().oneshot(plain()).await.unwrap();
     }
+    session.flush().await.unwrap();
     assert_eq!(session.stats().writes, 1);
     assert_eq!(session.file().unwrap().read().unwrap(), Some(token("new")));
 }

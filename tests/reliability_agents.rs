@@ -398,6 +398,7 @@ impl Fixture {
         // Every refresh taken would be written, so none can hide behind the JWT `exp` rule.
         let session = Session::builder(agent_session::TokenFile::new(file.path()))
             .watch(agent_session::Watch::Off)
+            .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
             .build();
         session.start().await.unwrap();
         // HTTP/2 caps a response's header list at 16 KiB by default, which no token over

@@ -68,7 +68,12 @@ fn child_entry_does_nothing_in_a_normal_run() {
 /// Starts a session from the file, makes one echo call through the layer (the agent holds it),
 /// and reports what became of its refresh.
 async fn caller(dir: PathBuf) {
-    let session = Session::new(agent_session::TokenFile::in_dir(&dir));
+    // Unwatched: the other process's change is not picked up before the refresh, so the
+    // refresh's compare-and-swap is what keeps it (a watched session drops the refresh as
+    // stale instead, when the change is seen first).
+    let session = Session::builder(agent_session::TokenFile::in_dir(&dir))
+        .watch(agent_session::Watch::Off)
+        .build();
     session.start().await.unwrap_or_else(|e| fail(e));
     if session.token().is_none() {
         fail("no token at start");

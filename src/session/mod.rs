@@ -158,7 +158,6 @@ impl Session {
     }
 
     /// Options for a session kept in `store`.
-    #[must_use]
     pub fn builder(store: impl TokenStore) -> SessionBuilder {
         SessionBuilder::new(store)
     }

@@ -185,6 +185,14 @@ impl Shared {
                 state.version = stored.version;
                 return;
             }
+            if stored.token.is_none() && stored.version.is_some() {
+                // A blank file: no writer of this library makes one (they rename a whole file
+                // into place, and a lock removes it), but a shell's `echo … > token` truncates
+                // before it writes. Keep the token until the write lands.
+                tracing::debug!("the session file is blank for now; keeping the token");
+                state.version = stored.version;
+                return;
+            }
             tracing::info!(
                 token_found = stored.token.is_some(),
                 "session file changed by another process"

@@ -46,10 +46,12 @@ pub async fn channel(address: SocketAddr) -> Channel {
 }
 
 /// A session that looks at its file only when a test makes it, so each test controls what it
-/// sees; its calls wait for their writes however slow a loaded disk is.
+/// sees; its calls wait for their writes (as for an agent whose refreshes revoke), however slow
+/// a loaded disk is.
 pub fn quiet_session(dir: &std::path::Path) -> Session {
     Session::builder(agent_session::TokenFile::new(dir.join("token")))
         .watch(agent_session::Watch::Off)
+        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
         .call_wait(Duration::from_secs(3600))
         .build()
 }
