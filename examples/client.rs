@@ -3,8 +3,10 @@
 //! ```text
 //! client [--agent ADDR] [--session-dir DIR] [--password-file FILE] [--lock-wait SECS] COMMAND
 //!
-//! COMMAND: unlock | lock | lockall | status | echo TEXT
+//! COMMAND: unlock | lock | lockall | status | echo TEXT...
 //! ```
+//!
+//! `client --help` lists the commands, the flags, the environment and the exit codes.
 //!
 //! **Unattended** when `AGENT_PASSWORD` or `AGENT_TOKEN` is set, a `--password-file` is given, or
 //! stdin is not a terminal (scripts, CI, pipes): the CLI never prompts, and a session failure
@@ -25,18 +27,18 @@
 //! written within a second stays unwritten (with a warning; the command still succeeds), and
 //! `unlock`/`lock` give up after `--lock-wait` seconds (default 10) with exit code 75.
 
+use std::fmt;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
 use tower::Layer as _;
-
-const USAGE: &str = "usage: client [--agent ADDR] [--session-dir DIR] [--password-file FILE] \
-                     [--lock-wait SECS] (unlock | lock | lockall | status | echo TEXT)";
 
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
@@ -54,26 +56,122 @@ const EX_NOPERM: u8 = 77;
 /// Anything else the agent answered with.
 const EX_SOFTWARE: u8 = 70;
 
+/// Everything `--help` says after the flags: what the user cannot find in them.
+const AFTER_HELP: &str = "\
+Environment:
+  AGENT_PASSWORD     The password: unlocks first (after --password-file), never prompts
+  AGENT_TOKEN        A session token, sent instead of the session file's
+  AGENT_ADDR         The agent's address, as --agent
+  AGENT_SESSION_DIR  The session file's directory, as --session-dir
+
+Session file:
+  `unlock` saves the session token in DIR/token; every later run sends it and saves the
+  refreshed token the agent answers with. DIR is --session-dir, else AGENT_SESSION_DIR, else
+  $XDG_STATE_HOME/agent-session, else ~/.local/state/agent-session.
+
+Prompting:
+  With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
+  refuses for its session asks for the password, unlocks and is retried. Otherwise the CLI never
+  prompts: it exits 77 or 65.
+
+Exit codes:
+   0  Success
+  64  Usage error, or no password given (end of input at the prompt)
+  65  TokenInvalid: the agent rejected the token (expired, or ended by lockall); or the session
+      file or a token is not a valid token
+  66  The password file cannot be read
+  69  The agent cannot be reached
+  70  The agent failed the call in another way
+  73  The session file or its directory cannot be created
+  74  The session file or the terminal cannot be read or written
+  75  Another process holds the session file's lock past --lock-wait; try again later
+  77  TokenNotProvided: no session token to send; or the agent refused the password, or the
+      session file is not readable or writable by this user";
+
+/// Talks to an agent in a session kept in a session file shared by every run.
+#[derive(Parser)]
+#[command(name = "client", version, after_help = AFTER_HELP)]
 struct Options {
+    /// The agent's address
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "AGENT_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     agent: String,
-    session_dir: PathBuf,
+    /// The session file's directory [default: see Session file]
+    #[arg(long, value_name = "DIR", env = "AGENT_SESSION_DIR")]
+    session_dir: Option<PathBuf>,
+    /// Read the password from FILE (without its trailing newline)
+    #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    lock_wait: Duration,
+    /// Seconds to wait for another process holding the session file's lock
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(agent_session::DEFAULT_LOCK_WAIT))]
+    lock_wait: Seconds,
+    #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Subcommand)]
 enum Command {
+    /// Trade the password for a session token and save it in the session file
     Unlock,
+    /// End this session here: remove the session file (the agent is not asked)
     Lock,
+    /// End every session the agent has started, then remove the session file
+    #[command(name = "lockall")]
     LockAll,
+    /// Print the agent's status
     Status,
-    Echo(String),
+    /// Send TEXT to the agent and print what it answers
+    Echo {
+        /// The words to send, joined by spaces
+        #[arg(
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        text: Vec<String>,
+    },
+}
+
+/// A duration given in seconds on the command line (fractions allowed).
+#[derive(Clone, Copy)]
+struct Seconds(Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(Seconds)
+            .ok_or_else(|| "not a number of seconds".to_owned())
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
 }
 
 /// Why the CLI stopped: a message for the user and the exit code.
 struct Failure {
     message: String,
     code: u8,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, code: u8) -> Self {
+        Self {
+            message: message.into(),
+            code,
+        }
+    }
 }
 
 impl From<Error> for Failure {
@@ -101,24 +199,21 @@ impl From<tonic::Status> for Failure {
             tonic::Code::Unavailable => EX_UNAVAILABLE,
             _ => EX_SOFTWARE,
         };
-        Self {
-            message: status.message().to_owned(),
-            code,
-        }
+        Self::new(status.message(), code)
     }
 }
 
 impl From<&UnlockError> for Failure {
     fn from(error: &UnlockError) -> Self {
         match error {
-            UnlockError::NoPassword => Self {
-                message: "no password given: end of input at the password prompt".into(),
-                code: EX_USAGE,
-            },
-            UnlockError::Terminal(e) => Self {
-                message: format!("cannot read the password from the terminal: {e}"),
-                code: EX_IOERR,
-            },
+            UnlockError::NoPassword => Self::new(
+                "no password given: end of input at the password prompt",
+                EX_USAGE,
+            ),
+            UnlockError::Terminal(e) => Self::new(
+                format!("cannot read the password from the terminal: {e}"),
+                EX_IOERR,
+            ),
             UnlockError::Agent(status) => status.clone().into(),
             UnlockError::Token(e) => e.clone().into(),
         }
@@ -143,16 +238,30 @@ enum UnlockError {
     Token(Error),
 }
 
+/// A usage error found after parsing, with the usage line under it.
 fn usage(message: &str) -> Failure {
-    Failure {
-        message: format!("{message}\n{USAGE}"),
-        code: EX_USAGE,
-    }
+    Failure::new(
+        format!("{message}\n\n{}", Options::command().render_usage()),
+        EX_USAGE,
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
+    let options = match Options::try_parse() {
+        Ok(options) => options,
+        Err(error) => {
+            // `--help` and `--version` print on stdout and exit 0; a usage error prints on
+            // stderr and exits 64, as every other usage error here (clap's own code is 2).
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("{}", failure.message);
@@ -161,16 +270,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Failure> {
-    let options = parse(std::env::args().skip(1))?;
+async fn run(options: Options) -> Result<(), Failure> {
+    let session_dir = options
+        .session_dir
+        .clone()
+        .unwrap_or_else(default_session_dir);
+    let lock_wait = options.lock_wait.0;
     // One call per process: write every refreshed token, so the file always holds the newest.
-    let session = Session::builder(options.session_dir.join(agent_session::TOKEN_FILE_NAME))
+    let session = Session::builder(session_dir.join(agent_session::TOKEN_FILE_NAME))
         .always_write(true)
         .lock_wait(
-            options
-                .lock_wait
-                .min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
-            options.lock_wait,
+            lock_wait.min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
+            lock_wait,
         )
         .build();
     let explicit_token = token_from_env()?;
@@ -195,12 +306,13 @@ async fn run() -> Result<(), Failure> {
                 eprintln!("warning: {error}; it will be replaced");
             }
             Error::CorruptFile { .. } => {
-                return Err(Failure {
-                    message: format!(
-                        "{error}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)"
+                return Err(Failure::new(
+                    format!(
+                        "{}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)",
+                        error
                     ),
-                    code: u8::try_from(error.exit_code()).unwrap_or(1),
-                });
+                    u8::try_from(error.exit_code()).unwrap_or(1),
+                ));
             }
             error => return Err(error.into()),
         }
@@ -215,9 +327,11 @@ async fn run() -> Result<(), Failure> {
 
     let endpoint = Channel::from_shared(format!("http://{}", options.agent))
         .map_err(|e| usage(&format!("bad agent address {:?}: {e}", options.agent)))?;
-    let channel = endpoint.connect().await.map_err(|e| Failure {
-        message: format!("cannot reach the agent at {}: {e}", options.agent),
-        code: EX_UNAVAILABLE,
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::new(
+            format!("cannot reach the agent at {}: {e}", options.agent),
+            EX_UNAVAILABLE,
+        )
     })?;
 
     if let Command::Unlock = options.command {
@@ -295,9 +409,9 @@ where
             let status = client.agent_status(request).await?.into_inner().status;
             println!("{status}");
         }
-        Command::Echo(text) => {
+        Command::Echo { text } => {
             let message = EchoMessage {
-                challenge: text.clone(),
+                challenge: text.join(" "),
             };
             let echo = client.echo(with_token(message, explicit_token)).await?;
             println!("{}", echo.into_inner().challenge);
@@ -387,75 +501,19 @@ fn token_from_env() -> Result<Option<Token>, Failure> {
 /// The password given without asking: `--password-file`, then `AGENT_PASSWORD`.
 fn given_password(options: &Options) -> Result<Option<String>, Failure> {
     if let Some(path) = &options.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure {
-            message: format!("cannot read the password file {}: {e}", path.display()),
-            code: EX_NOINPUT,
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                format!("cannot read the password file {}: {e}", path.display()),
+                EX_NOINPUT,
+            )
         })?;
         return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
     }
     Ok(std::env::var("AGENT_PASSWORD").ok())
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
-    let mut agent = std::env::var("AGENT_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
-    let mut session_dir = None;
-    let mut password_file = None;
-    let mut lock_wait = agent_session::DEFAULT_LOCK_WAIT;
-    let command = loop {
-        let Some(arg) = args.next() else {
-            return Err(usage("no command given"));
-        };
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| usage(&format!("{name} needs a value")))
-        };
-        match arg.as_str() {
-            "--agent" => agent = value("--agent")?,
-            "--session-dir" => session_dir = Some(PathBuf::from(value("--session-dir")?)),
-            "--password-file" => password_file = Some(PathBuf::from(value("--password-file")?)),
-            "--lock-wait" => {
-                let text = value("--lock-wait")?;
-                lock_wait = text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                    .ok_or_else(|| usage(&format!("--lock-wait takes seconds, not {text:?}")))?;
-            }
-            "-h" | "--help" => {
-                return Err(Failure {
-                    message: USAGE.into(),
-                    code: 0,
-                });
-            }
-            "unlock" => break Command::Unlock,
-            "lock" => break Command::Lock,
-            "lockall" => break Command::LockAll,
-            "status" => break Command::Status,
-            "echo" => {
-                let text: Vec<String> = args.by_ref().collect();
-                break Command::Echo(text.join(" "));
-            }
-            other => return Err(usage(&format!("unknown argument {other:?}"))),
-        }
-    };
-    if let Some(extra) = args.next() {
-        return Err(usage(&format!("unexpected argument {extra:?}")));
-    }
-    Ok(Options {
-        agent,
-        session_dir: session_dir.unwrap_or_else(default_session_dir),
-        password_file,
-        lock_wait,
-        command,
-    })
-}
-
-/// `$AGENT_SESSION_DIR`, else `$XDG_STATE_HOME/agent-session`, else
-/// `~/.local/state/agent-session`: per user, never shared.
+/// `$XDG_STATE_HOME/agent-session`, else `~/.local/state/agent-session`: per user, never shared.
 fn default_session_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AGENT_SESSION_DIR") {
-        return dir.into();
-    }
     if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(state).join("agent-session");
     }
