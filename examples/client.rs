@@ -26,7 +26,11 @@
 //! lock (a client stopped mid-write) never hangs a command: a refreshed token that cannot be
 //! written within a second stays unwritten (with a warning; the command still succeeds), and
 //! `unlock`/`lock` give up after `--lock-wait` seconds (default 10) with exit code 75.
+//!
+//! Errors print with their causes (`cannot reach the agent at …: transport error: tcp connect
+//! error: Connection refused`), each cause once.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -177,7 +181,7 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Self {
-            message: error.to_string(),
+            message: with_causes(&error),
             code: u8::try_from(error.exit_code()).unwrap_or(1),
         }
     }
@@ -199,7 +203,7 @@ impl From<tonic::Status> for Failure {
             tonic::Code::Unavailable => EX_UNAVAILABLE,
             _ => EX_SOFTWARE,
         };
-        Self::new(status.message(), code)
+        Self::new(causes(status.message().to_owned(), status.source()), code)
     }
 }
 
@@ -210,10 +214,7 @@ impl From<&UnlockError> for Failure {
                 "no password given: end of input at the password prompt",
                 EX_USAGE,
             ),
-            UnlockError::Terminal(e) => Self::new(
-                format!("cannot read the password from the terminal: {e}"),
-                EX_IOERR,
-            ),
+            UnlockError::Terminal(_) => Self::new(with_causes(error), EX_IOERR),
             UnlockError::Agent(status) => status.clone().into(),
             UnlockError::Token(e) => e.clone().into(),
         }
@@ -236,6 +237,27 @@ enum UnlockError {
     /// The agent's token is not a bearer token.
     #[error(transparent)]
     Token(Error),
+}
+
+/// `error`'s message followed by its causes (see [`causes`]).
+fn with_causes(error: &(dyn StdError + 'static)) -> String {
+    causes(error.to_string(), error.source())
+}
+
+/// `message`, then each error of the `source` chain after a `: `. "transport error" alone hides
+/// what the user needs ("Connection refused"). A cause whose text is already there is left out:
+/// many errors repeat their source's message in their own.
+fn causes(message: String, mut source: Option<&(dyn StdError + 'static)>) -> String {
+    let mut text = message;
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A usage error found after parsing, with the usage line under it.
@@ -309,7 +331,7 @@ async fn run(options: Options) -> Result<(), Failure> {
                 return Err(Failure::new(
                     format!(
                         "{}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)",
-                        error
+                        with_causes(&error)
                     ),
                     u8::try_from(error.exit_code()).unwrap_or(1),
                 ));
@@ -329,7 +351,11 @@ async fn run(options: Options) -> Result<(), Failure> {
         .map_err(|e| usage(&format!("bad agent address {:?}: {e}", options.agent)))?;
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::new(
-            format!("cannot reach the agent at {}: {e}", options.agent),
+            format!(
+                "cannot reach the agent at {}: {}",
+                options.agent,
+                with_causes(&e)
+            ),
             EX_UNAVAILABLE,
         )
     })?;

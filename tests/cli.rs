@@ -236,8 +236,14 @@ fn a_missing_agent_is_reported() {
         .expect("the bound address");
     let run = run_client(&address.to_string(), dir.path(), &["status"], &[], None);
     run.expect_code(EX_UNAVAILABLE)
-        .expect_stderr("cannot reach the agent")
-        .expect_stderr(&address.to_string());
+        .expect_stderr(&format!("cannot reach the agent at {address}: "))
+        // The cause under "transport error", once, though errors may repeat their source.
+        .expect_stderr("refused");
+    assert_eq!(
+        run.stderr().to_lowercase().matches("refused").count(),
+        1,
+        "{run}"
+    );
 }
 
 #[test]

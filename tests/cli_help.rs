@@ -1,19 +1,28 @@
-//! What the example CLI tells its user, as real processes: its help, its version and its usage
-//! errors.
+//! What the example CLI tells its user, as real processes: its help, its version, its usage
+//! errors, and failures that say why (each cause).
 //!
 //! `cargo test --test cli_help` alone does not build the example binaries: run
 //! `cargo build --examples` first (plain `cargo test` does).
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_session::{CorruptReason, Error};
 
 mod cli_support;
-use cli_support::{EX_USAGE, Run, bare_client_command, run};
+use cli_support::{EX_NOPERM, EX_USAGE, Run, bare_client_command, example, run, run_client};
+
+/// sysexits: I/O error, the code of a session file that cannot be read.
+const EX_IOERR: i32 = 74;
+
+/// The agent address of runs that fail before they would connect to an agent.
+const NO_AGENT: &str = "127.0.0.1:9";
 
 /// `client ARGS` with none of the test's session environment, nor an agent.
 fn bare(args: &[&str]) -> Run {
@@ -131,4 +140,77 @@ fn usage_errors_exit_64_with_a_message_on_stderr() {
         assert!(run.stdout().is_empty(), "a usage error on stdout\n{run}");
     }
     bare(&["echo"]).expect_stderr("<TEXT>");
+}
+
+#[test]
+fn a_session_directory_under_a_regular_file_is_named_with_the_reason() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("file");
+    fs::write(&file, "").expect("write a regular file");
+    let session_dir = file.join("session");
+    let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+    for args in [&["lock"][..], &["status"]] {
+        run_client(NO_AGENT, &session_dir, args, &[], None)
+            .expect_code(EX_IOERR)
+            .expect_stderr(&format!("the session file {}: ", token.display()))
+            .expect_stderr("Not a directory");
+    }
+}
+
+/// The user every permission applies to.
+const NOBODY: u32 = 65534;
+
+/// Whether this process runs as root, whom permission bits do not stop: the owner of a
+/// directory it just made.
+fn running_as_root(made: &Path) -> bool {
+    fs::metadata(made).expect("stat a new directory").uid() == 0
+}
+
+/// Whether user `nobody` can run the client binary: it and every directory above it open to
+/// others.
+fn nobody_can_run_the_client() -> Result<(), String> {
+    let client = example("client");
+    let mode = |path: &Path| fs::metadata(path).map_or(0, |meta| meta.mode());
+    if mode(&client) & 0o005 != 0o005 {
+        return Err(format!("{} is not executable by others", client.display()));
+    }
+    match client
+        .ancestors()
+        .skip(1)
+        .find(|dir| mode(dir) & 0o001 == 0)
+    {
+        Some(dir) => Err(format!("{} is not searchable by others", dir.display())),
+        None => Ok(()),
+    }
+}
+
+#[test]
+fn an_unwritable_session_directory_names_the_session_file_and_the_reason() {
+    let base = tempfile::tempdir().expect("a temporary directory");
+    let session_dir = base.path().join("session");
+    fs::create_dir(&session_dir).expect("create the session directory");
+    let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+    let mut command = cli_support::client_command(NO_AGENT, &session_dir, &["lock"], &[]);
+    if running_as_root(base.path()) {
+        // Root writes anywhere: the client runs as `nobody`, whose directory it cannot write.
+        if let Err(why) = nobody_can_run_the_client() {
+            println!("SKIPPED: running as root, and user nobody cannot run the client: {why}");
+            return;
+        }
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755))
+            .expect("open the base directory to others");
+        std::os::unix::fs::chown(&session_dir, Some(NOBODY), Some(NOBODY))
+            .expect("give the session directory to nobody");
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    fs::set_permissions(&session_dir, fs::Permissions::from_mode(0o500))
+        .expect("make the session directory read-only");
+
+    run(command, &["lock"], None)
+        .expect_code(EX_NOPERM)
+        .expect_stderr(&format!(
+            "cannot write the session file {}: ",
+            token.display()
+        ))
+        .expect_stderr("Permission denied");
 }
