@@ -10,10 +10,10 @@
 //!
 //! **Unattended** when `AGENT_PASSWORD` or `AGENT_TOKEN` is set, a `--password-file` is given, or
 //! stdin is not a terminal (scripts, CI, pipes): the CLI never prompts, and a session failure
-//! prints the contract's message and exits 77 (no token) or 65 (invalid token). Explicit
-//! credentials win over the session file: `AGENT_TOKEN` is sent instead of the file's token; a
-//! password (`--password-file`, then `AGENT_PASSWORD`) unlocks first, and the command runs in
-//! the new session.
+//! prints the contract's message, says what to do, and exits 77 (no token) or 65 (invalid
+//! token). Explicit credentials win over the session file: `AGENT_TOKEN` is sent instead of the
+//! file's token; a password (`--password-file`, then `AGENT_PASSWORD`) unlocks first, and the
+//! command runs in the new session.
 //!
 //! **Interactive** otherwise: a session failure asks for the password on the terminal
 //! (`Please enter the password: `, not echoed), unlocks, saves the new token and retries the
@@ -60,6 +60,13 @@ const EX_NOPERM: u8 = 77;
 /// Anything else the agent answered with.
 const EX_SOFTWARE: u8 = 70;
 
+/// The way out of a session failure (no token, a dead one, a file without one).
+const UNLOCK_HINT: &str = "run `client unlock` to start a new session, or set AGENT_PASSWORD";
+/// The way out when the token refused was the one `AGENT_TOKEN` holds: the session file and a
+/// password do not help while it is sent instead.
+const TOKEN_HINT: &str = "AGENT_TOKEN holds a token the agent does not take: set a fresh one, \
+                          or unset it and run `client unlock` (or set AGENT_PASSWORD)";
+
 /// Everything `--help` says after the flags: what the user cannot find in them.
 const AFTER_HELP: &str = "\
 Environment:
@@ -76,7 +83,7 @@ Session file:
 Prompting:
   With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
   refuses for its session asks for the password, unlocks and is retried. Otherwise the CLI never
-  prompts: it exits 77 or 65.
+  prompts: it exits 77 or 65 and says what to do.
 
 Exit codes:
    0  Success
@@ -167,6 +174,8 @@ impl fmt::Display for Seconds {
 struct Failure {
     message: String,
     code: u8,
+    /// A failure that a new session cures (exit 77 or 65): the user is told how to start one.
+    needs_unlock: bool,
 }
 
 impl Failure {
@@ -174,6 +183,7 @@ impl Failure {
         Self {
             message: message.into(),
             code,
+            needs_unlock: false,
         }
     }
 }
@@ -183,6 +193,10 @@ impl From<Error> for Failure {
         Self {
             message: with_causes(&error),
             code: u8::try_from(error.exit_code()).unwrap_or(1),
+            needs_unlock: matches!(
+                error,
+                Error::TokenNotProvided | Error::TokenInvalid | Error::CorruptFile { .. }
+            ),
         }
     }
 }
@@ -293,6 +307,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), Failure> {
+    let explicit_token = token_from_env()?;
+    let token_given = explicit_token.is_some();
+    run_command(options, explicit_token)
+        .await
+        .map_err(|mut failure| {
+            if failure.needs_unlock {
+                let hint = if token_given { TOKEN_HINT } else { UNLOCK_HINT };
+                failure.message = format!("{}\n{hint}", failure.message);
+            }
+            failure
+        })
+}
+
+async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<(), Failure> {
     let session_dir = options
         .session_dir
         .clone()
@@ -306,7 +334,6 @@ async fn run(options: Options) -> Result<(), Failure> {
             lock_wait,
         )
         .build();
-    let explicit_token = token_from_env()?;
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
     if let Err(error) = session.start().await {
@@ -327,15 +354,7 @@ async fn run(options: Options) -> Result<(), Failure> {
             Error::CorruptFile { .. } if replaced => {
                 eprintln!("warning: {error}; it will be replaced");
             }
-            Error::CorruptFile { .. } => {
-                return Err(Failure::new(
-                    format!(
-                        "{}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)",
-                        with_causes(&error)
-                    ),
-                    u8::try_from(error.exit_code()).unwrap_or(1),
-                ));
-            }
+            // Anything else stops here; a corrupt file with the way out of it.
             error => return Err(error.into()),
         }
     }

@@ -1,5 +1,5 @@
 //! What the example CLI tells its user, as real processes: its help, its version, its usage
-//! errors, and failures that say why (each cause).
+//! errors, and failures that say why (each cause) and what to do next.
 //!
 //! `cargo test --test cli_help` alone does not build the example binaries: run
 //! `cargo build --examples` first (plain `cargo test` does).
@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_session::{CorruptReason, Error};
+use agent_session::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 mod cli_support;
-use cli_support::{EX_NOPERM, EX_USAGE, Run, bare_client_command, example, run, run_client};
+use cli_support::{
+    EX_DATAERR, EX_NOPERM, EX_USAGE, Fixture, Run, bare_client_command, example, run, run_client,
+};
 
 /// sysexits: I/O error, the code of a session file that cannot be read.
 const EX_IOERR: i32 = 74;
@@ -140,6 +142,42 @@ fn usage_errors_exit_64_with_a_message_on_stderr() {
         assert!(run.stdout().is_empty(), "a usage error on stdout\n{run}");
     }
     bare(&["echo"]).expect_stderr("<TEXT>");
+}
+
+#[test]
+fn session_failures_without_a_terminal_say_what_to_do() {
+    let fixture = Fixture::new();
+
+    // No session.
+    fixture
+        .client(&["status"])
+        .expect_code(EX_NOPERM)
+        .expect_stderr(TOKEN_NOT_PROVIDED_MESSAGE)
+        .expect_stderr("run `client unlock`")
+        .expect_stderr("AGENT_PASSWORD");
+
+    // A session every token of which was ended.
+    fixture.unlock();
+    let dead = fixture.token();
+    fixture.client(&["lockall"]).expect_code(0);
+    fixture.write_token(&dead);
+    fixture
+        .client(&["status"])
+        .expect_code(EX_DATAERR)
+        .expect_stderr(TOKEN_INVALID_MESSAGE)
+        .expect_stderr("run `client unlock`")
+        .expect_stderr("AGENT_PASSWORD");
+
+    // The dead token given in AGENT_TOKEN: that is what must change.
+    fixture
+        .client_with_env(&["status"], &[("AGENT_TOKEN", &dead)])
+        .expect_code(EX_DATAERR)
+        .expect_stderr(TOKEN_INVALID_MESSAGE)
+        .expect_stderr("AGENT_TOKEN holds a token the agent does not take");
+
+    // What the hint says cures it.
+    fixture.unlock();
+    fixture.client(&["status"]).expect_code(0);
 }
 
 #[test]
