@@ -6,7 +6,11 @@
 //! COMMAND: unlock | lock | lockall | status | echo TEXT...
 //! ```
 //!
-//! `client --help` lists the commands, the flags, the environment and the exit codes.
+//! `client --help` lists the commands, the flags, the environment and the exit codes. The
+//! session file is `DIR/token`; without `--session-dir` or `AGENT_SESSION_DIR`, `DIR` is
+//! `agent-session` in the user's runtime directory (`$XDG_RUNTIME_DIR`), else in their config
+//! directory (`$XDG_CONFIG_HOME`, `~/.config`): never the current directory, where a session file
+//! would land in whatever repository the user stands in.
 //!
 //! **Unattended** when `AGENT_PASSWORD` or `AGENT_TOKEN` is set, a `--password-file` is given, or
 //! stdin is not a terminal (scripts, CI, pipes): the CLI never prompts, and a session failure
@@ -78,7 +82,8 @@ Environment:
 Session file:
   `unlock` saves the session token in DIR/token; every later run sends it and saves the
   refreshed token the agent answers with. DIR is --session-dir, else AGENT_SESSION_DIR, else
-  $XDG_STATE_HOME/agent-session, else ~/.local/state/agent-session.
+  agent-session in the user's runtime directory ($XDG_RUNTIME_DIR), else in their config
+  directory ($XDG_CONFIG_HOME, or ~/.config).
 
 Prompting:
   With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
@@ -321,10 +326,12 @@ async fn run(options: Options) -> Result<(), Failure> {
 }
 
 async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<(), Failure> {
-    let session_dir = options
-        .session_dir
-        .clone()
-        .unwrap_or_else(default_session_dir);
+    let Some(session_dir) = options.session_dir.clone().or_else(default_session_dir) else {
+        return Err(usage(
+            "no session directory: pass --session-dir or set AGENT_SESSION_DIR \
+             (there is neither a runtime directory nor a home directory)",
+        ));
+    };
     let lock_wait = options.lock_wait.0;
     // One call per process: write every refreshed token, so the file always holds the newest.
     let session = Session::builder(session_dir.join(agent_session::TOKEN_FILE_NAME))
@@ -557,11 +564,12 @@ fn given_password(options: &Options) -> Result<Option<String>, Failure> {
     Ok(std::env::var("AGENT_PASSWORD").ok())
 }
 
-/// `$XDG_STATE_HOME/agent-session`, else `~/.local/state/agent-session`: per user, never shared.
-fn default_session_dir() -> PathBuf {
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(state).join("agent-session");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/state/agent-session")
+/// Where the session file lives when neither `--session-dir` nor `AGENT_SESSION_DIR` says: in
+/// the user's runtime directory (private to them, and emptied when they log out, as a session
+/// is), else in their config directory. Never the current directory: a session file there would
+/// land, untracked, in whatever repository the user runs the CLI from.
+fn default_session_dir() -> Option<PathBuf> {
+    dirs::runtime_dir()
+        .or_else(dirs::config_dir)
+        .map(|dir| dir.join("agent-session"))
 }
