@@ -252,3 +252,26 @@ fn an_unwritable_session_directory_names_the_session_file_and_the_reason() {
         ))
         .expect_stderr("Permission denied");
 }
+
+#[test]
+fn the_polykey_example_has_help_too() {
+    let output = std::process::Command::new(example("polykey"))
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the polykey example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+    for text in [
+        "agent unlock",
+        "--node-path",
+        "PK_NODE_PATH",
+        "PK_PASSWORD",
+        "PK_TOKEN",
+        "\n  77  ",
+        "\n  65  ",
+    ] {
+        assert!(stdout.contains(text), "{text:?} missing from\n{stdout}");
+    }
+}
