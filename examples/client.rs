@@ -3,15 +3,21 @@
 //! ```text
 //! client [--agent ADDR] [--session-dir DIR] [--password-file FILE] [--lock-wait SECS] COMMAND
 //!
-//! COMMAND: unlock | lock | lockall | status | echo TEXT
+//! COMMAND: unlock | lock | lockall | status | echo TEXT...
 //! ```
+//!
+//! `client --help` lists the commands, the flags, the environment and the exit codes. The
+//! session file is `DIR/token`; without `--session-dir` or `AGENT_SESSION_DIR`, `DIR` is
+//! `agent-session` in the user's runtime directory (`$XDG_RUNTIME_DIR`), else in their config
+//! directory (`$XDG_CONFIG_HOME`, `~/.config`): never the current directory, where a session file
+//! would land in whatever repository the user stands in.
 //!
 //! **Unattended** when `AGENT_PASSWORD` or `AGENT_TOKEN` is set, a `--password-file` is given, or
 //! stdin is not a terminal (scripts, CI, pipes): the CLI never prompts, and a session failure
-//! prints the contract's message and exits 77 (no token) or 65 (invalid token). Explicit
-//! credentials win over the session file: `AGENT_TOKEN` is sent instead of the file's token; a
-//! password (`--password-file`, then `AGENT_PASSWORD`) unlocks first, and the command runs in
-//! the new session.
+//! prints the contract's message, says what to do, and exits 77 (no token) or 65 (invalid
+//! token). Explicit credentials win over the session file: `AGENT_TOKEN` is sent instead of the
+//! file's token; a password (`--password-file`, then `AGENT_PASSWORD`) unlocks first, and the
+//! command runs in the new session.
 //!
 //! **Interactive** otherwise: a session failure asks for the password on the terminal
 //! (`Please enter the password: `, not echoed), unlocks, saves the new token and retries the
@@ -24,19 +30,23 @@
 //! lock (a client stopped mid-write) never hangs a command: a refreshed token that cannot be
 //! written within a second stays unwritten (with a warning; the command still succeeds), and
 //! `unlock`/`lock` give up after `--lock-wait` seconds (default 10) with exit code 75.
+//!
+//! Errors print with their causes (`cannot reach the agent at …: transport error: tcp connect
+//! error: Connection refused`), each cause once.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
 use tower::Layer as _;
-
-const USAGE: &str = "usage: client [--agent ADDR] [--session-dir DIR] [--password-file FILE] \
-                     [--lock-wait SECS] (unlock | lock | lockall | status | echo TEXT)";
 
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
@@ -54,33 +64,144 @@ const EX_NOPERM: u8 = 77;
 /// Anything else the agent answered with.
 const EX_SOFTWARE: u8 = 70;
 
+/// The way out of a session failure (no token, a dead one, a file without one).
+const UNLOCK_HINT: &str = "run `client unlock` to start a new session, or set AGENT_PASSWORD";
+/// The way out when the token refused was the one `AGENT_TOKEN` holds: the session file and a
+/// password do not help while it is sent instead.
+const TOKEN_HINT: &str = "AGENT_TOKEN holds a token the agent does not take: set a fresh one, \
+                          or unset it and run `client unlock` (or set AGENT_PASSWORD)";
+
+/// Everything `--help` says after the flags: what the user cannot find in them.
+const AFTER_HELP: &str = "\
+Environment:
+  AGENT_PASSWORD     The password: unlocks first (after --password-file), never prompts
+  AGENT_TOKEN        A session token, sent instead of the session file's
+  AGENT_ADDR         The agent's address, as --agent
+  AGENT_SESSION_DIR  The session file's directory, as --session-dir
+
+Session file:
+  `unlock` saves the session token in DIR/token; every later run sends it and saves the
+  refreshed token the agent answers with. DIR is --session-dir, else AGENT_SESSION_DIR, else
+  agent-session in the user's runtime directory ($XDG_RUNTIME_DIR), else in their config
+  directory ($XDG_CONFIG_HOME, or ~/.config).
+
+Prompting:
+  With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
+  refuses for its session asks for the password, unlocks and is retried. Otherwise the CLI never
+  prompts: it exits 77 or 65 and says what to do.
+
+Exit codes:
+   0  Success
+  64  Usage error, or no password given (end of input at the prompt)
+  65  TokenInvalid: the agent rejected the token (expired, or ended by lockall); or the session
+      file or a token is not a valid token
+  66  The password file cannot be read
+  69  The agent cannot be reached
+  70  The agent failed the call in another way
+  73  The session file or its directory cannot be created
+  74  The session file or the terminal cannot be read or written
+  75  Another process holds the session file's lock past --lock-wait; try again later
+  77  TokenNotProvided: no session token to send; or the agent refused the password, or the
+      session file is not readable or writable by this user";
+
+/// Talks to an agent in a session kept in a session file shared by every run.
+#[derive(Parser)]
+#[command(name = "client", version, after_help = AFTER_HELP)]
 struct Options {
+    /// The agent's address
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "AGENT_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     agent: String,
-    session_dir: PathBuf,
+    /// The session file's directory [default: see Session file]
+    #[arg(long, value_name = "DIR", env = "AGENT_SESSION_DIR")]
+    session_dir: Option<PathBuf>,
+    /// Read the password from FILE (without its trailing newline)
+    #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    lock_wait: Duration,
+    /// Seconds to wait for another process holding the session file's lock
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(agent_session::DEFAULT_LOCK_WAIT))]
+    lock_wait: Seconds,
+    #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Subcommand)]
 enum Command {
+    /// Trade the password for a session token and save it in the session file
     Unlock,
+    /// End this session here: remove the session file (the agent is not asked)
     Lock,
+    /// End every session the agent has started, then remove the session file
+    #[command(name = "lockall")]
     LockAll,
+    /// Print the agent's status
     Status,
-    Echo(String),
+    /// Send TEXT to the agent and print what it answers
+    Echo {
+        /// The words to send, joined by spaces
+        #[arg(
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        text: Vec<String>,
+    },
+}
+
+/// A duration given in seconds on the command line (fractions allowed).
+#[derive(Clone, Copy)]
+struct Seconds(Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(Seconds)
+            .ok_or_else(|| "not a number of seconds".to_owned())
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
 }
 
 /// Why the CLI stopped: a message for the user and the exit code.
 struct Failure {
     message: String,
     code: u8,
+    /// A failure that a new session cures (exit 77 or 65): the user is told how to start one.
+    needs_unlock: bool,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, code: u8) -> Self {
+        Self {
+            message: message.into(),
+            code,
+            needs_unlock: false,
+        }
+    }
 }
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Self {
-            message: error.to_string(),
+            message: with_causes(&error),
             code: u8::try_from(error.exit_code()).unwrap_or(1),
+            needs_unlock: matches!(
+                error,
+                Error::TokenNotProvided | Error::TokenInvalid | Error::CorruptFile { .. }
+            ),
         }
     }
 }
@@ -101,24 +222,18 @@ impl From<tonic::Status> for Failure {
             tonic::Code::Unavailable => EX_UNAVAILABLE,
             _ => EX_SOFTWARE,
         };
-        Self {
-            message: status.message().to_owned(),
-            code,
-        }
+        Self::new(causes(status.message().to_owned(), status.source()), code)
     }
 }
 
 impl From<&UnlockError> for Failure {
     fn from(error: &UnlockError) -> Self {
         match error {
-            UnlockError::NoPassword => Self {
-                message: "no password given: end of input at the password prompt".into(),
-                code: EX_USAGE,
-            },
-            UnlockError::Terminal(e) => Self {
-                message: format!("cannot read the password from the terminal: {e}"),
-                code: EX_IOERR,
-            },
+            UnlockError::NoPassword => Self::new(
+                "no password given: end of input at the password prompt",
+                EX_USAGE,
+            ),
+            UnlockError::Terminal(_) => Self::new(with_causes(error), EX_IOERR),
             UnlockError::Agent(status) => status.clone().into(),
             UnlockError::Token(e) => e.clone().into(),
         }
@@ -143,16 +258,51 @@ enum UnlockError {
     Token(Error),
 }
 
-fn usage(message: &str) -> Failure {
-    Failure {
-        message: format!("{message}\n{USAGE}"),
-        code: EX_USAGE,
+/// `error`'s message followed by its causes (see [`causes`]).
+fn with_causes(error: &(dyn StdError + 'static)) -> String {
+    causes(error.to_string(), error.source())
+}
+
+/// `message`, then each error of the `source` chain after a `: `. "transport error" alone hides
+/// what the user needs ("Connection refused"). A cause whose text is already there is left out:
+/// many errors repeat their source's message in their own.
+fn causes(message: String, mut source: Option<&(dyn StdError + 'static)>) -> String {
+    let mut text = message;
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
     }
+    text
+}
+
+/// A usage error found after parsing, with the usage line under it.
+fn usage(message: &str) -> Failure {
+    Failure::new(
+        format!("{message}\n\n{}", Options::command().render_usage()),
+        EX_USAGE,
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
+    let options = match Options::try_parse() {
+        Ok(options) => options,
+        Err(error) => {
+            // `--help` and `--version` print on stdout and exit 0; a usage error prints on
+            // stderr and exits 64, as every other usage error here (clap's own code is 2).
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("{}", failure.message);
@@ -161,20 +311,38 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Failure> {
-    let options = parse(std::env::args().skip(1))?;
-    // One call per process: write every refreshed token, so the file always holds the newest.
+async fn run(options: Options) -> Result<(), Failure> {
+    let explicit_token = token_from_env()?;
+    let token_given = explicit_token.is_some();
+    run_command(options, explicit_token)
+        .await
+        .map_err(|mut failure| {
+            if failure.needs_unlock {
+                let hint = if token_given { TOKEN_HINT } else { UNLOCK_HINT };
+                failure.message = format!("{}\n{hint}", failure.message);
+            }
+            failure
+        })
+}
+
+async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<(), Failure> {
+    let Some(session_dir) = options.session_dir.clone().or_else(default_session_dir) else {
+        return Err(usage(
+            "no session directory: pass --session-dir or set AGENT_SESSION_DIR \
+             (there is neither a runtime directory nor a home directory)",
+        ));
+    };
+    let lock_wait = options.lock_wait.0;
+    // Tokens live until they expire (the example agent's, the default): a refresh that expires
+    // later than the file's is written, and `flush` waits for it before the process exits.
     let session = Session::builder(agent_session::TokenFile::new(
-        options.session_dir.join(agent_session::TOKEN_FILE_NAME),
+        session_dir.join(agent_session::TOKEN_FILE_NAME),
     ))
     .lock_wait(
-        options
-            .lock_wait
-            .min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
-        options.lock_wait,
+        lock_wait.min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
+        lock_wait,
     )
     .build();
-    let explicit_token = token_from_env()?;
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
     if let Err(error) = session.start().await {
@@ -195,14 +363,7 @@ async fn run() -> Result<(), Failure> {
             Error::CorruptFile { .. } if replaced => {
                 eprintln!("warning: {error}; it will be replaced");
             }
-            Error::CorruptFile { .. } => {
-                return Err(Failure {
-                    message: format!(
-                        "{error}\nrun `client unlock` to start a new session (or set AGENT_PASSWORD)"
-                    ),
-                    code: u8::try_from(error.exit_code()).unwrap_or(1),
-                });
-            }
+            // Anything else stops here; a corrupt file with the way out of it.
             error => return Err(error.into()),
         }
     }
@@ -216,9 +377,15 @@ async fn run() -> Result<(), Failure> {
 
     let endpoint = Channel::from_shared(format!("http://{}", options.agent))
         .map_err(|e| usage(&format!("bad agent address {:?}: {e}", options.agent)))?;
-    let channel = endpoint.connect().await.map_err(|e| Failure {
-        message: format!("cannot reach the agent at {}: {e}", options.agent),
-        code: EX_UNAVAILABLE,
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::new(
+            format!(
+                "cannot reach the agent at {}: {}",
+                options.agent,
+                with_causes(&e)
+            ),
+            EX_UNAVAILABLE,
+        )
     })?;
 
     if let Command::Unlock = options.command {
@@ -260,7 +427,7 @@ async fn run() -> Result<(), Failure> {
         let client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
         execute(client, &session, &options.command, explicit_token).await?;
     }
-    // Refreshed tokens are durable when each call returns; flushing reports a failed write.
+    // Waits for the refreshed token's write, written behind the call, and reports a failure.
     match session.flush().await {
         // The command did what it was asked; the file keeps the token it had, still valid.
         Err(error @ Error::Locked { .. }) => {
@@ -296,9 +463,9 @@ where
             let status = client.agent_status(request).await?.into_inner().status;
             println!("{status}");
         }
-        Command::Echo(text) => {
+        Command::Echo { text } => {
             let message = EchoMessage {
-                challenge: text.clone(),
+                challenge: text.join(" "),
             };
             let echo = client.echo(with_token(message, explicit_token)).await?;
             println!("{}", echo.into_inner().challenge);
@@ -388,78 +555,23 @@ fn token_from_env() -> Result<Option<Token>, Failure> {
 /// The password given without asking: `--password-file`, then `AGENT_PASSWORD`.
 fn given_password(options: &Options) -> Result<Option<String>, Failure> {
     if let Some(path) = &options.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure {
-            message: format!("cannot read the password file {}: {e}", path.display()),
-            code: EX_NOINPUT,
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                format!("cannot read the password file {}: {e}", path.display()),
+                EX_NOINPUT,
+            )
         })?;
         return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
     }
     Ok(std::env::var("AGENT_PASSWORD").ok())
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
-    let mut agent = std::env::var("AGENT_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
-    let mut session_dir = None;
-    let mut password_file = None;
-    let mut lock_wait = agent_session::DEFAULT_LOCK_WAIT;
-    let command = loop {
-        let Some(arg) = args.next() else {
-            return Err(usage("no command given"));
-        };
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| usage(&format!("{name} needs a value")))
-        };
-        match arg.as_str() {
-            "--agent" => agent = value("--agent")?,
-            "--session-dir" => session_dir = Some(PathBuf::from(value("--session-dir")?)),
-            "--password-file" => password_file = Some(PathBuf::from(value("--password-file")?)),
-            "--lock-wait" => {
-                let text = value("--lock-wait")?;
-                lock_wait = text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                    .ok_or_else(|| usage(&format!("--lock-wait takes seconds, not {text:?}")))?;
-            }
-            "-h" | "--help" => {
-                return Err(Failure {
-                    message: USAGE.into(),
-                    code: 0,
-                });
-            }
-            "unlock" => break Command::Unlock,
-            "lock" => break Command::Lock,
-            "lockall" => break Command::LockAll,
-            "status" => break Command::Status,
-            "echo" => {
-                let text: Vec<String> = args.by_ref().collect();
-                break Command::Echo(text.join(" "));
-            }
-            other => return Err(usage(&format!("unknown argument {other:?}"))),
-        }
-    };
-    if let Some(extra) = args.next() {
-        return Err(usage(&format!("unexpected argument {extra:?}")));
-    }
-    Ok(Options {
-        agent,
-        session_dir: session_dir.unwrap_or_else(default_session_dir),
-        password_file,
-        lock_wait,
-        command,
-    })
-}
-
-/// `$AGENT_SESSION_DIR`, else `$XDG_STATE_HOME/agent-session`, else
-/// `~/.local/state/agent-session`: per user, never shared.
-fn default_session_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AGENT_SESSION_DIR") {
-        return dir.into();
-    }
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(state).join("agent-session");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/state/agent-session")
+/// Where the session file lives when neither `--session-dir` nor `AGENT_SESSION_DIR` says: in
+/// the user's runtime directory (private to them, and emptied when they log out, as a session
+/// is), else in their config directory. Never the current directory: a session file there would
+/// land, untracked, in whatever repository the user runs the CLI from.
+fn default_session_dir() -> Option<PathBuf> {
+    dirs::runtime_dir()
+        .or_else(dirs::config_dir)
+        .map(|dir| dir.join("agent-session"))
 }

@@ -34,6 +34,44 @@ use polykey_support::{
 
 const USAGE: &str = "usage: polykey [--node-path DIR] [--client-host HOST] [--client-port PORT] \
                      [--cert FILE] (agent (status | unlock | lock | lockall) | vaults list)";
+/// What `--help` prints: the usage, then what the flags and the environment do, and what each
+/// exit code means.
+const HELP: &str = "\
+A Polykey client: each run shares the session file NODE_PATH/token with the others.
+
+Commands:
+  agent status    Print the agent's status
+  agent unlock    Trade the password for a session token and save it in the session file
+  agent lock      Remove the session file (the agent is not asked)
+  agent lockall   End every session the agent has started, then remove the session file
+  vaults list     List the vaults
+
+Options:
+  --node-path DIR     The node path, holding the session file [env: PK_NODE_PATH]
+  --client-host HOST  The agent's IP address [env: PK_CLIENT_HOST; default: 127.0.0.1]
+  --client-port PORT  The agent's port [env: PK_CLIENT_PORT]
+  --cert FILE         The agent's certificate to pin [default: NODE_PATH/root-cert.pem]
+  -h, --help          Print this help
+
+Environment:
+  PK_PASSWORD  The password, sent with every call; never prompts
+  PK_TOKEN     A session token, sent instead of the session file's
+
+With stdin a terminal and neither variable set, a call refused for its session asks for the
+password, unlocks and is retried.
+
+Exit codes:
+   0  Success
+  64  Usage error, or no password given
+  65  The agent refused the token (ended by lockall) or the password; or the session file holds
+      no valid token
+  69  The agent cannot be reached
+  70  The agent failed the call in another way
+  73  The session file or its directory cannot be created
+  74  The session file cannot be read or written
+  75  Another process holds the session file's lock; try again later
+  77  No session token to send; or unlocking at the prompt failed; or the session file is not
+      readable or writable by this user";
 const PROMPT: &str = "Please enter the password: ";
 
 /// sysexits: the command line was wrong, or no password was given.
@@ -110,6 +148,11 @@ fn usage(message: &str) -> Failure {
 async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
+        // `--help` ends the run with code 0: its text is the output asked for.
+        Err(Failure(message, 0)) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
         Err(Failure(message, code)) => {
             eprintln!("{message}");
             ExitCode::from(code)
@@ -325,7 +368,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
             "--client-host" => host = value("--client-host")?,
             "--client-port" => port = Some(value("--client-port")?),
             "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
-            "-h" | "--help" => return Err(Failure(USAGE.into(), 0)),
+            "-h" | "--help" => return Err(Failure(format!("{USAGE}\n\n{HELP}"), 0)),
             _ => words.push(arg),
         }
     }

@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! AGENT_PASSWORD=secret cargo run --example agent -- --http-listen 127.0.0.1:50052 &
-//! AGENT_PASSWORD=secret cargo run --example reqwest_client --features reqwest -- 127.0.0.1:50052
+//! AGENT_PASSWORD=secret cargo run --example reqwest_client --features reqwest -- 127.0.0.1:50052 [SESSION_DIR]
 //! ```
+//!
+//! The session file is `SESSION_DIR/token`; without `SESSION_DIR`, as for the `client` example:
+//! `AGENT_SESSION_DIR`, else `agent-session` in the user's runtime or config directory.
+
+use std::path::PathBuf;
 
 use agent_session::agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use agent_session::{BoxError, Error, Session, Token};
@@ -14,7 +19,11 @@ use tower::{Service, ServiceBuilder, ServiceExt as _};
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let agent = args.next().unwrap_or_else(|| "127.0.0.1:50052".into());
-    let session_dir = args.next().unwrap_or_else(|| ".agent-session".into());
+    let session_dir = args
+        .next()
+        .map(PathBuf::from)
+        .or_else(default_session_dir)
+        .ok_or("no session directory: pass one, or set AGENT_SESSION_DIR")?;
     let base = format!("http://{agent}");
 
     let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
@@ -52,4 +61,17 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("session file: {}", session.file().unwrap().path().display());
     Ok(())
+}
+
+/// `AGENT_SESSION_DIR`, else `agent-session` in the user's runtime directory, else in their
+/// config directory (as the `client` example): never the current directory, where the session
+/// file would land in whatever repository the example runs from.
+fn default_session_dir() -> Option<PathBuf> {
+    std::env::var_os("AGENT_SESSION_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            dirs::runtime_dir()
+                .or_else(dirs::config_dir)
+                .map(|dir| dir.join("agent-session"))
+        })
 }

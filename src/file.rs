@@ -344,7 +344,9 @@ impl TokenFile {
             .truncate(false)
             .mode(0o600)
             .open(&self.lock_path)
-            .map_err(|e| Error::write(&self.lock_path, e))?;
+            // Named for the session file, as `Error::WriteFile` promises: the lock is only how
+            // the session file is written, and "the session file …/token.lock" misleads.
+            .map_err(|e| Error::write(&self.path, e))?;
         // `flock` has no timeout of its own: try, and pause between tries, until the bound.
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
@@ -352,7 +354,7 @@ impl TokenFile {
             match file.try_lock() {
                 Ok(()) => return Ok(FileLock { _file: file }),
                 Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&self.lock_path, e)),
+                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&self.path, e)),
             }
             let waited = started.elapsed();
             if waited >= wait {
@@ -566,6 +568,22 @@ mod tests {
             other => panic!("a failed unlink reported as {other:?}"),
         }
         assert!(file.path().join("inside").exists());
+    }
+
+    #[test]
+    fn a_lock_that_cannot_be_taken_names_the_session_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        // Opening a directory for writing fails (EISDIR), even for root.
+        fs::create_dir(file.lock_path()).unwrap();
+        match file.write(&token("one")) {
+            Err(Error::WriteFile { path, source }) => {
+                assert_eq!(path, file.path());
+                assert_eq!(source.kind(), io::ErrorKind::IsADirectory);
+            }
+            other => panic!("a lock that cannot be taken reported as {other:?}"),
+        }
+        assert!(!file.path().exists());
     }
 
     #[test]

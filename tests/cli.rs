@@ -16,8 +16,8 @@ use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 mod cli_support;
 use cli_support::{
-    EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, Fixture, PASSWORD, dependencies, example,
-    read_log, run_client,
+    EX_DATAERR, EX_NOPERM, EX_UNAVAILABLE, EX_USAGE, Fixture, PASSWORD, bare_client_command,
+    dependencies, example, read_log, run_client,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -251,8 +251,14 @@ fn a_missing_agent_is_reported() {
         .expect("the bound address");
     let run = run_client(&address.to_string(), dir.path(), &["status"], &[], None);
     run.expect_code(EX_UNAVAILABLE)
-        .expect_stderr("cannot reach the agent")
-        .expect_stderr(&address.to_string());
+        .expect_stderr(&format!("cannot reach the agent at {address}: "))
+        // The cause under "transport error", once, though errors may repeat their source.
+        .expect_stderr("refused");
+    assert_eq!(
+        run.stderr().to_lowercase().matches("refused").count(),
+        1,
+        "{run}"
+    );
 }
 
 #[test]
@@ -335,4 +341,83 @@ fn a_corrupt_session_file_never_locks_the_user_out() {
         .expect_code(0)
         .expect_stdout_line("locked");
     assert!(!fixture.token_path().exists());
+}
+
+#[test]
+fn the_default_session_directory_is_the_users_runtime_or_config_directory() {
+    let fixture = Fixture::new();
+    let base = fixture.dir.path();
+    let (home, runtime, config) = (base.join("home"), base.join("run"), base.join("config"));
+    let explicit = base.join("explicit");
+    // Where the user stands: a repository, say. The session file must not land here.
+    let cwd = base.join("repository");
+    for dir in [&home, &runtime, &config, &cwd] {
+        fs::create_dir(dir).expect("create a directory");
+    }
+    let address = fixture.agent().address.to_string();
+    let password_file = fixture.password_file();
+    let run = |args: &[&str], env: &[(&str, &Path)]| {
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|&(name, path)| (name, path.to_str().expect("a UTF-8 temporary path")))
+            .collect();
+        let mut args_with_agent = vec!["--agent", &address];
+        args_with_agent.extend_from_slice(args);
+        let mut command = bare_client_command(&args_with_agent, &env);
+        command.current_dir(&cwd);
+        cli_support::run(command, args, Some(&fixture.agent().log))
+    };
+    let password_file = password_file.to_str().expect("a UTF-8 temporary path");
+    let unlock = ["--password-file", password_file, "unlock"];
+
+    let cases = [
+        // The runtime directory first.
+        (
+            vec![
+                ("HOME", home.as_path()),
+                ("XDG_RUNTIME_DIR", &runtime),
+                ("XDG_CONFIG_HOME", &config),
+            ],
+            runtime.join("agent-session"),
+        ),
+        // Else the config directory.
+        (
+            vec![("HOME", home.as_path()), ("XDG_CONFIG_HOME", &config)],
+            config.join("agent-session"),
+        ),
+        // Else its place under the home directory.
+        (
+            vec![("HOME", home.as_path())],
+            home.join(".config").join("agent-session"),
+        ),
+        // AGENT_SESSION_DIR above them all.
+        (
+            vec![
+                ("HOME", home.as_path()),
+                ("XDG_RUNTIME_DIR", &runtime),
+                ("AGENT_SESSION_DIR", &explicit),
+            ],
+            explicit.clone(),
+        ),
+    ];
+    for (env, session_dir) in cases {
+        let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+        assert!(!token.exists(), "{} exists already", token.display());
+        run(&unlock, &env)
+            .expect_code(0)
+            .expect_stdout_line("unlocked");
+        assert!(token.exists(), "no session file at {}", token.display());
+        // Later runs find it there.
+        run(&["status"], &env)
+            .expect_code(0)
+            .expect_stdout_line("LIVE");
+    }
+    let left: Vec<_> = fs::read_dir(&cwd)
+        .expect("list the current directory")
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the client wrote into its current directory: {left:?}"
+    );
 }

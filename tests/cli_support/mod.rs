@@ -255,6 +255,16 @@ impl Run {
         self
     }
 
+    /// Asserts that stdout contains `text`.
+    #[track_caller]
+    pub fn expect_stdout(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout().contains(text),
+            "stdout does not contain {text:?}\n{self}"
+        );
+        self
+    }
+
     /// Asserts that stdout is exactly `line` and a newline.
     #[track_caller]
     pub fn expect_stdout_line(&self, line: &str) -> &Self {
@@ -284,28 +294,60 @@ impl fmt::Display for Run {
     }
 }
 
-/// The `client` example's command line against `agent` with the session in `session_dir`; `env`
-/// is all of its session environment (the test's own `AGENT_*` variables are removed). Its
-/// stdio is the caller's to set.
+/// The variables the `client` example finds its agent and session by: a test's own are removed
+/// from every client run, which sees only those the test gives it.
+const SESSION_ENVIRONMENT: [&str; 7] = [
+    "AGENT_PASSWORD",
+    "AGENT_TOKEN",
+    "AGENT_ADDR",
+    "AGENT_SESSION_DIR",
+    // Where the default session directory is: no test may touch the user's.
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+];
+
+/// The `client` example's command line `args`, with no options of its own; `env` is all of its
+/// session environment (see [`SESSION_ENVIRONMENT`]). Its stdio is the caller's to set.
+pub fn bare_client_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(example("client"));
+    command.args(args);
+    for name in SESSION_ENVIRONMENT {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// The `client` example's command line against `agent` with the session in `session_dir` (see
+/// [`bare_client_command`]).
 pub fn client_command(
     agent: &str,
     session_dir: &Path,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Command {
-    let mut command = Command::new(example("client"));
+    let mut command = bare_client_command(&[], env);
     command
         .arg("--agent")
         .arg(agent)
         .arg("--session-dir")
         .arg(session_dir)
-        .args(args)
-        .env_remove("AGENT_PASSWORD")
-        .env_remove("AGENT_TOKEN")
-        .env_remove("AGENT_ADDR")
-        .env_remove("AGENT_SESSION_DIR")
-        .envs(env.iter().copied());
+        .args(args);
     command
+}
+
+/// Runs `command`, a `client` run of `args`, with no stdin, to its end.
+pub fn run(mut command: Command, args: &[&str], agent_log: Option<&Path>) -> Run {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the client: {e}"));
+    Run {
+        args: args.iter().map(|&arg| arg.to_owned()).collect(),
+        output,
+        agent_log: agent_log.map(Path::to_owned),
+    }
 }
 
 /// Runs the `client` example (see [`client_command`]) with no stdin, to its end.
@@ -316,15 +358,11 @@ pub fn run_client(
     env: &[(&str, &str)],
     agent_log: Option<&Path>,
 ) -> Run {
-    let output = client_command(agent, session_dir, args, env)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the client: {e}"));
-    Run {
-        args: args.iter().map(|&arg| arg.to_owned()).collect(),
-        output,
-        agent_log: agent_log.map(Path::to_owned),
-    }
+    run(
+        client_command(agent, session_dir, args, env),
+        args,
+        agent_log,
+    )
 }
 
 /// A test's world: a temporary directory holding the client's session directory, a password
