@@ -25,24 +25,24 @@
 //! # let _ = service; Ok(()) }
 //! ```
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::header;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::bearer;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
-use crate::saved::Saved;
-use crate::session::{Refresh, Session};
+use crate::session::{Current, CurrentCache, Session};
 use crate::token::Token;
 
+mod future;
 mod recovering;
 
+pub use future::ResponseFuture;
 pub use recovering::ReauthService;
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`], or with re-authentication
@@ -167,16 +167,23 @@ impl<S> Layer<S> for SessionLayer<Reauth> {
 /// one is ignored with a warning and the old token stays. It is used for the next calls at
 /// once and written to the session file as [`AgentTokens`](crate::AgentTokens) says. The
 /// header handed over is marked sensitive, so `Debug` of the response does not show it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionService<S> {
     inner: S,
     session: Session,
+    /// The session's token, read with one atomic load while it does not change.
+    current: CurrentCache,
 }
 
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
-        Self { inner, session }
+        let current = session.current_cache();
+        Self {
+            inner,
+            session,
+            current,
+        }
     }
 
     inner_service_accessors!();
@@ -192,15 +199,30 @@ impl<S> SessionService<S> {
         S: Service<Req>,
         Req: SessionRequest,
     {
-        let sent = attach(&self.session, request.headers_mut());
-        let future = ResponseFuture {
-            state: State::Calling {
-                future: self.inner.call(request),
+        let current = self.current.load();
+        let carried = attach(current, &self.session, request.headers_mut());
+        let sent = Sent {
+            token: match carried {
+                Carried::Session(_) => current.token.clone(),
+                _ => None,
             },
-            session: self.session.clone(),
-            carried: sent.carried,
+            epoch: current.epoch,
         };
-        (future, sent)
+        let future = self.inner.call(request);
+        (self.respond(future, carried), sent)
+    }
+
+    fn respond<F: Future>(&self, future: F, carried: Carried) -> ResponseFuture<F> {
+        ResponseFuture::new(future, self.session.clone(), carried)
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .field("session", &self.session)
+            .finish()
     }
 }
 
@@ -218,8 +240,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        self.send(request).0
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let carried = attach(self.current.load(), &self.session, request.headers_mut());
+        let future = self.inner.call(request);
+        self.respond(future, carried)
     }
 }
 
@@ -236,10 +260,9 @@ pub(crate) enum Carried {
     Nothing,
 }
 
-/// How a request left: what it carried, the session token it carried (if any), and the epoch
-/// of the session then.
+/// The session token a request went with (if any), and the epoch of the session then: what a
+/// recovery needs to know of the call that failed.
 pub(crate) struct Sent {
-    pub(crate) carried: Carried,
     pub(crate) token: Option<Token>,
     pub(crate) epoch: u64,
 }
@@ -247,38 +270,24 @@ pub(crate) struct Sent {
 /// Puts the session's token on a request that has no `authorization` of its own, and says what
 /// the request carries. One lookup decides both whether the request has credentials of its own
 /// and where ours go.
-fn attach(session: &Session, headers: &mut http::HeaderMap) -> Sent {
-    let current = session.current();
+fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -> Carried {
     match headers.entry(header::AUTHORIZATION) {
         header::Entry::Occupied(mut own) => {
             // Credentials are secrets whoever put them there: kept out of `Debug` and out of
             // HTTP/2's header compression table.
             own.get_mut().set_sensitive(true);
-            let carried = if session.starts_on_password() && is_basic(own.get()) {
+            if session.starts_on_password() && is_basic(own.get()) {
                 Carried::Password(current.epoch)
             } else {
                 Carried::Nothing
-            };
-            Sent {
-                carried,
-                token: None,
-                epoch: current.epoch,
             }
         }
         header::Entry::Vacant(slot) => match &current.token {
             Some(token) => {
                 slot.insert(token.header_value());
-                Sent {
-                    carried: Carried::Session(current.epoch),
-                    token: Some(token.clone()),
-                    epoch: current.epoch,
-                }
+                Carried::Session(current.epoch)
             }
-            None => Sent {
-                carried: Carried::Nothing,
-                token: None,
-                epoch: current.epoch,
-            },
+            None => Carried::Nothing,
         },
     }
 }
@@ -289,146 +298,4 @@ fn is_basic(value: &http::HeaderValue) -> bool {
         .as_bytes()
         .get(..6)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
-}
-
-pin_project! {
-    /// The response future of [`SessionService`].
-    ///
-    /// # Panics
-    ///
-    /// When polled again after it completed, as tonic's futures do: that is a bug of the
-    /// caller's.
-    #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct ResponseFuture<F>
-    where
-        F: Future,
-    {
-        #[pin]
-        state: State<F>,
-        session: Session,
-        carried: Carried,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F>
-    where
-        F: Future,
-    {
-        Calling {
-            #[pin]
-            future: F,
-        },
-        Saving {
-            saved: Saved,
-            response: Option<F::Output>,
-        },
-        Done,
-    }
-}
-
-impl<F, Res, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Res, E>>,
-    Res: SessionResponse,
-{
-    type Output = Result<Res, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        match this.state.as_mut().project() {
-            StateProj::Calling { future } => {
-                let result = ready!(future.poll(cx));
-                this.state.set(State::Done);
-                let mut response = result?;
-                if !hide_credentials(&mut response) {
-                    return Poll::Ready(Ok(response));
-                }
-                match take_token(this.session, &response, *this.carried) {
-                    Refresh::Done => Poll::Ready(Ok(response)),
-                    Refresh::Saving(mut saved) => {
-                        if Pin::new(&mut saved).poll(cx).is_ready() {
-                            return Poll::Ready(Ok(response));
-                        }
-                        this.state.set(State::Saving {
-                            saved,
-                            response: Some(Ok(response)),
-                        });
-                        Poll::Pending
-                    }
-                }
-            }
-            StateProj::Saving { saved, response } => {
-                // The call's result is the agent's, handed over as it came, once the write is
-                // over or its bound has passed.
-                ready!(Pin::new(saved).poll(cx));
-                let response = response.take();
-                this.state.set(State::Done);
-                match response {
-                    Some(response) => Poll::Ready(response),
-                    None => polled_after_completion(),
-                }
-            }
-            StateProj::Done => polled_after_completion(),
-        }
-    }
-}
-
-/// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
-/// the response or its metadata never prints a refreshed token. The bytes are unchanged.
-///
-/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
-/// may grow the map) unless the header is repeated.
-fn hide_credentials(response: &mut impl SessionResponse) -> bool {
-    let headers = response.headers_mut();
-    match headers.get_mut(header::AUTHORIZATION) {
-        None => return false,
-        Some(value) => value.set_sensitive(true),
-    }
-    if headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
-        && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
-    {
-        for value in values.iter_mut() {
-            value.set_sensitive(true);
-        }
-    }
-    true
-}
-
-/// Takes the token a response brought, as what the request `carried` makes it: a refresh of
-/// the session's token, or the start of a session after a password call.
-fn take_token(session: &Session, response: &impl SessionResponse, carried: Carried) -> Refresh {
-    if let Carried::Nothing = carried {
-        return Refresh::Done;
-    }
-    if session.refuses(response.status(), response.headers()) {
-        // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
-        // between) is not the agent's word that the session goes on.
-        tracing::warn!("ignoring a token on a rejected call");
-        return Refresh::Done;
-    }
-    match carried {
-        Carried::Session(epoch) => session.take_refresh(response.headers(), epoch),
-        Carried::Password(epoch) => bearer::token_from_agent(response.headers())
-            .map_or(Refresh::Done, |token| {
-                session.start_from_password(token, epoch)
-            }),
-        Carried::Nothing => Refresh::Done,
-    }
-}
-
-/// A future polled again after it completed: the caller broke the `Future` contract.
-fn polled_after_completion() -> ! {
-    panic!("session ResponseFuture polled after completion")
-}
-
-impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
 }

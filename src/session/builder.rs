@@ -112,10 +112,10 @@ impl SessionBuilder {
             shared: Arc::new(Shared {
                 store: self.store,
                 file: self.file,
-                current: ArcSwap::from_pointee(Current {
+                current: Arc::new(ArcSwap::from_pointee(Current {
                     token: None,
                     epoch: 0,
-                }),
+                })),
                 state: Mutex::new(State {
                     epoch: 0,
                     synced: None,

@@ -1,0 +1,94 @@
+use super::*;
+
+fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+    let mut builder = http::Response::builder().status(status);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+#[test]
+fn messages_and_exit_codes_are_the_contract() {
+    assert_eq!(
+        Error::TokenNotProvided.to_string(),
+        TOKEN_NOT_PROVIDED_MESSAGE
+    );
+    assert_eq!(Error::TokenInvalid.to_string(), TOKEN_INVALID_MESSAGE);
+    assert_eq!(Error::TokenNotProvided.exit_code(), 77);
+    assert_eq!(Error::TokenInvalid.exit_code(), 65);
+    let denied = Error::read(
+        Path::new("/x"),
+        io::Error::from(io::ErrorKind::PermissionDenied),
+    );
+    assert_eq!(denied.exit_code(), 77);
+    let io = Error::read(Path::new("/x"), io::Error::other("boom"));
+    assert_eq!(io.exit_code(), 74);
+    let full = Error::write(Path::new("/x"), io::Error::from(io::ErrorKind::StorageFull));
+    assert_eq!(full.exit_code(), 73);
+}
+
+#[test]
+fn classifies_http_rejections() {
+    let not_provided = response(401, &[("www-authenticate", r#"Bearer realm="agent""#)]);
+    assert!(matches!(
+        Error::from_response(&not_provided),
+        Some(Error::TokenNotProvided)
+    ));
+    let invalid = response(
+        401,
+        &[(
+            "www-authenticate",
+            r#"Bearer realm="agent", error="invalid_token""#,
+        )],
+    );
+    assert!(matches!(
+        Error::from_response(&invalid),
+        Some(Error::TokenInvalid)
+    ));
+    assert!(matches!(
+        Error::from_response(&response(401, &[])),
+        Some(Error::TokenInvalid)
+    ));
+    assert!(Error::from_response(&response(200, &[])).is_none());
+    assert!(Error::from_response(&response(403, &[("www-authenticate", "Bearer")])).is_none());
+    let scope = response(
+        401,
+        &[("www-authenticate", r#"Bearer error="insufficient_scope""#)],
+    );
+    assert!(Error::from_response(&scope).is_none());
+}
+
+#[test]
+fn classifies_grpc_trailers_only_rejections() {
+    let grpc = response(
+        200,
+        &[
+            ("grpc-status", "16"),
+            (
+                "grpc-message",
+                "JWT%20Token%20not%20provided%20in%20metadata",
+            ),
+        ],
+    );
+    assert!(matches!(
+        Error::from_response(&grpc),
+        Some(Error::TokenNotProvided)
+    ));
+    let grpc = response(200, &[("grpc-status", "16")]);
+    assert!(matches!(
+        Error::from_response(&grpc),
+        Some(Error::TokenInvalid)
+    ));
+    let ok = response(200, &[("grpc-status", "0")]);
+    assert!(Error::from_response(&ok).is_none());
+}
+
+#[test]
+fn percent_decoding_is_forgiving() {
+    assert_eq!(percent_decode("a%20b"), "a b");
+    assert_eq!(percent_decode("%"), "%");
+    assert_eq!(percent_decode("%2"), "%2");
+    assert_eq!(percent_decode("%zz%41"), "%zzA");
+    assert_eq!(percent_decode("%é"), "%é");
+}

@@ -1,0 +1,226 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn token(s: &str) -> Token {
+    Token::new(s).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn missing_empty_and_blank_mean_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    assert!(file.read().unwrap().is_none());
+    for content in ["", "  \n", "\r\n\t "] {
+        fs::write(file.path(), content).unwrap();
+        assert!(file.read().unwrap().is_none(), "{content:?}");
+    }
+}
+
+#[test]
+fn reading_trims_white_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    fs::write(file.path(), " abc.def\r\n").unwrap();
+    assert_eq!(file.read().unwrap(), Some(token("abc.def")));
+}
+
+#[test]
+fn write_creates_the_directory_0700_and_the_file_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = dir.path().join("a").join("b");
+    let file = TokenFile::in_dir(&client);
+    file.write(&token("one")).unwrap();
+    assert_eq!(mode(&client), 0o700);
+    assert_eq!(mode(file.path()), 0o600);
+    assert_eq!(fs::read_to_string(file.path()).unwrap(), "one\n");
+    // Replacing keeps the mode, even if the old file was looser.
+    fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
+    file.write(&token("two")).unwrap();
+    assert_eq!(mode(file.path()), 0o600);
+    assert_eq!(mode(file.lock_path()), 0o600);
+    assert_eq!(file.read().unwrap(), Some(token("two")));
+}
+
+#[test]
+fn bad_contents_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    type IsExpected = fn(&CorruptReason) -> bool;
+    let cases: [(&[u8], IsExpected); 4] = [
+        (b"has space", |r| matches!(r, CorruptReason::Malformed(_))),
+        (b"\xff\xfe", |r| matches!(r, CorruptReason::NotUtf8)),
+        (b"a\0b", |r| matches!(r, CorruptReason::Malformed(_))),
+        (&[b'a'; MAX_FILE_LEN as usize + 1], |r| {
+            matches!(r, CorruptReason::TooLarge { .. })
+        }),
+    ];
+    for (content, expected) in cases {
+        fs::write(file.path(), content).unwrap();
+        match file.read() {
+            Err(Error::CorruptFile { path, reason }) => {
+                assert_eq!(path, file.path());
+                assert!(expected(&reason), "{reason:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    fs::remove_file(file.path()).unwrap();
+    fs::create_dir(file.path()).unwrap();
+    assert!(matches!(
+        file.read(),
+        Err(Error::CorruptFile {
+            reason: CorruptReason::NotAFile,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn errors_never_show_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    fs::write(file.path(), "s3cret with space").unwrap();
+    let err = file.read().unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("s3cret"));
+}
+
+#[test]
+fn swap_replaces_only_the_expected_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    // Expecting no token and finding none: written.
+    assert!(file.replace_if(None, &token("one")).unwrap());
+    // Expecting the wrong token: not written.
+    assert!(
+        !file
+            .replace_if(Some(&token("zero")), &token("two"))
+            .unwrap()
+    );
+    assert_eq!(file.read().unwrap(), Some(token("one")));
+    assert!(file.replace_if(Some(&token("one")), &token("two")).unwrap());
+    assert_eq!(file.read().unwrap(), Some(token("two")));
+    // After a removal (a lock by another process) a refresh does not resurrect it.
+    file.remove().unwrap();
+    assert!(
+        !file
+            .replace_if(Some(&token("two")), &token("three"))
+            .unwrap()
+    );
+    assert!(file.read().unwrap().is_none());
+    assert!(!file.path().exists());
+}
+
+#[test]
+fn removing_a_missing_file_is_ok_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    file.write(&token("one")).unwrap();
+    file.remove().unwrap();
+    assert!(!file.path().exists());
+    // Twice more: `agent lock` run again, or by two terminals at once.
+    file.remove().unwrap();
+    file.remove().unwrap();
+    // And a file that never existed, in a directory that never existed.
+    let never = TokenFile::in_dir(dir.path().join("never"));
+    never.remove().unwrap();
+    never.remove().unwrap();
+}
+
+#[test]
+fn a_removal_that_fails_is_an_error_and_the_path_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    // unlink(2) of a directory fails (EISDIR), even for root, while the lock is taken as
+    // usual: what the caller must hear about is the failed unlink itself. (Permission
+    // denied, the case users meet, needs a user permissions apply to; see
+    // `tests/file_removal.rs`.)
+    fs::create_dir(file.path()).unwrap();
+    fs::write(file.path().join("inside"), "keep").unwrap();
+    match file.remove() {
+        Err(Error::WriteFile { path, .. }) => assert_eq!(path, file.path()),
+        other => panic!("a failed unlink reported as {other:?}"),
+    }
+    assert!(file.path().join("inside").exists());
+}
+
+#[test]
+fn a_lock_that_cannot_be_taken_names_the_session_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    // Opening a directory for writing fails (EISDIR), even for root.
+    fs::create_dir(file.lock_path()).unwrap();
+    match file.write(&token("one")) {
+        Err(Error::WriteFile { path, source }) => {
+            assert_eq!(path, file.path());
+            assert_eq!(source.kind(), io::ErrorKind::IsADirectory);
+        }
+        other => panic!("a lock that cannot be taken reported as {other:?}"),
+    }
+    assert!(!file.path().exists());
+}
+
+#[test]
+fn stale_temp_files_are_removed_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    fs::write(dir.path().join(".token.dead1234.tmp"), "x").unwrap();
+    fs::write(dir.path().join("unrelated.tmp"), "x").unwrap();
+    // A sibling session file's temp file (`token.bak`) is not ours to remove.
+    fs::write(dir.path().join(".token.bak.a1b2.tmp"), "x").unwrap();
+    file.write(&token("one")).unwrap();
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".token.bak.a1b2.tmp",
+            "token",
+            "token.lock",
+            "unrelated.tmp"
+        ]
+    );
+}
+
+#[test]
+fn a_reader_never_sees_a_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    let tokens: Vec<Token> = (0..1000)
+        .map(|i| token(&format!("{}{i}", "t".repeat(i % 300 + 1))))
+        .collect();
+    file.write(&tokens[0]).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // The writer starts once the reader is reading; how many reads overlap the writes is
+    // the scheduler's business, so the reader reads until the writer is done and once more.
+    let reading = std::sync::Barrier::new(2);
+    let reads = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            reading.wait();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let got = file.read().unwrap().expect("the file always holds a token");
+                assert!(tokens.contains(&got));
+                reads += 1;
+                if finished {
+                    break reads;
+                }
+            }
+        });
+        reading.wait();
+        for t in &tokens {
+            file.write(t).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        reader.join().unwrap()
+    });
+    println!("{reads} reads beside 1000 writes, each a whole token");
+    assert_eq!(file.read().unwrap(), Some(tokens[999].clone()));
+}

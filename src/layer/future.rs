@@ -1,0 +1,169 @@
+//! [`ResponseFuture`]: a call's answer on its way back. Its credentials are hidden, its token
+//! taken (a refresh, or a password call's new session), and, when the session says so, the
+//! answer waits for that token's write.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header;
+use pin_project_lite::pin_project;
+
+use super::Carried;
+use crate::bearer;
+use crate::message::SessionResponse;
+use crate::saved::Saved;
+use crate::session::{Refresh, Session};
+
+pin_project! {
+    /// The response future of [`SessionService`](super::SessionService).
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it completed, as tonic's futures do: that is a bug of the
+    /// caller's.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct ResponseFuture<F>
+    where
+        F: Future,
+    {
+        #[pin]
+        state: State<F>,
+        session: Session,
+        carried: Carried,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F>
+    where
+        F: Future,
+    {
+        Calling {
+            #[pin]
+            future: F,
+        },
+        // Boxed: rare (a call that waits for its token's write), and it would make every
+        // call's future larger.
+        Saving {
+            saving: Box<(Saved, Option<F::Output>)>,
+        },
+        Done,
+    }
+}
+
+impl<F: Future> ResponseFuture<F> {
+    pub(super) fn new(future: F, session: Session, carried: Carried) -> Self {
+        Self {
+            state: State::Calling { future },
+            session,
+            carried,
+        }
+    }
+}
+
+impl<F, Res, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Res, E>>,
+    Res: SessionResponse,
+{
+    type Output = Result<Res, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match this.state.as_mut().project() {
+            StateProj::Calling { future } => {
+                let result = ready!(future.poll(cx));
+                this.state.set(State::Done);
+                let mut response = result?;
+                if !hide_credentials(&mut response) {
+                    return Poll::Ready(Ok(response));
+                }
+                match take_token(this.session, &response, *this.carried) {
+                    Refresh::Done => Poll::Ready(Ok(response)),
+                    Refresh::Saving(mut saved) => {
+                        if Pin::new(&mut saved).poll(cx).is_ready() {
+                            return Poll::Ready(Ok(response));
+                        }
+                        this.state.set(State::Saving {
+                            saving: Box::new((saved, Some(Ok(response)))),
+                        });
+                        Poll::Pending
+                    }
+                }
+            }
+            StateProj::Saving { saving } => {
+                // The call's result is the agent's, handed over as it came, once the write is
+                // over or its bound has passed.
+                let (saved, response) = &mut **saving;
+                ready!(Pin::new(saved).poll(cx));
+                let response = response.take();
+                this.state.set(State::Done);
+                match response {
+                    Some(response) => Poll::Ready(response),
+                    None => polled_after_completion(),
+                }
+            }
+            StateProj::Done => polled_after_completion(),
+        }
+    }
+}
+
+/// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
+/// the response or its metadata never prints a refreshed token. The bytes are unchanged.
+///
+/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
+/// may grow the map) unless the header is repeated.
+fn hide_credentials(response: &mut impl SessionResponse) -> bool {
+    let headers = response.headers_mut();
+    match headers.get_mut(header::AUTHORIZATION) {
+        None => return false,
+        Some(value) => value.set_sensitive(true),
+    }
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+        && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
+    {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
+        }
+    }
+    true
+}
+
+/// Takes the token a response brought, as what the request `carried` makes it: a refresh of
+/// the session's token, or the start of a session after a password call.
+fn take_token(session: &Session, response: &impl SessionResponse, carried: Carried) -> Refresh {
+    if let Carried::Nothing = carried {
+        return Refresh::Done;
+    }
+    if session.refuses(response.status(), response.headers()) {
+        // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
+        // between) is not the agent's word that the session goes on.
+        tracing::warn!("ignoring a token on a rejected call");
+        return Refresh::Done;
+    }
+    match carried {
+        Carried::Session(epoch) => session.take_refresh(response.headers(), epoch),
+        Carried::Password(epoch) => bearer::token_from_agent(response.headers())
+            .map_or(Refresh::Done, |token| {
+                session.start_from_password(token, epoch)
+            }),
+        Carried::Nothing => Refresh::Done,
+    }
+}
+
+/// A future polled again after it completed: the caller broke the `Future` contract.
+fn polled_after_completion() -> ! {
+    panic!("session ResponseFuture polled after completion")
+}
+
+impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
