@@ -11,6 +11,11 @@ pub trait SessionRequest {
     fn headers(&self) -> &HeaderMap;
     /// The request's headers, to add `authorization` to.
     fn headers_mut(&mut self) -> &mut HeaderMap;
+    /// The request's path (for gRPC, `/package.Service/Method`), for the call's tracing span;
+    /// empty by default.
+    fn path(&self) -> &str {
+        ""
+    }
 }
 
 /// A response the session layer can read a refreshed token or a session failure from.
@@ -30,6 +35,10 @@ impl<B> SessionRequest for http::Request<B> {
 
     fn headers_mut(&mut self) -> &mut HeaderMap {
         self.headers_mut()
+    }
+
+    fn path(&self) -> &str {
+        self.uri().path()
     }
 }
 
@@ -55,6 +64,10 @@ impl SessionRequest for reqwest::Request {
 
     fn headers_mut(&mut self) -> &mut HeaderMap {
         self.headers_mut()
+    }
+
+    fn path(&self) -> &str {
+        self.url().path()
     }
 }
 

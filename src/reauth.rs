@@ -210,7 +210,10 @@ impl Reauth {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return recovery.await;
         };
-        match runtime.spawn(recovery).await {
+        match runtime
+            .spawn(tracing::Instrument::in_current_span(recovery))
+            .await
+        {
             Ok(result) => result,
             Err(e) => Err(Error::Reauthentication(Arc::new(std::io::Error::other(
                 format!("the re-authentication task failed: {e}"),

@@ -31,6 +31,7 @@ pin_project! {
         state: State<F>,
         session: Session,
         carried: Carried,
+        span: tracing::Span,
     }
 }
 
@@ -54,11 +55,12 @@ pin_project! {
 }
 
 impl<F: Future> ResponseFuture<F> {
-    pub(super) fn new(future: F, session: Session, carried: Carried) -> Self {
+    pub(super) fn new(future: F, session: Session, carried: Carried, span: tracing::Span) -> Self {
         Self {
             state: State::Calling { future },
             session,
             carried,
+            span,
         }
     }
 }
@@ -80,6 +82,8 @@ where
                 if !hide_credentials(&mut response) {
                     return Poll::Ready(Ok(response));
                 }
+                // The writer and any other work the token starts carry the call's span.
+                let _in_call = this.span.enter();
                 match take_token(this.session, &response, *this.carried) {
                     Refresh::Done => Poll::Ready(Ok(response)),
                     Refresh::Saving(mut saved) => {

@@ -208,12 +208,18 @@ impl<S> SessionService<S> {
             },
             epoch: current.epoch,
         };
+        let span = call_span(&request, carried);
         let future = self.inner.call(request);
-        (self.respond(future, carried), sent)
+        (self.respond(future, carried, span), sent)
     }
 
-    fn respond<F: Future>(&self, future: F, carried: Carried) -> ResponseFuture<F> {
-        ResponseFuture::new(future, self.session.clone(), carried)
+    fn respond<F: Future>(
+        &self,
+        future: F,
+        carried: Carried,
+        span: tracing::Span,
+    ) -> ResponseFuture<F> {
+        ResponseFuture::new(future, self.session.clone(), carried, span)
     }
 }
 
@@ -242,8 +248,9 @@ where
 
     fn call(&mut self, mut request: Req) -> Self::Future {
         let carried = attach(self.current.load(), &self.session, request.headers_mut());
+        let span = call_span(&request, carried);
         let future = self.inner.call(request);
-        self.respond(future, carried)
+        self.respond(future, carried, span)
     }
 }
 
@@ -258,6 +265,18 @@ pub(crate) enum Carried {
     Password(u64),
     /// No token, or credentials of its own: a token on the response is not the session's.
     Nothing,
+}
+
+/// The span of one call: the session's events about it (its refresh taken, written or dropped;
+/// its recovery), and those of the work it starts, are inside it. Its fields never hold a
+/// credential. A disabled span (no subscriber at `DEBUG`) costs a check of the level.
+fn call_span(request: &impl SessionRequest, carried: Carried) -> tracing::Span {
+    let (credentials, epoch) = match carried {
+        Carried::Session(epoch) => ("session", Some(epoch)),
+        Carried::Password(epoch) => ("password", Some(epoch)),
+        Carried::Nothing => ("none or own", None),
+    };
+    tracing::debug_span!("session_call", path = request.path(), credentials, epoch)
 }
 
 /// The session token a request went with (if any), and the epoch of the session then: what a

@@ -20,7 +20,12 @@ pub(super) async fn run_blocking<T: Send + 'static>(
 
 /// `spawn_blocking` on the current runtime, or a plain thread when there is none (a response
 /// polled outside tokio).
+///
+/// The work runs in the span of whoever started it (a call's, say), so that its events belong
+/// to that.
 pub(super) fn spawn_blocking_anywhere(work: impl FnOnce() + Send + 'static) {
+    let span = tracing::Span::current();
+    let work = move || span.in_scope(work);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             handle.spawn_blocking(work);
