@@ -17,8 +17,9 @@ use super::*;
 #[non_exhaustive]
 pub enum Watch {
     /// The OS tells of changes to the file's directory as they happen (inotify on Linux,
-    /// kqueue on the BSDs and macOS, `ReadDirectoryChangesW` on Windows, through the `notify`
-    /// crate): a change is picked up within milliseconds, by one thread that sleeps otherwise.
+    /// FSEvents on macOS, kqueue on the BSDs, through the `notify` crate): a change is picked up
+    /// within milliseconds, by one thread that sleeps otherwise. Where the OS has no such
+    /// notification, `notify` polls.
     #[default]
     Notify,
     /// Looks at the store this often (one `stat` of the session file, or
