@@ -48,6 +48,9 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
 use tower::Layer as _;
 
+#[path = "support/session_dir.rs"]
+mod session_dir;
+
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
 
@@ -326,7 +329,11 @@ async fn run(options: Options) -> Result<(), Failure> {
 }
 
 async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<(), Failure> {
-    let Some(session_dir) = options.session_dir.clone().or_else(default_session_dir) else {
+    let Some(session_dir) = options
+        .session_dir
+        .clone()
+        .or_else(session_dir::default_session_dir)
+    else {
         return Err(usage(
             "no session directory: pass --session-dir or set AGENT_SESSION_DIR \
              (there is neither a runtime directory nor a home directory)",
@@ -564,14 +571,4 @@ fn given_password(options: &Options) -> Result<Option<String>, Failure> {
         return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
     }
     Ok(std::env::var("AGENT_PASSWORD").ok())
-}
-
-/// Where the session file lives when neither `--session-dir` nor `AGENT_SESSION_DIR` says: in
-/// the user's runtime directory (private to them, and emptied when they log out, as a session
-/// is), else in their config directory. Never the current directory: a session file there would
-/// land, untracked, in whatever repository the user runs the CLI from.
-fn default_session_dir() -> Option<PathBuf> {
-    dirs::runtime_dir()
-        .or_else(dirs::config_dir)
-        .map(|dir| dir.join("agent-session"))
 }

@@ -15,6 +15,9 @@ use agent_session::agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use agent_session::{BoxError, Error, Session, Token};
 use tower::{Service, ServiceBuilder, ServiceExt as _};
 
+#[path = "support/session_dir.rs"]
+mod session_dir;
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
@@ -22,7 +25,7 @@ async fn main() -> Result<(), BoxError> {
     let session_dir = args
         .next()
         .map(PathBuf::from)
-        .or_else(default_session_dir)
+        .or_else(session_dir::session_dir_from_env)
         .ok_or("no session directory: pass one, or set AGENT_SESSION_DIR")?;
     let base = format!("http://{agent}");
 
@@ -61,17 +64,4 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("session file: {}", session.file().unwrap().path().display());
     Ok(())
-}
-
-/// `AGENT_SESSION_DIR`, else `agent-session` in the user's runtime directory, else in their
-/// config directory (as the `client` example): never the current directory, where the session
-/// file would land in whatever repository the example runs from.
-fn default_session_dir() -> Option<PathBuf> {
-    std::env::var_os("AGENT_SESSION_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            dirs::runtime_dir()
-                .or_else(dirs::config_dir)
-                .map(|dir| dir.join("agent-session"))
-        })
 }
