@@ -13,6 +13,11 @@ use super::*;
 /// The watch starts with [`Session::start`] (or the first explicit change), which creates the
 /// file's directory (mode 0700) if it is missing, and ends when the last clone of the session
 /// is dropped. A store that is not the session file is watched only by [`Watch::Poll`].
+///
+/// Each session watches with one thread (and, on Linux, one inotify instance, of which a user
+/// has 128 by default): share one `Session` (its clones are cheap) rather than make many of
+/// one file. A session whose file cannot be watched by notification polls it once a second, and
+/// says so in a warning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Watch {
@@ -55,7 +60,12 @@ pub(super) fn arm(shared: &Arc<Shared>) {
     }
     let started = match (shared.watch, &shared.file) {
         (Watch::Poll(interval), _) => poll(shared, interval),
-        (_, Some(file)) => notify(shared, file),
+        (_, Some(file)) => notify(shared, file).or_else(|e| {
+            // No notification to be had here (the per-user limit of inotify instances
+            // reached, say): look once a second instead.
+            tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
+            poll(shared, FALLBACK_POLL)
+        }),
         // A store of your own raises no notification: only polling watches it.
         (_, None) => return,
     };
@@ -67,6 +77,9 @@ pub(super) fn arm(shared: &Arc<Shared>) {
         ),
     }
 }
+
+/// How often a session whose file cannot be watched by notification looks at it instead.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
 fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, Box<dyn std::error::Error>> {
     file.create_dir()?;
