@@ -6,7 +6,8 @@
 //! offer for it: a request that can be recorded for one replay ([`Replayable`]) and a response
 //! that can be checked for a session failure ([`Checked`]). `http`'s messages offer them in
 //! `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
-//! response's trailers).
+//! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
+//! in the status and headers).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,13 +25,25 @@ use crate::replay::BoxError;
 use crate::session::Session;
 
 mod for_http;
+#[cfg(feature = "reqwest")]
+mod for_reqwest;
 
 /// A [`SessionService`] that recovers from session failures: made by
 /// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
-/// A `tower::Service` of `http::Request<B>` for any [`WrapBody`](crate::WrapBody) `B` (tonic's,
-/// hyper's boxed bodies). Its responses' bodies are [`PeekedBody`](crate::PeekedBody): the first
-/// frame of a gRPC response may have been read ahead to see a failure in its trailers.
+/// A `tower::Service` of
+///
+/// - `http::Request<B>` for any [`WrapBody`](crate::WrapBody) `B` (tonic's, hyper's boxed
+///   bodies): its responses' bodies are [`PeekedBody`](crate::PeekedBody), since the first
+///   frame of a gRPC response may have been read ahead to see a failure in its trailers. A
+///   failed re-authentication is mapped as
+///   [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with) says.
+/// - `reqwest::Request`, with the `reqwest` feature, over a `reqwest::Client` (or any service
+///   of reqwest's types): its responses are `reqwest::Response`, and a failure is read from
+///   their status and headers. A request is copied for its replay with
+///   `reqwest::Request::try_clone` (a body held in memory is shared, not copied, so the replay
+///   limit does not apply); a request with a streaming body cannot be copied, and is sent once.
+///   A failed re-authentication is the crate's [`Error::Reauthentication`], boxed.
 #[derive(Debug, Clone)]
 pub struct ReauthService<S> {
     inner: SessionService<S>,
