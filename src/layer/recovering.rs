@@ -7,7 +7,7 @@
 //! that can be checked for a session failure ([`Checked`]). `http`'s messages offer them in
 //! `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
 //! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
-//! in the status and headers).
+//! in the status and headers). The `reqwest-middleware` middleware drives the same flow.
 
 use std::future::Future;
 use std::pin::Pin;
