@@ -8,7 +8,9 @@
 //!   session file ([`TokenFile`]) shared by every process of the user, written atomically.
 //! - [`SessionLayer`] wraps any tower service over `http` types (a tonic `Channel`, a hyper-util
 //!   client): it puts `authorization: Bearer <token>` on each request, marked sensitive, and keeps
-//!   the refreshed token each response brings.
+//!   the refreshed token each response brings. It serves `reqwest::Client` too; with the
+//!   `reqwest-middleware` feature, `SessionMiddleware` does the same on a `reqwest-middleware`
+//!   client.
 //! - [`Error`] types the two session failures, [`Error::TokenNotProvided`] (exit code 77) and
 //!   [`Error::TokenInvalid`] (exit code 65), and the file errors; `Error::from_status` and
 //!   [`Error::from_response`] read them off a rejection.
@@ -45,6 +47,8 @@ mod failures;
 mod file;
 mod layer;
 mod message;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod peek;
 mod reauth;
 mod replay;
@@ -63,6 +67,9 @@ pub use file::{
 };
 pub use layer::{ReauthService, ResponseFuture, SessionLayer, SessionService};
 pub use message::{SessionRequest, SessionResponse};
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use middleware::SessionMiddleware;
 pub use peek::PeekedBody;
 pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};

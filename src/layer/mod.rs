@@ -44,6 +44,8 @@ mod recovering;
 
 pub use future::ResponseFuture;
 pub use recovering::ReauthService;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use recovering::{CallError, call_with_reauth};
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`], or with re-authentication
 /// on ([`SessionLayer::reauthenticate_with`]) in a [`ReauthService`].

@@ -1,21 +1,49 @@
 //! [`ReauthService`]: a [`SessionService`] with re-authentication on. Each call is recorded and
-//! sent through the session service; its answer is read for a session failure (in the headers,
-//! or in the trailers of a gRPC response that said nothing else), and on one the session is
-//! recovered and the call replayed, through the session service again.
+//! sent through the session service; its answer is read for a session failure, and on one the
+//! session is recovered and the call replayed, through the session service again.
+//!
+//! The recovery is written once, in [`call_with_reauth`], over what a transport's messages must
+//! offer for it: a request that can be recorded for one replay ([`Replayable`]) and a response
+//! that can be checked for a session failure ([`Checked`]). `http`'s messages offer them in
+//! `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
+//! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
+//! in the status and headers). The `reqwest-middleware` middleware drives the same flow.
 
-use http::{Request, Response};
-use http_body::Body;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::*;
-use crate::peek::PeekedBody;
+use http::header;
+use tower_service::Service;
+
+use super::SessionService;
+use crate::error::Error;
+use crate::failures::SessionFailures;
+use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
-use crate::replay::{BoxError, Recording, Tape, WrapBody};
+use crate::replay::BoxError;
+use crate::session::Session;
+
+mod for_http;
+#[cfg(feature = "reqwest")]
+mod for_reqwest;
 
 /// A [`SessionService`] that recovers from session failures: made by
-/// [`SessionLayer::reauthenticate_with`].
+/// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
-/// Its responses' bodies are [`PeekedBody`]: the first frame of a gRPC response may have been
-/// read ahead to see a failure in its trailers.
+/// A `tower::Service` of
+///
+/// - `http::Request<B>` for any [`WrapBody`](crate::WrapBody) `B` (tonic's, hyper's boxed
+///   bodies): its responses' bodies are [`PeekedBody`](crate::PeekedBody), since the first
+///   frame of a gRPC response may have been read ahead to see a failure in its trailers. A
+///   failed re-authentication is mapped as
+///   [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with) says.
+/// - `reqwest::Request`, with the `reqwest` feature, over a `reqwest::Client` (or any service
+///   of reqwest's types): its responses are `reqwest::Response`, and a failure is read from
+///   their status and headers. A request is copied for its replay with
+///   `reqwest::Request::try_clone` (a body held in memory is shared, not copied, so the replay
+///   limit does not apply); a request with a streaming body cannot be copied, and is sent once.
+///   A failed re-authentication is the crate's [`Error::Reauthentication`], boxed.
 #[derive(Debug, Clone)]
 pub struct ReauthService<S> {
     inner: SessionService<S>,
@@ -46,59 +74,119 @@ impl<S> ReauthService<S> {
     pub fn into_inner(self) -> S {
         self.inner.into_inner()
     }
-}
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for ReauthService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError> + Send,
-    ReqB: WrapBody + Send + 'static,
-    ReqB::Error: Into<BoxError>,
-    ResB: Body + Send + 'static,
-    ResB::Data: Send,
-    ResB::Error: Send,
-{
-    type Response = Response<PeekedBody<ResB>>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    /// `poll_ready` of every transport's `Service` impl.
+    fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         self.inner.get_mut().poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+    /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
+    /// errors boxed and a failed recovery made what `recovery_failure` makes of it.
+    fn call_boxed<Req>(
+        &mut self,
+        request: Req,
+        recovery_failure: fn(Error, &dyn SessionFailures) -> BoxError,
+    ) -> BoxedCall<<S::Response as Checked>::Output>
+    where
+        S: Service<Req> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError> + Send,
+        S::Response: Checked + SessionResponse + Send,
+        <S::Response as Checked>::Output: Send,
+        Req: Replayable + Send + 'static,
+        Req::Record: Send,
+    {
         // The instance driven ready is the one that is called; the replay drives it ready
         // again.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(call_with_reauth(inner, self.reauth.clone(), request))
+        let reauth = self.reauth.clone();
+        Box::pin(async move {
+            let session = inner.session().clone();
+            call_with_reauth(inner, reauth, request)
+                .await
+                .map_err(|error| match error {
+                    CallError::Service(error) => error.into(),
+                    CallError::Reauthentication(error) => {
+                        recovery_failure(error, session.failures())
+                    }
+                })
+        })
     }
 }
 
-/// One call with re-authentication on: renew a token due for renewal first, record the body,
-/// and on a session failure recover once and replay once.
-async fn call_with_reauth<S, ReqB, ResB>(
+/// The future of a [`ReauthService`] call.
+type BoxedCall<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+/// A request that can be recorded for one replay.
+pub(crate) trait Replayable: SessionRequest + Sized {
+    /// What is kept of a request to send it again.
+    type Record;
+
+    /// The request to send, and what is kept of it; a body over `limit` bytes need not be.
+    fn record(self, limit: usize) -> (Self, Self::Record);
+
+    /// Whether the request is known to have gone out whole, so that waiting on its response
+    /// (for trailers) cannot hold up the request.
+    fn sent_whole(record: &Self::Record) -> bool;
+
+    /// The request to send again, if it can be. Taken before the recovery, so that a first
+    /// sending still streaming its body ends rather than waits for the recovery.
+    fn replay(record: Self::Record) -> Option<Self>;
+}
+
+/// A response that can be checked for a session failure.
+pub(crate) trait Checked: Sized {
+    /// What the caller is handed.
+    type Output;
+
+    /// The response as the caller is handed it, not looked at.
+    fn unchecked(self) -> Self::Output;
+
+    /// The response as the caller is handed it, and whether it is a session failure as
+    /// `failures` reads it; `sent_whole` as [`Replayable::sent_whole`] said of its request.
+    fn check(
+        self,
+        failures: &dyn SessionFailures,
+        sent_whole: bool,
+    ) -> impl Future<Output = (Self::Output, bool)> + Send;
+}
+
+/// Why a re-authenticating call failed.
+#[derive(Debug)]
+pub(crate) enum CallError<E> {
+    /// The service's own error, as it came.
+    Service(E),
+    /// The session could not be recovered: [`Error::Reauthentication`], for the caller to map
+    /// to what its transport hands over.
+    Reauthentication(Error),
+}
+
+/// One call with re-authentication on: renew a token due for renewal first, record the
+/// request, and on a session failure recover once and replay once. A request with credentials
+/// of its own, or made by the re-authenticator, goes through the session service as it is.
+pub(crate) async fn call_with_reauth<S, Req>(
     mut inner: SessionService<S>,
     reauth: Reauth,
-    request: Request<ReqB>,
-) -> Result<Response<PeekedBody<ResB>>, BoxError>
+    request: Req,
+) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
-    ReqB: WrapBody + Send + 'static,
-    ReqB::Error: Into<BoxError>,
-    ResB: Body,
+    S: Service<Req>,
+    S::Response: Checked + SessionResponse,
+    Req: Replayable,
 {
     let session = inner.session().clone();
-    let fail = |e| reauth::failure(e, session.failures());
     if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
         // The request's own credentials, not the session's to renew (a password call may start
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come.
         let (response, _) = inner.send(request);
-        return Ok(response.await.map_err(Into::into)?.map(PeekedBody::new));
+        return Ok(response.await.map_err(CallError::Service)?.unchecked());
     }
     let mut renewed = false;
     let (epoch, token) = {
@@ -110,84 +198,42 @@ where
         reauth
             .recover(&session, epoch, token, reauth.generation())
             .await
-            .map_err(fail)?;
+            .map_err(CallError::Reauthentication)?;
         renewed = true;
         // The renewal may have taken a while (a prompt): be ready again before sending.
         ready_again(&mut inner).await?;
     }
-    let (parts, body) = request.into_parts();
-    let tape = Tape::new(reauth.replay_limit(), &body.size_hint());
-    let original = parts.clone();
-    let request = Request::from_parts(parts, ReqB::wrap(Recording::new(body, tape.clone())));
+    let (request, record) = request.record(reauth.replay_limit());
     let generation = reauth.generation();
     let (response, sent) = inner.send(request);
-    let response = response.await.map_err(Into::into)?;
-    let (response, failed) = session_failure(&session, &tape, response).await;
+    let response = response.await.map_err(CallError::Service)?;
+    let sent_whole = Req::sent_whole(&record);
+    let (response, failed) = response.check(session.failures(), sent_whole).await;
     if renewed || !failed {
         // At most one recovery per call: a call renewed before sending hands over its answer.
         return Ok(response);
     }
-    let replay = tape.replay();
+    let replay = Req::replay(record);
     reauth
         .recover(&session, sent.epoch, sent.token, generation)
         .await
-        .map_err(fail)?;
+        .map_err(CallError::Reauthentication)?;
     let Some(replay) = replay else {
         // Recovered for the next calls; this one cannot be sent again.
-        tracing::debug!("session failure not replayed: body over the limit or failed");
+        tracing::debug!("session failure not replayed: the request cannot be sent again");
         return Ok(response);
     };
     ready_again(&mut inner).await?;
-    let (response, _) = inner.send(Request::from_parts(original, ReqB::wrap(replay)));
-    Ok(response.await.map_err(Into::into)?.map(PeekedBody::new))
+    let (response, _) = inner.send(replay);
+    Ok(response.await.map_err(CallError::Service)?.unchecked())
 }
 
 /// Drives the service ready again, before a call that follows a recovery.
-async fn ready_again<S, ReqB>(inner: &mut SessionService<S>) -> Result<(), BoxError>
+async fn ready_again<S, Req>(inner: &mut SessionService<S>) -> Result<(), CallError<S::Error>>
 where
-    S: Service<Request<ReqB>>,
-    S::Error: Into<BoxError>,
+    S: Service<Req>,
 {
-    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx).map_err(Into::into)).await
-}
-
-/// Whether `response` is a session failure, as the session's agent says them: in its headers,
-/// or in the trailers of a gRPC response whose headers said nothing (grpc-js sends every error
-/// so). The trailers are looked for only when the request was sent whole, so that a call whose
-/// request still streams is never held up; only as the first frame, so that a response that
-/// carries a message is handed over at its first message; and only for
-/// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a stream
-/// whose first message waits for an event is handed over without it.
-async fn session_failure<B: Body>(
-    session: &Session,
-    tape: &Tape,
-    response: Response<B>,
-) -> (Response<PeekedBody<B>>, bool) {
-    let failures = session.failures();
-    let in_headers = failures
-        .session_failure(response.status(), response.headers())
-        .is_some();
-    let awaiting_trailers = is_grpc(response.headers())
-        && !response.headers().contains_key("grpc-status")
-        && tape.is_read();
-    let mut response = response.map(PeekedBody::new);
-    if in_headers || !awaiting_trailers {
-        return (response, in_headers);
-    }
-    let in_trailers = response
-        .body_mut()
-        .trailers_first(failures.trailers_wait())
+    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx))
         .await
-        .is_some_and(|trailers| {
-            failures
-                .session_failure(http::StatusCode::OK, trailers)
-                .is_some()
-        });
-    (response, in_trailers)
-}
-
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+        .map_err(CallError::Service)
 }

@@ -1,0 +1,115 @@
+//! Re-authentication over `http`'s messages (tonic, hyper): the body is recorded on a
+//! [`Tape`] as it streams, and a failure is read from the headers or, for a gRPC response that
+//! said nothing else, its trailers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, header};
+use http_body::Body;
+use tower_service::Service;
+
+use super::{BoxedCall, Checked, ReauthService, Replayable};
+use crate::failures::SessionFailures;
+use crate::peek::PeekedBody;
+use crate::reauth;
+use crate::replay::{BoxError, Recording, Tape, WrapBody};
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ReauthService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    ReqB: WrapBody + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
+{
+    type Response = Response<PeekedBody<ResB>>;
+    type Error = BoxError;
+    type Future = BoxedCall<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.poll_inner::<Request<ReqB>>(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        self.call_boxed(request, reauth::failure)
+    }
+}
+
+/// The request's head, and its body on a tape: what was read of it, and the rest.
+impl<B> Replayable for Request<B>
+where
+    B: WrapBody + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Record = (http::request::Parts, Arc<Tape>);
+
+    fn record(self, limit: usize) -> (Self, Self::Record) {
+        let (parts, body) = self.into_parts();
+        let tape = Tape::new(limit, &body.size_hint());
+        let record = (parts.clone(), tape.clone());
+        let recording = B::wrap(Recording::new(body, tape));
+        (Request::from_parts(parts, recording), record)
+    }
+
+    fn sent_whole((_, tape): &Self::Record) -> bool {
+        tape.is_read()
+    }
+
+    fn replay((parts, tape): Self::Record) -> Option<Self> {
+        // `None` when the body went over the limit or failed.
+        let replay = tape.replay()?;
+        Some(Request::from_parts(parts, B::wrap(replay)))
+    }
+}
+
+impl<B> Checked for Response<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    type Output = Response<PeekedBody<B>>;
+
+    fn unchecked(self) -> Self::Output {
+        self.map(PeekedBody::new)
+    }
+
+    /// A failure in the headers, or in the trailers of a gRPC response whose headers said
+    /// nothing (grpc-js sends every error so). The trailers are looked for only when the
+    /// request was sent whole, so that a call whose request still streams is never held up;
+    /// only as the first frame, so that a response that carries a message is handed over at
+    /// its first message; and only for
+    /// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a
+    /// stream whose first message waits for an event is handed over without it.
+    async fn check(self, failures: &dyn SessionFailures, sent_whole: bool) -> (Self::Output, bool) {
+        let in_headers = failures
+            .session_failure(self.status(), self.headers())
+            .is_some();
+        let awaiting_trailers =
+            is_grpc(self.headers()) && !self.headers().contains_key("grpc-status") && sent_whole;
+        let mut response = self.unchecked();
+        if in_headers || !awaiting_trailers {
+            return (response, in_headers);
+        }
+        let in_trailers = response
+            .body_mut()
+            .trailers_first(failures.trailers_wait())
+            .await
+            .is_some_and(|trailers| {
+                failures
+                    .session_failure(http::StatusCode::OK, trailers)
+                    .is_some()
+            });
+        (response, in_trailers)
+    }
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}

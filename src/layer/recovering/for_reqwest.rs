@@ -1,0 +1,76 @@
+//! Re-authentication over reqwest's messages: a request is copied for its replay with
+//! `try_clone`, and a failure is read from the response's status and headers (reqwest hands
+//! over no trailers).
+
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::{BoxedCall, Checked, ReauthService, Replayable};
+use crate::failures::SessionFailures;
+use crate::replay::BoxError;
+
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+impl<S> Service<reqwest::Request> for ReauthService<S>
+where
+    S: Service<reqwest::Request, Response = reqwest::Response> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+{
+    type Response = reqwest::Response;
+    type Error = BoxError;
+    type Future = BoxedCall<reqwest::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.poll_inner::<reqwest::Request>(cx)
+    }
+
+    fn call(&mut self, request: reqwest::Request) -> Self::Future {
+        // No tonic here to hand a `Status` to: the crate's own error, which a reqwest user
+        // downcasts to.
+        self.call_boxed(request, |error, _| Box::new(error))
+    }
+}
+
+/// A copy of the request, or `None` when its body streams and so cannot be copied.
+impl Replayable for reqwest::Request {
+    type Record = Option<reqwest::Request>;
+
+    fn record(self, _limit: usize) -> (Self, Self::Record) {
+        // A body held in memory is shared by the copy (reference-counted bytes), so it costs
+        // nothing to keep and the replay limit, which bounds what a recording buffers, does not
+        // apply. The copy is taken before the session's token goes on the request: its replay
+        // gets the token the recovery brought.
+        let copy = self.try_clone();
+        (self, copy)
+    }
+
+    fn sent_whole(_: &Self::Record) -> bool {
+        // reqwest does not say; nothing waits on a reqwest response for it anyway.
+        false
+    }
+
+    fn replay(record: Self::Record) -> Option<Self> {
+        record
+    }
+}
+
+impl Checked for reqwest::Response {
+    type Output = Self;
+
+    fn unchecked(self) -> Self {
+        self
+    }
+
+    fn check(
+        self,
+        failures: &dyn SessionFailures,
+        _sent_whole: bool,
+    ) -> impl Future<Output = (Self, bool)> + Send {
+        let failed = failures
+            .session_failure(self.status(), self.headers())
+            .is_some();
+        std::future::ready((self, failed))
+    }
+}
