@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use agent_session::{AgentTokens, Session, SessionLayer, Token, TokenFile, Watch};
 use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt as _;
 use tower::{Layer as _, ServiceExt as _};
 
 #[derive(Clone, Default)]
@@ -92,6 +93,60 @@ async fn a_refresh_write_is_logged_in_its_calls_span() {
         written
             .contains(r#"session_call{path="/agent.v1.AgentService/Echo" credentials="session""#),
         "the write is not in its call's span: {written}"
+    );
+    assert!(!text.contains("secret"), "a token reached the log:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_is_logged_in_its_calls_span() {
+    type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, agent_session::BoxError>;
+    let log = log();
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(TokenFile::in_dir(dir.path()))
+        .watch(Watch::Off)
+        .build();
+    session
+        .start_with_token(Token::new("stale.secret").unwrap())
+        .await
+        .unwrap();
+    // An agent that takes only the re-authenticator's token, and refuses the rest as RFC 6750
+    // says.
+    let agent = tower::service_fn(|request: Request<Body>| async move {
+        let accepted = request.headers()[header::AUTHORIZATION] == "Bearer fresh.secret";
+        let mut response = Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+        if !accepted {
+            *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let unlock = || async { Ok::<_, agent_session::BoxError>(Token::new("fresh.secret")?) };
+    let body: Body = http_body_util::BodyExt::boxed_unsync(
+        http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}),
+    );
+    let request = Request::builder()
+        .uri("http://agent.test/agent.v1.AgentService/AgentStatus")
+        .body(body)
+        .unwrap();
+    let response = SessionLayer::new(session.clone())
+        .reauthenticate_with(unlock)
+        .layer(agent)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "recovered and replayed");
+
+    let text = log.text();
+    let recovering = text
+        .lines()
+        .find(|line| line.contains("re-authenticating"))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{text}"));
+    assert!(
+        recovering.contains(r#"session_reauth{path="/agent.v1.AgentService/AgentStatus"}"#),
+        "the recovery is not in its call's span: {recovering}"
     );
     assert!(!text.contains("secret"), "a token reached the log:\n{text}");
 }

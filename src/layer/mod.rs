@@ -27,7 +27,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::header;

@@ -169,7 +169,24 @@ pub(crate) enum CallError<E> {
 /// One call with re-authentication on: renew a token due for renewal first, record the
 /// request, and on a session failure recover once and replay once. A request with credentials
 /// of its own, or made by the re-authenticator, goes through the session service as it is.
+///
+/// It runs in a DEBUG span `session_reauth{path}`, so that the recovery's events and the spans
+/// of the call's sendings are inside it.
 pub(crate) async fn call_with_reauth<S, Req>(
+    inner: SessionService<S>,
+    reauth: Reauth,
+    request: Req,
+) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
+where
+    S: Service<Req>,
+    S::Response: Checked + SessionResponse,
+    Req: Replayable,
+{
+    let span = tracing::debug_span!("session_reauth", path = request.path());
+    tracing::Instrument::instrument(recover_and_replay(inner, reauth, request), span).await
+}
+
+async fn recover_and_replay<S, Req>(
     mut inner: SessionService<S>,
     reauth: Reauth,
     request: Req,
