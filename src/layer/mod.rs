@@ -76,14 +76,18 @@ impl SessionLayer {
     /// A call that fails again after its replay hands that failure over; a call whose body was
     /// over the replay limit, or failed, hands over the first.
     /// A token is sent as it is whatever its JWT `exp` says (the agent's clock decides; see
-    /// [`SessionLayer::renew_before_expiry`]). Request bodies must be
-    /// [`WrapBody`](crate::WrapBody) (tonic's is), and the service's error becomes a
+    /// [`SessionLayer::renew_before_expiry`]). The service's error becomes a
     /// [`BoxError`](crate::BoxError).
     ///
-    /// A failed re-authentication is [`Error::Reauthentication`](crate::Error); with the
-    /// `tonic` feature it reaches the caller as a `tonic::Status` whose source is that error:
-    /// the agent's own status when the agent refused the unlock, `UNAUTHENTICATED` otherwise,
-    /// so that tonic hands it over as it is rather than as `UNKNOWN`.
+    /// Over `http` types (tonic, hyper), request bodies must be [`WrapBody`](crate::WrapBody)
+    /// (tonic's is): they are recorded up to the replay limit. Over reqwest, the request is
+    /// copied with `try_clone` (a streaming body cannot be, and is not replayed).
+    ///
+    /// A failed re-authentication is [`Error::Reauthentication`](crate::Error). Over `http`
+    /// types, with the `tonic` feature, it reaches the caller as a `tonic::Status` whose source
+    /// is that error: the agent's own status when the agent refused the unlock,
+    /// `UNAUTHENTICATED` otherwise, so that tonic hands it over as it is rather than as
+    /// `UNKNOWN`. Over reqwest it is the crate's [`Error`](crate::Error), boxed.
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
