@@ -206,6 +206,7 @@ impl Error {
     /// assert!(Error::from_status(&tonic::Status::not_found("x")).is_none());
     /// ```
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn from_status(status: &tonic::Status) -> Option<Self> {
         if let Some(ours) = Self::wrapped_in(status) {
             return Some(ours);
@@ -232,6 +233,7 @@ impl Error {
     /// assert!(matches!(Error::from_status_with(&status, &Polykey), Some(Error::TokenNotProvided)));
     /// ```
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn from_status_with(
         status: &tonic::Status,
         failures: &dyn crate::SessionFailures,
@@ -283,6 +285,7 @@ impl Error {
 }
 
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 impl From<Error> for tonic::Status {
     /// A session failure becomes `UNAUTHENTICATED` with the contract's message; other errors
     /// become `INTERNAL`.
