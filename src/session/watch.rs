@@ -13,6 +13,30 @@ use super::*;
 /// The watch starts with [`Session::start`] (or the first explicit change), which creates the
 /// file's directory (mode 0700) if it is missing, and ends when the last clone of the session
 /// is dropped. A store that is not the session file is watched only by [`Watch::Poll`].
+///
+/// Two sessions on one file, as two processes would have (a long-lived one, and a command that
+/// unlocks):
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_session::{Session, Token, TokenFile, Watch};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let daemon = Session::builder(TokenFile::in_dir(dir.path()))
+///     .watch(Watch::Poll(Duration::from_millis(20))) // as on NFS; the default is Watch::Notify
+///     .build();
+/// daemon.start().await?; // no file yet: no token; the watch starts
+/// let since = daemon.epoch();
+///
+/// let command = Session::new(TokenFile::in_dir(dir.path()));
+/// command.start_with_token(Token::new("t1")?).await?;
+///
+/// tokio::time::timeout(Duration::from_secs(10), daemon.changed_since(since)).await?;
+/// assert_eq!(daemon.token(), Some(Token::new("t1")?));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Watch {
