@@ -248,6 +248,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Every Rust snippet of the README, compiled (and, unless marked `no_run`, run) by
+/// `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}
+
 #[macro_use]
 mod macros;
 
