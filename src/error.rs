@@ -115,9 +115,26 @@ impl Error {
     /// | other I/O | 74 (`EX_IOERR`) |
     /// | the session file is locked by another process | 75 (`EX_TEMPFAIL`) |
     ///
+    /// The crate docs' [exit code table](crate#exit-codes) adds the codes the example client
+    /// uses for its own failures.
+    ///
     /// ```
-    /// assert_eq!(agent_session::Error::TokenNotProvided.exit_code(), 77);
-    /// assert_eq!(agent_session::Error::TokenInvalid.exit_code(), 65);
+    /// use std::process::ExitCode;
+    /// use agent_session::Error;
+    ///
+    /// assert_eq!(Error::TokenNotProvided.exit_code(), 77);
+    /// assert_eq!(Error::TokenInvalid.exit_code(), 65);
+    ///
+    /// /// How a command-line client ends on a session error.
+    /// fn fail(error: &Error) -> ExitCode {
+    ///     eprintln!("error: {error}");
+    ///     if error.is_session_failure() {
+    ///         eprintln!("hint: unlock the agent again");
+    ///     }
+    ///     // Every code is a sysexits code, 64 to 78.
+    ///     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
+    /// }
+    /// let _ = fail(&Error::TokenInvalid);
     /// ```
     pub fn exit_code(&self) -> i32 {
         const EX_DATAERR: i32 = 65;
@@ -206,6 +223,7 @@ impl Error {
     /// assert!(Error::from_status(&tonic::Status::not_found("x")).is_none());
     /// ```
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn from_status(status: &tonic::Status) -> Option<Self> {
         if let Some(ours) = Self::wrapped_in(status) {
             return Some(ours);
@@ -232,6 +250,7 @@ impl Error {
     /// assert!(matches!(Error::from_status_with(&status, &Polykey), Some(Error::TokenNotProvided)));
     /// ```
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn from_status_with(
         status: &tonic::Status,
         failures: &dyn crate::SessionFailures,
@@ -283,6 +302,7 @@ impl Error {
 }
 
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 impl From<Error> for tonic::Status {
     /// A session failure becomes `UNAUTHENTICATED` with the contract's message; other errors
     /// become `INTERNAL`.

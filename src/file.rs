@@ -1,18 +1,5 @@
-//! [`TokenFile`]: the session file, shared by every process of a user.
-//!
-//! The protocol, which every process (and every other implementation) follows:
-//!
-//! - The file holds the token and a newline. Reading trims surrounding white space; a missing,
-//!   empty or blank file means "no token".
-//! - A write never touches the file in place: it writes a temp file in the same directory
-//!   (mode 0600), `fsync`s it, `rename`s it over the session file and `fsync`s the directory. A
-//!   reader sees the old token or the new one, never a mix, even across a crash.
-//! - Writers take an exclusive lock on a sidecar file, `<name>.lock`, which is never renamed
-//!   (a lock on the session file itself would be lost by the rename). Readers take no lock.
-//! - No writer waits for the lock forever: another process may hold it stopped (Ctrl-Z) or
-//!   stuck on a hung filesystem. A refresh write gives up after [`DEFAULT_REFRESH_LOCK_WAIT`],
-//!   an explicit write or removal after [`DEFAULT_LOCK_WAIT`], with [`Error::Locked`]. Nothing
-//!   is ever written or removed without the lock.
+//! [`TokenFile`]: the session file, shared by every process of a user. Its protocol, which
+//! every process (and every other implementation) follows, is in [`TokenFile`]'s docs.
 //!
 //! Every method here is blocking; [`Session`](crate::Session) runs them off the async workers.
 
@@ -51,16 +38,76 @@ const MAX_LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// The name of the session file inside a client directory.
 pub const TOKEN_FILE_NAME: &str = "token";
 
-/// The session file and its lock file.
+/// The session file and its lock file: where a [`Session`](crate::Session) keeps its token by
+/// default, shared by every process of the user.
 ///
-/// ```no_run
+/// Every method is blocking (it may wait for the lock and for the disk); a session runs them
+/// off the async workers.
+///
+/// ```
 /// use agent_session::{Token, TokenFile};
 ///
-/// let file = TokenFile::in_dir("/home/me/.agent");
-/// file.write(&Token::new("abc").unwrap())?;
-/// assert_eq!(file.read()?.map(|t| t.expose().to_owned()), Some("abc".into()));
-/// # Ok::<_, agent_session::Error>(())
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let file = TokenFile::in_dir(dir.path().join("client")); // …/client/token
+/// assert_eq!(file.read()?, None); // no file: no token
+///
+/// file.write(&Token::new("t1")?)?; // explicit: replaces whatever is there
+/// assert_eq!(std::fs::read_to_string(file.path())?, "t1\n");
+///
+/// // A refresh replaces only the token it expects: here another process's unlock won.
+/// assert!(!file.replace_if(Some(&Token::new("t0")?), &Token::new("t2")?)?);
+/// assert!(file.replace_if(Some(&Token::new("t1")?), &Token::new("t2")?)?);
+/// assert_eq!(file.read()?, Some(Token::new("t2")?));
+///
+/// file.remove()?; // a lock
+/// assert_eq!(file.read()?, None);
+/// # Ok(()) }
 /// ```
+///
+/// # The file protocol
+///
+/// What every process sharing the file does, this crate's and any other implementation's:
+///
+/// - **Where.** The file is `<dir>/token` ([`TokenFile::in_dir`], [`TOKEN_FILE_NAME`]) or any
+///   path ([`TokenFile::new`]). A missing directory is created, with its parents, with mode
+///   0700 before the first write or removal, and when a session starts watching the file.
+/// - **What.** The token and a newline. A reader trims white space around it; a missing, empty
+///   or blank file means "no token". A file larger than [`MAX_FILE_LEN`] (a token of
+///   [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN) and 1 KiB of white space) is refused unread; one
+///   that is not a regular file (a FIFO is opened without waiting for a writer), not UTF-8, or
+///   not a bearer token is [`Error::CorruptFile`]. No error shows the content. (A running
+///   session that sees the file turn blank keeps its token until the write lands: a shell's
+///   `echo … > token` truncates the file before it writes.)
+/// - **Writers take the lock.** Every write and removal holds an exclusive `flock` on the lock
+///   file, `<name>.lock` beside the file ([`TokenFile::lock_path`]; mode 0600, never renamed,
+///   never removed: a lock on the session file itself would be lost with the rename). Nothing
+///   is written or removed without it.
+/// - **Nobody waits forever.** A holder may be stopped (Ctrl-Z) or stuck on a hung filesystem:
+///   a refresh write gives up after [`TokenFile::refresh_lock_wait`]
+///   ([`DEFAULT_REFRESH_LOCK_WAIT`], the refresh stays in memory), an explicit write or removal
+///   after [`TokenFile::lock_wait`] ([`DEFAULT_LOCK_WAIT`]), with [`Error::Locked`] naming the
+///   lock file.
+/// - **A write replaces the file whole.** Under the lock: a temp file in the same directory
+///   (`.<name>.<8 random characters>.tmp`, created exclusively with mode 0600), the token and a
+///   newline written to it, `fsync`, `rename` over the file, `fsync` of the directory. A
+///   removal is `unlink`, then `fsync` of the directory.
+/// - **Readers take no lock.** The rename is atomic: a reader sees the old token or the new one,
+///   never a mix, and never waits for a writer.
+/// - **Two kinds of write.** An *explicit* write ([`TokenFile::write`], after an unlock)
+///   replaces whatever is there, a corrupt file included. A *refresh* write
+///   ([`TokenFile::replace_if`]) reads the file under the lock and replaces it only if it still
+///   holds the token the writer last read or wrote: a refresh never brings back a session
+///   another process locked, nor overwrites a token another process unlocked.
+/// - **A crash** at any point leaves the file whole: the old token, or the new one once the
+///   rename is durable. It may leave a temp file, which the next explicit write removes (under
+///   the lock no live writer has one), as does [`Session::start`](crate::Session::start) when
+///   no one holds the lock. The lock is the kernel's and dies with its process: a crash never
+///   leaves the file locked.
+///
+/// A running session learns of another process's change through its
+/// [`Watch`](crate::Watch); which refreshes it writes, and when, is
+/// [`AgentTokens`](crate::AgentTokens)'s table.
 #[derive(Debug, Clone)]
 pub struct TokenFile {
     path: PathBuf,

@@ -7,12 +7,13 @@
 //! - [`Session`] holds the current token, in memory (read without a lock on every call) and in a
 //!   session file ([`TokenFile`]) shared by every process of the user, written atomically.
 //! - [`SessionLayer`] wraps any tower service over `http` types (a tonic `Channel`, a hyper-util
-//!   client): it puts `authorization: Bearer <token>` on each request, marked sensitive, and keeps
-//!   the refreshed token each response brings. It serves `reqwest::Client` too; with the
-//!   `reqwest-middleware` feature, `SessionMiddleware` does the same on a `reqwest-middleware`
-//!   client.
+//!   client) or, with the `reqwest` feature, reqwest's: it puts `authorization: Bearer <token>`
+//!   on each request, marked sensitive, and keeps the refreshed token each response brings.
+//!   With [`SessionLayer::reauthenticate_with`] it also recovers from a session failure and
+//!   replays the call. With the `reqwest-middleware` feature, `SessionMiddleware` does the same
+//!   on a `reqwest-middleware` client.
 //! - [`Error`] types the two session failures, [`Error::TokenNotProvided`] (exit code 77) and
-//!   [`Error::TokenInvalid`] (exit code 65), and the file errors; `Error::from_status` and
+//!   [`Error::TokenInvalid`] (exit code 65), and the file errors; [`Error::from_status`] and
 //!   [`Error::from_response`] read them off a rejection.
 //! - With the `agent` feature, [`agent`] is the other half: minting, checking and revoking
 //!   tokens, and the `agent.v1` gRPC service.
@@ -34,9 +35,227 @@
 //! session.start_with_token(Token::new("eyJhbGciOi.e30.c2ln")?).await?;
 //! # let _ = service; Ok(()) }
 //! ```
+//!
+//! # The flow
+//!
+//! A session's life, from the unlock to the recovery from a rejection. Steps 2 and 3 are every
+//! call's; step 5 happens only with re-authentication on (without it the rejection is handed
+//! to the application, which unlocks as in step 1 and calls again).
+//!
+//! ```text
+//!  application         Session + layer                session file              agent
+//!     |                       |                             |                     |
+//!     |-- 1. unlock: SessionUnlock(password), on a channel without the layer ---->|
+//!     |<-------------------------------------------------------------- token t1 --|
+//!     |-- start_with_token -->| t1 in use at once           |                     |
+//!     |                       |-- explicit write ---------->| t1                  |
+//!     |                       |                             |                     |
+//!     |-- 2. call ----------->|-- authorization: Bearer t1 ---------------------->|
+//!     |                       |<----- 3. refresh: 200, authorization: Bearer t2 --|
+//!     |<---------- response --| t2 in use at once           |                     |
+//!     |                       |-- compare-and-swap -------->| t2                  |
+//!     |                       |   (as AgentTokens says)     |                     |
+//!     |                       |                             |                     | lock all:
+//!     |                       |                             |                     | tokens end
+//!     |-- call -------------->|-- authorization: Bearer t2 ---------------------->|
+//!     |                       |<------ 4. rejection: 401, error="invalid_token" --|
+//!     |                       |-- 5. read the file again -->|                     |
+//!     |                       |   another process's token   | t2, or              |
+//!     |                       |   there? use it. Else run   | another's           |
+//!     |                       |   the re-authenticator,     |                     |
+//!     |                       |   once for all the calls    |                     |
+//!     |                       |   failing together          |                     |
+//!     |                       |-- unlock ---------------------------------------->|
+//!     |                       |<-------------------------------------------- t3 --|
+//!     |                       |-- explicit write ---------->| t3                  |
+//!     |                       |-- replay: authorization: Bearer t3 -------------->|
+//!     |<---------- response --|<----------------- 200, authorization: Bearer t4 --|
+//! ```
+//!
+//! Meanwhile another process may write the file (its own unlock or refresh) or remove it (a
+//! lock): the session sees the change through its [`Watch`] and uses what the file holds from
+//! the next call on; [`Session::changed_since`] waits for that.
+//!
+//! The same flow, runnable, with a stand-in for the agent (a `service_fn` that takes only the
+//! token it gave out last and rotates it on every call) and a [`MemoryStore`] for the file:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::{Arc, Mutex};
+//!
+//! use agent_session::{MemoryStore, Session, SessionLayer, Token};
+//! use http::{Request, Response, StatusCode};
+//! use tonic::body::Body;
+//! use tower::{Layer as _, Service as _, ServiceExt as _};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), agent_session::BoxError> {
+//! // The agent accepts `t<n>`, answers with `t<n+1>`; `None` after a lock all.
+//! let accepted: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(Some(1)));
+//! let agent = tower::service_fn({
+//!     let accepted = accepted.clone();
+//!     move |request: Request<Body>| {
+//!         let accepted = accepted.clone();
+//!         async move {
+//!             let mut accepted = accepted.lock().unwrap();
+//!             let sent = request.headers().get("authorization");
+//!             let mut response = Response::new(Body::empty());
+//!             match *accepted {
+//!                 Some(n) if sent.is_some_and(|v| *v == format!("Bearer t{n}")) => {
+//!                     *accepted = Some(n + 1);
+//!                     let refresh = format!("Bearer t{}", n + 1).parse().unwrap();
+//!                     response.headers_mut().insert("authorization", refresh);
+//!                 }
+//!                 _ => {
+//!                     *response.status_mut() = StatusCode::UNAUTHORIZED;
+//!                     let challenge = r#"Bearer realm="agent", error="invalid_token""#.parse();
+//!                     response.headers_mut().insert("www-authenticate", challenge.unwrap());
+//!                 }
+//!             }
+//!             Ok::<_, Infallible>(response)
+//!         }
+//!     }
+//! });
+//! // What a re-authenticator does: ask for the password, call the agent's unlock.
+//! let unlocks = Arc::new(AtomicUsize::new(0));
+//! let unlock = {
+//!     let (accepted, unlocks) = (accepted.clone(), unlocks.clone());
+//!     move || {
+//!         let (accepted, unlocks) = (accepted.clone(), unlocks.clone());
+//!         async move {
+//!             unlocks.fetch_add(1, Ordering::Relaxed);
+//!             *accepted.lock().unwrap() = Some(10);
+//!             Token::new("t10")
+//!         }
+//!     }
+//! };
+//!
+//! // 1. Unlocked: the session starts with the agent's token.
+//! let store = MemoryStore::new(); // in real use, `TokenFile::in_dir(dir)`
+//! let session = Session::new(store.clone());
+//! session.start_with_token(Token::new("t1")?).await?;
+//! let mut service = SessionLayer::new(session.clone())
+//!     .reauthenticate_with(unlock)
+//!     .layer(agent);
+//! let call = || Request::post("http://agent.test/agent.v1.AgentService/AgentStatus");
+//!
+//! // 2. A call goes with `Bearer t1`; 3. its response refreshes the session to t2.
+//! let response = service.ready().await?.call(call().body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(session.token(), Some(Token::new("t2")?));
+//!
+//! // 4. The agent ends every session; 5. the next call is refused, recovered and replayed.
+//! *accepted.lock().unwrap() = None;
+//! let response = service.ready().await?.call(call().body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(unlocks.load(Ordering::Relaxed), 1);
+//! assert_eq!(session.token(), Some(Token::new("t11")?));
+//! session.flush().await?; // refreshes are written behind: wait for them
+//! assert_eq!(store.token(), Some(Token::new("t11")?));
+//! # Ok(()) }
+//! ```
+//!
+//! # Where the token lives
+//!
+//! - The session file: [`TokenFile`] says its protocol (lock file, atomic replace, modes, what
+//!   a crash leaves), which any other implementation sharing the file must follow.
+//! - Which refreshed tokens are written, and whether a call waits for the write: the table on
+//!   [`AgentTokens`].
+//! - How another process's change reaches a running session: [`Watch`] (a notification from
+//!   the OS by default, polling for network filesystems).
+//! - Somewhere else: implement [`TokenStore`] (an OS keyring, a secrets manager), or keep the
+//!   token in memory with [`MemoryStore`].
+//!
+//! # Exit codes
+//!
+//! [`Error::exit_code`] gives each error a code after BSD's `sysexits.h`, so that a command-line
+//! client exits with the same code for the same failure. The example client
+//! (`examples/client.rs`, `client --help`) uses the rest of the table for its own failures.
+//!
+//! | code | `sysexits.h` | [`Error`] | also, in the example client |
+//! |---|---|---|---|
+//! | 0 | | | success |
+//! | 64 | `EX_USAGE` | | a usage error; no password given |
+//! | 65 | `EX_DATAERR` | [`TokenInvalid`](Error::TokenInvalid), [`MalformedToken`](Error::MalformedToken), [`CorruptFile`](Error::CorruptFile) | |
+//! | 66 | `EX_NOINPUT` | | the password file cannot be read |
+//! | 69 | `EX_UNAVAILABLE` | | the agent cannot be reached |
+//! | 70 | `EX_SOFTWARE` | | the agent failed the call in another way |
+//! | 73 | `EX_CANTCREAT` | [`WriteFile`](Error::WriteFile) when the file or its directory cannot be created (read-only filesystem, disk full, …) | |
+//! | 74 | `EX_IOERR` | [`ReadFile`](Error::ReadFile), [`WriteFile`](Error::WriteFile) (other I/O errors), [`Store`](Error::Store) | the terminal cannot be read |
+//! | 75 | `EX_TEMPFAIL` | [`Locked`](Error::Locked): try again later | |
+//! | 77 | `EX_NOPERM` | [`TokenNotProvided`](Error::TokenNotProvided), [`Reauthentication`](Error::Reauthentication), [`ReadFile`](Error::ReadFile) or [`WriteFile`](Error::WriteFile) with permission denied | the agent refused the password |
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tonic` | yes | [`Error::from_status`], [`Error::from_status_with`], [`Session::authorize`], `From<Error> for tonic::Status`, [`WrapBody`] for tonic's body |
+//! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in `agent_session::proto`; implies `tonic` |
+//! | `agent` | no | the agent side, [`agent`]: `SessionManager` (mint, verify, `lock_all`), `AuthLayer`, `Agent` and `HttpAgent`, the `agent.v1` server; implies `client` |
+//! | `reqwest` | no | [`SessionRequest`] and [`SessionResponse`] for reqwest's types: the layer over `reqwest::Client` |
+//! | `reqwest-middleware` | no | `SessionMiddleware`, the session on a `reqwest_middleware::ClientBuilder`; implies `reqwest` |
+//!
+//! # Tracing
+//!
+//! The crate logs with [`tracing`](https://docs.rs/tracing) under the target `agent_session`
+//! (`RUST_LOG=agent_session=debug`), and never a token or a password.
+//!
+//! Each call through the layer opens a `DEBUG` span, `session_call`, with the fields `path` (the
+//! request's path; for gRPC `/package.Service/Method`), `credentials` (`session`, `password`,
+//! or `none or own`: what the request carried, never its value) and `epoch` (the session's epoch
+//! the call was sent in). The events of the call's refresh, and of the writer and the blocking
+//! work it starts, are inside it. With re-authentication on, a call runs in a `DEBUG` span
+//! `session_reauth` (field `path`): its recovery's events, and the `session_call` spans of its
+//! sending and its replay, are inside it. The events of [`Session::start`], [`Session::clear`]
+//! and the like are in the span of the task that called them; the watch's are in no span.
+//!
+//! | level | event | what happened |
+//! |---|---|---|
+//! | `DEBUG` | `refresh accepted` | a response brought a new token: in use, and on its way to the store |
+//! | `TRACE` | `refresh accepted; the file's token lives as long` | in use, not written ([`AgentTokens`]) |
+//! | `DEBUG` | `refreshed token dropped: the session changed since the call` | an unlock, a lock or another process's token came in between |
+//! | `WARN` | `ignoring a malformed token from the agent` | the response's `authorization` is no bearer token (`reason`); the token stays |
+//! | `WARN` | `ignoring a token on a rejected call` | a token on a rejection is no refresh |
+//! | `DEBUG` | `refreshed token written` | the writer wrote a refresh (`elapsed`) |
+//! | `INFO` | `refresh lost to another process; using what the file holds` | the compare-and-swap found another token, or none (`token_found`) |
+//! | `WARN` | `refreshed token kept in memory; it is written with a later refresh` | another process held the lock too long ([`SessionStats::lock_timeouts`]) |
+//! | `WARN` | `cannot write the refreshed token` | the write failed (`error`); [`Session::flush`] reports it |
+//! | `ERROR` | `the session's refresh writer stopped early` | the writer was dropped unfinished; the calls waiting for it go on |
+//! | `WARN` | `the token's write is taking long; answering the call without it` | a call waited [`SessionBuilder::call_wait`]; the write goes on |
+//! | `DEBUG` | `password call's token dropped: the session changed since` | see [`SessionBuilder::start_on_password`] |
+//! | `WARN` | `cannot write the token a password call brought` | (`error`); [`Session::flush`] reports it |
+//! | `DEBUG` | `session started` | [`Session::start`] read the store (`token_found`) |
+//! | `DEBUG` | `session token written` | an explicit write: an unlock, a recovery, a password call (`elapsed`) |
+//! | `DEBUG` | `session cleared` | [`Session::clear`] removed the token |
+//! | `DEBUG` | `could not remove a stale temp file` | a dead writer's temp file stays (`error`) |
+//! | `ERROR` | `cannot start a thread for the session's file work` | outside Tokio, no thread could be made (`error`); the work is dropped |
+//! | `DEBUG` | `the token expires within the renewal margin; renewing it first` | see [`SessionLayer::renew_before_expiry`] |
+//! | `INFO` | `another process holds a new token; using it` | a recovery found another process's token in the file |
+//! | `WARN` | `cannot re-read the session file` | a recovery could not read the file (`error`); it re-authenticates |
+//! | `INFO` | `re-authenticating` | the re-authenticator runs, once for the calls failing together |
+//! | `WARN` | `re-authentication failed` | the calls get [`Error::Reauthentication`] |
+//! | `WARN` | `cannot write the new token` | the recovered token is in use but not on disk (`error`) |
+//! | `DEBUG` | `session failure not replayed: the request cannot be sent again` | recovered for the next calls; this one gets its failure |
+//! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
+//! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
+//! | `WARN` | `the session file changed but cannot be used` | the file holds no token (`error`); the session keeps its own |
+//! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`) |
+//! | `WARN` | `cannot watch the session file; polling it instead` | no notification could be had (`error`); the file is looked at once a second |
+//! | `WARN` | `cannot watch the session file; other processes' changes are seen only on a failure` | no watch could start (`error`) |
+//!
+//! # Platform
+//!
+//! Unix only for now: the session file relies on Unix file modes, `flock` and `O_NONBLOCK`.
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// Every Rust snippet of the README, compiled (and, unless marked `no_run`, run) by
+/// `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}
 
 #[macro_use]
 mod macros;

@@ -57,6 +57,7 @@ impl<B> SessionResponse for http::Response<B> {
 }
 
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 impl SessionRequest for reqwest::Request {
     fn headers(&self) -> &HeaderMap {
         self.headers()
@@ -72,6 +73,7 @@ impl SessionRequest for reqwest::Request {
 }
 
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 impl SessionResponse for reqwest::Response {
     fn status(&self) -> StatusCode {
         self.status()

@@ -40,6 +40,7 @@ pub trait WrapBody: Body<Data = Bytes> + Sized {
 }
 
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 impl WrapBody for tonic::body::Body {
     fn wrap<B>(body: B) -> Self
     where

@@ -55,6 +55,7 @@ impl Session {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Error> {
         let header = self.call_credentials()?;
         // A token's header value is visible ASCII, which is what ASCII metadata holds.

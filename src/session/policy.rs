@@ -18,6 +18,32 @@ use crate::token::Token;
 /// so a process that dies before the write loses nothing the next process needs. With tokens
 /// that a refresh revokes, the file must hold the new token before anyone can act on the
 /// response, or the next process starts from a revoked token.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use agent_session::{AgentTokens, MemoryStore, Session, SessionLayer, Token};
+/// use http::{Request, Response};
+/// use tower::{Layer as _, ServiceExt as _};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // An agent whose refresh revokes the token it replaces.
+/// let agent = tower::service_fn(|_: Request<()>| async {
+///     let mut response = Response::new(());
+///     response.headers_mut().insert("authorization", "Bearer t2".parse().unwrap());
+///     Ok::<_, Infallible>(response)
+/// });
+/// let store = MemoryStore::new();
+/// let session = Session::builder(store.clone())
+///     .agent_tokens(AgentTokens::RevokedOnRefresh)
+///     .build();
+/// session.start_with_token(Token::new("t1")?).await?;
+///
+/// SessionLayer::new(session.clone()).layer(agent).oneshot(Request::new(())).await?;
+/// // The call returned once t2 was stored: a process starting now finds it, not the dead t1.
+/// assert_eq!(store.token(), Some(Token::new("t2")?));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentTokens {

@@ -18,6 +18,30 @@ use super::*;
 /// has 128 by default): share one `Session` (its clones are cheap) rather than make many of
 /// one file. A session whose file cannot be watched by notification polls it once a second, and
 /// says so in a warning.
+///
+/// Two sessions on one file, as two processes would have (a long-lived one, and a command that
+/// unlocks):
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_session::{Session, Token, TokenFile, Watch};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let daemon = Session::builder(TokenFile::in_dir(dir.path()))
+///     .watch(Watch::Poll(Duration::from_millis(20))) // as on NFS; the default is Watch::Notify
+///     .build();
+/// daemon.start().await?; // no file yet: no token; the watch starts
+/// let since = daemon.epoch();
+///
+/// let command = Session::new(TokenFile::in_dir(dir.path()));
+/// command.start_with_token(Token::new("t1")?).await?;
+///
+/// tokio::time::timeout(Duration::from_secs(10), daemon.changed_since(since)).await?;
+/// assert_eq!(daemon.token(), Some(Token::new("t1")?));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Watch {
