@@ -1,6 +1,7 @@
 //! Another process's change to the session file reaches a running session through its watch,
 //! with no call made: the `client` example, run as its own process, unlocks and locks while a
-//! session in this process waits for the change.
+//! session in this process waits for the change. Linux only: the notification test checks for
+//! the inotify instance in `/proc/self/fd`.
 
 use std::time::Duration;
 
@@ -13,13 +14,34 @@ use cli_support::Fixture;
 /// Far longer than a pickup takes (milliseconds), so that only a missed change fails.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// The inotify instances this process holds.
+fn inotify_instances() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("inotify"))
+        .count()
+}
+
 async fn sees_unlock_and_lock(watch: Watch) {
     let fixture = Fixture::new();
+    let instances = inotify_instances();
     let session = Session::builder(TokenFile::in_dir(fixture.session_dir()))
         .watch(watch)
         .build();
     session.start().await.unwrap();
     assert_eq!(session.token(), None);
+    if watch == Watch::Notify {
+        // Polled for its first second, then watched by notification: wait for the hand-over,
+        // so that what follows is seen by inotify alone.
+        tokio::time::timeout(BOUND, async {
+            while inotify_instances() == instances {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the session watches its file by notification after its first second");
+    }
 
     let since = session.epoch();
     fixture.unlock();

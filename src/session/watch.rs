@@ -49,6 +49,11 @@ pub enum Watch {
     /// FSEvents on macOS, kqueue on the BSDs, through the `notify` crate): a change is picked up
     /// within milliseconds, by one thread that sleeps otherwise. Where the OS has no such
     /// notification, `notify` polls.
+    ///
+    /// For its first second a session looks at the file every 40 ms instead: closing an inotify
+    /// instance costs a process 10 to 20 ms at its exit, which a command-line run that makes one
+    /// call would feel. So a process that ends within a second never makes one, and the pickup
+    /// stays within 50 ms all along.
     #[default]
     Notify,
     /// Looks at the store this often (one `stat` of the session file, or
@@ -67,13 +72,14 @@ pub(super) enum Armed {
     Notify {
         _watcher: Box<dyn notify::Watcher + Send>,
     },
-    /// A thread that looks every interval; it ends once the session is gone.
+    /// A thread that looks every interval (and may hand over to notifications); it ends once
+    /// the session is gone.
     Poll,
 }
 
 /// Starts the watch, once per session. Runs on a blocking thread. A watch that cannot start
-/// (no directory, no inotify instance left) is logged; the session works on, seeing other
-/// processes' changes as with [`Watch::Off`].
+/// (no thread to be had) is logged; the session works on, seeing other processes' changes as
+/// with [`Watch::Off`].
 pub(super) fn arm(shared: &Arc<Shared>) {
     if shared.watch == Watch::Off {
         return;
@@ -83,13 +89,13 @@ pub(super) fn arm(shared: &Arc<Shared>) {
         return;
     }
     let started = match (shared.watch, &shared.file) {
-        (Watch::Poll(interval), _) => poll(shared, interval),
-        (_, Some(file)) => notify(shared, file).or_else(|e| {
-            // No notification to be had here (the per-user limit of inotify instances
-            // reached, say): look once a second instead.
-            tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
-            poll(shared, FALLBACK_POLL)
-        }),
+        (Watch::Poll(interval), _) => poll(shared, interval, None),
+        (_, Some(file)) => {
+            if let Err(e) = file.create_dir() {
+                tracing::warn!(error = %e, "cannot create the session file's directory");
+            }
+            poll(shared, WARM_UP_POLL, Some(file.clone()))
+        }
         // A store of your own raises no notification: only polling watches it.
         (_, None) => return,
     };
@@ -102,11 +108,62 @@ pub(super) fn arm(shared: &Arc<Shared>) {
     }
 }
 
+/// How long a session polls its file before it asks the OS to tell it of changes, and how
+/// often it looks meanwhile.
+///
+/// Closing an inotify instance makes the kernel wait for a grace period, which a process pays
+/// at its exit: 10 to 20 ms here, more than a whole one-call command-line run. A process that
+/// ends within the first second never makes one; it looks at the file every 40 ms instead,
+/// which keeps the pickup within 50 ms all along.
+const WARM_UP: Duration = Duration::from_secs(1);
+const WARM_UP_POLL: Duration = Duration::from_millis(40);
+
 /// How often a session whose file cannot be watched by notification looks at it instead.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
-fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, Box<dyn std::error::Error>> {
-    file.create_dir()?;
+/// A thread that looks at the store every `interval` until the session is gone; with `then`,
+/// after [`WARM_UP`] it hands over to the OS's notifications on that file (or, where none can be
+/// had, polls it every [`FALLBACK_POLL`]).
+fn poll(
+    shared: &Arc<Shared>,
+    interval: Duration,
+    then: Option<TokenFile>,
+) -> std::io::Result<Armed> {
+    let session = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("agent-session-watch".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let (mut interval, mut then) = (interval, then);
+            loop {
+                std::thread::sleep(interval);
+                if !look(&session) {
+                    return;
+                }
+                let Some(file) = then.take_if(|_| started.elapsed() >= WARM_UP) else {
+                    continue;
+                };
+                let Some(shared) = session.upgrade() else {
+                    return;
+                };
+                match notify(&shared, &file) {
+                    Ok(watcher) => {
+                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+                        // A change made between the last look and the watch's start.
+                        shared.look_at_store();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
+                        interval = FALLBACK_POLL;
+                    }
+                }
+            }
+        })?;
+    Ok(Armed::Poll)
+}
+
+fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.path().file_name().map(ToOwned::to_owned);
     let on_event = move |event: notify::Result<notify::Event>| {
@@ -134,21 +191,6 @@ fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, Box<dyn std::
     Ok(Armed::Notify {
         _watcher: Box::new(watcher),
     })
-}
-
-fn poll(shared: &Arc<Shared>, interval: Duration) -> Result<Armed, Box<dyn std::error::Error>> {
-    let session = Arc::downgrade(shared);
-    std::thread::Builder::new()
-        .name("agent-session-poll".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(interval);
-                if !look(&session) {
-                    return;
-                }
-            }
-        })?;
-    Ok(Armed::Poll)
 }
 
 fn watched_dir(file: &TokenFile) -> &Path {
