@@ -5,12 +5,14 @@
 //! - [`AuthLayer`] is the tower layer that checks every call's bearer token, rejects with an
 //!   RFC 6750 challenge (gRPC `UNAUTHENTICATED` or HTTP 401), and puts a refreshed token on
 //!   each successful response.
-//! - [`proto`] holds the gRPC contract: messages, [`AgentServiceClient`](proto::AgentServiceClient),
-//!   [`AgentService`](proto::AgentService) and [`AgentServiceServer`](proto::AgentServiceServer).
+//! - [`proto`] holds the gRPC contract, generated from `proto/agent/v1/agent.proto`: messages,
+//!   [`AgentServiceClient`](proto::AgentServiceClient), [`AgentService`](proto::AgentService)
+//!   and [`AgentServiceServer`](proto::AgentServiceServer). It is the crate's `proto` module,
+//!   whose client half needs only the `client` feature.
 //! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer.
 //!
 //! ```
-//! use agent_session::agent::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
+//! use agent_session::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
 //! use agent_session::agent::{Agent, SessionManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -49,7 +51,6 @@
 mod auth;
 mod http;
 mod manager;
-pub mod proto;
 mod server;
 
 pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
@@ -59,3 +60,5 @@ pub use manager::{
     VerifyError,
 };
 pub use server::{Agent, LIVE};
+
+pub use crate::proto;

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{AuthLayer, NoRefresh};
 use super::manager::{KeyError, SessionManager};
-use super::proto::{
+use crate::proto::{
     AgentService, AgentServiceServer, EchoMessage, EmptyMessage, PasswordMessage,
     SESSION_UNLOCK_PATH, SessionTokenMessage, StatusMessage,
 };
