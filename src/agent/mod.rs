@@ -49,16 +49,17 @@
 //! ```
 
 mod auth;
+mod error;
 mod http;
+mod jwt;
+mod key;
 mod manager;
 mod server;
 
 pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
+pub use error::{KeyError, MintError, VerifyError};
 pub use http::{HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, HttpAgent};
-pub use manager::{
-    DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, KeyError, MAX_LEEWAY, MintError, SessionManager,
-    VerifyError,
-};
+pub use manager::{DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, MAX_LEEWAY, SessionManager};
 pub use server::{Agent, LIVE};
 
 pub use crate::proto;
