@@ -295,10 +295,8 @@ impl Refresh {
             return;
         }
         match self.manager.refresh(&self.key) {
-            Some(Ok(token)) => {
-                response
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.header_value());
+            Some(Ok(value)) => {
+                response.headers_mut().insert(AUTHORIZATION, value);
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "cannot mint a refreshed session token");

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
-use super::key::{random_error, random_key, read_key_file, write_key_file};
+use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
 use crate::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
@@ -171,7 +172,10 @@ impl SessionManager {
     /// Mints a token that expires at `expires_at`, which may be in the past: the way to make an
     /// expired token without waiting for one.
     pub fn mint_expiring_at(&self, expires_at: SystemTime) -> Result<Token, MintError> {
-        mint_with(&self.shared.key.load(), expires_at)
+        let mut jwt = Vec::with_capacity(TOKEN_CAPACITY);
+        mint_into(&self.shared.key.load(), &mut jwt, expires_at)?;
+        let jwt = String::from_utf8(jwt).map_err(|e| MintError::Encode(Box::new(e)))?;
+        Token::new(jwt).map_err(|e| MintError::Encode(Box::new(e)))
     }
 
     /// Checks that `token` was signed with the current key and has not expired.
@@ -195,15 +199,28 @@ impl SessionManager {
         Ok(VerifiedKey(key))
     }
 
-    /// A new token signed with `key`, or `None` when `key` is no longer the current key: a
+    /// A new token signed with `key`, as the `authorization: Bearer <token>` value of a
+    /// response (marked sensitive), or `None` when `key` is no longer the current key: a
     /// session verified before a [`lock_all`](Self::lock_all) must not come out of it with a
     /// token that is valid after.
-    pub(crate) fn refresh(&self, key: &VerifiedKey) -> Option<Result<Token, MintError>> {
+    ///
+    /// The value is built in one buffer, never as a [`Token`]: the agent has no use for the
+    /// checks and the parse of `exp` that making one costs.
+    pub(crate) fn refresh(&self, key: &VerifiedKey) -> Option<Result<HeaderValue, MintError>> {
         let current = self.shared.key.load();
         if !Arc::ptr_eq(&current, &key.0) {
             return None;
         }
-        Some(mint_with(&key.0, SystemTime::now() + self.lifetime))
+        let mut value = Vec::with_capacity(TOKEN_CAPACITY);
+        value.extend_from_slice(b"Bearer ");
+        Some(
+            mint_into(&key.0, &mut value, SystemTime::now() + self.lifetime).and_then(|()| {
+                let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+                    .map_err(|e| MintError::Encode(Box::new(e)))?;
+                value.set_sensitive(true);
+                Ok(value)
+            }),
+        )
     }
 
     /// Replaces the key, so that every token issued before fails verification from now on.
@@ -240,20 +257,18 @@ impl fmt::Debug for SessionManager {
     }
 }
 
-fn mint_with(key: &Key, expires_at: SystemTime) -> Result<Token, MintError> {
-    let mut jti = [0; 16];
-    getrandom::fill(&mut jti).map_err(|e| MintError::Random(random_error(e)))?;
-    let mut jwt = Vec::with_capacity(TOKEN_CAPACITY);
+/// Appends a new token signed with `key` to `out`.
+fn mint_into(key: &Key, out: &mut Vec<u8>, expires_at: SystemTime) -> Result<(), MintError> {
+    let jti = hex(&random_id().map_err(MintError::Random)?);
+    let jti = std::str::from_utf8(&jti).map_err(|e| MintError::Encode(Box::new(e)))?;
     key.hs256
         .sign_into(
-            &mut jwt,
+            out,
             unix_secs(SystemTime::now()),
             unix_secs(expires_at),
-            &hex(&jti),
+            jti,
         )
-        .map_err(|e| MintError::Encode(Box::new(e)))?;
-    let jwt = String::from_utf8(jwt).map_err(|e| MintError::Encode(Box::new(e)))?;
-    Token::new(jwt).map_err(|e| MintError::Encode(Box::new(e)))
+        .map_err(|e| MintError::Encode(Box::new(e)))
 }
 
 /// Room for a minted token: header, claims with two 10-digit times and a 32-character id,
@@ -265,12 +280,12 @@ fn unix_secs(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut out = [0; ID_LEN * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
     out
 }
@@ -281,7 +296,9 @@ mod tests {
 
     #[test]
     fn hex_is_lowercase_pairs() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let mut id = [0x11; ID_LEN];
+        id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
     }
 
     #[test]
