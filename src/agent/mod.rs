@@ -54,6 +54,7 @@ mod http;
 mod jwt;
 mod key;
 mod manager;
+mod rejection;
 mod server;
 
 pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
