@@ -254,7 +254,7 @@ fn is_rejection<B>(response: &Response<B>) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         || response
             .headers()
-            .get("grpc-status")
+            .get(tonic::Status::GRPC_STATUS)
             .is_some_and(|v| v.as_bytes() == b"16")
 }
 

@@ -173,7 +173,12 @@ impl SessionManager {
     /// expired token without waiting for one.
     pub fn mint_expiring_at(&self, expires_at: SystemTime) -> Result<Token, MintError> {
         let mut jwt = Vec::with_capacity(TOKEN_CAPACITY);
-        mint_into(&self.shared.key.load(), &mut jwt, expires_at)?;
+        mint_into(
+            &self.shared.key.load(),
+            &mut jwt,
+            SystemTime::now(),
+            expires_at,
+        )?;
         let jwt = String::from_utf8(jwt).map_err(|e| MintError::Encode(Box::new(e)))?;
         Token::new(jwt).map_err(|e| MintError::Encode(Box::new(e)))
     }
@@ -213,14 +218,14 @@ impl SessionManager {
         }
         let mut value = Vec::with_capacity(TOKEN_CAPACITY);
         value.extend_from_slice(b"Bearer ");
-        Some(
-            mint_into(&key.0, &mut value, SystemTime::now() + self.lifetime).and_then(|()| {
-                let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
-                    .map_err(|e| MintError::Encode(Box::new(e)))?;
-                value.set_sensitive(true);
-                Ok(value)
-            }),
-        )
+        let now = SystemTime::now();
+        let minted = mint_into(&key.0, &mut value, now, now + self.lifetime).and_then(|()| {
+            let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+                .map_err(|e| MintError::Encode(Box::new(e)))?;
+            value.set_sensitive(true);
+            Ok(value)
+        });
+        Some(minted)
     }
 
     /// Replaces the key, so that every token issued before fails verification from now on.
@@ -257,17 +262,17 @@ impl fmt::Debug for SessionManager {
     }
 }
 
-/// Appends a new token signed with `key` to `out`.
-fn mint_into(key: &Key, out: &mut Vec<u8>, expires_at: SystemTime) -> Result<(), MintError> {
+/// Appends a new token signed with `key`, issued at `now`, to `out`.
+fn mint_into(
+    key: &Key,
+    out: &mut Vec<u8>,
+    now: SystemTime,
+    expires_at: SystemTime,
+) -> Result<(), MintError> {
     let jti = hex(&random_id().map_err(MintError::Random)?);
     let jti = std::str::from_utf8(&jti).map_err(|e| MintError::Encode(Box::new(e)))?;
     key.hs256
-        .sign_into(
-            out,
-            unix_secs(SystemTime::now()),
-            unix_secs(expires_at),
-            jti,
-        )
+        .sign_into(out, unix_secs(now), unix_secs(expires_at), jti)
         .map_err(|e| MintError::Encode(Box::new(e)))
 }
 
