@@ -5,11 +5,14 @@
 //! - `b_auth_verify`: `AuthLayer` verifying the token, with the path set not to refresh.
 //! - `c_auth_verify_mint`: `AuthLayer` verifying the token and minting a refreshed one, as the
 //!   agent does on every call.
+//! - `d_manager_mint`: `SessionManager::mint` alone, a `Token` out.
+//! - `e_manager_verify`: `SessionManager::verify` alone, of a `Token` already made (the layer
+//!   also reads the token from the request's header, which `b_auth_verify` includes).
 
 use std::hint::black_box;
 
-use agent_session::agent::proto::ECHO_PATH;
 use agent_session::agent::{AuthLayer, SessionManager};
+use agent_session::proto::ECHO_PATH;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Uri, header};
 use tower::Layer;
@@ -56,6 +59,13 @@ fn agent(c: &mut Criterion) {
     assert!(refreshed.headers().contains_key(header::AUTHORIZATION));
     group.bench_function("c_auth_verify_mint", |b| {
         b.iter(|| black_box(call(&mut verify_mint, request(&uri, &authorization))))
+    });
+
+    group.bench_function("d_manager_mint", |b| {
+        b.iter(|| black_box(manager.mint().expect("a token")))
+    });
+    group.bench_function("e_manager_verify", |b| {
+        b.iter(|| black_box(manager.verify(black_box(&token))))
     });
     group.finish();
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use agent_session::Token;
 use agent_session::agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
 
 fn claims(token: &Token) -> serde_json::Value {
     let payload = token.expose().split('.').nth(1).unwrap();
@@ -16,6 +18,42 @@ fn claims(token: &Token) -> serde_json::Value {
         .decode(payload)
         .unwrap();
     serde_json::from_slice(&json).unwrap()
+}
+
+/// HMAC-SHA-256 as RFC 2104 defines it, on SHA-256 alone: the check of the agent's signatures
+/// shares no code with the agent's own.
+fn hmac_sha256(key: &[u8; KEY_LEN], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..KEY_LEN].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// A token signed with `key` by the test itself: `header` and `claims` as JSON.
+fn signed(key: &[u8; KEY_LEN], header: &str, claims: &str) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let signature = URL_SAFE_NO_PAD.encode(hmac_sha256(key, message.as_bytes()));
+    format!("{message}.{signature}")
+}
+
+/// A manager whose key the test knows, from a key file.
+fn manager_with_key(dir: &std::path::Path, key: &[u8; KEY_LEN]) -> SessionManager {
+    let path = dir.join("known.key");
+    std::fs::write(&path, key).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    SessionManager::with_key_file(&path).unwrap()
 }
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -48,6 +86,99 @@ fn mints_tokens_it_then_accepts() {
     let claims = self::claims(&short.mint().unwrap());
     let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert!((59..=60).contains(&lifetime), "{lifetime}");
+}
+
+#[test]
+fn minted_tokens_are_standard_hs256_jwts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = [0x5a; KEY_LEN];
+    let manager = manager_with_key(dir.path(), &key);
+    let token = manager.mint().unwrap();
+
+    let parts: Vec<&str> = token.expose().split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        panic!("three parts: {}", parts.len())
+    };
+    // base64url without padding: only the URL-safe alphabet.
+    for part in &parts {
+        assert!(
+            part.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{part}"
+        );
+    }
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(header).unwrap(),
+        br#"{"alg":"HS256","typ":"JWT"}"#
+    );
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    assert!(claims["iat"].is_u64() && claims["exp"].is_u64() && claims["jti"].is_string());
+    let expected = hmac_sha256(&key, format!("{header}.{}", parts[1]).as_bytes());
+    assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap(), expected);
+}
+
+#[test]
+fn accepts_only_hs256_with_the_right_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = [0x5a; KEY_LEN];
+    let manager = manager_with_key(dir.path(), &key);
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = format!(r#"{{"iat":1,"exp":{exp},"jti":"00"}}"#);
+    let verify = |token: &str| manager.verify(&Token::new(token).unwrap());
+
+    // Signed by another JWT library: the same header in another order, or with a key id.
+    for header in [
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        r#"{"typ":"JWT","alg":"HS256"}"#,
+        r#"{"alg":"HS256","kid":"agent"}"#,
+    ] {
+        assert_eq!(verify(&signed(&key, header, &claims)), Ok(()), "{header}");
+    }
+
+    // `alg: none`, unsigned or signed anyway, and any other algorithm, even when the HMAC
+    // matches: the header decides, as in any JWT library.
+    let none = signed(&key, r#"{"alg":"none","typ":"JWT"}"#, &claims);
+    let (unsigned, _) = none.rsplit_once('.').unwrap();
+    assert_eq!(verify(&format!("{unsigned}.")), Err(VerifyError::Malformed));
+    assert_eq!(verify(&none), Err(VerifyError::Malformed));
+    for alg in ["HS384", "HS512", "RS256", "ES256", "hs256", ""] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        assert_eq!(
+            verify(&signed(&key, &header, &claims)),
+            Err(VerifyError::Malformed),
+            "{alg}"
+        );
+    }
+    let no_alg = signed(&key, r#"{"typ":"JWT"}"#, &claims);
+    assert_eq!(verify(&no_alg), Err(VerifyError::Malformed));
+
+    // A bad signature: another key, one bit flipped, cut short, too long, padded.
+    let good = signed(&key, r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
+    let other_key = signed(&[0x5b; KEY_LEN], r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
+    assert_eq!(verify(&other_key), Err(VerifyError::InvalidSignature));
+    let (message, signature) = good.rsplit_once('.').unwrap();
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    bytes[31] ^= 1;
+    let flipped = format!("{message}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+    assert_eq!(verify(&flipped), Err(VerifyError::InvalidSignature));
+    let short = format!("{message}.{}", URL_SAFE_NO_PAD.encode(&bytes[..31]));
+    assert_eq!(verify(&short), Err(VerifyError::InvalidSignature));
+    bytes[31] ^= 1;
+    bytes.push(0);
+    let long = format!("{message}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+    assert_eq!(verify(&long), Err(VerifyError::InvalidSignature));
+    assert_eq!(verify(&format!("{good}=")), Err(VerifyError::Malformed));
+
+    // Signed with the key, but without the claims the agent needs, or expired.
+    let no_exp = signed(&key, r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"iat":1}"#);
+    assert_eq!(verify(&no_exp), Err(VerifyError::Malformed));
+    let expired = signed(&key, r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"exp":1}"#);
+    assert_eq!(verify(&expired), Err(VerifyError::Expired));
 }
 
 #[test]

@@ -6,15 +6,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::error::VerifyError;
 use super::manager::{SessionManager, VerifiedKey};
+use super::rejection::{Rejection, Rejections, is_grpc};
 use crate::bearer::{BadCredentials, bearer_from_headers};
-use crate::error::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 /// The realm named in challenges unless [`AuthLayer::realm`] says otherwise.
 pub const DEFAULT_REALM: &str = "agent";
@@ -101,8 +102,7 @@ pub struct AuthLayer {
 
 #[derive(Debug, Clone)]
 struct Config {
-    /// `Bearer realm="<realm>"`, the start of every challenge.
-    challenge: String,
+    rejections: Rejections,
     allowed: Vec<String>,
     no_refresh: Vec<String>,
 }
@@ -114,7 +114,7 @@ impl AuthLayer {
         Self {
             manager,
             config: Arc::new(Config {
-                challenge: challenge(DEFAULT_REALM),
+                rejections: Rejections::new(DEFAULT_REALM),
                 allowed: Vec::new(),
                 no_refresh: Vec::new(),
             }),
@@ -126,7 +126,7 @@ impl AuthLayer {
     /// Characters that cannot appear in a header (controls, non-ASCII) are dropped; quotes and
     /// backslashes are escaped.
     pub fn realm(mut self, realm: impl AsRef<str>) -> Self {
-        Arc::make_mut(&mut self.config).challenge = challenge(realm.as_ref());
+        Arc::make_mut(&mut self.config).rejections = Rejections::new(realm.as_ref());
         self
     }
 
@@ -175,14 +175,6 @@ impl<S> AuthService<S> {
     inner_service_accessors!();
 }
 
-/// Why a call is turned away.
-#[derive(Debug, Clone, Copy)]
-enum Rejection {
-    NotProvided,
-    /// Carries the `error_description`.
-    Invalid(&'static str),
-}
-
 impl<S, ReqB, ResB> Service<Request<ReqB>> for AuthService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -204,12 +196,11 @@ where
         let refresh_wanted = !self.config.no_refresh.iter().any(|p| p == path);
         let checked = match bearer_from_headers(request.headers()) {
             None | Some(Err(BadCredentials::NotBearer)) => Err(Rejection::NotProvided),
-            Some(Err(BadCredentials::Malformed(_))) => Err(Rejection::Invalid("token malformed")),
-            Some(Err(BadCredentials::Conflicting)) => Err(Rejection::Invalid("conflicting tokens")),
-            Some(Ok(token)) => self
-                .manager
-                .verify_key(&token)
-                .map_err(|e| Rejection::Invalid(e.description())),
+            Some(Err(BadCredentials::Malformed(_))) => {
+                Err(Rejection::Invalid(VerifyError::Malformed))
+            }
+            Some(Err(BadCredentials::Conflicting)) => Err(Rejection::Conflicting),
+            Some(Ok(token)) => self.manager.verify_key(&token).map_err(Rejection::Invalid),
         };
         match checked {
             Ok(key) => {
@@ -221,63 +212,16 @@ where
             }
             Err(rejection) => {
                 tracing::debug!(path, ?rejection, "session token refused");
-                let (status, headers) = self.config.reject(rejection, is_grpc(request.headers()));
+                let (status, headers) = self
+                    .config
+                    .rejections
+                    .get(rejection, is_grpc(request.headers()));
                 ResponseFuture {
                     kind: Kind::Rejected { status, headers },
                 }
             }
         }
     }
-}
-
-impl Config {
-    fn reject(&self, rejection: Rejection, grpc: bool) -> (StatusCode, HeaderMap) {
-        let (challenge, message) = match rejection {
-            Rejection::NotProvided => (self.challenge.clone(), TOKEN_NOT_PROVIDED_MESSAGE),
-            Rejection::Invalid(description) => (
-                format!(
-                    r#"{}, error="invalid_token", error_description="{description}""#,
-                    self.challenge
-                ),
-                TOKEN_INVALID_MESSAGE,
-            ),
-        };
-        let mut headers = HeaderMap::new();
-        // The realm is sanitised and the rest is ours, so this always parses.
-        let challenge =
-            HeaderValue::try_from(challenge).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-        headers.insert(WWW_AUTHENTICATE, challenge);
-        if !grpc {
-            return (StatusCode::UNAUTHORIZED, headers);
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        // `add_header` writes `grpc-status` and the percent-encoded `grpc-message`; it can only
-        // fail on a message that cannot be encoded, which ours are not.
-        let status = tonic::Status::unauthenticated(message);
-        if status.add_header(&mut headers).is_err() {
-            headers.insert("grpc-status", HeaderValue::from_static("16"));
-        }
-        (StatusCode::OK, headers)
-    }
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// `Bearer realm="<realm>"`, the realm reduced to visible ASCII and quoted.
-fn challenge(realm: &str) -> String {
-    let mut out = String::from(r#"Bearer realm=""#);
-    for c in realm.chars().filter(|c| matches!(c, ' '..='~')) {
-        if matches!(c, '"' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// What is needed to refresh the token once the inner service has answered.
@@ -295,10 +239,8 @@ impl Refresh {
             return;
         }
         match self.manager.refresh(&self.key) {
-            Some(Ok(token)) => {
-                response
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.header_value());
+            Some(Ok(value)) => {
+                response.headers_mut().insert(AUTHORIZATION, value);
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "cannot mint a refreshed session token");
@@ -312,7 +254,7 @@ fn is_rejection<B>(response: &Response<B>) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         || response
             .headers()
-            .get("grpc-status")
+            .get(tonic::Status::GRPC_STATUS)
             .is_some_and(|v| v.as_bytes() == b"16")
 }
 
@@ -382,34 +324,5 @@ where
                 Poll::Ready(Ok(response))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn realm_is_quoted_and_sanitised() {
-        assert_eq!(challenge("agent"), r#"Bearer realm="agent""#);
-        assert_eq!(challenge("a\"b\\c\r\né"), r#"Bearer realm="a\"b\\c""#);
-        assert!(HeaderValue::try_from(challenge("x\0\u{7f}y")).is_ok());
-    }
-
-    #[test]
-    fn grpc_rejection_is_trailers_only() {
-        let config = AuthLayer::new(SessionManager::new().unwrap()).config;
-        let (status, headers) = config.reject(Rejection::Invalid("token expired"), true);
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers["content-type"], "application/grpc");
-        assert_eq!(headers["grpc-status"], "16");
-        assert_eq!(
-            headers["grpc-message"],
-            "Invalid%20JWT%20Token,%20please%20reauthenticate."
-        );
-        assert_eq!(
-            headers["www-authenticate"],
-            r#"Bearer realm="agent", error="invalid_token", error_description="token expired""#
-        );
     }
 }

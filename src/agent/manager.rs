@@ -1,16 +1,17 @@
 //! [`SessionManager`]: mints and verifies the agent's session tokens, and locks them all at once.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use http::HeaderValue;
 
+use super::error::{KeyError, MintError, VerifyError};
+use super::jwt::Hs256;
+use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
 use crate::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
@@ -30,14 +31,16 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(2);
 
 /// The most grace [`SessionManager::with_leeway`] grants. A grace longer than a session is
-/// meaningless, and `jsonwebtoken` subtracts it from the current time, which must not underflow.
+/// meaningless, and it is subtracted from the current time, which must not underflow.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Mints and verifies the agent's session tokens.
 ///
-/// Tokens are HS256 JWTs carrying `iat`, `exp` and a random `jti`, signed with a 32-byte key
-/// drawn from the operating system. [`lock_all`](Self::lock_all) replaces the key, which
-/// invalidates every token issued before in one step. The key can live in a file
+/// Tokens are standard HS256 JWTs (header `{"alg":"HS256","typ":"JWT"}`, base64url without
+/// padding) carrying `iat`, `exp` and a random `jti`, signed with a 32-byte key drawn from the
+/// operating system, so that any JWT library given the key can check them.
+/// [`lock_all`](Self::lock_all) replaces the key, which invalidates every token issued before
+/// in one step. The key can live in a file
 /// ([`with_key_file`](Self::with_key_file)) so that sessions survive an agent restart.
 ///
 /// Cloning is cheap and clones share the key: a `lock_all` through one clone is seen by all.
@@ -66,7 +69,8 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct SessionManager {
     shared: Arc<Shared>,
     lifetime: Duration,
-    validation: Arc<Validation>,
+    /// Grace past `exp`, in seconds.
+    leeway: u64,
 }
 
 struct Shared {
@@ -76,16 +80,15 @@ struct Shared {
     rotating: Mutex<()>,
 }
 
+/// One key, with its HMAC state computed once.
 struct Key {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    hs256: Hs256,
 }
 
 impl Key {
     fn new(secret: &[u8; KEY_LEN]) -> Self {
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            hs256: Hs256::new(secret),
         }
     }
 }
@@ -93,13 +96,6 @@ impl Key {
 /// The key that verified a token, kept so that a refresh is signed with that key only.
 #[derive(Clone)]
 pub(crate) struct VerifiedKey(Arc<Key>);
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Claims {
-    iat: u64,
-    exp: u64,
-    jti: String,
-}
 
 impl SessionManager {
     /// A manager with a fresh random key held only in memory: every session ends with the
@@ -141,7 +137,7 @@ impl SessionManager {
                 rotating: Mutex::new(()),
             }),
             lifetime: DEFAULT_LIFETIME,
-            validation: Arc::new(validation(DEFAULT_LEEWAY)),
+            leeway: DEFAULT_LEEWAY.as_secs(),
         }
     }
 
@@ -154,7 +150,7 @@ impl SessionManager {
     /// Sets the grace accepted past a token's `exp`, in whole seconds (default
     /// [`DEFAULT_LEEWAY`]); more than [`MAX_LEEWAY`] is taken as [`MAX_LEEWAY`].
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
-        self.validation = Arc::new(validation(leeway.min(MAX_LEEWAY)));
+        self.leeway = leeway.min(MAX_LEEWAY).as_secs();
         self
     }
 
@@ -176,7 +172,15 @@ impl SessionManager {
     /// Mints a token that expires at `expires_at`, which may be in the past: the way to make an
     /// expired token without waiting for one.
     pub fn mint_expiring_at(&self, expires_at: SystemTime) -> Result<Token, MintError> {
-        mint_with(&self.shared.key.load(), expires_at)
+        let mut jwt = Vec::with_capacity(TOKEN_CAPACITY);
+        mint_into(
+            &self.shared.key.load(),
+            &mut jwt,
+            SystemTime::now(),
+            expires_at,
+        )?;
+        let jwt = String::from_utf8(jwt).map_err(|e| MintError::Encode(Box::new(e)))?;
+        Token::new(jwt).map_err(|e| MintError::Encode(Box::new(e)))
     }
 
     /// Checks that `token` was signed with the current key and has not expired.
@@ -190,20 +194,38 @@ impl SessionManager {
     /// Like [`verify`](Self::verify), and says which key verified the token.
     pub(crate) fn verify_key(&self, token: &Token) -> Result<VerifiedKey, VerifyError> {
         let key = self.shared.key.load_full();
-        jsonwebtoken::decode::<Claims>(token.expose(), &key.decoding, &self.validation)
-            .map_err(|e| VerifyError::from_kind(e.kind()))?;
+        key.hs256.verify(token.expose())?;
+        // The claims were read once, when the token was made (`Token::new` reads `exp`); the
+        // signature says they are the agent's.
+        let exp = token.exp_secs().ok_or(VerifyError::Malformed)?;
+        if exp < unix_secs(SystemTime::now()).saturating_sub(self.leeway) {
+            return Err(VerifyError::Expired);
+        }
         Ok(VerifiedKey(key))
     }
 
-    /// A new token signed with `key`, or `None` when `key` is no longer the current key: a
+    /// A new token signed with `key`, as the `authorization: Bearer <token>` value of a
+    /// response (marked sensitive), or `None` when `key` is no longer the current key: a
     /// session verified before a [`lock_all`](Self::lock_all) must not come out of it with a
     /// token that is valid after.
-    pub(crate) fn refresh(&self, key: &VerifiedKey) -> Option<Result<Token, MintError>> {
+    ///
+    /// The value is built in one buffer, never as a [`Token`]: the agent has no use for the
+    /// checks and the parse of `exp` that making one costs.
+    pub(crate) fn refresh(&self, key: &VerifiedKey) -> Option<Result<HeaderValue, MintError>> {
         let current = self.shared.key.load();
         if !Arc::ptr_eq(&current, &key.0) {
             return None;
         }
-        Some(mint_with(&key.0, SystemTime::now() + self.lifetime))
+        let mut value = Vec::with_capacity(TOKEN_CAPACITY);
+        value.extend_from_slice(b"Bearer ");
+        let now = SystemTime::now();
+        let minted = mint_into(&key.0, &mut value, now, now + self.lifetime).and_then(|()| {
+            let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+                .map_err(|e| MintError::Encode(Box::new(e)))?;
+            value.set_sensitive(true);
+            Ok(value)
+        });
+        Some(minted)
     }
 
     /// Replaces the key, so that every token issued before fails verification from now on.
@@ -235,249 +257,42 @@ impl fmt::Debug for SessionManager {
             .field("key", &"<redacted>")
             .field("key_file", &self.shared.key_file)
             .field("lifetime", &self.lifetime)
-            .field("leeway", &Duration::from_secs(self.validation.leeway))
+            .field("leeway", &Duration::from_secs(self.leeway))
             .finish()
     }
 }
 
-fn validation(leeway: Duration) -> Validation {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = leeway.as_secs();
-    validation.set_required_spec_claims(&["exp"]);
-    validation
+/// Appends a new token signed with `key`, issued at `now`, to `out`.
+fn mint_into(
+    key: &Key,
+    out: &mut Vec<u8>,
+    now: SystemTime,
+    expires_at: SystemTime,
+) -> Result<(), MintError> {
+    let jti = hex(&random_id().map_err(MintError::Random)?);
+    let jti = std::str::from_utf8(&jti).map_err(|e| MintError::Encode(Box::new(e)))?;
+    key.hs256
+        .sign_into(out, unix_secs(now), unix_secs(expires_at), jti)
+        .map_err(|e| MintError::Encode(Box::new(e)))
 }
 
-fn mint_with(key: &Key, expires_at: SystemTime) -> Result<Token, MintError> {
-    let mut jti = [0; 16];
-    getrandom::fill(&mut jti).map_err(|e| MintError::Random(random_error(e)))?;
-    let claims = Claims {
-        iat: unix_secs(SystemTime::now()),
-        exp: unix_secs(expires_at),
-        jti: hex(&jti),
-    };
-    let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key.encoding)
-        .map_err(|e| MintError::Encode(Box::new(e)))?;
-    Token::new(jwt).map_err(|e| MintError::Encode(Box::new(e)))
-}
+/// Room for a minted token: header, claims with two 10-digit times and a 32-character id,
+/// signature, and `Bearer ` in front when the token goes straight into a header.
+const TOKEN_CAPACITY: usize = 200;
 
 fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut out = [0; ID_LEN * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
     out
-}
-
-fn random_key() -> Result<[u8; KEY_LEN], KeyError> {
-    let mut secret = [0; KEY_LEN];
-    getrandom::fill(&mut secret).map_err(|e| KeyError::Random(random_error(e)))?;
-    Ok(secret)
-}
-
-/// `getrandom::Error` only implements `std::error::Error` with its `std` feature; carry the OS
-/// error instead.
-fn random_error(e: getrandom::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::other(e.to_string()),
-    }
-}
-
-/// Reads the key, or `None` when the file does not exist.
-fn read_key_file(path: &Path) -> Result<Option<[u8; KEY_LEN]>, KeyError> {
-    let read = |e| KeyError::Read {
-        path: path.to_owned(),
-        source: e,
-    };
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read(e)),
-    };
-    let metadata = file.metadata().map_err(read)?;
-    if !metadata.is_file() {
-        return Err(KeyError::NotAFile {
-            path: path.to_owned(),
-        });
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = metadata.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Insecure {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-    }
-    let mut bytes = Vec::with_capacity(KEY_LEN + 1);
-    // One byte more than a key, to tell a key from a longer file without reading all of it.
-    file.take(KEY_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    let secret = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::WrongSize {
-        path: path.to_owned(),
-        len: metadata.len(),
-    })?;
-    Ok(Some(secret))
-}
-
-/// Writes the key atomically; with `overwrite` false an existing file is left alone and the
-/// error is `AlreadyExists`.
-fn write_key_file(path: &Path, secret: &[u8; KEY_LEN], overwrite: bool) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    create_private_dir(dir)?;
-    // `NamedTempFile` creates the file with mode 0600.
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(secret)?;
-    temp.as_file().sync_all()?;
-    if overwrite {
-        temp.persist(path).map_err(|e| e.error)?;
-    } else {
-        temp.persist_noclobber(path).map_err(|e| e.error)?;
-    }
-    sync_dir(dir)
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Makes the rename durable: without this a crash can leave the directory pointing at the old
-/// file.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Why a token was refused by [`SessionManager::verify`]. Never carries the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyError {
-    /// The token's `exp` is past (beyond the leeway).
-    #[error("the session token has expired")]
-    Expired,
-    /// The signature does not match the current key: the token was issued before the last
-    /// *lock all*, by another agent, or forged.
-    #[error("the session token is not signed by the agent's current key")]
-    InvalidSignature,
-    /// Not an HS256 JWT with this agent's claims.
-    #[error("the session token is not a token of this agent")]
-    Malformed,
-}
-
-impl VerifyError {
-    fn from_kind(kind: &ErrorKind) -> Self {
-        match kind {
-            ErrorKind::ExpiredSignature => Self::Expired,
-            ErrorKind::InvalidSignature => Self::InvalidSignature,
-            _ => Self::Malformed,
-        }
-    }
-
-    /// A few words for the `error_description` of a `www-authenticate` challenge.
-    pub fn description(&self) -> &'static str {
-        match self {
-            Self::Expired => "token expired",
-            Self::InvalidSignature => "token invalid",
-            Self::Malformed => "token malformed",
-        }
-    }
-}
-
-/// Why a token could not be minted.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MintError {
-    /// The operating system's random source failed (for the token id).
-    #[error("the random source failed")]
-    Random(#[source] io::Error),
-    /// The JWT could not be built.
-    #[error("cannot encode the session token")]
-    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// Why the signing key could not be made, loaded or saved.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// The key file exists but could not be read.
-    #[error("cannot read the key file {}", path.display())]
-    Read {
-        /// The key file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
-    /// The key file, or its directory, could not be written.
-    #[error("cannot write the key file {}", path.display())]
-    Write {
-        /// The key file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
-    /// The key file does not hold exactly [`KEY_LEN`] bytes.
-    #[error("the key file {} is {len} bytes long, not {KEY_LEN}", path.display())]
-    WrongSize {
-        /// The key file.
-        path: PathBuf,
-        /// Its length.
-        len: u64,
-    },
-    /// The key file is not a regular file.
-    #[error("the key file {} is not a regular file", path.display())]
-    NotAFile {
-        /// The key file.
-        path: PathBuf,
-    },
-    /// The key file may be read or written by users other than its owner.
-    #[error("the key file {} has mode {mode:o}; it must not be open to group or others", path.display())]
-    Insecure {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The operating system's random source failed.
-    #[error("the random source failed")]
-    Random(#[source] io::Error),
-}
-
-impl KeyError {
-    fn write(path: &Path, source: io::Error) -> Self {
-        Self::Write {
-            path: path.to_owned(),
-            source,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -486,7 +301,9 @@ mod tests {
 
     #[test]
     fn hex_is_lowercase_pairs() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let mut id = [0x11; ID_LEN];
+        id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`AuthLayer`] is the tower layer that checks every call's bearer token, rejects with an
 //!   RFC 6750 challenge (gRPC `UNAUTHENTICATED` or HTTP 401), and puts a refreshed token on
 //!   each successful response.
-//! - [`proto`] holds the gRPC contract: messages, [`AgentServiceClient`](proto::AgentServiceClient),
-//!   [`AgentService`](proto::AgentService) and [`AgentServiceServer`](proto::AgentServiceServer).
+//! - [`proto`] holds the gRPC contract, generated from `proto/agent/v1/agent.proto`: messages,
+//!   [`AgentServiceClient`](proto::AgentServiceClient), [`AgentService`](proto::AgentService)
+//!   and [`AgentServiceServer`](proto::AgentServiceServer). It is the crate's `proto` module,
+//!   whose client half needs only the `client` feature.
 //! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer.
 //!
 //! ```
-//! use agent_session::agent::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
+//! use agent_session::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
 //! use agent_session::agent::{Agent, SessionManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -47,15 +49,18 @@
 //! ```
 
 mod auth;
+mod error;
 mod http;
+mod jwt;
+mod key;
 mod manager;
-pub mod proto;
+mod rejection;
 mod server;
 
 pub use auth::{AuthLayer, AuthService, DEFAULT_REALM, NoRefresh, ResponseFuture};
+pub use error::{KeyError, MintError, VerifyError};
 pub use http::{HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, HttpAgent};
-pub use manager::{
-    DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, KeyError, MAX_LEEWAY, MintError, SessionManager,
-    VerifyError,
-};
+pub use manager::{DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, MAX_LEEWAY, SessionManager};
 pub use server::{Agent, LIVE};
+
+pub use crate::proto;

@@ -9,8 +9,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::auth::{AuthLayer, NoRefresh};
-use super::manager::{KeyError, SessionManager};
-use super::proto::{
+use super::error::KeyError;
+use super::manager::SessionManager;
+use crate::proto::{
     AgentService, AgentServiceServer, EchoMessage, EmptyMessage, PasswordMessage,
     SESSION_UNLOCK_PATH, SessionTokenMessage, StatusMessage,
 };
