@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, Version};
@@ -33,8 +33,6 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The longest pause between two tries for a held lock: short enough that a waiter takes the
 /// lock soon after it is free, long enough that waiting costs no CPU a user sees.
-const MAX_LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
-
 /// The name of the session file inside a client directory.
 pub const TOKEN_FILE_NAME: &str = "token";
 
@@ -347,74 +345,6 @@ impl TokenFile {
         }
     }
 
-    /// Removes stale temp files if no writer holds the lock now; creates nothing, waits for
-    /// nothing.
-    pub(crate) fn remove_stale_temp_files_if_idle(&self) {
-        // Every writer creates the lock file before any temp file: no lock file, no temp files.
-        let Ok(file) = OpenOptions::new().read(true).open(&self.lock_path) else {
-            return;
-        };
-        if file.try_lock().is_ok() {
-            self.remove_stale_temp_files();
-        }
-    }
-
-    /// Removes temp files that a writer of this library left behind when it died mid-write.
-    /// Only called under the lock, when no live writer can have a temp file.
-    fn remove_stale_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let random = name
-                .strip_prefix(self.temp_prefix.as_str())
-                .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX));
-            if random.is_some_and(|r| {
-                r.len() == TEMP_RANDOM_LEN && r.bytes().all(|b| b.is_ascii_alphanumeric())
-            }) && let Err(e) = fs::remove_file(entry.path())
-            {
-                tracing::debug!(error = %e, "could not remove a stale temp file");
-            }
-        }
-    }
-
-    /// Takes the writers' lock, creating the directory (0700) and the lock file (0600); waits for
-    /// another holder at most `wait`, then fails with [`Error::Locked`].
-    pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
-        self.create_dir()?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.lock_path)
-            // Named for the session file, as `Error::WriteFile` promises: the lock is only how
-            // the session file is written, and "the session file …/token.lock" misleads.
-            .map_err(|e| Error::write(&self.path, e))?;
-        // `flock` has no timeout of its own: try, and pause between tries, until the bound.
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(FileLock { _file: file }),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&self.path, e)),
-            }
-            let waited = started.elapsed();
-            if waited >= wait {
-                return Err(Error::Locked {
-                    path: self.lock_path.clone(),
-                    waited,
-                });
-            }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(MAX_LOCK_RETRY_PAUSE);
-        }
-    }
-
     pub(crate) fn create_dir(&self) -> Result<(), Error> {
         match fs::DirBuilder::new()
             .recursive(true)
@@ -460,11 +390,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// library's temp files from anything else in the directory.
 const TEMP_RANDOM_LEN: usize = 8;
 
-/// The writers' lock; released when dropped (closing the file releases its `flock`).
-#[derive(Debug)]
-pub(crate) struct FileLock {
-    _file: File,
-}
+mod lock;
 
 #[cfg(test)]
 mod tests;
