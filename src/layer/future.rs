@@ -28,36 +28,25 @@ pin_project! {
         F: Future,
     {
         #[pin]
-        state: State<F>,
+        future: F,
+        // Boxed: rare (a call that waits for its token's write), and it would make every
+        // call's future larger.
+        saving: Option<Box<(Saved, Option<F::Output>)>>,
+        // A flag, not a state to move to: the future stays small, and nothing is moved on the
+        // way out.
+        done: bool,
         session: Session,
         carried: Carried,
         span: tracing::Span,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F>
-    where
-        F: Future,
-    {
-        Calling {
-            #[pin]
-            future: F,
-        },
-        // Boxed: rare (a call that waits for its token's write), and it would make every
-        // call's future larger.
-        Saving {
-            saving: Box<(Saved, Option<F::Output>)>,
-        },
-        Done,
-    }
-}
-
 impl<F: Future> ResponseFuture<F> {
     pub(super) fn new(future: F, session: Session, carried: Carried, span: tracing::Span) -> Self {
         Self {
-            state: State::Calling { future },
+            future,
+            saving: None,
+            done: false,
             session,
             carried,
             span,
@@ -73,43 +62,39 @@ where
     type Output = Result<Res, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        match this.state.as_mut().project() {
-            StateProj::Calling { future } => {
-                let result = ready!(future.poll(cx));
-                this.state.set(State::Done);
-                let mut response = result?;
-                if !hide_credentials(&mut response) {
+        let this = self.project();
+        if *this.done {
+            polled_after_completion()
+        }
+        if let Some(saving) = this.saving {
+            // The call's result is the agent's, handed over as it came, once the write is over
+            // or its bound has passed.
+            let (saved, response) = &mut **saving;
+            ready!(Pin::new(saved).poll(cx));
+            *this.done = true;
+            return match response.take() {
+                Some(response) => Poll::Ready(response),
+                None => polled_after_completion(),
+            };
+        }
+        let result = ready!(this.future.poll(cx));
+        *this.done = true;
+        let mut response = result?;
+        if !hide_credentials(&mut response) {
+            return Poll::Ready(Ok(response));
+        }
+        // The writer and any other work the token starts carry the call's span.
+        let _in_call = this.span.enter();
+        match take_token(this.session, &response, *this.carried) {
+            Refresh::Done => Poll::Ready(Ok(response)),
+            Refresh::Saving(mut saved) => {
+                if Pin::new(&mut saved).poll(cx).is_ready() {
                     return Poll::Ready(Ok(response));
                 }
-                // The writer and any other work the token starts carry the call's span.
-                let _in_call = this.span.enter();
-                match take_token(this.session, &response, *this.carried) {
-                    Refresh::Done => Poll::Ready(Ok(response)),
-                    Refresh::Saving(mut saved) => {
-                        if Pin::new(&mut saved).poll(cx).is_ready() {
-                            return Poll::Ready(Ok(response));
-                        }
-                        this.state.set(State::Saving {
-                            saving: Box::new((saved, Some(Ok(response)))),
-                        });
-                        Poll::Pending
-                    }
-                }
+                *this.done = false;
+                *this.saving = Some(Box::new((saved, Some(Ok(response)))));
+                Poll::Pending
             }
-            StateProj::Saving { saving } => {
-                // The call's result is the agent's, handed over as it came, once the write is
-                // over or its bound has passed.
-                let (saved, response) = &mut **saving;
-                ready!(Pin::new(saved).poll(cx));
-                let response = response.take();
-                this.state.set(State::Done);
-                match response {
-                    Some(response) => Poll::Ready(response),
-                    None => polled_after_completion(),
-                }
-            }
-            StateProj::Done => polled_after_completion(),
         }
     }
 }
