@@ -93,8 +93,8 @@ for group, where in (("transport", "agent on its own thread"), ("transport_one_t
 p = "processes/"
 row("8 processes × 200 calls, one session file: SessionLayer / static header, wall time",
     p + "session", p + "static_header", duration)
-row("8 processes × 200 calls: SessionLayer with always_write / static header, wall time",
-    p + "session_always_write", p + "static_header", duration)
+row("8 processes × 200 calls: SessionLayer, AgentTokens::RevokedOnRefresh / static header, wall time",
+    p + "session_revoked", p + "static_header", duration)
 a = "agent/"
 row("agent: AuthLayer verify + mint / pass-through, time per call",
     a + "c_auth_verify_mint", a + "a_pass_through", per_call)

@@ -257,6 +257,21 @@
 #[doc = include_str!("../README.md")]
 mod readme_doctests {}
 
+// The flow of a token, module by module:
+//
+//   request ─► layer/mod.rs (attach the token) ─► agent ─► layer/future.rs (hide the response's
+//   credentials, take its token) ─► session/ (mod.rs: the token calls read; calls.rs: a refresh
+//   taken) ─► session/writer.rs (which refreshes are written, policy.rs; one writer at a time)
+//   ─► store.rs / file.rs (the file protocol; file/lock.rs: the writers' lock)
+//
+//   and back: file ─► session/watch.rs (another process's change) ─► the token calls read.
+//
+// Re-authentication wraps the session service: layer/recovering.rs (record, check, recover,
+// replay; for http and for reqwest), with reauth.rs (one recovery for all failing calls),
+// replay.rs (the recorded body), peek.rs (a gRPC failure in the trailers) and failures.rs (how
+// an agent says a call failed for its session). bearer.rs reads and writes the wire's
+// `authorization` values; token.rs is the token; error.rs the typed errors.
+
 #[macro_use]
 mod macros;
 
