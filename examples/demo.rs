@@ -52,7 +52,6 @@ async fn run() -> Result<(), Failure> {
     let session = Session::builder(agent_session::TokenFile::new(
         dir.path().join("session").join("token"),
     ))
-    // Write every refresh, so that each step below shows the file changing.
     .build();
     session.start().await?;
     let channel = Endpoint::from_shared(format!("http://{address}"))?
@@ -80,21 +79,55 @@ async fn run() -> Result<(), Failure> {
     unlock(&mut client, &session).await?;
     println!("   -> session file holds {}", on_disk(&session)?);
 
-    step("3. A valid token: every call brings a refreshed token, written back");
+    step("3. A valid token: every call brings a refreshed token, used at once");
     for i in 1..=3 {
-        let before = on_disk(&session)?;
+        let before = session.token().ok_or("no token in use")?;
         let echo = client
             .echo(EchoMessage {
                 challenge: format!("hello #{i}"),
             })
             .await?;
-        let after = on_disk(&session)?;
-        check(before != after, "the session file did not change")?;
+        let after = session.token().ok_or("no token in use")?;
+        check(before != after, "the call's refresh was not taken")?;
         println!(
-            "   -> echo {:?}; session file {before} -> {after}",
-            echo.get_ref().challenge
+            "   -> echo {:?}; token in use {} -> {}",
+            echo.get_ref().challenge,
+            fingerprint(&before),
+            fingerprint(&after)
         );
     }
+    // The agent's tokens live until they expire (`AgentTokens::LiveUntilExpiry`, the default):
+    // a refresh is written behind the call when it expires later than the file's token, and
+    // `flush` waits for that write.
+    session.flush().await?;
+    let newest = session.token().ok_or("no token in use")?;
+    let file = on_disk(&session)?;
+    println!(
+        "   -> session file holds {file} ({})",
+        if file == fingerprint(&newest) {
+            "the newest refresh"
+        } else {
+            "the unlocked token: the refreshes expire in the same second, so it lives as long"
+        }
+    );
+
+    step("   A second later, a refresh that expires later is written back");
+    // The agent's tokens count in whole seconds: wait for the next one.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    tokio::time::sleep(std::time::Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()) + 10_000_000,
+    ))
+    .await;
+    client
+        .echo(EchoMessage {
+            challenge: "a second later".into(),
+        })
+        .await?;
+    session.flush().await?;
+    let newest = fingerprint(&session.token().ok_or("no token in use")?);
+    let file = on_disk(&session)?;
+    check(file == newest, "the later refresh was not written")?;
+    println!("   -> session file holds {file}, the token in use");
 
     step("4. Lock all: every token issued so far is invalid");
     let old = session.token().ok_or("no token before lock all")?;
