@@ -208,7 +208,8 @@
 //! work it starts, are inside it. With re-authentication on, a call runs in a `DEBUG` span
 //! `session_reauth` (field `path`): its recovery's events, and the `session_call` spans of its
 //! sending and its replay, are inside it. The events of [`Session::start`], [`Session::clear`]
-//! and the like are in the span of the task that called them; the watch's are in no span.
+//! and the like are in the span of the task that called them, as are the watch's warnings when
+//! it starts; its events about other processes' changes are in no span.
 //!
 //! | level | event | what happened |
 //! |---|---|---|
@@ -241,6 +242,7 @@
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
 //! | `WARN` | `the session file changed but cannot be used` | the file holds no token (`error`); the session keeps its own |
 //! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`) |
+//! | `WARN` | `cannot create the session file's directory` | the watch starts without it (`error`); writes will say why they fail |
 //! | `WARN` | `cannot watch the session file; polling it instead` | no notification could be had (`error`); the file is looked at once a second |
 //! | `WARN` | `cannot watch the session file; other processes' changes are seen only on a failure` | no watch could start (`error`) |
 //!

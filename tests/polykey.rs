@@ -56,7 +56,7 @@ async fn status_with(
 }
 
 /// A session kept in `dir`, started with `token`. Polykey's tokens have no `exp`, so the
-/// crate cannot tell a newer one by its expiry: `always_write` keeps each refresh.
+/// crate cannot tell a newer one by its expiry: every new refresh is written.
 async fn session_with(dir: &std::path::Path, token: &str) -> Session {
     let session = Session::builder(agent_session::TokenFile::new(dir.join("token"))).build();
     session

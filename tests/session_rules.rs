@@ -626,3 +626,30 @@ async fn a_memory_store_follows_the_same_rules() {
     assert_eq!(store.token(), None);
     assert_eq!(ours.token(), None);
 }
+
+#[tokio::test]
+async fn a_refresh_that_finds_a_blank_file_keeps_the_session() {
+    // A shell's `echo … > token` truncates the file before it writes: a refresh write that
+    // comes in between finds it blank, and must not take that for a lock.
+    let dir = tempfile::tempdir().unwrap();
+    let session = quiet_session(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    std::fs::write(dir.path().join("token"), "").unwrap();
+    let (inner, _) = agent(|| bearer(&token("t1")));
+    let mut svc = SessionLayer::new(session.clone()).layer(inner);
+    call(&mut svc).await;
+    assert_eq!(
+        session.token(),
+        Some(token("t1")),
+        "the session was cleared"
+    );
+    assert_eq!(
+        session.stats().lost_refreshes,
+        1,
+        "the write found the blank file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("token")).unwrap(),
+        ""
+    );
+}

@@ -55,8 +55,10 @@ async fn a_refresh_write_is_logged_in_its_calls_span() {
     let dir = tempfile::tempdir().unwrap();
     let session = Session::builder(TokenFile::in_dir(dir.path()))
         .watch(Watch::Off)
-        // The call waits for its write: the write's events are in the log when it returns.
+        // The call waits for its write (however slow a loaded disk is): the write's events are
+        // in the log when it returns.
         .agent_tokens(AgentTokens::RevokedOnRefresh)
+        .call_wait(std::time::Duration::from_secs(3600))
         .build();
     session
         .start_with_token(Token::new("first.secret").unwrap())

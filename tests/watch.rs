@@ -3,6 +3,8 @@
 //! session in this process waits for the change. Linux only: the notification test checks for
 //! the inotify instance in `/proc/self/fd`.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use agent_session::{Session, TokenFile, Watch};

@@ -332,6 +332,19 @@ impl Shared {
         state.version = stored.version;
     }
 
+    /// Whether what another process left in the store is a blank file, to be left alone: no
+    /// writer of this library makes one (they rename a whole file into place, and a lock
+    /// removes it), but a shell's `echo … > token` truncates before it writes. The session keeps
+    /// its token until the write lands, and records the version seen.
+    fn keep_while_blank(&self, state: &mut State, stored: &Stored) -> bool {
+        if stored.token.is_some() || stored.version.is_none() {
+            return false;
+        }
+        tracing::debug!("the session file is blank for now; keeping the token");
+        state.version = stored.version;
+        true
+    }
+
     /// The explicit write of `token`, inside the gate: in use at once, then written.
     fn start_blocking(&self, token: Token) -> Result<(), Error> {
         let started = Instant::now();
@@ -355,8 +368,9 @@ impl Shared {
             },
             None => match self.store.load() {
                 Ok(stored) if stored.token.as_ref() == token => stored,
-                // The write did not happen, or the store cannot be read: what the state says
-                // it holds stays, and the next change of the file sorts it out.
+                // The write did not happen (another process's token stays there, and wins), or
+                // the store cannot be read: what the state says it holds stays, and the next
+                // change of the file sorts it out.
                 _ => return,
             },
         };

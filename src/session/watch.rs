@@ -10,9 +10,11 @@ use super::*;
 /// refresh), so that its next call uses what the file holds.
 ///
 /// Calls never look at the file themselves: a call reads the token in memory and nothing else.
-/// The watch starts with [`Session::start`] (or the first explicit change), which creates the
-/// file's directory (mode 0700) if it is missing, and ends when the last clone of the session
-/// is dropped. A store that is not the session file is watched only by [`Watch::Poll`].
+/// The watch starts with [`Session::start`] (or the first explicit change), which, for
+/// [`Watch::Notify`], creates the file's directory (mode 0700) if it is missing; it ends when
+/// the last clone of the session is dropped. If the directory itself is removed or renamed while
+/// watched by notification, the watch sees no more changes (a failure's re-read still does).
+/// A store that is not the session file is watched only by [`Watch::Poll`].
 ///
 /// Each session watches with one thread (and, on Linux, one inotify instance, of which a user
 /// has 128 by default): share one `Session` (its clones are cheap) rather than make many of
@@ -56,10 +58,11 @@ pub enum Watch {
     /// stays within 50 ms all along.
     #[default]
     Notify,
-    /// Looks at the store this often (one `stat` of the session file, or
-    /// [`TokenStore::version`]), from a thread that ends once the session is gone. For
-    /// filesystems whose changes made on another machine raise no notification (NFS, SMB and
-    /// other network filesystems, some FUSE ones), and for stores of your own.
+    /// Looks at the store this often, at least every 10 ms (one `stat` of the session file,
+    /// or [`TokenStore::version`]), from a thread that ends within an interval once the
+    /// session is gone. For filesystems whose changes made on another machine raise no
+    /// notification (NFS, SMB and other network filesystems, some FUSE ones; on NFS the
+    /// client's attribute cache may delay what a `stat` sees), and for stores of your own.
     Poll(Duration),
     /// Never: another process's change is seen only when a call fails for its session and
     /// re-authentication re-reads the file, or when a refresh write finds it.
@@ -68,9 +71,9 @@ pub enum Watch {
 
 /// A watch in place: dropping it stops it.
 pub(super) enum Armed {
-    /// The OS's notifications.
+    /// The OS's notifications. Dropped on a thread of its own (see [`Drop`]).
     Notify {
-        _watcher: Box<dyn notify::Watcher + Send>,
+        watcher: Option<Box<dyn notify::Watcher + Send>>,
     },
     /// A thread that looks every interval (and may hand over to notifications); it ends once
     /// the session is gone.
@@ -89,7 +92,7 @@ pub(super) fn arm(shared: &Arc<Shared>) {
         return;
     }
     let started = match (shared.watch, &shared.file) {
-        (Watch::Poll(interval), _) => poll(shared, interval, None),
+        (Watch::Poll(interval), _) => poll(shared, interval.max(MIN_POLL), None),
         (_, Some(file)) => {
             if let Err(e) = file.create_dir() {
                 tracing::warn!(error = %e, "cannot create the session file's directory");
@@ -117,6 +120,9 @@ pub(super) fn arm(shared: &Arc<Shared>) {
 /// which keeps the pickup within 50 ms all along.
 const WARM_UP: Duration = Duration::from_secs(1);
 const WARM_UP_POLL: Duration = Duration::from_millis(40);
+
+/// The shortest [`Watch::Poll`] interval: shorter would make the thread a busy loop.
+const MIN_POLL: Duration = Duration::from_millis(10);
 
 /// How often a session whose file cannot be watched by notification looks at it instead.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
@@ -189,8 +195,26 @@ fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error
         notify::RecursiveMode::NonRecursive,
     )?;
     Ok(Armed::Notify {
-        _watcher: Box::new(watcher),
+        watcher: Some(Box::new(watcher)),
     })
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        // The last clone of a session may be dropped on the watcher's own event thread (its
+        // callback holds the session while it looks), and some watchers join that thread when
+        // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
+        if let Self::Notify { watcher } = self
+            && let Some(watcher) = watcher.take()
+        {
+            let dropped = std::thread::Builder::new()
+                .name("agent-session-unwatch".into())
+                .spawn(move || drop(watcher));
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
+            }
+        }
+    }
 }
 
 fn watched_dir(file: &TokenFile) -> &Path {
@@ -265,18 +289,15 @@ impl Shared {
                 state.version = stored.version;
                 return;
             }
-            if stored.token.is_none() && stored.version.is_some() {
-                // A blank file: no writer of this library makes one (they rename a whole file
-                // into place, and a lock removes it), but a shell's `echo … > token` truncates
-                // before it writes. Keep the token until the write lands.
-                tracing::debug!("the session file is blank for now; keeping the token");
-                state.version = stored.version;
+            if self.keep_while_blank(&mut state, &stored) {
                 return;
             }
             tracing::info!(
                 token_found = stored.token.is_some(),
                 "session file changed by another process"
             );
+            // Counted before the new epoch is published, so that whoever waits for the change
+            // sees it counted.
             self.stats.external_changes.fetch_add(1, Ordering::Relaxed);
             self.adopt(&mut state, stored);
         });

@@ -200,7 +200,9 @@ impl Shared {
                     token_found = snapshot.token.is_some(),
                     "refresh lost to another process; using what the file holds"
                 );
-                self.adopt(&mut state, snapshot);
+                if !self.keep_while_blank(&mut state, &snapshot) {
+                    self.adopt(&mut state, snapshot);
+                }
             }
             Err(e) => {
                 if let Error::Locked { .. } = e {
@@ -268,6 +270,12 @@ impl Drop for Writer {
             let shared = &self.session.shared;
             let mut state = shared.lock();
             tracing::error!("the session's refresh writer stopped early");
+            if state.pending.is_some() || state.writing.is_some() {
+                // `flush` must not say the refresh is stored.
+                state.last_write_error = Some(Error::Store(Arc::new(std::io::Error::other(
+                    "the session's refresh writer stopped before it wrote the refresh",
+                ))));
+            }
             state.writer_running = false;
             state.pending = None;
             state.writing = None;
