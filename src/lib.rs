@@ -241,7 +241,7 @@
 //! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
 //! | `WARN` | `the session file changed but cannot be used` | the file holds no token (`error`); the session keeps its own |
-//! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`) |
+//! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`); warned of once while it keeps failing, `DEBUG` after |
 //! | `WARN` | `cannot create the session file's directory` | the watch starts without it (`error`); writes will say why they fail |
 //! | `WARN` | `cannot watch the session file; polling it instead` | no notification could be had (`error`); the file is looked at once a second |
 //! | `WARN` | `cannot watch the session file; other processes' changes are seen only on a failure` | no watch could start (`error`) |

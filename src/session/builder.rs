@@ -132,6 +132,7 @@ impl SessionBuilder {
                 agent_tokens: self.agent_tokens,
                 watch: self.watch,
                 watcher: Mutex::new(None),
+                look_failing: AtomicBool::new(false),
                 failures: self.failures,
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,

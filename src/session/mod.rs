@@ -5,7 +5,7 @@
 //! else); a refreshed token goes to the [writer](writer) and from it to the store; a change
 //! another process makes to the session file comes back through the [watch](watch).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,6 +93,9 @@ struct Shared {
     watch: Watch,
     /// The watch on the session file once armed; dropped with the session.
     watcher: Mutex<Option<watch::Armed>>,
+    /// Whether the watch's last look at the store failed, so that a failure repeated at every
+    /// poll is warned of once.
+    look_failing: AtomicBool,
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
     /// The longest a call waits for the write of the token its response brought.

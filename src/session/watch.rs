@@ -266,9 +266,17 @@ impl Shared {
     fn look_at_store(&self) {
         self.in_gate(|| {
             let now = match self.store.version() {
-                Ok(now) => now,
+                Ok(now) => {
+                    self.look_failing.store(false, Ordering::Relaxed);
+                    now
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot look at the session file");
+                    // Polled, the same failure comes back every interval: warned of once.
+                    if self.look_failing.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(error = %e, "cannot look at the session file");
+                    } else {
+                        tracing::warn!(error = %e, "cannot look at the session file");
+                    }
                     return;
                 }
             };
