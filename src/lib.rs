@@ -205,7 +205,8 @@
 //! request's path; for gRPC `/package.Service/Method`), `credentials` (`session`, `password`,
 //! or `none or own`: what the request carried, never its value) and `epoch` (the session's epoch
 //! the call was sent in). The events of the call's refresh, and of the writer and the blocking
-//! work it starts, are inside it. With re-authentication on, a call runs in a `DEBUG` span
+//! work it starts, are inside it. With nothing listening at `DEBUG`, a call makes no span and
+//! pays one check of the level. With re-authentication on, a call runs in a `DEBUG` span
 //! `session_reauth` (field `path`): its recovery's events, and the `session_call` spans of its
 //! sending and its replay, are inside it. The events of [`Session::start`], [`Session::clear`]
 //! and the like are in the span of the task that called them, as are the watch's warnings when

@@ -68,6 +68,7 @@ impl Token {
     }
 
     /// `Bearer <token>`, ready for an `authorization` header, marked sensitive.
+    #[inline]
     pub fn header_value(&self) -> HeaderValue {
         self.inner.header.clone()
     }

@@ -37,12 +37,18 @@ pin_project! {
         done: bool,
         session: Session,
         carried: Carried,
-        span: tracing::Span,
+        // Boxed, and only when a subscriber wants it: most calls have none.
+        span: Option<Box<tracing::Span>>,
     }
 }
 
 impl<F: Future> ResponseFuture<F> {
-    pub(super) fn new(future: F, session: Session, carried: Carried, span: tracing::Span) -> Self {
+    pub(super) fn new(
+        future: F,
+        session: Session,
+        carried: Carried,
+        span: Option<Box<tracing::Span>>,
+    ) -> Self {
         Self {
             future,
             saving: None,
@@ -84,7 +90,7 @@ where
             return Poll::Ready(Ok(response));
         }
         // The writer and any other work the token starts carry the call's span.
-        let _in_call = this.span.enter();
+        let _in_call = this.span.as_deref().map(tracing::Span::enter);
         match take_token(this.session, &response, *this.carried) {
             Refresh::Done => Poll::Ready(Ok(response)),
             Refresh::Saving(mut saved) => {
@@ -106,7 +112,7 @@ where
 /// may grow the map) unless the header is repeated.
 fn hide_credentials(response: &mut impl SessionResponse) -> bool {
     let headers = response.headers_mut();
-    match headers.get_mut(header::AUTHORIZATION) {
+    match headers.get_mut(&header::AUTHORIZATION) {
         None => return false,
         Some(value) => value.set_sensitive(true),
     }

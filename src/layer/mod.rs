@@ -222,7 +222,7 @@ impl<S> SessionService<S> {
         &self,
         future: F,
         carried: Carried,
-        span: tracing::Span,
+        span: Option<Box<tracing::Span>>,
     ) -> ResponseFuture<F> {
         ResponseFuture::new(future, self.session.clone(), carried, span)
     }
@@ -274,14 +274,21 @@ pub(crate) enum Carried {
 
 /// The span of one call: the session's events about it (its refresh taken, written or dropped;
 /// its recovery), and those of the work it starts, are inside it. Its fields never hold a
-/// credential. A disabled span (no subscriber at `DEBUG`) costs a check of the level.
-fn call_span(request: &impl SessionRequest, carried: Carried) -> tracing::Span {
+/// credential.
+///
+/// `None` when no subscriber wants it (nothing at `DEBUG`): a call then pays a check of the
+/// level, and its future carries no span.
+fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<tracing::Span>> {
+    if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG {
+        return None;
+    }
     let (credentials, epoch) = match carried {
         Carried::Session(epoch) => ("session", Some(epoch)),
         Carried::Password(epoch) => ("password", Some(epoch)),
         Carried::Nothing => ("none or own", None),
     };
-    tracing::debug_span!("session_call", path = request.path(), credentials, epoch)
+    let span = tracing::debug_span!("session_call", path = request.path(), credentials, epoch);
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 /// The session token a request went with (if any), and the epoch of the session then: what a
@@ -292,27 +299,28 @@ pub(crate) struct Sent {
 }
 
 /// Puts the session's token on a request that has no `authorization` of its own, and says what
-/// the request carries. One lookup decides both whether the request has credentials of its own
-/// and where ours go.
+/// the request carries.
+///
+/// A lookup, then an insert, rather than one `entry`: on a request without headers (an empty map)
+/// the lookup returns at once and the insert is all the work, as in a static-header layer.
+#[inline]
 fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -> Carried {
-    match headers.entry(header::AUTHORIZATION) {
-        header::Entry::Occupied(mut own) => {
-            // Credentials are secrets whoever put them there: kept out of `Debug` and out of
-            // HTTP/2's header compression table.
-            own.get_mut().set_sensitive(true);
-            if session.starts_on_password() && is_basic(own.get()) {
-                Carried::Password(current.epoch)
-            } else {
-                Carried::Nothing
-            }
+    if let Some(own) = headers.get_mut(&header::AUTHORIZATION) {
+        // Credentials are secrets whoever put them there: kept out of `Debug` and out of
+        // HTTP/2's header compression table.
+        own.set_sensitive(true);
+        return if session.starts_on_password() && is_basic(own) {
+            Carried::Password(current.epoch)
+        } else {
+            Carried::Nothing
+        };
+    }
+    match &current.token {
+        Some(token) => {
+            headers.insert(header::AUTHORIZATION, token.header_value());
+            Carried::Session(current.epoch)
         }
-        header::Entry::Vacant(slot) => match &current.token {
-            Some(token) => {
-                slot.insert(token.header_value());
-                Carried::Session(current.epoch)
-            }
-            None => Carried::Nothing,
-        },
+        None => Carried::Nothing,
     }
 }
 

@@ -274,6 +274,7 @@ impl Session {
     }
 
     /// Whether a password call's token starts the session.
+    #[inline]
     pub(crate) fn starts_on_password(&self) -> bool {
         self.shared.start_on_password
     }
