@@ -13,7 +13,9 @@ use super::*;
 /// The watch starts with [`Session::start`] (or the first explicit change), which, for
 /// [`Watch::Notify`], creates the file's directory (mode 0700) if it is missing; it ends when
 /// the last clone of the session is dropped. If the directory itself is removed or renamed while
-/// watched by notification, the watch sees no more changes (a failure's re-read still does).
+/// watched by notification (a logout empties `$XDG_RUNTIME_DIR`), the session polls the file as
+/// in its first second, then once a second, until the directory is back and can be watched
+/// again; it does not create the directory again itself.
 /// A store that is not the session file is watched only by [`Watch::Poll`].
 ///
 /// Each session watches with one thread (and, on Linux, one inotify instance, of which a user
@@ -140,28 +142,33 @@ fn poll(
         .name("agent-session-watch".into())
         .spawn(move || {
             let started = std::time::Instant::now();
-            let (mut interval, mut then) = (interval, then);
+            let (mut interval, mut failed) = (interval, false);
             loop {
                 std::thread::sleep(interval);
                 if !look(&session) {
                     return;
                 }
-                let Some(file) = then.take_if(|_| started.elapsed() >= WARM_UP) else {
+                let Some(file) = then.as_ref().filter(|_| started.elapsed() >= WARM_UP) else {
                     continue;
                 };
                 let Some(shared) = session.upgrade() else {
                     return;
                 };
-                match notify(&shared, &file) {
+                match notify(&shared, file) {
                     Ok(watcher) => {
                         *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
                         // A change made between the last look and the watch's start.
                         shared.look_at_store();
                         return;
                     }
+                    // Tried again at every look: the directory may come back, an inotify
+                    // instance may be freed. Warned of once.
+                    Err(e) if failed => {
+                        tracing::debug!(error = %e, "cannot watch the session file yet");
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
-                        interval = FALLBACK_POLL;
+                        (interval, failed) = (FALLBACK_POLL, true);
                     }
                 }
             }
@@ -172,7 +179,17 @@ fn poll(
 fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.path().file_name().map(ToOwned::to_owned);
+    let dir = std::path::absolute(watched_dir(file))?;
+    let watched = file.clone();
     let on_event = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = &event
+            && is_gone(event, &dir)
+        {
+            if let Some(shared) = session.upgrade() {
+                watch_again(&shared, &watched);
+            }
+            return;
+        }
         let concerns_file = match &event {
             Ok(event) => {
                 event.need_rescan()
@@ -197,6 +214,40 @@ fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error
     Ok(Armed::Notify {
         watcher: Some(Box::new(watcher)),
     })
+}
+
+/// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
+/// watch then sees nothing more.
+fn is_gone(event: &notify::Event, dir: &Path) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|path| path == dir)
+}
+
+/// The watched directory is gone: poll the file, and watch it by notification again once the
+/// directory is back. Runs on the watcher's event thread; replacing the watch drops the old
+/// watcher on a thread of its own (see [`Drop`]).
+fn watch_again(shared: &Arc<Shared>, file: &TokenFile) {
+    // The file went with its directory: a lock, seen now rather than at the first poll.
+    shared.look_at_store();
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+    // Once per loss: a second event of the same watcher finds the polling in place.
+    if !matches!(*armed, Some(Armed::Notify { .. })) {
+        return;
+    }
+    tracing::warn!(
+        "the session file's directory was removed or moved; polling it until it is back"
+    );
+    match poll(shared, WARM_UP_POLL, Some(file.clone())) {
+        Ok(polling) => *armed = Some(polling),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot watch the session file; other processes' changes are seen only on a failure"
+        ),
+    }
 }
 
 impl Drop for Armed {

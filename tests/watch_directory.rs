@@ -1,0 +1,106 @@
+//! A session watched by notification whose directory is removed (as a logout empties
+//! `$XDG_RUNTIME_DIR`) polls until the directory is back, sees the unlock that brings it back, and
+//! then watches by notification again. The other processes are the `client` example.
+//!
+//! Linux only, and a test binary of its own: it counts this process's inotify instances
+//! (`/proc/self/fd`) and watch threads (`/proc/self/task`), which another test running beside it
+//! would change.
+
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use agent_session::{Session, TokenFile};
+
+#[path = "cli_support/mod.rs"]
+mod cli_support;
+use cli_support::Fixture;
+
+/// Far longer than a pickup takes (at most a second or so here), so that only a missed change
+/// fails.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The inotify instances this process holds.
+fn inotify_instances() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("inotify"))
+        .count()
+}
+
+/// The session's polling threads alive in this process (`agent-session-watch`, as the kernel
+/// keeps it: 15 bytes).
+fn polling_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "agent-session-w")
+        .count()
+}
+
+/// Waits, within [`BOUND`], for `condition`.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(BOUND, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+#[tokio::test]
+async fn a_removed_directory_is_polled_until_it_is_back_then_watched_again() {
+    let fixture = Fixture::new();
+    let instances = inotify_instances();
+    let session = Session::new(TokenFile::in_dir(fixture.session_dir()));
+    session.start().await.unwrap();
+    until(
+        "the session hands over to notification after its first second",
+        || inotify_instances() == instances + 1 && polling_threads() == 0,
+    )
+    .await;
+
+    let since = session.epoch();
+    fixture.unlock();
+    tokio::time::timeout(BOUND, session.changed_since(since))
+        .await
+        .expect("the unlock is picked up");
+
+    // The directory goes, its file with it: a lock.
+    let since = session.epoch();
+    std::fs::remove_dir_all(fixture.session_dir()).unwrap();
+    tokio::time::timeout(BOUND, session.changed_since(since))
+        .await
+        .expect("the removal is picked up");
+    assert_eq!(session.token(), None);
+    until("the session polls while the directory is gone", || {
+        polling_threads() == 1
+    })
+    .await;
+
+    // Another process's unlock brings the directory back.
+    let since = session.epoch();
+    fixture.unlock();
+    tokio::time::timeout(BOUND, session.changed_since(since))
+        .await
+        .expect("the unlock that brings the directory back is picked up");
+    assert_eq!(
+        session.token().map(|t| t.expose().to_owned()),
+        Some(fixture.token())
+    );
+
+    // Then notification again, and nothing else: the polling thread is gone.
+    until("the session watches by notification again", || {
+        inotify_instances() == instances + 1 && polling_threads() == 0
+    })
+    .await;
+    let since = session.epoch();
+    fixture.client(&["lock"]).expect_code(0);
+    tokio::time::timeout(BOUND, session.changed_since(since))
+        .await
+        .expect("a lock after the directory came back is picked up");
+    assert_eq!(session.token(), None);
+    assert_eq!(session.stats().external_changes, 4);
+}
