@@ -145,7 +145,7 @@ fn poll(
             let (mut interval, mut failed) = (interval, false);
             loop {
                 std::thread::sleep(interval);
-                if !look(&session) {
+                if !look(&session, Look::IfMoved) {
                     return;
                 }
                 let Some(file) = then.as_ref().filter(|_| started.elapsed() >= WARM_UP) else {
@@ -158,7 +158,7 @@ fn poll(
                     Ok(watcher) => {
                         *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
                         // A change made between the last look and the watch's start.
-                        shared.look_at_store();
+                        shared.look_at_store(Look::Read);
                         return;
                     }
                     // Tried again at every look: the directory may come back, an inotify
@@ -202,7 +202,7 @@ fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error
             Err(_) => true,
         };
         if concerns_file {
-            look(&session);
+            look(&session, Look::Read);
         }
     };
     let mut watcher = notify::recommended_watcher(on_event)?;
@@ -232,7 +232,7 @@ fn is_gone(event: &notify::Event, dir: &Path) -> bool {
 /// watcher on a thread of its own (see [`Drop`]).
 fn watch_again(shared: &Arc<Shared>, file: &TokenFile) {
     // The file went with its directory: a lock, seen now rather than at the first poll.
-    shared.look_at_store();
+    shared.look_at_store(Look::Read);
     let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
     // Once per loss: a second event of the same watcher finds the polling in place.
     if !matches!(*armed, Some(Armed::Notify { .. })) {
@@ -275,12 +275,23 @@ fn watched_dir(file: &TokenFile) -> &Path {
     }
 }
 
+/// How far a look at the store goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// A poll: the store is read only when its version moved (one `stat` otherwise).
+    IfMoved,
+    /// The OS said the file changed: it is read whatever its version says, for a version can
+    /// repeat (a file rewritten in place, on a filesystem whose timestamps are coarser than the
+    /// writes; an inode number reused).
+    Read,
+}
+
 /// Looks at the store for a session that may be gone (the watch's thread holds no session);
 /// returns whether it is still there.
-fn look(session: &Weak<Shared>) -> bool {
+fn look(session: &Weak<Shared>, how: Look) -> bool {
     match session.upgrade() {
         Some(shared) => {
-            shared.look_at_store();
+            shared.look_at_store(how);
             true
         }
         None => false,
@@ -311,10 +322,10 @@ impl Session {
 
 impl Shared {
     /// The store may have changed: one `stat` of the file (or [`TokenStore::version`]), and a
-    /// read only when its version is not the one the state records. Inside the gate, so that
-    /// no write of this process is half-recorded: a version that differs is another process's
-    /// doing.
-    fn look_at_store(&self) {
+    /// read when its version is not the one the state records, or always with [`Look::Read`].
+    /// Inside the gate, so that no write of this process is half-recorded: a token that is not
+    /// the one the state records is another process's doing.
+    fn look_at_store(&self, how: Look) {
         self.in_gate(|| {
             let now = match self.store.version() {
                 Ok(now) => {
@@ -331,7 +342,7 @@ impl Shared {
                     return;
                 }
             };
-            if now == self.lock().version {
+            if how == Look::IfMoved && now == self.lock().version {
                 return;
             }
             let stored = match self.store.load() {
@@ -362,3 +373,6 @@ impl Shared {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
