@@ -12,18 +12,9 @@ use agent_session::{Session, TokenFile, Watch};
 #[path = "cli_support/mod.rs"]
 mod cli_support;
 use cli_support::Fixture;
-
-/// Far longer than a pickup takes (milliseconds), so that only a missed change fails.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// The inotify instances this process holds.
-fn inotify_instances() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().contains("inotify"))
-        .count()
-}
+#[path = "watch_support/mod.rs"]
+mod watch_support;
+use watch_support::{BOUND, inotify_instances, until};
 
 async fn sees_unlock_and_lock(watch: Watch) {
     let fixture = Fixture::new();
@@ -36,13 +27,11 @@ async fn sees_unlock_and_lock(watch: Watch) {
     if watch == Watch::Notify {
         // Polled for its first second, then watched by notification: wait for the hand-over,
         // so that what follows is seen by inotify alone.
-        tokio::time::timeout(BOUND, async {
-            while inotify_instances() == instances {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the session watches its file by notification after its first second");
+        until(
+            "the session watches its file by notification after its first second",
+            || inotify_instances() > instances,
+        )
+        .await;
     }
 
     let since = session.epoch();

@@ -8,47 +8,14 @@
 
 #![cfg(target_os = "linux")]
 
-use std::time::Duration;
-
 use agent_session::{Session, TokenFile};
 
 #[path = "cli_support/mod.rs"]
 mod cli_support;
 use cli_support::Fixture;
-
-/// Far longer than a pickup takes (at most a second or so here), so that only a missed change
-/// fails.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// The inotify instances this process holds.
-fn inotify_instances() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().contains("inotify"))
-        .count()
-}
-
-/// The session's polling threads alive in this process (`agent-session-watch`, as the kernel
-/// keeps it: 15 bytes).
-fn polling_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "agent-session-w")
-        .count()
-}
-
-/// Waits, within [`BOUND`], for `condition`.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    tokio::time::timeout(BOUND, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what}"));
-}
+#[path = "watch_support/mod.rs"]
+mod watch_support;
+use watch_support::{BOUND, inotify_instances, polling_threads, until};
 
 #[tokio::test]
 async fn a_removed_directory_is_polled_until_it_is_back_then_watched_again() {
