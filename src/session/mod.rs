@@ -146,6 +146,9 @@ struct Counters {
     lost_refreshes: AtomicU64,
     external_changes: AtomicU64,
     lock_timeouts: AtomicU64,
+    /// Reads of the store by the watch: not a figure for users, but what shows that the watch
+    /// reads on changes and on nothing else.
+    watch_reads: AtomicU64,
 }
 
 /// What became of a refreshed token.

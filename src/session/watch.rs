@@ -13,15 +13,16 @@ use super::*;
 /// The watch starts with [`Session::start`] (or the first explicit change), which, for
 /// [`Watch::Notify`], creates the file's directory (mode 0700) if it is missing; it ends when
 /// the last clone of the session is dropped. If the directory itself is removed or renamed while
-/// watched by notification (a logout empties `$XDG_RUNTIME_DIR`), the session polls the file as
-/// in its first second, then once a second, until the directory is back and can be watched
-/// again; it does not create the directory again itself.
+/// watched by notification (as a logout removes what is in `$XDG_RUNTIME_DIR`), the session
+/// polls the file as in its first second, then once a second, until the directory is back and
+/// can be watched again; it does not create the directory again itself. (A directory that is
+/// itself a mount point and is unmounted is not seen to go.)
 /// A store that is not the session file is watched only by [`Watch::Poll`].
 ///
 /// Each session watches with one thread (and, on Linux, one inotify instance, of which a user
 /// has 128 by default): share one `Session` (its clones are cheap) rather than make many of
-/// one file. A session whose file cannot be watched by notification polls it once a second, and
-/// says so in a warning.
+/// one file. A session whose file cannot be watched by notification polls it once a second, says
+/// so in a warning, and tries notification again, at growing intervals up to a minute.
 ///
 /// Two sessions on one file, as two processes would have (a long-lived one, and a command that
 /// unlocks):
@@ -76,6 +77,9 @@ pub(super) enum Armed {
     /// The OS's notifications. Dropped on a thread of its own (see [`Drop`]).
     Notify {
         watcher: Option<Box<dyn notify::Watcher + Send>>,
+        /// Set by the watcher's callback when the watched directory went away, and the watch
+        /// with it: such a watch is never installed, and is replaced once.
+        gone: Arc<AtomicBool>,
     },
     /// A thread that looks every interval (and may hand over to notifications); it ends once
     /// the session is gone.
@@ -129,9 +133,14 @@ const MIN_POLL: Duration = Duration::from_millis(10);
 /// How often a session whose file cannot be watched by notification looks at it instead.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
+/// The longest a session waits before it tries notification again after a failure.
+const RETRY_AT_MOST: Duration = Duration::from_secs(60);
+
 /// A thread that looks at the store every `interval` until the session is gone; with `then`,
-/// after [`WARM_UP`] it hands over to the OS's notifications on that file (or, where none can be
-/// had, polls it every [`FALLBACK_POLL`]).
+/// after [`WARM_UP`] it hands over to the OS's notifications on that file. While they cannot be
+/// had (the directory is missing, no inotify instance is left) it looks every
+/// [`FALLBACK_POLL`], and tries them again: as soon as the directory is there, after a failure
+/// at growing intervals up to [`RETRY_AT_MOST`].
 fn poll(
     shared: &Arc<Shared>,
     interval: Duration,
@@ -141,34 +150,41 @@ fn poll(
     std::thread::Builder::new()
         .name("agent-session-watch".into())
         .spawn(move || {
-            let started = std::time::Instant::now();
-            let (mut interval, mut failed) = (interval, false);
+            let started = Instant::now();
+            let (mut interval, mut next_try, mut retry) = (interval, started + WARM_UP, FALLBACK_POLL);
+            let mut warned = false;
             loop {
                 std::thread::sleep(interval);
                 if !look(&session, Look::IfMoved) {
                     return;
                 }
-                let Some(file) = then.as_ref().filter(|_| started.elapsed() >= WARM_UP) else {
+                let Some(file) = then.as_ref().filter(|_| Instant::now() >= next_try) else {
                     continue;
                 };
+                interval = FALLBACK_POLL;
+                // A directory that is not there cannot be watched: no instance made meanwhile.
+                if !watched_dir(file).is_dir() {
+                    continue;
+                }
                 let Some(shared) = session.upgrade() else {
                     return;
                 };
-                match notify(&shared, file) {
-                    Ok(watcher) => {
-                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
-                        // A change made between the last look and the watch's start.
-                        shared.look_at_store(Look::Read);
-                        return;
-                    }
-                    // Tried again at every look: the directory may come back, an inotify
-                    // instance may be freed. Warned of once.
-                    Err(e) if failed => {
-                        tracing::debug!(error = %e, "cannot watch the session file yet");
+                match notification::watch(&shared, file) {
+                    Ok(watch) => {
+                        if install(&shared, watch) {
+                            // A change made between the last look and the watch's start.
+                            shared.look_at_store(Look::Read);
+                            return;
+                        }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
-                        (interval, failed) = (FALLBACK_POLL, true);
+                        if std::mem::replace(&mut warned, true) {
+                            tracing::debug!(error = %e, "cannot watch the session file yet");
+                        } else {
+                            tracing::warn!(error = %e, "cannot watch the session file; polling it instead");
+                        }
+                        next_try = Instant::now() + retry;
+                        retry = (retry * 2).min(RETRY_AT_MOST);
                     }
                 }
             }
@@ -176,94 +192,27 @@ fn poll(
     Ok(Armed::Poll)
 }
 
-fn notify(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error> {
-    let session = Arc::downgrade(shared);
-    let name = file.path().file_name().map(ToOwned::to_owned);
-    let dir = std::path::absolute(watched_dir(file))?;
-    let watched = file.clone();
-    let on_event = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = &event
-            && is_gone(event, &dir)
-        {
-            if let Some(shared) = session.upgrade() {
-                watch_again(&shared, &watched);
-            }
-            return;
-        }
-        let concerns_file = match &event {
-            Ok(event) => {
-                event.need_rescan()
-                    || event
-                        .paths
-                        .iter()
-                        .any(|path| path.file_name() == name.as_deref())
-            }
-            // Events may have been lost: look.
-            Err(_) => true,
-        };
-        if concerns_file {
-            look(&session, Look::Read);
-        }
-    };
-    let mut watcher = notify::recommended_watcher(on_event)?;
-    notify::Watcher::watch(
-        &mut watcher,
-        watched_dir(file),
-        notify::RecursiveMode::NonRecursive,
-    )?;
-    Ok(Armed::Notify {
-        watcher: Some(Box::new(watcher)),
-    })
-}
-
-/// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
-/// watch then sees nothing more.
-fn is_gone(event: &notify::Event, dir: &Path) -> bool {
-    use notify::EventKind;
-    use notify::event::ModifyKind;
-    matches!(
-        event.kind,
-        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-    ) && event.paths.iter().any(|path| path == dir)
-}
-
-/// The watched directory is gone: poll the file, and watch it by notification again once the
-/// directory is back. Runs on the watcher's event thread; replacing the watch drops the old
-/// watcher on a thread of its own (see [`Drop`]).
-fn watch_again(shared: &Arc<Shared>, file: &TokenFile) {
-    // The file went with its directory: a lock, seen now rather than at the first poll.
-    shared.look_at_store(Look::Read);
+/// Puts `watch` in place of the polling, unless its directory went away while it was being set
+/// up (then the polling goes on). Whether it did.
+fn install(shared: &Shared, watch: Armed) -> bool {
     let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    // Once per loss: a second event of the same watcher finds the polling in place.
-    if !matches!(*armed, Some(Armed::Notify { .. })) {
-        return;
+    // Checked under the lock that `watch_again` takes after setting the flag: either this sees
+    // the flag, or `watch_again` sees this watch in place and replaces it.
+    if watch.is_gone() {
+        drop(armed);
+        // Dropped on a thread of its own, as always (see `Drop`).
+        drop(watch);
+        return false;
     }
-    tracing::warn!(
-        "the session file's directory was removed or moved; polling it until it is back"
-    );
-    match poll(shared, WARM_UP_POLL, Some(file.clone())) {
-        Ok(polling) => *armed = Some(polling),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot watch the session file; other processes' changes are seen only on a failure"
-        ),
-    }
+    *armed = Some(watch);
+    true
 }
 
-impl Drop for Armed {
-    fn drop(&mut self) {
-        // The last clone of a session may be dropped on the watcher's own event thread (its
-        // callback holds the session while it looks), and some watchers join that thread when
-        // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        if let Self::Notify { watcher } = self
-            && let Some(watcher) = watcher.take()
-        {
-            let dropped = std::thread::Builder::new()
-                .name("agent-session-unwatch".into())
-                .spawn(move || drop(watcher));
-            if let Err(e) = dropped {
-                tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
-            }
+impl Armed {
+    fn is_gone(&self) -> bool {
+        match self {
+            Self::Notify { gone, .. } => gone.load(Ordering::SeqCst),
+            Self::Poll => false,
         }
     }
 }
@@ -345,6 +294,7 @@ impl Shared {
             if how == Look::IfMoved && now == self.lock().version {
                 return;
             }
+            self.stats.watch_reads.fetch_add(1, Ordering::Relaxed);
             let stored = match self.store.load() {
                 Ok(stored) => stored,
                 Err(e) => {
@@ -374,5 +324,6 @@ impl Shared {
     }
 }
 
+mod notification;
 #[cfg(test)]
 mod tests;

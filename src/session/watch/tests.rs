@@ -43,3 +43,94 @@ fn an_event_reads_the_file_even_when_its_stamp_did_not_move() {
     assert_eq!(session.token(), Some(second), "an event reads the file");
     assert_eq!(session.stats().external_changes, 1);
 }
+
+/// The watch reads the file when it changes, not when it is opened or read: its own read raises
+/// those events, so reading on them would never stop (a core spun for as long as the session
+/// lived). Other processes read the file too (every run of a command-line client).
+#[test]
+fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    let session = Session::new(file.clone());
+    runtime
+        .block_on(session.start_with_token(Token::new("a".repeat(40)).unwrap()))
+        .unwrap();
+    let notified = || {
+        matches!(
+            *session.shared.watcher.lock().unwrap(),
+            Some(Armed::Notify { .. })
+        )
+    };
+    runtime.block_on(async {
+        tokio::time::timeout(BOUND, async {
+            while !notified() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the session watches by notification after its first second")
+    });
+    let reads = || session.shared.stats.watch_reads.load(Ordering::Relaxed);
+    // The hand-over's own look may still be under way: let it finish.
+    session.shared.in_gate(|| ());
+    let before = reads();
+
+    for _ in 0..20 {
+        std::fs::read_to_string(file.path()).unwrap();
+    }
+    // Then a change, from another writer: the OS tells of events in order, so once the change
+    // is picked up, the opens and reads before it have been told of too.
+    let since = session.epoch();
+    let other = TokenFile::in_dir(dir.path());
+    let second = Token::new("b".repeat(40)).unwrap();
+    other.write(&second).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(BOUND, session.changed_since(since)).await })
+        .expect("the other writer's token is picked up");
+    assert_eq!(session.token(), Some(second));
+    // The write's events (its rename, and maybe the lock file's) read the file; the 20 opens
+    // and reads, and the watch's own reads, none.
+    let read = reads() - before;
+    assert!(
+        (1..=4).contains(&read),
+        "the watch read the file {read} times for one change"
+    );
+}
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A watch whose directory went away while it was being set up (its callback set the flag
+/// before the poll thread could install it) is never installed: the polling goes on.
+#[test]
+fn a_watch_gone_before_its_install_is_not_installed() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    let session = Session::builder(file.clone()).watch(Watch::Off).build();
+    runtime.block_on(session.start()).unwrap();
+    let installed = || {
+        matches!(
+            *session.shared.watcher.lock().unwrap(),
+            Some(Armed::Notify { .. })
+        )
+    };
+
+    let watch = notification::watch(&session.shared, &file).unwrap();
+    let Armed::Notify { gone, .. } = &watch else {
+        panic!("a notification watch")
+    };
+    gone.store(true, Ordering::SeqCst);
+    assert!(!install(&session.shared, watch));
+    assert!(!installed());
+
+    let watch = notification::watch(&session.shared, &file).unwrap();
+    assert!(install(&session.shared, watch));
+    assert!(installed());
+}

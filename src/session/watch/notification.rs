@@ -1,0 +1,130 @@
+//! The OS's notifications of changes to the session file's directory (inotify, FSEvents,
+//! kqueue, through `notify`), and what the watch does with each.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use notify::EventKind;
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+
+use super::{Armed, Look, Shared, WARM_UP_POLL, look, poll, watched_dir};
+use crate::TokenFile;
+
+/// Watches `file`'s directory for changes to `file`.
+pub(super) fn watch(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error> {
+    let session = Arc::downgrade(shared);
+    let name = file.path().file_name().map(ToOwned::to_owned);
+    let dir = std::path::absolute(watched_dir(file))?;
+    let gone = Arc::new(AtomicBool::new(false));
+    let (watched, flag) = (file.clone(), Arc::clone(&gone));
+    let on_event = move |event: notify::Result<notify::Event>| {
+        let how = match &event {
+            Ok(event) if is_gone(event, &dir) => {
+                if let Some(shared) = session.upgrade() {
+                    watch_again(&shared, &watched, &flag);
+                }
+                return;
+            }
+            // Events may have been lost: look.
+            Ok(event) if event.need_rescan() => Some(Look::Read),
+            Ok(event) if event.paths.iter().any(|p| p.file_name() == name.as_deref()) => {
+                look_for(&event.kind)
+            }
+            Ok(_) => None,
+            Err(_) => Some(Look::Read),
+        };
+        if let Some(how) = how {
+            look(&session, how);
+        }
+    };
+    let mut watcher = notify::recommended_watcher(on_event)?;
+    notify::Watcher::watch(
+        &mut watcher,
+        watched_dir(file),
+        notify::RecursiveMode::NonRecursive,
+    )?;
+    Ok(Armed::Notify {
+        watcher: Some(Box::new(watcher)),
+        gone,
+    })
+}
+
+/// What an event of `kind` for the session file asks of the watch.
+fn look_for(kind: &EventKind) -> Option<Look> {
+    match kind {
+        // A file closed after a write: read it.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Look::Read),
+        // Opened, read, closed unwritten: nothing changed. (The look's own read raises these:
+        // reading on them would never end.)
+        EventKind::Access(_) => None,
+        // Its mode or times alone: the stamp tells.
+        EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Any | EventKind::Other => {
+            Some(Look::IfMoved)
+        }
+        // Written, renamed onto, created, removed: read it, whatever its stamp says.
+        EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) => Some(Look::Read),
+    }
+}
+
+/// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
+/// watch then sees nothing more (inotify drops it, or follows the directory; so does kqueue).
+fn is_gone(event: &notify::Event, dir: &Path) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|path| path == dir)
+}
+
+/// The watched directory is gone: poll the file, and watch it by notification again once the
+/// directory is back. Runs on the event thread of the watch whose flag is `gone`; it replaces
+/// that watch only, once, and the old watcher is dropped on a thread of its own (see [`Drop`]).
+fn watch_again(shared: &Arc<Shared>, file: &TokenFile, gone: &Arc<AtomicBool>) {
+    // Before the lock: a watch being installed meanwhile sees it (see `install`).
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The file went with its directory: a lock, seen now rather than at the first poll.
+    shared.look_at_store(Look::Read);
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+    let in_place = matches!(
+        &*armed,
+        Some(Armed::Notify { gone: current, .. }) if Arc::ptr_eq(current, gone)
+    );
+    if !in_place {
+        return;
+    }
+    tracing::warn!(
+        "the session file's directory was removed or moved; polling it until it is back"
+    );
+    match poll(shared, WARM_UP_POLL, Some(file.clone())) {
+        Ok(polling) => *armed = Some(polling),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot watch the session file; other processes' changes are seen only on a failure"
+        ),
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        // The last clone of a session may be dropped on the watcher's own event thread (its
+        // callback holds the session while it looks), and some watchers join that thread when
+        // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
+        let Self::Notify { watcher, .. } = self else {
+            return;
+        };
+        let Some(watcher) = watcher.take() else {
+            return;
+        };
+        let slot = Arc::new(Mutex::new(Some(watcher)));
+        let theirs = Arc::clone(&slot);
+        let dropped = std::thread::Builder::new()
+            .name("agent-session-unwatch".into())
+            .spawn(move || drop(theirs.lock().unwrap_or_else(|e| e.into_inner()).take()));
+        if let Err(e) = dropped {
+            tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
+            // Dropped here, it could be on its own event thread: left running instead.
+            let left = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            std::mem::forget(left);
+        }
+    }
+}
