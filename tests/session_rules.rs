@@ -653,3 +653,40 @@ async fn a_refresh_that_finds_a_blank_file_keeps_the_session() {
         ""
     );
 }
+
+/// A request's own credentials go as they are, none of the session's added, and every one of
+/// them marked sensitive (kept out of `Debug` and of HTTP/2's compression table), a repeated
+/// header too.
+#[tokio::test]
+async fn own_credentials_are_sent_as_they_are_and_all_marked_sensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = durable_session(dir.path());
+    session.start_with_token(token("t0")).await.unwrap();
+    let seen: Arc<Mutex<Vec<(Vec<u8>, bool)>>> = Arc::default();
+    let record = seen.clone();
+    let inner = tower::service_fn(move |request: Request<()>| {
+        record.lock().unwrap().extend(
+            request
+                .headers()
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .map(|value| (value.as_bytes().to_vec(), value.is_sensitive())),
+        );
+        async { Ok::<_, Infallible>(Response::new(())) }
+    });
+    let mut svc = SessionLayer::new(session).layer(inner);
+    let mut request = Request::new(());
+    for own in ["Bearer mine", "Basic dXNlcjpwdw=="] {
+        request
+            .headers_mut()
+            .append(header::AUTHORIZATION, HeaderValue::from_static(own));
+    }
+    svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (b"Bearer mine".to_vec(), true),
+            (b"Basic dXNlcjpwdw==".to_vec(), true)
+        ]
+    );
+}

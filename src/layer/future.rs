@@ -6,10 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::header;
 use pin_project_lite::pin_project;
 
-use super::Carried;
+use super::{Carried, hide_credentials};
 use crate::bearer;
 use crate::message::SessionResponse;
 use crate::saved::Saved;
@@ -86,7 +85,7 @@ where
         let result = ready!(this.future.poll(cx));
         *this.done = true;
         let mut response = result?;
-        if !hide_credentials(&mut response) {
+        if !hide_credentials(response.headers_mut()) {
             return Poll::Ready(Ok(response));
         }
         // The writer and any other work the token starts carry the call's span.
@@ -103,31 +102,6 @@ where
             }
         }
     }
-}
-
-/// Marks the response's `authorization` values sensitive, so that the application's `Debug` of
-/// the response or its metadata never prints a refreshed token. The bytes are unchanged.
-///
-/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
-/// may grow the map) unless the header is repeated.
-fn hide_credentials(response: &mut impl SessionResponse) -> bool {
-    let headers = response.headers_mut();
-    match headers.get_mut(&header::AUTHORIZATION) {
-        None => return false,
-        Some(value) => value.set_sensitive(true),
-    }
-    if headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
-        && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
-    {
-        for value in values.iter_mut() {
-            value.set_sensitive(true);
-        }
-    }
-    true
 }
 
 /// Takes the token a response brought, as what the request `carried` makes it: a refresh of

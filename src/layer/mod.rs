@@ -305,11 +305,11 @@ pub(crate) struct Sent {
 /// the lookup returns at once and the insert is all the work, as in a static-header layer.
 #[inline]
 fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -> Carried {
-    if let Some(own) = headers.get_mut(&header::AUTHORIZATION) {
-        // Credentials are secrets whoever put them there: kept out of `Debug` and out of
-        // HTTP/2's header compression table.
-        own.set_sensitive(true);
-        return if session.starts_on_password() && is_basic(own) {
+    // Credentials are secrets whoever put them there: kept out of `Debug` and out of HTTP/2's
+    // header compression table.
+    if hide_credentials(headers) {
+        let password = headers.get(&header::AUTHORIZATION).is_some_and(is_basic);
+        return if session.starts_on_password() && password {
             Carried::Password(current.epoch)
         } else {
             Carried::Nothing
@@ -322,6 +322,31 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
         }
         None => Carried::Nothing,
     }
+}
+
+/// Marks every `authorization` value in `headers` sensitive, so that `Debug` of the message
+/// never prints a credential (a request's own, a response's refreshed token), and HTTP/2 never
+/// puts one in its compression table. The bytes are unchanged.
+///
+/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
+/// may grow the map) unless the header is repeated.
+fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
+    match headers.get_mut(&header::AUTHORIZATION) {
+        None => return false,
+        Some(value) => value.set_sensitive(true),
+    }
+    if headers
+        .get_all(&header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+        && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
+    {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
+        }
+    }
+    true
 }
 
 /// Whether `value` is `Basic` credentials (a password).
