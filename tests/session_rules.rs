@@ -662,7 +662,9 @@ async fn own_credentials_are_sent_as_they_are_and_all_marked_sensitive() {
     let dir = tempfile::tempdir().unwrap();
     let session = durable_session(dir.path());
     session.start_with_token(token("t0")).await.unwrap();
-    let seen: Arc<Mutex<Vec<(Vec<u8>, bool)>>> = Arc::default();
+    // Each value's bytes, and whether it is marked sensitive.
+    type Values = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
+    let seen: Values = Arc::default();
     let record = seen.clone();
     let inner = tower::service_fn(move |request: Request<()>| {
         record.lock().unwrap().extend(

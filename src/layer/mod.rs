@@ -330,11 +330,22 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
 ///
 /// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
 /// may grow the map) unless the header is repeated.
+#[inline]
 fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
     match headers.get_mut(&header::AUTHORIZATION) {
-        None => return false,
-        Some(value) => value.set_sensitive(true),
+        None => false,
+        Some(value) => {
+            value.set_sensitive(true);
+            hide_the_others(headers);
+            true
+        }
     }
+}
+
+/// The rest of [`hide_credentials`], for a message that has credentials: out of line, so that a
+/// message without any costs one lookup.
+#[cold]
+fn hide_the_others(headers: &mut http::HeaderMap) {
     if headers
         .get_all(&header::AUTHORIZATION)
         .iter()
@@ -346,7 +357,6 @@ fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
             value.set_sensitive(true);
         }
     }
-    true
 }
 
 /// Whether `value` is `Basic` credentials (a password).
