@@ -3,19 +3,35 @@ use std::io::{Seek, Write};
 use super::*;
 use crate::TokenStore;
 
+fn runtime_and_dir() -> (tokio::runtime::Runtime, tempfile::TempDir) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (runtime, tempfile::tempdir().unwrap())
+}
+
+/// A session with no watch of its own: the looks and watches are the test's.
+fn unwatched(file: &TokenFile) -> Session {
+    Session::builder(file.clone()).watch(Watch::Off).build()
+}
+
+/// Whether `session`'s watch in place is a notification one.
+fn notified(session: &Session) -> bool {
+    matches!(
+        *session.shared.watcher.lock().unwrap(),
+        Some(Armed::Notify { .. })
+    )
+}
+
 /// Another process rewrites the session file in place with a token of the same length, on a
 /// filesystem whose clock is coarser than the writes: the file's `stat` is what it was. A poll
 /// cannot tell; an event (the OS saying the file changed) reads the file and sees the token.
 #[test]
 fn an_event_reads_the_file_even_when_its_stamp_did_not_move() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
-    // No watch of its own: the looks below are the test's.
-    let session = Session::builder(file.clone()).watch(Watch::Off).build();
+    let session = unwatched(&file);
     let first = Token::new("a".repeat(40)).unwrap();
     let second = Token::new("b".repeat(40)).unwrap();
     runtime
@@ -49,25 +65,15 @@ fn an_event_reads_the_file_even_when_its_stamp_did_not_move() {
 /// lived). Other processes read the file too (every run of a command-line client).
 #[test]
 fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
     let session = Session::new(file.clone());
     runtime
         .block_on(session.start_with_token(Token::new("a".repeat(40)).unwrap()))
         .unwrap();
-    let notified = || {
-        matches!(
-            *session.shared.watcher.lock().unwrap(),
-            Some(Armed::Notify { .. })
-        )
-    };
     runtime.block_on(async {
         tokio::time::timeout(BOUND, async {
-            while !notified() {
+            while !notified(&session) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -107,20 +113,10 @@ const BOUND: Duration = Duration::from_secs(30);
 /// before the poll thread could install it) is never installed: the polling goes on.
 #[test]
 fn a_watch_gone_before_its_install_is_not_installed() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
-    let session = Session::builder(file.clone()).watch(Watch::Off).build();
+    let session = unwatched(&file);
     runtime.block_on(session.start()).unwrap();
-    let installed = || {
-        matches!(
-            *session.shared.watcher.lock().unwrap(),
-            Some(Armed::Notify { .. })
-        )
-    };
 
     let watch = notification::watch(&session.shared, &file).unwrap();
     let Armed::Notify { gone, .. } = &watch else {
@@ -128,9 +124,9 @@ fn a_watch_gone_before_its_install_is_not_installed() {
     };
     gone.store(true, Ordering::SeqCst);
     assert!(!install(&session.shared, watch));
-    assert!(!installed());
+    assert!(!notified(&session));
 
     let watch = notification::watch(&session.shared, &file).unwrap();
     assert!(install(&session.shared, watch));
-    assert!(installed());
+    assert!(notified(&session));
 }
