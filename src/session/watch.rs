@@ -15,8 +15,8 @@ use super::*;
 /// the last clone of the session is dropped. If the directory itself is removed or renamed while
 /// watched by notification (as a logout removes what is in `$XDG_RUNTIME_DIR`), the session
 /// polls the file as in its first second, then once a second, until the directory is back and
-/// can be watched again; it does not create the directory again itself. (A directory that is
-/// itself a mount point and is unmounted is not seen to go.)
+/// can be watched again; it does not create the directory again itself. (A filesystem
+/// unmounted under the directory raises no event: that loss is not seen.)
 /// A store that is not the session file is watched only by [`Watch::Poll`].
 ///
 /// Each session watches with one thread (and, on Linux, one inotify instance, of which a user
@@ -150,6 +150,7 @@ fn poll(
     std::thread::Builder::new()
         .name("agent-session-watch".into())
         .spawn(move || {
+            let _unarm = Unarm(session.clone());
             let started = Instant::now();
             let (mut interval, mut next_try, mut retry) = (interval, started + WARM_UP, FALLBACK_POLL);
             let mut warned = false;
@@ -169,7 +170,13 @@ fn poll(
                 let Some(shared) = session.upgrade() else {
                     return;
                 };
-                match notification::watch(&shared, file) {
+                // A watcher that panics while it starts (`notify` does when it cannot start its
+                // thread) is a failure like any other.
+                let watch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    notification::watch(&shared, file)
+                }))
+                .unwrap_or_else(|_| Err(notify::Error::generic("the watcher panicked")));
+                match watch {
                     Ok(watch) => {
                         if install(&shared, watch) {
                             // A change made between the last look and the watch's start.
@@ -190,6 +197,24 @@ fn poll(
             }
         })?;
     Ok(Armed::Poll)
+}
+
+/// Held by a polling thread: if the thread ends by a panic, the session has no watch in place
+/// any more, so that its next explicit change arms one again.
+struct Unarm(Weak<Shared>);
+
+impl Drop for Unarm {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(shared) = self.0.upgrade() {
+            let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*armed, Some(Armed::Poll)) {
+                *armed = None;
+            }
+        }
+    }
 }
 
 /// Puts `watch` in place of the polling, unless its directory went away while it was being set

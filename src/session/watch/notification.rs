@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use notify::EventKind;
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
 use super::{Armed, Look, Shared, WARM_UP_POLL, look, poll, watched_dir};
 use crate::TokenFile;
@@ -16,16 +16,24 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, not
     let session = Arc::downgrade(shared);
     let name = file.path().file_name().map(ToOwned::to_owned);
     let dir = std::path::absolute(watched_dir(file))?;
+    let identity = identity(&dir);
     let gone = Arc::new(AtomicBool::new(false));
     let (watched, flag) = (file.clone(), Arc::clone(&gone));
     let on_event = move |event: notify::Result<notify::Event>| {
-        let how = match &event {
-            Ok(event) if is_gone(event, &dir) => {
-                if let Some(shared) = session.upgrade() {
-                    watch_again(&shared, &watched, &flag);
-                }
-                return;
+        let gone_now = match &event {
+            Ok(event) => {
+                is_gone(event, &dir) || (event.need_rescan() && self::identity(&dir) != identity)
             }
+            // Events may have been lost, the directory's own among them.
+            Err(_) => self::identity(&dir) != identity,
+        };
+        if gone_now {
+            if let Some(shared) = session.upgrade() {
+                watch_again(&shared, &watched, &flag);
+            }
+            return;
+        }
+        let how = match &event {
             // Events may have been lost: look.
             Ok(event) if event.need_rescan() => Some(Look::Read),
             Ok(event) if event.paths.iter().any(|p| p.file_name() == name.as_deref()) => {
@@ -58,6 +66,8 @@ fn look_for(kind: &EventKind) -> Option<Look> {
         // Opened, read, closed unwritten: nothing changed. (The look's own read raises these:
         // reading on them would never end.)
         EventKind::Access(_) => None,
+        // A rename's third event, after its `From` and `To` (which read).
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         // Its mode or times alone: the stamp tells.
         EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Any | EventKind::Other => {
             Some(Look::IfMoved)
@@ -65,6 +75,15 @@ fn look_for(kind: &EventKind) -> Option<Look> {
         // Written, renamed onto, created, removed: read it, whatever its stamp says.
         EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) => Some(Look::Read),
     }
+}
+
+/// Which directory `dir` is (device and inode), if it is there: a directory replaced or gone
+/// while its events were lost is told by this.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
@@ -97,10 +116,15 @@ fn watch_again(shared: &Arc<Shared>, file: &TokenFile, gone: &Arc<AtomicBool>) {
     );
     match poll(shared, WARM_UP_POLL, Some(file.clone())) {
         Ok(polling) => *armed = Some(polling),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot watch the session file; other processes' changes are seen only on a failure"
-        ),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "cannot watch the session file; other processes' changes are seen only on a \
+                 failure, until the session's next explicit change"
+            );
+            // No dead watch left in place: the next explicit change arms one again.
+            *armed = None;
+        }
     }
 }
 
