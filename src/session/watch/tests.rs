@@ -146,3 +146,65 @@ fn until(runtime: &tokio::runtime::Runtime, what: &str, condition: impl Fn() -> 
 }
 
 const BOUND: Duration = Duration::from_secs(30);
+
+/// A store that panics once in [`TokenStore::version`] when told to: a store of someone else's
+/// that fails in the worst way.
+struct PanicsOnce {
+    inner: crate::MemoryStore,
+    armed: Arc<AtomicBool>,
+}
+
+impl TokenStore for PanicsOnce {
+    fn load(&self) -> Result<crate::Stored, Error> {
+        self.inner.load()
+    }
+    fn store(&self, token: &Token) -> Result<crate::Version, Error> {
+        self.inner.store(token)
+    }
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<crate::Swap, Error> {
+        self.inner.swap(expected, new)
+    }
+    fn clear(&self) -> Result<(), Error> {
+        self.inner.clear()
+    }
+    fn version(&self) -> Result<Option<crate::Version>, Error> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("the store's own bug");
+        }
+        self.inner.version()
+    }
+}
+
+/// A polling thread that dies of a panic leaves no watch in place, so the session's next
+/// explicit change arms a new one, which sees another writer's change.
+#[test]
+fn a_polling_thread_that_panics_is_replaced_at_the_next_explicit_change() {
+    let (runtime, _dir) = runtime_and_dir();
+    let memory = crate::MemoryStore::new();
+    let panics = Arc::new(AtomicBool::new(false));
+    let session = Session::builder(PanicsOnce {
+        inner: memory.clone(),
+        armed: Arc::clone(&panics),
+    })
+    .watch(Watch::Poll(Duration::from_millis(10)))
+    .build();
+    runtime.block_on(session.start()).unwrap();
+    let armed = || session.shared.watcher.lock().unwrap().is_some();
+    assert!(armed());
+
+    panics.store(true, Ordering::SeqCst);
+    until(&runtime, "the dead polling thread leaves no watch", || {
+        !armed()
+    });
+
+    let first = Token::new("a".repeat(40)).unwrap();
+    runtime.block_on(session.start_with_token(first)).unwrap();
+    assert!(armed(), "the explicit change armed a new watch");
+    let since = session.epoch();
+    let second = Token::new("b".repeat(40)).unwrap();
+    memory.store(&second).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(BOUND, session.changed_since(since)).await })
+        .expect("the new polling thread sees another writer's change");
+    assert_eq!(session.token(), Some(second));
+}
