@@ -415,6 +415,9 @@ async fn a_refresh_that_repeats_the_token_is_not_written() {
             .unwrap();
         seen.insert(bearer_token(reply.metadata()).unwrap());
     }
+    // Written behind the calls (tokens live until they expire): wait for the writes, which a
+    // loaded machine may not have finished when the last call returns.
+    session.flush().await.unwrap();
     let stats = session.stats();
     // Polykey's tokens change once a second: each new one is written once, a repeat never.
     let new_tokens = seen.len() as u64 - 1;
