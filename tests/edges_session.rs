@@ -276,7 +276,11 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     let sent = session.epoch();
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     session
-        .refresh(sent, &reply.metadata().clone().into_headers())
+        .refresh(
+            sent,
+            http::StatusCode::OK,
+            &reply.metadata().clone().into_headers(),
+        )
         .await;
     let refreshed = session.token().unwrap();
     assert_ne!(refreshed, unlocked, "the refresh is in use");
@@ -291,7 +295,11 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     session.clear().await.unwrap();
     session
-        .refresh(sent, &reply.metadata().clone().into_headers())
+        .refresh(
+            sent,
+            http::StatusCode::OK,
+            &reply.metadata().clone().into_headers(),
+        )
         .await;
     assert_eq!(session.token(), None, "no session comes back");
     assert_eq!(session.file().unwrap().read().unwrap(), None);
@@ -305,7 +313,11 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
         .unwrap();
     session.file().unwrap().write(&theirs).unwrap();
     session
-        .refresh(sent, &reply.metadata().clone().into_headers())
+        .refresh(
+            sent,
+            http::StatusCode::OK,
+            &reply.metadata().clone().into_headers(),
+        )
         .await;
     assert_eq!(
         session.file().unwrap().read().unwrap(),

@@ -210,10 +210,10 @@ where
         let current = session.current();
         (current.epoch, current.token.clone())
     };
-    if reauth.due_for_renewal(token.as_ref()) && !reauth.just_recovered(epoch) {
+    if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
         reauth
-            .recover(&session, epoch, token, reauth.generation())
+            .recover(&session, token)
             .await
             .map_err(CallError::Reauthentication)?;
         renewed = true;
@@ -221,7 +221,6 @@ where
         ready_again(&mut inner).await?;
     }
     let (request, record) = request.record(reauth.replay_limit());
-    let generation = reauth.generation();
     let (response, sent) = inner.send(request);
     let response = response.await.map_err(CallError::Service)?;
     let sent_whole = Req::sent_whole(&record);
@@ -232,7 +231,7 @@ where
     }
     let replay = Req::replay(record);
     reauth
-        .recover(&session, sent.epoch, sent.token, generation)
+        .recover(&session, sent.token)
         .await
         .map_err(CallError::Reauthentication)?;
     let Some(replay) = replay else {

@@ -1,23 +1,5 @@
 //! Blocking work (the file's I/O) off the async workers, on any executor.
 
-use super::*;
-
-/// Runs blocking work off the async workers and waits for it, on any executor: the waiting is
-/// a oneshot channel, which needs no runtime.
-pub(super) async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    let (tx, rx) = oneshot::channel();
-    spawn_blocking_anywhere(move || {
-        let _ = tx.send(work());
-    });
-    rx.await.map_err(|_| {
-        Error::Store(Arc::new(std::io::Error::other(
-            "the session's blocking task stopped before it finished",
-        )))
-    })
-}
-
 /// `spawn_blocking` on the current runtime, or a plain thread when there is none (a response
 /// polled outside tokio).
 ///

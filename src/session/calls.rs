@@ -102,10 +102,12 @@ impl Session {
     /// does: for calls made with [`Session::authorize`] or [`Session::call_credentials`] (a
     /// tonic interceptor, say), where no layer sees the response.
     ///
-    /// `sent` is [`Session::epoch`] taken before the call. The token is read from `headers`'
+    /// `sent` is [`Session::epoch`] taken before the call; `status` is the response's (for a
+    /// tonic reply, which is a success, `StatusCode::OK`). The token is read from `headers`'
     /// `authorization: Bearer <t>` (a malformed one is ignored with a warning) and follows the
     /// layer's rules: dropped if the session changed since `sent` or if the call carried no
-    /// session token, ignored on a rejection, used at once, and written to the file as a
+    /// session token, ignored on a rejection (an HTTP `401` that carries a token refreshes
+    /// nothing), used at once, and written to the file as a
     /// compare-and-swap (never over another process's unlock or lock). The future resolves when
     /// [`AgentTokens`] says the call may go on.
     ///
@@ -121,11 +123,12 @@ impl Session {
     /// });
     /// let sent = session.epoch();
     /// let reply = client.agent_status(EmptyMessage {}).await?;
-    /// session.refresh(sent, &reply.metadata().clone().into_headers()).await;
+    /// let headers = reply.metadata().clone().into_headers();
+    /// session.refresh(sent, http::StatusCode::OK, &headers).await;
     /// # Ok(()) }
     /// ```
-    pub async fn refresh(&self, sent: Epoch, headers: &http::HeaderMap) {
-        if !sent.had_token || self.refuses(http::StatusCode::OK, headers) {
+    pub async fn refresh(&self, sent: Epoch, status: http::StatusCode, headers: &http::HeaderMap) {
+        if !sent.had_token || self.refuses(status, headers) {
             return;
         }
         if let Refresh::Saving(saved) = self.take_refresh(headers, sent.epoch) {

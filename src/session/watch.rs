@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Weak;
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 /// How a session learns that another process changed the session file (an unlock, a lock, a
@@ -84,6 +86,8 @@ pub(super) enum Armed {
     /// A thread that looks every interval (and may hand over to notifications); it ends once
     /// the session is gone.
     Poll,
+    /// Nothing can watch the store (not a session file, and no polling asked for): said once.
+    Unwatched,
 }
 
 /// Starts the watch, once per session. Runs on a blocking thread. A watch that cannot start
@@ -106,7 +110,14 @@ pub(super) fn arm(shared: &Arc<Shared>) {
             poll(shared, WARM_UP_POLL, Some(file.clone()))
         }
         // A store of your own raises no notification: only polling watches it.
-        (_, None) => return,
+        (_, None) => {
+            tracing::warn!(
+                "the session's store is not a session file: other processes' changes are seen \
+                 only on a failure (watch it with Watch::Poll)"
+            );
+            *armed = Some(Armed::Unwatched);
+            return;
+        }
     };
     match started {
         Ok(watch) => *armed = Some(watch),
@@ -237,7 +248,7 @@ impl Armed {
     fn is_gone(&self) -> bool {
         match self {
             Self::Notify { gone, .. } => gone.load(Ordering::SeqCst),
-            Self::Poll => false,
+            Self::Poll | Self::Unwatched => false,
         }
     }
 }
@@ -272,80 +283,34 @@ fn look(session: &Weak<Shared>, how: Look) -> bool {
     }
 }
 
-impl Session {
-    /// Re-reads the store; if it holds a token that is neither `sent` (the one that just
-    /// failed) nor the one this process last wrote, another process put it there: use it.
-    pub(crate) async fn reload_if_other(&self, sent: Option<Token>) -> Result<bool, Error> {
-        self.explicit(move |shared| {
-            let stored = shared.store.load()?;
-            let mut state = shared.lock();
-            let other =
-                stored.token.is_some() && stored.token != sent && stored.token != state.synced;
-            if other {
-                shared
-                    .stats
-                    .external_changes
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.adopt(&mut state, stored);
-            }
-            Ok(other)
-        })
-        .await
-    }
-}
-
 impl Shared {
-    /// The store may have changed: one `stat` of the file (or [`TokenStore::version`]), and a
-    /// read when its version is not the one the state records, or always with [`Look::Read`].
-    /// Inside the gate, so that no write of this process is half-recorded: a token that is not
-    /// the one the state records is another process's doing.
-    fn look_at_store(&self, how: Look) {
-        self.in_gate(|| {
-            let now = match self.store.version() {
-                Ok(now) => {
-                    self.look_failing.store(false, Ordering::Relaxed);
-                    now
-                }
-                Err(e) => {
-                    // Polled, the same failure comes back every interval: warned of once.
-                    if self.look_failing.swap(true, Ordering::Relaxed) {
-                        tracing::debug!(error = %e, "cannot look at the session file");
-                    } else {
-                        tracing::warn!(error = %e, "cannot look at the session file");
+    /// The store may have changed: for a poll, one `stat` of the file (or
+    /// [`TokenStore::version`]), which the owner compares with the version it knows; for an
+    /// event, a read whatever the version says. The read, when the owner asks for one, runs on
+    /// this thread.
+    fn look_at_store(self: &Arc<Self>, how: Look) {
+        let effects = match how {
+            Look::Read => self.step_effects(owner::Owner::store_changed),
+            Look::IfMoved => {
+                let version = match self.store.version() {
+                    Ok(version) => {
+                        self.look_failing.store(false, Ordering::Relaxed);
+                        version
                     }
-                    return;
-                }
-            };
-            if how == Look::IfMoved && now == self.lock().version {
-                return;
+                    Err(e) => {
+                        // Polled, the same failure comes back every interval: warned of once.
+                        if self.look_failing.swap(true, Ordering::Relaxed) {
+                            tracing::debug!(error = %e, "cannot look at the session file");
+                        } else {
+                            tracing::warn!(error = %e, "cannot look at the session file");
+                        }
+                        return;
+                    }
+                };
+                self.step_effects(|owner| owner.store_version(version))
             }
-            self.stats.watch_reads.fetch_add(1, Ordering::Relaxed);
-            let stored = match self.store.load() {
-                Ok(stored) => stored,
-                Err(e) => {
-                    // Keep the token we have: a bad file must not replace a good token.
-                    tracing::warn!(error = %e, "the session file changed but cannot be used");
-                    self.lock().version = now;
-                    return;
-                }
-            };
-            let mut state = self.lock();
-            if state.synced == stored.token {
-                state.version = stored.version;
-                return;
-            }
-            if self.keep_while_blank(&mut state, &stored) {
-                return;
-            }
-            tracing::info!(
-                token_found = stored.token.is_some(),
-                "session file changed by another process"
-            );
-            // Counted before the new epoch is published, so that whoever waits for the change
-            // sees it counted.
-            self.stats.external_changes.fetch_add(1, Ordering::Relaxed);
-            self.adopt(&mut state, stored);
-        });
+        };
+        self.run_here(effects);
     }
 }
 

@@ -1,0 +1,304 @@
+//! The driver of a session's [`Owner`]: each event is one step under the owner's mutex, then
+//! what the step said is done outside it (reads and writes of the store on blocking threads,
+//! answers handed to the calls that wait), and the results come back as the next events.
+//!
+//! The mutex is the owner's and nothing else's: it is never held across I/O, never while
+//! waiting for another process, and never while taking another lock, so no order of locks
+//! needs keeping. The token calls read is published from inside the step that changed it, so
+//! calls see the changes in the order the owner made them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::owner::{Answer, Effects, Owner, ReadOp, WaiterId, WriteOp, Written};
+use super::*;
+
+/// The owner, and the channels of the calls waiting for its answers.
+pub(super) struct Driven {
+    pub(super) owner: Owner,
+    waiting: HashMap<WaiterId, oneshot::Sender<Answer>>,
+}
+
+impl Driven {
+    pub(super) fn new(owner: Owner) -> Self {
+        Self {
+            owner,
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+/// Which lane of store operations a thread is already running (it runs the next one of that
+/// lane itself instead of starting a thread for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Read,
+    Write,
+}
+
+impl Shared {
+    fn driven(&self) -> MutexGuard<'_, Driven> {
+        // Every step assigns whole fields and a panic inside one leaves at worst an answer
+        // undelivered, which the waiter's drop tidies: a poisoned lock is safe to use.
+        self.driven.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One step of the owner, then what it said to do. Returns the step's own result.
+    pub(super) fn step<T>(self: &Arc<Self>, event: impl FnOnce(&mut Owner) -> T) -> T {
+        let ((result, _), effects) = self.step_in(|owner| (event(owner), None));
+        self.run(effects, None);
+        result
+    }
+
+    /// One step whose result may be a waiter: its answer is waited for with the [`Waiting`].
+    pub(super) fn step_and_wait(
+        self: &Arc<Self>,
+        event: impl FnOnce(&mut Owner) -> Option<WaiterId>,
+    ) -> Option<Waiting> {
+        let ((_, registered), effects) = self.step_in(|owner| {
+            let waiter = event(owner);
+            ((), waiter)
+        });
+        self.run(effects, None);
+        registered.map(|(id, rx)| Waiting {
+            rx,
+            id,
+            shared: Arc::downgrade(self),
+            answered: false,
+        })
+    }
+
+    /// The step itself, under the lock: the event, the waiter it made (registered before any
+    /// answer is handed out, so that an answer in the same step reaches it), the answers, and
+    /// the token published.
+    #[allow(clippy::type_complexity)]
+    fn step_in<T>(
+        &self,
+        event: impl FnOnce(&mut Owner) -> (T, Option<WaiterId>),
+    ) -> ((T, Option<(WaiterId, oneshot::Receiver<Answer>)>), Effects) {
+        let mut driven = self.driven();
+        let (result, waiter) = event(&mut driven.owner);
+        let registered = waiter.map(|id| {
+            let (tx, rx) = oneshot::channel();
+            driven.waiting.insert(id, tx);
+            (id, rx)
+        });
+        let mut effects = driven.owner.take_effects();
+        // Published before any answer is handed out: whoever is answered sees the token the
+        // step made.
+        self.publish(&driven.owner, effects.publish);
+        let mut answers = std::mem::take(&mut effects.answers);
+        while !answers.is_empty() {
+            for (id, answer) in answers {
+                let Some(tx) = driven.waiting.remove(&id) else {
+                    continue;
+                };
+                if let Err(Answer::Reauthenticate(number)) = tx.send(answer) {
+                    // The call chosen to run the re-authenticator is gone: choose another.
+                    driven.owner.runner_gone(number);
+                }
+            }
+            let more = driven.owner.take_effects();
+            self.publish(&driven.owner, more.publish);
+            answers = merge(&mut effects, more);
+        }
+        drop(driven);
+        ((result, registered), effects)
+    }
+
+    /// Publishes the owner's token for calls, if the step changed it.
+    fn publish(&self, owner: &Owner, changed: bool) {
+        if !changed {
+            return;
+        }
+        let (token, epoch) = owner.current();
+        self.current.store(Arc::new(Current {
+            token: token.cloned(),
+            epoch,
+        }));
+        if *self.epochs.borrow() != epoch {
+            self.epochs.send_replace(epoch);
+        }
+    }
+
+    /// Starts the store operations a step asked for; `here` is the lane the calling thread
+    /// runs, whose next operation it returns instead of starting a thread for it.
+    fn run(self: &Arc<Self>, effects: Effects, here: Option<Lane>) -> Option<Job> {
+        let mut mine = None;
+        if let Some(op) = effects.read {
+            let job = Job::Read(op);
+            if here == Some(Lane::Read) {
+                mine = Some(job);
+            } else {
+                self.spawn(job);
+            }
+        }
+        if let Some(op) = effects.write {
+            let job = Job::Write(op);
+            if here == Some(Lane::Write) {
+                mine = Some(job);
+            } else {
+                self.spawn(job);
+            }
+        }
+        mine
+    }
+
+    fn spawn(self: &Arc<Self>, job: Job) {
+        let worker = Worker {
+            shared: self.clone(),
+            job: Some(job),
+        };
+        spawn_blocking_anywhere(move || worker.run());
+    }
+
+    /// Runs `job` on this (blocking) thread, and the next of its lane after it. Used by the
+    /// watch's thread for its reads.
+    pub(super) fn run_here(self: &Arc<Self>, effects: Effects) {
+        let mut worker = Worker {
+            shared: self.clone(),
+            job: None,
+        };
+        if let Some(op) = effects.read {
+            worker.job = Some(Job::Read(op));
+        }
+        if let Some(op) = effects.write {
+            self.spawn(Job::Write(op));
+        }
+        worker.run();
+    }
+
+    /// A step whose effects the caller runs itself ([`Shared::run_here`]).
+    pub(super) fn step_effects(&self, event: impl FnOnce(&mut Owner)) -> Effects {
+        let (_, effects) = self.step_in(|owner| {
+            event(owner);
+            ((), None)
+        });
+        effects
+    }
+}
+
+/// `more`'s answers, to hand out next; its other effects go into `effects`.
+fn merge(effects: &mut Effects, more: Effects) -> Vec<(WaiterId, Answer)> {
+    effects.read = effects.read.take().or(more.read);
+    effects.write = effects.write.take().or(more.write);
+    effects.publish |= more.publish;
+    more.answers
+}
+
+/// A store operation the owner asked for.
+enum Job {
+    Read(ReadOp),
+    Write(WriteOp),
+}
+
+/// Runs store operations on a blocking thread, one lane at a time. Dropped with a job unrun (a
+/// runtime shutting down drops its blocking tasks), it reports the job failed, so that no one
+/// waits for it forever.
+struct Worker {
+    shared: Arc<Shared>,
+    job: Option<Job>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        watch::arm(&self.shared);
+        while let Some(job) = self.job.take() {
+            let shared = &self.shared;
+            let (effects, lane) = match job {
+                Job::Read(op) => {
+                    if op.tidy {
+                        shared.store.tidy();
+                    }
+                    let result = shared.store.load();
+                    let (_, effects) = shared.step_in(|o| (o.read_done(result), None));
+                    (effects, Lane::Read)
+                }
+                Job::Write(op) => {
+                    let result = write(&*shared.store, op);
+                    let (_, effects) = shared.step_in(|o| (o.write_done(result), None));
+                    (effects, Lane::Write)
+                }
+            };
+            self.job = shared.run(effects, Some(lane));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        tracing::error!("the session's store work stopped before it ran");
+        let stopped = || {
+            Error::Store(Arc::new(std::io::Error::other(
+                "the session's store work stopped before it ran",
+            )))
+        };
+        // Its effects are dropped too: whatever else was asked for is asked again by the next
+        // event that needs it.
+        let _ = self.shared.step_effects(|owner| match job {
+            Job::Read(_) => owner.read_done(Err(stopped())),
+            Job::Write(_) => owner.write_done(Err(stopped())),
+        });
+    }
+}
+
+fn write(store: &dyn TokenStore, op: WriteOp) -> Result<Written, Error> {
+    let started = Instant::now();
+    let written = match op {
+        WriteOp::Store(token) => store.store(&token).map(Written::Stored),
+        WriteOp::Clear => store.clear().map(|()| Written::Cleared),
+        WriteOp::Swap { expected, new } => {
+            store.swap(expected.as_ref(), &new).map(Written::Swapped)
+        }
+    };
+    tracing::trace!(elapsed = ?started.elapsed(), ok = written.is_ok(), "store written");
+    written
+}
+
+/// A call waiting for the owner's answer. Dropped before it is answered (a timeout, a dropped
+/// request), it tells the owner, which answers it no more and, if it was to run the
+/// re-authenticator, has another waiting call run it.
+pub(crate) struct Waiting {
+    rx: oneshot::Receiver<Answer>,
+    id: WaiterId,
+    shared: std::sync::Weak<Shared>,
+    answered: bool,
+}
+
+impl Future for Waiting {
+    type Output = Answer;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.answered = true;
+        Poll::Ready(answer.unwrap_or_else(|_| {
+            // The owner is gone with its session: nothing is left to wait for.
+            Answer::Done(Ok(()))
+        }))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            // An answer sent meanwhile (a re-authenticator to run) is handed on.
+            let late = self.rx.try_recv().ok();
+            let id = self.id;
+            shared.step(|owner| {
+                if let Some(Answer::Reauthenticate(number)) = late {
+                    owner.runner_gone(number);
+                }
+                owner.waiter_gone(id);
+            });
+            shared.driven().waiting.remove(&id);
+        }
+    }
+}

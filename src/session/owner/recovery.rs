@@ -1,0 +1,217 @@
+//! The owner's recovery from a session failure: one for all the calls failing together.
+//!
+//! A call that failed with token `t` is answered at once if the session holds a token other
+//! than `t` (another process's, or a recovery's that finished meanwhile). Otherwise it joins the
+//! recovery under way, or starts one: a read of the store started after the failure, then, if
+//! the store holds no token that did not fail, the re-authenticator, run by one of the waiting
+//! calls. A token that did not fail and was not merely a refresh ends the recovery whenever it
+//! arrives (another process's through the watch, an unlock of this process, the
+//! re-authenticator's); a change to no token (a lock, a lock all seen through the watch) never
+//! does. A refresh does not either: one minted before a lock all is as dead as the token that
+//! failed.
+//!
+//! At most one re-authenticator runs at a time: a recovery that needs one while another still
+//! runs (its recovery ended by another token meanwhile) waits for it and takes its token.
+
+use super::*;
+
+/// The recovery under way.
+#[derive(Debug, Default)]
+pub(super) enum Recovery {
+    #[default]
+    Idle,
+    Active(Active),
+}
+
+#[derive(Debug)]
+pub(super) struct Active {
+    /// The tokens that failed; `None` stands for "no token".
+    failed: Vec<Option<Token>>,
+    /// The calls waiting for it (its runner not among them).
+    waiters: Vec<WaiterId>,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for a read of the store started after this number of reads.
+    Reading { after: u64 },
+    /// Waiting for the re-authenticator that runs now.
+    Reauthenticating,
+}
+
+/// What a failing call does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// Replay at once: the session holds a token that did not fail.
+    Replay,
+    /// Wait for this waiter's answer.
+    Wait(WaiterId),
+}
+
+impl Owner {
+    /// A call sent with `token` (or none) failed for its session.
+    pub(crate) fn call_failed(&mut self, token: Option<Token>) -> Failed {
+        if self.current.is_some() && self.current != token {
+            return Failed::Replay;
+        }
+        let waiter = self.waiter();
+        match &mut self.recovery {
+            Recovery::Active(active) => {
+                if !active.failed.contains(&token) {
+                    active.failed.push(token);
+                }
+                active.waiters.push(waiter);
+                self.counts.reauth_shared += 1;
+            }
+            Recovery::Idle => {
+                self.recovery = Recovery::Active(Active {
+                    failed: vec![token],
+                    waiters: vec![waiter],
+                    stage: Stage::Reading {
+                        after: self.reads.started,
+                    },
+                });
+                self.want_read();
+            }
+        }
+        Failed::Wait(waiter)
+    }
+
+    /// The session holds a token that did not fail: the recovery under way is over.
+    pub(super) fn recovered_if_usable(&mut self) {
+        let Recovery::Active(active) = &self.recovery else {
+            return;
+        };
+        if self.current.is_none() || active.failed.contains(&self.current) {
+            return;
+        }
+        if let Recovery::Active(active) = std::mem::take(&mut self.recovery) {
+            if matches!(active.stage, Stage::Reading { .. }) {
+                tracing::info!("another process holds a new token; using it");
+            }
+            for waiter in active.waiters {
+                self.answer(waiter, Answer::Replay);
+            }
+        }
+    }
+
+    /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
+    /// for it re-authenticates unless the read ended it.
+    pub(super) fn recovery_read(&mut self, number: u64, ok: bool) {
+        let Recovery::Active(active) = &mut self.recovery else {
+            return;
+        };
+        let Stage::Reading { after } = active.stage else {
+            return;
+        };
+        if number <= after {
+            // Started before the failure: another read is on its way.
+            self.reads.wanted = true;
+            return;
+        }
+        if !ok {
+            tracing::warn!("cannot re-read the session file; re-authenticating");
+        }
+        active.stage = Stage::Reauthenticating;
+        if self.running.is_none() {
+            self.start_run();
+        }
+    }
+
+    /// Has the first waiting call run the re-authenticator.
+    fn start_run(&mut self) {
+        let Recovery::Active(active) = &mut self.recovery else {
+            return;
+        };
+        if active.waiters.is_empty() {
+            self.recovery = Recovery::Idle;
+            return;
+        }
+        // The runner is answered by its own report, not with the others.
+        let runner = active.waiters.remove(0);
+        self.runs += 1;
+        self.running = Some(self.runs);
+        self.counts.reauth_runs += 1;
+        tracing::info!("re-authenticating");
+        self.answer(runner, Answer::Reauthenticate(self.runs));
+    }
+
+    /// Run `number` of the re-authenticator is done. Returns what its runner does next.
+    pub(crate) fn reauthenticated(&mut self, number: u64, result: Result<Token, Error>) -> Answer {
+        if self.running != Some(number) {
+            // A run already taken for gone: its result is not used.
+            return match result {
+                Ok(_) => Answer::Replay,
+                Err(e) => Answer::Failed(e),
+            };
+        }
+        self.running = None;
+        let recovering = matches!(self.recovery, Recovery::Active(_));
+        match result {
+            Ok(token) if recovering || self.current.is_none() => {
+                // The recovery's token; or one whose recovery another token ended, and that
+                // token went since (a lock): the runner's call must not go without one.
+                self.begin_epoch(Some(token.clone()));
+                self.recovered_epoch = Some(self.epoch);
+                self.queue_explicit(WriteOp::Store(token), None);
+                // A token that failed before (an agent handing out the same token again) is
+                // the session's all the same: the calls waiting replay with it once.
+                if let Recovery::Active(active) = std::mem::take(&mut self.recovery) {
+                    for waiter in active.waiters {
+                        self.answer(waiter, Answer::Replay);
+                    }
+                }
+                Answer::Replay
+            }
+            Ok(_) => {
+                tracing::debug!("re-authenticated after the session recovered; token unused");
+                Answer::Replay
+            }
+            Err(e) => {
+                tracing::warn!("re-authentication failed");
+                self.counts.reauth_failures += 1;
+                if let Recovery::Active(active) = std::mem::take(&mut self.recovery) {
+                    for waiter in active.waiters {
+                        self.answer(waiter, Answer::Failed(e.clone()));
+                    }
+                }
+                Answer::Failed(e)
+            }
+        }
+    }
+
+    /// The runner of run `number` went away before the re-authenticator finished (its call was
+    /// dropped, on an executor where the run cannot go on without it, or its task panicked):
+    /// another waiting call runs it, or the recovery ends and the next failure starts one.
+    pub(crate) fn runner_gone(&mut self, number: u64) {
+        if self.running != Some(number) {
+            return;
+        }
+        self.running = None;
+        if matches!(
+            &self.recovery,
+            Recovery::Active(Active {
+                stage: Stage::Reauthenticating,
+                ..
+            })
+        ) {
+            self.start_run();
+        }
+    }
+
+    /// Whether the token in `epoch` came from a re-authentication: it is not renewed again
+    /// before the agent refused it, even if its `exp` looks past (a clock ahead of the agent's).
+    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
+        self.recovered_epoch == Some(epoch)
+    }
+
+    /// A waiting call went away (dropped, timed out): it is no longer answered. (A runner that
+    /// goes is told by [`Owner::runner_gone`].)
+    pub(crate) fn waiter_gone(&mut self, waiter: WaiterId) {
+        if let Recovery::Active(active) = &mut self.recovery {
+            active.waiters.retain(|w| *w != waiter);
+        }
+        self.writes_waiter_gone(waiter);
+    }
+}

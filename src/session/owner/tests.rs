@@ -1,0 +1,161 @@
+//! The owner's decisions, one scenario each, with no I/O.
+
+use super::*;
+
+fn token(s: &str) -> Token {
+    Token::new(s).unwrap()
+}
+
+/// An owner started on `t`, as read from the store at version 1.
+fn started(t: &str) -> Owner {
+    let mut owner = Owner::new(AgentTokens::LiveUntilExpiry);
+    owner.start();
+    let effects = owner.take_effects();
+    assert!(effects.read.is_some());
+    owner.read_done(Ok(Stored {
+        token: Some(token(t)),
+        version: Some(Version::new(1)),
+    }));
+    owner.take_effects();
+    owner
+}
+
+/// Another process's lock all: the watch takes in the removal before the calls' failures come
+/// back. The calls must not be replayed without a token (the old design's bug): the owner
+/// re-reads the store, then has one call re-authenticate, once for all of them.
+#[test]
+fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
+    let mut owner = started("t1");
+    owner.store_changed();
+    assert!(owner.take_effects().read.is_some());
+    owner.read_done(Ok(Stored {
+        token: None,
+        version: None,
+    }));
+    assert_eq!(owner.current().0, None);
+    owner.take_effects();
+
+    let Failed::Wait(first) = owner.call_failed(Some(token("t1"))) else {
+        panic!("replayed without a token");
+    };
+    let Failed::Wait(second) = owner.call_failed(Some(token("t1"))) else {
+        panic!("replayed without a token");
+    };
+    let effects = owner.take_effects();
+    assert!(effects.read.is_some(), "the recovery reads the store again");
+    owner.read_done(Ok(Stored {
+        token: None,
+        version: None,
+    }));
+    let effects = owner.take_effects();
+    assert_eq!(effects.answers.len(), 1);
+    assert!(matches!(effects.answers[0], (w, Answer::Reauthenticate(_)) if w == first));
+    let Answer::Reauthenticate(number) = effects.answers[0].1 else {
+        unreachable!()
+    };
+    assert!(matches!(
+        owner.reauthenticated(number, Ok(token("t2"))),
+        Answer::Replay
+    ));
+    let effects = owner.take_effects();
+    assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == second));
+    assert_eq!(effects.write, Some(WriteOp::Store(token("t2"))));
+    assert_eq!(owner.current().0, Some(&token("t2")));
+    assert_eq!(owner.counts().reauth_runs, 1);
+    assert_eq!(owner.counts().reauth_shared, 1);
+}
+
+/// A token another process writes while this one re-authenticates ends the recovery at once.
+#[test]
+fn another_process_token_ends_a_recovery_under_way() {
+    let mut owner = started("t1");
+    let Failed::Wait(waiter) = owner.call_failed(Some(token("t1"))) else {
+        panic!("no recovery");
+    };
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t1")),
+        version: Some(Version::new(1)),
+    }));
+    assert!(matches!(
+        owner.take_effects().answers[..],
+        [(_, Answer::Reauthenticate(_))]
+    ));
+    let Failed::Wait(other) = owner.call_failed(Some(token("t1"))) else {
+        panic!("no recovery");
+    };
+    owner.store_changed();
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t9")),
+        version: Some(Version::new(2)),
+    }));
+    let effects = owner.take_effects();
+    assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == other));
+    assert_eq!(owner.current().0, Some(&token("t9")));
+    let _ = waiter;
+    // A call that failed with the old token now replays at once, with no recovery.
+    assert_eq!(owner.call_failed(Some(token("t1"))), Failed::Replay);
+}
+
+/// A refresh answering a call sent before a lock never brings the session back.
+#[test]
+fn a_late_refresh_after_a_lock_is_dropped() {
+    let mut owner = started("t1");
+    let (_, epoch) = owner.current();
+    owner.clear();
+    owner.take_effects();
+    assert_eq!(owner.refresh(token("t2"), epoch), Refreshed::Done);
+    assert_eq!(owner.current().0, None);
+    assert!(owner.take_effects().write.is_none());
+}
+
+/// Writes are one at a time: refreshes arriving during a write are grouped into the next one,
+/// which is a compare-and-swap against what the first wrote; a flush waits for both.
+#[test]
+fn refreshes_are_written_one_at_a_time_newest_first() {
+    let mut owner = started("t1");
+    let (_, epoch) = owner.current();
+    owner.refresh(token("t2"), epoch);
+    let first = owner.take_effects().write;
+    assert!(matches!(&first, Some(WriteOp::Swap { new, .. }) if *new == token("t2")));
+    owner.refresh(token("t3"), epoch);
+    owner.refresh(token("t4"), epoch);
+    let flush = owner.flush();
+    assert!(owner.take_effects().write.is_none(), "one write at a time");
+    owner.write_done(Ok(Written::Swapped(Swap::Replaced(Version::new(2)))));
+    let effects = owner.take_effects();
+    assert_eq!(
+        effects.write,
+        Some(WriteOp::Swap {
+            expected: Some(token("t2")),
+            new: token("t4")
+        })
+    );
+    assert!(
+        effects.answers.is_empty(),
+        "the flush waits for the second write"
+    );
+    owner.write_done(Ok(Written::Swapped(Swap::Replaced(Version::new(3)))));
+    let effects = owner.take_effects();
+    assert!(matches!(effects.answers[..], [(w, Answer::Done(Ok(())))] if w == flush));
+    assert_eq!(owner.counts().writes, 2);
+}
+
+/// A read under way while this process writes may find what it is writing: that is this
+/// process's own doing, not another's change.
+#[test]
+fn a_read_that_finds_this_process_write_is_not_another_process_change() {
+    let mut owner = started("t1");
+    owner.store_changed();
+    owner.take_effects();
+    owner.unlock(token("t2"));
+    owner.take_effects();
+    let epoch = owner.current().1;
+    owner.read_done(Ok(Stored {
+        token: Some(token("t2")),
+        version: Some(Version::new(5)),
+    }));
+    assert_eq!(owner.current().1, epoch, "no new epoch");
+    assert_eq!(owner.counts().external_changes, 0);
+}

@@ -1,0 +1,319 @@
+//! The owner's write lane: explicit writes in the order of their epochs, then the newest
+//! refresh, one at a time; and who waits for them (a call's refresh, a flush, an explicit
+//! change).
+
+use super::*;
+
+/// The write lane.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    /// Explicit writes not yet started, oldest first, each with its sequence number and its
+    /// waiter.
+    explicit: VecDeque<(WriteOp, u64, Option<WaiterId>)>,
+    /// The newest refresh not yet started, and its sequence number.
+    pending: Option<(Token, u64)>,
+    /// The write in flight: what it writes, its number, its waiter, and the epoch it started in.
+    in_flight: Option<InFlight>,
+    /// Sequence numbers handed out so far.
+    submitted: u64,
+    /// Writes not settled (done or superseded), and the calls and flushes waiting for them.
+    outstanding: Outstanding,
+    /// The last write's error, for `Session::flush`; an explicit change starts afresh.
+    last_error: Option<Error>,
+    /// Whether writes are failing now: warned of once per episode.
+    failing: bool,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    op: WriteOp,
+    seq: u64,
+    waiter: Option<WaiterId>,
+    epoch: u64,
+}
+
+impl Writes {
+    /// What the write in flight puts in the store, if one is.
+    pub(super) fn in_flight_target(&self) -> Option<Option<Token>> {
+        self.in_flight.as_ref().map(|w| target(&w.op))
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.submitted += 1;
+        self.outstanding.seqs.insert(self.submitted);
+        self.submitted
+    }
+}
+
+fn target(op: &WriteOp) -> Option<Token> {
+    match op {
+        WriteOp::Store(token) | WriteOp::Swap { new: token, .. } => Some(token.clone()),
+        WriteOp::Clear => None,
+    }
+}
+
+/// What became of a refreshed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refreshed {
+    /// Nothing to wait for: stale, unchanged, covered, or written behind.
+    Done,
+    /// The call waits for this waiter (the write covering its token).
+    Wait(WaiterId),
+}
+
+impl Owner {
+    pub(super) fn queue_explicit(&mut self, op: WriteOp, waiter: Option<WaiterId>) {
+        self.writes.last_error = None;
+        let seq = self.writes.next_seq();
+        self.writes.explicit.push_back((op, seq, waiter));
+        self.next_write();
+    }
+
+    /// A refresh waiting to be written is superseded by an explicit change.
+    pub(super) fn drop_pending_refresh(&mut self) {
+        if let Some((_, seq)) = self.writes.pending.take() {
+            self.settle(seq);
+        }
+    }
+
+    /// A refreshed token that came back on a response to a call sent in `epoch`.
+    pub(crate) fn refresh(&mut self, token: Token, epoch: u64) -> Refreshed {
+        if epoch != self.epoch {
+            tracing::debug!("refreshed token dropped: the session changed since the call");
+            return Refreshed::Done;
+        }
+        if self.synced.as_ref() == Some(&token) {
+            return Refreshed::Done;
+        }
+        if let Some((pending, seq)) = &self.writes.pending
+            && *pending == token
+        {
+            let seq = *seq;
+            return self.wait_for_write(seq);
+        }
+        if let Some(w) = &self.writes.in_flight
+            && matches!(&w.op, WriteOp::Swap { new, .. } if *new == token)
+        {
+            let seq = w.seq;
+            return self.wait_for_write(seq);
+        }
+        // Keep the freshest token in memory (responses can arrive out of order); of two that
+        // expire together, the newer.
+        if !outlives(self.current.as_ref(), &token) {
+            self.current = Some(token.clone());
+            self.effects.publish = true;
+        }
+        self.counts.refreshes += 1;
+        // A token the store's (or one on its way there) covers, as the agent's tokens go,
+        // buys nothing by being written.
+        let agent_tokens = self.agent_tokens;
+        let covered = |held: Option<&Token>| agent_tokens.covers(held, &token);
+        if covered(self.synced.as_ref()) {
+            self.counts.skipped_writes += 1;
+            tracing::trace!("refresh accepted; the file's token lives as long");
+            return Refreshed::Done;
+        }
+        let covering = match (&self.writes.pending, &self.writes.in_flight) {
+            (Some((pending, seq)), _) if covered(Some(pending)) => Some(*seq),
+            (_, Some(w)) if matches!(&w.op, WriteOp::Swap { new, .. } if covered(Some(new))) => {
+                Some(w.seq)
+            }
+            _ => None,
+        };
+        if let Some(seq) = covering {
+            self.counts.skipped_writes += 1;
+            return self.wait_for_write(seq);
+        }
+        tracing::debug!("refresh accepted");
+        // A newer refresh takes the place of one not yet started, and its number: the calls
+        // waiting for that one wait for this one's write.
+        let seq = match self.writes.pending.take() {
+            Some((_, seq)) => seq,
+            None => self.writes.next_seq(),
+        };
+        self.writes.pending = Some((token, seq));
+        let wait = self.wait_for_write(seq);
+        self.next_write();
+        wait
+    }
+
+    /// What a call whose token is covered by write `seq` waits for.
+    fn wait_for_write(&mut self, seq: u64) -> Refreshed {
+        if !self.agent_tokens.call_waits() {
+            return Refreshed::Done;
+        }
+        let waiter = self.waiter();
+        self.writes.outstanding.waiters.push_back((seq, waiter));
+        self.release_settled();
+        Refreshed::Wait(waiter)
+    }
+
+    /// `Session::flush`: answered once every write handed out so far is settled, with the last
+    /// write's error.
+    pub(crate) fn flush(&mut self) -> WaiterId {
+        let waiter = self.waiter();
+        let seq = self.writes.submitted;
+        self.writes.outstanding.waiters.push_back((seq, waiter));
+        self.release_settled();
+        waiter
+    }
+
+    /// A call or flush waiting for writes went away.
+    pub(super) fn writes_waiter_gone(&mut self, waiter: WaiterId) {
+        self.writes
+            .outstanding
+            .waiters
+            .retain(|(_, w)| *w != waiter);
+    }
+
+    fn settle(&mut self, seq: u64) {
+        self.writes.outstanding.seqs.remove(&seq);
+        self.release_settled();
+    }
+
+    /// Answers every waiter whose writes are all settled.
+    fn release_settled(&mut self) {
+        let first_open = self.writes.outstanding.seqs.first().copied();
+        let result = match &self.writes.last_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        };
+        let waiters = std::mem::take(&mut self.writes.outstanding.waiters);
+        for (seq, waiter) in waiters {
+            if first_open.is_some_and(|open| open <= seq) {
+                self.writes.outstanding.waiters.push_back((seq, waiter));
+            } else {
+                self.answer(waiter, Answer::Done(result.clone()));
+            }
+        }
+    }
+
+    /// Starts the next write if none is in flight: the oldest explicit one, else the newest
+    /// refresh (unless what the store holds now covers it).
+    fn next_write(&mut self) {
+        while self.writes.in_flight.is_none() {
+            let (op, seq, waiter) = if let Some(next) = self.writes.explicit.pop_front() {
+                next
+            } else if let Some((token, seq)) = self.writes.pending.take() {
+                // The write that just finished may have put a fresher token in the store than
+                // this one, which arrived while it was under way: never write an older one.
+                if self.agent_tokens.covers(self.synced.as_ref(), &token) {
+                    self.settle(seq);
+                    continue;
+                }
+                let op = WriteOp::Swap {
+                    expected: self.synced.clone(),
+                    new: token,
+                };
+                (op, seq, None)
+            } else {
+                return;
+            };
+            self.note_write_started(target(&op));
+            self.effects.write = Some(op.clone());
+            self.writes.in_flight = Some(InFlight {
+                op,
+                seq,
+                waiter,
+                epoch: self.epoch,
+            });
+        }
+    }
+
+    /// The write in flight is over.
+    pub(crate) fn write_done(&mut self, result: Result<Written, Error>) {
+        let Some(w) = self.writes.in_flight.take() else {
+            return;
+        };
+        let outcome = match (result, &w.op) {
+            (Ok(written), _) => {
+                self.write_worked();
+                match written {
+                    Written::Stored(version) => {
+                        self.synced = target(&w.op);
+                        self.version = Some(version);
+                    }
+                    Written::Cleared => {
+                        self.synced = None;
+                        self.version = None;
+                    }
+                    Written::Swapped(Swap::Replaced(version)) => {
+                        self.counts.writes += 1;
+                        self.synced = target(&w.op);
+                        self.version = Some(version);
+                        tracing::debug!("refreshed token written");
+                    }
+                    Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
+                }
+                Ok(())
+            }
+            (Err(e), op) => {
+                self.write_failed(&e, matches!(op, WriteOp::Swap { .. }));
+                if !matches!(e, Error::Locked { .. }) {
+                    // It may have failed after its rename: a read tells.
+                    self.unconfirmed = Some(target(op));
+                    self.want_read();
+                }
+                self.writes.last_error = Some(e.clone());
+                Err(e)
+            }
+        };
+        if let Some(waiter) = w.waiter {
+            self.answer(waiter, Answer::Done(outcome));
+        }
+        self.settle(w.seq);
+        self.next_write();
+    }
+
+    /// A refresh's compare-and-swap found another token, or none: another process's unlock or
+    /// lock won. Used, unless the session changed since or an explicit write will replace it.
+    fn refresh_lost(&mut self, found: Stored, epoch: u64) {
+        self.counts.lost_refreshes += 1;
+        tracing::info!(
+            token_found = found.token.is_some(),
+            "refresh lost to another process; using what the file holds"
+        );
+        if found.token.is_none() && found.version.is_some() {
+            tracing::debug!("the session file is blank for now; keeping the token");
+            self.version = found.version;
+            return;
+        }
+        if epoch != self.epoch || !self.writes.explicit.is_empty() {
+            self.synced = found.token;
+            self.version = found.version;
+            return;
+        }
+        self.adopt(found);
+    }
+
+    fn write_worked(&mut self) {
+        self.writes.last_error = None;
+        if std::mem::replace(&mut self.writes.failing, false) {
+            tracing::info!("the session file can be written again");
+        }
+    }
+
+    /// Warns once per episode of failing writes (a read-only or full disk fails every refresh),
+    /// `DEBUG` after; a lock held elsewhere is warned of each time, since it is rare.
+    fn write_failed(&mut self, e: &Error, refresh: bool) {
+        if let Error::Locked { .. } = e {
+            self.counts.lock_timeouts += 1;
+            tracing::warn!(
+                error = %e,
+                "refreshed token kept in memory; it is written with a later refresh"
+            );
+            return;
+        }
+        self.counts.failed_writes += 1;
+        if std::mem::replace(&mut self.writes.failing, true) {
+            tracing::debug!(error = %e, refresh, "cannot write the session file");
+        } else {
+            tracing::warn!(
+                error = %e,
+                refresh,
+                "cannot write the session file; the token is in use but other processes will \
+                 not see it (warned of once until writes work again)"
+            );
+        }
+    }
+}
