@@ -80,7 +80,8 @@ impl SessionFailures for Rfc6750 {
 /// | `ErrorClientAuthMissing`, `ErrorClientJWTTokenNotProvided` (2021 releases) | [`Error::TokenNotProvided`] |
 /// | `ErrorClientAuthDenied`, `ErrorSessionTokenInvalid` (2021 releases) | [`Error::TokenInvalid`] |
 ///
-/// RFC 6750 rejections are recognised too, as [`Rfc6750`] reads them.
+/// RFC 6750 rejections are recognised too, as [`Rfc6750`] reads them, also beside an `error`
+/// that names no session failure.
 ///
 /// ```
 /// use agent_session::{Error, Polykey, SessionFailures};
@@ -100,14 +101,20 @@ impl SessionFailures for Polykey {
             .get("grpc-status")
             .is_some_and(|code| code.as_bytes() != b"0");
         if failed && let Some(error) = headers.get("error") {
-            return polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
+            let named = polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
                 "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
                     Some(Error::TokenNotProvided)
                 }
                 "ErrorClientAuthDenied" | "ErrorSessionTokenInvalid" => Some(Error::TokenInvalid),
                 _ => None,
             });
+            if named.is_some() {
+                return named;
+            }
         }
+        // An `error` that names no session failure (another Polykey error, or not Polykey's at
+        // all) says nothing against an RFC 6750 rejection beside it: a proxy or a newer agent
+        // may send both.
         Rfc6750.session_failure(status, headers)
     }
 }
@@ -165,6 +172,7 @@ mod tests {
         assert!(polykey(&[("grpc-status", "2"), ("error", "not json")]).is_none());
         assert!(polykey(&[("grpc-status", "2"), ("error", r#"{"type":7}"#)]).is_none());
         assert!(polykey(&[("grpc-status", "2")]).is_none());
+
         // An `error` on a success is not a failure.
         let denied = r#"{"type":"ErrorClientAuthDenied"}"#;
         assert!(polykey(&[("grpc-status", "0"), ("error", denied)]).is_none());
@@ -182,6 +190,18 @@ mod tests {
             Polykey.session_failure(StatusCode::UNAUTHORIZED, &challenge),
             Some(Error::TokenNotProvided)
         ));
+    }
+
+    #[test]
+    fn an_unknown_polykey_error_leaves_an_rfc6750_rejection_standing() {
+        for error in ["junk", r#"{"type":"ErrorOther"}"#] {
+            let got = polykey(&[
+                ("grpc-status", "16"),
+                ("www-authenticate", r#"Bearer error="invalid_token""#),
+                ("error", error),
+            ]);
+            assert!(matches!(got, Some(Error::TokenInvalid)), "{error}: {got:?}");
+        }
     }
 
     #[test]
