@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 
 use crate::error::Error;
+use crate::token::json_object;
 
 /// Reads a session failure ([`Error::TokenNotProvided`] or [`Error::TokenInvalid`]) off what an
 /// agent answered: a response's status and headers, or a gRPC response's trailers.
@@ -119,14 +120,15 @@ impl SessionFailures for Polykey {
     }
 }
 
-/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON.
+/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON: a JSON
+/// object of valid UTF-8 ([`json_object`]).
 fn polykey_error_type(value: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Described {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<Described>(value)
+    serde_json::from_str::<Described>(json_object(value)?)
         .ok()
         .map(|d| d.kind)
 }
@@ -172,7 +174,21 @@ mod tests {
         assert!(polykey(&[("grpc-status", "2"), ("error", "not json")]).is_none());
         assert!(polykey(&[("grpc-status", "2"), ("error", r#"{"type":7}"#)]).is_none());
         assert!(polykey(&[("grpc-status", "2")]).is_none());
+        // Polykey's `error` is an object: an array naming a failure is no failure.
+        for not_an_object in [r#"["ErrorClientAuthMissing"]"#, r#""ErrorClientAuthMissing""#] {
+            assert!(
+                polykey(&[("grpc-status", "2"), ("error", not_an_object)]).is_none(),
+                "{not_an_object}"
+            );
+        }
 
+        let mut invalid_utf8 = trailers(&[("grpc-status", "2")]);
+        invalid_utf8.insert(
+            "error",
+            http::HeaderValue::from_bytes(b"{\"type\":\"ErrorClientAuthDenied\",\"x\":\"\xf8\"}")
+                .unwrap(),
+        );
+        assert!(Polykey.session_failure(StatusCode::OK, &invalid_utf8).is_none());
         // An `error` on a success is not a failure.
         let denied = r#"{"type":"ErrorClientAuthDenied"}"#;
         assert!(polykey(&[("grpc-status", "0"), ("error", denied)]).is_none());

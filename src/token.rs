@@ -180,7 +180,20 @@ fn bearer_header(value: &str) -> HeaderValue {
     header
 }
 
-/// Reads the `exp` claim of a JWT without verifying it.
+/// `bytes` as text, if they are valid UTF-8 and open a JSON object.
+///
+/// Serde's derived structs also take an array for a struct, and skip the fields they do not
+/// know without checking their strings: read through this, a struct is only ever an object, and
+/// all of its text is UTF-8. One pass over the bytes, no allocation.
+pub(crate) fn json_object(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+        .then_some(text)
+}
+
+/// Reads the `exp` claim of a JWT without verifying it. The claims must be a JSON object of
+/// valid UTF-8 ([`json_object`]).
 fn jwt_expiry(value: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Claims {
@@ -194,7 +207,7 @@ fn jwt_expiry(value: &str) -> Option<u64> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Claims = serde_json::from_slice(&json).ok()?;
+    let claims: Claims = serde_json::from_str(json_object(&json)?).ok()?;
     let exp = claims.exp?;
     // NumericDate may carry a fraction; a negative or absurd value means "no usable claim".
     exp.as_u64().or_else(|| {
@@ -276,6 +289,25 @@ mod tests {
         assert!(header.is_sensitive());
     }
 
+    /// Claims are a JSON object of valid UTF-8: serde's derive would take an array for the
+    /// struct, and does not check the strings of the fields it skips.
+    #[test]
+    fn claims_must_be_an_object_of_valid_utf8() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let raw = |claims: &[u8]| format!("e30.{}.c2ln", b64.encode(claims));
+        for claims in [
+            &b"[1700000000]"[..],
+            b"{\"exp\":1,\"x\":\"\xf8\"}",
+            b"{\"x\":\"\xf8\",\"exp\":1}",
+            b"{\"exp\":1}\xf8",
+            b"\xef\xbb\xbf{\"exp\":1}",
+        ] {
+            let token = Token::new(raw(claims)).unwrap();
+            assert_eq!(token.exp_secs(), None, "{:?}", String::from_utf8_lossy(claims));
+        }
+        assert_eq!(Token::new(raw(b"{\"exp\":1}")).unwrap().exp_secs(), Some(1));
+    }
+
     #[test]
     fn reads_jwt_expiry() {
         assert_eq!(
@@ -300,6 +332,7 @@ mod tests {
             assert_eq!(token.expires_at(), None, "{huge}");
         }
         assert_eq!(Token::new(jwt("not json")).unwrap().exp_secs(), None);
+        assert_eq!(Token::new(jwt(" \n{\"exp\":7}")).unwrap().exp_secs(), Some(7));
         assert_eq!(Token::new("opaque").unwrap().exp_secs(), None);
         assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);
     }
