@@ -175,7 +175,10 @@ mod tests {
         assert!(polykey(&[("grpc-status", "2"), ("error", r#"{"type":7}"#)]).is_none());
         assert!(polykey(&[("grpc-status", "2")]).is_none());
         // Polykey's `error` is an object: an array naming a failure is no failure.
-        for not_an_object in [r#"["ErrorClientAuthMissing"]"#, r#""ErrorClientAuthMissing""#] {
+        for not_an_object in [
+            r#"["ErrorClientAuthMissing"]"#,
+            r#""ErrorClientAuthMissing""#,
+        ] {
             assert!(
                 polykey(&[("grpc-status", "2"), ("error", not_an_object)]).is_none(),
                 "{not_an_object}"
@@ -188,7 +191,11 @@ mod tests {
             http::HeaderValue::from_bytes(b"{\"type\":\"ErrorClientAuthDenied\",\"x\":\"\xf8\"}")
                 .unwrap(),
         );
-        assert!(Polykey.session_failure(StatusCode::OK, &invalid_utf8).is_none());
+        assert!(
+            Polykey
+                .session_failure(StatusCode::OK, &invalid_utf8)
+                .is_none()
+        );
         // An `error` on a success is not a failure.
         let denied = r#"{"type":"ErrorClientAuthDenied"}"#;
         assert!(polykey(&[("grpc-status", "0"), ("error", denied)]).is_none());

@@ -303,7 +303,12 @@ mod tests {
             b"\xef\xbb\xbf{\"exp\":1}",
         ] {
             let token = Token::new(raw(claims)).unwrap();
-            assert_eq!(token.exp_secs(), None, "{:?}", String::from_utf8_lossy(claims));
+            assert_eq!(
+                token.exp_secs(),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(claims)
+            );
         }
         assert_eq!(Token::new(raw(b"{\"exp\":1}")).unwrap().exp_secs(), Some(1));
     }
@@ -332,7 +337,10 @@ mod tests {
             assert_eq!(token.expires_at(), None, "{huge}");
         }
         assert_eq!(Token::new(jwt("not json")).unwrap().exp_secs(), None);
-        assert_eq!(Token::new(jwt(" \n{\"exp\":7}")).unwrap().exp_secs(), Some(7));
+        assert_eq!(
+            Token::new(jwt(" \n{\"exp\":7}")).unwrap().exp_secs(),
+            Some(7)
+        );
         assert_eq!(Token::new("opaque").unwrap().exp_secs(), None);
         assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);
     }

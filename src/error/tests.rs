@@ -149,7 +149,6 @@ fn a_status_message_is_percent_decoded_once() {
     }
 }
 
-
 #[cfg(feature = "tonic")]
 #[test]
 fn percent_encoding_is_grpcs() {
