@@ -26,6 +26,16 @@ impl std::fmt::Display for BadCredentials {
     }
 }
 
+impl From<BadCredentials> for MalformedToken {
+    fn from(why: BadCredentials) -> Self {
+        match why {
+            BadCredentials::NotBearer => Self::NotBearer,
+            BadCredentials::Malformed(why) => why,
+            BadCredentials::Conflicting => Self::Conflicting,
+        }
+    }
+}
+
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
 pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
@@ -54,8 +64,9 @@ pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
 /// The token an agent sent back in `headers`, if a usable one: a malformed one is ignored with
 /// a warning (that does not contain it), and the token in use stays.
 pub(crate) fn token_from_agent(headers: &HeaderMap) -> Option<Token> {
-    match bearer_from_headers(headers)? {
-        Ok(token) => Some(token),
+    // The public reading, so that a re-authenticator reads exactly what a refresh does.
+    match Token::from_headers(headers) {
+        Ok(token) => token,
         Err(why) => {
             tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
             None
