@@ -28,9 +28,7 @@ use tower::Layer as _;
 
 #[path = "../tests/polykey_support/mod.rs"]
 mod polykey_support;
-use polykey_support::{
-    ClientServiceClient, EmptyMessage, basic_authorization, bearer_token, tls, with_password,
-};
+use polykey_support::{ClientServiceClient, EmptyMessage, basic_authorization, tls, with_password};
 
 const USAGE: &str = "usage: polykey [--node-path DIR] [--client-host HOST] [--client-port PORT] \
                      [--cert FILE] (agent (status | unlock | lock | lockall) | vaults list)";
@@ -318,9 +316,10 @@ async fn unlock(channel: Channel, password: String) -> Result<Token, Failure> {
     let reply = ClientServiceClient::new(channel)
         .agent_unlock(with_password(EmptyMessage {}, &password))
         .await?;
-    let token = bearer_token(reply.metadata())
-        .ok_or_else(|| Failure("the agent answered without a token".into(), EX_SOFTWARE))?;
-    Ok(Token::new(token).map_err(Error::from)?)
+    // The token comes in the answer's headers, read as the layer reads a refresh.
+    Token::from_metadata(reply.metadata())
+        .map_err(Error::from)?
+        .ok_or_else(|| Failure("the agent answered without a token".into(), EX_SOFTWARE))
 }
 
 /// Asks for the password until the agent takes it; the layer runs it on a session failure.

@@ -26,6 +26,16 @@ impl std::fmt::Display for BadCredentials {
     }
 }
 
+impl From<BadCredentials> for MalformedToken {
+    fn from(why: BadCredentials) -> Self {
+        match why {
+            BadCredentials::NotBearer => Self::NotBearer,
+            BadCredentials::Malformed(why) => why,
+            BadCredentials::Conflicting => Self::Conflicting,
+        }
+    }
+}
+
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
 pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
@@ -54,8 +64,9 @@ pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
 /// The token an agent sent back in `headers`, if a usable one: a malformed one is ignored with
 /// a warning (that does not contain it), and the token in use stays.
 pub(crate) fn token_from_agent(headers: &HeaderMap) -> Option<Token> {
-    match bearer_from_headers(headers)? {
-        Ok(token) => Some(token),
+    // The public reading, so that a re-authenticator reads exactly what a refresh does.
+    match Token::from_headers(headers) {
+        Ok(token) => token,
         Err(why) => {
             tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
             None
@@ -111,29 +122,75 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
             if !challenge.scheme.eq_ignore_ascii_case("bearer") {
                 continue;
             }
-            let error = challenge
-                .params
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("error"))
-                .map(|(_, v)| v.as_str());
-            match error {
-                Some("invalid_token") => return Verdict::Invalid,
-                None | Some("invalid_request") => verdict = Verdict::NotProvided,
-                Some(_) if verdict == Verdict::OtherScheme => verdict = Verdict::NotSession,
-                Some(_) => {}
+            match challenge.error {
+                Some(ErrorCode::InvalidToken) => return Verdict::Invalid,
+                None | Some(ErrorCode::InvalidRequest) => verdict = Verdict::NotProvided,
+                Some(ErrorCode::Other) if verdict == Verdict::OtherScheme => {
+                    verdict = Verdict::NotSession;
+                }
+                Some(ErrorCode::Other) => {}
             }
         }
     }
     verdict
 }
 
-/// One challenge: a scheme and its auth-params (token68 forms are skipped).
-struct Challenge {
-    scheme: String,
-    params: Vec<(String, String)>,
+/// A bearer challenge's `error`, as far as a session cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorCode {
+    /// `invalid_token`.
+    InvalidToken,
+    /// `invalid_request`.
+    InvalidRequest,
+    /// Any other code (`insufficient_scope`, or one this crate does not know).
+    Other,
 }
 
-/// A forgiving reader of RFC 9110 `challenge` lists: junk is skipped, never a panic.
+impl ErrorCode {
+    /// The code an auth-param's value names: `raw` as it stands in the header, the inside of a
+    /// quoted-string (escapes and all) or a token.
+    fn of(raw: &str) -> Self {
+        if unescaped_is(raw, "invalid_token") {
+            Self::InvalidToken
+        } else if unescaped_is(raw, "invalid_request") {
+            Self::InvalidRequest
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// Whether `raw`, with its quoted-pair escapes (`\x` is `x`) undone, is `text`: compared as it
+/// is read, so that no copy of a value of any length is made.
+fn unescaped_is(raw: &str, text: &str) -> bool {
+    let mut want = text.chars();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        let c = match c {
+            // A lone backslash at the end stands for nothing.
+            '\\' => match chars.next() {
+                Some(escaped) => escaped,
+                None => break,
+            },
+            c => c,
+        };
+        if want.next() != Some(c) {
+            return false;
+        }
+    }
+    want.next().is_none()
+}
+
+/// One challenge: its scheme, and the code of its first `error` auth-param. Nothing else of it
+/// is read, so nothing else is kept: a reader of a challenge list holds no more than one of
+/// these at a time, borrowed from the header, whatever the header's size.
+struct Challenge<'a> {
+    scheme: &'a str,
+    error: Option<ErrorCode>,
+}
+
+/// A forgiving reader of RFC 9110 `challenge` lists: junk is skipped, never a panic, nothing
+/// allocated.
 struct Challenges<'a> {
     rest: &'a str,
 }
@@ -157,33 +214,34 @@ impl<'a> Challenges<'a> {
         self.rest = self.rest.trim_start_matches([' ', '\t']);
     }
 
-    fn take_quoted(&mut self) -> String {
-        // Called with `rest` starting at the opening quote.
-        let mut out = String::new();
-        let mut chars = self.rest.char_indices().skip(1);
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '"' => {
-                    self.rest = &self.rest[i + 1..];
-                    return out;
+    /// The inside of a quoted-string, escapes left in (see [`unescaped_is`]). Called with
+    /// `rest` starting at the opening quote; an unterminated string runs to the end.
+    fn take_quoted(&mut self) -> &'a str {
+        let inside = &self.rest[1..];
+        let mut bytes = inside.bytes().enumerate();
+        while let Some((i, b)) = bytes.next() {
+            match b {
+                b'"' => {
+                    self.rest = &inside[i + 1..];
+                    return &inside[..i];
                 }
-                '\\' => {
-                    if let Some((_, escaped)) = chars.next() {
-                        out.push(escaped);
-                    }
+                // ASCII: the escaped character is one byte when it is the quote or the
+                // backslash, the only two that matter here; any other byte steps on as usual.
+                b'\\' => {
+                    bytes.next();
                 }
-                c => out.push(c),
+                _ => {}
             }
         }
         self.rest = "";
-        out
+        inside
     }
 }
 
-impl Iterator for Challenges<'_> {
-    type Item = Challenge;
+impl<'a> Iterator for Challenges<'a> {
+    type Item = Challenge<'a>;
 
-    fn next(&mut self) -> Option<Challenge> {
+    fn next(&mut self) -> Option<Challenge<'a>> {
         loop {
             self.rest = self.rest.trim_start_matches([' ', '\t', ',']);
             if self.rest.is_empty() {
@@ -198,9 +256,10 @@ impl Iterator for Challenges<'_> {
                 continue;
             }
             let mut challenge = Challenge {
-                scheme: scheme.to_owned(),
-                params: Vec::new(),
+                scheme,
+                error: None,
             };
+            let mut has_params = false;
             // auth-params: name = value, separated by commas, until the next scheme.
             loop {
                 self.skip_ws();
@@ -210,10 +269,7 @@ impl Iterator for Challenges<'_> {
                 if name.is_empty() || !self.rest.starts_with('=') {
                     // Not a parameter: either a token68 (`abc==`) or the next challenge's scheme.
                     self.rest = checkpoint;
-                    if !name.is_empty()
-                        && challenge.params.is_empty()
-                        && self.rest.starts_with(name)
-                    {
+                    if !name.is_empty() && !has_params && self.rest.starts_with(name) {
                         let token68 = self.rest[name.len()..].trim_start_matches('=');
                         let after = token68.trim_start_matches([' ', '\t']);
                         if after.is_empty() || after.starts_with(',') {
@@ -228,9 +284,12 @@ impl Iterator for Challenges<'_> {
                 let value = if self.rest.starts_with('"') {
                     self.take_quoted()
                 } else {
-                    self.take_token().to_owned()
+                    self.take_token()
                 };
-                challenge.params.push((name.to_owned(), value));
+                has_params = true;
+                if challenge.error.is_none() && name.eq_ignore_ascii_case("error") {
+                    challenge.error = Some(ErrorCode::of(value));
+                }
                 self.skip_ws();
                 match self.rest.strip_prefix(',') {
                     Some(rest) => self.rest = rest,
@@ -353,6 +412,27 @@ mod tests {
         assert_eq!(
             classify(&["Bearer realm=\"x\"", "Bearer error=\"invalid_token\""]),
             Verdict::Invalid
+        );
+        // Escapes are undone before the code is compared; a value is compared whole.
+        assert_eq!(
+            classify(&[r#"Bearer error="invalid\_tok\en""#]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&[r#"Bearer error="invalid_token\"", Basic"#]),
+            Verdict::NotSession
+        );
+        assert_eq!(
+            classify(&[r#"Bearer error="invalid_tokens""#]),
+            Verdict::NotSession
+        );
+        assert_eq!(
+            classify(&["Bearer error=\"invalid_token\\"]),
+            Verdict::Invalid
+        );
+        assert_eq!(
+            classify(&[r#"Bearer error="x\"", error=invalid_token"#]),
+            Verdict::NotSession
         );
         for junk in [
             "",

@@ -196,16 +196,21 @@ impl Error {
         if !is_rejection(status, headers) {
             return None;
         }
-        let message = headers.get("grpc-message").and_then(|v| v.to_str().ok());
-        Self::from_rejection(headers, message)
+        // The header is the wire's, percent-encoded: decoded here, once.
+        let message = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .map(percent_decode);
+        Self::from_rejection(headers, message.as_deref())
     }
 
+    /// `message` is the gRPC message as text, already percent-decoded.
     fn from_rejection(headers: &http::HeaderMap, message: Option<&str>) -> Option<Self> {
         match bearer::read_challenges(headers.get_all(http::header::WWW_AUTHENTICATE)) {
             Verdict::Invalid => Some(Self::TokenInvalid),
             Verdict::NotProvided => Some(Self::TokenNotProvided),
             Verdict::NotSession | Verdict::OtherScheme => None,
-            Verdict::NoChallenge => Some(match message.map(percent_decode) {
+            Verdict::NoChallenge => Some(match message {
                 Some(m) if m.contains(TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
                 _ => Self::TokenInvalid,
             }),
@@ -232,6 +237,7 @@ impl Error {
             return None;
         }
         let headers = status.metadata().clone().into_headers();
+        // tonic decoded the message already: a `%41` in it is what the agent said.
         Self::from_rejection(&headers, Some(status.message()))
     }
 
@@ -260,7 +266,9 @@ impl Error {
         }
         let mut headers = status.metadata().clone().into_headers();
         headers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
-        if let Ok(message) = http::HeaderValue::from_str(status.message()) {
+        // `failures` reads headers as they were on the wire: the message tonic decoded is
+        // encoded again, so that it is decoded once, and so that text that is not ASCII is kept.
+        if let Ok(message) = http::HeaderValue::try_from(percent_encode(status.message())) {
             headers.insert("grpc-message", message);
         }
         failures.session_failure(http::StatusCode::OK, &headers)
@@ -325,6 +333,24 @@ pub(crate) fn is_rejection(status: http::StatusCode, headers: &http::HeaderMap) 
         || headers
             .get("grpc-status")
             .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes())
+}
+
+/// `message` as gRPC puts it on the wire: every byte outside visible ASCII and space, and `%`,
+/// as `%XX`.
+#[cfg(feature = "tonic")]
+fn percent_encode(message: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
 }
 
 /// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts.

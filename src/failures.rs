@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 
 use crate::error::Error;
+use crate::token::json_object;
 
 /// Reads a session failure ([`Error::TokenNotProvided`] or [`Error::TokenInvalid`]) off what an
 /// agent answered: a response's status and headers, or a gRPC response's trailers.
@@ -80,7 +81,8 @@ impl SessionFailures for Rfc6750 {
 /// | `ErrorClientAuthMissing`, `ErrorClientJWTTokenNotProvided` (2021 releases) | [`Error::TokenNotProvided`] |
 /// | `ErrorClientAuthDenied`, `ErrorSessionTokenInvalid` (2021 releases) | [`Error::TokenInvalid`] |
 ///
-/// RFC 6750 rejections are recognised too, as [`Rfc6750`] reads them.
+/// RFC 6750 rejections are recognised too, as [`Rfc6750`] reads them, also beside an `error`
+/// that names no session failure.
 ///
 /// ```
 /// use agent_session::{Error, Polykey, SessionFailures};
@@ -100,26 +102,33 @@ impl SessionFailures for Polykey {
             .get("grpc-status")
             .is_some_and(|code| code.as_bytes() != b"0");
         if failed && let Some(error) = headers.get("error") {
-            return polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
+            let named = polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
                 "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
                     Some(Error::TokenNotProvided)
                 }
                 "ErrorClientAuthDenied" | "ErrorSessionTokenInvalid" => Some(Error::TokenInvalid),
                 _ => None,
             });
+            if named.is_some() {
+                return named;
+            }
         }
+        // An `error` that names no session failure (another Polykey error, or not Polykey's at
+        // all) says nothing against an RFC 6750 rejection beside it: a proxy or a newer agent
+        // may send both.
         Rfc6750.session_failure(status, headers)
     }
 }
 
-/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON.
+/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON: a JSON
+/// object of valid UTF-8 ([`json_object`]).
 fn polykey_error_type(value: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Described {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<Described>(value)
+    serde_json::from_str::<Described>(json_object(value)?)
         .ok()
         .map(|d| d.kind)
 }
@@ -165,6 +174,28 @@ mod tests {
         assert!(polykey(&[("grpc-status", "2"), ("error", "not json")]).is_none());
         assert!(polykey(&[("grpc-status", "2"), ("error", r#"{"type":7}"#)]).is_none());
         assert!(polykey(&[("grpc-status", "2")]).is_none());
+        // Polykey's `error` is an object: an array naming a failure is no failure.
+        for not_an_object in [
+            r#"["ErrorClientAuthMissing"]"#,
+            r#""ErrorClientAuthMissing""#,
+        ] {
+            assert!(
+                polykey(&[("grpc-status", "2"), ("error", not_an_object)]).is_none(),
+                "{not_an_object}"
+            );
+        }
+
+        let mut invalid_utf8 = trailers(&[("grpc-status", "2")]);
+        invalid_utf8.insert(
+            "error",
+            http::HeaderValue::from_bytes(b"{\"type\":\"ErrorClientAuthDenied\",\"x\":\"\xf8\"}")
+                .unwrap(),
+        );
+        assert!(
+            Polykey
+                .session_failure(StatusCode::OK, &invalid_utf8)
+                .is_none()
+        );
         // An `error` on a success is not a failure.
         let denied = r#"{"type":"ErrorClientAuthDenied"}"#;
         assert!(polykey(&[("grpc-status", "0"), ("error", denied)]).is_none());
@@ -182,6 +213,18 @@ mod tests {
             Polykey.session_failure(StatusCode::UNAUTHORIZED, &challenge),
             Some(Error::TokenNotProvided)
         ));
+    }
+
+    #[test]
+    fn an_unknown_polykey_error_leaves_an_rfc6750_rejection_standing() {
+        for error in ["junk", r#"{"type":"ErrorOther"}"#] {
+            let got = polykey(&[
+                ("grpc-status", "16"),
+                ("www-authenticate", r#"Bearer error="invalid_token""#),
+                ("error", error),
+            ]);
+            assert!(matches!(got, Some(Error::TokenInvalid)), "{error}: {got:?}");
+        }
     }
 
     #[test]

@@ -249,10 +249,20 @@
 //!
 //! # Platform
 //!
-//! Unix only for now: the session file relies on Unix file modes, `flock` and `O_NONBLOCK`.
+//! Unix only for now: the session file relies on Unix file modes, `flock` and `O_NONBLOCK`. On
+//! another target the build stops at one error that says so; the README's "Other platforms"
+//! says what a port to Windows or a test on macOS needs.
 #![deny(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The session file needs Unix (file modes, `flock`, `O_NONBLOCK`, renaming over an open file,
+// syncing a directory): on any other target, this one error rather than a cascade of
+// unresolved imports. The README's "Other platforms" says what a port needs.
+#[cfg(not(unix))]
+compile_error!(
+    "agent-session supports Unix targets only (Linux, macOS, the BSDs): its session file relies on Unix file modes, `flock`, renaming over an open file and syncing a directory; see the README's \"Other platforms\""
+);
 
 /// Every Rust snippet of the README, compiled (and, unless marked `no_run`, run) by
 /// `cargo test --doc`.
@@ -275,45 +285,74 @@ mod readme_doctests {}
 // an agent says a call failed for its session). bearer.rs reads and writes the wire's
 // `authorization` values; token.rs is the token; error.rs the typed errors.
 
+#[cfg(unix)]
 #[macro_use]
 mod macros;
 
+#[cfg(unix)]
 mod bearer;
+#[cfg(unix)]
 mod error;
+#[cfg(unix)]
 mod failures;
+#[cfg(unix)]
 mod file;
+#[cfg(unix)]
 mod layer;
+#[cfg(unix)]
 mod message;
+#[cfg(unix)]
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
+#[cfg(unix)]
 mod peek;
+#[cfg(unix)]
 mod reauth;
+#[cfg(unix)]
 mod replay;
+#[cfg(unix)]
 mod saved;
+#[cfg(unix)]
 mod session;
+#[cfg(unix)]
 mod store;
+#[cfg(unix)]
 mod token;
 
+#[cfg(unix)]
 #[cfg(feature = "agent")]
 #[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
 pub mod agent;
+#[cfg(unix)]
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod proto;
 
+#[cfg(unix)]
 pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+#[cfg(unix)]
 pub use failures::{DEFAULT_TRAILERS_WAIT, Polykey, Rfc6750, SessionFailures};
+#[cfg(unix)]
 pub use file::{
     DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile,
 };
+#[cfg(unix)]
 pub use layer::{ReauthService, ResponseFuture, SessionLayer, SessionService};
+#[cfg(unix)]
 pub use message::{SessionRequest, SessionResponse};
+#[cfg(unix)]
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use middleware::SessionMiddleware;
+#[cfg(unix)]
 pub use peek::PeekedBody;
+#[cfg(unix)]
 pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
+#[cfg(unix)]
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
+#[cfg(unix)]
 pub use session::{AgentTokens, Epoch, Session, SessionBuilder, SessionStats, Watch};
+#[cfg(unix)]
 pub use store::{MemoryStore, Stored, Swap, TokenStore, Version};
+#[cfg(unix)]
 pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};

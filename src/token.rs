@@ -62,6 +62,64 @@ impl Token {
         })
     }
 
+    /// The session token an agent sent in `headers`, read by the rules the layer applies to a
+    /// refresh: `authorization: Bearer <token>` (the scheme in any case, the legacy
+    /// `Bearer: <token>` too, white space around ignored), every repeat of the header carrying
+    /// the same token. For a re-authenticator whose agent answers an unlock with the token in
+    /// its response headers, as Polykey's does.
+    ///
+    /// # Errors
+    ///
+    /// [`MalformedToken`] when an `authorization` header is there but holds no usable bearer
+    /// token ([`MalformedToken::NotBearer`], [`MalformedToken::Conflicting`], or what is wrong
+    /// with the token). `Ok(None)` when there is no `authorization` header.
+    ///
+    /// ```
+    /// use agent_session::{MalformedToken, Token};
+    /// use http::{HeaderMap, HeaderValue};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// assert_eq!(Token::from_headers(&headers), Ok(None));
+    /// headers.insert("authorization", HeaderValue::from_static("Bearer eyJhbGciOi.e30.c2ln"));
+    /// let token = Token::from_headers(&headers)?.expect("a token");
+    /// assert_eq!(token.expose(), "eyJhbGciOi.e30.c2ln");
+    /// headers.insert("authorization", HeaderValue::from_static("Basic dXNlcjpwdw=="));
+    /// assert_eq!(Token::from_headers(&headers), Err(MalformedToken::NotBearer));
+    /// # Ok::<(), MalformedToken>(())
+    /// ```
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, MalformedToken> {
+        crate::bearer::bearer_from_headers(headers)
+            .transpose()
+            .map_err(MalformedToken::from)
+    }
+
+    /// [`Token::from_headers`] for a tonic response's or status's metadata: the token of an
+    /// unlock's answer, say.
+    ///
+    /// # Errors
+    ///
+    /// As [`Token::from_headers`].
+    ///
+    /// ```
+    /// use agent_session::{MalformedToken, Token};
+    ///
+    /// // What a Polykey agent answers an unlock with: the token in the response's headers.
+    /// let mut reply = tonic::Response::new(());
+    /// reply
+    ///     .metadata_mut()
+    ///     .insert("authorization", "Bearer eyJhbGciOi.e30.c2ln".parse().unwrap());
+    /// let token = Token::from_metadata(reply.metadata())?.expect("an unlock answers with a token");
+    /// assert_eq!(token.expose(), "eyJhbGciOi.e30.c2ln");
+    /// # Ok::<(), MalformedToken>(())
+    /// ```
+    #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    pub fn from_metadata(
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<Self>, MalformedToken> {
+        Self::from_headers(metadata.as_ref())
+    }
+
     /// The token itself. Named so that every place that reads the secret says so.
     pub fn expose(&self) -> &str {
         &self.inner.value
@@ -141,6 +199,12 @@ pub enum MalformedToken {
         /// The offset of the first offending byte.
         position: usize,
     },
+    /// An `authorization` value is not of the `Bearer` scheme ([`Token::from_headers`]).
+    #[error("the authorization header is not a bearer credential")]
+    NotBearer,
+    /// The `authorization` header is repeated with different tokens ([`Token::from_headers`]).
+    #[error("the authorization header is repeated with different tokens")]
+    Conflicting,
 }
 
 fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
@@ -180,7 +244,20 @@ fn bearer_header(value: &str) -> HeaderValue {
     header
 }
 
-/// Reads the `exp` claim of a JWT without verifying it.
+/// `bytes` as text, if they are valid UTF-8 and open a JSON object.
+///
+/// Serde's derived structs also take an array for a struct, and skip the fields they do not
+/// know without checking their strings: read through this, a struct is only ever an object, and
+/// all of its text is UTF-8. One pass over the bytes, no allocation.
+pub(crate) fn json_object(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+        .then_some(text)
+}
+
+/// Reads the `exp` claim of a JWT without verifying it. The claims must be a JSON object of
+/// valid UTF-8 ([`json_object`]).
 fn jwt_expiry(value: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Claims {
@@ -194,7 +271,7 @@ fn jwt_expiry(value: &str) -> Option<u64> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Claims = serde_json::from_slice(&json).ok()?;
+    let claims: Claims = serde_json::from_str(json_object(&json)?).ok()?;
     let exp = claims.exp?;
     // NumericDate may carry a fraction; a negative or absurd value means "no usable claim".
     exp.as_u64().or_else(|| {
@@ -205,102 +282,4 @@ fn jwt_expiry(value: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn jwt(payload: &str) -> String {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!(
-            "{}.{}.c2lnbmF0dXJl",
-            b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-            b64.encode(payload)
-        )
-    }
-
-    #[test]
-    fn accepts_the_b64token_alphabet() {
-        for ok in ["a", "AZaz09-._~+/", "abc=", "abc==", "x.y.z"] {
-            assert!(Token::new(ok).is_ok(), "{ok}");
-        }
-    }
-
-    #[test]
-    fn rejects_everything_else() {
-        assert_eq!(Token::new(""), Err(MalformedToken::Empty));
-        assert_eq!(
-            Token::new("="),
-            Err(MalformedToken::InvalidCharacter { position: 0 })
-        );
-        assert_eq!(
-            Token::new("ab=c"),
-            Err(MalformedToken::InvalidCharacter { position: 3 })
-        );
-        for (bad, at) in [
-            ("a b", 1),
-            ("ab\r\n", 2),
-            ("a\0", 1),
-            ("é", 0),
-            ("a\t", 1),
-            ("a,b", 1),
-            ("a\"", 1),
-        ] {
-            assert_eq!(
-                Token::new(bad),
-                Err(MalformedToken::InvalidCharacter { position: at }),
-                "{bad:?}"
-            );
-        }
-        let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(
-            Token::new(long),
-            Err(MalformedToken::TooLong {
-                len: MAX_TOKEN_LEN + 1
-            })
-        );
-        assert!(Token::new("a".repeat(MAX_TOKEN_LEN)).is_ok());
-    }
-
-    #[test]
-    fn never_prints_the_value() {
-        let token = Token::new("s3cr3t").unwrap();
-        assert!(!format!("{token:?}").contains("s3cr3t"));
-        assert!(!format!("{token}").contains("s3cr3t"));
-        assert!(!format!("{:?}", token.header_value()).contains("s3cr3t"));
-    }
-
-    #[test]
-    fn header_is_bearer_and_sensitive() {
-        let token = Token::new("abc").unwrap();
-        let header = token.header_value();
-        assert_eq!(header.as_bytes(), b"Bearer abc");
-        assert!(header.is_sensitive());
-    }
-
-    #[test]
-    fn reads_jwt_expiry() {
-        assert_eq!(
-            Token::new(jwt(r#"{"exp":1700000000}"#)).unwrap().exp_secs(),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            Token::new(jwt(r#"{"exp":1700000000.7}"#))
-                .unwrap()
-                .exp_secs(),
-            Some(1_700_000_000)
-        );
-        assert_eq!(Token::new(jwt(r#"{"iat":1}"#)).unwrap().exp_secs(), None);
-        assert_eq!(Token::new(jwt(r#"{"exp":-5}"#)).unwrap().exp_secs(), None);
-        for huge in [
-            r#"{"exp":1e19}"#,
-            r#"{"exp":1e300}"#,
-            r#"{"exp":18446744073709551615}"#,
-        ] {
-            let token = Token::new(jwt(huge)).unwrap();
-            assert!(token.exp_secs().is_some());
-            assert_eq!(token.expires_at(), None, "{huge}");
-        }
-        assert_eq!(Token::new(jwt("not json")).unwrap().exp_secs(), None);
-        assert_eq!(Token::new("opaque").unwrap().exp_secs(), None);
-        assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);
-    }
-}
+mod tests;

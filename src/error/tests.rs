@@ -92,3 +92,67 @@ fn percent_decoding_is_forgiving() {
     assert_eq!(percent_decode("%zz%41"), "%zzA");
     assert_eq!(percent_decode("%é"), "%é");
 }
+
+/// tonic hands a `Status` its message decoded: a `%4A` in it is what the agent said, not a `J`,
+/// and must not be decoded a second time. The wire's `%254A` is tonic's `%4A`.
+#[cfg(feature = "tonic")]
+#[test]
+fn a_status_message_is_percent_decoded_once() {
+    use crate::{Polykey, Rfc6750};
+
+    let literal = tonic::Status::unauthenticated("%4AWT Token not provided in metadata");
+    assert!(matches!(
+        Error::from_status(&literal),
+        Some(Error::TokenInvalid)
+    ));
+    for failures in [&Rfc6750 as &dyn crate::SessionFailures, &Polykey] {
+        assert!(
+            matches!(
+                Error::from_status_with(&literal, failures),
+                Some(Error::TokenInvalid)
+            ),
+            "{failures:?}"
+        );
+    }
+    let wire = response(
+        200,
+        &[
+            ("grpc-status", "16"),
+            (
+                "grpc-message",
+                "%254AWT%20Token%20not%20provided%20in%20metadata",
+            ),
+        ],
+    );
+    assert!(matches!(
+        Error::from_response(&wire),
+        Some(Error::TokenInvalid)
+    ));
+
+    // The contract's message is still read, with text around it that is not ASCII.
+    for message in [
+        TOKEN_NOT_PROVIDED_MESSAGE,
+        "JWT Token not provided in metadata — 100% sure",
+    ] {
+        let status = tonic::Status::unauthenticated(message);
+        assert!(
+            matches!(Error::from_status(&status), Some(Error::TokenNotProvided)),
+            "{message}"
+        );
+        assert!(
+            matches!(
+                Error::from_status_with(&status, &Rfc6750),
+                Some(Error::TokenNotProvided)
+            ),
+            "{message}"
+        );
+    }
+}
+
+#[cfg(feature = "tonic")]
+#[test]
+fn percent_encoding_is_grpcs() {
+    assert_eq!(percent_encode("a b%c"), "a b%25c");
+    assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    assert_eq!(percent_decode(&percent_encode("x%41 — é\t")), "x%41 — é\t");
+}

@@ -1,0 +1,70 @@
+//! `Token::new` and what it reads of the token: any text is either refused or kept exactly,
+//! never shown by `Debug` or `Display`, and its `exp` is what a plain JSON reader finds in a
+//! claims object (or nothing).
+
+#![no_main]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use agent_session::Token;
+use base64::Engine as _;
+use libfuzzer_sys::fuzz_target;
+
+mod bounded;
+mod reference;
+
+#[global_allocator]
+static GLOBAL: bounded::Counting = bounded::Counting;
+
+/// The `exp` a JWT's claims hold, read with serde_json's `Value`; `None` for no usable claim.
+fn reference_exp(text: &str) -> Option<u64> {
+    let parts: Vec<&str> = text.split('.').collect();
+    let [_, payload, _] = parts[..] else {
+        return None;
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match reference::member(&json, "exp").ok()?? {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The value, its header and the decoded claims: a few copies of the input.
+    let Ok(token) = bounded::within("Token::new", data.len(), 6, || Token::new(text)) else {
+        return;
+    };
+    assert_eq!(token.expose(), text);
+    let header = token.header_value();
+    assert!(header.is_sensitive());
+    assert_eq!(header.as_bytes(), [b"Bearer ", data].concat());
+
+    for shown in [
+        format!("{token:?}"),
+        format!("{token}"),
+        format!("{header:?}"),
+    ] {
+        assert!(
+            !shown.contains(text) || "Token(<redacted>) Sensitive".contains(text),
+            "the token shows in {shown:?}"
+        );
+    }
+
+    let expected =
+        reference_exp(text).map(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+    assert_eq!(token.expires_at(), expected.flatten(), "exp of {text:?}");
+
+    // A response that brings it back is read as the same token.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, header);
+    assert_eq!(Token::from_headers(&headers), Ok(Some(token)));
+});
