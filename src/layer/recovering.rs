@@ -220,29 +220,40 @@ where
         // The renewal may have taken a while (a prompt): be ready again before sending.
         ready_again(&mut inner).await?;
     }
-    let (request, record) = request.record(reauth.replay_limit());
-    let (response, sent) = inner.send(request);
-    let response = response.await.map_err(CallError::Service)?;
-    let sent_whole = Req::sent_whole(&record);
-    let (response, failed) = response.check(session.failures(), sent_whole).await;
-    if renewed || !failed {
-        // At most one recovery per call: a call renewed before sending hands over its answer.
-        return Ok(response);
+    // A renewed call hands over its first answer: at most one recovery per call then.
+    let mut sendings = if renewed { SENDINGS - 1 } else { 0 };
+    let mut request = request;
+    loop {
+        let (to_send, record) = request.record(reauth.replay_limit());
+        let (response, sent) = inner.send(to_send);
+        let response = response.await.map_err(CallError::Service)?;
+        let sent_whole = Req::sent_whole(&record);
+        let (response, failed) = response.check(session.failures(), sent_whole).await;
+        sendings += 1;
+        if !failed || sendings >= SENDINGS {
+            return Ok(response);
+        }
+        let replay = Req::replay(record);
+        reauth
+            .recover(&session, sent.token)
+            .await
+            .map_err(CallError::Reauthentication)?;
+        let Some(replay) = replay else {
+            // Recovered for the next calls; this one cannot be sent again.
+            tracing::debug!("session failure not replayed: the request cannot be sent again");
+            return Ok(response);
+        };
+        ready_again(&mut inner).await?;
+        request = replay;
     }
-    let replay = Req::replay(record);
-    reauth
-        .recover(&session, sent.token)
-        .await
-        .map_err(CallError::Reauthentication)?;
-    let Some(replay) = replay else {
-        // Recovered for the next calls; this one cannot be sent again.
-        tracing::debug!("session failure not replayed: the request cannot be sent again");
-        return Ok(response);
-    };
-    ready_again(&mut inner).await?;
-    let (response, _) = inner.send(replay);
-    Ok(response.await.map_err(CallError::Service)?.unchecked())
 }
+
+/// How many times a call is sent at most. A replay can fail for its session too: the token it
+/// went with was another process's, written just before a lock all ended it (a `client
+/// lockall` that unlocks first). Its recovery then goes further (the token that failed is no
+/// longer offered), so a replay that fails again is recovered once more; the bound stops a
+/// call whose every replay meets a new lock all.
+const SENDINGS: usize = 3;
 
 /// Drives the service ready again, before a call that follows a recovery.
 async fn ready_again<S, Req>(inner: &mut SessionService<S>) -> Result<(), CallError<S::Error>>
