@@ -413,26 +413,32 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
         return Ok(());
     }
 
-    if explicit_token.is_none()
-        && let Some(password) = password
-    {
-        // A password given explicitly wins over the session file: unlock with it first.
-        let token = unlock(channel.clone(), password)
-            .await
-            .map_err(|e| Failure::from(&e))?;
-        session.start_with_token(token).await?;
-    }
     let explicit_token = explicit_token.as_ref();
-    if interactive {
-        // The password channel has no session layer: an unlock needs no token.
-        let password_channel = channel.clone();
-        let layer = SessionLayer::new(session.clone())
-            .reauthenticate_with(move || prompt_and_unlock(password_channel.clone()));
-        let client = AgentServiceClient::new(layer.layer(channel));
-        execute(client, &session, &options.command, explicit_token).await?;
-    } else {
-        let client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
-        execute(client, &session, &options.command, explicit_token).await?;
+    // The session file's token is tried first; the password (given, or typed at the prompt)
+    // is used only when the agent refuses the session, and then once for every process whose
+    // calls fail together (the session's re-authentication).
+    let password_channel = channel.clone();
+    let reauthenticate: Option<Box<dyn Fn() -> UnlockFuture + Send + Sync>> =
+        match (explicit_token, password) {
+            (Some(_), _) => None,
+            (None, Some(password)) => Some(Box::new(move || {
+                Box::pin(unlock(password_channel.clone(), password.clone()))
+            })),
+            (None, None) if interactive => Some(Box::new(move || {
+                Box::pin(prompt_and_unlock(password_channel.clone()))
+            })),
+            (None, None) => None,
+        };
+    match reauthenticate {
+        Some(reauthenticate) => {
+            let layer = SessionLayer::new(session.clone()).reauthenticate_with(reauthenticate);
+            let client = AgentServiceClient::new(layer.layer(channel));
+            execute(client, &session, &options.command, explicit_token).await?;
+        }
+        None => {
+            let client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
+            execute(client, &session, &options.command, explicit_token).await?;
+        }
     }
     // Waits for the refreshed token's write, written behind the call, and reports a failure.
     match session.flush().await {
@@ -461,8 +467,11 @@ where
         Command::Unlock | Command::Lock => unreachable!("run handles them without a session"),
         Command::LockAll => {
             let request = with_token(EmptyMessage {}, explicit_token);
-            client.sessions_lock_all(request).await?;
-            session.clear().await?;
+            // The agent's lock all and the file's removal as one step: no other process
+            // re-authenticates in between (its token would go with the file).
+            session
+                .clear_after(async { client.sessions_lock_all(request).await })
+                .await?;
             println!("all sessions locked");
         }
         Command::Status => {
@@ -527,6 +536,9 @@ fn read_password() -> io::Result<String> {
 }
 
 /// Trades `password` for a session token over `channel`, which has no session layer.
+/// What a re-authenticator of this client returns.
+type UnlockFuture = std::pin::Pin<Box<dyn Future<Output = Result<Token, UnlockError>> + Send>>;
+
 async fn unlock(channel: Channel, password: String) -> Result<Token, UnlockError> {
     let reply = AgentServiceClient::new(channel)
         .session_unlock(PasswordMessage { password })

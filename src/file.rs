@@ -391,6 +391,9 @@ const TEMP_SUFFIX: &str = ".tmp";
 const TEMP_RANDOM_LEN: usize = 8;
 
 mod lock;
+mod reauth_lock;
+
+pub(crate) use reauth_lock::{ReauthLock, Taken};
 
 #[cfg(test)]
 mod tests;

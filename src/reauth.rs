@@ -161,8 +161,8 @@ impl Reauth {
         self.replay_limit
     }
 
-    /// Gets the session a token other than `sent`, the one a call failed with (or none): at
-    /// once if the session holds one already; else through the session's recovery, shared by
+    /// Gets the session a token other than `sent`, the one a call sent in `epoch` failed with
+    /// (or none): at once if the session holds one already; else through the session's recovery, shared by
     /// every call failing together, which uses a token another process wrote to the store or
     /// has this call run the re-authenticator.
     ///
@@ -174,8 +174,9 @@ impl Reauth {
         &self,
         session: &Session,
         sent: Option<Token>,
+        epoch: u64,
     ) -> Result<(), Error> {
-        let Some(waiting) = session.call_failed(sent) else {
+        let Some(waiting) = session.call_failed(sent, epoch) else {
             return Ok(());
         };
         match waiting.await {
@@ -209,7 +210,13 @@ impl Reauth {
         };
         match answer {
             Answer::Failed(e) => Err(e),
-            _ => Ok(()),
+            _ => {
+                // The runner's call goes on once the new token is durable, so that a process
+                // starting now finds it; never longer than the call bound, so that a stopped
+                // holder of the file's lock holds no call (the write goes on behind).
+                session.written_within_call_bound().await;
+                Ok(())
+            }
         }
     }
 }

@@ -211,6 +211,7 @@ impl<S> SessionService<S> {
                 Carried::Session(_) => current.token.clone(),
                 _ => None,
             },
+            epoch: current.epoch,
         };
         let span = call_span(&request, carried);
         let future = self.inner.call(request);
@@ -290,10 +291,11 @@ fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<trac
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
-/// The session token a request went with (if any): what a recovery needs to know of the call
-/// that failed.
+/// The session token a request went with (if any), and the session's epoch then: what a
+/// recovery needs to know of the call that failed.
 pub(crate) struct Sent {
     pub(crate) token: Option<Token>,
+    pub(crate) epoch: u64,
 }
 
 /// Puts the session's token on a request that has no `authorization` of its own, and says what

@@ -213,7 +213,7 @@ where
     if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
         reauth
-            .recover(&session, token)
+            .recover(&session, token, epoch)
             .await
             .map_err(CallError::Reauthentication)?;
         renewed = true;
@@ -235,7 +235,7 @@ where
         }
         let replay = Req::replay(record);
         reauth
-            .recover(&session, sent.token)
+            .recover(&session, sent.token, sent.epoch)
             .await
             .map_err(CallError::Reauthentication)?;
         let Some(replay) = replay else {

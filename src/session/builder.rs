@@ -26,7 +26,14 @@ pub struct SessionBuilder {
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
     call_wait: Duration,
+    reauth_wait: Duration,
 }
+
+/// How long a recovery waits, by default, for another process that re-authenticates the same
+/// session file: long enough for a person to type a password at that process's prompt (or look
+/// it up), short enough that a process stopped there (Ctrl-Z) does not hold every other
+/// process for long. A holder that dies hands over at once.
+const DEFAULT_REAUTH_WAIT: Duration = Duration::from_secs(60);
 
 impl SessionBuilder {
     pub(super) fn new<St: TokenStore>(store: St) -> Self {
@@ -39,6 +46,7 @@ impl SessionBuilder {
             failures: Arc::new(Rfc6750),
             start_on_password: false,
             call_wait: DEFAULT_REFRESH_LOCK_WAIT,
+            reauth_wait: DEFAULT_REAUTH_WAIT,
         }
     }
 
@@ -85,6 +93,16 @@ impl SessionBuilder {
         self
     }
 
+    /// How long a recovery waits for another process that re-authenticates the same session
+    /// file (default 60 s: time for a person to type a password there). Within the wait, the
+    /// other process's token is used as soon as it is written; a holder that dies hands over at
+    /// once; past the wait, this process re-authenticates itself. A call that waits can give up
+    /// sooner (a timeout, a drop) without ending the recovery.
+    pub fn reauth_wait(mut self, wait: Duration) -> Self {
+        self.reauth_wait = wait;
+        self
+    }
+
     /// How long writes wait for another process's lock on the session file: a refresh write
     /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
     /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
@@ -124,6 +142,8 @@ impl SessionBuilder {
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,
                 epochs: tokio::sync::watch::Sender::new(0),
+                reauth_guard: Mutex::default(),
+                reauth_wait: self.reauth_wait,
             }),
         }
     }
@@ -137,6 +157,7 @@ impl std::fmt::Debug for SessionBuilder {
             .field("watch", &self.watch)
             .field("start_on_password", &self.start_on_password)
             .field("call_wait", &self.call_wait)
+            .field("reauth_wait", &self.reauth_wait)
             .finish_non_exhaustive()
     }
 }

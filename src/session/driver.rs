@@ -12,8 +12,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::owner::{Answer, Effects, Owner, ReadOp, WaiterId, WriteOp, Written};
+use super::owner::{Answer, Effects, LockOp, Owner, ReadOp, WaiterId, WriteOp, Written};
 use super::*;
+use crate::file::Taken;
 
 /// The owner, and the channels of the calls waiting for its answers.
 pub(super) struct Driven {
@@ -28,6 +29,13 @@ impl Driven {
             waiting: HashMap::new(),
         }
     }
+}
+
+/// The re-authentication lock, held by this process: for a recovery, or around a lock all.
+#[derive(Debug, Default)]
+pub(super) struct ReauthGuards {
+    pub(super) recovery: Option<crate::file::ReauthLock>,
+    pub(super) explicit: Option<crate::file::ReauthLock>,
 }
 
 /// Which lane of store operations a thread is already running (it runs the next one of that
@@ -126,6 +134,9 @@ impl Shared {
     /// Starts the store operations a step asked for; `here` is the lane the calling thread
     /// runs, whose next operation it returns instead of starting a thread for it.
     fn run(self: &Arc<Self>, effects: Effects, here: Option<Lane>) -> Option<Job> {
+        for op in effects.lock {
+            self.reauth_lock(op);
+        }
         let mut mine = None;
         if let Some(op) = effects.read {
             let job = Job::Read(op);
@@ -167,7 +178,59 @@ impl Shared {
         if let Some(op) = effects.write {
             self.spawn(Job::Write(op));
         }
+        for op in effects.lock {
+            self.reauth_lock(op);
+        }
         worker.run();
+    }
+
+    /// Takes the re-authentication lock beside the session file (on a thread of its own, which
+    /// waits for another holder at most the bound, and only while a recovery wants it), or
+    /// lets it go. A store that is not the session file has none: the owner is told so at once.
+    fn reauth_lock(self: &Arc<Self>, op: LockOp) {
+        match op {
+            LockOp::Release => drop(self.reauth_guard().recovery.take()),
+            LockOp::Take => {
+                let Some(file) = self.file.clone() else {
+                    self.step(|owner| owner.reauth_lock_taken(false));
+                    return;
+                };
+                if self.reauth_guard().explicit.is_some() {
+                    // This process holds it already ([`Session::clear_after`]): a call inside
+                    // must not wait for its own process.
+                    self.step(|owner| owner.reauth_lock_taken(true));
+                    return;
+                }
+                let shared = self.clone();
+                spawn_blocking_anywhere(move || {
+                    let wanted = || shared.step(|owner| owner.reauth_lock_wanted());
+                    let waiting = |pid: Option<u32>| match pid {
+                        Some(pid) => tracing::info!(
+                            pid,
+                            "waiting for another process to re-authenticate (pid {pid})"
+                        ),
+                        None => tracing::info!("waiting for another process to re-authenticate"),
+                    };
+                    let held = match file.take_reauth_lock(shared.reauth_wait, wanted, waiting) {
+                        Ok(Taken::Held(guard)) => {
+                            shared.reauth_guard().recovery = Some(guard);
+                            true
+                        }
+                        Ok(Taken::GaveUp) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot take the re-authentication lock");
+                            false
+                        }
+                    };
+                    shared.step(|owner| owner.reauth_lock_taken(held));
+                });
+            }
+        }
+    }
+
+    pub(super) fn reauth_guard(&self) -> MutexGuard<'_, ReauthGuards> {
+        // Holds a file handle and nothing else: never half-made.
+        self.reauth_guard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A step whose effects the caller runs itself ([`Shared::run_here`]).
@@ -185,6 +248,7 @@ fn merge(effects: &mut Effects, more: Effects) -> Vec<(WaiterId, Answer)> {
     effects.read = effects.read.take().or(more.read);
     effects.write = effects.write.take().or(more.write);
     effects.publish |= more.publish;
+    effects.lock.extend(more.lock);
     more.answers
 }
 

@@ -109,6 +109,10 @@ struct Shared {
     call_wait: Duration,
     /// The epoch now, for [`Session::changed_since`].
     epochs: tokio::sync::watch::Sender<u64>,
+    /// The re-authentication lock while this process holds it (see `file/reauth_lock.rs`).
+    reauth_guard: Mutex<driver::ReauthGuards>,
+    /// How long a recovery waits for another process's re-authentication.
+    reauth_wait: Duration,
 }
 
 /// A service's cache of the session's [`Current`].

@@ -103,6 +103,17 @@ pub(crate) struct Effects {
     pub(crate) answers: Vec<(WaiterId, Answer)>,
     /// The token calls use changed: publish it.
     pub(crate) publish: bool,
+    /// Take or release the re-authentication lock, in this order.
+    pub(crate) lock: Vec<LockOp>,
+}
+
+/// What to do with the re-authentication lock beside the store (see `file/reauth_lock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockOp {
+    /// Try for it, and report with [`Owner::reauth_lock_taken`].
+    Take,
+    /// Let it go.
+    Release,
 }
 
 /// Counters of what the owner did, for `SessionStats`.
@@ -145,6 +156,8 @@ pub(crate) struct Owner {
     running: Option<u64>,
     /// The epoch the last re-authentication's token started.
     recovered_epoch: Option<u64>,
+    /// The re-authentication lock, as this process holds it.
+    reauth_lock: recovery::LockState,
     counts: Counts,
     effects: Effects,
 }
@@ -194,6 +207,7 @@ impl Owner {
             runs: 0,
             running: None,
             recovered_epoch: None,
+            reauth_lock: recovery::LockState::Free,
             counts: Counts::default(),
             effects: Effects::default(),
         }

@@ -16,6 +16,66 @@ impl Session {
         self.explicit(owner::Owner::flush).await
     }
 
+    /// Runs `end_all` (the agent's lock all), then clears the session ([`Session::clear`]), as
+    /// one step for every process that shares the session file: this process holds the
+    /// re-authentication lock beside the file across both, so that no other process
+    /// re-authenticates in between (its new token would be removed with the file, and its calls
+    /// fail again). Nothing is cleared if `end_all` fails.
+    ///
+    /// The lock is waited for at most [`SessionBuilder::reauth_wait`]; past it, `end_all` runs
+    /// without it.
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session,
+    /// #     mut client: agent_session::proto::AgentServiceClient<tonic::transport::Channel>)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use agent_session::proto::EmptyMessage;
+    ///
+    /// session
+    ///     .clear_after(async { client.sessions_lock_all(EmptyMessage {}).await })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `end_all`'s error, or [`Session::clear`]'s.
+    pub async fn clear_after<T, E: From<Error>>(
+        &self,
+        end_all: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let held = match self.shared.file.clone() {
+            Some(file) => {
+                let wait = self.shared.reauth_wait;
+                let (tx, rx) = oneshot::channel();
+                spawn_blocking_anywhere(move || {
+                    let _ = tx.send(file.take_reauth_lock(wait, || true, |_| {}));
+                });
+                match rx.await {
+                    Ok(Ok(crate::file::Taken::Held(guard))) => {
+                        self.shared.reauth_guard().explicit = Some(guard);
+                        true
+                    }
+                    Ok(Ok(crate::file::Taken::GaveUp)) => {
+                        tracing::warn!(
+                            "another process holds the re-authentication lock too long; \
+                             locking all without it"
+                        );
+                        false
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => false,
+                }
+            }
+            None => false,
+        };
+        // Let go however this ends, a dropped future included.
+        let _release = ReleaseOnDrop(held.then_some(&self.shared));
+        let ended = end_all.await?;
+        self.clear().await?;
+        Ok(ended)
+    }
+
     /// Starts the session with the token a password call sent in `epoch` brought (an explicit
     /// write, off the async workers), unless the session changed since (a lock, say). A failed
     /// write is reported by [`Session::flush`].
@@ -48,12 +108,16 @@ impl Session {
         }
     }
 
-    /// A call sent with `sent` (the session's token then, or none) failed for its session:
-    /// `None` when the session already holds a token that did not fail (replay at once), else
-    /// the recovery's answer to wait for.
-    pub(crate) fn call_failed(&self, sent: Option<Token>) -> Option<Waiting> {
+    /// A call sent with `sent` (the session's token then, or none) in `epoch` failed for its
+    /// session: `None` when the session already holds a token to replay with, else the
+    /// recovery's answer to wait for.
+    pub(crate) fn call_failed(&self, sent: Option<Token>, epoch: u64) -> Option<Waiting> {
+        let expired = sent
+            .as_ref()
+            .and_then(Token::expires_at)
+            .is_some_and(|exp| exp <= SystemTime::now());
         self.shared
-            .step_and_wait(|owner| match owner.call_failed(sent) {
+            .step_and_wait(|owner| match owner.call_failed(sent, epoch, expired) {
                 Failed::Replay => None,
                 Failed::Wait(waiter) => Some(waiter),
             })
@@ -70,8 +134,27 @@ impl Session {
         self.shared.step(|owner| owner.runner_gone(number));
     }
 
+    /// Waits for every write handed out so far, at most the call bound
+    /// ([`SessionBuilder::call_wait`]).
+    pub(crate) async fn written_within_call_bound(&self) {
+        if let Some(waiting) = self.shared.step_and_wait(|owner| Some(owner.flush())) {
+            Saved::new(waiting, self.shared.call_wait).await;
+        }
+    }
+
     /// Whether the token in `epoch` came from a re-authentication.
     pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
         self.shared.step(|owner| owner.just_recovered(epoch))
+    }
+}
+
+/// Lets go of the lock [`Session::clear_after`] holds.
+struct ReleaseOnDrop<'a>(Option<&'a Arc<Shared>>);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            drop(shared.reauth_guard().explicit.take());
+        }
     }
 }

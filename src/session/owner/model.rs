@@ -66,6 +66,9 @@ struct Process {
     reauths: Vec<(u64, u64)>,
     read: Option<(ReadOp, Option<Result<Stored, Error>>)>,
     write: Option<(WriteOp, Option<Result<Written, Error>>)>,
+    /// The re-authentication lock: asked for, and whether this process holds it.
+    lock_asked: bool,
+    lock_held: bool,
     /// A watch event not yet delivered (events coalesce).
     watch_event: bool,
     /// Every token this process read from or wrote to the store.
@@ -80,9 +83,13 @@ struct Process {
 
 struct World {
     rng: Rng,
+    /// Whether writes fail, watch events are lost and lock waits give up.
+    faults: bool,
     processes: Vec<Process>,
     store: Option<Token>,
     store_version: u64,
+    /// Which process holds the re-authentication lock.
+    lock_holder: Option<usize>,
     valid: HashSet<String>,
     minted: u64,
     next_call: u64,
@@ -95,9 +102,11 @@ impl World {
     fn new(seed: u64, processes: usize) -> Self {
         let mut world = Self {
             rng: Rng(seed.max(1)),
+            faults: false,
             processes: (0..processes).map(|_| Process::default()).collect(),
             store: None,
             store_version: 0,
+            lock_holder: None,
             valid: HashSet::new(),
             minted: 0,
             next_call: 0,
@@ -150,6 +159,26 @@ impl World {
             assert!(process.write.is_none(), "two writes at once");
             process.write = Some((op, None));
         }
+        let mut released = false;
+        for op in effects.lock {
+            match op {
+                LockOp::Take => {
+                    assert!(
+                        !process.lock_asked && !process.lock_held,
+                        "the lock taken twice"
+                    );
+                    process.lock_asked = true;
+                }
+                LockOp::Release => {
+                    assert!(process.lock_held, "a lock released that is not held");
+                    process.lock_held = false;
+                    released = true;
+                }
+            }
+        }
+        if released {
+            self.lock_holder = None;
+        }
         for (waiter, answer) in effects.answers {
             let Some(call) = self.process(p).waiting.remove(&waiter) else {
                 continue;
@@ -176,6 +205,14 @@ impl World {
                             || self.process(p).refreshed.contains(&current),
                         "re-authenticating while the session holds a token that did not fail"
                     );
+                    if !self.faults {
+                        // Across processes too: a re-authenticator runs under the lock.
+                        assert_eq!(
+                            self.lock_holder,
+                            Some(p),
+                            "re-authenticating without the lock"
+                        );
+                    }
                     self.process(p).reauths.push((number, call));
                 }
                 Answer::Failed(_) | Answer::Done(_) => {
@@ -214,13 +251,14 @@ impl World {
         let p = self.rng.below(self.processes.len());
         match self.rng.below(16) {
             0..=2 if self.process(p).calls.len() < 6 => self.send(p, false),
-            3..=5 => self.agent_answers(p),
+            3..=4 => self.agent_answers(p),
             6..=7 => self.deliver_answer(p),
             8 => self.run_read(p),
             9 => self.run_write(p, faults),
             10 => self.deliver_io(p),
             11 => self.deliver_watch(p, faults),
             12 => self.run_reauth(p),
+            5 => self.try_lock(p, faults),
             13 if self.rng.chance(20) => {
                 let token = self.mint();
                 let waiter = self.owner(p).unlock(token);
@@ -301,7 +339,7 @@ impl World {
             None if call.replayed => self.failed_calls += 1,
             None => {
                 self.process(p).failed_tokens.insert(key(&call.token));
-                let token = call.token.clone();
+                let (token, epoch) = (call.token.clone(), call.epoch);
                 self.process(p).calls.insert(
                     id,
                     Call {
@@ -310,7 +348,7 @@ impl World {
                         ..call
                     },
                 );
-                match self.owner(p).call_failed(token) {
+                match self.owner(p).call_failed(token, epoch, false) {
                     Failed::Replay => {
                         assert!(
                             self.owner(p).current().0.is_some(),
@@ -427,6 +465,28 @@ impl World {
         self.effects(p, &[]);
     }
 
+    /// The process's try for the lock: taken if free; with faults, it may give up (its bound
+    /// passed: the holder is stopped).
+    fn try_lock(&mut self, p: usize, faults: bool) {
+        if !self.process(p).lock_asked {
+            return;
+        }
+        let wanted = self.owner(p).reauth_lock_wanted();
+        let gives_up = faults && self.rng.chance(10);
+        let held = match self.lock_holder {
+            None => true,
+            Some(_) if gives_up || !wanted => false,
+            Some(_) => return,
+        };
+        self.process(p).lock_asked = false;
+        if held {
+            self.lock_holder = Some(p);
+            self.process(p).lock_held = true;
+        }
+        self.owner(p).reauth_lock_taken(held);
+        self.effects(p, &[]);
+    }
+
     fn run_reauth(&mut self, p: usize) {
         let Some((number, call)) = self.process(p).reauths.pop() else {
             return;
@@ -461,6 +521,7 @@ impl World {
                 self.deliver_io(p);
                 self.deliver_watch(p, false);
                 self.run_reauth(p);
+                self.try_lock(p, false);
             }
             if self.processes.iter().all(|p| {
                 p.calls.is_empty() && p.read.is_none() && p.write.is_none() && p.reauths.is_empty()
@@ -482,6 +543,7 @@ fn run_case(seed: u64) -> (u64, u64) {
     let processes = 1 + rng.below(3);
     let mut world = World::new(seed, processes);
     let faults = rng.chance(50);
+    world.faults = faults;
     for _ in 0..300 {
         world.step(faults);
     }

@@ -12,6 +12,12 @@
 //!
 //! At most one re-authenticator runs at a time: a recovery that needs one while another still
 //! runs (its recovery ended by another token meanwhile) waits for it and takes its token.
+//!
+//! Across processes, a recovery first takes the re-authentication lock beside the session file
+//! (waiting at most its bound, while no usable token arrives through the watch), then reads
+//! the store under it: a process whose calls fail while another re-authenticates waits for
+//! that one's token instead of running its own. The lock is let go once the recovery's token
+//! is written, or at once when the recovery ends otherwise.
 
 use super::*;
 
@@ -34,10 +40,23 @@ pub(super) struct Active {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Waiting for the re-authentication lock.
+    Locking,
     /// Waiting for a read of the store started after this number of reads.
     Reading { after: u64 },
     /// Waiting for the re-authenticator that runs now.
     Reauthenticating,
+}
+
+/// The re-authentication lock, as this process holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LockState {
+    Free,
+    /// Asked for; the answer is on its way.
+    Taking,
+    Held,
+    /// Held until the write of this number (the recovered token) is over.
+    HeldUntilWrite(u64),
 }
 
 /// What a failing call does next.
@@ -50,32 +69,113 @@ pub(crate) enum Failed {
 }
 
 impl Owner {
-    /// A call sent with `token` (or none) failed for its session.
-    pub(crate) fn call_failed(&mut self, token: Option<Token>) -> Failed {
-        if self.current.is_some() && self.current != token {
+    /// A call sent with `token` (or none) in `epoch` failed for its session; `expired`: that
+    /// token's `exp` has passed by this machine's clock.
+    ///
+    /// It is replayed at once with the token the session holds if that token is another, and
+    /// came after the call was sent (a new epoch: another process's, an unlock, a recovery's),
+    /// or the call's token simply expired. A refresh of the same epoch is no such token: a lock
+    /// all ends it with the token that failed.
+    pub(crate) fn call_failed(
+        &mut self,
+        token: Option<Token>,
+        epoch: u64,
+        expired: bool,
+    ) -> Failed {
+        if self.current.is_some() && self.current != token && (epoch != self.epoch || expired) {
             return Failed::Replay;
         }
         let waiter = self.waiter();
+        // The session's own token fails with it: another, or none, or a refresh of this epoch.
+        let failing = [token, self.current.clone()];
         match &mut self.recovery {
             Recovery::Active(active) => {
-                if !active.failed.contains(&token) {
-                    active.failed.push(token);
+                for token in failing {
+                    if !active.failed.contains(&token) {
+                        active.failed.push(token);
+                    }
                 }
                 active.waiters.push(waiter);
                 self.counts.reauth_shared += 1;
             }
             Recovery::Idle => {
+                let mut failed = Vec::with_capacity(2);
+                for token in failing {
+                    if !failed.contains(&token) {
+                        failed.push(token);
+                    }
+                }
                 self.recovery = Recovery::Active(Active {
-                    failed: vec![token],
+                    failed,
                     waiters: vec![waiter],
-                    stage: Stage::Reading {
-                        after: self.reads.started,
-                    },
+                    stage: Stage::Locking,
                 });
-                self.want_read();
+                match self.reauth_lock {
+                    LockState::Free => {
+                        self.reauth_lock = LockState::Taking;
+                        self.effects.lock.push(LockOp::Take);
+                    }
+                    // Still held for the last recovery's write: this one goes on under it.
+                    LockState::Held | LockState::HeldUntilWrite(_) => self.locked(),
+                    LockState::Taking => {}
+                }
             }
         }
         Failed::Wait(waiter)
+    }
+
+    /// The try for the re-authentication lock is over: `held` if taken (else it gave up, or the
+    /// store has no such lock). A recovery that waited for it reads the store now.
+    pub(crate) fn reauth_lock_taken(&mut self, held: bool) {
+        self.reauth_lock = if held {
+            LockState::Held
+        } else {
+            LockState::Free
+        };
+        if self.reauth_lock_wanted() {
+            self.locked();
+        } else {
+            self.release_reauth_lock();
+        }
+    }
+
+    /// Whether a recovery still waits for the re-authentication lock.
+    pub(crate) fn reauth_lock_wanted(&self) -> bool {
+        matches!(
+            &self.recovery,
+            Recovery::Active(Active {
+                stage: Stage::Locking,
+                ..
+            })
+        )
+    }
+
+    /// Under the lock (or without it, when it cannot be had): a read started now tells whether
+    /// another process's token is there.
+    fn locked(&mut self) {
+        if let Recovery::Active(active) = &mut self.recovery {
+            active.stage = Stage::Reading {
+                after: self.reads.started,
+            };
+            self.want_read();
+        }
+    }
+
+    fn release_reauth_lock(&mut self) {
+        if self.reauth_lock == LockState::Held {
+            self.reauth_lock = LockState::Free;
+            self.effects.lock.push(LockOp::Release);
+        }
+    }
+
+    /// Write `seq` is over: the lock held for it goes.
+    pub(super) fn write_settled(&mut self, seq: u64) {
+        if self.reauth_lock == LockState::HeldUntilWrite(seq) {
+            self.reauth_lock = LockState::Held;
+            if matches!(self.recovery, Recovery::Idle) {
+                self.release_reauth_lock();
+            }
+        }
     }
 
     /// The session holds a token that did not fail: the recovery under way is over.
@@ -94,6 +194,7 @@ impl Owner {
                 self.answer(waiter, Answer::Replay);
             }
         }
+        self.release_reauth_lock();
     }
 
     /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
@@ -126,6 +227,7 @@ impl Owner {
         };
         if active.waiters.is_empty() {
             self.recovery = Recovery::Idle;
+            self.release_reauth_lock();
             return;
         }
         // The runner is answered by its own report, not with the others.
@@ -152,9 +254,17 @@ impl Owner {
             Ok(token) if recovering || self.current.is_none() => {
                 // The recovery's token; or one whose recovery another token ended, and that
                 // token went since (a lock): the runner's call must not go without one.
+                let held = self.reauth_lock == LockState::Held;
+                if held {
+                    // Kept through the new epoch, until the token is written.
+                    self.reauth_lock = LockState::HeldUntilWrite(0);
+                }
                 self.begin_epoch(Some(token.clone()));
                 self.recovered_epoch = Some(self.epoch);
-                self.queue_explicit(WriteOp::Store(token), None);
+                let seq = self.queue_explicit(WriteOp::Store(token), None);
+                if held {
+                    self.reauth_lock = LockState::HeldUntilWrite(seq);
+                }
                 // A token that failed before (an agent handing out the same token again) is
                 // the session's all the same: the calls waiting replay with it once.
                 if let Recovery::Active(active) = std::mem::take(&mut self.recovery) {
@@ -176,6 +286,7 @@ impl Owner {
                         self.answer(waiter, Answer::Failed(e.clone()));
                     }
                 }
+                self.release_reauth_lock();
                 Answer::Failed(e)
             }
         }

@@ -35,14 +35,20 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     assert_eq!(owner.current().0, None);
     owner.take_effects();
 
-    let Failed::Wait(first) = owner.call_failed(Some(token("t1"))) else {
+    let Failed::Wait(first) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("replayed without a token");
     };
-    let Failed::Wait(second) = owner.call_failed(Some(token("t1"))) else {
+    let Failed::Wait(second) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("replayed without a token");
     };
     let effects = owner.take_effects();
-    assert!(effects.read.is_some(), "the recovery reads the store again");
+    assert_eq!(effects.lock, [LockOp::Take], "one recovery takes the lock");
+    owner.reauth_lock_taken(true);
+    let effects = owner.take_effects();
+    assert!(
+        effects.read.is_some(),
+        "the recovery reads the store again, under the lock"
+    );
     owner.read_done(Ok(Stored {
         token: None,
         version: None,
@@ -60,6 +66,12 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     let effects = owner.take_effects();
     assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == second));
     assert_eq!(effects.write, Some(WriteOp::Store(token("t2"))));
+    assert!(
+        effects.lock.is_empty(),
+        "the lock is held until the token is written"
+    );
+    owner.write_done(Ok(Written::Stored(Version::new(2))));
+    assert_eq!(owner.take_effects().lock, [LockOp::Release]);
     assert_eq!(owner.current().0, Some(&token("t2")));
     assert_eq!(owner.counts().reauth_runs, 1);
     assert_eq!(owner.counts().reauth_shared, 1);
@@ -69,9 +81,11 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
 #[test]
 fn another_process_token_ends_a_recovery_under_way() {
     let mut owner = started("t1");
-    let Failed::Wait(waiter) = owner.call_failed(Some(token("t1"))) else {
+    let Failed::Wait(waiter) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
+    owner.take_effects();
+    owner.reauth_lock_taken(true);
     owner.take_effects();
     owner.read_done(Ok(Stored {
         token: Some(token("t1")),
@@ -81,7 +95,7 @@ fn another_process_token_ends_a_recovery_under_way() {
         owner.take_effects().answers[..],
         [(_, Answer::Reauthenticate(_))]
     ));
-    let Failed::Wait(other) = owner.call_failed(Some(token("t1"))) else {
+    let Failed::Wait(other) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
     owner.store_changed();
@@ -92,10 +106,14 @@ fn another_process_token_ends_a_recovery_under_way() {
     }));
     let effects = owner.take_effects();
     assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == other));
+    assert_eq!(effects.lock, [LockOp::Release]);
     assert_eq!(owner.current().0, Some(&token("t9")));
     let _ = waiter;
     // A call that failed with the old token now replays at once, with no recovery.
-    assert_eq!(owner.call_failed(Some(token("t1"))), Failed::Replay);
+    assert_eq!(
+        owner.call_failed(Some(token("t1")), 1, false),
+        Failed::Replay
+    );
 }
 
 /// A refresh answering a call sent before a lock never brings the session back.
@@ -158,4 +176,28 @@ fn a_read_that_finds_this_process_write_is_not_another_process_change() {
     }));
     assert_eq!(owner.current().1, epoch, "no new epoch");
     assert_eq!(owner.counts().external_changes, 0);
+}
+
+/// Another process re-authenticates: this one's recovery waits for the lock, and the token that
+/// process writes, seen through the watch, ends it; the lock, when it comes, is let go unused.
+#[test]
+fn a_recovery_waiting_for_the_lock_takes_the_holder_token() {
+    let mut owner = started("t1");
+    let Failed::Wait(waiter) = owner.call_failed(Some(token("t1")), 1, false) else {
+        panic!("no recovery");
+    };
+    assert_eq!(owner.take_effects().lock, [LockOp::Take]);
+    assert!(owner.reauth_lock_wanted());
+    owner.store_changed();
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t2")),
+        version: Some(Version::new(2)),
+    }));
+    let effects = owner.take_effects();
+    assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == waiter));
+    assert!(!owner.reauth_lock_wanted(), "the wait for the lock ends");
+    owner.reauth_lock_taken(true);
+    assert_eq!(owner.take_effects().lock, [LockOp::Release]);
+    assert_eq!(owner.counts().reauth_runs, 0);
 }

@@ -62,11 +62,13 @@ pub(crate) enum Refreshed {
 }
 
 impl Owner {
-    pub(super) fn queue_explicit(&mut self, op: WriteOp, waiter: Option<WaiterId>) {
+    /// Queues an explicit write; returns its number.
+    pub(super) fn queue_explicit(&mut self, op: WriteOp, waiter: Option<WaiterId>) -> u64 {
         self.writes.last_error = None;
         let seq = self.writes.next_seq();
         self.writes.explicit.push_back((op, seq, waiter));
         self.next_write();
+        seq
     }
 
     /// A refresh waiting to be written is superseded by an explicit change.
@@ -261,6 +263,7 @@ impl Owner {
         if let Some(waiter) = w.waiter {
             self.answer(waiter, Answer::Done(outcome));
         }
+        self.write_settled(w.seq);
         self.settle(w.seq);
         self.next_write();
     }
