@@ -77,7 +77,9 @@ const TOKEN_HINT: &str = "AGENT_TOKEN holds a token the agent does not take: set
 /// Everything `--help` says after the flags: what the user cannot find in them.
 const AFTER_HELP: &str = "\
 Environment:
-  AGENT_PASSWORD     The password: unlocks first (after --password-file), never prompts
+  AGENT_PASSWORD     The password (after --password-file), never prompts: `unlock` trades it
+                     for a token; other commands send the session file's token and use the
+                     password only if the agent refuses it
   AGENT_TOKEN        A session token, sent instead of the session file's
   AGENT_ADDR         The agent's address, as --agent
   AGENT_SESSION_DIR  The session file's directory, as --session-dir
@@ -92,6 +94,11 @@ Prompting:
   With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
   refuses for its session asks for the password, unlocks and is retried. Otherwise the CLI never
   prompts: it exits 77 or 65 and says what to do.
+
+Several processes at once:
+  Processes whose calls the agent refuses together unlock once: one takes the session's
+  re-authentication lock (DIR/token.reauth.lock) and unlocks; the others say they wait for it
+  (with its pid) and go on with its token. A wait lasts at most a minute.
 
 Exit codes:
    0  Success
@@ -122,7 +129,8 @@ struct Options {
     /// The session file's directory [default: see Session file]
     #[arg(long, value_name = "DIR", env = "AGENT_SESSION_DIR")]
     session_dir: Option<PathBuf>,
-    /// Read the password from FILE (without its trailing newline)
+    /// Read the password from FILE (without its trailing newline): `unlock` uses it; other
+    /// commands only when the agent refuses the session file's token
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Seconds to wait for another process holding the session file's lock
@@ -349,6 +357,10 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
         lock_wait.min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
         lock_wait,
     )
+    .on_reauth_wait(|pid| match pid {
+        Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),
+        None => eprintln!("waiting for another process to unlock the session…"),
+    })
     .build();
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
@@ -422,6 +434,7 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
         match (explicit_token, password) {
             (Some(_), _) => None,
             (None, Some(password)) => Some(Box::new(move || {
+                eprintln!("the agent refused the session; unlocking with the password");
                 Box::pin(unlock(password_channel.clone(), password.clone()))
             })),
             (None, None) if interactive => Some(Box::new(move || {

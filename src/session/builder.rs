@@ -27,7 +27,11 @@ pub struct SessionBuilder {
     start_on_password: bool,
     call_wait: Duration,
     reauth_wait: Duration,
+    on_reauth_wait: Option<OnReauthWait>,
 }
+
+/// What a session calls when it starts waiting for another process's re-authentication.
+pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
 
 /// How long a recovery waits, by default, for another process that re-authenticates the same
 /// session file: long enough for a person to type a password at that process's prompt (or look
@@ -47,6 +51,7 @@ impl SessionBuilder {
             start_on_password: false,
             call_wait: DEFAULT_REFRESH_LOCK_WAIT,
             reauth_wait: DEFAULT_REAUTH_WAIT,
+            on_reauth_wait: None,
         }
     }
 
@@ -103,6 +108,25 @@ impl SessionBuilder {
         self
     }
 
+    /// Calls `waiting` when a recovery starts waiting for another process that re-authenticates
+    /// the same session file, with that process's pid if it could be read: for a command-line
+    /// client to say so on its terminal (the event is also logged at `INFO`).
+    ///
+    /// ```
+    /// # let store = agent_session::MemoryStore::new();
+    /// let session = agent_session::Session::builder(store)
+    ///     .on_reauth_wait(|pid| match pid {
+    ///         Some(pid) => eprintln!("waiting for process {pid} to unlock…"),
+    ///         None => eprintln!("waiting for another process to unlock…"),
+    ///     })
+    ///     .build();
+    /// # let _ = session;
+    /// ```
+    pub fn on_reauth_wait(mut self, waiting: impl Fn(Option<u32>) + Send + Sync + 'static) -> Self {
+        self.on_reauth_wait = Some(Arc::new(waiting));
+        self
+    }
+
     /// How long writes wait for another process's lock on the session file: a refresh write
     /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
     /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
@@ -144,6 +168,7 @@ impl SessionBuilder {
                 epochs: tokio::sync::watch::Sender::new(0),
                 reauth_guard: Mutex::default(),
                 reauth_wait: self.reauth_wait,
+                on_reauth_wait: self.on_reauth_wait,
             }),
         }
     }

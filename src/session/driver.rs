@@ -204,12 +204,11 @@ impl Shared {
                 let shared = self.clone();
                 spawn_blocking_anywhere(move || {
                     let wanted = || shared.step(|owner| owner.reauth_lock_wanted());
-                    let waiting = |pid: Option<u32>| match pid {
-                        Some(pid) => tracing::info!(
-                            pid,
-                            "waiting for another process to re-authenticate (pid {pid})"
-                        ),
-                        None => tracing::info!("waiting for another process to re-authenticate"),
+                    let waiting = |pid: Option<u32>| {
+                        tracing::info!(?pid, "waiting for another process to re-authenticate");
+                        if let Some(on_wait) = &shared.on_reauth_wait {
+                            on_wait(pid);
+                        }
                     };
                     let held = match file.take_reauth_lock(shared.reauth_wait, wanted, waiting) {
                         Ok(Taken::Held(guard)) => {

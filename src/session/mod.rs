@@ -113,6 +113,8 @@ struct Shared {
     reauth_guard: Mutex<driver::ReauthGuards>,
     /// How long a recovery waits for another process's re-authentication.
     reauth_wait: Duration,
+    /// Told when a recovery starts waiting for another process's re-authentication.
+    on_reauth_wait: Option<builder::OnReauthWait>,
 }
 
 /// A service's cache of the session's [`Current`].
