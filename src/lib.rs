@@ -59,12 +59,13 @@
 //!     |                       |                             |                     | tokens end
 //!     |-- call -------------->|-- authorization: Bearer t2 ---------------------->|
 //!     |                       |<------ 4. rejection: 401, error="invalid_token" --|
-//!     |                       |-- 5. read the file again -->|                     |
+//!     |                       |-- 5. take token.reauth.lock, then read the file again -->|
 //!     |                       |   another process's token   | t2, or              |
 //!     |                       |   there? use it. Else run   | another's           |
 //!     |                       |   the re-authenticator,     |                     |
 //!     |                       |   once for all the calls    |                     |
-//!     |                       |   failing together          |                     |
+//!     |                       |   (and processes) failing   |                     |
+//!     |                       |   together                  |                     |
 //!     |                       |-- unlock ---------------------------------------->|
 //!     |                       |<-------------------------------------------- t3 --|
 //!     |                       |-- explicit write ---------->| t3                  |
@@ -75,6 +76,19 @@
 //! Meanwhile another process may write the file (its own unlock or refresh) or remove it (a
 //! lock): the session sees the change through its [`Watch`] and uses what the file holds from
 //! the next call on; [`Session::changed_since`] waits for that.
+//!
+//! **One owner decides.** Behind every `Session` is one state machine, the owner, that does no
+//! I/O itself: each of the events above (a refresh came back, an unlock or a lock, the watch
+//! saw the file change, a call failed with token *t* in epoch *e*, a read or a write of the file
+//! finished, the re-authenticator finished) is one step of it, taken in the order the events
+//! happened, under one mutex that is never held across I/O. A step says what to do: publish the
+//! token calls read (one atomic load per call), start a read or a write (one of each at a time,
+//! explicit writes first, then the newest refresh), answer the calls waiting, take or release
+//! the re-authentication lock beside the file, have one waiting call run the re-authenticator.
+//! The driver does it on blocking threads and feeds the results back as the next events. Each
+//! guarantee below follows from that order: a refresh of an older epoch is dropped, a recovery
+//! ends only on a token that did not fail, and at most one re-authenticator runs per session
+//! file across processes.
 //!
 //! The same flow, runnable, with a stand-in for the agent (a `service_fn` that takes only the
 //! token it gave out last and rotates it on every call) and a [`MemoryStore`] for the file:
@@ -273,14 +287,19 @@ mod readme_doctests {}
 // The flow of a token, module by module:
 //
 //   request ─► layer/mod.rs (attach the token) ─► agent ─► layer/future.rs (hide the response's
-//   credentials, take its token) ─► session/ (mod.rs: the token calls read; calls.rs: a refresh
-//   taken) ─► session/writer.rs (which refreshes are written, policy.rs; one writer at a time)
-//   ─► store.rs / file.rs (the file protocol; file/lock.rs: the writers' lock)
+//   credentials, take its token) ─► session/ (mod.rs: the token calls read; calls.rs and
+//   writer.rs: what calls hand the session) ─► session/owner.rs (every decision, in order:
+//   owner/writes.rs which refreshes are written, one write at a time; owner/reads.rs what a
+//   read of the file found; owner/recovery.rs one recovery for all failing calls) ─►
+//   session/driver.rs (runs what the owner said: reads, writes, answers, the re-authentication
+//   lock) ─► store.rs / file.rs (the file protocol; file/lock.rs the writers' lock,
+//   file/reauth_lock.rs the re-authentication lock)
 //
-//   and back: file ─► session/watch.rs (another process's change) ─► the token calls read.
+//   and back: file ─► session/watch.rs (another process's change) ─► the owner ─► the token
+//   calls read.
 //
 // Re-authentication wraps the session service: layer/recovering.rs (record, check, recover,
-// replay; for http and for reqwest), with reauth.rs (one recovery for all failing calls),
+// replay; for http and for reqwest), with reauth.rs (the re-authenticator, run for the owner),
 // replay.rs (the recorded body), peek.rs (a gRPC failure in the trailers) and failures.rs (how
 // an agent says a call failed for its session). bearer.rs reads and writes the wire's
 // `authorization` values; token.rs is the token; error.rs the typed errors.

@@ -197,11 +197,20 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
         })
         .collect();
 
+    // For a long measuring run, changes at most this often, as a person (or a cron job) makes
+    // them; the CI run paces them by the calls' progress alone.
+    let pace = std::env::var("CHURN_PACE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
     let password_file = fixture.password_file();
     let password_file = password_file.to_str().unwrap();
     let mut changes: BTreeMap<&str, u64> = BTreeMap::new();
     for round in 0..rounds {
         tally.wait_for_calls(CALLS_BETWEEN, "before a change");
+        if let Some(pace) = pace {
+            std::thread::sleep(pace);
+        }
         let command = ["lockall", "unlock", "lock", "lockall", "lock", "unlock"][round % 6];
         fixture
             .client(&["--password-file", password_file, command])

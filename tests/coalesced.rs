@@ -129,7 +129,10 @@ fn done(child: &mut ChildProcess) -> (usize, u64, u64) {
             other => panic!("expected done, got {other:?}"),
         }
     };
-    let mut words = line.split_whitespace().skip(1).map(|w| w.parse::<u64>().unwrap());
+    let mut words = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse::<u64>().unwrap());
     let mut next = || words.next().expect("done <ok> <runs> <ms>");
     (next() as usize, next(), next())
 }

@@ -1,0 +1,148 @@
+//! The owner's read lane: one read of the store at a time; what a read found (this process's
+//! own doing, a blank file being written, or another process's change); and the starts and
+//! recoveries waiting for a read.
+
+use super::*;
+
+/// The read lane: one read at a time, and what waits for the next.
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    /// The read in flight, if any, and what it answers.
+    pub(super) in_flight: Option<InFlight>,
+    /// Another read is wanted once this one is done (it may have started too early).
+    pub(super) wanted: bool,
+    /// What the next read answers: the starts waiting for it, and whether it tidies.
+    pub(super) starts: Vec<(u64, WaiterId)>,
+    /// Reads started so far: a recovery waits for one started after it.
+    pub(super) started: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct InFlight {
+    /// Its number, from `started`.
+    pub(super) number: u64,
+    /// Every token this process held in the store, or was writing there, while the read
+    /// was under way: a read that finds one of them finds this process's doing.
+    pub(super) ours: Vec<Option<Token>>,
+    /// `Session::start`s it answers: the epoch each was asked in, and its waiter.
+    pub(super) starts: Vec<(u64, WaiterId)>,
+}
+impl Owner {
+    /// A poll of the store found `version`: read it if that is not the version this process
+    /// knows.
+    pub(crate) fn store_version(&mut self, version: Option<Version>) {
+        if version != self.version {
+            self.want_read();
+        }
+    }
+
+    /// The OS said the store changed: read it, whatever its version says.
+    pub(crate) fn store_changed(&mut self) {
+        self.want_read();
+    }
+
+    pub(super) fn want_read(&mut self) {
+        if self.reads.in_flight.is_some() {
+            self.reads.wanted = true;
+            return;
+        }
+        self.reads.wanted = false;
+        self.reads.started += 1;
+        self.counts.reads += 1;
+        let starts = std::mem::take(&mut self.reads.starts);
+        let mut ours = vec![self.synced.clone()];
+        ours.extend(self.writes.in_flight_target());
+        self.effects.read = Some(ReadOp {
+            tidy: !starts.is_empty(),
+        });
+        self.reads.in_flight = Some(reads::InFlight {
+            number: self.reads.started,
+            ours,
+            starts,
+        });
+    }
+
+    /// A write started: a read under way may find its target.
+    pub(super) fn note_write_started(&mut self, target: Option<Token>) {
+        if let Some(read) = &mut self.reads.in_flight {
+            read.ours.push(target);
+        }
+    }
+
+    /// The read started last is over.
+    pub(crate) fn read_done(&mut self, result: Result<Stored, Error>) {
+        let Some(read) = self.reads.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(stored) => {
+                let starts_now: Vec<WaiterId> = read
+                    .starts
+                    .iter()
+                    .filter(|(epoch, _)| *epoch == self.epoch)
+                    .map(|(_, waiter)| *waiter)
+                    .collect();
+                if !starts_now.is_empty() {
+                    let found = stored.token.is_some();
+                    self.adopt(stored);
+                    tracing::debug!(token_found = found, "session started");
+                } else {
+                    self.take_read(stored, &read.ours);
+                }
+                for (_, waiter) in read.starts {
+                    self.answer(waiter, Answer::Done(Ok(())));
+                }
+                self.recovery_read(read.number, true);
+            }
+            Err(e) => {
+                if read.starts.is_empty() {
+                    // Keep the token we have: a bad file must not replace a good token.
+                    tracing::warn!(error = %e, "the session file changed but cannot be used");
+                }
+                for (_, waiter) in read.starts {
+                    self.answer(waiter, Answer::Done(Err(e.clone())));
+                }
+                self.recovery_read(read.number, false);
+            }
+        }
+        if self.reads.wanted || !self.reads.starts.is_empty() {
+            self.want_read();
+        }
+    }
+
+    /// What a read found, not asked for by a start: this process's own doing, a blank file
+    /// being written, or another process's change.
+    pub(super) fn take_read(&mut self, stored: Stored, ours: &[Option<Token>]) {
+        if stored.token == self.synced {
+            self.version = stored.version;
+            return;
+        }
+        if self.unconfirmed.as_ref() == Some(&stored.token) {
+            // A write that reported a failure had landed after all.
+            self.unconfirmed = None;
+            self.synced = stored.token;
+            self.version = stored.version;
+            return;
+        }
+        if ours.contains(&stored.token) {
+            // Read while this process was writing: what the store held then, or holds now, is
+            // known from the write's own report.
+            return;
+        }
+        if stored.token.is_none() && stored.version.is_some() {
+            // No writer of this library makes a blank file (a lock removes it), but a shell's
+            // `echo … > token` truncates before it writes: keep the token until the write lands.
+            tracing::debug!("the session file is blank for now; keeping the token");
+            self.version = stored.version;
+            return;
+        }
+        tracing::info!(
+            token_found = stored.token.is_some(),
+            "session file changed by another process"
+        );
+        // Counted before the new epoch is published, so that whoever waits for the change
+        // sees it counted.
+        self.counts.external_changes += 1;
+        self.adopt(stored);
+    }
+}
