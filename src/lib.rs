@@ -366,7 +366,7 @@ pub use middleware::SessionMiddleware;
 #[cfg(unix)]
 pub use peek::PeekedBody;
 #[cfg(unix)]
-pub use reauth::{NoReauth, Reauth, ReauthFuture, Reauthenticate};
+pub use reauth::Reauthenticate;
 #[cfg(unix)]
 pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
 #[cfg(unix)]

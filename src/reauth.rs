@@ -13,7 +13,7 @@ use crate::session::{Answer, Session};
 use crate::token::Token;
 
 /// The future a [`Reauthenticate`] returns.
-pub type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
+type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
 
 /// Gets a new session token: typically asks for the password and calls the agent's unlock
 /// over a channel without the session layer.
@@ -32,7 +32,7 @@ pub type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + S
 /// ```
 pub trait Reauthenticate: Send + Sync + 'static {
     /// Starts getting a new token.
-    fn reauthenticate(&self) -> ReauthFuture;
+    fn reauthenticate(&self) -> Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
 }
 
 impl<F, Fut, E> Reauthenticate for F
@@ -70,7 +70,9 @@ where
     }
 }
 
-/// The layer's setting for re-authentication: off ([`NoReauth`]) or on ([`Reauth`]).
+/// The layer's setting for re-authentication: off (`NoReauth`) or on (`Reauth`). A type-state
+/// of [`SessionLayer`](crate::SessionLayer) and `SessionMiddleware`, public only as their type
+/// parameter: nothing names it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoReauth;
 

@@ -136,6 +136,35 @@ impl Session {
         }
     }
 
+    /// The session failure a tonic `Status` is, as this session's agent says them (the
+    /// [`SessionFailures`] it was built with): [`Error::TokenNotProvided`] or
+    /// [`Error::TokenInvalid`], or `None` for anything else. So a Polykey client need not pass
+    /// [`Polykey`](crate::Polykey) again at every call, as [`Error::from_status_with`] takes it.
+    ///
+    /// ```
+    /// # fn run(session: agent_session::Session) {
+    /// let status = tonic::Status::unauthenticated("Invalid JWT Token, please reauthenticate.");
+    /// assert!(matches!(
+    ///     session.failure(&status),
+    ///     Some(agent_session::Error::TokenInvalid)
+    /// ));
+    /// # }
+    /// ```
+    #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    #[must_use]
+    pub fn failure(&self, status: &tonic::Status) -> Option<Error> {
+        Error::from_status_with(status, self.failures())
+    }
+
+    /// The session failure a response is (its status and headers), as this session's agent
+    /// says them; `None` for anything else.
+    #[must_use]
+    pub fn failure_of(&self, response: &impl crate::SessionResponse) -> Option<Error> {
+        self.failures()
+            .session_failure(response.status(), response.headers())
+    }
+
     /// Whether a response with `status` and `headers` refuses the call's credentials: an RFC
     /// 6750 rejection, or a session failure as the session's agent says them. Its token, if it
     /// brings one, is no refresh.
