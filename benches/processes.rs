@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
 use agent_session::{AgentTokens, Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
+use agent_session_agent::{Agent, SessionManager};
 use criterion::{Criterion, SamplingMode, criterion_group};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};

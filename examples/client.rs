@@ -42,7 +42,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;

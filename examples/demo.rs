@@ -13,9 +13,9 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{Error, Session, SessionLayer, SessionService, Token};
+use agent_session_agent::{Agent, SessionManager};
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 

@@ -15,8 +15,10 @@
 //! - [`Error`] types the two session failures, [`Error::TokenNotProvided`] (exit code 77) and
 //!   [`Error::TokenInvalid`] (exit code 65), and the file errors; [`Error::from_status`] and
 //!   [`Error::from_response`] read them off a rejection.
-//! - With the `agent` feature, [`agent`] is the other half: minting, checking and revoking
-//!   tokens, and the `agent.v1` gRPC service.
+//! - The other half, minting, checking and revoking tokens and serving the `agent.v1` gRPC
+//!   service, is a crate of its own, `agent-session-agent` (in `agent/` beside this crate), so
+//!   that a client's build holds neither its crypto nor its server. With the `client` feature,
+//!   [`proto`] is the contract's client side, which both crates share.
 //!
 //! ```no_run
 //! use agent_session::{Session, SessionLayer, Token, TokenFile};
@@ -191,10 +193,13 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tonic` | yes | [`Error::from_status`], [`Error::from_status_with`], [`Session::authorize`], `From<Error> for tonic::Status`, [`WrapBody`] for tonic's body |
-//! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in `agent_session::proto`; implies `tonic` |
-//! | `agent` | no | the agent side, [`agent`]: `SessionManager` (mint, verify, `lock_all`), `AuthLayer`, `Agent` and `HttpAgent`, the `agent.v1` server; implies `client` |
+//! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in [`proto`], the contract's one path; implies `tonic` |
 //! | `reqwest` | no | [`SessionRequest`] and [`SessionResponse`] for reqwest's types: the layer over `reqwest::Client` |
 //! | `reqwest-middleware` | no | `SessionMiddleware`, the session on a `reqwest_middleware::ClientBuilder`; implies `reqwest` |
+//!
+//! The agent side is no feature of this crate: it is the crate `agent-session-agent`
+//! (`SessionManager`, `AuthLayer`, `Agent`, `HttpAgent` and the `agent.v1` server), which
+//! depends on this one with `client`.
 //!
 //! # Tracing
 //!
@@ -319,10 +324,6 @@ mod store;
 #[cfg(unix)]
 mod token;
 
-#[cfg(unix)]
-#[cfg(feature = "agent")]
-#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
-pub mod agent;
 #[cfg(unix)]
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 use agent_session::proto::{
     AgentServiceClient, ECHO_PATH, EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH,
     SESSIONS_LOCK_ALL_PATH,
 };
 use agent_session::{Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE, Token};
+use agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Server};

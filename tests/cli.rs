@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::VerifyError;
 use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+use agent_session_agent::VerifyError;
 
 mod cli_support;
 use cli_support::{

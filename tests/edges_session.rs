@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{
     BoxError, Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore, Version,
     Watch,
 };
+use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;

@@ -14,11 +14,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
 use agent_session::{
     Error, MAX_TOKEN_LEN, Session, SessionLayer, SessionService, Token, TokenFile,
 };
+use agent_session_agent::{Agent, SessionManager};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use agent_session::agent::Agent;
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
 use agent_session::{Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
+use agent_session_agent::Agent;
 use tower::ServiceBuilder;
 
 mod reliability_common;

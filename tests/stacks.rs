@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::agent::{
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use agent_session::{Error, Session, SessionLayer, Token};
+use agent_session_agent::{
     Agent, HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
 };
-use agent_session::{Error, Session, SessionLayer, Token};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;

@@ -91,7 +91,7 @@ impl SessionLayer {
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
-    /// use agent_session::agent::proto::{AgentServiceClient, PasswordMessage};
+    /// use agent_session::proto::{AgentServiceClient, PasswordMessage};
     /// use agent_session::{SessionLayer, Token};
     ///
     /// let unlock = move || {

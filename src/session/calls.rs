@@ -114,7 +114,7 @@ impl Session {
     /// ```no_run
     /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
     /// # -> Result<(), Box<dyn std::error::Error>> {
-    /// use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+    /// use agent_session::proto::{AgentServiceClient, EmptyMessage};
     ///
     /// let for_calls = session.clone();
     /// let mut client = AgentServiceClient::with_interceptor(channel, move |mut request| {

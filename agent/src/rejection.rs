@@ -5,7 +5,7 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::error::VerifyError;
-use crate::error::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 /// Why a call is turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use http::HeaderValue;
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
 use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
-use crate::Token;
+use agent_session::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
 /// of an HS256 key.
@@ -52,7 +52,7 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use agent_session::agent::{SessionManager, VerifyError};
+/// use agent_session_agent::{SessionManager, VerifyError};
 ///
 /// let manager = SessionManager::new()?.with_lifetime(Duration::from_secs(600));
 /// let token = manager.mint()?;
@@ -197,7 +197,10 @@ impl SessionManager {
         key.hs256.verify(token.expose())?;
         // The claims were read once, when the token was made (`Token::new` reads `exp`); the
         // signature says they are the agent's.
-        let exp = token.exp_secs().ok_or(VerifyError::Malformed)?;
+        let exp = token
+            .expires_at()
+            .map(unix_secs)
+            .ok_or(VerifyError::Malformed)?;
         if exp < unix_secs(SystemTime::now()).saturating_sub(self.leeway) {
             return Err(VerifyError::Expired);
         }

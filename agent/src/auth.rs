@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::error::VerifyError;
 use super::manager::{SessionManager, VerifiedKey};
 use super::rejection::{Rejection, Rejections, is_grpc};
-use crate::bearer::{BadCredentials, bearer_from_headers};
+use crate::bearer::{Credentials, credentials};
 
 /// The realm named in challenges unless [`AuthLayer::realm`] says otherwise.
 pub const DEFAULT_REALM: &str = "agent";
@@ -26,7 +26,7 @@ pub const DEFAULT_REALM: &str = "agent";
 /// set it:
 ///
 /// ```
-/// use agent_session::agent::NoRefresh;
+/// use agent_session_agent::NoRefresh;
 ///
 /// let mut response = tonic::Response::new(());
 /// response.extensions_mut().insert(NoRefresh);
@@ -45,10 +45,10 @@ pub struct NoRefresh;
 ///   and its response passed on untouched;
 /// - no bearer token in `authorization` (or not the `Bearer` scheme): rejected with
 ///   `www-authenticate: Bearer realm="<realm>"` and
-///   [`TOKEN_NOT_PROVIDED_MESSAGE`](crate::TOKEN_NOT_PROVIDED_MESSAGE);
+///   [`TOKEN_NOT_PROVIDED_MESSAGE`](agent_session::TOKEN_NOT_PROVIDED_MESSAGE);
 /// - a token that fails [`SessionManager::verify`]: rejected with
 ///   `www-authenticate: Bearer realm="<realm>", error="invalid_token", error_description="…"` and
-///   [`TOKEN_INVALID_MESSAGE`](crate::TOKEN_INVALID_MESSAGE);
+///   [`TOKEN_INVALID_MESSAGE`](agent_session::TOKEN_INVALID_MESSAGE);
 /// - a valid token: the inner service is called, and its response gets a freshly minted token
 ///   in `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
 ///   initial metadata).
@@ -67,7 +67,7 @@ pub struct NoRefresh;
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use agent_session::agent::{AuthLayer, SessionManager};
+/// use agent_session_agent::{AuthLayer, SessionManager};
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -194,15 +194,7 @@ where
             return ResponseFuture::called(self.inner.call(request), None);
         }
         let refresh_wanted = !self.config.no_refresh.iter().any(|p| p == path);
-        let checked = match bearer_from_headers(request.headers()) {
-            None | Some(Err(BadCredentials::NotBearer)) => Err(Rejection::NotProvided),
-            Some(Err(BadCredentials::Malformed(_))) => {
-                Err(Rejection::Invalid(VerifyError::Malformed))
-            }
-            Some(Err(BadCredentials::Conflicting)) => Err(Rejection::Conflicting),
-            Some(Ok(token)) => self.manager.verify_key(&token).map_err(Rejection::Invalid),
-        };
-        match checked {
+        match check(&self.manager, request.headers()) {
             Ok(key) => {
                 let refresh = refresh_wanted.then(|| Refresh {
                     manager: self.manager.clone(),
@@ -221,6 +213,16 @@ where
                 }
             }
         }
+    }
+}
+
+/// The key that verified the call's token, or why the call is turned away.
+fn check(manager: &SessionManager, headers: &HeaderMap) -> Result<VerifiedKey, Rejection> {
+    match credentials(headers) {
+        Credentials::None => Err(Rejection::NotProvided),
+        Credentials::Conflicting => Err(Rejection::Conflicting),
+        Credentials::Malformed => Err(Rejection::Invalid(VerifyError::Malformed)),
+        Credentials::Token(token) => manager.verify_key(&token).map_err(Rejection::Invalid),
     }
 }
 
