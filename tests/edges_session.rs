@@ -304,8 +304,13 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     assert_eq!(session.token(), None, "no session comes back");
     assert_eq!(session.file().unwrap().read().unwrap(), None);
 
-    // A refresh never overwrites another process's unlock: the compare-and-swap loses.
-    session.start_with_token(refreshed).await.unwrap();
+    // A refresh never overwrites another process's unlock: the compare-and-swap loses. The
+    // session starts from a token of its own unlock, so that the call's refresh is a new token
+    // (started from this second's refresh, it would get the same bytes back: nothing to write).
+    let mine = unlock(channel(agent.address).await, PASSWORD)
+        .await
+        .unwrap();
+    session.start_with_token(mine).await.unwrap();
     let sent = session.epoch();
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     let theirs = unlock(channel(agent.address).await, PASSWORD)

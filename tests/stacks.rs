@@ -111,7 +111,8 @@ async fn tonic_balanced_channel() {
     for _ in 0..10 {
         assert_eq!(status_with(&mut client).await.unwrap(), "LIVE");
     }
-    assert_eq!(session.stats().refreshes, 10);
+    // One refresh a second from the agent: the calls of one second bring the same token.
+    assert!((1..=10).contains(&session.stats().refreshes));
     common::assert_file_token_accepted(&first.manager, &session);
 }
 

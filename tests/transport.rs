@@ -116,7 +116,9 @@ async fn valid_token_is_used_and_each_refresh_written() {
         .await
         .unwrap();
     assert_eq!(echo.get_ref().challenge, "ping");
-    assert_eq!(session.stats().refreshes, 2);
+    // The agent mints one refresh a second: a call in the same second brings the same token
+    // back, which is no new refresh.
+    assert!((1..=2).contains(&session.stats().refreshes));
     agent.manager.verify(&session.token().unwrap()).unwrap();
 }
 

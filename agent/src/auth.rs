@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::error::VerifyError;
 use super::manager::{SessionManager, VerifiedKey};
 use super::rejection::{Rejection, Rejections, is_grpc};
-use crate::bearer::{Credentials, credentials};
+use crate::bearer::{Credentials, credentials, lone_bearer};
 
 /// The realm named in challenges unless [`AuthLayer::realm`] says otherwise.
 pub const DEFAULT_REALM: &str = "agent";
@@ -49,9 +49,10 @@ pub struct NoRefresh;
 /// - a token that fails [`SessionManager::verify`]: rejected with
 ///   `www-authenticate: Bearer realm="<realm>", error="invalid_token", error_description="…"` and
 ///   [`TOKEN_INVALID_MESSAGE`](agent_session::TOKEN_INVALID_MESSAGE);
-/// - a valid token: the inner service is called, and its response gets a freshly minted token
-///   in `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
-///   initial metadata).
+/// - a valid token: the inner service is called, and its response gets a refreshed token in
+///   `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
+///   initial metadata): the key's refresh of the current second, minted by the first call of
+///   that second and the same for every other (see [`SessionManager`]).
 ///
 /// A rejection never reaches the inner service. For a gRPC request (`content-type` starting
 /// with `application/grpc`) it is a trailers-only response: HTTP 200, `grpc-status: 16`
@@ -217,7 +218,13 @@ where
 }
 
 /// The key that verified the call's token, or why the call is turned away.
+///
+/// A token this key verified before is recognised by its bytes (the usual case: a client sends
+/// the refresh it was given); anything else is read in full and checked.
 fn check(manager: &SessionManager, headers: &HeaderMap) -> Result<VerifiedKey, Rejection> {
+    if let Some(checked) = lone_bearer(headers).and_then(|bytes| manager.verify_cached(bytes)) {
+        return checked.map_err(Rejection::Invalid);
+    }
     match credentials(headers) {
         Credentials::None => Err(Rejection::NotProvided),
         Credentials::Conflicting => Err(Rejection::Conflicting),

@@ -63,6 +63,7 @@ mod macros;
 
 mod auth;
 mod bearer;
+mod cache;
 mod error;
 pub mod grpc;
 mod http;
