@@ -11,8 +11,8 @@
 
 use std::hint::black_box;
 
-use agent_session::agent::{AuthLayer, SessionManager};
 use agent_session::proto::ECHO_PATH;
+use agent_session_agent::{AuthLayer, SessionManager};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Uri, header};
 use tower::Layer;

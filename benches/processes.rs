@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::agent::{Agent, SessionManager};
-use agent_session::{AgentTokens, Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
+use agent_session::{AgentTokens, Session, SessionLayer, TokenFile};
+use agent_session_agent::{Agent, SessionManager};
 use criterion::{Criterion, SamplingMode, criterion_group};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
@@ -92,14 +92,15 @@ fn worker(mode: &str) -> ExitCode {
             }
             Mode::Session | Mode::SessionRevoked => {
                 let dir = PathBuf::from(env(WORKER_DIR));
-                let session =
-                    Session::builder(agent_session::TokenFile::new(dir.join(TOKEN_FILE_NAME)))
-                        .agent_tokens(if matches!(mode, Mode::SessionRevoked) {
-                            AgentTokens::RevokedOnRefresh
-                        } else {
-                            AgentTokens::LiveUntilExpiry
-                        })
-                        .build();
+                let session = Session::builder(agent_session::TokenFile::new(
+                    dir.join(agent_session::TokenFile::NAME),
+                ))
+                .agent_tokens(if matches!(mode, Mode::SessionRevoked) {
+                    AgentTokens::RevokedOnRefresh
+                } else {
+                    AgentTokens::LiveUntilExpiry
+                })
+                .build();
                 session.start().await.expect("worker: the session starts");
                 assert!(session.token().is_some(), "worker: no token in the file");
                 let service = SessionLayer::new(session.clone()).layer(channel);

@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agent_session::agent::{Agent, SessionManager};
 use agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage};
-use agent_session::{Session, SessionLayer, SessionService, Token};
+use agent_session::{Session, SessionLayer, Token, layer::SessionService};
+use agent_session_agent::{Agent, SessionManager};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };

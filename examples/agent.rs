@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent_session::agent::{Agent, KeyError, SessionManager};
+use agent_session_agent::{Agent, KeyError, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

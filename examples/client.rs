@@ -42,7 +42,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
@@ -134,7 +134,7 @@ struct Options {
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Seconds to wait for another process holding the session file's lock
-    #[arg(long, value_name = "SECS", default_value_t = Seconds(agent_session::DEFAULT_LOCK_WAIT))]
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(agent_session::TokenFile::DEFAULT_LOCK_WAIT))]
     lock_wait: Seconds,
     #[command(subcommand)]
     command: Command,
@@ -351,10 +351,10 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
     // Tokens live until they expire (the example agent's, the default): a refresh that expires
     // later than the file's is written, and `flush` waits for it before the process exits.
     let session = Session::builder(agent_session::TokenFile::new(
-        session_dir.join(agent_session::TOKEN_FILE_NAME),
+        session_dir.join(agent_session::TokenFile::NAME),
     ))
     .lock_wait(
-        lock_wait.min(agent_session::DEFAULT_REFRESH_LOCK_WAIT),
+        lock_wait.min(agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT),
         lock_wait,
     )
     .on_reauth_wait(|pid| match pid {

@@ -11,8 +11,8 @@
 
 use std::path::PathBuf;
 
-use agent_session::agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
+use agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};

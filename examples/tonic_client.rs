@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{BoxError, Session, Token};
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;

@@ -9,9 +9,9 @@ use crate::message::SessionResponse;
 use crate::token::MalformedToken;
 
 /// The message of [`Error::TokenNotProvided`], part of the wire contract.
-pub const TOKEN_NOT_PROVIDED_MESSAGE: &str = "JWT Token not provided in metadata";
+pub(crate) const TOKEN_NOT_PROVIDED_MESSAGE: &str = "JWT Token not provided in metadata";
 /// The message of [`Error::TokenInvalid`], part of the wire contract.
-pub const TOKEN_INVALID_MESSAGE: &str = "Invalid JWT Token, please reauthenticate.";
+pub(crate) const TOKEN_INVALID_MESSAGE: &str = "Invalid JWT Token, please reauthenticate.";
 
 /// An error of the session: the two session failures of the wire contract, and everything that
 /// can go wrong with the session file.
@@ -105,6 +105,12 @@ pub enum CorruptReason {
 }
 
 impl Error {
+    /// [`Error::TokenNotProvided`]'s message, as agents send it.
+    pub const TOKEN_NOT_PROVIDED_MESSAGE: &str = TOKEN_NOT_PROVIDED_MESSAGE;
+
+    /// [`Error::TokenInvalid`]'s message, as agents send it.
+    pub const TOKEN_INVALID_MESSAGE: &str = TOKEN_INVALID_MESSAGE;
+
     /// The process exit code for this error, after BSD's `sysexits.h`.
     ///
     /// | error | code |

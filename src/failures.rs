@@ -45,7 +45,7 @@ pub trait SessionFailures: fmt::Debug + Send + Sync + 'static {
 
     /// How long re-authentication waits for the first frame of a gRPC response whose headers
     /// said nothing, to see whether it is a failure sent in the trailers (default
-    /// [`DEFAULT_TRAILERS_WAIT`]); `Duration::ZERO` never looks.
+    /// 250 ms); `Duration::ZERO` never looks.
     ///
     /// A failure comes with the headers, so a short wait sees it. A response whose first
     /// message is not there by then (a stream waiting for an event) is handed over without
@@ -59,7 +59,7 @@ pub trait SessionFailures: fmt::Debug + Send + Sync + 'static {
 /// whose headers said nothing, by default: far longer than the agent takes between the headers
 /// and the trailers of a failure (one write), short enough not to be noticed at the start of a
 /// stream.
-pub const DEFAULT_TRAILERS_WAIT: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_TRAILERS_WAIT: Duration = Duration::from_millis(250);
 
 /// RFC 6750 bearer-token rejections, the default: HTTP `401`, or gRPC `UNAUTHENTICATED`, with a
 /// `www-authenticate: Bearer …` challenge saying which failure (see

@@ -15,26 +15,26 @@ use crate::token::{MAX_TOKEN_LEN, Token};
 
 /// The largest session file that is read: a token of the maximum length plus room for white
 /// space. Anything larger cannot hold a token, so it is refused without being read.
-pub const MAX_FILE_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
+pub(crate) const MAX_FILE_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
 
 /// How long a refresh write waits for another process's lock on the session file before it
 /// gives up (the refresh stays in memory and is written with a later one).
 ///
 /// A write holds the lock for a few milliseconds; a second means the holder is stuck (stopped,
 /// or on a hung filesystem), and a call must not wait on it longer than a person notices.
-pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an explicit write or removal (an unlock, a lock) waits for another process's lock
 /// before it fails with [`Error::Locked`].
 ///
-/// Longer than [`DEFAULT_REFRESH_LOCK_WAIT`]: the user asked for this change and it must not be
+/// Longer than [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT): the user asked for this change and it must not be
 /// lost to a slow disk, but a command that sits silent for more than ten seconds looks hung.
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The longest pause between two tries for a held lock: short enough that a waiter takes the
 /// lock soon after it is free, long enough that waiting costs no CPU a user sees.
 /// The name of the session file inside a client directory.
-pub const TOKEN_FILE_NAME: &str = "token";
+pub(crate) const TOKEN_FILE_NAME: &str = "token";
 
 /// The session file and its lock file: where a [`Session`](crate::Session) keeps its token by
 /// default, shared by every process of the user.
@@ -67,12 +67,12 @@ pub const TOKEN_FILE_NAME: &str = "token";
 ///
 /// What every process sharing the file does, this crate's and any other implementation's:
 ///
-/// - **Where.** The file is `<dir>/token` ([`TokenFile::in_dir`], [`TOKEN_FILE_NAME`]) or any
+/// - **Where.** The file is `<dir>/token` ([`TokenFile::in_dir`], [`TokenFile::NAME`](crate::TokenFile::NAME)) or any
 ///   path ([`TokenFile::new`]). A missing directory is created, with its parents, with mode
 ///   0700 before the first write or removal, and when a session starts watching the file.
 /// - **What.** The token and a newline. A reader trims white space around it; a missing, empty
-///   or blank file means "no token". A file larger than [`MAX_FILE_LEN`] (a token of
-///   [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN) and 1 KiB of white space) is refused unread; one
+///   or blank file means "no token". A file larger than [`TokenFile::MAX_LEN`](crate::TokenFile::MAX_LEN) (a token of
+///   [`MAX_TOKEN_LEN`](crate::Token::MAX_LEN) and 1 KiB of white space) is refused unread; one
 ///   that is not a regular file (a FIFO is opened without waiting for a writer), not UTF-8, or
 ///   not a bearer token is [`Error::CorruptFile`]. No error shows the content. (A running
 ///   session that sees the file turn blank keeps its token until the write lands: a shell's
@@ -83,8 +83,8 @@ pub const TOKEN_FILE_NAME: &str = "token";
 ///   is written or removed without it.
 /// - **Nobody waits forever.** A holder may be stopped (Ctrl-Z) or stuck on a hung filesystem:
 ///   a refresh write gives up after [`TokenFile::refresh_lock_wait`]
-///   ([`DEFAULT_REFRESH_LOCK_WAIT`], the refresh stays in memory), an explicit write or removal
-///   after [`TokenFile::lock_wait`] ([`DEFAULT_LOCK_WAIT`]), with [`Error::Locked`] naming the
+///   ([`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT), the refresh stays in memory), an explicit write or removal
+///   after [`TokenFile::lock_wait`] ([`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)), with [`Error::Locked`] naming the
 ///   lock file.
 /// - **A write replaces the file whole.** Under the lock: a temp file in the same directory
 ///   (`.<name>.<8 random characters>.tmp`, created exclusively with mode 0600), the token and a
@@ -140,6 +140,25 @@ impl FileStamp {
 }
 
 impl TokenFile {
+    /// The name of the session file inside a client directory ([`TokenFile::in_dir`]).
+    pub const NAME: &str = TOKEN_FILE_NAME;
+
+    /// The largest session file that is read: a token of [`Token::MAX_LEN`] plus 1 KiB of white
+    /// space. Anything larger cannot hold a token, so it is refused without being read.
+    pub const MAX_LEN: u64 = MAX_FILE_LEN;
+
+    /// How long an explicit write or removal (an unlock, a lock) waits for another process's
+    /// lock before it fails with [`Error::Locked`]: 10 s. Longer than a refresh's: the user
+    /// asked for this change and it must not be lost to a slow disk, but a command that sits
+    /// silent for more than ten seconds looks hung.
+    pub const DEFAULT_LOCK_WAIT: Duration = DEFAULT_LOCK_WAIT;
+
+    /// How long a refresh write waits for another process's lock before it gives up (the
+    /// refresh stays in memory and is written with a later one): 1 s. A write holds the lock
+    /// for a few milliseconds; a second means the holder is stuck (stopped, or on a hung
+    /// filesystem), and a call must not wait on it longer than a person notices.
+    pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = DEFAULT_REFRESH_LOCK_WAIT;
+
     /// The session file at `path`; its lock file is `path` with `.lock` appended.
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -165,7 +184,7 @@ impl TokenFile {
     }
 
     /// How long an explicit write or removal waits for another process's lock (default
-    /// [`DEFAULT_LOCK_WAIT`]) before it fails with [`Error::Locked`].
+    /// [`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)) before it fails with [`Error::Locked`].
     #[must_use]
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
@@ -173,7 +192,7 @@ impl TokenFile {
     }
 
     /// How long a refresh write ([`TokenFile::replace_if`]) waits for another process's lock
-    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`]) before it fails with [`Error::Locked`].
+    /// (default [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)) before it fails with [`Error::Locked`].
     #[must_use]
     pub fn refresh_lock_wait(mut self, wait: Duration) -> Self {
         self.refresh_lock_wait = wait;
@@ -199,7 +218,7 @@ impl TokenFile {
     /// Reads the token, if there is one. Blocking.
     ///
     /// A missing, empty or blank file is `Ok(None)`. A file that cannot be read, is not a
-    /// regular file, is larger than [`MAX_FILE_LEN`], is not UTF-8 or does not hold a valid token
+    /// regular file, is larger than [`TokenFile::MAX_LEN`](crate::TokenFile::MAX_LEN), is not UTF-8 or does not hold a valid token
     /// is an error naming the path; the content is never part of it.
     ///
     /// # Errors

@@ -15,8 +15,10 @@
 //! - [`Error`] types the two session failures, [`Error::TokenNotProvided`] (exit code 77) and
 //!   [`Error::TokenInvalid`] (exit code 65), and the file errors; [`Error::from_status`] and
 //!   [`Error::from_response`] read them off a rejection.
-//! - With the `agent` feature, [`agent`] is the other half: minting, checking and revoking
-//!   tokens, and the `agent.v1` gRPC service.
+//! - The other half, minting, checking and revoking tokens and serving the `agent.v1` gRPC
+//!   service, is a crate of its own, `agent-session-agent` (in `agent/` beside this crate), so
+//!   that a client's build holds neither its crypto nor its server. With the `client` feature,
+//!   [`proto`] is the contract's client side, which both crates share.
 //!
 //! ```no_run
 //! use agent_session::{Session, SessionLayer, Token, TokenFile};
@@ -91,14 +93,14 @@
 //! file across processes.
 //!
 //! The same flow, runnable, with a stand-in for the agent (a `service_fn` that takes only the
-//! token it gave out last and rotates it on every call) and a [`MemoryStore`] for the file:
+//! token it gave out last and rotates it on every call) and a [`MemoryStore`](crate::store::MemoryStore) for the file:
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::sync::{Arc, Mutex};
 //!
-//! use agent_session::{MemoryStore, Session, SessionLayer, Token};
+//! use agent_session::{store::MemoryStore, Session, SessionLayer, Token};
 //! use http::{Request, Response, StatusCode};
 //! use tonic::body::Body;
 //! use tower::{Layer as _, Service as _, ServiceExt as _};
@@ -178,8 +180,8 @@
 //!   [`AgentTokens`].
 //! - How another process's change reaches a running session: [`Watch`] (a notification from
 //!   the OS by default, polling for network filesystems).
-//! - Somewhere else: implement [`TokenStore`] (an OS keyring, a secrets manager), or keep the
-//!   token in memory with [`MemoryStore`].
+//! - Somewhere else: implement [`TokenStore`](crate::store::TokenStore) (an OS keyring, a secrets manager), or keep the
+//!   token in memory with [`MemoryStore`](crate::store::MemoryStore).
 //!
 //! # Exit codes
 //!
@@ -204,11 +206,14 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tonic` | yes | [`Error::from_status`], [`Error::from_status_with`], [`Session::authorize`], `From<Error> for tonic::Status`, [`WrapBody`] for tonic's body |
-//! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in `agent_session::proto`; implies `tonic` |
-//! | `agent` | no | the agent side, [`agent`]: `SessionManager` (mint, verify, `lock_all`), `AuthLayer`, `Agent` and `HttpAgent`, the `agent.v1` server; implies `client` |
-//! | `reqwest` | no | [`SessionRequest`] and [`SessionResponse`] for reqwest's types: the layer over `reqwest::Client` |
+//! | `tonic` | yes | [`Error::from_status`], [`Error::from_status_with`], [`Session::authorize`], `From<Error> for tonic::Status`, [`WrapBody`](crate::layer::WrapBody) for tonic's body |
+//! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in [`proto`], the contract's one path; implies `tonic` |
+//! | `reqwest` | no | [`SessionRequest`](crate::layer::SessionRequest) and [`SessionResponse`](crate::layer::SessionResponse) for reqwest's types: the layer over `reqwest::Client` |
 //! | `reqwest-middleware` | no | `SessionMiddleware`, the session on a `reqwest_middleware::ClientBuilder`; implies `reqwest` |
+//!
+//! The agent side is no feature of this crate: it is the crate `agent-session-agent`
+//! (`SessionManager`, `AuthLayer`, `Agent`, `HttpAgent` and the `agent.v1` server), which
+//! depends on this one with `client`.
 //!
 //! # Tracing
 //!
@@ -317,7 +322,7 @@ mod failures;
 #[cfg(unix)]
 mod file;
 #[cfg(unix)]
-mod layer;
+pub mod layer;
 #[cfg(unix)]
 mod message;
 #[cfg(unix)]
@@ -334,44 +339,32 @@ mod saved;
 #[cfg(unix)]
 mod session;
 #[cfg(unix)]
-mod store;
+pub mod store;
 #[cfg(unix)]
 mod token;
 
-#[cfg(unix)]
-#[cfg(feature = "agent")]
-#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
-pub mod agent;
 #[cfg(unix)]
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod proto;
 
 #[cfg(unix)]
-pub use error::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+pub use error::{CorruptReason, Error};
 #[cfg(unix)]
-pub use failures::{DEFAULT_TRAILERS_WAIT, Polykey, Rfc6750, SessionFailures};
+pub use failures::{Polykey, Rfc6750, SessionFailures};
 #[cfg(unix)]
-pub use file::{
-    DEFAULT_LOCK_WAIT, DEFAULT_REFRESH_LOCK_WAIT, MAX_FILE_LEN, TOKEN_FILE_NAME, TokenFile,
-};
+pub use file::TokenFile;
 #[cfg(unix)]
-pub use layer::{ReauthService, ResponseFuture, SessionLayer, SessionService};
-#[cfg(unix)]
-pub use message::{SessionRequest, SessionResponse};
+pub use layer::SessionLayer;
 #[cfg(unix)]
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use middleware::SessionMiddleware;
 #[cfg(unix)]
-pub use peek::PeekedBody;
-#[cfg(unix)]
 pub use reauth::Reauthenticate;
 #[cfg(unix)]
-pub use replay::{BoxError, DEFAULT_REPLAY_LIMIT, WrapBody};
+pub use replay::BoxError;
 #[cfg(unix)]
 pub use session::{AgentTokens, Epoch, Session, SessionBuilder, SessionStats, Watch};
 #[cfg(unix)]
-pub use store::{MemoryStore, Stored, Swap, TokenStore, Version};
-#[cfg(unix)]
-pub use token::{MAX_TOKEN_LEN, MalformedToken, Token};
+pub use token::{MalformedToken, Token};

@@ -2,8 +2,8 @@
 //! their reqwest client with `reqwest_middleware::ClientBuilder` rather than tower.
 //!
 //! It is the session layer, not a second implementation of it: each call goes through a
-//! [`SessionService`](crate::SessionService) (or, with re-authentication on, the same recovery
-//! flow as [`ReauthService`](crate::ReauthService)) over the rest of the middleware chain, so
+//! [`SessionService`](crate::layer::SessionService) (or, with re-authentication on, the same recovery
+//! flow as [`ReauthService`](crate::layer::ReauthService)) over the rest of the middleware chain, so
 //! the token is attached, refreshed and hidden exactly as the layer does.
 //!
 //! # Example
@@ -53,7 +53,7 @@ use crate::session::Session;
 /// Each request without an `authorization` header of its own gets the session's token, marked
 /// sensitive; the refreshed token each response brings is kept (and written to the session
 /// file) and the response's `authorization` is marked sensitive too, as
-/// [`SessionService`](crate::SessionService) does. Rejections pass through: read them with
+/// [`SessionService`](crate::layer::SessionService) does. Rejections pass through: read them with
 /// [`Error::from_response`](crate::Error::from_response), or turn re-authentication on with
 /// [`SessionMiddleware::reauthenticate_with`].
 ///

@@ -1,4 +1,4 @@
-//! [`PeekedBody`]: a response body whose first frame was read ahead, so that re-authentication
+//! [`PeekedBody`](crate::layer::PeekedBody): a response body whose first frame was read ahead, so that re-authentication
 //! can see a session failure that a gRPC agent sends in the trailers of a response with no
 //! message (as grpc-js sends every error), before the response is handed over.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-/// The response body of a re-authenticating [`SessionService`](crate::SessionService): the
+/// The response body of a re-authenticating [`SessionService`](crate::layer::SessionService): the
 /// body the service answered with, whose first frame may have been read ahead. It yields
 /// exactly what that body yields.
 pub struct PeekedBody<B: Body> {

@@ -16,14 +16,16 @@ use crate::session::Waiting;
 /// The deadline is `futures-timer`'s, which needs no runtime: a response may be polled on any
 /// executor.
 pub(crate) struct Saved {
-    done: Waiting,
+    // A trait object: the drop of a call's future that never waited (the hot path) then holds
+    // no inlined drop of the waiter's channel and session handle, only a pointer check.
+    done: Pin<Box<dyn Future<Output = crate::session::Answer> + Send>>,
     deadline: futures_timer::Delay,
 }
 
 impl Saved {
     pub(crate) fn new(done: Waiting, bound: Duration) -> Self {
         Self {
-            done,
+            done: Box::pin(done),
             deadline: futures_timer::Delay::new(bound),
         }
     }
@@ -35,7 +37,7 @@ impl Future for Saved {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // Woken when the write is done, whether it succeeded or not: a failed write is logged
         // and reported by `Session::flush`.
-        if Pin::new(&mut self.done).poll(cx).is_ready() {
+        if self.done.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
         }
         if Pin::new(&mut self.deadline).poll(cx).is_ready() {

@@ -135,7 +135,7 @@ impl TokenStore for TokenFile {
 /// the model of what a store does. Clones share one slot, as processes share one file.
 ///
 /// ```
-/// use agent_session::{MemoryStore, Session, Token};
+/// use agent_session::{store::MemoryStore, Session, Token};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), agent_session::Error> {

@@ -11,7 +11,7 @@ use http::HeaderValue;
 ///
 /// A JWT with a handful of claims is a few hundred bytes; 16 KiB leaves room for large claim sets
 /// while keeping a hostile agent or session file from making us hold megabytes per call.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// A session token, checked against the RFC 6750 `b64token` grammar.
 ///
@@ -40,10 +40,15 @@ struct Inner {
 }
 
 impl Token {
+    /// The longest token accepted, in bytes: 16 KiB. A JWT with a handful of claims is a few
+    /// hundred bytes; this leaves room for large claim sets while keeping a hostile agent or
+    /// session file from making a client hold megabytes per call.
+    pub const MAX_LEN: usize = MAX_TOKEN_LEN;
+
     /// Checks `value` and makes a token of it.
     ///
     /// The accepted form is RFC 6750's `b64token`: one or more of `A-Z a-z 0-9 - . _ ~ + /`,
-    /// then any number of `=`, at most [`MAX_TOKEN_LEN`] bytes. Nothing is trimmed.
+    /// then any number of `=`, at most [`Token::MAX_LEN`](crate::Token::MAX_LEN) bytes. Nothing is trimmed.
     ///
     /// # Errors
     ///
@@ -187,7 +192,7 @@ pub enum MalformedToken {
     /// The token is empty.
     #[error("the token is empty")]
     Empty,
-    /// The token is longer than [`MAX_TOKEN_LEN`].
+    /// The token is longer than [`Token::MAX_LEN`](crate::Token::MAX_LEN).
     #[error("the token is {len} bytes long, over the limit of {MAX_TOKEN_LEN}")]
     TooLong {
         /// Its length in bytes.

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, SystemTime};
 
 use agent_session::Token;
-use agent_session::agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
+use agent_session_agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};

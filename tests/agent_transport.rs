@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 use agent_session::proto::{
     AgentServiceClient, ECHO_PATH, EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH,
     SESSIONS_LOCK_ALL_PATH,
 };
-use agent_session::{Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE, Token};
+use agent_session::{Error, Token};
+use agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -97,7 +97,10 @@ async fn a_call_without_a_token_is_unauthenticated() {
 
     let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.message(), TOKEN_NOT_PROVIDED_MESSAGE);
+    assert_eq!(
+        status.message(),
+        agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE
+    );
     assert_eq!(www_authenticate(&status), r#"Bearer realm="agent""#);
     assert!(matches!(
         Error::from_status(&status),
@@ -197,7 +200,10 @@ async fn lock_all_ends_every_session() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
-        assert_eq!(status.message(), TOKEN_INVALID_MESSAGE);
+        assert_eq!(
+            status.message(),
+            agent_session::Error::TOKEN_INVALID_MESSAGE
+        );
         let challenge = www_authenticate(&status);
         assert!(
             challenge.starts_with(r#"Bearer realm="agent""#),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_session::{
-    AgentTokens, BoxError, Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token,
-    TokenStore, Version,
+    AgentTokens, BoxError, Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored,
+    store::Swap, store::TokenStore, store::Version,
 };
 use bytes::Bytes;
 use http::{Request, Response};

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
 
@@ -140,7 +140,7 @@ async fn long_lived_client(
     reauths: Arc<AtomicU64>,
 ) -> (
     Session,
-    AgentServiceClient<agent_session::ReauthService<tonic::transport::Channel>>,
+    AgentServiceClient<agent_session::layer::ReauthService<tonic::transport::Channel>>,
 ) {
     let address = fixture.agent().address;
     let session = Session::new(TokenFile::in_dir(fixture.session_dir()));
@@ -311,7 +311,7 @@ fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
     // waited for the recovered token's write would wait out the explicit bound (10 s) for the
     // stopped holder. Half of it tells the two apart on however loaded a machine.
     assert!(
-        worst < agent_session::DEFAULT_LOCK_WAIT / 2,
+        worst < agent_session::TokenFile::DEFAULT_LOCK_WAIT / 2,
         "a call waited {worst:?} for a stopped lock holder"
     );
     let _ = std::process::Command::new("kill")

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::VerifyError;
-use agent_session::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+use agent_session_agent::VerifyError;
 
 mod cli_support;
 use cli_support::{
@@ -115,7 +114,7 @@ fn lock_deletes_the_session_token() {
     fixture
         .client(&["status"])
         .expect_code(EX_NOPERM)
-        .expect_stderr(TOKEN_NOT_PROVIDED_MESSAGE);
+        .expect_stderr(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
 }
 
 #[test]
@@ -137,14 +136,14 @@ fn lockall_invalidates_old_tokens() {
     fixture
         .client_with_env(&["status"], &[("AGENT_TOKEN", &saved)])
         .expect_code(EX_DATAERR)
-        .expect_stderr(TOKEN_INVALID_MESSAGE);
+        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     // Found in the session file.
     fixture.write_token(&saved);
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(TOKEN_INVALID_MESSAGE);
+        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     // What the message asks for cures it, though the dead token is still on file.
     fixture.unlock();
@@ -173,7 +172,7 @@ fn an_expired_token_is_rejected() {
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(TOKEN_INVALID_MESSAGE);
+        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     fixture.unlock();
     fixture.client(&["status"]).expect_code(0);
@@ -401,7 +400,7 @@ fn the_default_session_directory_is_the_users_runtime_or_config_directory() {
         ),
     ];
     for (env, session_dir) in cases {
-        let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+        let token = session_dir.join(agent_session::TokenFile::NAME);
         assert!(!token.exists(), "{} exists already", token.display());
         run(&unlock, &env)
             .expect_code(0)

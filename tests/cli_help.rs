@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_session::{CorruptReason, Error, TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
+use agent_session::{CorruptReason, Error};
 
 mod cli_support;
 use cli_support::{
@@ -152,7 +152,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client(&["status"])
         .expect_code(EX_NOPERM)
-        .expect_stderr(TOKEN_NOT_PROVIDED_MESSAGE)
+        .expect_stderr(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
         .expect_stderr("run `client unlock`")
         .expect_stderr("AGENT_PASSWORD");
 
@@ -164,7 +164,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(TOKEN_INVALID_MESSAGE)
+        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE)
         .expect_stderr("run `client unlock`")
         .expect_stderr("AGENT_PASSWORD");
 
@@ -172,7 +172,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client_with_env(&["status"], &[("AGENT_TOKEN", &dead)])
         .expect_code(EX_DATAERR)
-        .expect_stderr(TOKEN_INVALID_MESSAGE)
+        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE)
         .expect_stderr("AGENT_TOKEN holds a token the agent does not take");
 
     // What the hint says cures it.
@@ -186,7 +186,7 @@ fn a_session_directory_under_a_regular_file_is_named_with_the_reason() {
     let file = dir.path().join("file");
     fs::write(&file, "").expect("write a regular file");
     let session_dir = file.join("session");
-    let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+    let token = session_dir.join(agent_session::TokenFile::NAME);
     for args in [&["lock"][..], &["status"]] {
         run_client(NO_AGENT, &session_dir, args, &[], None)
             .expect_code(EX_IOERR)
@@ -227,7 +227,7 @@ fn an_unwritable_session_directory_names_the_session_file_and_the_reason() {
     let base = tempfile::tempdir().expect("a temporary directory");
     let session_dir = base.path().join("session");
     fs::create_dir(&session_dir).expect("create the session directory");
-    let token = session_dir.join(agent_session::TOKEN_FILE_NAME);
+    let token = session_dir.join(agent_session::TokenFile::NAME);
     let mut command = cli_support::client_command(NO_AGENT, &session_dir, &["lock"], &[]);
     if running_as_root(base.path()) {
         // Root writes anywhere: the client runs as `nobody`, whose directory it cannot write.

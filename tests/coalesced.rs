@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
 

@@ -8,7 +8,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{Error, Session, Token};
 use tower::Layer as _;
 

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{
-    BoxError, Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore, Version,
-    Watch,
+    BoxError, Error, Session, SessionLayer, Token, Watch, store::MemoryStore, store::Stored,
+    store::Swap, store::TokenStore, store::Version,
 };
+use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -304,8 +304,13 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     assert_eq!(session.token(), None, "no session comes back");
     assert_eq!(session.file().unwrap().read().unwrap(), None);
 
-    // A refresh never overwrites another process's unlock: the compare-and-swap loses.
-    session.start_with_token(refreshed).await.unwrap();
+    // A refresh never overwrites another process's unlock: the compare-and-swap loses. The
+    // session starts from a token of its own unlock, so that the call's refresh is a new token
+    // (started from this second's refresh, it would get the same bytes back: nothing to write).
+    let mine = unlock(channel(agent.address).await, PASSWORD)
+        .await
+        .unwrap();
+    session.start_with_token(mine).await.unwrap();
     let sent = session.epoch();
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     let theirs = unlock(channel(agent.address).await, PASSWORD)

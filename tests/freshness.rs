@@ -12,9 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::agent::{Agent, SessionManager};
-use agent_session::{AgentTokens, Session, SessionLayer, SessionService, Token};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
+use agent_session::{AgentTokens, Session, SessionLayer, Token, layer::SessionService};
+use agent_session_agent::{Agent, SessionManager};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use agent_session::{
-    Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore, Version,
+    Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored, store::Swap,
+    store::TokenStore, store::Version,
 };
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer as _, Service, ServiceExt as _};

@@ -74,7 +74,7 @@ async fn unlocked_client(
     tonic::transport::Channel,
     std::path::PathBuf,
     Session,
-    ClientServiceClient<agent_session::SessionService<tonic::transport::Channel>>,
+    ClientServiceClient<agent_session::layer::SessionService<tonic::transport::Channel>>,
 ) {
     let channel = agent.channel().await;
     let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;

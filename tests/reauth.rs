@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::SessionManager;
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{BoxError, Error, ReauthService, Session, SessionLayer, Token};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use agent_session::{BoxError, Error, Session, SessionLayer, Token, layer::ReauthService};
+use agent_session_agent::SessionManager;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
@@ -118,7 +118,7 @@ async fn fifty_concurrent_failures_unlock_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
-    let agent = agent_session::agent::Agent::new(manager.clone(), PASSWORD);
+    let agent = agent_session_agent::Agent::new(manager.clone(), PASSWORD);
     let (_stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         Server::builder()
@@ -237,7 +237,7 @@ async fn a_reauthenticator_unlocking_through_the_layer_does_not_deadlock() {
         let mut client = layered_rx.lock().unwrap().recv().unwrap();
         Box::pin(async move {
             let reply = client
-                .session_unlock(agent_session::agent::proto::PasswordMessage {
+                .session_unlock(agent_session::proto::PasswordMessage {
                     password: PASSWORD.into(),
                 })
                 .await?;
@@ -372,7 +372,7 @@ async fn with_renewal_on_a_token_expired_by_its_claim_is_renewed_before_the_call
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
-    let agent = agent_session::agent::Agent::new(manager.clone(), PASSWORD);
+    let agent = agent_session_agent::Agent::new(manager.clone(), PASSWORD);
     let rejected = Arc::new(AtomicUsize::new(0));
     let counter = rejected.clone();
     let (_stop, stopped) = oneshot::channel::<()>();

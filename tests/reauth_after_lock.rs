@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::proto::{AgentServiceClient, EmptyMessage};
 use agent_session::{BoxError, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
 

@@ -14,11 +14,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::agent::{Agent, SessionManager};
-use agent_session::{
-    Error, MAX_TOKEN_LEN, Session, SessionLayer, SessionService, Token, TokenFile,
-};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
+use agent_session::{Error, Session, SessionLayer, Token, TokenFile, layer::SessionService};
+use agent_session_agent::{Agent, SessionManager};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -57,7 +55,7 @@ struct Case {
     outcome: Outcome,
 }
 
-const HUGE_LEN: usize = "Bearer ".len() + 4 * MAX_TOKEN_LEN;
+const HUGE_LEN: usize = "Bearer ".len() + 4 * agent_session::Token::MAX_LEN;
 
 /// `Bearer ` and a token 64 KiB long, four times the longest accepted.
 static HUGE: [u8; HUGE_LEN] = {
@@ -402,7 +400,7 @@ impl Fixture {
             .build();
         session.start().await.unwrap();
         // HTTP/2 caps a response's header list at 16 KiB by default, which no token over
-        // `MAX_TOKEN_LEN` fits in; a client that raised the cap lets a huge token reach the
+        // `agent_session::Token::MAX_LEN` fits in; a client that raised the cap lets a huge token reach the
         // layer.
         let roomy = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .unwrap()

@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use agent_session::{
-    CorruptReason, Error, MAX_FILE_LEN, MAX_TOKEN_LEN, MalformedToken, Session, SessionLayer,
-    Token, TokenFile,
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
 };
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer as _, ServiceExt as _};
@@ -90,7 +89,7 @@ fn malformed(r: &CorruptReason) -> bool {
 fn too_long(r: &CorruptReason) -> bool {
     matches!(
         r,
-        CorruptReason::Malformed(MalformedToken::TooLong { len }) if *len == MAX_TOKEN_LEN + 1
+        CorruptReason::Malformed(MalformedToken::TooLong { len }) if *len == agent_session::Token::MAX_LEN + 1
     )
 }
 
@@ -99,13 +98,13 @@ fn not_utf8(r: &CorruptReason) -> bool {
 }
 
 fn too_large(r: &CorruptReason) -> bool {
-    matches!(r, CorruptReason::TooLarge { limit, .. } if *limit == MAX_FILE_LEN)
+    matches!(r, CorruptReason::TooLarge { limit, .. } if *limit == agent_session::TokenFile::MAX_LEN)
 }
 
 fn contents() -> Vec<(&'static str, Vec<u8>, Expect)> {
-    let longest = "a".repeat(MAX_TOKEN_LEN);
+    let longest = "a".repeat(agent_session::Token::MAX_LEN);
     let mut at_the_cap = longest.clone().into_bytes();
-    at_the_cap.resize(MAX_FILE_LEN as usize, b' ');
+    at_the_cap.resize(agent_session::TokenFile::MAX_LEN as usize, b' ');
     let mut over_the_cap = at_the_cap.clone();
     over_the_cap.push(b'\n');
     vec![
@@ -205,7 +204,7 @@ fn contents() -> Vec<(&'static str, Vec<u8>, Expect)> {
 
 fn expected_token(name: &'static str) -> Token {
     match name {
-        "longest" => token(&"a".repeat(MAX_TOKEN_LEN)),
+        "longest" => token(&"a".repeat(agent_session::Token::MAX_LEN)),
         other => token(other),
     }
 }
@@ -329,7 +328,7 @@ async fn a_one_gib_sparse_file_is_refused_without_being_read() {
         corrupt(result),
         CorruptReason::TooLarge {
             len: 1 << 30,
-            limit: MAX_FILE_LEN
+            limit: agent_session::TokenFile::MAX_LEN
         }
     );
     // The /proc file itself is a few hundred bytes; the session file would be 1 GiB.

@@ -14,9 +14,9 @@ use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use agent_session::agent::proto::{AgentServiceClient, ECHO_PATH, EchoMessage, PasswordMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage, PasswordMessage};
 use agent_session::{Session, SessionLayer, Token, TokenFile};
+use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use agent_session::agent::Agent;
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{Session, SessionLayer, TOKEN_FILE_NAME, TokenFile};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
+use agent_session::{Session, SessionLayer, TokenFile};
+use agent_session_agent::Agent;
 use tower::ServiceBuilder;
 
 mod reliability_common;
@@ -45,13 +45,15 @@ fn client_child() -> ! {
     let calls: u64 = param("CALLS").parse().unwrap();
     let revoked = param("REVOKED") == "1";
     let id = std::process::id();
-    let session = Session::builder(agent_session::TokenFile::new(dir.join(TOKEN_FILE_NAME)))
-        .agent_tokens(if revoked {
-            agent_session::AgentTokens::RevokedOnRefresh
-        } else {
-            agent_session::AgentTokens::LiveUntilExpiry
-        })
-        .build();
+    let session = Session::builder(agent_session::TokenFile::new(
+        dir.join(agent_session::TokenFile::NAME),
+    ))
+    .agent_tokens(if revoked {
+        agent_session::AgentTokens::RevokedOnRefresh
+    } else {
+        agent_session::AgentTokens::LiveUntilExpiry
+    })
+    .build();
     let rt = small_runtime();
     rt.block_on(async {
         session.start().await.unwrap_or_else(|e| fail(e));

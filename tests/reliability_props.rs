@@ -13,8 +13,7 @@ use std::convert::Infallible;
 use std::fs;
 
 use agent_session::{
-    CorruptReason, Error, MAX_FILE_LEN, MAX_TOKEN_LEN, MalformedToken, Session, SessionLayer,
-    Token, TokenFile,
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
 };
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use proptest::prelude::*;
@@ -51,7 +50,11 @@ fn any_text() -> impl Strategy<Value = String> {
         any::<String>(),
         near_miss(),
         valid_token(),
-        (MAX_TOKEN_LEN - 2..=MAX_TOKEN_LEN + 2, "[a=]").prop_map(|(n, c)| c.repeat(n)),
+        (
+            agent_session::Token::MAX_LEN - 2..=agent_session::Token::MAX_LEN + 2,
+            "[a=]"
+        )
+            .prop_map(|(n, c)| c.repeat(n)),
     ]
 }
 
@@ -70,7 +73,7 @@ fn check_token(input: &str) -> Result<(), TestCaseError> {
         Err(MalformedToken::Empty) => prop_assert!(input.is_empty()),
         Err(MalformedToken::TooLong { len }) => {
             prop_assert_eq!(len, input.len());
-            prop_assert!(len > MAX_TOKEN_LEN);
+            prop_assert!(len > agent_session::Token::MAX_LEN);
         }
         Err(MalformedToken::InvalidCharacter { position }) => {
             prop_assert!(position < input.len());
@@ -313,11 +316,13 @@ fn file_bytes() -> impl Strategy<Value = Vec<u8>> {
             "[ \t\r\n\u{b}\u{c}\u{a0}\u{2003}]{0,4}"
         )
             .prop_map(|(a, t, b)| format!("{a}{t}{b}").into_bytes()),
-        (MAX_FILE_LEN as usize - 1..=MAX_FILE_LEN as usize + 1).prop_map(|n| {
-            let mut bytes = vec![b'a'; MAX_TOKEN_LEN];
-            bytes.resize(n, b'\n');
-            bytes
-        }),
+        (agent_session::TokenFile::MAX_LEN as usize - 1
+            ..=agent_session::TokenFile::MAX_LEN as usize + 1)
+            .prop_map(|n| {
+                let mut bytes = vec![b'a'; agent_session::Token::MAX_LEN];
+                bytes.resize(n, b'\n');
+                bytes
+            }),
     ]
 }
 
@@ -349,9 +354,9 @@ fn the_file_reader_round_trips_or_gives_a_typed_error() {
                     prop_assert_eq!(&path, file.path());
                     match reason {
                         CorruptReason::TooLarge { len, limit } => {
-                            prop_assert_eq!(limit, MAX_FILE_LEN);
+                            prop_assert_eq!(limit, agent_session::TokenFile::MAX_LEN);
                             prop_assert_eq!(len, bytes.len() as u64);
-                            prop_assert!(len > MAX_FILE_LEN);
+                            prop_assert!(len > agent_session::TokenFile::MAX_LEN);
                         }
                         CorruptReason::NotUtf8 => prop_assert!(text.is_err()),
                         CorruptReason::Malformed(why) => {

@@ -12,11 +12,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::agent::{Agent, AuthLayer, NoRefresh, SessionManager, VerifyError};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
 use agent_session::{
-    CorruptReason, Error, MalformedToken, Session, SessionLayer, SessionService, Token, TokenFile,
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
+    layer::SessionService,
 };
+use agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager, VerifyError};
 use http::{HeaderValue, Request, Response, header};
 use tonic::transport::Channel;
 use tower::{Layer as _, Service as _, ServiceBuilder, ServiceExt as _};

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

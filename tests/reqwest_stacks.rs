@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent_session::agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, SessionManager};
 use agent_session::{BoxError, Error, SessionLayer, SessionMiddleware, Token};
+use agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, SessionManager};
 use http::Extensions;
 use http::header::AUTHORIZATION;
 use reqwest_middleware::ClientBuilder;

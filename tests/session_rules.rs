@@ -593,7 +593,7 @@ async fn the_same_token_twice_still_waits_for_its_write() {
 
 #[tokio::test]
 async fn a_memory_store_follows_the_same_rules() {
-    use agent_session::MemoryStore;
+    use agent_session::store::MemoryStore;
     let store = MemoryStore::new();
     let ours = Session::builder(store.clone())
         .watch(agent_session::Watch::Off)

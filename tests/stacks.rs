@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::agent::{
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use agent_session::{Error, Session, SessionLayer, Token};
+use agent_session_agent::{
     Agent, HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
 };
-use agent_session::{Error, Session, SessionLayer, Token};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
@@ -111,7 +111,8 @@ async fn tonic_balanced_channel() {
     for _ in 0..10 {
         assert_eq!(status_with(&mut client).await.unwrap(), "LIVE");
     }
-    assert_eq!(session.stats().refreshes, 10);
+    // One refresh a second from the agent: the calls of one second bring the same token.
+    assert!((1..=10).contains(&session.stats().refreshes));
     common::assert_file_token_accepted(&first.manager, &session);
 }
 

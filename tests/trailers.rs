@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
 use agent_session::{BoxError, Error, Polykey, Session, SessionFailures, SessionLayer, Token};
+use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
@@ -265,7 +265,7 @@ async fn reauthenticating_client(
     address: std::net::SocketAddr,
     failures: impl SessionFailures,
     request_body: ClientBody,
-) -> Result<http::Response<agent_session::PeekedBody<hyper::body::Incoming>>, BoxError> {
+) -> Result<http::Response<agent_session::layer::PeekedBody<hyper::body::Incoming>>, BoxError> {
     let dir = tempfile::tempdir().unwrap();
     let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
         .failures(failures)

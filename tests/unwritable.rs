@@ -7,8 +7,11 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent_session::{Error, MemoryStore, Session, SessionLayer, Stored, Swap, Token, TokenStore};
-use agent_session::{Version, Watch};
+use agent_session::{
+    Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored, store::Swap,
+    store::TokenStore,
+};
+use agent_session::{Watch, store::Version};
 use base64::Engine as _;
 use http::{Request, Response};
 use tower::{Layer as _, ServiceExt as _};

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use agent_session::{Error, Polykey, Rfc6750, TOKEN_NOT_PROVIDED_MESSAGE};
+use agent_session::{Error, Polykey, Rfc6750};
 use libfuzzer_sys::fuzz_target;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // Without a challenge, the message as tonic hands it decides (it is not decoded again).
     if code == Code::Unauthenticated && !status.metadata().contains_key("www-authenticate") {
-        let expected = if status.message().contains(TOKEN_NOT_PROVIDED_MESSAGE) {
+        let expected = if status.message().contains(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE) {
             Error::TokenNotProvided
         } else {
             Error::TokenInvalid

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use agent_session::{Error, MAX_FILE_LEN, TokenFile};
+use agent_session::{Error, TokenFile};
 use libfuzzer_sys::fuzz_target;
 
 mod bounded;
@@ -38,13 +38,13 @@ fuzz_target!(|data: &[u8]| {
     match &read {
         Ok(Some(token)) => {
             assert_eq!(Some(token.expose()), text.map(str::trim));
-            assert!(data.len() as u64 <= MAX_FILE_LEN);
+            assert!(data.len() as u64 <= agent_session::TokenFile::MAX_LEN);
         }
         Ok(None) => assert!(text.is_some_and(|t| t.trim().is_empty()), "{data:?}"),
         Err(Error::CorruptFile { path: named, .. }) => assert_eq!(named, path),
         Err(other) => panic!("reading a regular file: {other:?}"),
     }
-    if data.len() as u64 > MAX_FILE_LEN {
+    if data.len() as u64 > agent_session::TokenFile::MAX_LEN {
         assert!(read.is_err(), "{} bytes read as a token", data.len());
     }
     if let Err(error) = &read {

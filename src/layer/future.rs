@@ -1,4 +1,4 @@
-//! [`ResponseFuture`]: a call's answer on its way back. Its credentials are hidden, its token
+//! [`ResponseFuture`](crate::layer::ResponseFuture): a call's answer on its way back. Its credentials are hidden, its token
 //! taken (a refresh, or a password call's new session), and, when the session says so, the
 //! answer waits for that token's write.
 

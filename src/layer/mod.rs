@@ -33,7 +33,6 @@ use http::header;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::session::{Current, CurrentCache, Session};
 use crate::token::Token;
@@ -41,8 +40,16 @@ use crate::token::Token;
 mod future;
 mod recovering;
 
+pub use crate::message::{SessionRequest, SessionResponse};
+pub use crate::peek::PeekedBody;
+pub use crate::replay::WrapBody;
 pub use future::ResponseFuture;
 pub use recovering::ReauthService;
+
+/// [`SessionLayer`] with re-authentication on, as
+/// [`SessionLayer::reauthenticate_with`] makes it: for naming it (a struct field, a function's
+/// return type).
+pub type ReauthLayer = SessionLayer<Reauth>;
 #[cfg(feature = "reqwest-middleware")]
 pub(crate) use recovering::{CallError, call_with_reauth};
 
@@ -56,6 +63,10 @@ pub struct SessionLayer<R = NoReauth> {
 }
 
 impl SessionLayer {
+    /// How many bytes of a request body are kept for a replay by default (64 KiB; see
+    /// [`SessionLayer::replay_limit`]).
+    pub const DEFAULT_REPLAY_LIMIT: usize = crate::replay::DEFAULT_REPLAY_LIMIT;
+
     /// A layer keeping `session`.
     pub fn new(session: Session) -> Self {
         Self {
@@ -79,7 +90,7 @@ impl SessionLayer {
     /// [`SessionLayer::renew_before_expiry`]). The service's error becomes a
     /// [`BoxError`](crate::BoxError).
     ///
-    /// Over `http` types (tonic, hyper), request bodies must be [`WrapBody`](crate::WrapBody)
+    /// Over `http` types (tonic, hyper), request bodies must be [`WrapBody`]
     /// (tonic's is): they are recorded up to the replay limit. Over reqwest, the request is
     /// copied with `try_clone` (a streaming body cannot be, and is not replayed).
     ///
@@ -91,7 +102,7 @@ impl SessionLayer {
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
-    /// use agent_session::agent::proto::{AgentServiceClient, PasswordMessage};
+    /// use agent_session::proto::{AgentServiceClient, PasswordMessage};
     /// use agent_session::{SessionLayer, Token};
     ///
     /// let unlock = move || {
@@ -118,7 +129,7 @@ impl SessionLayer {
 
 impl SessionLayer<Reauth> {
     /// How many bytes of a request body are kept for a replay (default
-    /// [`DEFAULT_REPLAY_LIMIT`](crate::DEFAULT_REPLAY_LIMIT)).
+    /// [`SessionLayer::DEFAULT_REPLAY_LIMIT`](crate::SessionLayer::DEFAULT_REPLAY_LIMIT)).
     pub fn replay_limit(self, bytes: usize) -> Self {
         Self {
             session: self.session,

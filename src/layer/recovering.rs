@@ -1,4 +1,4 @@
-//! [`ReauthService`]: a [`SessionService`] with re-authentication on. Each call is recorded and
+//! [`ReauthService`](crate::layer::ReauthService): a [`SessionService`](crate::layer::SessionService) with re-authentication on. Each call is recorded and
 //! sent through the session service; its answer is read for a session failure, and on one the
 //! session is recovered and the call replayed, through the session service again.
 //!
@@ -28,13 +28,13 @@ mod for_http;
 #[cfg(feature = "reqwest")]
 mod for_reqwest;
 
-/// A [`SessionService`] that recovers from session failures: made by
+/// A [`SessionService`](crate::layer::SessionService) that recovers from session failures: made by
 /// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
 /// A `tower::Service` of
 ///
-/// - `http::Request<B>` for any [`WrapBody`](crate::WrapBody) `B` (tonic's, hyper's boxed
-///   bodies): its responses' bodies are [`PeekedBody`](crate::PeekedBody), since the first
+/// - `http::Request<B>` for any [`WrapBody`](crate::layer::WrapBody) `B` (tonic's, hyper's boxed
+///   bodies): its responses' bodies are [`PeekedBody`](crate::layer::PeekedBody), since the first
 ///   frame of a gRPC response may have been read ahead to see a failure in its trailers. A
 ///   failed re-authentication is mapped as
 ///   [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with) says.
@@ -119,7 +119,7 @@ impl<S> ReauthService<S> {
     }
 }
 
-/// The future of a [`ReauthService`] call.
+/// The future of a [`ReauthService`](crate::layer::ReauthService) call.
 type BoxedCall<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// A request that can be recorded for one replay.

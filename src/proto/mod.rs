@@ -1,5 +1,4 @@
-//! The `agent.v1` gRPC contract: its messages and client, and with the `agent` feature its
-//! server side.
+//! The `agent.v1` gRPC contract for a client: its messages and [`AgentServiceClient`].
 //!
 //! The contract is the file `proto/agent/v1/agent.proto`, shipped with the crate so that a
 //! client or an agent in another language can generate its own code from it. The Rust code here
@@ -15,9 +14,9 @@
 //! }
 //! ```
 //!
-//! The `client` feature brings the messages and [`AgentServiceClient`]; `agent` adds
-//! `AgentService` and `AgentServiceServer`, and makes this module reachable as
-//! `agent_session::agent::proto` too.
+//! This module is the contract's one path. The server half, `AgentService` and
+//! `AgentServiceServer`, is in the agent's crate, `agent-session-agent` (its module `grpc`),
+//! over these same messages: a client's build holds no server.
 //!
 //! ```no_run
 //! use agent_session::proto::{AgentServiceClient, PasswordMessage};
@@ -38,9 +37,6 @@
 include!("agent.v1.rs");
 
 pub use agent_service_client::AgentServiceClient;
-#[cfg(feature = "agent")]
-#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
-pub use agent_service_server::{AgentService, AgentServiceServer};
 
 /// The fully qualified service name, `agent.v1.AgentService`.
 pub const SERVICE_NAME: &str = "agent.v1.AgentService";

@@ -91,7 +91,7 @@ impl SessionBuilder {
     /// How long a call waits for the write of the token its response brought, when it waits
     /// (a password call's token, or a refresh with [`AgentTokens::RevokedOnRefresh`]), counted
     /// from its response (default
-    /// [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)). The write goes on
+    /// [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)). The write goes on
     /// after, and [`Session::flush`] waits for it.
     pub fn call_wait(mut self, wait: Duration) -> Self {
         self.call_wait = wait;
@@ -113,7 +113,7 @@ impl SessionBuilder {
     /// client to say so on its terminal (the event is also logged at `INFO`).
     ///
     /// ```
-    /// # let store = agent_session::MemoryStore::new();
+    /// # let store = agent_session::store::MemoryStore::new();
     /// let session = agent_session::Session::builder(store)
     ///     .on_reauth_wait(|pid| match pid {
     ///         Some(pid) => eprintln!("waiting for process {pid} to unlock…"),
@@ -128,8 +128,8 @@ impl SessionBuilder {
     }
 
     /// How long writes wait for another process's lock on the session file: a refresh write
-    /// (default [`DEFAULT_REFRESH_LOCK_WAIT`](crate::DEFAULT_REFRESH_LOCK_WAIT)) and an
-    /// explicit write or removal (default [`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)).
+    /// (default [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)) and an
+    /// explicit write or removal (default [`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)).
     /// Also sets [`SessionBuilder::call_wait`] to `refresh`. No effect on a store that is not
     /// the session file.
     ///

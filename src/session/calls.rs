@@ -114,7 +114,7 @@ impl Session {
     /// ```no_run
     /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
     /// # -> Result<(), Box<dyn std::error::Error>> {
-    /// use agent_session::agent::proto::{AgentServiceClient, EmptyMessage};
+    /// use agent_session::proto::{AgentServiceClient, EmptyMessage};
     ///
     /// let for_calls = session.clone();
     /// let mut client = AgentServiceClient::with_interceptor(channel, move |mut request| {
@@ -160,7 +160,7 @@ impl Session {
     /// The session failure a response is (its status and headers), as this session's agent
     /// says them; `None` for anything else.
     #[must_use]
-    pub fn failure_of(&self, response: &impl crate::SessionResponse) -> Option<Error> {
+    pub fn failure_of(&self, response: &impl crate::layer::SessionResponse) -> Option<Error> {
         self.failures()
             .session_failure(response.status(), response.headers())
     }

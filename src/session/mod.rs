@@ -37,7 +37,7 @@ pub(crate) use owner::{Answer, Failed};
 pub use policy::AgentTokens;
 pub use watch::Watch;
 
-/// A client's session: the current token, in memory and in a [`TokenStore`] (the session
+/// A client's session: the current token, in memory and in a [`TokenStore`](crate::store::TokenStore) (the session
 /// file, [`TokenFile`], or a store of your own).
 ///
 /// A cheap `Clone` handle: clones share one state. The layer reads the token on every call

@@ -17,8 +17,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use agent_session::agent::SessionManager;
-use agent_session::{TOKEN_FILE_NAME, Token};
+use agent_session::Token;
+use agent_session_agent::SessionManager;
 use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -424,7 +424,7 @@ impl Fixture {
     }
 
     pub fn token_path(&self) -> PathBuf {
-        self.session_dir().join(TOKEN_FILE_NAME)
+        self.session_dir().join(agent_session::TokenFile::NAME)
     }
 
     pub fn key_path(&self) -> PathBuf {

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_session::agent::proto::{AgentServiceClient, PasswordMessage};
-use agent_session::agent::{Agent, SessionManager};
+use agent_session::proto::{AgentServiceClient, PasswordMessage};
 use agent_session::{Session, Token};
+use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
@@ -148,7 +148,7 @@ pub async fn counting_reauth_layer(
     address: SocketAddr,
     session: &Session,
 ) -> (
-    agent_session::SessionLayer<agent_session::Reauth>,
+    agent_session::layer::ReauthLayer,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_session::agent::{Agent, SessionManager};
+use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent_session::agent::{
-    Agent, HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
-};
 use agent_session::{
-    BoxError, ReauthService, Reauthenticate, Session, SessionLayer, SessionMiddleware, Token,
+    BoxError, Reauthenticate, Session, SessionLayer, SessionMiddleware, Token, layer::ReauthService,
+};
+use agent_session_agent::{
+    Agent, HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
 };
 use http::Extensions;
 use http::header::AUTHORIZATION;

@@ -1,7 +1,7 @@
 use std::io::{Seek, Write};
 
 use super::*;
-use crate::TokenStore;
+use crate::store::TokenStore;
 
 fn runtime_and_dir() -> (tokio::runtime::Runtime, tempfile::TempDir) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -150,24 +150,24 @@ const BOUND: Duration = Duration::from_secs(30);
 /// A store that panics once in [`TokenStore::version`] when told to: a store of someone else's
 /// that fails in the worst way.
 struct PanicsOnce {
-    inner: crate::MemoryStore,
+    inner: crate::store::MemoryStore,
     armed: Arc<AtomicBool>,
 }
 
 impl TokenStore for PanicsOnce {
-    fn load(&self) -> Result<crate::Stored, Error> {
+    fn load(&self) -> Result<crate::store::Stored, Error> {
         self.inner.load()
     }
-    fn store(&self, token: &Token) -> Result<crate::Version, Error> {
+    fn store(&self, token: &Token) -> Result<crate::store::Version, Error> {
         self.inner.store(token)
     }
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<crate::Swap, Error> {
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<crate::store::Swap, Error> {
         self.inner.swap(expected, new)
     }
     fn clear(&self) -> Result<(), Error> {
         self.inner.clear()
     }
-    fn version(&self) -> Result<Option<crate::Version>, Error> {
+    fn version(&self) -> Result<Option<crate::store::Version>, Error> {
         if self.armed.swap(false, Ordering::SeqCst) {
             panic!("the store's own bug");
         }
@@ -180,7 +180,7 @@ impl TokenStore for PanicsOnce {
 #[test]
 fn a_polling_thread_that_panics_is_replaced_at_the_next_explicit_change() {
     let (runtime, _dir) = runtime_and_dir();
-    let memory = crate::MemoryStore::new();
+    let memory = crate::store::MemoryStore::new();
     let panics = Arc::new(AtomicBool::new(false));
     let session = Session::builder(PanicsOnce {
         inner: memory.clone(),

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 
+use super::cache::VerifiedTokens;
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
 use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
-use crate::Token;
+use agent_session::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
 /// of an HS256 key.
@@ -50,9 +51,17 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// The key never appears in `Debug` output.
 ///
+/// Two things keep a call cheap. A token the key has already verified is recognised by its
+/// bytes from a small cache (its `exp` is still compared with the clock on every call; a
+/// `lock_all` empties the cache with the key). And a refresh is minted at most once a second
+/// per key: every call answered in the same second, whatever its session, gets the same
+/// token, byte for byte, as Polykey's agent does. Its `exp` has whole seconds, so a second
+/// mint in that second would buy the client nothing; sessions are not told apart by their
+/// tokens here (a `lock_all` ends all of them), so sharing one gives no one more than they had.
+///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use agent_session::agent::{SessionManager, VerifyError};
+/// use agent_session_agent::{SessionManager, VerifyError};
 ///
 /// let manager = SessionManager::new()?.with_lifetime(Duration::from_secs(600));
 /// let token = manager.mint()?;
@@ -80,18 +89,45 @@ struct Shared {
     rotating: Mutex<()>,
 }
 
-/// One key, with its HMAC state computed once.
+/// One key, with its HMAC state computed once, the tokens it verified, and its refresh of the
+/// current second.
 struct Key {
     hs256: Hs256,
+    verified: VerifiedTokens,
+    refresh: ArcSwapOption<Minted>,
+    /// Held while a refresh is minted, so that a second has one refresh however many calls
+    /// find the last one stale at once.
+    minting: Mutex<()>,
 }
 
 impl Key {
     fn new(secret: &[u8; KEY_LEN]) -> Self {
         Self {
             hs256: Hs256::new(secret),
+            verified: VerifiedTokens::new(),
+            refresh: ArcSwapOption::empty(),
+            minting: Mutex::new(()),
         }
     }
+
+    /// The refresh minted for this second and lifetime, if there is one.
+    fn refresh_of(&self, iat: u64, exp: u64) -> Option<HeaderValue> {
+        let minted = self.refresh.load();
+        let minted = minted.as_ref()?;
+        (minted.iat == iat && minted.exp == exp).then(|| minted.value.clone())
+    }
 }
+
+/// A refresh as minted: `Bearer <token>`, and the second it was minted in and its `exp`, which
+/// say whether it can be handed out again.
+struct Minted {
+    iat: u64,
+    exp: u64,
+    value: HeaderValue,
+}
+
+/// `Bearer `, in front of a token in an `authorization` value.
+const BEARER: &[u8] = b"Bearer ";
 
 /// The key that verified a token, kept so that a refresh is signed with that key only.
 #[derive(Clone)]
@@ -193,15 +229,56 @@ impl SessionManager {
 
     /// Like [`verify`](Self::verify), and says which key verified the token.
     pub(crate) fn verify_key(&self, token: &Token) -> Result<VerifiedKey, VerifyError> {
+        self.verify_key_at(token, SystemTime::now())
+    }
+
+    fn verify_key_at(&self, token: &Token, now: SystemTime) -> Result<VerifiedKey, VerifyError> {
         let key = self.shared.key.load_full();
-        key.hs256.verify(token.expose())?;
-        // The claims were read once, when the token was made (`Token::new` reads `exp`); the
-        // signature says they are the agent's.
-        let exp = token.exp_secs().ok_or(VerifyError::Malformed)?;
-        if exp < unix_secs(SystemTime::now()).saturating_sub(self.leeway) {
+        let bytes = token.expose().as_bytes();
+        let exp = match key.verified.get(bytes) {
+            Some(exp) => exp,
+            None => {
+                key.hs256.verify(token.expose())?;
+                // The claims were read once, when the token was made (`Token::new` reads
+                // `exp`); the signature says they are the agent's.
+                let exp = token
+                    .expires_at()
+                    .map(unix_secs)
+                    .ok_or(VerifyError::Malformed)?;
+                // An expired token is not worth a slot.
+                self.check_expiry(exp, now)?;
+                key.verified.insert(bytes, exp);
+                return Ok(VerifiedKey(key));
+            }
+        };
+        self.check_expiry(exp, now)?;
+        Ok(VerifiedKey(key))
+    }
+
+    /// [`verify_key`](Self::verify_key) of a token this key has verified before, by its bytes
+    /// alone: no [`Token`] made, no HMAC. `None` when the bytes are not in the key's cache; the
+    /// caller then reads them in full.
+    pub(crate) fn verify_cached(&self, token: &[u8]) -> Option<Result<VerifiedKey, VerifyError>> {
+        self.verify_cached_at(token, SystemTime::now())
+    }
+
+    fn verify_cached_at(
+        &self,
+        token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<VerifiedKey, VerifyError>> {
+        let key = self.shared.key.load_full();
+        let exp = key.verified.get(token)?;
+        Some(self.check_expiry(exp, now).map(|()| VerifiedKey(key)))
+    }
+
+    /// `Expired` when `exp`, with the leeway, is before `now`: checked on every call, cached or
+    /// not.
+    fn check_expiry(&self, exp: u64, now: SystemTime) -> Result<(), VerifyError> {
+        if exp < unix_secs(now).saturating_sub(self.leeway) {
             return Err(VerifyError::Expired);
         }
-        Ok(VerifiedKey(key))
+        Ok(())
     }
 
     /// A new token signed with `key`, as the `authorization: Bearer <token>` value of a
@@ -209,20 +286,47 @@ impl SessionManager {
     /// session verified before a [`lock_all`](Self::lock_all) must not come out of it with a
     /// token that is valid after.
     ///
+    /// At most one refresh is minted per key, second and lifetime: the calls of one second get
+    /// the same value (a clone of the same bytes). A refresh is in the key's cache of verified
+    /// tokens from the start, so the calls that bring it back are recognised without an HMAC.
+    ///
     /// The value is built in one buffer, never as a [`Token`]: the agent has no use for the
     /// checks and the parse of `exp` that making one costs.
     pub(crate) fn refresh(&self, key: &VerifiedKey) -> Option<Result<HeaderValue, MintError>> {
+        self.refresh_at(key, SystemTime::now())
+    }
+
+    fn refresh_at(
+        &self,
+        key: &VerifiedKey,
+        now: SystemTime,
+    ) -> Option<Result<HeaderValue, MintError>> {
         let current = self.shared.key.load();
         if !Arc::ptr_eq(&current, &key.0) {
             return None;
         }
+        let key = &key.0;
+        let (iat, exp) = (unix_secs(now), unix_secs(now + self.lifetime));
+        if let Some(value) = key.refresh_of(iat, exp) {
+            return Some(Ok(value));
+        }
+        let _minting = key.minting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another call may have minted this second's while this one waited.
+        if let Some(value) = key.refresh_of(iat, exp) {
+            return Some(Ok(value));
+        }
         let mut value = Vec::with_capacity(TOKEN_CAPACITY);
-        value.extend_from_slice(b"Bearer ");
-        let now = SystemTime::now();
-        let minted = mint_into(&key.0, &mut value, now, now + self.lifetime).and_then(|()| {
+        value.extend_from_slice(BEARER);
+        let minted = mint_into(key, &mut value, now, now + self.lifetime).and_then(|()| {
+            key.verified.insert(&value[BEARER.len()..], exp);
             let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
                 .map_err(|e| MintError::Encode(Box::new(e)))?;
             value.set_sensitive(true);
+            key.refresh.store(Some(Arc::new(Minted {
+                iat,
+                exp,
+                value: value.clone(),
+            })));
             Ok(value)
         });
         Some(minted)
@@ -246,7 +350,11 @@ impl SessionManager {
             Some(path) => write_key_file(path, &secret, true).map_err(|e| KeyError::write(path, e)),
             None => Ok(()),
         };
-        self.shared.key.store(Arc::new(Key::new(&secret)));
+        let old = self.shared.key.swap(Arc::new(Key::new(&secret)));
+        // The new key starts with an empty cache; the old one's is emptied too, for the calls
+        // that loaded it just before the swap.
+        old.verified.clear();
+        old.refresh.store(None);
         saved
     }
 }
@@ -296,50 +404,4 @@ fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_is_lowercase_pairs() {
-        let mut id = [0x11; ID_LEN];
-        id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
-        assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
-    }
-
-    #[test]
-    fn debug_hides_the_key() {
-        let manager = SessionManager::new().unwrap();
-        let text = format!("{manager:?}");
-        assert!(text.contains("<redacted>"), "{text}");
-    }
-
-    #[test]
-    fn refresh_is_refused_after_a_rotation() {
-        let manager = SessionManager::new().unwrap();
-        let token = manager.mint().unwrap();
-        let key = manager.verify_key(&token).unwrap();
-        assert!(matches!(manager.refresh(&key), Some(Ok(_))));
-        manager.lock_all().unwrap();
-        assert!(manager.refresh(&key).is_none());
-    }
-
-    #[test]
-    fn leeway_is_applied_and_configurable() {
-        let manager = SessionManager::new().unwrap();
-        // The default, read back rather than timed: a token expired "just now" would be
-        // accepted only if the check ran within the grace of the mint, which a loaded machine
-        // does not promise.
-        assert!(
-            format!("{manager:?}").contains(&format!("leeway: {DEFAULT_LEEWAY:?}")),
-            "{manager:?}"
-        );
-        let expired = manager
-            .mint_expiring_at(SystemTime::now() - Duration::from_secs(60))
-            .unwrap();
-        let lenient = manager.clone().with_leeway(Duration::from_secs(3600));
-        assert_eq!(lenient.verify(&expired), Ok(()));
-        let strict = manager.clone().with_leeway(Duration::ZERO);
-        assert_eq!(strict.verify(&expired), Err(VerifyError::Expired));
-        assert_eq!(manager.verify(&expired), Err(VerifyError::Expired));
-    }
-}
+mod tests;

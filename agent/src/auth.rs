@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::error::VerifyError;
 use super::manager::{SessionManager, VerifiedKey};
 use super::rejection::{Rejection, Rejections, is_grpc};
-use crate::bearer::{BadCredentials, bearer_from_headers};
+use crate::bearer::{Credentials, credentials, lone_bearer};
 
 /// The realm named in challenges unless [`AuthLayer::realm`] says otherwise.
 pub const DEFAULT_REALM: &str = "agent";
@@ -26,7 +26,7 @@ pub const DEFAULT_REALM: &str = "agent";
 /// set it:
 ///
 /// ```
-/// use agent_session::agent::NoRefresh;
+/// use agent_session_agent::NoRefresh;
 ///
 /// let mut response = tonic::Response::new(());
 /// response.extensions_mut().insert(NoRefresh);
@@ -45,13 +45,14 @@ pub struct NoRefresh;
 ///   and its response passed on untouched;
 /// - no bearer token in `authorization` (or not the `Bearer` scheme): rejected with
 ///   `www-authenticate: Bearer realm="<realm>"` and
-///   [`TOKEN_NOT_PROVIDED_MESSAGE`](crate::TOKEN_NOT_PROVIDED_MESSAGE);
+///   [`TOKEN_NOT_PROVIDED_MESSAGE`](agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
 /// - a token that fails [`SessionManager::verify`]: rejected with
 ///   `www-authenticate: Bearer realm="<realm>", error="invalid_token", error_description="…"` and
-///   [`TOKEN_INVALID_MESSAGE`](crate::TOKEN_INVALID_MESSAGE);
-/// - a valid token: the inner service is called, and its response gets a freshly minted token
-///   in `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
-///   initial metadata).
+///   [`TOKEN_INVALID_MESSAGE`](agent_session::Error::TOKEN_INVALID_MESSAGE);
+/// - a valid token: the inner service is called, and its response gets a refreshed token in
+///   `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
+///   initial metadata): the key's refresh of the current second, minted by the first call of
+///   that second and the same for every other (see [`SessionManager`]).
 ///
 /// A rejection never reaches the inner service. For a gRPC request (`content-type` starting
 /// with `application/grpc`) it is a trailers-only response: HTTP 200, `grpc-status: 16`
@@ -67,7 +68,7 @@ pub struct NoRefresh;
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use agent_session::agent::{AuthLayer, SessionManager};
+/// use agent_session_agent::{AuthLayer, SessionManager};
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -194,15 +195,7 @@ where
             return ResponseFuture::called(self.inner.call(request), None);
         }
         let refresh_wanted = !self.config.no_refresh.iter().any(|p| p == path);
-        let checked = match bearer_from_headers(request.headers()) {
-            None | Some(Err(BadCredentials::NotBearer)) => Err(Rejection::NotProvided),
-            Some(Err(BadCredentials::Malformed(_))) => {
-                Err(Rejection::Invalid(VerifyError::Malformed))
-            }
-            Some(Err(BadCredentials::Conflicting)) => Err(Rejection::Conflicting),
-            Some(Ok(token)) => self.manager.verify_key(&token).map_err(Rejection::Invalid),
-        };
-        match checked {
+        match check(&self.manager, request.headers()) {
             Ok(key) => {
                 let refresh = refresh_wanted.then(|| Refresh {
                     manager: self.manager.clone(),
@@ -221,6 +214,22 @@ where
                 }
             }
         }
+    }
+}
+
+/// The key that verified the call's token, or why the call is turned away.
+///
+/// A token this key verified before is recognised by its bytes (the usual case: a client sends
+/// the refresh it was given); anything else is read in full and checked.
+fn check(manager: &SessionManager, headers: &HeaderMap) -> Result<VerifiedKey, Rejection> {
+    if let Some(checked) = lone_bearer(headers).and_then(|bytes| manager.verify_cached(bytes)) {
+        return checked.map_err(Rejection::Invalid);
+    }
+    match credentials(headers) {
+        Credentials::None => Err(Rejection::NotProvided),
+        Credentials::Conflicting => Err(Rejection::Conflicting),
+        Credentials::Malformed => Err(Rejection::Invalid(VerifyError::Malformed)),
+        Credentials::Token(token) => manager.verify_key(&token).map_err(Rejection::Invalid),
     }
 }
 

@@ -1,19 +1,25 @@
-//! The agent side: mint, check and refresh session tokens, and serve `agent.v1.AgentService`.
+//! The agent side of [`agent_session`]: mint, check and refresh session tokens, and serve
+//! `agent.v1.AgentService`.
+//!
+//! The client crate, `agent-session`, keeps the client's half of a session; this crate is the
+//! other half, kept apart so that a client's build holds neither its crypto nor its server.
 //!
 //! - [`SessionManager`] mints HS256 JWTs, verifies them, and invalidates all of them at once
 //!   with [`lock_all`](SessionManager::lock_all).
 //! - [`AuthLayer`] is the tower layer that checks every call's bearer token, rejects with an
 //!   RFC 6750 challenge (gRPC `UNAUTHENTICATED` or HTTP 401), and puts a refreshed token on
 //!   each successful response.
-//! - [`proto`] holds the gRPC contract, generated from `proto/agent/v1/agent.proto`: messages,
-//!   [`AgentServiceClient`](proto::AgentServiceClient), [`AgentService`](proto::AgentService)
-//!   and [`AgentServiceServer`](proto::AgentServiceServer). It is the crate's `proto` module,
-//!   whose client half needs only the `client` feature.
-//! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer.
+//! - [`grpc`] holds the server half of the `agent.v1` contract:
+//!   [`AgentService`](grpc::AgentService) and [`AgentServiceServer`](grpc::AgentServiceServer).
+//!   Its messages and [`AgentServiceClient`](agent_session::proto::AgentServiceClient) are the
+//!   client crate's, in [`agent_session::proto`] (feature `client`), the one path of the
+//!   contract.
+//! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer,
+//!   and [`HttpAgent`] the same calls over plain HTTP.
 //!
 //! ```
 //! use agent_session::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
-//! use agent_session::agent::{Agent, SessionManager};
+//! use agent_session_agent::{Agent, SessionManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,8 +54,18 @@
 //! # }
 //! ```
 
+#![deny(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[macro_use]
+mod macros;
+
 mod auth;
+mod bearer;
+mod cache;
 mod error;
+pub mod grpc;
 mod http;
 mod jwt;
 mod key;
@@ -62,5 +78,3 @@ pub use error::{KeyError, MintError, VerifyError};
 pub use http::{HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, HttpAgent};
 pub use manager::{DEFAULT_LEEWAY, DEFAULT_LIFETIME, KEY_LEN, MAX_LEEWAY, SessionManager};
 pub use server::{Agent, LIVE};
-
-pub use crate::proto;

@@ -5,7 +5,6 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::error::VerifyError;
-use crate::error::{TOKEN_INVALID_MESSAGE, TOKEN_NOT_PROVIDED_MESSAGE};
 
 /// Why a call is turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +77,13 @@ impl Rejections {
 
 fn headers(challenge: &str, rejection: Rejection, grpc: bool) -> HeaderMap {
     let (challenge, message) = match rejection.description() {
-        None => (challenge.to_owned(), TOKEN_NOT_PROVIDED_MESSAGE),
+        None => (
+            challenge.to_owned(),
+            agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE,
+        ),
         Some(description) => (
             format!(r#"{challenge}, error="invalid_token", error_description="{description}""#),
-            TOKEN_INVALID_MESSAGE,
+            agent_session::Error::TOKEN_INVALID_MESSAGE,
         ),
     };
     let mut headers = HeaderMap::new();
