@@ -10,8 +10,9 @@
 //! The agent is reached over TLS pinned to its certificate file (`--cert`, by default
 //! `<node path>/root-cert.pem`, which the test agent writes). The environment stands in for the
 //! flags: `PK_NODE_PATH`, `PK_CLIENT_HOST` (default `127.0.0.1`), `PK_CLIENT_PORT`, and for
-//! unattended use `PK_PASSWORD` (every call is made with the password, and the token it brings
-//! starts the session) or `PK_TOKEN` (sent instead of the session file's token).
+//! unattended use `PK_PASSWORD` (a command other than `agent unlock` sends the session file's
+//! token, and unlocks with the password only when the agent refuses it, once for every process
+//! refused together) or `PK_TOKEN` (sent instead of the session file's token).
 //!
 //! Interactive (stdin a terminal, neither variable set): a session failure asks for the password
 //! (`Please enter the password: `, not echoed), until the agent takes it, and replays the call.
@@ -28,7 +29,7 @@ use tower::Layer as _;
 
 #[path = "../tests/polykey_support/mod.rs"]
 mod polykey_support;
-use polykey_support::{ClientServiceClient, EmptyMessage, basic_authorization, tls, with_password};
+use polykey_support::{ClientServiceClient, EmptyMessage, tls, with_password};
 
 const USAGE: &str = "usage: polykey [--node-path DIR] [--client-host HOST] [--client-port PORT] \
                      [--cert FILE] (agent (status | unlock | lock | lockall) | vaults list)";
@@ -52,7 +53,9 @@ Options:
   -h, --help          Print this help
 
 Environment:
-  PK_PASSWORD  The password, sent with every call; never prompts
+  PK_PASSWORD  The password; never prompts. `agent unlock` trades it for a token; other
+               commands send the session file's token and unlock with the password only if
+               the agent refuses it (once for all the processes refused together)
   PK_TOKEN     A session token, sent instead of the session file's
 
 With stdin a terminal and neither variable set, a call refused for its session asks for the
@@ -209,7 +212,8 @@ async fn run() -> Result<(), Failure> {
             )
         })?;
 
-    // The request's own credentials: the password (whose token the layer saves) or PK_TOKEN.
+    // The request's own credentials: PK_TOKEN, if set. Otherwise the session's token goes, and
+    // the password (PK_PASSWORD, or typed at the prompt) is the re-authenticator's.
     let credentials = |request: &mut tonic::metadata::MetadataMap| {
         if let Some(token) = &token
             && let Ok(value) = token.header_value().to_str()
@@ -217,8 +221,6 @@ async fn run() -> Result<(), Failure> {
         {
             value.set_sensitive(true);
             request.insert("authorization", value);
-        } else if let Some(password) = &password {
-            request.insert("authorization", basic_authorization(password));
         }
     };
     let request = || {
@@ -253,24 +255,49 @@ async fn run() -> Result<(), Failure> {
         println!("unlocked");
         return Ok(());
     }
-    if interactive {
-        let password_channel = channel.clone();
-        let layer = SessionLayer::new(session.clone())
-            .reauthenticate_with(move || prompt_and_unlock(password_channel.clone()));
-        execute(
-            ClientServiceClient::new(layer.layer(channel)),
-            &options.command,
-            request,
-        )
-        .await?;
-    } else {
-        let client = ClientServiceClient::new(
-            agent_session::SessionLayer::new(session.clone()).layer(channel),
-        );
-        execute(client, &options.command, request).await?;
-    }
+    let password_channel = channel.clone();
+    let reauthenticate: Option<Box<dyn Fn() -> Unlocking + Send + Sync>> = match &password {
+        Some(password) if token.is_none() => {
+            let password = password.clone();
+            Some(Box::new(move || {
+                eprintln!("the agent refused the session; unlocking with the password");
+                let (channel, password) = (password_channel.clone(), password.clone());
+                Box::pin(async move {
+                    unlock(channel, password)
+                        .await
+                        .map_err(|Failure(message, _)| BoxError::from(message))
+                })
+            }))
+        }
+        None if interactive => Some(Box::new(move || {
+            Box::pin(prompt_and_unlock(password_channel.clone()))
+        })),
+        _ => None,
+    };
+    let run = async {
+        match reauthenticate {
+            Some(reauthenticate) => {
+                let layer = SessionLayer::new(session.clone()).reauthenticate_with(reauthenticate);
+                execute(
+                    ClientServiceClient::new(layer.layer(channel)),
+                    &options.command,
+                    request,
+                )
+                .await
+            }
+            None => {
+                let client = ClientServiceClient::new(
+                    agent_session::SessionLayer::new(session.clone()).layer(channel),
+                );
+                execute(client, &options.command, request).await
+            }
+        }
+    };
     if let Command::LockAll = options.command {
-        session.clear().await?;
+        // The agent's lock all and the file's removal as one step for every process.
+        session.clear_after(run).await?;
+    } else {
+        run.await?;
     }
     match session.flush().await {
         Err(error @ Error::Locked { .. }) => eprintln!("warning: token not saved: {error}"),
@@ -310,6 +337,9 @@ where
     }
     Ok(())
 }
+
+/// What a re-authenticator of this client returns.
+type Unlocking = std::pin::Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
 
 /// Trades `password` for a session token over `channel`, which has no session layer.
 async fn unlock(channel: Channel, password: String) -> Result<Token, Failure> {
