@@ -30,7 +30,7 @@ mod reliability_common;
 
 use cli_support::Fixture;
 use common::{PASSWORD, channel, unlock};
-use reliability_common::{ChildProcess, child_role, fail, hear, param, say};
+use reliability_common::{ChildProcess, child_role, hear, param, say, take_lock};
 
 const TASKS: usize = 32;
 /// Successful calls between two changes: each change lands on calls in flight.
@@ -43,15 +43,7 @@ const CHILD_ENTRY: &str = "child_entry_does_nothing_in_a_normal_run";
 fn child_entry_does_nothing_in_a_normal_run() {
     let Some(role) = child_role() else { return };
     assert_eq!(role, "hold-lock");
-    let path = PathBuf::from(param("LOCK"));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap_or_else(|e| fail(e));
-    file.lock().unwrap_or_else(|e| fail(e));
+    let file = take_lock(&PathBuf::from(param("LOCK")));
     say("locked");
     while hear().is_some() {}
     drop(file);

@@ -4,7 +4,6 @@
 //! reading never takes it. The holder is a real process: this test binary, re-run as a child
 //! that takes the lock and keeps it until told to let go.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ mod common;
 mod reliability_common;
 
 use common::{PASSWORD, channel, start_agent, unlock};
-use reliability_common::{ChildProcess, child_role, fail, hear, param, say};
+use reliability_common::{ChildProcess, child_role, fail, hear, param, say, take_lock};
 
 const CHILD_ENTRY: &str = "child_entry_does_nothing_in_a_normal_run";
 
@@ -36,14 +35,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
     let Some(role) = child_role() else { return };
     assert_eq!(role, "hold-lock");
     let path = PathBuf::from(param("LOCK"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap_or_else(|e| fail(e));
-    file.lock().unwrap_or_else(|e| fail(e));
+    let file = take_lock(&path);
     if let Ok(token) = std::env::var("RELIABILITY_WRITE") {
         // Another writer's own write, under its lock: a temp file renamed over the file.
         let target = path.with_file_name("token");

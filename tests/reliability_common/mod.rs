@@ -113,6 +113,20 @@ pub fn hear() -> Option<String> {
     }
 }
 
+/// Takes an exclusive `flock` on `path` (created if missing) for a `hold-lock` child, as
+/// another process holding the session file's lock would; fails the child if it cannot.
+pub fn take_lock(path: &Path) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap_or_else(|e| fail(e));
+    file.lock().unwrap_or_else(|e| fail(e));
+    file
+}
+
 /// A child process of this test binary. Killed and reaped when dropped, so that no test leaves
 /// one behind, even when it panics.
 pub struct ChildProcess {
