@@ -86,8 +86,17 @@ impl Shared {
         &self,
         event: impl FnOnce(&mut Owner) -> (T, Option<WaiterId>),
     ) -> ((T, Option<(WaiterId, oneshot::Receiver<Answer>)>), Effects) {
+        self.step_in_driven(|driven| event(&mut driven.owner))
+    }
+
+    /// [`Shared::step_in`] whose event sees the waiters' channels too.
+    #[allow(clippy::type_complexity)]
+    fn step_in_driven<T>(
+        &self,
+        event: impl FnOnce(&mut Driven) -> (T, Option<WaiterId>),
+    ) -> ((T, Option<(WaiterId, oneshot::Receiver<Answer>)>), Effects) {
         let mut driven = self.driven();
-        let (result, waiter) = event(&mut driven.owner);
+        let (result, waiter) = event(&mut driven);
         let registered = waiter.map(|id| {
             let (tx, rx) = oneshot::channel();
             driven.waiting.insert(id, tx);
@@ -301,12 +310,23 @@ impl Drop for Worker {
                 "the session's store work stopped before it ran",
             )))
         };
-        // Its effects are dropped too: whatever else was asked for is asked again by the next
-        // event that needs it.
-        let _ = self.shared.step_effects(|owner| match job {
+        let effects = self.shared.step_effects(|owner| match job {
             Job::Read(_) => owner.read_done(Err(stopped())),
             Job::Write(_) => owner.write_done(Err(stopped())),
         });
+        // What that step asks for (the next write, a read, the lock let go) is done on a thread
+        // of its own: the runtime that dropped this job may be shutting down.
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("agent-session".into())
+            .spawn(move || {
+                if let Some(job) = shared.run(effects, None) {
+                    drop(job);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread for the session's file work");
+        }
     }
 }
 
@@ -352,16 +372,19 @@ impl Drop for Waiting {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            // An answer sent meanwhile (a re-authenticator to run) is handed on.
-            let late = self.rx.try_recv().ok();
             let id = self.id;
-            shared.step(|owner| {
-                if let Some(Answer::Reauthenticate(number)) = late {
-                    owner.runner_gone(number);
+            let rx = &mut self.rx;
+            // One step: once its channel is out of the map, no answer can reach it, and one sent
+            // before (a re-authenticator to run) is read here and handed on.
+            let (_, effects) = shared.step_in_driven(|driven| {
+                driven.waiting.remove(&id);
+                if let Ok(Answer::Reauthenticate(number)) = rx.try_recv() {
+                    driven.owner.runner_gone(number);
                 }
-                owner.waiter_gone(id);
+                driven.owner.waiter_gone(id);
+                ((), None)
             });
-            shared.driven().waiting.remove(&id);
+            shared.run(effects, None);
         }
     }
 }

@@ -82,7 +82,13 @@ impl Owner {
         epoch: u64,
         expired: bool,
     ) -> Failed {
-        if self.current.is_some() && self.current != token && (epoch != self.epoch || expired) {
+        let known_dead =
+            matches!(&self.recovery, Recovery::Active(a) if a.failed.contains(&self.current));
+        if self.current.is_some()
+            && self.current != token
+            && (epoch != self.epoch || expired)
+            && !known_dead
+        {
             return Failed::Replay;
         }
         let waiter = self.waiter();
@@ -162,7 +168,8 @@ impl Owner {
     }
 
     fn release_reauth_lock(&mut self) {
-        if self.reauth_lock == LockState::Held {
+        // Kept while this process's re-authenticator still runs: its token is written under it.
+        if self.reauth_lock == LockState::Held && self.running.is_none() {
             self.reauth_lock = LockState::Free;
             self.effects.lock.push(LockOp::Release);
         }
@@ -254,7 +261,10 @@ impl Owner {
             Ok(token) if recovering || self.current.is_none() => {
                 // The recovery's token; or one whose recovery another token ended, and that
                 // token went since (a lock): the runner's call must not go without one.
-                let held = self.reauth_lock == LockState::Held;
+                let held = matches!(
+                    self.reauth_lock,
+                    LockState::Held | LockState::HeldUntilWrite(_)
+                );
                 if held {
                     // Kept through the new epoch, until the token is written.
                     self.reauth_lock = LockState::HeldUntilWrite(0);
@@ -276,6 +286,7 @@ impl Owner {
             }
             Ok(_) => {
                 tracing::debug!("re-authenticated after the session recovered; token unused");
+                self.release_reauth_lock();
                 Answer::Replay
             }
             Err(e) => {
@@ -308,6 +319,8 @@ impl Owner {
             })
         ) {
             self.start_run();
+        } else {
+            self.release_reauth_lock();
         }
     }
 

@@ -91,10 +91,10 @@ fn another_process_token_ends_a_recovery_under_way() {
         token: Some(token("t1")),
         version: Some(Version::new(1)),
     }));
-    assert!(matches!(
-        owner.take_effects().answers[..],
-        [(_, Answer::Reauthenticate(_))]
-    ));
+    let effects = owner.take_effects();
+    let [(_, Answer::Reauthenticate(run))] = effects.answers[..] else {
+        panic!("no re-authenticator run");
+    };
     let Failed::Wait(other) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
@@ -106,9 +106,26 @@ fn another_process_token_ends_a_recovery_under_way() {
     }));
     let effects = owner.take_effects();
     assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == other));
-    assert_eq!(effects.lock, [LockOp::Release]);
+    assert!(
+        effects.lock.is_empty(),
+        "the lock stays while this process's re-authenticator runs"
+    );
     assert_eq!(owner.current().0, Some(&token("t9")));
     let _ = waiter;
+    assert!(matches!(
+        owner.reauthenticated(run, Ok(token("t10"))),
+        Answer::Replay
+    ));
+    assert_eq!(
+        owner.take_effects().lock,
+        [LockOp::Release],
+        "let go once it is done"
+    );
+    assert_eq!(
+        owner.current().0,
+        Some(&token("t9")),
+        "its token is not used"
+    );
     // A call that failed with the old token now replays at once, with no recovery.
     assert_eq!(
         owner.call_failed(Some(token("t1")), 1, false),

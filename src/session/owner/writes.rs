@@ -65,6 +65,7 @@ impl Owner {
     /// Queues an explicit write; returns its number.
     pub(super) fn queue_explicit(&mut self, op: WriteOp, waiter: Option<WaiterId>) -> u64 {
         self.writes.last_error = None;
+        self.unconfirmed = None;
         let seq = self.writes.next_seq();
         self.writes.explicit.push_back((op, seq, waiter));
         self.next_write();
@@ -291,6 +292,8 @@ impl Owner {
 
     fn write_worked(&mut self) {
         self.writes.last_error = None;
+        // What the store holds is known again: a failed write's target no longer stands for it.
+        self.unconfirmed = None;
         if std::mem::replace(&mut self.writes.failing, false) {
             tracing::info!("the session file can be written again");
         }
