@@ -319,11 +319,8 @@ impl Drop for Worker {
         let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-session".into())
-            .spawn(move || {
-                if let Some(job) = shared.run(effects, None) {
-                    drop(job);
-                }
-            });
+            // Run from no lane: everything it asks for is started, nothing is handed back.
+            .spawn(move || drop(shared.run(effects, None)));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a thread for the session's file work");
         }

@@ -92,9 +92,13 @@ fn another_process_token_ends_a_recovery_under_way() {
         version: Some(Version::new(1)),
     }));
     let effects = owner.take_effects();
-    let [(_, Answer::Reauthenticate(run))] = effects.answers[..] else {
+    let [(runner, Answer::Reauthenticate(run))] = effects.answers[..] else {
         panic!("no re-authenticator run");
     };
+    assert_eq!(
+        runner, waiter,
+        "the first failing call runs the re-authenticator"
+    );
     let Failed::Wait(other) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
@@ -111,7 +115,6 @@ fn another_process_token_ends_a_recovery_under_way() {
         "the lock stays while this process's re-authenticator runs"
     );
     assert_eq!(owner.current().0, Some(&token("t9")));
-    let _ = waiter;
     assert!(matches!(
         owner.reauthenticated(run, Ok(token("t10"))),
         Answer::Replay
