@@ -22,7 +22,9 @@
 //! **Interactive** otherwise: a session failure asks for the password on the terminal
 //! (`Please enter the password: `, not echoed), unlocks, saves the new token and retries the
 //! call. A wrong password asks again; end of input at the prompt (Ctrl-D, or an empty line)
-//! exits 64. `unlock` asks the same way.
+//! exits 64. A prompt on screen gives way when another process unlocks the same session
+//! meanwhile: it stops reading, says so, and the call goes on with that process's token.
+//! `unlock` asks the same way, but never gives way: its meaning is to unlock.
 //!
 //! **Edges.** A session file that holds no valid token does not lock the user out: `unlock`
 //! (and a password given any way) writes a new one over it, `lock` removes it; without a
@@ -36,7 +38,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::io::{self, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -48,8 +50,11 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
 use tower::Layer as _;
 
+#[path = "support/prompt.rs"]
+mod prompt;
 #[path = "support/session_dir.rs"]
 mod session_dir;
+use prompt::Prompted;
 
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
@@ -92,8 +97,9 @@ Session file:
 
 Prompting:
   With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
-  refuses for its session asks for the password, unlocks and is retried. Otherwise the CLI never
-  prompts: it exits 77 or 65 and says what to do.
+  refuses for its session asks for the password, unlocks and is retried. The prompt gives way if
+  another process unlocks the same session while it waits: the call goes on with that token.
+  Otherwise the CLI never prompts: it exits 77 or 65 and says what to do.
 
 Several processes at once:
   Processes whose calls the agent refuses together unlock once: one takes the session's
@@ -410,7 +416,7 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
     if let Command::Unlock = options.command {
         let token = match password {
             Some(password) => unlock(channel, password).await,
-            None if interactive => prompt_and_unlock(channel).await,
+            None if interactive => prompt_and_unlock(channel, None).await,
             None => {
                 return Err(usage(
                     "no password given: pass --password-file or set AGENT_PASSWORD \
@@ -437,9 +443,15 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
                 eprintln!("the agent refused the session; unlocking with the password");
                 Box::pin(unlock(password_channel.clone(), password.clone()))
             })),
-            (None, None) if interactive => Some(Box::new(move || {
-                Box::pin(prompt_and_unlock(password_channel.clone()))
-            })),
+            (None, None) if interactive => {
+                let session = session.clone();
+                Some(Box::new(move || {
+                    Box::pin(prompt_and_unlock(
+                        password_channel.clone(),
+                        Some(session.clone()),
+                    ))
+                }))
+            }
             (None, None) => None,
         };
     match reauthenticate {
@@ -504,23 +516,37 @@ where
 }
 
 /// Asks for the password on the terminal until the agent takes it, and returns the new token.
-/// The session layer runs it on a session failure; `unlock` runs it when no password is given.
-async fn prompt_and_unlock(channel: Channel) -> Result<Token, UnlockError> {
+///
+/// The session layer runs it on a session failure, with `session`: the prompt then gives way
+/// to a token another process writes meanwhile (an `unlock` in another terminal), and the call
+/// goes on with that token. `unlock` runs it without, as that command's meaning is to unlock.
+async fn prompt_and_unlock(
+    channel: Channel,
+    session: Option<Session>,
+) -> Result<Token, UnlockError> {
+    // The token that failed (or none): another one ends the prompt.
+    let failed = session.as_ref().and_then(Session::token);
     loop {
-        // rpassword blocks on /dev/tty: off the runtime's thread.
-        let read = tokio::task::spawn_blocking(read_password)
-            .await
-            .map_err(|e| UnlockError::Terminal(io::Error::other(e)))?;
-        let password = match read {
-            // Ctrl-D on an empty line.
+        let arrived = async {
+            match &session {
+                Some(session) => prompt::another_token(session, failed.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let password = match prompt::read_password_unless(PROMPT, arrived).await {
+            Ok(Prompted::GaveWay(token)) => {
+                eprintln!("another process unlocked the session; going on with its token");
+                return Ok(token);
+            }
+            // Ctrl-D on an empty line, or a terminal that hung up.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(UnlockError::NoPassword);
             }
             Err(e) => return Err(UnlockError::Terminal(e)),
-            // rpassword reads a hung-up terminal's end of file as the end of the line: without
-            // this the CLI would ask a closed terminal forever.
-            Ok(password) if password.is_empty() => return Err(UnlockError::NoPassword),
-            Ok(password) => password,
+            Ok(Prompted::Password(password)) if password.is_empty() => {
+                return Err(UnlockError::NoPassword);
+            }
+            Ok(Prompted::Password(password)) => password,
         };
         match unlock(channel.clone(), password).await {
             Err(UnlockError::Agent(status)) if status.code() == tonic::Code::PermissionDenied => {
@@ -529,23 +555,6 @@ async fn prompt_and_unlock(channel: Channel) -> Result<Token, UnlockError> {
             result => return result,
         }
     }
-}
-
-/// Asks for the password on the terminal (without echo).
-fn read_password() -> io::Result<String> {
-    let read = rpassword::prompt_password(PROMPT);
-    if read
-        .as_ref()
-        .is_err_and(|e| e.kind() == io::ErrorKind::UnexpectedEof)
-    {
-        // rpassword ends the line on Enter only: end it on Ctrl-D too, so that what the CLI
-        // says next starts a line of its own.
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/tty")
-            .and_then(|mut tty| tty.write_all(b"\n"));
-    }
-    read
 }
 
 /// Trades `password` for a session token over `channel`, which has no session layer.

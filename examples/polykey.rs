@@ -16,6 +16,8 @@
 //!
 //! Interactive (stdin a terminal, neither variable set): a session failure asks for the password
 //! (`Please enter the password: `, not echoed), until the agent takes it, and replays the call.
+//! The prompt gives way when another process unlocks the same session meanwhile: it stops
+//! reading, says so, and the call goes on with that process's token.
 //! Unattended, a session failure exits 77 (no token) or 65 (invalid token, as after a lock all).
 
 use std::io::{self, IsTerminal as _};
@@ -26,6 +28,10 @@ use std::process::ExitCode;
 use agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
 use tonic::transport::Channel;
 use tower::Layer as _;
+
+#[path = "support/prompt.rs"]
+mod prompt;
+use prompt::Prompted;
 
 #[path = "../tests/polykey_support/mod.rs"]
 mod polykey_support;
@@ -59,7 +65,8 @@ Environment:
   PK_TOKEN     A session token, sent instead of the session file's
 
 With stdin a terminal and neither variable set, a call refused for its session asks for the
-password, unlocks and is retried.
+password, unlocks and is retried. The prompt gives way if another process unlocks the same
+session while it waits: the call goes on with that token.
 
 Exit codes:
    0  Success
@@ -232,7 +239,7 @@ async fn run() -> Result<(), Failure> {
     if let Command::Unlock = options.command {
         let token = match &password {
             Some(password) => unlock(channel, password.clone()).await?,
-            None if interactive => prompt_and_unlock(channel).await.map_err(|e| {
+            None if interactive => prompt_and_unlock(channel, None).await.map_err(|e| {
                 let code = if e.to_string() == NO_PASSWORD {
                     EX_USAGE
                 } else {
@@ -269,9 +276,15 @@ async fn run() -> Result<(), Failure> {
                 })
             }))
         }
-        None if interactive => Some(Box::new(move || {
-            Box::pin(prompt_and_unlock(password_channel.clone()))
-        })),
+        None if interactive => {
+            let session = session.clone();
+            Some(Box::new(move || {
+                Box::pin(prompt_and_unlock(
+                    password_channel.clone(),
+                    Some(session.clone()),
+                ))
+            }))
+        }
         _ => None,
     };
     let run = async {
@@ -352,14 +365,31 @@ async fn unlock(channel: Channel, password: String) -> Result<Token, Failure> {
         .ok_or_else(|| Failure("the agent answered without a token".into(), EX_SOFTWARE))
 }
 
-/// Asks for the password until the agent takes it; the layer runs it on a session failure.
-async fn prompt_and_unlock(channel: Channel) -> Result<Token, BoxError> {
+/// Asks for the password until the agent takes it; the layer runs it on a session failure,
+/// with `session`: the prompt then gives way to a token another process writes meanwhile (an
+/// `agent unlock` in another terminal), and the call goes on with that token.
+async fn prompt_and_unlock(channel: Channel, session: Option<Session>) -> Result<Token, BoxError> {
+    // The token that failed (or none): another one ends the prompt.
+    let failed = session.as_ref().and_then(Session::token);
     loop {
-        // rpassword blocks on /dev/tty: off the runtime's thread.
-        let password = tokio::task::spawn_blocking(|| rpassword::prompt_password(PROMPT)).await??;
-        if password.is_empty() {
-            return Err(NO_PASSWORD.into());
-        }
+        let arrived = async {
+            match &session {
+                Some(session) => prompt::another_token(session, failed.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let password = match prompt::read_password_unless(PROMPT, arrived).await {
+            Ok(Prompted::GaveWay(token)) => {
+                eprintln!("another process unlocked the session; going on with its token");
+                return Ok(token);
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(NO_PASSWORD.into()),
+            Err(e) => return Err(e.into()),
+            Ok(Prompted::Password(password)) if password.is_empty() => {
+                return Err(NO_PASSWORD.into());
+            }
+            Ok(Prompted::Password(password)) => password,
+        };
         match unlock(channel.clone(), password).await {
             Ok(token) => return Ok(token),
             // A wrong password is refused as a session failure: ask again.

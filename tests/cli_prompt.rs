@@ -24,6 +24,9 @@ use cli_support::{
 /// What the client shows when it needs the password.
 const PROMPT: &str = "Please enter the password: ";
 
+/// What a client says when its prompt gives way to another process's token.
+const GAVE_WAY: &str = "another process unlocked the session; going on with its token";
+
 /// How often to look whether the client has turned echo off, once its prompt is on the screen.
 /// The prompt is written just before the terminal is switched; a passing run looks once or
 /// twice.
@@ -142,7 +145,7 @@ impl TerminalRun {
         unsafe {
             command.pre_exec(move || {
                 // A new session without a terminal, then the pty as its controlling terminal:
-                // /dev/tty, which rpassword opens, is then the pty.
+                // /dev/tty, which the prompt opens, is then the pty.
                 if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -216,7 +219,7 @@ impl TerminalRun {
         screen
     }
 
-    /// Waits for the `n`th prompt, and then for the terminal to stop echoing: rpassword writes
+    /// Waits for the `n`th prompt, and then for the terminal to stop echoing: the prompt writes
     /// its prompt before it switches the terminal, and what is typed before the switch would be
     /// echoed and read as a canonical line (a Ctrl-D there is no end of input).
     #[track_caller]
@@ -250,6 +253,31 @@ impl TerminalRun {
             );
             std::thread::sleep(TERMIOS_POLL);
         }
+    }
+
+    /// Whether the terminal echoes what is typed, as a shell needs it to.
+    fn echoes(&self) -> bool {
+        // SAFETY: as in `wait_for_prompt`.
+        let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut termios) } != 0 {
+            panic!("tcgetattr: {}", io::Error::last_os_error());
+        }
+        termios.c_lflag & libc::ECHO != 0 && termios.c_lflag & libc::ICANON != 0
+    }
+
+    /// Waits until the prompt on screen gives way, and checks the terminal was put back first.
+    #[track_caller]
+    fn wait_for_giving_way(&self) {
+        let screen = self.wait_until("the prompt to give way", |screen| {
+            screen.text().contains(GAVE_WAY) || screen.over()
+        });
+        drop(screen);
+        // Said only once the terminal is back as it was.
+        assert!(
+            self.echoes(),
+            "the terminal was left without echo\n{}",
+            self.report()
+        );
     }
 
     /// Types `bytes` on the keyboard.
@@ -479,6 +507,31 @@ fn an_invalidated_token_prompts_once_and_the_call_is_replayed() {
     );
 }
 
+/// A prompt already on screen gives way when another process unlocks the same session (an
+/// `unlock` in another terminal): it stops reading, puts the terminal back, says why, and the
+/// call goes on with that token, no password typed.
+#[test]
+fn a_prompt_gives_way_to_another_process_unlock() {
+    let fixture = Fixture::new();
+    let stale = stale_session(&fixture);
+
+    let run = TerminalRun::start(&fixture, &["status"], &[], Stdin::Terminal);
+    run.wait_for_prompt(1);
+    fixture.unlock();
+    run.wait_for_giving_way();
+    run.finish()
+        .expect_code(0)
+        .expect_prompts(1)
+        .expect_shown(GAVE_WAY)
+        .expect_shown("LIVE");
+
+    let renewed = expect_live_session(&fixture);
+    assert_ne!(
+        renewed, stale,
+        "the session file still holds the dead token"
+    );
+}
+
 #[test]
 fn end_of_input_at_the_prompt_exits_64() {
     let fixture = Fixture::new();
@@ -667,5 +720,42 @@ mod polykey {
             .expect_not_shown(PASSWORD);
         let after = std::fs::read_to_string(agent.node_path.join("token")).unwrap();
         assert_ne!(after, token, "the new session is in the file");
+    }
+
+    /// The prompt on screen gives way to `polykey agent unlock` run in another terminal: the
+    /// call goes on with that process's token.
+    #[test]
+    fn a_prompt_gives_way_to_another_process_unlock() {
+        let agent = PolykeyAgent::start();
+        let unlock = || {
+            let unlocked = polykey(&agent, &["agent", "unlock"])
+                .env("PK_PASSWORD", PASSWORD)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(unlocked.status.success(), "{unlocked:?}");
+        };
+        unlock();
+        let stale = std::fs::read_to_string(agent.node_path.join("token")).unwrap();
+        let locked = polykey(&agent, &["agent", "lockall"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(locked.status.success(), "{locked:?}");
+        std::fs::write(agent.node_path.join("token"), &stale).unwrap();
+
+        let args = ["agent", "status"];
+        let no_log = agent.node_path.join("no-log");
+        let run = TerminalRun::spawn(polykey(&agent, &args), &args, Stdin::Terminal, no_log);
+        run.wait_for_prompt(1);
+        unlock();
+        run.wait_for_giving_way();
+        run.finish()
+            .expect_code(0)
+            .expect_prompts(1)
+            .expect_shown(GAVE_WAY)
+            .expect_shown(&agent.node_id);
+        let after = std::fs::read_to_string(agent.node_path.join("token")).unwrap();
+        assert_ne!(after, stale, "the other process's session is in the file");
     }
 }
