@@ -3,7 +3,7 @@
 //!
 //! The other process is this bench binary, started again with `AGENT_SESSION_PICKUP_WRITER`
 //! set: for each token it is sent on stdin, it prints the wall-clock time, then writes the token
-//! with `TokenFile::write` (an explicit write: lock, temp file, fsync, rename, fsync of the
+//! with `TokenStore::store` (an explicit write: lock, temp file, fsync, rename, fsync of the
 //! directory). The session in this process waits with `Session::changed_since` and reads the
 //! wall clock when it has the token. The figure is from the start of the other process's write
 //! to the session's use of its token, so it includes that write: an upper bound on the pickup
@@ -14,6 +14,7 @@
 //! the worst of `ROUNDS`. Not a criterion bench: the figure is a latency across processes, not a
 //! cost per call.
 
+use agent_session::store::TokenStore as _;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -117,7 +118,7 @@ fn writer(dir: &str) -> ExitCode {
         writeln!(out, "{}", now_nanos())
             .and_then(|()| out.flush())
             .expect("stdout");
-        file.write(&token).expect("the write");
+        file.store(&token).expect("the write");
         writeln!(out, "{}", now_nanos())
             .and_then(|()| out.flush())
             .expect("stdout");

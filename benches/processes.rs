@@ -14,6 +14,7 @@
 //! set: a bench cannot rely on `cargo bench` having built an example, and a worker that is the
 //! bench binary is never stale.
 
+use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -215,7 +216,7 @@ fn processes(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let token = manager.mint().expect("a token");
     TokenFile::in_dir(dir.path())
-        .write(&token)
+        .store(&token)
         .expect("the session file is written");
 
     let mut group = c.benchmark_group("processes");
@@ -241,7 +242,8 @@ fn processes(c: &mut Criterion) {
     group.finish();
 
     let file = TokenFile::in_dir(dir.path())
-        .read()
+        .load()
+        .map(|stored| stored.token)
         .expect("the session file reads")
         .expect("the session file holds a token");
     manager

@@ -356,18 +356,15 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
     let lock_wait = options.lock_wait.0;
     // Tokens live until they expire (the example agent's, the default): a refresh that expires
     // later than the file's is written, and `flush` waits for it before the process exits.
-    let session = Session::builder(agent_session::TokenFile::new(
-        session_dir.join(agent_session::TokenFile::NAME),
-    ))
-    .lock_wait(
-        lock_wait.min(agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT),
-        lock_wait,
-    )
-    .on_reauth_wait(|pid| match pid {
-        Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),
-        None => eprintln!("waiting for another process to unlock the session…"),
-    })
-    .build();
+    let file = agent_session::TokenFile::new(session_dir.join(agent_session::TokenFile::NAME))
+        .refresh_lock_wait(lock_wait.min(agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT))
+        .lock_wait(lock_wait);
+    let session = Session::builder(file)
+        .on_reauth_wait(|pid| match pid {
+            Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),
+            None => eprintln!("waiting for another process to unlock the session…"),
+        })
+        .build();
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
     if let Err(error) = session.start().await {

@@ -8,6 +8,7 @@
 //! It checks every step and exits non-zero if one does not go as described. Tokens are secrets,
 //! so it prints a short fingerprint of each, never the token.
 
+use agent_session::store::TokenStore as _;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::PermissionsExt;
@@ -223,7 +224,8 @@ fn on_disk(session: &Session) -> Result<String, Failure> {
     let token = session
         .file()
         .expect("a session file")
-        .read()?
+        .load()?
+        .token
         .ok_or("the session file holds no token")?;
     Ok(fingerprint(&token))
 }

@@ -17,6 +17,7 @@
 //! unlocks, under the lock, and the others take its token. The run checks that no credential
 //! was presented twice, that exactly one unlock happened, and that every call succeeded.
 
+use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -170,7 +171,7 @@ async fn parent(k: usize) -> Result<(), Failure> {
     // The session's token, and its first credential; then a lock all ends the token.
     let token = manager.mint()?;
     let file_for_write = file.clone();
-    tokio::task::spawn_blocking(move || file_for_write.write(&token)).await??;
+    tokio::task::spawn_blocking(move || file_for_write.store(&token)).await??;
     write_credential(dir.path(), 1)?;
     manager.lock_all()?;
     println!("{k} processes start on a session file whose token a lock all ended");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{CorruptReason, Error};
-use crate::store::{Stored, Swap, Version};
+use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::{MAX_TOKEN_LEN, Token};
 
 /// The largest session file that is read: a token of the maximum length plus room for white
@@ -42,24 +42,28 @@ pub(crate) const TOKEN_FILE_NAME: &str = "token";
 /// Every method is blocking (it may wait for the lock and for the disk); a session runs them
 /// off the async workers.
 ///
+/// Its reads and writes are [`TokenStore`]'s, the one API of every store:
+///
 /// ```
+/// use agent_session::store::{Swap, TokenStore as _};
 /// use agent_session::{Token, TokenFile};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
 /// let file = TokenFile::in_dir(dir.path().join("client")); // …/client/token
-/// assert_eq!(file.read()?, None); // no file: no token
+/// assert_eq!(file.load()?.token, None); // no file: no token
 ///
-/// file.write(&Token::new("t1")?)?; // explicit: replaces whatever is there
+/// file.store(&Token::new("t1")?)?; // explicit: replaces whatever is there
 /// assert_eq!(std::fs::read_to_string(file.path())?, "t1\n");
 ///
 /// // A refresh replaces only the token it expects: here another process's unlock won.
-/// assert!(!file.replace_if(Some(&Token::new("t0")?), &Token::new("t2")?)?);
-/// assert!(file.replace_if(Some(&Token::new("t1")?), &Token::new("t2")?)?);
-/// assert_eq!(file.read()?, Some(Token::new("t2")?));
+/// let (t0, t1, t2) = (Token::new("t0")?, Token::new("t1")?, Token::new("t2")?);
+/// assert!(matches!(file.swap(Some(&t0), &t2)?, Swap::Lost(_)));
+/// assert!(matches!(file.swap(Some(&t1), &t2)?, Swap::Replaced(_)));
+/// assert_eq!(file.load()?.token, Some(t2));
 ///
-/// file.remove()?; // a lock
-/// assert_eq!(file.read()?, None);
+/// file.clear()?; // a lock
+/// assert_eq!(file.load()?.token, None);
 /// # Ok(()) }
 /// ```
 ///
@@ -85,16 +89,25 @@ pub(crate) const TOKEN_FILE_NAME: &str = "token";
 ///   a refresh write gives up after [`TokenFile::refresh_lock_wait`]
 ///   ([`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT), the refresh stays in memory), an explicit write or removal
 ///   after [`TokenFile::lock_wait`] ([`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)), with [`Error::Locked`] naming the
-///   lock file.
+///   lock file; a recovery waits for another process's re-authentication at most
+///   [`TokenFile::reauth_wait`] ([`TokenFile::DEFAULT_REAUTH_WAIT`]). Every wait is set here,
+///   on the file.
+/// - **Re-authenticators take the re-authentication lock.** A process about to re-authenticate
+///   (its calls refused for their session) takes an exclusive `flock` on
+///   `<name>.reauth.lock` beside the file (mode 0600, never removed) and writes its pid into it
+///   for the messages of those who wait. Under it, it reads the file again and
+///   re-authenticates only if the file still holds the refused token, or none; it lets go once
+///   the new token is written. The others wait for that token or for the lock. **Lock order:**
+///   this lock first, the writers' lock inside it, never the other way round.
 /// - **A write replaces the file whole.** Under the lock: a temp file in the same directory
 ///   (`.<name>.<8 random characters>.tmp`, created exclusively with mode 0600), the token and a
 ///   newline written to it, `fsync`, `rename` over the file, `fsync` of the directory. A
 ///   removal is `unlink`, then `fsync` of the directory.
 /// - **Readers take no lock.** The rename is atomic: a reader sees the old token or the new one,
 ///   never a mix, and never waits for a writer.
-/// - **Two kinds of write.** An *explicit* write ([`TokenFile::write`], after an unlock)
+/// - **Two kinds of write.** An *explicit* write ([`TokenStore::store`], after an unlock)
 ///   replaces whatever is there, a corrupt file included. A *refresh* write
-///   ([`TokenFile::replace_if`]) reads the file under the lock and replaces it only if it still
+///   ([`TokenStore::swap`]) reads the file under the lock and replaces it only if it still
 ///   holds the token the writer last read or wrote: a refresh never brings back a session
 ///   another process locked, nor overwrites a token another process unlocked.
 /// - **A crash** at any point leaves the file whole: the old token, or the new one once the
@@ -114,6 +127,7 @@ pub struct TokenFile {
     temp_prefix: String,
     refresh_lock_wait: Duration,
     lock_wait: Duration,
+    reauth_wait: Duration,
 }
 
 /// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
@@ -159,6 +173,12 @@ impl TokenFile {
     /// filesystem), and a call must not wait on it longer than a person notices.
     pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = DEFAULT_REFRESH_LOCK_WAIT;
 
+    /// How long a session's recovery waits for another process that re-authenticates the same
+    /// session file: 60 s. Long enough for a person to type a password at that process's
+    /// prompt (or look it up), short enough that a process stopped there (Ctrl-Z) does not hold
+    /// every other process for long. A holder that dies hands over at once.
+    pub const DEFAULT_REAUTH_WAIT: Duration = Duration::from_secs(60);
+
     /// The session file at `path`; its lock file is `path` with `.lock` appended.
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -180,6 +200,7 @@ impl TokenFile {
             path,
             refresh_lock_wait: DEFAULT_REFRESH_LOCK_WAIT,
             lock_wait: DEFAULT_LOCK_WAIT,
+            reauth_wait: Self::DEFAULT_REAUTH_WAIT,
         }
     }
 
@@ -191,12 +212,31 @@ impl TokenFile {
         self
     }
 
-    /// How long a refresh write ([`TokenFile::replace_if`]) waits for another process's lock
+    /// How long a refresh write ([`TokenStore::swap`]) waits for another process's lock
     /// (default [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)) before it fails with [`Error::Locked`].
     #[must_use]
     pub fn refresh_lock_wait(mut self, wait: Duration) -> Self {
         self.refresh_lock_wait = wait;
         self
+    }
+
+    /// How long a session's recovery waits for another process that re-authenticates with this
+    /// file (default [`TokenFile::DEFAULT_REAUTH_WAIT`]), holding its re-authentication lock
+    /// (`<name>.reauth.lock`). Within the wait, the other process's token is used as soon as it
+    /// is written; a holder that dies hands over at once; past the wait, the session
+    /// re-authenticates itself. A call that waits can give up sooner (a timeout, a drop)
+    /// without ending the recovery. [`Session::clear_after`](crate::Session::clear_after) waits
+    /// as long for the lock.
+    #[must_use]
+    pub fn reauth_wait(mut self, wait: Duration) -> Self {
+        self.reauth_wait = wait;
+        self
+    }
+
+    /// How long a refresh write waits for the writers' lock: what a session's
+    /// [`call_wait`](crate::SessionBuilder::call_wait) is by default.
+    pub(crate) fn refresh_wait(&self) -> Duration {
+        self.refresh_lock_wait
     }
 
     /// The session file `token` inside the client directory `dir`.
@@ -215,64 +255,8 @@ impl TokenFile {
         &self.lock_path
     }
 
-    /// Reads the token, if there is one. Blocking.
-    ///
-    /// A missing, empty or blank file is `Ok(None)`. A file that cannot be read, is not a
-    /// regular file, is larger than [`TokenFile::MAX_LEN`](crate::TokenFile::MAX_LEN), is not UTF-8 or does not hold a valid token
-    /// is an error naming the path; the content is never part of it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ReadFile`] when the file cannot be read, [`Error::CorruptFile`] when it holds
-    /// no token.
-    pub fn read(&self) -> Result<Option<Token>, Error> {
-        self.read_snapshot().map(|stored| stored.token)
-    }
-
-    /// Writes `token`, replacing whatever the file holds (an *explicit* write, as after an
-    /// unlock). Blocking: it waits for the lock (at most [`TokenFile::lock_wait`]) and for the
-    /// disk.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Locked`] when another process holds the lock past the bound,
-    /// [`Error::WriteFile`] when the file or its directory cannot be written.
-    pub fn write(&self, token: &Token) -> Result<(), Error> {
-        self.write_stamped(token).map(|_| ())
-    }
-
-    /// Writes `new` only if the file still holds `expected` (`None`: no token), under the lock.
-    /// Returns whether it wrote. This is the *refresh* write: it never recreates a file another
-    /// process removed, nor replaces a token another process wrote. Blocking.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Locked`] when another process holds the lock past
-    /// [`TokenFile::refresh_lock_wait`], the errors of [`TokenFile::read`] and
-    /// [`TokenFile::write`] otherwise.
-    pub fn replace_if(&self, expected: Option<&Token>, new: &Token) -> Result<bool, Error> {
-        self.swap_stamped(expected, new)
-            .map(|swap| matches!(swap, Swap::Replaced(_)))
-    }
-
-    /// Removes the session file (what `agent lock` does). A missing file is not an error.
-    /// Blocking: it waits for the lock at most [`TokenFile::lock_wait`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Locked`] when another process holds the lock past the bound,
-    /// [`Error::WriteFile`] when the file cannot be removed (it then still holds its token).
-    pub fn remove(&self) -> Result<(), Error> {
-        let _lock = self.lock(self.lock_wait)?;
-        match fs::remove_file(&self.path) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::write(&self.path, e)),
-        }
-    }
-
     /// Reads the token and the version of the file it came from.
-    pub(crate) fn read_snapshot(&self) -> Result<Stored, Error> {
+    fn read_snapshot(&self) -> Result<Stored, Error> {
         // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the
         // reads of a regular file, and anything else is refused below.
         let file = match OpenOptions::new()
@@ -333,34 +317,11 @@ impl TokenFile {
     }
 
     /// The version of the file now, without reading it: one `stat`.
-    pub(crate) fn stamp(&self) -> Result<Option<FileStamp>, Error> {
+    fn stamp(&self) -> Result<Option<FileStamp>, Error> {
         match fs::metadata(&self.path) {
             Ok(meta) => Ok(Some(FileStamp::of(&meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::read(&self.path, e)),
-        }
-    }
-
-    /// The explicit write. Under the lock no live writer has a temp file, so any left are
-    /// from writers that died mid-write: they go first.
-    pub(crate) fn write_stamped(&self, token: &Token) -> Result<FileStamp, Error> {
-        let _lock = self.lock(self.lock_wait)?;
-        self.remove_stale_temp_files();
-        self.replace_locked(token)
-    }
-
-    pub(crate) fn swap_stamped(
-        &self,
-        expected: Option<&Token>,
-        new: &Token,
-    ) -> Result<Swap, Error> {
-        let _lock = self.lock(self.refresh_lock_wait)?;
-        let current = self.read_snapshot()?;
-        if current.token.as_ref() == expected {
-            self.replace_locked(new)
-                .map(|stamp| Swap::Replaced(Version::file(stamp)))
-        } else {
-            Ok(Swap::Lost(current))
         }
     }
 
@@ -401,6 +362,66 @@ impl TokenFile {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| Error::write(&self.dir, e))
+    }
+}
+
+/// The session file's reads and writes: blocking, as the trait says. Their errors name the
+/// path (or the lock file), never the content.
+impl TokenStore for TokenFile {
+    /// Reads the token and the version of the file it came from. A missing, empty or blank
+    /// file is no token. [`Error::ReadFile`] when the file cannot be read,
+    /// [`Error::CorruptFile`] when it holds no token (too large, not a regular file, not UTF-8,
+    /// not a bearer token).
+    fn load(&self) -> Result<Stored, Error> {
+        self.read_snapshot()
+    }
+
+    /// The explicit write (after an unlock): waits for the lock at most
+    /// [`TokenFile::lock_wait`], then replaces the file whole. Under the lock no live writer
+    /// has a temp file, so any left are from writers that died mid-write: they go first.
+    /// [`Error::Locked`] past the bound, [`Error::WriteFile`] when the file or its directory
+    /// cannot be written.
+    fn store(&self, token: &Token) -> Result<Version, Error> {
+        let _lock = self.lock(self.lock_wait)?;
+        self.remove_stale_temp_files();
+        self.replace_locked(token).map(Version::file)
+    }
+
+    /// The refresh write: under the lock (waited for at most
+    /// [`TokenFile::refresh_lock_wait`]), replaces the file only if it still holds `expected`.
+    /// It never recreates a file another process removed, nor replaces a token another
+    /// process wrote.
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+        let _lock = self.lock(self.refresh_lock_wait)?;
+        let current = self.read_snapshot()?;
+        if current.token.as_ref() == expected {
+            self.replace_locked(new)
+                .map(|stamp| Swap::Replaced(Version::file(stamp)))
+        } else {
+            Ok(Swap::Lost(current))
+        }
+    }
+
+    /// Removes the session file (what a lock does), under the lock waited for at most
+    /// [`TokenFile::lock_wait`]. A missing file is not an error. [`Error::WriteFile`] when the
+    /// file cannot be removed: it then still holds its token.
+    fn clear(&self) -> Result<(), Error> {
+        let _lock = self.lock(self.lock_wait)?;
+        match fs::remove_file(&self.path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::write(&self.path, e)),
+        }
+    }
+
+    /// One `stat` of the file.
+    fn version(&self) -> Result<Option<Version>, Error> {
+        Ok(self.stamp()?.map(Version::file))
+    }
+
+    /// Removes temp files of writers that died mid-write, if no one holds the lock now.
+    fn tidy(&self) {
+        self.remove_stale_temp_files_if_idle();
     }
 }
 

@@ -1,12 +1,12 @@
 //! [`TokenStore`]: where a session keeps its token between processes. The session file
-//! ([`TokenFile`]) is the default; [`MemoryStore`] keeps it in memory; an OS keyring or a
+//! ([`TokenFile`](crate::TokenFile)) is the default; [`MemoryStore`] keeps it in memory; an OS keyring or a
 //! secrets manager can be another.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Error;
-use crate::file::{FileStamp, TokenFile};
+use crate::file::FileStamp;
 use crate::token::Token;
 
 /// One version of what a store holds: every write makes a new one, so a session can tell that
@@ -103,32 +103,6 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Housekeeping when a session starts (the file store removes temp files of writers that
     /// died mid-write). Must not wait and must not fail.
     fn tidy(&self) {}
-}
-
-impl TokenStore for TokenFile {
-    fn load(&self) -> Result<Stored, Error> {
-        self.read_snapshot()
-    }
-
-    fn store(&self, token: &Token) -> Result<Version, Error> {
-        self.write_stamped(token).map(Version::file)
-    }
-
-    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
-        self.swap_stamped(expected, new)
-    }
-
-    fn clear(&self) -> Result<(), Error> {
-        self.remove()
-    }
-
-    fn version(&self) -> Result<Option<Version>, Error> {
-        Ok(self.stamp()?.map(Version::file))
-    }
-
-    fn tidy(&self) {
-        self.remove_stale_temp_files_if_idle();
-    }
 }
 
 /// A token store in memory: for tests, for processes that must leave nothing on disk, and as

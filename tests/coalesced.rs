@@ -38,8 +38,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
     let wait = Duration::from_millis(param("WAIT_MS").parse().unwrap_or_else(|e| fail(e)));
     let runtime = reliability_common::runtime();
     runtime.block_on(async move {
-        let session = Session::builder(TokenFile::in_dir(&dir))
-            .reauth_wait(wait)
+        let session = Session::builder(TokenFile::in_dir(&dir).reauth_wait(wait))
             .on_reauth_wait(|pid| say(format_args!("waiting {}", pid.unwrap_or(0))))
             .build();
         session.start().await.unwrap_or_else(|e| fail(e));

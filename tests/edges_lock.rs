@@ -4,6 +4,7 @@
 //! reading never takes it. The holder is a real process: this test binary, re-run as a child
 //! that takes the lock and keeps it until told to let go.
 
+use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,11 +70,13 @@ fn hold_lock_writing(lock: &Path, token: Option<&Token>) -> ChildProcess {
 /// A session that writes every refresh (a JWT minted within the same second as the one on disk
 /// expires with it, and would not be written otherwise), with these bounds on its lock waits.
 fn bounded_session(dir: &Path, refresh: Duration, explicit: Duration) -> Session {
-    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+    let file = agent_session::TokenFile::new(dir.join("token"))
+        .refresh_lock_wait(refresh)
+        .lock_wait(explicit);
+    Session::builder(file)
         .watch(agent_session::Watch::Off)
         // Every refresh is written, even one minted in the same second as the stored token.
         .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
-        .lock_wait(refresh, explicit)
         .build()
 }
 
@@ -112,7 +115,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     let refreshed = session.token().unwrap();
     assert_ne!(refreshed, unlocked, "the refresh is used in memory");
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(unlocked.clone()),
         "nothing is written without the lock"
     );
@@ -132,7 +135,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
 
     drop(holder);
     client.agent_status(EmptyMessage {}).await.unwrap();
-    let on_disk = session.file().unwrap().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().load().unwrap().token.unwrap();
     assert_eq!(
         Some(&on_disk),
         session.token().as_ref(),
@@ -157,14 +160,17 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
         .await
         .expect("an unlock waited forever on the lock");
     assert_locked(&written.unwrap_err(), &lock);
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(first.clone()));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(first.clone())
+    );
 
     let cleared = tokio::time::timeout(HANG, session.clear())
         .await
         .expect("a lock waited forever on the lock");
     assert_locked(&cleared.unwrap_err(), &lock);
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(first.clone()),
         "never removed without the lock"
     );
@@ -173,19 +179,19 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
     let file = agent_session::TokenFile::new(dir.path().join("token"))
         .lock_wait(EXPLICIT_WAIT)
         .refresh_lock_wait(NEVER);
-    assert_locked(&file.remove().unwrap_err(), &lock);
-    assert_locked(&file.write(&first).unwrap_err(), &lock);
+    assert_locked(&file.clear().unwrap_err(), &lock);
+    assert_locked(&file.store(&first).unwrap_err(), &lock);
     let refresh = file.lock_wait(NEVER).refresh_lock_wait(REFRESH_WAIT);
     assert_locked(
         &refresh
-            .replace_if(Some(&first), &Token::new("third").unwrap())
+            .swap(Some(&first), &Token::new("third").unwrap())
             .unwrap_err(),
         &lock,
     );
 
     drop(holder);
     session.clear().await.unwrap();
-    assert_eq!(session.file().unwrap().read().unwrap(), None);
+    assert_eq!(session.file().unwrap().load().unwrap().token, None);
 }
 
 mod cli {
@@ -248,10 +254,10 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
     use tower::ServiceExt as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .start_on_password(true)
-        .lock_wait(REFRESH_WAIT, NEVER)
-        .build();
+    let file = agent_session::TokenFile::new(dir.path().join("token"))
+        .refresh_lock_wait(REFRESH_WAIT)
+        .lock_wait(NEVER);
+    let session = Session::builder(file).start_on_password(true).build();
     let lock = session.file().unwrap().lock_path().to_owned();
     std::fs::write(&lock, "").unwrap();
     // An agent that answers a password call with a session token, as Polykey's does.
@@ -279,7 +285,7 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
     .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         None,
         "not written yet"
     );
@@ -290,7 +296,7 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(Token::new("from.the.password").unwrap())
     );
 }
@@ -323,7 +329,7 @@ async fn an_unlock_that_gave_up_never_lets_a_refresh_clobber_the_holders_token()
         .unwrap()
         .unwrap();
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(theirs.clone())
     );
     assert_eq!(session.token(), Some(theirs));

@@ -134,7 +134,7 @@ async fn explicit_changes_replace_or_remove_a_corrupt_file() {
     std::fs::write(&path, "garbage here\n").unwrap();
     session.start_with_token(token("a.b.c")).await.unwrap();
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(token("a.b.c"))
     );
     std::fs::write(&path, "garbage here\n").unwrap();
@@ -168,7 +168,10 @@ fn the_session_works_without_a_tokio_runtime() {
         session.clear().await.unwrap();
         session.start_with_token(token("two")).await.unwrap();
     });
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("two")));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(token("two"))
+    );
     let other = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
     futures_executor::block_on(other.start()).unwrap();
     assert_eq!(other.token(), Some(token("two")));
@@ -204,7 +207,7 @@ fn both_layers_work_without_a_tokio_runtime() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(session.token(), Some(token("refreshed")));
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(token("refreshed"))
     );
 }
@@ -285,7 +288,7 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     let refreshed = session.token().unwrap();
     assert_ne!(refreshed, unlocked, "the refresh is in use");
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(refreshed.clone())
     );
     agent.manager.verify(&refreshed).unwrap();
@@ -302,7 +305,7 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
         )
         .await;
     assert_eq!(session.token(), None, "no session comes back");
-    assert_eq!(session.file().unwrap().read().unwrap(), None);
+    assert_eq!(session.file().unwrap().load().unwrap().token, None);
 
     // A refresh never overwrites another process's unlock: the compare-and-swap loses. The
     // session starts from a token of its own unlock, so that the call's refresh is a new token
@@ -316,7 +319,7 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
     let theirs = unlock(channel(agent.address).await, PASSWORD)
         .await
         .unwrap();
-    session.file().unwrap().write(&theirs).unwrap();
+    session.file().unwrap().store(&theirs).unwrap();
     session
         .refresh(
             sent,
@@ -325,7 +328,7 @@ async fn an_interceptor_keeps_the_session_through_refresh() {
         )
         .await;
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(theirs.clone())
     );
     assert_eq!(session.token(), Some(theirs), "adopted what the file holds");

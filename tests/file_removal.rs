@@ -9,6 +9,7 @@
 //! skipped, saying why. Either way the unlink itself fails with "permission denied" (EACCES or
 //! EPERM), after the lock was taken: what is tested is that `remove` reports that failure.
 
+use agent_session::store::TokenStore as _;
 use std::fs;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -100,7 +101,7 @@ async fn a_refused_removal_is_an_error_and_the_token_stays_on_disk() {
     let file = TokenFile::in_dir(&dir);
     let good = token("good.token");
     // Creates the directory, the lock file and the session file.
-    file.write(&good).unwrap();
+    file.store(&good).unwrap();
     let session = quiet_session(&file);
     session.start().await.unwrap();
 
@@ -117,13 +118,13 @@ async fn a_refused_removal_is_an_error_and_the_token_stays_on_disk() {
         "the directory does not refuse unlinks; the test would prove nothing"
     );
 
-    let removed = file.remove();
+    let removed = file.clear();
     assert!(
         matches!(&removed, Err(e) if denied(e)),
         "a refused unlink reported as {removed:?}"
     );
     assert_eq!(
-        file.read().unwrap(),
+        file.load().unwrap().token,
         Some(good.clone()),
         "the token is gone"
     );
@@ -134,7 +135,7 @@ async fn a_refused_removal_is_an_error_and_the_token_stays_on_disk() {
         "a refused unlink reported as {cleared:?}"
     );
     assert_eq!(
-        file.read().unwrap(),
+        file.load().unwrap().token,
         Some(good.clone()),
         "the token is gone after all"
     );
@@ -149,9 +150,9 @@ async fn a_refused_removal_is_an_error_and_the_token_stays_on_disk() {
 async fn removing_twice_in_a_row_is_ok_both_times() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    file.write(&token("t0")).unwrap();
-    file.remove().unwrap();
-    file.remove().unwrap();
+    file.store(&token("t0")).unwrap();
+    file.clear().unwrap();
+    file.clear().unwrap();
     assert!(!file.path().exists());
 
     let session = quiet_session(&file);

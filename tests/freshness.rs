@@ -6,6 +6,7 @@
 //! it (so the test, not the scheduler, orders the answers) and puts a chosen token in the
 //! response's `authorization` header. The call names its token in `x-reply` metadata.
 
+use agent_session::store::TokenStore as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -181,7 +182,7 @@ async fn fresher_first(agent_tokens: AgentTokens) {
         "an older refresh replaced a fresher one in memory"
     );
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(fresh),
         "an older refresh replaced a fresher one on disk ({agent_tokens:?})"
     );

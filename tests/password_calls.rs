@@ -3,6 +3,7 @@
 //! credentials starts the session; and a refresh that brings the token in use again costs no
 //! write.
 
+use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 
 use agent_session::{Session, Token};
@@ -80,7 +81,7 @@ async fn a_password_call_starts_the_session_when_asked() {
     );
     assert_eq!(session.token(), Some(token("unlocked")));
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(token("unlocked")),
         "written by the time the call returns"
     );
@@ -111,7 +112,10 @@ async fn a_password_call_changes_nothing_by_default_or_when_refused() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(starting.token(), Some(token("old")));
-    assert_eq!(starting.file().unwrap().read().unwrap(), Some(token("old")));
+    assert_eq!(
+        starting.file().unwrap().load().unwrap().token,
+        Some(token("old"))
+    );
 }
 
 #[tokio::test]
@@ -138,5 +142,8 @@ async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     }
     session.flush().await.unwrap();
     assert_eq!(session.stats().writes, 1);
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("new")));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(token("new"))
+    );
 }

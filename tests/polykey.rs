@@ -7,6 +7,7 @@
 //! no test sees another's sessions or lock-all. The agent is built on first use (see
 //! `polykey_support::agent`).
 
+use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,7 +143,8 @@ async fn the_session_layer_keeps_the_refreshed_token_in_the_session_file() {
     // Polykey's tokens are the same bytes within one second, so the refresh may equal the
     // token we started with; what matters is that the file holds the one the agent just sent.
     let on_disk = TokenFile::new(dir.join("token"))
-        .read()
+        .load()
+        .map(|stored| stored.token)
         .unwrap()
         .expect("a token in the session file");
     assert_eq!(on_disk.expose(), refreshed);
@@ -226,7 +228,11 @@ async fn vaults_list_streams_through_the_session_layer() {
     assert_eq!(names, ["alpha", "beta"]);
 
     within("flush", session.flush()).await.unwrap();
-    let on_disk = TokenFile::new(dir.join("token")).read().unwrap().unwrap();
+    let on_disk = TokenFile::new(dir.join("token"))
+        .load()
+        .unwrap()
+        .token
+        .unwrap();
     assert_eq!(on_disk.expose(), refreshed);
 }
 
@@ -296,7 +302,7 @@ async fn the_three_session_states_with_the_plain_layer() {
     let started = session
         .token()
         .expect("the password call started the session");
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(started));
+    assert_eq!(session.file().unwrap().load().unwrap().token, Some(started));
     let reply = within("AgentStatus", client.agent_status(EmptyMessage {}))
         .await
         .unwrap();
@@ -387,7 +393,7 @@ async fn reauthentication_replays_a_unary_call_and_a_stream() {
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
-    let on_disk = session.file().unwrap().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().load().unwrap().token.unwrap();
     status_with(&mut raw, on_disk.expose())
         .await
         .expect("the session file's token is accepted");
@@ -425,7 +431,7 @@ async fn a_refresh_that_repeats_the_token_is_not_written() {
     assert_eq!(stats.writes, new_tokens, "{stats:?}");
     assert_eq!(stats.refreshes, new_tokens, "{stats:?}");
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         session.token(),
         "the newest token is on disk"
     );

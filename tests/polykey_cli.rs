@@ -1,6 +1,7 @@
 //! `examples/polykey.rs` against a real Polykey agent, as real processes: each run is a new
 //! process that finds its session in `<node path>/token`, as a user's shell commands would.
 
+use agent_session::store::TokenStore as _;
 use std::process::{Command, Output, Stdio};
 
 use agent_session::TokenFile;
@@ -59,14 +60,15 @@ fn processes_share_the_session_as_polykeys_own_client_does() {
     let output = polykey(&agent, &["agent", "unlock"], &[("PK_PASSWORD", PASSWORD)]);
     assert_eq!(expect(&output, 0), "unlocked\n");
     assert!(
-        session_file(&agent).read().unwrap().is_some(),
+        session_file(&agent).load().unwrap().token.is_some(),
         "a session file"
     );
     let status = expect(&polykey(&agent, &["agent", "status"], &[]), 0);
     assert!(status.contains(&agent.node_id), "{status}");
     expect(&polykey(&agent, &["vaults", "list"], &[]), 0);
     let after = session_file(&agent)
-        .read()
+        .load()
+        .map(|stored| stored.token)
         .unwrap()
         .expect("a session file");
     // What the refreshes left in the file is a token the agent takes, sent by hand.
@@ -84,8 +86,8 @@ fn processes_share_the_session_as_polykeys_own_client_does() {
         expect(&polykey(&agent, &["agent", "lockall"], &[]), 0),
         "all sessions locked\n"
     );
-    assert_eq!(session_file(&agent).read().unwrap(), None);
-    session_file(&agent).write(&after).unwrap();
+    assert_eq!(session_file(&agent).load().unwrap().token, None);
+    session_file(&agent).store(&after).unwrap();
     expect(&polykey(&agent, &["agent", "status"], &[]), EX_DATAERR);
 
     // The password with any command starts a new session over it.
@@ -96,7 +98,7 @@ fn processes_share_the_session_as_polykeys_own_client_does() {
     expect(&polykey(&agent, &["agent", "status"], &[]), 0);
 
     // PK_TOKEN is sent instead of the file's token.
-    let token = session_file(&agent).read().unwrap().unwrap();
+    let token = session_file(&agent).load().unwrap().token.unwrap();
     expect(&polykey(&agent, &["agent", "lock"], &[]), 0);
     assert!(!agent.node_path.join("token").exists());
     expect(

@@ -1,6 +1,7 @@
 //! Re-authentication over a real tonic transport: one unlock for many failing calls, replay,
 //! no loops, the replay limit, a failing re-authenticator, and tokens expired by their claim.
 
+use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,7 +93,7 @@ async fn a_failure_unlocks_replays_and_writes_the_new_token() {
         "the body was sent again"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let on_disk = session.file().unwrap().read().unwrap().unwrap();
+    let on_disk = session.file().unwrap().load().unwrap().token.unwrap();
     assert_ne!(on_disk, stale);
     agent.manager.verify(&on_disk).unwrap();
 }
@@ -438,7 +439,7 @@ async fn another_process_token_is_used_before_unlocking() {
         .await
         .unwrap();
     agent_session::TokenFile::in_dir(dir.path())
-        .write(&other)
+        .store(&other)
         .unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let unlock = counting_unlock(channel(agent.address).await, runs.clone());

@@ -6,6 +6,7 @@
 //!
 //! The removal is done on disk by the test, standing for `agent lock` in another terminal.
 
+use agent_session::store::TokenStore as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,7 +29,7 @@ async fn a_rejected_call_after_another_process_locked_reauthenticates() {
     // Another terminal locks: the agent forgets every session and the file goes.
     agent.manager.lock_all().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    file.remove().unwrap();
+    file.clear().unwrap();
     assert_eq!(
         session.token(),
         Some(old.clone()),

@@ -9,6 +9,7 @@
 //! same check, so a token with them never reaches the session layer over tonic. The token
 //! parser's handling of them is covered in `reliability_props.rs` and the unit tests.
 
+use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -392,7 +393,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
         let good = manager.mint().unwrap();
-        file.write(&good).unwrap();
+        file.store(&good).unwrap();
         // Every refresh taken would be written, so none can hide behind the JWT `exp` rule.
         let session = Session::builder(agent_session::TokenFile::new(file.path()))
             .watch(agent_session::Watch::Off)
@@ -467,7 +468,7 @@ impl Fixture {
             "{name}: the token in use changed"
         );
         assert_eq!(
-            self.file.read().unwrap(),
+            self.file.load().unwrap().token,
             good,
             "{name}: a token was written"
         );
@@ -491,7 +492,10 @@ async fn hostile_agents_never_get_a_token_written_and_results_pass_through() {
         .await
         .expect_err("h2 refuses a header list over 16 KiB");
     assert!(Error::from_status(&refused).is_none(), "{refused:?}");
-    assert_eq!(fixture.file.read().unwrap(), Some(fixture.good.clone()));
+    assert_eq!(
+        fixture.file.load().unwrap().token,
+        Some(fixture.good.clone())
+    );
     assert_eq!(fixture.session.token(), Some(fixture.good.clone()));
 
     let cases = cases();
@@ -504,7 +508,7 @@ async fn hostile_agents_never_get_a_token_written_and_results_pass_through() {
     let honest = echo(&mut fixture.client, None, "honest").await.unwrap();
     assert_eq!(honest.get_ref().challenge, "honest");
     fixture.session.flush().await.unwrap();
-    let now = fixture.file.read().unwrap().unwrap();
+    let now = fixture.file.load().unwrap().token.unwrap();
     assert_ne!(now, fixture.good);
     fixture.manager.verify(&now).unwrap();
     assert_eq!(fixture.session.stats().writes, 1);

@@ -1,4 +1,4 @@
-//! Two processes race compare-and-swap refresh writes (`TokenFile::replace_if`) on one file.
+//! Two processes race compare-and-swap refresh writes (`TokenStore::swap` on a `TokenFile`) on one file.
 //!
 //! Each token names a generation: `gen<n>.w<writer>`. A process reads the file, then swaps in
 //! generation n+1 expecting the generation n it read; after a success it expects what it wrote,
@@ -12,6 +12,7 @@
 //! memory filesystem where there is one, so that a few thousand swaps take a moment.
 //! `RELIABILITY_SCALE=n` multiplies the attempts.
 
+use agent_session::store::{Swap, TokenStore as _};
 use std::path::PathBuf;
 
 use agent_session::{Token, TokenFile};
@@ -54,7 +55,8 @@ fn swapper_child() -> ! {
     let writer: u64 = param("WRITER").parse().unwrap();
     let attempts: u64 = param("ATTEMPTS").parse().unwrap();
     let read = || {
-        file.read()
+        file.load()
+            .map(|stored| stored.token)
             .unwrap_or_else(|e| fail(e))
             .unwrap_or_else(|| fail("the file holds no token"))
     };
@@ -67,10 +69,7 @@ fn swapper_child() -> ! {
     for _ in 0..attempts {
         let next = generation(&expected) + 1;
         let new = token(next, writer);
-        if file
-            .replace_if(Some(&expected), &new)
-            .unwrap_or_else(|e| fail(e))
-        {
+        if let Swap::Replaced(_) = file.swap(Some(&expected), &new).unwrap_or_else(|e| fail(e)) {
             swaps += 1;
             sum += next;
             expected = new;
@@ -88,7 +87,7 @@ fn racing_compare_and_swaps_of_two_processes_lose_no_update() {
     let attempts = scaled(ATTEMPTS);
     let dir = fast_tempdir();
     let file = TokenFile::in_dir(dir.path());
-    file.write(&token(0, 0)).unwrap();
+    file.store(&token(0, 0)).unwrap();
 
     let mut writers: Vec<ChildProcess> = (1..=WRITERS)
         .map(|writer| {
@@ -119,7 +118,13 @@ fn racing_compare_and_swaps_of_two_processes_lose_no_update() {
         lost += report["lost"];
     }
 
-    let last = generation(&file.read().unwrap().expect("the file ends with a token"));
+    let last = generation(
+        &file
+            .load()
+            .unwrap()
+            .token
+            .expect("the file ends with a token"),
+    );
     assert_eq!(
         swaps, last,
         "{swaps} successful swaps, but the file is at generation {last}: updates were lost"

@@ -10,6 +10,7 @@
 //! The moments are drawn from a seeded xorshift; the seed is printed, and `RELIABILITY_SEED`
 //! repeats a run. `RELIABILITY_SCALE=n` multiplies the number of kills.
 
+use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,7 @@ fn writer_child() -> ! {
     }
     let file = TokenFile::in_dir(&dir);
     for i in start.. {
-        file.write(&token(i)).unwrap_or_else(|e| fail(e));
+        file.store(&token(i)).unwrap_or_else(|e| fail(e));
         say(format_args!("wrote {i}"));
     }
     unreachable!()
@@ -156,7 +157,8 @@ fn sigkill_mid_write_never_tears_the_file_nor_piles_up_temp_files() {
         // `None` is legal only where no write has landed yet: a writer killed before its first
         // rename, while the file had never been written.
         let held = file
-            .read()
+            .load()
+            .map(|stored| stored.token)
             .unwrap_or_else(|e| panic!("round {round}: {e}"))
             .map(|held| {
                 number(&held).unwrap_or_else(|| {
@@ -201,7 +203,10 @@ fn sigkill_mid_write_never_tears_the_file_nor_piles_up_temp_files() {
         .block_on(Session::new(agent_session::TokenFile::in_dir(&dir)).start())
         .unwrap();
     assert_eq!(temp_files(&dir), Vec::<String>::new());
-    assert_eq!(file.read().unwrap().as_ref().and_then(number), on_disk);
+    assert_eq!(
+        file.load().unwrap().token.as_ref().and_then(number),
+        on_disk
+    );
     println!(
         "crash mid-write: {kills} SIGKILLs in {:.1?}, {acks} acknowledged writes; after every \
          kill the file held a whole token (the last acknowledged, or in {unacknowledged} kills \

@@ -6,6 +6,7 @@
 //! process of this test binary under uid/gid 65534 (`nobody`). The full-disk and read-only
 //! cases mount a 64 KiB tmpfs, which needs root; they are skipped, saying why, otherwise.
 
+use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
@@ -209,7 +210,7 @@ fn expected_token(name: &'static str) -> Token {
     }
 }
 
-/// Every content: `TokenFile::read` and `Session::start` say the same; `start` on a bad file
+/// Every content: `TokenStore::load` and `Session::start` say the same; `start` on a bad file
 /// keeps the session's token; a refresh never writes over the file; an explicit write does.
 #[tokio::test]
 async fn hostile_contents_give_no_token_or_a_typed_error_and_are_never_refreshed_over() {
@@ -223,7 +224,7 @@ async fn hostile_contents_give_no_token_or_a_typed_error_and_are_never_refreshed
         // Another program puts this at the path.
         fs::write(file.path(), &bytes).unwrap();
 
-        let read = file.read();
+        let read = file.load().map(|stored| stored.token);
         let started = session.start().await;
         match expect {
             Expect::NoToken => {
@@ -286,13 +287,13 @@ async fn hostile_contents_give_no_token_or_a_typed_error_and_are_never_refreshed
             }
             Expect::Token(_) => {
                 flushed.unwrap();
-                assert_eq!(file.read().unwrap(), Some(refreshed), "{name}");
+                assert_eq!(file.load().unwrap().token, Some(refreshed), "{name}");
             }
         }
 
         // An explicit write (an unlock) replaces it.
         session.start_with_token(good.clone()).await.unwrap();
-        assert_eq!(file.read().unwrap(), Some(good.clone()), "{name}");
+        assert_eq!(file.load().unwrap().token, Some(good.clone()), "{name}");
         assert!(temp_files(dir.path()).is_empty(), "{name}");
         checked += 1;
     }
@@ -322,7 +323,7 @@ async fn a_one_gib_sparse_file_is_refused_without_being_read() {
         .unwrap();
 
     let before = bytes_read_by_this_thread();
-    let result = file.read();
+    let result = file.load().map(|stored| stored.token);
     let read = bytes_read_by_this_thread() - before;
     assert_eq!(
         corrupt(result),
@@ -343,7 +344,7 @@ async fn a_one_gib_sparse_file_is_refused_without_being_read() {
         })
     ));
     assert!(matches!(
-        file.replace_if(None, &token("new")),
+        file.swap(None, &token("new")),
         Err(Error::CorruptFile { .. })
     ));
     assert_eq!(fs::metadata(file.path()).unwrap().len(), 1 << 30);
@@ -356,7 +357,10 @@ async fn a_directory_at_the_path_is_not_a_file_and_cannot_be_written_over() {
     let file = TokenFile::in_dir(dir.path());
     fs::create_dir(file.path()).unwrap();
     fs::write(file.path().join("inside"), "keep").unwrap();
-    assert_eq!(corrupt(file.read()), CorruptReason::NotAFile);
+    assert_eq!(
+        corrupt(file.load().map(|stored| stored.token)),
+        CorruptReason::NotAFile
+    );
     let session = quiet_session(file.path());
     assert!(matches!(
         session.start().await,
@@ -366,7 +370,7 @@ async fn a_directory_at_the_path_is_not_a_file_and_cannot_be_written_over() {
         })
     ));
     assert!(matches!(
-        file.replace_if(None, &token("new")),
+        file.swap(None, &token("new")),
         Err(Error::CorruptFile {
             reason: CorruptReason::NotAFile,
             ..
@@ -393,14 +397,14 @@ async fn a_dangling_symlink_is_no_token_and_a_write_replaces_the_link() {
     let file = TokenFile::in_dir(dir.path());
     let nowhere = dir.path().join("nowhere");
     std::os::unix::fs::symlink(&nowhere, file.path()).unwrap();
-    assert_eq!(file.read().unwrap(), None);
+    assert_eq!(file.load().unwrap().token, None);
     let session = quiet_session(file.path());
     session.start().await.unwrap();
     assert_eq!(session.token(), None);
     session.start_with_token(token("new")).await.unwrap();
     assert!(fs::symlink_metadata(file.path()).unwrap().is_file());
     assert!(!nowhere.exists(), "the write went through the link");
-    assert_eq!(file.read().unwrap(), Some(token("new")));
+    assert_eq!(file.load().unwrap().token, Some(token("new")));
 }
 
 /// A session file that is a symlink to `target`, which holds `target.token`.
@@ -418,11 +422,11 @@ async fn a_symlink_is_read_through_and_writes_replace_the_link_not_its_target() 
     // An explicit write.
     let dir = tempfile::tempdir().unwrap();
     let (file, target) = linked(dir.path());
-    assert_eq!(file.read().unwrap(), Some(token("target.token")));
-    file.write(&token("explicit")).unwrap();
+    assert_eq!(file.load().unwrap().token, Some(token("target.token")));
+    file.store(&token("explicit")).unwrap();
     assert!(fs::symlink_metadata(file.path()).unwrap().is_file());
     assert_eq!(fs::read_to_string(&target).unwrap(), "target.token\n");
-    assert_eq!(file.read().unwrap(), Some(token("explicit")));
+    assert_eq!(file.load().unwrap().token, Some(token("explicit")));
     fs::remove_dir_all(target.parent().unwrap()).unwrap();
 
     // A refresh, through the layer.
@@ -437,7 +441,7 @@ async fn a_symlink_is_read_through_and_writes_replace_the_link_not_its_target() 
     assert_eq!(session.stats().writes, 1);
     assert!(fs::symlink_metadata(file.path()).unwrap().is_file());
     assert_eq!(fs::read_to_string(&target).unwrap(), "target.token\n");
-    assert_eq!(file.read().unwrap(), Some(token("refreshed")));
+    assert_eq!(file.load().unwrap().token, Some(token("refreshed")));
     assert_eq!(
         fs::metadata(file.path()).unwrap().permissions().mode() & 0o777,
         0o600
@@ -483,7 +487,9 @@ fn a_fifo_is_not_a_file_and_nothing_waits_on_it() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
 
     let reader = file.clone();
-    let read = without_hanging(file.path(), "TokenFile::read", move || reader.read());
+    let read = without_hanging(file.path(), "TokenFile::load", move || {
+        reader.load().map(|stored| stored.token)
+    });
     assert_eq!(corrupt(read), CorruptReason::NotAFile);
 
     let session = quiet_session(file.path());
@@ -500,7 +506,7 @@ fn a_fifo_is_not_a_file_and_nothing_waits_on_it() {
     ));
     let refresher = file.clone();
     let refreshed = without_hanging(file.path(), "a refresh write", move || {
-        refresher.replace_if(None, &token("refreshed"))
+        refresher.swap(None, &token("refreshed"))
     });
     assert!(matches!(refreshed, Err(Error::CorruptFile { .. })));
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(
@@ -510,10 +516,10 @@ fn a_fifo_is_not_a_file_and_nothing_waits_on_it() {
     // An unlock replaces it with a file (never opening it, so never waiting on it).
     let writer = file.clone();
     without_hanging(file.path(), "an explicit write", move || {
-        writer.write(&token("unlocked"))
+        writer.store(&token("unlocked"))
     })
     .unwrap();
-    assert_eq!(file.read().unwrap(), Some(token("unlocked")));
+    assert_eq!(file.load().unwrap().token, Some(token("unlocked")));
 }
 
 // ---- permissions ------------------------------------------------------------------------
@@ -563,9 +569,9 @@ fn permission_cases(base: &Path) -> Vec<&'static str> {
     // A session file nobody may read.
     let dir = base.join("unreadable");
     let file = TokenFile::in_dir(&dir);
-    file.write(&good).unwrap();
+    file.store(&good).unwrap();
     fs::set_permissions(file.path(), fs::Permissions::from_mode(0o000)).unwrap();
-    let read = file.read();
+    let read = file.load().map(|stored| stored.token);
     assert!(
         matches!(&read, Err(e @ Error::ReadFile { .. }) if denied(e)),
         "{read:?}"
@@ -574,23 +580,27 @@ fn permission_cases(base: &Path) -> Vec<&'static str> {
     let started = rt.block_on(session.start());
     assert!(matches!(&started, Err(e) if denied(e)), "{started:?}");
     assert_eq!(session.token(), None);
-    let refreshed = file.replace_if(Some(&good), &token("refreshed"));
+    let refreshed = file.swap(Some(&good), &token("refreshed"));
     assert!(matches!(&refreshed, Err(e) if denied(e)), "{refreshed:?}");
     fs::set_permissions(file.path(), fs::Permissions::from_mode(0o600)).unwrap();
-    assert_eq!(file.read().unwrap(), Some(good.clone()), "refreshed over");
+    assert_eq!(
+        file.load().unwrap().token,
+        Some(good.clone()),
+        "refreshed over"
+    );
     cases.push("unreadable file: ReadFile (permission denied, exit 77), never written over");
 
     // A directory nobody may write, with and without a lock file already there.
     for with_lock in [false, true] {
         let dir = base.join(format!("read-only-dir-{with_lock}"));
         let file = TokenFile::in_dir(&dir);
-        file.write(&good).unwrap();
+        file.store(&good).unwrap();
         if !with_lock {
             fs::remove_file(file.lock_path()).unwrap();
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o500)).unwrap();
-        assert_eq!(file.read().unwrap(), Some(good.clone()));
-        let written = file.write(&token("explicit"));
+        assert_eq!(file.load().unwrap().token, Some(good.clone()));
+        let written = file.store(&token("explicit"));
         assert!(
             matches!(&written, Err(e @ Error::WriteFile { .. }) if denied(e)),
             "{written:?}"
@@ -611,7 +621,7 @@ fn permission_cases(base: &Path) -> Vec<&'static str> {
             );
         });
         assert_eq!(
-            file.read().unwrap(),
+            file.load().unwrap().token,
             Some(good.clone()),
             "the old token stays"
         );
@@ -765,7 +775,7 @@ fn a_full_disk_or_read_only_filesystem_fails_the_write_and_keeps_the_token() {
     let dir = fs_.path.join("client");
     let file = TokenFile::in_dir(&dir);
     let good = token("good.token");
-    file.write(&good).unwrap();
+    file.store(&good).unwrap();
 
     // Fill the filesystem.
     let filler_path = fs_.path.join("filler");
@@ -783,12 +793,12 @@ fn a_full_disk_or_read_only_filesystem_fails_the_write_and_keeps_the_token() {
         }
     }
     drop(filler);
-    let written = file.write(&token("explicit"));
+    let written = file.store(&token("explicit"));
     assert!(
         matches!(&written, Err(e) if kind_is(e, std::io::ErrorKind::StorageFull)),
         "{written:?}"
     );
-    assert_eq!(file.read().unwrap(), Some(good.clone()));
+    assert_eq!(file.load().unwrap().token, Some(good.clone()));
     assert!(
         temp_files(&dir).is_empty(),
         "the failed write left its temp file"
@@ -804,13 +814,13 @@ fn a_full_disk_or_read_only_filesystem_fails_the_write_and_keeps_the_token() {
             "{flushed:?}"
         );
     });
-    assert_eq!(file.read().unwrap(), Some(good.clone()), "full disk");
+    assert_eq!(file.load().unwrap().token, Some(good.clone()), "full disk");
     assert!(temp_files(&dir).is_empty());
 
     // Read-only.
     fs::remove_file(&filler_path).unwrap();
     fs_.remount_read_only();
-    let written = file.write(&token("explicit"));
+    let written = file.store(&token("explicit"));
     assert!(
         matches!(&written, Err(e) if kind_is(e, std::io::ErrorKind::ReadOnlyFilesystem)),
         "{written:?}"
@@ -832,7 +842,11 @@ fn a_full_disk_or_read_only_filesystem_fails_the_write_and_keeps_the_token() {
             "{cleared:?}"
         );
     });
-    assert_eq!(file.read().unwrap(), Some(good), "read-only filesystem");
+    assert_eq!(
+        file.load().unwrap().token,
+        Some(good),
+        "read-only filesystem"
+    );
     println!(
         "full disk (64 KiB tmpfs, {filled} bytes of filler) and read-only remount: explicit and \
          refresh writes fail with WriteFile (StorageFull / ReadOnlyFilesystem, exit 73), the \

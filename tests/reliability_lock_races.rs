@@ -7,6 +7,7 @@
 //! The agent signals the test when the held call arrives and waits for the test to release it,
 //! both through channels. `RELIABILITY_SCALE=n` multiplies the rounds.
 
+use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -94,7 +95,12 @@ async fn caller(dir: PathBuf) {
     }
     session.flush().await.unwrap_or_else(|e| fail(e));
     let s = session.stats();
-    let on_disk = session.file().unwrap().read().unwrap_or_else(|e| fail(e));
+    let on_disk = session
+        .file()
+        .unwrap()
+        .load()
+        .map(|stored| stored.token)
+        .unwrap_or_else(|e| fail(e));
     say(format_args!(
         "done refreshes={} writes={} lost={} has_token={} token_is_the_files={}",
         s.refreshes,
@@ -180,7 +186,7 @@ fn a_refresh_in_flight_never_undoes_a_lock_or_an_unlock_in_another_process() {
         let first = manager
             .mint_expiring_at(SystemTime::now() + Duration::from_secs(600))
             .unwrap();
-        file.write(&first).unwrap();
+        file.store(&first).unwrap();
         let params = [
             ("SESSION_DIR", dir.path().display().to_string()),
             ("AGENT", address.clone()),
@@ -195,7 +201,7 @@ fn a_refresh_in_flight_never_undoes_a_lock_or_an_unlock_in_another_process() {
             ChildProcess::spawn(CHILD_ENTRY, if unlock { "unlock" } else { "lock" }, &params);
         other.expect(if unlock { "unlocked" } else { "locked" });
         other.wait_success();
-        let unlocked = file.read().unwrap();
+        let unlocked = file.load().unwrap().token;
         if unlock {
             let unlocked = unlocked.as_ref().expect("the unlock wrote its token");
             assert_ne!(*unlocked, first);
@@ -214,7 +220,7 @@ fn a_refresh_in_flight_never_undoes_a_lock_or_an_unlock_in_another_process() {
         );
         if unlock {
             assert_eq!(
-                file.read().unwrap(),
+                file.load().unwrap().token,
                 unlocked,
                 "round {round}: the unlocked token survives the refresh"
             );

@@ -5,6 +5,7 @@
 //!
 //! Run with `--nocapture` to see the counts; `RELIABILITY_SCALE=n` multiplies the calls.
 
+use agent_session::store::TokenStore as _;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ fn watcher_child() -> ! {
     let mut reads = 0u64;
     let mut verified = HashSet::new();
     while !stop.load(Ordering::Acquire) {
-        match file.read() {
+        match file.load().map(|stored| stored.token) {
             Ok(Some(token)) => {
                 if !verified.contains(token.expose()) {
                     if let Err(e) = manager.verify(&token) {
@@ -142,7 +143,7 @@ fn many_processes_one_file(revoked: bool) {
     let rt = runtime();
     let agent = rt.block_on(serve(Agent::new(manager.clone(), PASSWORD)));
     TokenFile::in_dir(&session_dir)
-        .write(&manager.mint().unwrap())
+        .store(&manager.mint().unwrap())
         .unwrap();
 
     let common = |name: &'static str, value: String| (name, value);
@@ -191,7 +192,8 @@ fn many_processes_one_file(revoked: bool) {
     watcher.wait_success();
 
     let last = TokenFile::in_dir(&session_dir)
-        .read()
+        .load()
+        .map(|stored| stored.token)
         .unwrap()
         .expect("the file ends with a token");
     manager

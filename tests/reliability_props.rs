@@ -1,13 +1,14 @@
 //! Property tests of the three readers of untrusted input: the token parser (`Token::new`), the
 //! header readers (the `www-authenticate` challenges read by `Error::from_response`, and the
 //! refreshed `authorization` the session layer reads off a response), and the session file
-//! reader (`TokenFile::read`). Any input yields a token that round-trips or a typed answer,
+//! reader (`TokenStore::load` on a `TokenFile`). Any input yields a token that round-trips or a typed answer,
 //! never a panic (the runner catches one and shrinks it to a minimal input).
 //!
 //! Files live on a memory filesystem where there is one: these tests are about parsing, and
 //! `fsync` on a loaded disk would be most of their time. `RELIABILITY_SCALE=n` multiplies the
 //! cases.
 
+use agent_session::store::TokenStore as _;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fs;
@@ -249,7 +250,10 @@ fn refresh_with(value: &[u8]) -> (Option<Token>, Option<Token>) {
             .unwrap();
         session.flush().await.unwrap();
     });
-    (session.token(), session.file().unwrap().read().unwrap())
+    (
+        session.token(),
+        session.file().unwrap().load().unwrap().token,
+    )
 }
 
 /// `Bearer`-ish prefixes before near-miss tokens, all bytes a header can hold.
@@ -335,15 +339,15 @@ fn the_file_reader_round_trips_or_gives_a_typed_error() {
         .run(&file_bytes(), |bytes| {
             fs::write(file.path(), &bytes).unwrap();
             let text = std::str::from_utf8(&bytes);
-            match file.read() {
+            match file.load().map(|stored| stored.token) {
                 Ok(None) => {
                     prop_assert!(text.is_ok_and(|t| t.trim().is_empty()));
                     blank.set(blank.get() + 1);
                 }
                 Ok(Some(token)) => {
                     prop_assert_eq!(Ok(token.expose()), text.map(str::trim));
-                    file.write(&token).unwrap();
-                    prop_assert_eq!(file.read().unwrap(), Some(token.clone()));
+                    file.store(&token).unwrap();
+                    prop_assert_eq!(file.load().unwrap().token, Some(token.clone()));
                     prop_assert_eq!(
                         fs::read(file.path()).unwrap(),
                         format!("{}\n", token.expose()).into_bytes()

@@ -7,6 +7,7 @@
 //! memory filesystem where there is one, so that the run counts calls, not `fsync`s (the write
 //! path is the same). `RELIABILITY_SCALE=n` multiplies the calls.
 
+use agent_session::store::TokenStore as _;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -184,7 +185,7 @@ fn ten_thousand_refreshing_calls_leak_no_descriptor_file_or_memory() {
         "the heap grew by {growth} bytes over {calls} calls"
     );
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         session.token(),
         "the file ends with the token in use"
     );

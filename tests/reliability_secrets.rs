@@ -5,6 +5,7 @@
 //! collected. No token, and not the password, may appear in any of it. The session's files are
 //! 0600 and its directories 0700, whatever the umask.
 
+use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
@@ -157,7 +158,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
         shown.push(format!("{reply:?}"));
     }
     session.flush().await.unwrap();
-    secrets.token(&session.file().unwrap().read().unwrap().unwrap());
+    secrets.token(&session.file().unwrap().load().unwrap().token.unwrap());
 
     // Another process unlocks; this one picks the token up.
     let other = Session::new(agent_session::TokenFile::new(&path));
@@ -396,9 +397,15 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
         ));
     }
     std::fs::write(&path, format!("{secret} with space\n")).unwrap();
-    texts.push(("a real CorruptFile", chain(&file.read().unwrap_err())));
+    texts.push((
+        "a real CorruptFile",
+        chain(&file.load().map(|stored| stored.token).unwrap_err()),
+    ));
     std::fs::write(&path, format!("{secret}\u{ff}\n")).unwrap();
-    texts.push(("a real NotUtf8", chain(&file.read().unwrap_err())));
+    texts.push((
+        "a real NotUtf8",
+        chain(&file.load().map(|stored| stored.token).unwrap_err()),
+    ));
     for reason in [
         CorruptReason::NotUtf8,
         CorruptReason::NotAFile,

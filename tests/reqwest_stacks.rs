@@ -4,6 +4,7 @@
 //! stopped accepting), the refresh on disk, the token's header hidden, and re-authentication:
 //! the replay of a body, a failure after it, a body that cannot be replayed, a failed unlock.
 
+use agent_session::store::TokenStore as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -52,7 +53,7 @@ async fn the_middleware_without_reauthentication_hands_over_each_starting_state(
     assert!(refreshed.is_sensitive(), "the response's token is hidden");
     assert_eq!(text(response).await, "LIVE");
     assert_ne!(session.token(), Some(token.clone()), "refreshed");
-    assert_ne!(session.file().unwrap().read().unwrap(), Some(token));
+    assert_ne!(session.file().unwrap().load().unwrap().token, Some(token));
     assert_file_token_accepted(&agent.manager, &session);
 
     // A token the agent no longer accepts: refused, handed over.
@@ -111,7 +112,7 @@ async fn a_valid_token_is_sent_hidden_and_its_refresh_written() {
         assert_eq!(runs.load(Ordering::SeqCst), 0, "{kind:?}: no unlock");
         assert_eq!(agent.received(HTTP_STATUS_PATH), 1, "{kind:?}");
         assert_ne!(session.token(), Some(token.clone()), "{kind:?}: refreshed");
-        let on_disk = session.file().unwrap().read().unwrap();
+        let on_disk = session.file().unwrap().load().unwrap().token;
         assert_eq!(on_disk, session.token(), "{kind:?}: the refresh on disk");
         assert_file_token_accepted(&agent.manager, &session);
     }
@@ -184,7 +185,11 @@ async fn an_invalid_token_after_lock_all_unlocks_and_replays_a_post_with_its_bod
             2,
             "{kind:?}: sent, replayed"
         );
-        assert_ne!(session.file().unwrap().read().unwrap(), stale, "{kind:?}");
+        assert_ne!(
+            session.file().unwrap().load().unwrap().token,
+            stale,
+            "{kind:?}"
+        );
         assert_file_token_accepted(&agent.manager, &session);
     }
 }

@@ -2,6 +2,7 @@
 //! rules, refresh writes, the compare-and-swap against other sessions of the same file, and
 //! pick-up of changes made by others. Behaviour over a real transport is in `tests/transport.rs`.
 
+use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -142,7 +143,10 @@ async fn explicit_credentials_win_and_their_refresh_is_not_taken() {
     svc.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(seen.lock().unwrap()[0].clone().unwrap(), "Bearer mine");
     assert_eq!(session.token(), Some(token("t0")));
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t0")));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(token("t0"))
+    );
 }
 
 #[tokio::test]
@@ -154,7 +158,10 @@ async fn a_refresh_is_used_next_and_written() {
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
     call(&mut svc).await;
     // The future resolved only once the refresh was durable.
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t1")));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(token("t1"))
+    );
     call(&mut svc).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen[1].clone().unwrap(), "Bearer t1");
@@ -172,7 +179,7 @@ async fn legacy_and_any_case_refresh_forms_are_read() {
         call(&mut svc).await;
         assert_eq!(session.token(), Some(token("t1")), "{form:?}");
         assert_eq!(
-            session.file().unwrap().read().unwrap(),
+            session.file().unwrap().load().unwrap().token,
             Some(token("t1")),
             "{form:?}"
         );
@@ -198,7 +205,10 @@ async fn a_malformed_refresh_is_ignored_and_the_response_passes_through() {
         let response = call(&mut svc).await;
         assert_eq!(response.headers()[header::AUTHORIZATION].as_bytes(), value);
         assert_eq!(session.token(), Some(token("t0")));
-        assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t0")));
+        assert_eq!(
+            session.file().unwrap().load().unwrap().token,
+            Some(token("t0"))
+        );
     }
 }
 
@@ -214,7 +224,7 @@ async fn a_refresh_loses_to_an_explicit_write_by_another_process() {
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
     call(&mut svc).await;
     assert_eq!(
-        ours.file().unwrap().read().unwrap(),
+        ours.file().unwrap().load().unwrap().token,
         Some(token("unlocked"))
     );
     assert_eq!(
@@ -350,7 +360,7 @@ async fn a_refresh_that_buys_no_time_is_not_written() {
     session.flush().await.unwrap();
     assert_eq!(session.stats().skipped_writes, 3);
     assert_eq!(session.stats().writes, 0);
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(first));
+    assert_eq!(session.file().unwrap().load().unwrap().token, Some(first));
     assert_eq!(
         session.token(),
         Some(jwt(2_000_000_000, 3)),
@@ -360,7 +370,7 @@ async fn a_refresh_that_buys_no_time_is_not_written() {
     session.flush().await.unwrap();
     assert_eq!(session.stats().writes, 1);
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(jwt(2_000_000_060, 4))
     );
 }
@@ -379,7 +389,7 @@ async fn opaque_refreshes_are_always_written() {
     for i in 1..=3 {
         call(&mut svc).await;
         assert_eq!(
-            session.file().unwrap().read().unwrap(),
+            session.file().unwrap().load().unwrap().token,
             Some(token(&format!("t{i}")))
         );
     }
@@ -395,7 +405,10 @@ async fn tokens_that_live_until_expiry_are_written_behind_and_flush_waits() {
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
     call(&mut svc).await;
     session.flush().await.unwrap();
-    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("t1")));
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        Some(token("t1"))
+    );
 }
 
 #[tokio::test]
@@ -509,7 +522,8 @@ async fn own_writes_are_never_taken_for_another_process() {
                     let on_disk = session
                         .file()
                         .unwrap()
-                        .read()
+                        .load()
+                        .map(|stored| stored.token)
                         .unwrap()
                         .unwrap()
                         .expires_at();
@@ -563,7 +577,10 @@ async fn explicit_writes_and_refreshes_of_one_session_never_race() {
     }
     session.flush().await.unwrap();
     assert_eq!(session.stats().lost_refreshes, 0, "{:?}", session.stats());
-    assert_eq!(session.file().unwrap().read().unwrap(), session.token());
+    assert_eq!(
+        session.file().unwrap().load().unwrap().token,
+        session.token()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -581,7 +598,10 @@ async fn the_same_token_twice_still_waits_for_its_write() {
                 let session = session.clone();
                 tokio::spawn(async move {
                     call(&mut svc).await;
-                    assert_eq!(session.file().unwrap().read().unwrap(), Some(token("same")));
+                    assert_eq!(
+                        session.file().unwrap().load().unwrap().token,
+                        Some(token("same"))
+                    );
                 })
             })
             .collect();

@@ -5,6 +5,7 @@
 //! One global subscriber for this test binary (the writer's thread is not the test's, so a
 //! thread-local default would not see its events), writing plain text into a buffer.
 
+use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -82,7 +83,7 @@ async fn a_refresh_write_is_logged_in_its_calls_span() {
         .await
         .unwrap();
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(Token::new("second.secret").unwrap())
     );
 

@@ -2,6 +2,7 @@
 //! the three states a client can start in (no token, a valid token, an invalid token), the
 //! re-authentication flow out of each failure, and group commit of refresh writes.
 
+use agent_session::store::TokenStore as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +75,7 @@ async fn no_token_is_token_not_provided_then_unlock_works() {
 
     let unlocked = reauthenticate(&mut client, &session).await;
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(unlocked.clone())
     );
     let refreshed = live(&mut client).await;
@@ -93,7 +94,7 @@ async fn valid_token_is_used_and_each_refresh_written() {
         .mint_expiring_at(SystemTime::now() + Duration::from_secs(60))
         .unwrap();
     agent_session::TokenFile::in_dir(dir.path())
-        .write(&seed)
+        .store(&seed)
         .unwrap();
     let session = session_in(dir.path());
     session.start().await.unwrap();
@@ -103,7 +104,7 @@ async fn valid_token_is_used_and_each_refresh_written() {
     let refreshed = live(&mut client).await;
     assert_ne!(refreshed, seed);
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(refreshed.clone())
     );
     assert_eq!(session.stats().writes, 1);
@@ -129,7 +130,7 @@ async fn invalid_token_is_token_invalid_then_unlock_works() {
     let stale = agent.manager.mint().unwrap();
     agent.manager.lock_all().unwrap();
     agent_session::TokenFile::in_dir(dir.path())
-        .write(&stale)
+        .store(&stale)
         .unwrap();
     let session = session_in(dir.path());
     session.start().await.unwrap();
@@ -143,7 +144,7 @@ async fn invalid_token_is_token_invalid_then_unlock_works() {
         "Invalid JWT Token, please reauthenticate."
     );
     assert_eq!(
-        session.file().unwrap().read().unwrap(),
+        session.file().unwrap().load().unwrap().token,
         Some(stale.clone()),
         "a rejection leaves the file alone"
     );
@@ -277,7 +278,7 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
             let own = response.metadata().get("authorization").unwrap();
             let own = Token::new(own.to_str().unwrap().strip_prefix("Bearer ").unwrap()).unwrap();
             // Read right as the call resolves: the file must already cover its token.
-            let on_disk = session.file().unwrap().read().unwrap().unwrap();
+            let on_disk = session.file().unwrap().load().unwrap().token.unwrap();
             (own.expires_at().unwrap(), on_disk.expires_at().unwrap())
         })
     });
@@ -306,7 +307,8 @@ async fn concurrent_refreshes_share_writes_and_wait_for_one_that_covers_them() {
         session
             .file()
             .unwrap()
-            .read()
+            .load()
+            .map(|stored| stored.token)
             .unwrap()
             .unwrap()
             .expires_at(),

@@ -1,4 +1,4 @@
-//! The session file's bytes, read through `TokenFile::read`: a token exactly as written (white
+//! The session file's bytes, read through `TokenStore::load` on a `TokenFile`: a token exactly as written (white
 //! space around it aside), nothing for a blank file, or an error that names the path and never
 //! shows the content.
 
@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use agent_session::store::TokenStore as _;
 use agent_session::{Error, TokenFile};
 use libfuzzer_sys::fuzz_target;
 
@@ -32,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(path, data).expect("the session file is written");
     let file = TokenFile::new(path.clone());
     // The file's bytes, then its text and the token: a few copies of at most the cap.
-    let read = bounded::within("TokenFile::read", data.len(), 6, || file.read());
+    let read = bounded::within("TokenFile::load", data.len(), 6, || {
+        file.load().map(|stored| stored.token)
+    });
 
     let text = std::str::from_utf8(data).ok();
     match &read {

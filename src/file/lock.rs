@@ -1,5 +1,8 @@
-//! The writers' lock on the session file (`flock` on its lock file, waited for at most a bound),
-//! and the tidying of temp files that writers which died mid-write left behind.
+//! The session file's locks and every wait for them: the writers' lock (`flock` on
+//! `<name>.lock`), the one loop that waits for a held `flock` (this lock's and the
+//! re-authentication lock's), and the tidying of temp files that writers which died mid-write
+//! left behind. How long each wait lasts is [`TokenFile`]'s to say: [`TokenFile::lock_wait`],
+//! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -8,7 +11,48 @@ use std::time::{Duration, Instant};
 use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile};
 use crate::error::Error;
 
-const MAX_LOCK_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause between two tries for a held lock: a holder that lets go (or is killed,
+/// its lock released by the kernel) is followed this soon, and waiting costs no CPU a user
+/// sees.
+const MAX_PAUSE: Duration = Duration::from_millis(20);
+
+/// How a wait for a held `flock` ended.
+pub(super) enum Waited {
+    /// The lock is this process's.
+    Taken,
+    /// Not taken after this long: the bound passed, or the waiter no longer wanted it.
+    GaveUp(Duration),
+}
+
+/// Tries `file`'s `flock` until it is taken, for at most `wait` and while `wanted()`;
+/// `held_elsewhere()` is called once, when the lock is first found held. `flock` has no timeout
+/// of its own: this tries, and pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]).
+pub(super) fn wait_for_flock(
+    file: &File,
+    wait: Duration,
+    wanted: impl Fn() -> bool,
+    held_elsewhere: impl FnOnce(),
+) -> std::io::Result<Waited> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut held_elsewhere = Some(held_elsewhere);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Waited::Taken),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if let Some(told) = held_elsewhere.take() {
+            told();
+        }
+        let waited = started.elapsed();
+        if waited >= wait || !wanted() {
+            return Ok(Waited::GaveUp(waited));
+        }
+        std::thread::sleep(pause.min(wait - waited));
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
 
 impl TokenFile {
     /// Removes stale temp files if no writer holds the lock now; creates nothing, waits for
@@ -58,24 +102,13 @@ impl TokenFile {
             // Named for the session file, as `Error::WriteFile` promises: the lock is only how
             // the session file is written, and "the session file …/token.lock" misleads.
             .map_err(|e| Error::write(&self.path, e))?;
-        // `flock` has no timeout of its own: try, and pause between tries, until the bound.
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(FileLock { _file: file }),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&self.path, e)),
-            }
-            let waited = started.elapsed();
-            if waited >= wait {
-                return Err(Error::Locked {
-                    path: self.lock_path.clone(),
-                    waited,
-                });
-            }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(MAX_LOCK_RETRY_PAUSE);
+        match wait_for_flock(&file, wait, || true, || {}) {
+            Ok(Waited::Taken) => Ok(FileLock { _file: file }),
+            Ok(Waited::GaveUp(waited)) => Err(Error::Locked {
+                path: self.lock_path.clone(),
+                waited,
+            }),
+            Err(e) => Err(Error::write(&self.path, e)),
         }
     }
 }

@@ -11,18 +11,14 @@
 //! never waits for the re-authentication lock while it holds the writers' lock, so the two
 //! can never deadlock.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use super::TokenFile;
+use super::lock::{Waited, wait_for_flock};
 use crate::error::Error;
-
-/// The longest pause between two tries for a held re-authentication lock: a holder killed
-/// mid-way (its lock released by the kernel) is taken over this soon.
-const MAX_PAUSE: Duration = Duration::from_millis(20);
 
 /// The re-authentication lock, held; released when dropped.
 #[derive(Debug)]
@@ -47,16 +43,15 @@ impl TokenFile {
         path.into()
     }
 
-    /// Takes the re-authentication lock, waiting for another holder at most `wait`, and while
-    /// `wanted()` says so; `waiting(pid)` is told once, with the holder's pid if it wrote one,
-    /// when the lock is held elsewhere. Blocking.
+    /// Takes the re-authentication lock, waiting for another holder at most
+    /// [`TokenFile::reauth_wait`], and while `wanted()` says so; `waiting(pid)` is told once,
+    /// with the holder's pid if it wrote one, when the lock is held elsewhere. Blocking.
     ///
     /// # Errors
     ///
     /// [`Error::WriteFile`] when the lock file cannot be made or locked.
     pub(crate) fn take_reauth_lock(
         &self,
-        wait: Duration,
         wanted: impl Fn() -> bool,
         waiting: impl FnOnce(Option<u32>),
     ) -> Result<Taken, Error> {
@@ -70,33 +65,24 @@ impl TokenFile {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::write(&path, e))?;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let mut waiting = Some(waiting);
-        loop {
-            match file.try_lock() {
-                Ok(()) => {
-                    // The pid is for others' messages only: a failure to write it is no
-                    // failure of the lock.
-                    let pid = std::process::id().to_string();
-                    let _ = file.set_len(0).and_then(|()| {
-                        file.rewind()?;
-                        file.write_all(pid.as_bytes())
-                    });
-                    return Ok(Taken::Held(ReauthLock { _file: file }));
-                }
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(Error::write(&path, e)),
+        let holder = file.try_clone().ok();
+        let told = move || {
+            let pid = holder.and_then(|mut holder| holder_pid(&mut holder));
+            waiting(pid);
+        };
+        match wait_for_flock(&file, self.reauth_wait, wanted, told) {
+            Ok(Waited::Taken) => {
+                // The pid is for others' messages only: a failure to write it is no failure of
+                // the lock.
+                let pid = std::process::id().to_string();
+                let _ = file.set_len(0).and_then(|()| {
+                    file.rewind()?;
+                    file.write_all(pid.as_bytes())
+                });
+                Ok(Taken::Held(ReauthLock { _file: file }))
             }
-            if let Some(waiting) = waiting.take() {
-                waiting(holder_pid(&mut file));
-            }
-            let waited = started.elapsed();
-            if waited >= wait || !wanted() {
-                return Ok(Taken::GaveUp);
-            }
-            std::thread::sleep(pause.min(wait - waited));
-            pause = (pause * 2).min(MAX_PAUSE);
+            Ok(Waited::GaveUp(_)) => Ok(Taken::GaveUp),
+            Err(e) => Err(Error::write(&path, e)),
         }
     }
 }

@@ -13,10 +13,10 @@ fn mode(path: &Path) -> u32 {
 fn missing_empty_and_blank_mean_no_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    assert!(file.read().unwrap().is_none());
+    assert!(file.load().unwrap().token.is_none());
     for content in ["", "  \n", "\r\n\t "] {
         fs::write(file.path(), content).unwrap();
-        assert!(file.read().unwrap().is_none(), "{content:?}");
+        assert!(file.load().unwrap().token.is_none(), "{content:?}");
     }
 }
 
@@ -25,7 +25,7 @@ fn reading_trims_white_space() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
     fs::write(file.path(), " abc.def\r\n").unwrap();
-    assert_eq!(file.read().unwrap(), Some(token("abc.def")));
+    assert_eq!(file.load().unwrap().token, Some(token("abc.def")));
 }
 
 #[test]
@@ -33,16 +33,16 @@ fn write_creates_the_directory_0700_and_the_file_0600() {
     let dir = tempfile::tempdir().unwrap();
     let client = dir.path().join("a").join("b");
     let file = TokenFile::in_dir(&client);
-    file.write(&token("one")).unwrap();
+    file.store(&token("one")).unwrap();
     assert_eq!(mode(&client), 0o700);
     assert_eq!(mode(file.path()), 0o600);
     assert_eq!(fs::read_to_string(file.path()).unwrap(), "one\n");
     // Replacing keeps the mode, even if the old file was looser.
     fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
-    file.write(&token("two")).unwrap();
+    file.store(&token("two")).unwrap();
     assert_eq!(mode(file.path()), 0o600);
     assert_eq!(mode(file.lock_path()), 0o600);
-    assert_eq!(file.read().unwrap(), Some(token("two")));
+    assert_eq!(file.load().unwrap().token, Some(token("two")));
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn bad_contents_give_typed_errors() {
     ];
     for (content, expected) in cases {
         fs::write(file.path(), content).unwrap();
-        match file.read() {
+        match file.load().map(|stored| stored.token) {
             Err(Error::CorruptFile { path, reason }) => {
                 assert_eq!(path, file.path());
                 assert!(expected(&reason), "{reason:?}");
@@ -71,7 +71,7 @@ fn bad_contents_give_typed_errors() {
     fs::remove_file(file.path()).unwrap();
     fs::create_dir(file.path()).unwrap();
     assert!(matches!(
-        file.read(),
+        file.load().map(|stored| stored.token),
         Err(Error::CorruptFile {
             reason: CorruptReason::NotAFile,
             ..
@@ -84,7 +84,7 @@ fn errors_never_show_the_content() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
     fs::write(file.path(), "s3cret with space").unwrap();
-    let err = file.read().unwrap_err();
+    let err = file.load().map(|stored| stored.token).unwrap_err();
     assert!(!format!("{err} {err:?}").contains("s3cret"));
 }
 
@@ -93,24 +93,28 @@ fn swap_replaces_only_the_expected_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
     // Expecting no token and finding none: written.
-    assert!(file.replace_if(None, &token("one")).unwrap());
+    assert!(matches!(
+        file.swap(None, &token("one")).unwrap(),
+        Swap::Replaced(_)
+    ));
     // Expecting the wrong token: not written.
-    assert!(
-        !file
-            .replace_if(Some(&token("zero")), &token("two"))
-            .unwrap()
-    );
-    assert_eq!(file.read().unwrap(), Some(token("one")));
-    assert!(file.replace_if(Some(&token("one")), &token("two")).unwrap());
-    assert_eq!(file.read().unwrap(), Some(token("two")));
+    assert!(matches!(
+        file.swap(Some(&token("zero")), &token("two")).unwrap(),
+        Swap::Lost(_)
+    ));
+    assert_eq!(file.load().unwrap().token, Some(token("one")));
+    assert!(matches!(
+        file.swap(Some(&token("one")), &token("two")).unwrap(),
+        Swap::Replaced(_)
+    ));
+    assert_eq!(file.load().unwrap().token, Some(token("two")));
     // After a removal (a lock by another process) a refresh does not resurrect it.
-    file.remove().unwrap();
-    assert!(
-        !file
-            .replace_if(Some(&token("two")), &token("three"))
-            .unwrap()
-    );
-    assert!(file.read().unwrap().is_none());
+    file.clear().unwrap();
+    assert!(matches!(
+        file.swap(Some(&token("two")), &token("three")).unwrap(),
+        Swap::Lost(_)
+    ));
+    assert!(file.load().unwrap().token.is_none());
     assert!(!file.path().exists());
 }
 
@@ -118,16 +122,16 @@ fn swap_replaces_only_the_expected_token() {
 fn removing_a_missing_file_is_ok_every_time() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    file.write(&token("one")).unwrap();
-    file.remove().unwrap();
+    file.store(&token("one")).unwrap();
+    file.clear().unwrap();
     assert!(!file.path().exists());
     // Twice more: `agent lock` run again, or by two terminals at once.
-    file.remove().unwrap();
-    file.remove().unwrap();
+    file.clear().unwrap();
+    file.clear().unwrap();
     // And a file that never existed, in a directory that never existed.
     let never = TokenFile::in_dir(dir.path().join("never"));
-    never.remove().unwrap();
-    never.remove().unwrap();
+    never.clear().unwrap();
+    never.clear().unwrap();
 }
 
 #[test]
@@ -140,7 +144,7 @@ fn a_removal_that_fails_is_an_error_and_the_path_stays() {
     // `tests/file_removal.rs`.)
     fs::create_dir(file.path()).unwrap();
     fs::write(file.path().join("inside"), "keep").unwrap();
-    match file.remove() {
+    match file.clear() {
         Err(Error::WriteFile { path, .. }) => assert_eq!(path, file.path()),
         other => panic!("a failed unlink reported as {other:?}"),
     }
@@ -153,7 +157,7 @@ fn a_lock_that_cannot_be_taken_names_the_session_file() {
     let file = TokenFile::in_dir(dir.path());
     // Opening a directory for writing fails (EISDIR), even for root.
     fs::create_dir(file.lock_path()).unwrap();
-    match file.write(&token("one")) {
+    match file.store(&token("one")) {
         Err(Error::WriteFile { path, source }) => {
             assert_eq!(path, file.path());
             assert_eq!(source.kind(), io::ErrorKind::IsADirectory);
@@ -171,7 +175,7 @@ fn stale_temp_files_are_removed_by_the_next_write() {
     fs::write(dir.path().join("unrelated.tmp"), "x").unwrap();
     // A sibling session file's temp file (`token.bak`) is not ours to remove.
     fs::write(dir.path().join(".token.bak.a1b2.tmp"), "x").unwrap();
-    file.write(&token("one")).unwrap();
+    file.store(&token("one")).unwrap();
     let mut names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -195,7 +199,7 @@ fn a_reader_never_sees_a_partial_file() {
     let tokens: Vec<Token> = (0..1000)
         .map(|i| token(&format!("{}{i}", "t".repeat(i % 300 + 1))))
         .collect();
-    file.write(&tokens[0]).unwrap();
+    file.store(&tokens[0]).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     // The writer starts once the reader is reading; how many reads overlap the writes is
     // the scheduler's business, so the reader reads until the writer is done and once more.
@@ -206,7 +210,11 @@ fn a_reader_never_sees_a_partial_file() {
             reading.wait();
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::Acquire);
-                let got = file.read().unwrap().expect("the file always holds a token");
+                let got = file
+                    .load()
+                    .unwrap()
+                    .token
+                    .expect("the file always holds a token");
                 assert!(tokens.contains(&got));
                 reads += 1;
                 if finished {
@@ -216,11 +224,11 @@ fn a_reader_never_sees_a_partial_file() {
         });
         reading.wait();
         for t in &tokens {
-            file.write(t).unwrap();
+            file.store(t).unwrap();
         }
         done.store(true, std::sync::atomic::Ordering::Release);
         reader.join().unwrap()
     });
     println!("{reads} reads beside 1000 writes, each a whole token");
-    assert_eq!(file.read().unwrap(), Some(tokens[999].clone()));
+    assert_eq!(file.load().unwrap().token, Some(tokens[999].clone()));
 }

@@ -26,22 +26,18 @@ pub struct SessionBuilder {
     failures: Arc<dyn SessionFailures>,
     start_on_password: bool,
     call_wait: Duration,
-    reauth_wait: Duration,
     on_reauth_wait: Option<OnReauthWait>,
 }
 
 /// What a session calls when it starts waiting for another process's re-authentication.
 pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
 
-/// How long a recovery waits, by default, for another process that re-authenticates the same
-/// session file: long enough for a person to type a password at that process's prompt (or look
-/// it up), short enough that a process stopped there (Ctrl-Z) does not hold every other
-/// process for long. A holder that dies hands over at once.
-const DEFAULT_REAUTH_WAIT: Duration = Duration::from_secs(60);
-
 impl SessionBuilder {
     pub(super) fn new<St: TokenStore>(store: St) -> Self {
         let file = (&store as &dyn Any).downcast_ref::<TokenFile>().cloned();
+        let call_wait = file
+            .as_ref()
+            .map_or(DEFAULT_REFRESH_LOCK_WAIT, TokenFile::refresh_wait);
         Self {
             store: Box::new(store),
             file,
@@ -49,8 +45,7 @@ impl SessionBuilder {
             watch: Watch::default(),
             failures: Arc::new(Rfc6750),
             start_on_password: false,
-            call_wait: DEFAULT_REFRESH_LOCK_WAIT,
-            reauth_wait: DEFAULT_REAUTH_WAIT,
+            call_wait,
             on_reauth_wait: None,
         }
     }
@@ -90,21 +85,13 @@ impl SessionBuilder {
 
     /// How long a call waits for the write of the token its response brought, when it waits
     /// (a password call's token, or a refresh with [`AgentTokens::RevokedOnRefresh`]), counted
-    /// from its response (default
-    /// [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)). The write goes on
-    /// after, and [`Session::flush`] waits for it.
+    /// from its response. By default, as long as the session file's refresh write waits for its
+    /// lock ([`TokenFile::refresh_lock_wait`], 1 s unless set), or 1 s for another store. The
+    /// write goes on after, and [`Session::flush`] waits for it. This is not a lock wait: those
+    /// are all the session file's ([`TokenFile::lock_wait`], [`TokenFile::refresh_lock_wait`],
+    /// [`TokenFile::reauth_wait`]).
     pub fn call_wait(mut self, wait: Duration) -> Self {
         self.call_wait = wait;
-        self
-    }
-
-    /// How long a recovery waits for another process that re-authenticates the same session
-    /// file (default 60 s: time for a person to type a password there). Within the wait, the
-    /// other process's token is used as soon as it is written; a holder that dies hands over at
-    /// once; past the wait, this process re-authenticates itself. A call that waits can give up
-    /// sooner (a timeout, a drop) without ending the recovery.
-    pub fn reauth_wait(mut self, wait: Duration) -> Self {
-        self.reauth_wait = wait;
         self
     }
 
@@ -124,25 +111,6 @@ impl SessionBuilder {
     /// ```
     pub fn on_reauth_wait(mut self, waiting: impl Fn(Option<u32>) + Send + Sync + 'static) -> Self {
         self.on_reauth_wait = Some(Arc::new(waiting));
-        self
-    }
-
-    /// How long writes wait for another process's lock on the session file: a refresh write
-    /// (default [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT)) and an
-    /// explicit write or removal (default [`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)).
-    /// Also sets [`SessionBuilder::call_wait`] to `refresh`. No effect on a store that is not
-    /// the session file.
-    ///
-    /// A refresh that gives up stays in memory, is written with a later refresh, and is
-    /// counted in [`SessionStats::lock_timeouts`]. An explicit change that gives up fails with
-    /// [`Error::Locked`].
-    pub fn lock_wait(mut self, refresh: Duration, explicit: Duration) -> Self {
-        if let Some(file) = self.file.take() {
-            let file = file.refresh_lock_wait(refresh).lock_wait(explicit);
-            self.store = Box::new(file.clone());
-            self.file = Some(file);
-        }
-        self.call_wait = refresh;
         self
     }
 
@@ -167,7 +135,6 @@ impl SessionBuilder {
                 call_wait: self.call_wait,
                 epochs: tokio::sync::watch::Sender::new(0),
                 reauth_guard: Mutex::default(),
-                reauth_wait: self.reauth_wait,
                 on_reauth_wait: self.on_reauth_wait,
             }),
         }
@@ -182,7 +149,6 @@ impl std::fmt::Debug for SessionBuilder {
             .field("watch", &self.watch)
             .field("start_on_password", &self.start_on_password)
             .field("call_wait", &self.call_wait)
-            .field("reauth_wait", &self.reauth_wait)
             .finish_non_exhaustive()
     }
 }

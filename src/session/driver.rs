@@ -219,7 +219,7 @@ impl Shared {
                             on_wait(pid);
                         }
                     };
-                    let held = match file.take_reauth_lock(shared.reauth_wait, wanted, waiting) {
+                    let held = match file.take_reauth_lock(wanted, waiting) {
                         Ok(Taken::Held(guard)) => {
                             shared.reauth_guard().recovery = Some(guard);
                             true

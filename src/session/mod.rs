@@ -111,8 +111,6 @@ struct Shared {
     epochs: tokio::sync::watch::Sender<u64>,
     /// The re-authentication lock while this process holds it (see `file/reauth_lock.rs`).
     reauth_guard: Mutex<driver::ReauthGuards>,
-    /// How long a recovery waits for another process's re-authentication.
-    reauth_wait: Duration,
     /// Told when a recovery starts waiting for another process's re-authentication.
     on_reauth_wait: Option<builder::OnReauthWait>,
 }

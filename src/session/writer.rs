@@ -22,7 +22,7 @@ impl Session {
     /// re-authenticates in between (its new token would be removed with the file, and its calls
     /// fail again). Nothing is cleared if `end_all` fails.
     ///
-    /// The lock is waited for at most [`SessionBuilder::reauth_wait`]; past it, `end_all` runs
+    /// The lock is waited for at most [`TokenFile::reauth_wait`](crate::TokenFile::reauth_wait); past it, `end_all` runs
     /// without it.
     ///
     /// ```no_run
@@ -46,10 +46,9 @@ impl Session {
     ) -> Result<T, E> {
         let held = match self.shared.file.clone() {
             Some(file) => {
-                let wait = self.shared.reauth_wait;
                 let (tx, rx) = oneshot::channel();
                 spawn_blocking_anywhere(move || {
-                    let _ = tx.send(file.take_reauth_lock(wait, || true, |_| {}));
+                    let _ = tx.send(file.take_reauth_lock(|| true, |_| {}));
                 });
                 match rx.await {
                     Ok(Ok(crate::file::Taken::Held(guard))) => {

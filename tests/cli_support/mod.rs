@@ -8,6 +8,7 @@
 //! stdin closes).
 #![allow(dead_code)] // each test file uses its own part of this
 
+use agent_session::store::TokenStore as _;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader};
@@ -516,7 +517,7 @@ impl Fixture {
     /// Puts `token` in the session file, as another process would.
     pub fn write_token(&self, token: &str) {
         agent_session::TokenFile::in_dir(self.session_dir())
-            .write(&Token::new(token).expect("a well-formed token"))
+            .store(&Token::new(token).expect("a well-formed token"))
             .expect("write the session file");
     }
 

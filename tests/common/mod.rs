@@ -1,6 +1,7 @@
 //! What the transport tests share: an agent on loopback and clients of it.
 #![allow(dead_code)] // each test file uses its own part of this
 
+use agent_session::store::TokenStore as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -134,7 +135,8 @@ pub fn assert_file_token_accepted(manager: &SessionManager, session: &Session) {
     let token = session
         .file()
         .expect("a session file")
-        .read()
+        .load()
+        .map(|stored| stored.token)
         .expect("the session file is readable")
         .expect("the session file holds a token");
     if let Err(error) = manager.verify(&token) {

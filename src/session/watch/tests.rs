@@ -89,7 +89,7 @@ fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
     for fill in ["b", "c"] {
         let since = session.epoch();
         let token = Token::new(fill.repeat(40)).unwrap();
-        other.write(&token).unwrap();
+        other.store(&token).unwrap();
         runtime
             .block_on(async { tokio::time::timeout(BOUND, session.changed_since(since)).await })
             .expect("the other writer's token is picked up");
