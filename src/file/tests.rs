@@ -1,4 +1,9 @@
+use std::io;
+
 use super::*;
+use crate::error::CorruptReason;
+use crate::store::{Swap, TokenStore as _};
+use crate::token::Token;
 use std::os::unix::fs::PermissionsExt;
 
 fn token(s: &str) -> Token {
