@@ -157,7 +157,7 @@ impl TokenFile {
     /// The name of the session file inside a client directory ([`TokenFile::in_dir`]).
     pub const NAME: &str = TOKEN_FILE_NAME;
 
-    /// The largest session file that is read: a token of [`Token::MAX_LEN`] plus 1 KiB of white
+    /// The largest session file that is read: a token of [`Token::MAX_LEN`](crate::Token::MAX_LEN) plus 1 KiB of white
     /// space. Anything larger cannot hold a token, so it is refused without being read.
     pub const MAX_LEN: u64 = MAX_FILE_LEN;
 

@@ -20,8 +20,10 @@ const MAX_PAUSE: Duration = Duration::from_millis(20);
 pub(super) enum Waited {
     /// The lock is this process's.
     Taken,
-    /// Not taken after this long: the bound passed, or the waiter no longer wanted it.
-    GaveUp(Duration),
+    /// Not taken within the bound: waited this long.
+    TimedOut(Duration),
+    /// Not taken: the waiter no longer wanted it.
+    Unwanted,
 }
 
 /// Tries `file`'s `flock` until it is taken, for at most `wait` and while `wanted()`;
@@ -46,8 +48,11 @@ pub(super) fn wait_for_flock(
             told();
         }
         let waited = started.elapsed();
-        if waited >= wait || !wanted() {
-            return Ok(Waited::GaveUp(waited));
+        if waited >= wait {
+            return Ok(Waited::TimedOut(waited));
+        }
+        if !wanted() {
+            return Ok(Waited::Unwanted);
         }
         std::thread::sleep(pause.min(wait - waited));
         pause = (pause * 2).min(MAX_PAUSE);
@@ -104,9 +109,14 @@ impl TokenFile {
             .map_err(|e| Error::write(&self.path, e))?;
         match wait_for_flock(&file, wait, || true, || {}) {
             Ok(Waited::Taken) => Ok(FileLock { _file: file }),
-            Ok(Waited::GaveUp(waited)) => Err(Error::Locked {
+            Ok(Waited::TimedOut(waited)) => Err(Error::Locked {
                 path: self.lock_path.clone(),
                 waited,
+            }),
+            // Always wanted: never given up but for the bound.
+            Ok(Waited::Unwanted) => Err(Error::Locked {
+                path: self.lock_path.clone(),
+                waited: wait,
             }),
             Err(e) => Err(Error::write(&self.path, e)),
         }

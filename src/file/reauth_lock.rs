@@ -31,8 +31,10 @@ pub(crate) struct ReauthLock {
 pub(crate) enum Taken {
     /// Taken.
     Held(ReauthLock),
-    /// Not taken: the wait passed its bound, or the one waiting no longer wants it.
-    GaveUp,
+    /// Not taken: the wait passed its bound.
+    TimedOut,
+    /// Not taken: the one waiting no longer wants it.
+    Unwanted,
 }
 
 impl TokenFile {
@@ -81,7 +83,8 @@ impl TokenFile {
                 });
                 Ok(Taken::Held(ReauthLock { _file: file }))
             }
-            Ok(Waited::GaveUp(_)) => Ok(Taken::GaveUp),
+            Ok(Waited::TimedOut(_)) => Ok(Taken::TimedOut),
+            Ok(Waited::Unwanted) => Ok(Taken::Unwanted),
             Err(e) => Err(Error::write(&path, e)),
         }
     }

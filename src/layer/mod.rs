@@ -94,6 +94,12 @@ impl SessionLayer {
     /// (tonic's is): they are recorded up to the replay limit. Over reqwest, the request is
     /// copied with `try_clone` (a streaming body cannot be, and is not replayed).
     ///
+    /// The re-authenticator should call the agent without this layer (a channel of its own, as
+    /// below). A call it makes through the layer is sent with what the session holds and
+    /// never waits for the recovery it is part of, but only from the re-authenticator's own
+    /// task: a call from a task it spawns (`tokio::spawn`) is like any other call, and would
+    /// wait for that recovery until the call's own timeout.
+    ///
     /// A failed re-authentication is [`Error::Reauthentication`](crate::Error). Over `http`
     /// types, with the `tonic` feature, it reaches the caller as a `tonic::Status` whose source
     /// is that error: the agent's own status when the agent refused the unlock,

@@ -40,7 +40,7 @@ mod recovery;
 mod tests;
 mod writes;
 
-pub(crate) use recovery::Failed;
+pub(crate) use recovery::{Failed, LockTaken};
 pub(crate) use writes::Refreshed;
 
 /// Someone waiting for an answer from the owner: a call, an explicit change, a flush.

@@ -55,7 +55,7 @@ impl Session {
                         self.shared.reauth_guard().explicit = Some(guard);
                         true
                     }
-                    Ok(Ok(crate::file::Taken::GaveUp)) => {
+                    Ok(Ok(crate::file::Taken::TimedOut | crate::file::Taken::Unwanted)) => {
                         tracing::warn!(
                             "another process holds the re-authentication lock too long; \
                              locking all without it"

@@ -59,6 +59,19 @@ pub(super) enum LockState {
     HeldUntilWrite(u64),
 }
 
+/// How a try for the re-authentication lock ended ([`Owner::reauth_lock_taken`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockTaken {
+    /// This process holds it.
+    Held,
+    /// Not had: the wait passed its bound (a holder stopped), the store has no such lock, or
+    /// the try could not be made. The recovery goes on without it.
+    No,
+    /// Let go while waiting, because no recovery wanted it any more (another token ended the
+    /// one that asked). A recovery that began since asks again.
+    Unwanted,
+}
+
 /// What a failing call does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failed {
@@ -130,14 +143,21 @@ impl Owner {
         Failed::Wait(waiter)
     }
 
-    /// The try for the re-authentication lock is over: `held` if taken (else it gave up, or the
-    /// store has no such lock). A recovery that waited for it reads the store now.
-    pub(crate) fn reauth_lock_taken(&mut self, held: bool) {
-        self.reauth_lock = if held {
+    /// The try for the re-authentication lock is over. A recovery that waited for it reads the
+    /// store now, under the lock or (past the bound) without it. A try given up because no
+    /// recovery wanted it is not a try that timed out: a recovery that began meanwhile (it
+    /// found the try under way and asked for nothing) asks again.
+    pub(crate) fn reauth_lock_taken(&mut self, taken: LockTaken) {
+        self.reauth_lock = if taken == LockTaken::Held {
             LockState::Held
         } else {
             LockState::Free
         };
+        if taken == LockTaken::Unwanted && self.reauth_lock_wanted() {
+            self.reauth_lock = LockState::Taking;
+            self.effects.lock.push(LockOp::Take);
+            return;
+        }
         if self.reauth_lock_wanted() {
             self.locked();
         } else {

@@ -43,7 +43,7 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     };
     let effects = owner.take_effects();
     assert_eq!(effects.lock, [LockOp::Take], "one recovery takes the lock");
-    owner.reauth_lock_taken(true);
+    owner.reauth_lock_taken(LockTaken::Held);
     let effects = owner.take_effects();
     assert!(
         effects.read.is_some(),
@@ -85,7 +85,7 @@ fn another_process_token_ends_a_recovery_under_way() {
         panic!("no recovery");
     };
     owner.take_effects();
-    owner.reauth_lock_taken(true);
+    owner.reauth_lock_taken(LockTaken::Held);
     owner.take_effects();
     owner.read_done(Ok(Stored {
         token: Some(token("t1")),
@@ -217,7 +217,43 @@ fn a_recovery_waiting_for_the_lock_takes_the_holder_token() {
     let effects = owner.take_effects();
     assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == waiter));
     assert!(!owner.reauth_lock_wanted(), "the wait for the lock ends");
-    owner.reauth_lock_taken(true);
+    owner.reauth_lock_taken(LockTaken::Held);
     assert_eq!(owner.take_effects().lock, [LockOp::Release]);
     assert_eq!(owner.counts().reauth_runs, 0);
+}
+
+/// A try for the lock given up because its recovery ended (another token came) is no timeout:
+/// a recovery that began before the try reported (a lock all right after) asks for the lock
+/// again, rather than re-authenticating without it beside the process that holds it.
+#[test]
+fn a_try_given_up_unwanted_is_made_again_for_a_new_recovery() {
+    let mut owner = started("t1");
+    let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
+        panic!("no recovery");
+    };
+    assert_eq!(owner.take_effects().lock, [LockOp::Take]);
+    owner.store_changed();
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t2")),
+        version: Some(Version::new(2)),
+    }));
+    owner.take_effects();
+    assert!(!owner.reauth_lock_wanted(), "the first recovery is over");
+    // The new token fails too, while the try is still under way.
+    let epoch = owner.current().1;
+    let Failed::Wait(_) = owner.call_failed(Some(token("t2")), epoch, false) else {
+        panic!("no recovery");
+    };
+    let effects = owner.take_effects();
+    assert!(effects.lock.is_empty(), "the try under way serves it");
+    assert!(effects.read.is_none());
+    // The try saw no one wanting it and gave up, just before the new recovery began.
+    owner.reauth_lock_taken(LockTaken::Unwanted);
+    let effects = owner.take_effects();
+    assert_eq!(effects.lock, [LockOp::Take], "asked for again");
+    assert!(effects.read.is_none(), "nothing is read without the lock");
+    assert!(owner.reauth_lock_wanted());
+    owner.reauth_lock_taken(LockTaken::Held);
+    assert!(owner.take_effects().read.is_some(), "read under the lock");
 }

@@ -114,17 +114,18 @@ impl World {
         }
         let wanted = self.owner(p).reauth_lock_wanted();
         let gives_up = faults && self.rng.chance(10);
-        let held = match self.lock_holder {
-            None => true,
-            Some(_) if gives_up || !wanted => false,
+        let taken = match self.lock_holder {
+            None => LockTaken::Held,
+            Some(_) if !wanted => LockTaken::Unwanted,
+            Some(_) if gives_up => LockTaken::No,
             Some(_) => return,
         };
         self.process(p).lock_asked = false;
-        if held {
+        if taken == LockTaken::Held {
             self.lock_holder = Some(p);
             self.process(p).lock_held = true;
         }
-        self.owner(p).reauth_lock_taken(held);
+        self.owner(p).reauth_lock_taken(taken);
         self.effects(p, &[]);
     }
 
