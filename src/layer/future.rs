@@ -30,7 +30,7 @@ pin_project! {
         future: F,
         // Boxed: rare (a call that waits for its token's write), and it would make every
         // call's future larger.
-        saving: Option<Box<(Saved, Option<F::Output>)>>,
+        saving: Holding<F::Output>,
         // A flag, not a state to move to: the future stays small, and nothing is moved on the
         // way out.
         done: bool,
@@ -50,7 +50,7 @@ impl<F: Future> ResponseFuture<F> {
     ) -> Self {
         Self {
             future,
-            saving: None,
+            saving: Holding(None),
             done: false,
             session,
             carried,
@@ -71,7 +71,7 @@ where
         if *this.done {
             polled_after_completion()
         }
-        if let Some(saving) = this.saving {
+        if let Some(saving) = &mut this.saving.0 {
             // The call's result is the agent's, handed over as it came, once the write is over
             // or its bound has passed.
             let (saved, response) = &mut **saving;
@@ -97,11 +97,30 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 *this.done = false;
-                *this.saving = Some(Box::new((saved, Some(Ok(response)))));
+                this.saving.0 = Some(Box::new((saved, Some(Ok(response)))));
                 Poll::Pending
             }
         }
     }
+}
+
+/// The wait for a token's write, and the response held back meanwhile. Its drop is out of
+/// line: the future of a call that never waited (the hot path) drops it with one test, not
+/// with the inlined drop of the wait and of a response.
+struct Holding<T>(Option<Box<(Saved, Option<T>)>>);
+
+impl<T> Drop for Holding<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(held) = self.0.take() {
+            drop_held(held);
+        }
+    }
+}
+
+#[inline(never)]
+fn drop_held<T>(held: Box<(Saved, Option<T>)>) {
+    drop(held);
 }
 
 /// Takes the token a response brought, as what the request `carried` makes it: a refresh of
