@@ -54,7 +54,7 @@ use tower::Layer as _;
 mod prompt;
 #[path = "support/session_dir.rs"]
 mod session_dir;
-use prompt::Prompted;
+use prompt::Asked;
 
 /// What the terminal shows when the CLI needs the password.
 const PROMPT: &str = "Please enter the password: ";
@@ -524,26 +524,15 @@ async fn prompt_and_unlock(
     // The token that failed (or none): another one ends the prompt.
     let failed = session.as_ref().and_then(Session::token);
     loop {
-        let arrived = async {
-            match &session {
-                Some(session) => prompt::another_token(session, failed.clone()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let password = match prompt::read_password_unless(PROMPT, arrived).await {
-            Ok(Prompted::GaveWay(token)) => {
-                eprintln!("another process unlocked the session; going on with its token");
-                return Ok(token);
-            }
-            // Ctrl-D on an empty line, or a terminal that hung up.
+        let password = match prompt::ask(PROMPT, session.as_ref(), failed.as_ref()).await {
+            Ok(Asked::Token(token)) => return Ok(token),
+            Ok(Asked::Password(password)) if !password.is_empty() => password,
+            // Ctrl-D on an empty line, a terminal that hung up, or an empty line.
+            Ok(Asked::Password(_)) => return Err(UnlockError::NoPassword),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(UnlockError::NoPassword);
             }
             Err(e) => return Err(UnlockError::Terminal(e)),
-            Ok(Prompted::Password(password)) if password.is_empty() => {
-                return Err(UnlockError::NoPassword);
-            }
-            Ok(Prompted::Password(password)) => password,
         };
         match unlock(channel.clone(), password).await {
             Err(UnlockError::Agent(status)) if status.code() == tonic::Code::PermissionDenied => {

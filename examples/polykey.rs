@@ -31,7 +31,7 @@ use tower::Layer as _;
 
 #[path = "support/prompt.rs"]
 mod prompt;
-use prompt::Prompted;
+use prompt::Asked;
 
 #[path = "../tests/polykey_support/mod.rs"]
 mod polykey_support;
@@ -372,23 +372,12 @@ async fn prompt_and_unlock(channel: Channel, session: Option<Session>) -> Result
     // The token that failed (or none): another one ends the prompt.
     let failed = session.as_ref().and_then(Session::token);
     loop {
-        let arrived = async {
-            match &session {
-                Some(session) => prompt::another_token(session, failed.clone()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let password = match prompt::read_password_unless(PROMPT, arrived).await {
-            Ok(Prompted::GaveWay(token)) => {
-                eprintln!("another process unlocked the session; going on with its token");
-                return Ok(token);
-            }
+        let password = match prompt::ask(PROMPT, session.as_ref(), failed.as_ref()).await {
+            Ok(Asked::Token(token)) => return Ok(token),
+            Ok(Asked::Password(password)) if !password.is_empty() => password,
+            Ok(Asked::Password(_)) => return Err(NO_PASSWORD.into()),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(NO_PASSWORD.into()),
             Err(e) => return Err(e.into()),
-            Ok(Prompted::Password(password)) if password.is_empty() => {
-                return Err(NO_PASSWORD.into());
-            }
-            Ok(Prompted::Password(password)) => password,
         };
         match unlock(channel.clone(), password).await {
             Ok(token) => return Ok(token),

@@ -14,11 +14,50 @@ use rustix::event::{PollFd, PollFlags, poll};
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex};
 
 /// What the prompt ended with.
-pub enum Prompted<T> {
+enum Prompted<T> {
     /// The line typed (empty for a bare Enter).
     Password(String),
     /// What arrived before a line was typed; the terminal has stopped reading.
     GaveWay(T),
+}
+
+/// What asking for the password came to.
+pub enum Asked {
+    /// The line typed (empty for a bare Enter).
+    Password(String),
+    /// Another process's token, which the session took while the prompt was on screen. The
+    /// prompt has given way and said so on the terminal.
+    Token(Token),
+}
+
+/// Shows `prompt` on the terminal and reads a password without echo.
+///
+/// With a `session` (a re-authenticator's prompt), the prompt gives way when the session
+/// takes a token other than `failed` meanwhile (another process's unlock, seen through the
+/// session file's watch): it stops reading, puts the terminal back, says why, and returns that
+/// token. Without one (an `unlock` command), it only reads.
+///
+/// # Errors
+///
+/// As [`read_password_unless`].
+pub async fn ask(
+    prompt: &'static str,
+    session: Option<&Session>,
+    failed: Option<&Token>,
+) -> io::Result<Asked> {
+    let arrived = async {
+        match session {
+            Some(session) => another_token(session, failed).await,
+            None => std::future::pending().await,
+        }
+    };
+    Ok(match read_password_unless(prompt, arrived).await? {
+        Prompted::Password(password) => Asked::Password(password),
+        Prompted::GaveWay(token) => {
+            eprintln!("another process unlocked the session; going on with its token");
+            Asked::Token(token)
+        }
+    })
 }
 
 /// Shows `prompt` on the terminal and reads a password without echo, unless `other` is ready
@@ -29,7 +68,7 @@ pub enum Prompted<T> {
 /// [`io::ErrorKind::UnexpectedEof`] for end of input (Ctrl-D on an empty line, or a closed
 /// terminal), [`io::ErrorKind::Interrupted`] for Ctrl-C (after which the process gets its
 /// `SIGINT`), or why the terminal cannot be used.
-pub async fn read_password_unless<T>(
+async fn read_password_unless<T>(
     prompt: &'static str,
     other: impl Future<Output = T>,
 ) -> io::Result<Prompted<T>> {
@@ -57,11 +96,11 @@ pub async fn read_password_unless<T>(
 /// Waits until `session` holds a token other than `than`: one another process wrote (seen
 /// through the session's watch of its file), or this process's other calls took. A change to
 /// no token (a lock) is not one.
-pub async fn another_token(session: &Session, than: Option<Token>) -> Token {
+async fn another_token(session: &Session, than: Option<&Token>) -> Token {
     loop {
         let since = session.epoch();
         if let Some(token) = session.token()
-            && Some(&token) != than.as_ref()
+            && Some(&token) != than
         {
             return token;
         }
