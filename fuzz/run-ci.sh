@@ -20,7 +20,7 @@ fi
 
 # Its own target directory: a CARGO_TARGET_DIR meant for the main crate is left alone.
 export CARGO_TARGET_DIR="$PWD/target"
-targets=(token challenge status token_file)
+targets=(token challenge status token_file layer agent_verify)
 cargo +nightly fuzz build
 
 scratch="$(mktemp -d)"

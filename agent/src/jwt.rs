@@ -105,7 +105,9 @@ impl Hs256 {
 }
 
 /// Whether a header other than ours still names HS256 (its fields in another order, or with a
-/// `kid`, as another JWT library may write it).
+/// `kid`, as another JWT library may write it). The header must be a JSON object of valid
+/// UTF-8 (RFC 7515, section 4): serde's derived struct alone also takes an array, and skips
+/// the strings of fields it does not read without checking them.
 fn says_hs256(header: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Header<'a> {
@@ -115,8 +117,13 @@ fn says_hs256(header: &str) -> bool {
     URL_SAFE_NO_PAD
         .decode(header)
         .ok()
+        .and_then(|json| String::from_utf8(json).ok())
+        .filter(|json| {
+            json.trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{')
+        })
         .and_then(|json| {
-            serde_json::from_slice::<Header<'_>>(&json)
+            serde_json::from_str::<Header<'_>>(&json)
                 .map(|h| h.alg == "HS256")
                 .ok()
         })
@@ -179,5 +186,22 @@ mod tests {
         assert!(!says_hs256(&b64(r#"{"alg":"HS512","typ":"JWT"}"#)));
         assert!(!says_hs256(&b64(r#"{"typ":"JWT"}"#)));
         assert!(!says_hs256("not base64!"));
+    }
+
+    /// RFC 7515 §4: the header is a JSON object. Serde's derived struct also takes an array
+    /// for it, and skips the strings of fields it does not read without checking their UTF-8.
+    #[test]
+    fn a_header_is_a_json_object_of_utf8() {
+        let b64 = |s: &[u8]| URL_SAFE_NO_PAD.encode(s);
+        assert!(!says_hs256(&b64(br#"["HS256"]"#)));
+        assert!(!says_hs256(&b64(b"{\"alg\":\"HS256\",\"x\":\"\xff\"}")));
+        assert!(says_hs256(&b64(b" {\"alg\":\"HS256\"}")));
+
+        let key = Hs256::new(&[7; KEY_LEN]);
+        let message = format!("{}.{}", b64(br#"["HS256"]"#), b64(br#"{"exp":1}"#));
+        let mut mac = key.keyed.clone();
+        mac.update(message.as_bytes());
+        let token = format!("{message}.{}", b64(&mac.finalize().into_bytes()));
+        assert_eq!(key.verify(&token), Err(VerifyError::Malformed));
     }
 }

@@ -7,7 +7,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use agent_session::Token;
-use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 
 mod bounded;
@@ -15,25 +14,6 @@ mod reference;
 
 #[global_allocator]
 static GLOBAL: bounded::Counting = bounded::Counting;
-
-/// The `exp` a JWT's claims hold, read with serde_json's `Value`; `None` for no usable claim.
-fn reference_exp(text: &str) -> Option<u64> {
-    let parts: Vec<&str> = text.split('.').collect();
-    let [_, payload, _] = parts[..] else {
-        return None;
-    };
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    match reference::member(&json, "exp").ok()?? {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && *f >= 0.0)
-                .map(|f| f as u64)
-        }),
-        _ => None,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -60,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let expected =
-        reference_exp(text).map(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
+        reference::jwt_exp(text).map(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)));
     assert_eq!(token.expires_at(), expected.flatten(), "exp of {text:?}");
 
     // A response that brings it back is read as the same token.
