@@ -31,7 +31,14 @@
 //! Instruction counts, which unlike times do not move from one process run to the next: with
 //! `HOT_PATH_LOOP` set to `add_authorization`, `hiding`, `wrapped`, `session` or `bare`, the
 //! bench binary makes `HOT_PATH_CALLS` calls of that kind (`HOT_PATH_GRPC=1`: with a gRPC call's
-//! headers) and exits, for `valgrind --tool=callgrind` (see `benches/README.md`).
+//! headers) and exits, for `valgrind --tool=callgrind` (see `benches/README.md`). Three more
+//! kinds measure what taking a token back costs: `refreshing`, `SessionLayer` over an inner
+//! service that answers each call with a new token (one `exp` for all, so that the session
+//! keeps every one and writes none); `bare_refreshing`, that inner service alone; and
+//! `repeating`, `SessionLayer` over one that answers with the session's own token
+//! (`bare_repeating` alone). A refresh taken costs (`refreshing` - `bare_refreshing`) -
+//! (`session` - `bare`); a token brought back, (`repeating` - `bare_repeating`) - (`session` -
+//! `bare`).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -42,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use agent_session::{Session, SessionLayer};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Request, header};
+use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
 use tower_http::auth::AddAuthorization;
 use tower_http::sensitive_headers::SetSensitiveResponseHeaders;
@@ -71,6 +78,20 @@ fn hot_path(c: &mut Criterion) {
         std::iter::once(header::AUTHORIZATION),
     );
 
+    // A session whose every call brings a new token back, all with the session token's `exp`.
+    let exp = token
+        .expires_at()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs());
+    let kept = Session::new(agent_session::TokenFile::new(dir.path().join("kept")));
+    runtime
+        .block_on(kept.start_with_token(token.clone()))
+        .expect("the session starts");
+    let mut bare_kept = Refreshing::expiring_at(exp);
+    let mut keeping = SessionLayer::new(kept.clone()).layer(bare_kept.clone());
+    let mut bare_repeating = Repeating(token.header_value());
+    let mut repeating = SessionLayer::new(session.clone()).layer(bare_repeating.clone());
+
     if let Ok(kind) = std::env::var("HOT_PATH_LOOP") {
         let calls: u64 = std::env::var("HOT_PATH_CALLS")
             .ok()
@@ -87,8 +108,16 @@ fn hot_path(c: &mut Criterion) {
                 "hiding" => drop(black_box(call(&mut hiding, request()))),
                 "wrapped" => drop(black_box(call(&mut wrapped, request()))),
                 "session" => drop(black_box(call(&mut with_session, request()))),
+                "refreshing" => drop(black_box(call(&mut keeping, request()))),
+                "bare_refreshing" => drop(black_box(call(&mut bare_kept, request()))),
+                "repeating" => drop(black_box(call(&mut repeating, request()))),
+                "bare_repeating" => drop(black_box(call(&mut bare_repeating, request()))),
                 _ => drop(black_box(call(&mut Ready, request()))),
             }
+        }
+        if kind == "refreshing" {
+            let stats = kept.stats();
+            eprintln!("refreshing: {stats:?}");
         }
         return;
     }
@@ -259,5 +288,28 @@ impl<F: Future + Unpin> Future for WrappedFuture<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         Pin::new(&mut self.future).poll(cx)
+    }
+}
+
+/// Answers every call at once with `authorization: <its value>`: the token in use, brought back
+/// as an agent that refreshes once a second does for every other call of that second.
+#[derive(Clone)]
+struct Repeating(HeaderValue);
+
+impl Service<Request<()>> for Repeating {
+    type Response = Response<()>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        let mut response = Response::new(());
+        response
+            .headers_mut()
+            .insert(header::AUTHORIZATION, self.0.clone());
+        std::future::ready(Ok(response))
     }
 }

@@ -1,6 +1,7 @@
 //! The RFC 6750 wire contract: bearer credentials in `authorization`, challenges in
 //! `www-authenticate`.
 
+use http::header::GetAll;
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::token::{MalformedToken, Token};
@@ -38,8 +39,8 @@ impl From<BadCredentials> for MalformedToken {
 
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
-pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
-    let value = value.trim_ascii();
+pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, BadCredentials> {
+    let value = header.as_bytes().trim_ascii();
     let scheme = b"bearer";
     if value.len() <= scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
         return Err(BadCredentials::NotBearer);
@@ -52,20 +53,25 @@ pub(crate) fn parse_bearer(value: &[u8]) -> Result<Token, BadCredentials> {
         return Err(BadCredentials::NotBearer);
     }
     let token = rest.trim_ascii_start();
-    // Bytes outside ASCII are rejected by the token check; an invalid UTF-8 sequence is too.
-    let token = std::str::from_utf8(token).map_err(|e| {
-        BadCredentials::Malformed(MalformedToken::InvalidCharacter {
-            position: e.valid_up_to(),
-        })
-    })?;
-    Token::new(token).map_err(BadCredentials::Malformed)
+    Token::from_authorization(header, token).map_err(|why| {
+        // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is
+        // reported where it starts, as reading the token as text would.
+        let why = match std::str::from_utf8(token) {
+            Err(e) => MalformedToken::InvalidCharacter {
+                position: e.valid_up_to(),
+            },
+            Ok(_) => why,
+        };
+        BadCredentials::Malformed(why)
+    })
 }
 
-/// The token an agent sent back in `headers`, if a usable one: a malformed one is ignored with
-/// a warning (that does not contain it), and the token in use stays.
-pub(crate) fn token_from_agent(headers: &HeaderMap) -> Option<Token> {
+/// The token an agent sent back in the `authorization` `values` of a response, if a usable
+/// one: a malformed one is ignored with a warning (that does not contain it), and the token in
+/// use stays.
+pub(crate) fn token_from_agent(values: GetAll<'_, HeaderValue>) -> Option<Token> {
     // The public reading, so that a re-authenticator reads exactly what a refresh does.
-    match Token::from_headers(headers) {
+    match bearer_from_values(values).transpose() {
         Ok(token) => token,
         Err(why) => {
             tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
@@ -79,9 +85,14 @@ pub(crate) fn token_from_agent(headers: &HeaderMap) -> Option<Token> {
 /// Repeated headers must agree; a header that is present but unreadable is an error, so that a
 /// caller can tell "no credentials" from "bad credentials".
 pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, BadCredentials>> {
+    bearer_from_values(headers.get_all(header::AUTHORIZATION))
+}
+
+/// [`bearer_from_headers`] over the `authorization` values already looked up.
+fn bearer_from_values(values: GetAll<'_, HeaderValue>) -> Option<Result<Token, BadCredentials>> {
     let mut found: Option<Token> = None;
-    for value in headers.get_all(header::AUTHORIZATION) {
-        let token = match parse_bearer(value.as_bytes()) {
+    for value in values {
+        let token = match parse_bearer(value) {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };

@@ -332,12 +332,16 @@ impl From<Error> for tonic::Status {
 
 const GRPC_UNAUTHENTICATED: &str = "16";
 
+/// `grpc-status`, a name made once: looked up by a `&str`, a name is parsed and hashed again on
+/// every response.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// Whether a response refuses the call's credentials: HTTP 401, or gRPC `UNAUTHENTICATED` in the
 /// headers (a trailers-only response).
 pub(crate) fn is_rejection(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
     status == http::StatusCode::UNAUTHORIZED
         || headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes())
 }
 

@@ -99,7 +99,7 @@ pub struct Polykey;
 impl SessionFailures for Polykey {
     fn session_failure(&self, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
         let failed = headers
-            .get("grpc-status")
+            .get(crate::error::GRPC_STATUS)
             .is_some_and(|code| code.as_bytes() != b"0");
         if failed && let Some(error) = headers.get("error") {
             let named = polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {

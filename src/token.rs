@@ -34,10 +34,13 @@ pub struct Token {
 }
 
 struct Inner {
-    value: Box<str>,
+    /// `Bearer <token>`, sensitive: the token itself is its tail, after [`BEARER`].
     header: HeaderValue,
     expires_at: Option<u64>,
 }
+
+/// What an `authorization` value holds before the token, as this crate writes it.
+const BEARER: &[u8] = b"Bearer ";
 
 impl Token {
     /// The longest token accepted, in bytes: 16 KiB. A JWT with a handful of claims is a few
@@ -56,15 +59,35 @@ impl Token {
     pub fn new(value: impl Into<String>) -> Result<Self, MalformedToken> {
         let value: String = value.into();
         check_b64token(value.as_bytes())?;
-        let header = bearer_header(&value);
-        let expires_at = jwt_expiry(&value);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                value: value.into_boxed_str(),
-                header,
-                expires_at,
-            }),
-        })
+        Ok(Self::with_header(bearer_header(value.as_bytes())))
+    }
+
+    /// The token `token`, found in the `authorization` value `value` (a refresh, say). When the
+    /// value is `Bearer <token>` exactly, as agents send it, it becomes the token's header as
+    /// it is: a clone of a `HeaderValue` shares its bytes (a reference count, for a value read
+    /// off the wire), so taking a refresh copies nothing. The clone keeps the buffer the value
+    /// was read into alive as long as the token lives, a few KiB at most.
+    pub(crate) fn from_authorization(
+        value: &HeaderValue,
+        token: &[u8],
+    ) -> Result<Self, MalformedToken> {
+        check_b64token(token)?;
+        let header = if value.as_bytes().strip_prefix(BEARER) == Some(token) {
+            let mut header = value.clone();
+            header.set_sensitive(true);
+            header
+        } else {
+            bearer_header(token)
+        };
+        Ok(Self::with_header(header))
+    }
+
+    /// `header` is `Bearer <token>`, the token checked.
+    fn with_header(header: HeaderValue) -> Self {
+        let expires_at = jwt_expiry(token_of(&header));
+        Self {
+            inner: Arc::new(Inner { header, expires_at }),
+        }
     }
 
     /// The session token an agent sent in `headers`, read by the rules the layer applies to a
@@ -127,7 +150,8 @@ impl Token {
 
     /// The token itself. Named so that every place that reads the secret says so.
     pub fn expose(&self) -> &str {
-        &self.inner.value
+        // The token was checked to be ASCII when it was made: this cannot fall back.
+        std::str::from_utf8(token_of(&self.inner.header)).unwrap_or_default()
     }
 
     /// `Bearer <token>`, ready for an `authorization` header, marked sensitive.
@@ -159,7 +183,7 @@ impl Token {
 
 impl PartialEq for Token {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.value == other.inner.value
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.header == other.inner.header
     }
 }
 
@@ -219,6 +243,11 @@ fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
     if bytes.len() > MAX_TOKEN_LEN {
         return Err(MalformedToken::TooLong { len: bytes.len() });
     }
+    // The common case first, without a branch a byte, so that it runs on whole vectors: every
+    // byte in the alphabet, and no `=`.
+    if bytes.iter().fold(true, |all, &b| all & is_b64token_char(b)) {
+        return Ok(());
+    }
     let body_len = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
     if body_len == 0 {
         return Err(MalformedToken::InvalidCharacter { position: 0 });
@@ -234,19 +263,28 @@ fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
     Ok(())
 }
 
+/// One of `A-Z a-z 0-9 - . _ ~ + /`; written without branches (see [`check_b64token`]).
 fn is_b64token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    // `-`, `.`, `/` and the digits are one run of ASCII.
+    let dash_to_nine = b.wrapping_sub(b'-') < 13;
+    letter | dash_to_nine | (b == b'+') | (b == b'_') | (b == b'~')
 }
 
-fn bearer_header(value: &str) -> HeaderValue {
-    let mut bytes = Vec::with_capacity("Bearer ".len() + value.len());
-    bytes.extend_from_slice(b"Bearer ");
-    bytes.extend_from_slice(value.as_bytes());
+fn bearer_header(token: &[u8]) -> HeaderValue {
+    let mut bytes = Vec::with_capacity(BEARER.len() + token.len());
+    bytes.extend_from_slice(BEARER);
+    bytes.extend_from_slice(token);
     // The b64token alphabet is visible ASCII, so this cannot fail; keep a safe fallback anyway.
     let mut header = HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""));
     header.set_sensitive(true);
     header
+}
+
+/// The token in a header value this crate made: what follows [`BEARER`].
+fn token_of(header: &HeaderValue) -> &[u8] {
+    header.as_bytes().strip_prefix(BEARER).unwrap_or_default()
 }
 
 /// `bytes` as text, if they are valid UTF-8 and open a JSON object.
@@ -261,30 +299,55 @@ pub(crate) fn json_object(bytes: &[u8]) -> Option<&str> {
         .then_some(text)
 }
 
+/// Claims up to this size are decoded on the stack: an agent's are under 100 bytes, and a
+/// refresh is read on the call's path.
+const CLAIMS_ON_STACK: usize = 256;
+
 /// Reads the `exp` claim of a JWT without verifying it. The claims must be a JSON object of
-/// valid UTF-8 ([`json_object`]).
-fn jwt_expiry(value: &str) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: Option<serde_json::Number>,
-    }
-    let mut parts = value.split('.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
+/// valid UTF-8, read strictly ([`claims::exp_claim`]).
+fn jwt_expiry(token: &[u8]) -> Option<u64> {
+    // Three parts: two dots, found a word at a time.
+    let first = find_dot(token)?;
+    let after = &token[first + 1..];
+    let second = find_dot(after)?;
+    if find_dot(&after[second + 1..]).is_some() {
         return None;
     }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Claims = serde_json::from_str(json_object(&json)?).ok()?;
-    let exp = claims.exp?;
-    // NumericDate may carry a fraction; a negative or absurd value means "no usable claim".
-    exp.as_u64().or_else(|| {
-        exp.as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            .map(|f| f as u64)
-    })
+    let mut payload = &after[..second];
+    while let [rest @ .., b'='] = payload {
+        payload = rest;
+    }
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut on_stack = [0; CLAIMS_ON_STACK];
+    match engine.decode_slice(payload, &mut on_stack) {
+        Ok(len) => claims::exp_claim(&on_stack[..len]),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            claims::exp_claim(&engine.decode(payload).ok()?)
+        }
+        Err(base64::DecodeSliceError::DecodeError(_)) => None,
+    }
 }
+
+/// Where the first `.` of `bytes` is: eight bytes at a time, the way `memchr` does it, for a
+/// token of a couple of hundred bytes read on every refresh.
+fn find_dot(bytes: &[u8]) -> Option<usize> {
+    const DOTS: u64 = u64::from_ne_bytes([b'.'; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let (words, rest) = bytes.as_chunks::<8>();
+    for (i, word) in words.iter().enumerate() {
+        let x = u64::from_le_bytes(*word) ^ DOTS;
+        // A high bit set for each byte that was a dot (and none below the first one).
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(i * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let position = rest.iter().position(|&b| b == b'.')?;
+    Some(words.len() * 8 + position)
+}
+
+mod claims;
 
 #[cfg(test)]
 mod tests;

@@ -82,6 +82,20 @@ impl<B> Service<Request<B>> for Ready {
 #[derive(Debug, Clone, Default)]
 pub struct Refreshing {
     minted: Arc<AtomicU64>,
+    /// One `exp` for every token instead of one hour from now: a session then keeps each
+    /// refresh and writes none, so that a count of instructions does not depend on how many
+    /// seconds a run took (a write-behind session writes once a second, whatever the calls).
+    exp: Option<u64>,
+}
+
+impl Refreshing {
+    /// Every token with `exp` as its expiry.
+    pub fn expiring_at(exp: u64) -> Self {
+        Self {
+            exp: Some(exp),
+            ..Self::default()
+        }
+    }
 }
 
 impl<B> Service<Request<B>> for Refreshing {
@@ -95,7 +109,7 @@ impl<B> Service<Request<B>> for Refreshing {
 
     fn call(&mut self, _request: Request<B>) -> Self::Future {
         let jti = self.minted.fetch_add(1, Ordering::Relaxed);
-        let exp = unix_now() + 3600;
+        let exp = self.exp.unwrap_or_else(|| unix_now() + 3600);
         let value = format!("Bearer {}", jwt(exp, jti));
         let mut header = HeaderValue::try_from(value).expect("a JWT is a header value");
         header.set_sensitive(true);
@@ -105,10 +119,12 @@ impl<B> Service<Request<B>> for Refreshing {
     }
 }
 
-/// A JWT-shaped token (`header.payload.signature`) whose payload is `{"exp":…,"jti":…}`.
+/// A JWT-shaped token (`header.payload.signature`) whose payload is `{"iat":…,"exp":…,"jti":…}`,
+/// as the agent mints them (`iat` an hour before `exp`).
 pub fn jwt(exp: u64, jti: u64) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let payload = b64.encode(format!(r#"{{"exp":{exp},"jti":"{jti:032x}"}}"#));
+    let iat = exp.saturating_sub(3600);
+    let payload = b64.encode(format!(r#"{{"iat":{iat},"exp":{exp},"jti":"{jti:032x}"}}"#));
     // {"alg":"HS256","typ":"JWT"}, and 32 bytes of signature.
     format!(
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{payload}.c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2lnbg"

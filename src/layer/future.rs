@@ -129,6 +129,12 @@ fn take_token(session: &Session, response: &impl SessionResponse, carried: Carri
     if let Carried::Nothing = carried {
         return Refresh::Done;
     }
+    // Most responses bring no token (an agent that refreshes once a second): then there is
+    // nothing else to read.
+    let values = response.headers().get_all(http::header::AUTHORIZATION);
+    if values.iter().next().is_none() {
+        return Refresh::Done;
+    }
     if session.refuses(response.status(), response.headers()) {
         // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
         // between) is not the agent's word that the session goes on.
@@ -136,8 +142,8 @@ fn take_token(session: &Session, response: &impl SessionResponse, carried: Carri
         return Refresh::Done;
     }
     match carried {
-        Carried::Session(epoch) => session.take_refresh(response.headers(), epoch),
-        Carried::Password(epoch) => bearer::token_from_agent(response.headers())
+        Carried::Session(epoch) => session.take_refresh(values, epoch),
+        Carried::Password(epoch) => bearer::token_from_agent(values)
             .map_or(Refresh::Done, |token| {
                 session.start_from_password(token, epoch)
             }),

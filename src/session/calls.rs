@@ -131,7 +131,8 @@ impl Session {
         if !sent.had_token || self.refuses(status, headers) {
             return;
         }
-        if let Refresh::Saving(saved) = self.take_refresh(headers, sent.epoch) {
+        let values = headers.get_all(http::header::AUTHORIZATION);
+        if let Refresh::Saving(saved) = self.take_refresh(values, sent.epoch) {
             saved.await;
         }
     }
@@ -173,18 +174,22 @@ impl Session {
             || self.failures().session_failure(status, headers).is_some()
     }
 
-    /// Takes the token `headers` bring as the refresh of a call sent in `epoch`, for the layer
-    /// and for [`Session::refresh`] alike. The token in use again (an agent whose tokens are
-    /// the same within a second) is compared, not parsed, and nothing is written once it is on
-    /// disk; the call still waits for a write of it that is under way.
-    pub(crate) fn take_refresh(&self, headers: &http::HeaderMap, epoch: u64) -> Refresh {
-        if let Some(value) = headers.get(http::header::AUTHORIZATION)
+    /// Takes the token of a response's `authorization` `values` as the refresh of a call sent
+    /// in `epoch`, for the layer and for [`Session::refresh`] alike. The token in use again (an
+    /// agent whose tokens are the same within a second) is compared, not parsed, and nothing is
+    /// written once it is on disk; the call still waits for a write of it that is under way.
+    pub(crate) fn take_refresh(
+        &self,
+        values: http::header::GetAll<'_, HeaderValue>,
+        epoch: u64,
+    ) -> Refresh {
+        if let Some(value) = values.iter().next()
             && let Some(token) = self.current().token.as_ref()
             && token.is_header(value)
         {
             return self.accept_refresh(token.clone(), epoch);
         }
-        match crate::bearer::token_from_agent(headers) {
+        match crate::bearer::token_from_agent(values) {
             Some(token) => self.accept_refresh(token, epoch),
             None => Refresh::Done,
         }
