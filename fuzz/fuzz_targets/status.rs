@@ -87,7 +87,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Without a challenge, the message as tonic hands it decides (it is not decoded again).
     if code == Code::Unauthenticated && !status.metadata().contains_key("www-authenticate") {
-        let expected = if status.message().contains(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE) {
+        let expected = if status
+            .message()
+            .contains(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
+        {
             Error::TokenNotProvided
         } else {
             Error::TokenInvalid
