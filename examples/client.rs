@@ -527,8 +527,9 @@ async fn prompt_and_unlock(
         let password = match prompt::ask(PROMPT, session.as_ref(), failed.as_ref()).await {
             Ok(Asked::Token(token)) => return Ok(token),
             Ok(Asked::Password(password)) if !password.is_empty() => password,
-            // Ctrl-D on an empty line, a terminal that hung up, or an empty line.
+            // An empty line.
             Ok(Asked::Password(_)) => return Err(UnlockError::NoPassword),
+            // Ctrl-D on an empty line, or a terminal that hung up.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(UnlockError::NoPassword);
             }

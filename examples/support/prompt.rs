@@ -8,10 +8,11 @@
 
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 
 use agent_session::{Session, Token};
 use rustix::event::{PollFd, PollFlags, poll};
-use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex};
+use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, SpecialCodeIndex};
 
 /// What the prompt ended with.
 enum Prompted<T> {
@@ -78,6 +79,8 @@ async fn read_password_unless<T>(
         joined.map_err(io::Error::other)?
     };
     tokio::select! {
+        // A line that is in wins over what arrives at the same moment.
+        biased;
         read = &mut reading => match joined(read)? {
             Some(password) => Ok(Prompted::Password(password)),
             // Only giving way stops it, and that is the other branch.
@@ -85,8 +88,8 @@ async fn read_password_unless<T>(
         },
         arrived = other => {
             // Stop the read, and wait for the terminal to be put back before anything is said.
-            // A line typed at that very moment is dropped: the other one arrived first.
-            give_way.write_all(b"x")?;
+            // The reader may have ended already (the pipe then is closed): nothing to stop.
+            let _ = give_way.write_all(b"x");
             let _ = reading.await;
             Ok(Prompted::GaveWay(arrived))
         }
@@ -140,23 +143,40 @@ enum Keys {
 /// Reads one line from the terminal without echo. `None`: `wake` became readable (given way,
 /// or the prompt dropped) before the line ended.
 fn read_on_tty(prompt: &str, wake: &io::PipeReader) -> io::Result<Option<String>> {
-    let mut tty = File::options().read(true).write(true).open("/dev/tty")?;
-    tty.write_all(prompt.as_bytes())?;
-    tty.flush()?;
-    let before = termios::tcgetattr(&tty)?;
+    let mut out = File::options().write(true).open("/dev/tty")?;
+    // Not blocking: another reader of the terminal may take a key `poll` said was there, and a
+    // blocked read would no longer see `wake`.
+    let input = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/tty")?;
+    out.write_all(prompt.as_bytes())?;
+    out.flush()?;
+    let before = termios::tcgetattr(&input)?;
     let mut raw = before.clone();
     raw.local_modes
         .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ECHONL | LocalModes::ISIG);
     raw.special_codes[SpecialCodeIndex::VMIN] = 1;
     raw.special_codes[SpecialCodeIndex::VTIME] = 0;
-    termios::tcsetattr(&tty, OptionalActions::Now, &raw)?;
-    let restore = Restore { tty: &tty, before };
+    termios::tcsetattr(&input, OptionalActions::Now, &raw)?;
+    let restore = Restore {
+        tty: &input,
+        before,
+    };
+    // Ends the prompt before the line did: what was typed and not read yet is part of a
+    // password, and must not reach whatever reads the terminal next (the shell). Then the
+    // terminal is put back, and the prompt's line ended.
+    let stop = |restore: Restore<'_>| {
+        let _ = termios::tcflush(&input, QueueSelector::IFlush);
+        drop(restore);
+        let _ = (&out).write_all(b"\n");
+    };
 
     let mut line = Vec::new();
     let mut keys = Keys::Typing;
     loop {
         let mut fds = [
-            PollFd::new(&tty, PollFlags::IN),
+            PollFd::new(&input, PollFlags::IN),
             PollFd::new(wake, PollFlags::IN),
         ];
         match poll(&mut fds, None) {
@@ -165,50 +185,65 @@ fn read_on_tty(prompt: &str, wake: &io::PipeReader) -> io::Result<Option<String>
             Ok(_) => {}
         }
         if !fds[1].revents().is_empty() {
-            drop(restore);
-            // The prompt's line ends here: what is said next starts a line of its own.
-            let _ = (&tty).write_all(b"\n");
+            stop(restore);
             return Ok(None);
         }
         let mut key = [0u8; 1];
-        if (&tty).read(&mut key)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match (&input).read(&mut key) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
         }
-        // An escape sequence (an arrow key, `ESC [ A`): its letters are not the password's.
-        match (keys, key[0]) {
-            (Keys::Escape, b'[' | b'O') => keys = Keys::Sequence,
-            (Keys::Escape, _) => keys = Keys::Typing,
-            (Keys::Sequence, 0x40..=0x7e) => keys = Keys::Typing,
-            (Keys::Sequence, _) => {}
-            (Keys::Typing, key) => match key {
-                ESC => keys = Keys::Escape,
-                b'\n' | b'\r' => break,
-                BACKSPACE | DEL => {
-                    // A whole character: its UTF-8 continuation bytes, then its first.
-                    while line.pop().is_some_and(|byte| byte & 0xc0 == 0x80) {}
+        let key = key[0];
+        // An escape sequence (an arrow key, `ESC [ A`): its letters are not the password's. A
+        // lone `ESC` is dropped, and the key after it read as typed.
+        match keys {
+            Keys::Sequence => {
+                if (0x40..=0x7e).contains(&key) {
+                    keys = Keys::Typing;
                 }
-                CTRL_U => line.clear(),
-                CTRL_D if line.is_empty() => {
-                    drop(restore);
-                    let _ = (&tty).write_all(b"\n");
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                CTRL_C => {
-                    drop(restore);
-                    let _ = (&tty).write_all(b"\n");
-                    let _ = rustix::process::kill_process(
-                        rustix::process::getpid(),
-                        rustix::process::Signal::INT,
-                    );
-                    return Err(io::ErrorKind::Interrupted.into());
-                }
-                byte if byte >= 0x20 || byte & 0x80 != 0 => line.push(byte),
-                _ => {}
-            },
+                continue;
+            }
+            Keys::Escape if matches!(key, b'[' | b'O') => {
+                keys = Keys::Sequence;
+                continue;
+            }
+            Keys::Escape | Keys::Typing => keys = Keys::Typing,
+        }
+        match key {
+            ESC => keys = Keys::Escape,
+            b'\n' | b'\r' => break,
+            BACKSPACE | DEL => {
+                // A whole character: its UTF-8 continuation bytes, then its first.
+                while line.pop().is_some_and(|byte| byte & 0xc0 == 0x80) {}
+            }
+            CTRL_U => line.clear(),
+            CTRL_D if line.is_empty() => {
+                stop(restore);
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            CTRL_C => {
+                stop(restore);
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::INT,
+                );
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            byte if byte >= 0x20 || byte & 0x80 != 0 => line.push(byte),
+            _ => {}
         }
     }
     drop(restore);
-    let _ = (&tty).write_all(b"\n");
+    let _ = (&out).write_all(b"\n");
     String::from_utf8(line)
         .map(Some)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the password is not UTF-8"))

@@ -305,6 +305,12 @@ impl TerminalRun {
             agent_log: self.agent_log.clone(),
         };
         drop(screen);
+        // However it ended (a line, end of input, a wrong password, giving way), the client put
+        // the terminal back: the pty keeps its settings after the client is gone.
+        assert!(
+            self.echoes(),
+            "the client left the terminal without echo\n{finished}"
+        );
         finished
     }
 
