@@ -66,7 +66,10 @@ impl Token {
     /// value is `Bearer <token>` exactly, as agents send it, it becomes the token's header as
     /// it is: a clone of a `HeaderValue` shares its bytes (a reference count, for a value read
     /// off the wire), so taking a refresh copies nothing. The clone keeps the buffer the value
-    /// was read into alive as long as the token lives, a few KiB at most.
+    /// was read into alive as long as the token lives: over HTTP/2 the header block's, over
+    /// HTTP/1 the connection's read buffer, which the client bounds (hyper: 400 KiB by
+    /// default). One such buffer for each token alive: the session's, and one on its way to
+    /// the file.
     pub(crate) fn from_authorization(
         value: &HeaderValue,
         token: &[u8],

@@ -129,12 +129,8 @@ fn take_token(session: &Session, response: &impl SessionResponse, carried: Carri
     if let Carried::Nothing = carried {
         return Refresh::Done;
     }
-    // Most responses bring no token (an agent that refreshes once a second): then there is
-    // nothing else to read.
+    // Only a response with `authorization` comes here (`hide_credentials` found it).
     let values = response.headers().get_all(http::header::AUTHORIZATION);
-    if values.iter().next().is_none() {
-        return Refresh::Done;
-    }
     if session.refuses(response.status(), response.headers()) {
         // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
         // between) is not the agent's word that the session goes on.

@@ -152,6 +152,8 @@ pub(crate) struct Owner {
     recovery: recovery::Recovery,
     /// Re-authenticator runs started so far, to number them.
     runs: u64,
+    /// Recoveries begun so far, to number them.
+    recoveries: u64,
     /// The run whose runner has not reported yet: at most one at a time, whatever the
     /// recovery it was started for became.
     running: Option<u64>,
@@ -178,6 +180,7 @@ impl Owner {
             writes: writes::Writes::default(),
             recovery: recovery::Recovery::default(),
             runs: 0,
+            recoveries: 0,
             running: None,
             recovered_epoch: None,
             reauth_lock: recovery::LockState::Free,

@@ -47,8 +47,7 @@ impl Shared {
                             shared.reauth_guard().recovery = Some(guard);
                             LockTaken::Held
                         }
-                        Ok(Taken::TimedOut) => LockTaken::No,
-                        Ok(Taken::Unwanted) => LockTaken::Unwanted,
+                        Ok(Taken::TimedOut | Taken::Unwanted) => LockTaken::No,
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot take the re-authentication lock");
                             LockTaken::No

@@ -31,6 +31,9 @@ pub(super) enum Recovery {
 
 #[derive(Debug)]
 pub(super) struct Active {
+    /// Which recovery this is (the owner numbers them): a try for the lock made for an
+    /// earlier one does not serve this one's wait.
+    number: u64,
     /// The tokens that failed; `None` stands for "no token".
     failed: Vec<Option<Token>>,
     /// The calls waiting for it (its runner not among them).
@@ -52,8 +55,8 @@ enum Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LockState {
     Free,
-    /// Asked for; the answer is on its way.
-    Taking,
+    /// Asked for, for this recovery; the answer is on its way.
+    Taking(u64),
     Held,
     /// Held until the write of this number (the recovered token) is over.
     HeldUntilWrite(u64),
@@ -64,12 +67,9 @@ pub(super) enum LockState {
 pub(crate) enum LockTaken {
     /// This process holds it.
     Held,
-    /// Not had: the wait passed its bound (a holder stopped), the store has no such lock, or
-    /// the try could not be made. The recovery goes on without it.
+    /// Not had: the wait passed its bound (a holder stopped), no recovery wanted it any more,
+    /// the store has no such lock, or the try could not be made.
     No,
-    /// Let go while waiting, because no recovery wanted it any more (another token ended the
-    /// one that asked). A recovery that began since asks again.
-    Unwanted,
 }
 
 /// What a failing call does next.
@@ -118,6 +118,7 @@ impl Owner {
                 self.counts.reauth_shared += 1;
             }
             Recovery::Idle => {
+                self.recoveries += 1;
                 let mut failed = Vec::with_capacity(2);
                 for token in failing {
                     if !failed.contains(&token) {
@@ -125,37 +126,51 @@ impl Owner {
                     }
                 }
                 self.recovery = Recovery::Active(Active {
+                    number: self.recoveries,
                     failed,
                     waiters: vec![waiter],
                     stage: Stage::Locking,
                 });
                 match self.reauth_lock {
-                    LockState::Free => {
-                        self.reauth_lock = LockState::Taking;
-                        self.effects.lock.push(LockOp::Take);
-                    }
+                    LockState::Free => self.take_reauth_lock(),
                     // Still held for the last recovery's write: this one goes on under it.
                     LockState::Held | LockState::HeldUntilWrite(_) => self.locked(),
-                    LockState::Taking => {}
+                    // A try under way, made for an earlier recovery: its answer tells.
+                    LockState::Taking(_) => {}
                 }
             }
         }
         Failed::Wait(waiter)
     }
 
-    /// The try for the re-authentication lock is over. A recovery that waited for it reads the
-    /// store now, under the lock or (past the bound) without it. A try given up because no
-    /// recovery wanted it is not a try that timed out: a recovery that began meanwhile (it
-    /// found the try under way and asked for nothing) asks again.
-    pub(crate) fn reauth_lock_taken(&mut self, taken: LockTaken) {
-        self.reauth_lock = if taken == LockTaken::Held {
-            LockState::Held
-        } else {
-            LockState::Free
-        };
-        if taken == LockTaken::Unwanted && self.reauth_lock_wanted() {
-            self.reauth_lock = LockState::Taking;
+    /// Asks for the re-authentication lock, for the recovery under way.
+    fn take_reauth_lock(&mut self) {
+        if let Recovery::Active(active) = &self.recovery {
+            self.reauth_lock = LockState::Taking(active.number);
             self.effects.lock.push(LockOp::Take);
+        }
+    }
+
+    /// The try for the re-authentication lock is over. A recovery that waited for it reads the
+    /// store now, under the lock or (past the bound) without it. A try made for an earlier
+    /// recovery is no answer for one that began while it was under way (it found the try and
+    /// asked for nothing): whether it gave up because that recovery ended, or at that
+    /// recovery's bound, the new one asks again, and waits its own bound.
+    pub(crate) fn reauth_lock_taken(&mut self, taken: LockTaken) {
+        let asked_for = match self.reauth_lock {
+            LockState::Taking(number) => Some(number),
+            _ => None,
+        };
+        self.reauth_lock = match taken {
+            LockTaken::Held => LockState::Held,
+            LockTaken::No => LockState::Free,
+        };
+        if taken == LockTaken::No
+            && let Recovery::Active(active) = &self.recovery
+            && active.stage == Stage::Locking
+            && Some(active.number) != asked_for
+        {
+            self.take_reauth_lock();
             return;
         }
         if self.reauth_lock_wanted() {

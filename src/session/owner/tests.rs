@@ -222,11 +222,13 @@ fn a_recovery_waiting_for_the_lock_takes_the_holder_token() {
     assert_eq!(owner.counts().reauth_runs, 0);
 }
 
-/// A try for the lock given up because its recovery ended (another token came) is no timeout:
-/// a recovery that began before the try reported (a lock all right after) asks for the lock
-/// again, rather than re-authenticating without it beside the process that holds it.
+/// A try for the lock made for a recovery that ended (another token came) is no answer for a
+/// recovery that began while it was under way (a lock all right after): whether it gave up
+/// because no one wanted it any more or at the first recovery's bound, the new recovery asks
+/// again and waits its own bound, rather than re-authenticating without the lock beside the
+/// process that holds it. A try made for the recovery itself that gives up is its answer.
 #[test]
-fn a_try_given_up_unwanted_is_made_again_for_a_new_recovery() {
+fn a_try_made_for_an_earlier_recovery_is_made_again() {
     let mut owner = started("t1");
     let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
@@ -248,12 +250,15 @@ fn a_try_given_up_unwanted_is_made_again_for_a_new_recovery() {
     let effects = owner.take_effects();
     assert!(effects.lock.is_empty(), "the try under way serves it");
     assert!(effects.read.is_none());
-    // The try saw no one wanting it and gave up, just before the new recovery began.
-    owner.reauth_lock_taken(LockTaken::Unwanted);
+    // The try, made for the first recovery, gives up.
+    owner.reauth_lock_taken(LockTaken::No);
     let effects = owner.take_effects();
     assert_eq!(effects.lock, [LockOp::Take], "asked for again");
     assert!(effects.read.is_none(), "nothing is read without the lock");
     assert!(owner.reauth_lock_wanted());
-    owner.reauth_lock_taken(LockTaken::Held);
-    assert!(owner.take_effects().read.is_some(), "read under the lock");
+    // This try is the second recovery's own: past its bound, it goes on without the lock.
+    owner.reauth_lock_taken(LockTaken::No);
+    let effects = owner.take_effects();
+    assert!(effects.lock.is_empty(), "not asked a third time");
+    assert!(effects.read.is_some(), "read, without the lock");
 }

@@ -116,8 +116,7 @@ impl World {
         let gives_up = faults && self.rng.chance(10);
         let taken = match self.lock_holder {
             None => LockTaken::Held,
-            Some(_) if !wanted => LockTaken::Unwanted,
-            Some(_) if gives_up => LockTaken::No,
+            Some(_) if !wanted || gives_up => LockTaken::No,
             Some(_) => return,
         };
         self.process(p).lock_asked = false;
