@@ -161,6 +161,8 @@ pub(crate) struct Owner {
     recovered_epoch: Option<u64>,
     /// The re-authentication lock, as this process holds it.
     reauth_lock: recovery::LockState,
+    /// Whether this process holds the re-authentication lock around a lock all.
+    held_for_clear: bool,
     counts: Counts,
     effects: Effects,
 }
@@ -184,6 +186,7 @@ impl Owner {
             running: None,
             recovered_epoch: None,
             reauth_lock: recovery::LockState::Free,
+            held_for_clear: false,
             counts: Counts::default(),
             effects: Effects::default(),
         }

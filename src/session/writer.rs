@@ -53,6 +53,8 @@ impl Session {
                 match rx.await {
                     Ok(Ok(crate::file::Taken::Held(guard))) => {
                         self.shared.reauth_guard().explicit = Some(guard);
+                        self.shared
+                            .step(|owner| owner.reauth_lock_held_for_clear(true));
                         true
                     }
                     Ok(Ok(crate::file::Taken::TimedOut | crate::file::Taken::Unwanted)) => {
@@ -153,6 +155,8 @@ struct ReleaseOnDrop<'a>(Option<&'a Arc<Shared>>);
 impl Drop for ReleaseOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(shared) = self.0 {
+            // The owner first, so that no recovery begins under a lock already gone.
+            shared.step(|owner| owner.reauth_lock_held_for_clear(false));
             drop(shared.reauth_guard().explicit.take());
         }
     }

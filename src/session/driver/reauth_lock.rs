@@ -24,12 +24,6 @@ impl Shared {
                     self.step(|owner| owner.reauth_lock_taken(LockTaken::No));
                     return;
                 };
-                if self.reauth_guard().explicit.is_some() {
-                    // This process holds it already ([`Session::clear_after`]): a call inside
-                    // must not wait for its own process.
-                    self.step(|owner| owner.reauth_lock_taken(LockTaken::Held));
-                    return;
-                }
                 let report = LockReport(Some(self.clone()));
                 spawn_blocking_anywhere(move || {
                     let Some(shared) = &report.0 else { return };

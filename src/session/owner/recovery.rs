@@ -144,7 +144,15 @@ impl Owner {
     }
 
     /// Asks for the re-authentication lock, for the recovery under way.
+    /// Held already when this process holds it around a lock all
+    /// ([`Owner::reauth_lock_held_for_clear`]): a call failing inside must not wait for its own
+    /// process.
     fn take_reauth_lock(&mut self) {
+        if self.held_for_clear {
+            self.reauth_lock = LockState::Held;
+            self.locked();
+            return;
+        }
         if let Recovery::Active(active) = &self.recovery {
             self.reauth_lock = LockState::Taking(active.number);
             self.effects.lock.push(LockOp::Take);
@@ -178,6 +186,12 @@ impl Owner {
         } else {
             self.release_reauth_lock();
         }
+    }
+
+    /// This process holds the re-authentication lock around a lock all (`held`), or let it go:
+    /// a recovery that begins meanwhile goes on under it.
+    pub(crate) fn reauth_lock_held_for_clear(&mut self, held: bool) {
+        self.held_for_clear = held;
     }
 
     /// Whether a recovery still waits for the re-authentication lock.

@@ -262,3 +262,25 @@ fn a_try_made_for_an_earlier_recovery_is_made_again() {
     assert!(effects.lock.is_empty(), "not asked a third time");
     assert!(effects.read.is_some(), "read, without the lock");
 }
+
+/// While this process holds the re-authentication lock around a lock all, a recovery that
+/// begins goes on under it (no try for a lock its own process holds); after, it asks again.
+#[test]
+fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
+    let mut owner = started("t1");
+    owner.reauth_lock_held_for_clear(true);
+    let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
+        panic!("no recovery");
+    };
+    let effects = owner.take_effects();
+    assert!(effects.lock.is_empty(), "no try for its own process's lock");
+    assert!(effects.read.is_some(), "read under the lock held");
+
+    let mut owner = started("t1");
+    owner.reauth_lock_held_for_clear(true);
+    owner.reauth_lock_held_for_clear(false);
+    let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
+        panic!("no recovery");
+    };
+    assert_eq!(owner.take_effects().lock, [LockOp::Take]);
+}
