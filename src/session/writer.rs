@@ -89,10 +89,7 @@ impl Session {
 
     /// Takes a refreshed token that came back on a response to a call sent in `epoch`.
     pub(crate) fn accept_refresh(&self, token: Token, epoch: u64) -> Refresh {
-        if self.shared.current.load().epoch != epoch {
-            tracing::debug!("refreshed token dropped: the session changed since the call");
-            return Refresh::Done;
-        }
+        // The owner drops it if the session changed since the call (one place decides).
         let waiting = self
             .shared
             .step_and_wait(|owner| match owner.refresh(token, epoch) {
