@@ -82,20 +82,30 @@ impl<B> Service<Request<B>> for Ready {
 #[derive(Debug, Clone, Default)]
 pub struct Refreshing {
     minted: Arc<AtomicU64>,
-    /// One `exp` for every token instead of one hour from now: a session then keeps each
-    /// refresh and writes none, so that a count of instructions does not depend on how many
-    /// seconds a run took (a write-behind session writes once a second, whatever the calls).
-    exp: Option<u64>,
+    /// Tokens made before the calls, all with one `exp` instead of one hour from now, handed
+    /// out in turn: a session then keeps each refresh and writes none, so that a count of
+    /// instructions does not depend on how many seconds a run took (a write-behind session
+    /// writes once a second, whatever the calls). Made before, so that the calls count no
+    /// formatting, and no allocation whose cost moves with what the layer allocated.
+    made: Option<Arc<[HeaderValue]>>,
 }
 
 impl Refreshing {
-    /// Every token with `exp` as its expiry.
+    /// Every token with `exp` as its expiry: 1024 of them, each unlike the one before.
     pub fn expiring_at(exp: u64) -> Self {
         Self {
-            exp: Some(exp),
+            made: Some((0..1024).map(|jti| bearer(&jwt(exp, jti))).collect()),
             ..Self::default()
         }
     }
+}
+
+/// `Bearer <token>`, sensitive, as an agent's response holds it.
+fn bearer(token: &str) -> HeaderValue {
+    let mut header =
+        HeaderValue::try_from(format!("Bearer {token}")).expect("a JWT is a header value");
+    header.set_sensitive(true);
+    header
 }
 
 impl<B> Service<Request<B>> for Refreshing {
@@ -109,10 +119,10 @@ impl<B> Service<Request<B>> for Refreshing {
 
     fn call(&mut self, _request: Request<B>) -> Self::Future {
         let jti = self.minted.fetch_add(1, Ordering::Relaxed);
-        let exp = self.exp.unwrap_or_else(|| unix_now() + 3600);
-        let value = format!("Bearer {}", jwt(exp, jti));
-        let mut header = HeaderValue::try_from(value).expect("a JWT is a header value");
-        header.set_sensitive(true);
+        let header = match &self.made {
+            Some(made) => made[jti as usize % made.len()].clone(),
+            None => bearer(&jwt(unix_now() + 3600, jti)),
+        };
         let mut response = Response::new(());
         response.headers_mut().insert(header::AUTHORIZATION, header);
         std::future::ready(Ok(response))
