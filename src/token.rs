@@ -1,10 +1,9 @@
 //! [`Token`]: a validated session token that never shows itself.
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use http::HeaderValue;
 
 /// The longest token accepted, in bytes.
@@ -16,9 +15,9 @@ pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// A session token, checked against the RFC 6750 `b64token` grammar.
 ///
 /// The value is a secret: `Debug` and `Display` print `Token(<redacted>)`, and the only way to
-/// read it is [`Token::expose`]. Cloning is cheap (an `Arc` inside), and the
-/// `authorization: Bearer <token>` header value is built once, marked sensitive, when the token
-/// is made.
+/// read it is [`Token::expose`]. Cloning is cheap (a reference count: the token is its
+/// `authorization: Bearer <token>` header value, built once, marked sensitive, when the token
+/// is made, or the response's own value when an agent sent it).
 ///
 /// ```
 /// use agent_session::Token;
@@ -30,10 +29,6 @@ pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct Token {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     /// `Bearer <token>`, sensitive: the token itself is its tail, after [`BEARER`].
     header: HeaderValue,
     expires_at: Option<u64>,
@@ -58,8 +53,8 @@ impl Token {
     /// [`MalformedToken`] saying what is wrong (never showing the value).
     pub fn new(value: impl Into<String>) -> Result<Self, MalformedToken> {
         let value: String = value.into();
-        check_b64token(value.as_bytes())?;
-        Ok(Self::with_header(bearer_header(value.as_bytes())))
+        let claims = check_b64token(value.as_bytes())?;
+        Ok(Self::with_header(bearer_header(value.as_bytes()), claims))
     }
 
     /// The token `token`, found in the `authorization` value `value` (a refresh, say). When the
@@ -74,7 +69,7 @@ impl Token {
         value: &HeaderValue,
         token: &[u8],
     ) -> Result<Self, MalformedToken> {
-        check_b64token(token)?;
+        let claims = check_b64token(token)?;
         let header = if value.as_bytes().strip_prefix(BEARER) == Some(token) {
             let mut header = value.clone();
             header.set_sensitive(true);
@@ -82,15 +77,18 @@ impl Token {
         } else {
             bearer_header(token)
         };
-        Ok(Self::with_header(header))
+        Ok(Self::with_header(header, claims))
     }
 
-    /// `header` is `Bearer <token>`, the token checked.
-    fn with_header(header: HeaderValue) -> Self {
-        let expires_at = jwt_expiry(token_of(&header));
-        Self {
-            inner: Arc::new(Inner { header, expires_at }),
-        }
+    /// `header` is `Bearer <token>`, the token checked; `claims`, where the claims are if the
+    /// check found a JWT in the plain form.
+    fn with_header(header: HeaderValue, claims: Option<Range<usize>>) -> Self {
+        let token = token_of(&header);
+        let expires_at = match claims {
+            Some(claims) => jwt::exp_of_claims(&token[claims]),
+            None => jwt::exp_of_any(token),
+        };
+        Self { header, expires_at }
     }
 
     /// The session token an agent sent in `headers`, read by the rules the layer applies to a
@@ -154,19 +152,19 @@ impl Token {
     /// The token itself. Named so that every place that reads the secret says so.
     pub fn expose(&self) -> &str {
         // The token was checked to be ASCII when it was made: this cannot fall back.
-        std::str::from_utf8(token_of(&self.inner.header)).unwrap_or_default()
+        std::str::from_utf8(token_of(&self.header)).unwrap_or_default()
     }
 
     /// `Bearer <token>`, ready for an `authorization` header, marked sensitive.
     #[inline]
     pub fn header_value(&self) -> HeaderValue {
-        self.inner.header.clone()
+        self.header.clone()
     }
 
     /// Whether `value` is exactly this token's `authorization` value: a refresh that brings
     /// the token in use back costs a comparison, not a parse.
     pub(crate) fn is_header(&self, value: &HeaderValue) -> bool {
-        self.inner.header.as_bytes() == value.as_bytes()
+        self.header.as_bytes() == value.as_bytes()
     }
 
     /// When the token expires, if it is a JWT with an `exp` claim.
@@ -175,18 +173,18 @@ impl Token {
     /// this is only a hint (for instance to skip writing a refresh that buys no time).
     pub fn expires_at(&self) -> Option<SystemTime> {
         // A claim too far out to be a time is no usable claim (and must not overflow).
-        UNIX_EPOCH.checked_add(Duration::from_secs(self.inner.expires_at?))
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at?))
     }
 
     /// The `exp` claim in seconds since the Unix epoch, if the token is a JWT that has one.
     pub(crate) fn exp_secs(&self) -> Option<u64> {
-        self.inner.expires_at
+        self.expires_at
     }
 }
 
 impl PartialEq for Token {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.header == other.inner.header
+        self.header == other.header
     }
 }
 
@@ -239,17 +237,22 @@ pub enum MalformedToken {
     Conflicting,
 }
 
-fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
+/// Checks `bytes` against the `b64token` grammar; where the claims are, if the token is a JWT
+/// in the plain form ([`jwt::plain_jwt_claims`]).
+fn check_b64token(bytes: &[u8]) -> Result<Option<Range<usize>>, MalformedToken> {
     if bytes.is_empty() {
         return Err(MalformedToken::Empty);
     }
     if bytes.len() > MAX_TOKEN_LEN {
         return Err(MalformedToken::TooLong { len: bytes.len() });
     }
-    // The common case first, without a branch a byte, so that it runs on whole vectors: every
-    // byte in the alphabet, and no `=`.
+    // The agents' form first: checked in vectors, and a `b64token` if it is one.
+    if let Some(claims) = jwt::plain_jwt_claims(bytes) {
+        return Ok(Some(claims));
+    }
+    // Then the common case without a branch a byte: every byte in the alphabet, and no `=`.
     if bytes.iter().fold(true, |all, &b| all & is_b64token_char(b)) {
-        return Ok(());
+        return Ok(None);
     }
     let body_len = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
     if body_len == 0 {
@@ -263,7 +266,7 @@ fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
             position: body_len + offset,
         });
     }
-    Ok(())
+    Ok(None)
 }
 
 /// One of `A-Z a-z 0-9 - . _ ~ + /`; written without branches (see [`check_b64token`]).
@@ -302,42 +305,8 @@ pub(crate) fn json_object(bytes: &[u8]) -> Option<&str> {
         .then_some(text)
 }
 
-/// Claims up to this size are decoded on the stack: an agent's are under 100 bytes, and a
-/// refresh is read on the call's path.
-const CLAIMS_ON_STACK: usize = 256;
-
-/// Reads the `exp` claim of a JWT without verifying it. The claims must be a JSON object of
-/// valid UTF-8, read strictly ([`claims::exp_claim`]).
-fn jwt_expiry(token: &[u8]) -> Option<u64> {
-    // Three parts: two dots.
-    let first = find_dot(token)?;
-    let after = &token[first + 1..];
-    let second = find_dot(after)?;
-    if find_dot(&after[second + 1..]).is_some() {
-        return None;
-    }
-    let mut payload = &after[..second];
-    while let [rest @ .., b'='] = payload {
-        payload = rest;
-    }
-    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut on_stack = [0; CLAIMS_ON_STACK];
-    match engine.decode_slice(payload, &mut on_stack) {
-        Ok(len) => claims::exp_claim(&on_stack[..len]),
-        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-            claims::exp_claim(&engine.decode(payload).ok()?)
-        }
-        Err(base64::DecodeSliceError::DecodeError(_)) => None,
-    }
-}
-
-/// Where the first `.` of `bytes` is (memchr: a word at a time, where a byte-by-byte search
-/// costs a refresh about 480 instructions more).
-fn find_dot(bytes: &[u8]) -> Option<usize> {
-    memchr::memchr(b'.', bytes)
-}
-
 mod claims;
+mod jwt;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 use super::*;
 
+use base64::Engine as _;
+
 fn jwt(payload: &str) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!(

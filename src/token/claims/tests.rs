@@ -262,8 +262,83 @@ fn jsonish() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Text near the form agents write claims in (flat, no white space, no escape), so that the
+/// shorter way is taken often, and left often.
+fn nearly_plain() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop::sample::select(vec![
+        &br#""exp":"#[..],
+        br#""iat":"#,
+        br#""jti":"#,
+        br#""e\u0078p":"#,
+        br#""0af3""#,
+        br#""""#,
+        b"1764637200",
+        b"0",
+        b"-0",
+        b"-7",
+        b"01",
+        b"1.5",
+        b"1e3",
+        b"9999999999999999999",
+        b"18446744073709551616",
+        b"true",
+        b"false",
+        b"null",
+        b"nul",
+        b"[]",
+        b"{}",
+        b",",
+        b",",
+        b"}",
+        b" ",
+        b"\x7f",
+    ]);
+    prop::collection::vec(pieces, 0..12).prop_map(|pieces| {
+        let mut json = b"{".to_vec();
+        pieces.into_iter().for_each(|p| json.extend_from_slice(p));
+        json
+    })
+}
+
+/// The claims an agent writes go the shorter way, and reach the answer the general reader
+/// does (if the shorter way were never taken, `plain_agrees_with_the_general_reader` could
+/// pass without testing it).
+#[test]
+fn agent_claims_take_the_plain_way() {
+    for json in [
+        &br#"{"iat":1764633600,"exp":1764637200,"jti":"0af3"}"#[..],
+        br#"{"exp":0}"#,
+        br#"{}"#,
+        br#"{"sub":"node","admin":true,"x":null,"n":-3,"exp":42}"#,
+    ] {
+        let plain = plain::exp_claim(json);
+        assert!(plain.is_some(), "{}", String::from_utf8_lossy(json));
+        assert_eq!(plain, Some(exp_claim_of_any(json)));
+    }
+    for json in [
+        &br#"{"exp": 1}"#[..],
+        br#"{"exp":1.0}"#,
+        br#"{"e\u0078p":1}"#,
+    ] {
+        assert_eq!(
+            plain::exp_claim(json),
+            None,
+            "{}",
+            String::from_utf8_lossy(json)
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn plain_agrees_with_the_general_reader(json in nearly_plain()) {
+        if let Some(exp) = plain::exp_claim(&json) {
+            prop_assert_eq!(exp, exp_claim_of_any(&json), "{:?}", String::from_utf8_lossy(&json));
+        }
+        prop_assert_eq!(exp_claim(&json), reference(&json), "{:?}", String::from_utf8_lossy(&json));
+    }
 
     #[test]
     fn agrees_with_serde_json(json in jsonish()) {
