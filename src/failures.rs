@@ -137,6 +137,35 @@ fn polykey_error_type(value: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// What `Session::refuses` counts on when it asks `Rfc6750` nothing beyond
+    /// `is_rejection`: its every failure is a rejection.
+    #[test]
+    fn rfc6750_finds_failures_in_rejections_only() {
+        let challenge = r#"Bearer error="invalid_token""#;
+        for (status, grpc_status) in [
+            (StatusCode::OK, None),
+            (StatusCode::OK, Some("0")),
+            (StatusCode::OK, Some("7")),
+            (StatusCode::FORBIDDEN, None),
+            (StatusCode::BAD_REQUEST, Some("2")),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("www-authenticate", challenge.parse().unwrap());
+            headers.insert(
+                "grpc-message",
+                "Invalid JWT Token, please reauthenticate.".parse().unwrap(),
+            );
+            if let Some(code) = grpc_status {
+                headers.insert("grpc-status", code.parse().unwrap());
+            }
+            assert!(!crate::error::is_rejection(status, &headers));
+            assert!(
+                Rfc6750.session_failure(status, &headers).is_none(),
+                "{status} {grpc_status:?}"
+            );
+        }
+    }
+
     fn trailers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {

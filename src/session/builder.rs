@@ -24,6 +24,8 @@ pub struct SessionBuilder {
     agent_tokens: AgentTokens,
     watch: Watch,
     failures: Arc<dyn SessionFailures>,
+    /// Whether `failures` is [`Rfc6750`], whose every failure is a rejection.
+    rfc6750: bool,
     start_on_password: bool,
     call_wait: Duration,
     on_reauth_wait: Option<OnReauthWait>,
@@ -44,6 +46,7 @@ impl SessionBuilder {
             agent_tokens: AgentTokens::default(),
             watch: Watch::default(),
             failures: Arc::new(Rfc6750),
+            rfc6750: true,
             start_on_password: false,
             call_wait,
             on_reauth_wait: None,
@@ -68,6 +71,7 @@ impl SessionBuilder {
     /// How the agent says a call failed for its session (default [`Rfc6750`]; a Polykey agent
     /// is [`Polykey`](crate::Polykey)): what re-authentication recovers from.
     pub fn failures(mut self, failures: impl SessionFailures) -> Self {
+        self.rfc6750 = (&failures as &dyn std::any::Any).is::<Rfc6750>();
         self.failures = Arc::new(failures);
         self
     }
@@ -122,7 +126,7 @@ impl SessionBuilder {
             shared: Arc::new(Shared {
                 store: self.store,
                 file: self.file,
-                current: Arc::new(ArcSwap::from_pointee(Current {
+                current: Arc::new(Published::new(Current {
                     token: None,
                     epoch: 0,
                 })),
@@ -131,6 +135,7 @@ impl SessionBuilder {
                 watcher: Mutex::new(None),
                 look_failing: AtomicBool::new(false),
                 failures: self.failures,
+                rfc6750: self.rfc6750,
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,
                 epochs: tokio::sync::watch::Sender::new(0),

@@ -170,8 +170,9 @@ impl Session {
     /// 6750 rejection, or a session failure as the session's agent says them. Its token, if it
     /// brings one, is no refresh.
     pub(crate) fn refuses(&self, status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+        // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
         crate::error::is_rejection(status, headers)
-            || self.failures().session_failure(status, headers).is_some()
+            || (!self.shared.rfc6750 && self.failures().session_failure(status, headers).is_some())
     }
 
     /// Takes the token of a response's `authorization` `values` as the refresh of a call sent

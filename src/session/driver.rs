@@ -126,10 +126,10 @@ impl Shared {
             return;
         }
         let (token, epoch) = owner.current();
-        self.current.store(Arc::new(Current {
+        self.current.store(Current {
             token: token.cloned(),
             epoch,
-        }));
+        });
         if *self.epochs.borrow() != epoch {
             self.epochs.send_replace(epoch);
         }

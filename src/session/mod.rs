@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::sync::oneshot;
 
@@ -26,6 +25,7 @@ mod calls;
 mod driver;
 mod owner;
 mod policy;
+mod published;
 mod watch;
 mod writer;
 
@@ -35,6 +35,8 @@ pub use calls::Epoch;
 pub(crate) use driver::Waiting;
 pub(crate) use owner::{Answer, Failed};
 pub use policy::AgentTokens;
+pub(crate) use published::CurrentCache;
+use published::Published;
 pub use watch::Watch;
 
 /// A client's session: the current token, in memory and in a [`TokenStore`](crate::store::TokenStore) (the session
@@ -94,7 +96,7 @@ struct Shared {
     file: Option<TokenFile>,
     /// What a call reads: the token and the epoch it belongs to, published by the owner's
     /// steps. Shared with the services' [`CurrentCache`]s.
-    current: Arc<ArcSwap<Current>>,
+    current: Arc<Published>,
     /// The one owner of everything else (see `owner.rs`), and who waits for its answers.
     driven: Mutex<driver::Driven>,
     watch: Watch,
@@ -104,6 +106,9 @@ struct Shared {
     /// poll is warned of once.
     look_failing: AtomicBool,
     failures: Arc<dyn SessionFailures>,
+    /// Whether `failures` is [`Rfc6750`], which finds a failure only in a rejection
+    /// ([`Session::refuses`] then looks once).
+    rfc6750: bool,
     start_on_password: bool,
     /// The longest a call waits for the write of the token its response brought.
     call_wait: Duration,
@@ -114,9 +119,6 @@ struct Shared {
     /// Told when a recovery starts waiting for another process's re-authentication.
     on_reauth_wait: Option<builder::OnReauthWait>,
 }
-
-/// A service's cache of the session's [`Current`].
-pub(crate) type CurrentCache = arc_swap::Cache<Arc<ArcSwap<Current>>, Arc<Current>>;
 
 /// The token calls use, and the epoch it belongs to.
 ///
@@ -248,14 +250,14 @@ impl Session {
     }
 
     /// The token and epoch for one call.
-    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Current>> {
+    pub(crate) fn current(&self) -> Arc<Current> {
         self.shared.current.load()
     }
 
     /// A cache of [`Session::current`] for one service: reading it costs one atomic load while
-    /// the session does not change (the hot path), where a plain read also takes a slot.
+    /// the session does not change (the hot path), where a plain read also takes a lock.
     pub(crate) fn current_cache(&self) -> CurrentCache {
-        arc_swap::Cache::new(self.shared.current.clone())
+        CurrentCache::new(self.shared.current.clone())
     }
 }
 
