@@ -1,7 +1,6 @@
 //! [`Token`]: a validated session token that never shows itself.
 
 use std::fmt;
-use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -53,8 +52,11 @@ impl Token {
     /// [`MalformedToken`] saying what is wrong (never showing the value).
     pub fn new(value: impl Into<String>) -> Result<Self, MalformedToken> {
         let value: String = value.into();
-        let claims = check_b64token(value.as_bytes())?;
-        Ok(Self::with_header(bearer_header(value.as_bytes()), claims))
+        let expires_at = read_token(value.as_bytes())?;
+        Ok(Self::with_header(
+            bearer_header(value.as_bytes()),
+            expires_at,
+        ))
     }
 
     /// The token `token`, found in the `authorization` value `value` (a refresh, say). When the
@@ -69,25 +71,25 @@ impl Token {
         value: &HeaderValue,
         token: &[u8],
     ) -> Result<Self, MalformedToken> {
-        let claims = check_b64token(token)?;
-        let header = if value.as_bytes().strip_prefix(BEARER) == Some(token) {
+        let expires_at = read_token(token)?;
+        // `token` is the value's own tail (the bytes themselves, not a copy), as a refresh
+        // reads it: the same bytes, without comparing them.
+        let own = value
+            .as_bytes()
+            .strip_prefix(BEARER)
+            .is_some_and(|tail| std::ptr::eq(tail, token));
+        let header = if own {
             let mut header = value.clone();
             header.set_sensitive(true);
             header
         } else {
             bearer_header(token)
         };
-        Ok(Self::with_header(header, claims))
+        Ok(Self::with_header(header, expires_at))
     }
 
-    /// `header` is `Bearer <token>`, the token checked; `claims`, where the claims are if the
-    /// check found a JWT in the plain form.
-    fn with_header(header: HeaderValue, claims: Option<Range<usize>>) -> Self {
-        let token = token_of(&header);
-        let expires_at = match claims {
-            Some(claims) => jwt::exp_of_claims(&token[claims]),
-            None => jwt::exp_of_any(token),
-        };
+    /// `header` is `Bearer <token>`, the token checked, and `expires_at` its `exp`.
+    fn with_header(header: HeaderValue, expires_at: Option<u64>) -> Self {
         Self { header, expires_at }
     }
 
@@ -237,22 +239,28 @@ pub enum MalformedToken {
     Conflicting,
 }
 
-/// Checks `bytes` against the `b64token` grammar; where the claims are, if the token is a JWT
-/// in the plain form ([`jwt::plain_jwt_claims`]).
-fn check_b64token(bytes: &[u8]) -> Result<Option<Range<usize>>, MalformedToken> {
+/// Checks `bytes` against the `b64token` grammar and reads its `exp`, if it is a JWT that has
+/// one.
+fn read_token(bytes: &[u8]) -> Result<Option<u64>, MalformedToken> {
     if bytes.is_empty() {
         return Err(MalformedToken::Empty);
     }
     if bytes.len() > MAX_TOKEN_LEN {
         return Err(MalformedToken::TooLong { len: bytes.len() });
     }
-    // The agents' form first: checked in vectors, and a `b64token` if it is one.
-    if let Some(claims) = jwt::plain_jwt_claims(bytes) {
-        return Ok(Some(claims));
+    // The agents' form first, read in vectors: such a token is a `b64token`.
+    if let Some(exp) = jwt::exp_of_plain_jwt(bytes) {
+        return Ok(exp);
     }
-    // Then the common case without a branch a byte: every byte in the alphabet, and no `=`.
+    check_b64token(bytes)?;
+    Ok(jwt::exp_of_any(bytes))
+}
+
+/// Checks `bytes`, neither empty nor too long, against the `b64token` grammar.
+fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
+    // The common case without a branch a byte: every byte in the alphabet, and no `=`.
     if bytes.iter().fold(true, |all, &b| all & is_b64token_char(b)) {
-        return Ok(None);
+        return Ok(());
     }
     let body_len = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
     if body_len == 0 {
@@ -266,7 +274,7 @@ fn check_b64token(bytes: &[u8]) -> Result<Option<Range<usize>>, MalformedToken> 
             position: body_len + offset,
         });
     }
-    Ok(None)
+    Ok(())
 }
 
 /// One of `A-Z a-z 0-9 - . _ ~ + /`; written without branches (see [`check_b64token`]).

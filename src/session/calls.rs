@@ -185,10 +185,9 @@ impl Session {
         epoch: u64,
     ) -> Refresh {
         if let Some(value) = values.iter().next()
-            && let Some(token) = self.current().token.as_ref()
-            && token.is_header(value)
+            && let Some(token) = self.shared.current.token_if_header(value)
         {
-            return self.accept_refresh(token.clone(), epoch);
+            return self.accept_refresh(token, epoch);
         }
         match crate::bearer::token_from_agent(values) {
             Some(token) => self.accept_refresh(token, epoch),

@@ -126,11 +126,12 @@ impl Shared {
             return;
         }
         let (token, epoch) = owner.current();
-        self.current.store(Current {
+        let was = self.current.store(Current {
             token: token.cloned(),
             epoch,
         });
-        if *self.epochs.borrow() != epoch {
+        // The epochs' channel follows what is published, in the same step.
+        if was != epoch {
             self.epochs.send_replace(epoch);
         }
     }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Current;
+use crate::token::Token;
 
 /// The current token and epoch, and how many times they were published.
 pub(crate) struct Published {
@@ -34,8 +35,8 @@ impl Published {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes `current` for the calls that start from now on.
-    pub(crate) fn store(&self, current: Current) {
+    /// Publishes `current` for the calls that start from now on; the epoch it replaces.
+    pub(crate) fn store(&self, current: Current) -> u64 {
         let new = Arc::new(current);
         let old = {
             let mut locked = self.locked();
@@ -44,7 +45,17 @@ impl Published {
             old
         };
         // The last copy of the old value may be this one: let it go outside the lock.
-        drop(old);
+        old.epoch
+    }
+
+    /// Whether `value` is the `authorization` value of the token published now: if so, that
+    /// token. Compared under the lock, without taking a copy of what is published.
+    pub(crate) fn token_if_header(&self, value: &http::HeaderValue) -> Option<Token> {
+        self.locked()
+            .token
+            .as_ref()
+            .filter(|token| token.is_header(value))
+            .cloned()
     }
 
     /// What is published now.

@@ -164,3 +164,25 @@ fn reads_jwt_expiry() {
     assert_eq!(Token::new("opaque").unwrap().exp_secs(), None);
     assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);
 }
+
+/// A refresh's token is the response's own `authorization` value: its bytes, not a copy, and
+/// marked sensitive; a value with more around the token (white space, another spelling of the
+/// scheme) is made again.
+#[test]
+fn a_refresh_keeps_the_response_value() {
+    let value =
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_static(b"Bearer eyJh.e30.c2ln")).unwrap();
+    let token = crate::bearer::parse_bearer(&value).unwrap();
+    assert_eq!(
+        token.header_value().as_bytes().as_ptr(),
+        value.as_bytes().as_ptr()
+    );
+    assert!(token.header_value().is_sensitive());
+    let spaced = HeaderValue::from_static("bearer   eyJh.e30.c2ln ");
+    let token = crate::bearer::parse_bearer(&spaced).unwrap();
+    assert_ne!(
+        token.header_value().as_bytes().as_ptr(),
+        spaced.as_bytes().as_ptr()
+    );
+    assert_eq!(token.header_value().as_bytes(), b"Bearer eyJh.e30.c2ln");
+}

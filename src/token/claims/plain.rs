@@ -15,114 +15,80 @@ pub(super) fn exp_claim(json: &[u8]) -> Option<Option<u64>> {
     if !printable_unescaped(json) {
         return None;
     }
-    let mut reader = Reader { json, at: 0 };
-    reader.expect(b'{')?;
-    if reader.eat(b'}') {
-        return reader.at_end().then_some(None);
-    }
+    let [b'{', members @ .., b'}'] = json else {
+        return None;
+    };
+    let mut members: &[u8] = members;
     let mut exp = None;
-    loop {
-        let is_exp = reader.string()? == b"exp";
-        reader.expect(b':')?;
-        match reader.peek()? {
-            b'"' => {
-                reader.string()?;
-                // An `exp` that is a string: the general reader says what that is.
-                if is_exp {
-                    return None;
-                }
+    while !members.is_empty() {
+        let [b'"', rest @ ..] = members else {
+            return None;
+        };
+        let (name, rest) = rest.split_at(find_quote(rest)?);
+        let [b'"', b':', rest @ ..] = rest else {
+            return None;
+        };
+        let (value, rest) = value(rest)?;
+        if name == b"exp" {
+            match value {
+                Value::Integer(Some(seconds)) if exp.is_none() => exp = Some(seconds),
+                // Named twice, negative, or not a number: the general reader's to judge.
+                _ => return None,
             }
-            b'-' | b'0'..=b'9' => {
-                let value = reader.integer()?;
-                if is_exp {
-                    // Named twice, or negative: the general reader's to judge.
-                    if exp.is_some() {
-                        return None;
-                    }
-                    exp = Some(value?);
-                }
-            }
-            b't' => reader.literal(b"true")?,
-            b'f' => reader.literal(b"false")?,
-            b'n' => reader.literal(b"null")?,
-            _ => return None,
         }
-        match reader.next()? {
-            b',' => {}
-            b'}' => break,
+        members = match rest {
+            [] => rest,
+            [b',', next @ ..] if !next.is_empty() => next,
             _ => return None,
-        }
+        };
     }
-    reader.at_end().then_some(exp)
+    Some(exp)
 }
 
-struct Reader<'a> {
-    json: &'a [u8],
-    at: usize,
+/// A member's value in the plain form.
+enum Value {
+    /// An integer: its value if it is not negative.
+    Integer(Option<u64>),
+    /// A string or a literal.
+    Other,
 }
 
-impl Reader<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.json.get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.at += 1;
-        Some(b)
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        let here = self.peek() == Some(b);
-        self.at += usize::from(here);
-        here
-    }
-
-    fn expect(&mut self, b: u8) -> Option<()> {
-        self.eat(b).then_some(())
-    }
-
-    fn at_end(&self) -> bool {
-        self.at == self.json.len()
-    }
-
-    /// A string's inside: with no backslash, the next quote closes it.
-    fn string(&mut self) -> Option<&[u8]> {
-        self.expect(b'"')?;
-        let rest = self.json.get(self.at..)?;
-        let len = find_quote(rest)?;
-        self.at += len + 1;
-        Some(&rest[..len])
-    }
-
-    /// An integer followed by the end of its value (`,` or `}`): `Some(Some(n))` for a
-    /// non-negative one, `Some(None)` for a negative one; `None` for anything else (a
-    /// fraction, an exponent, a leading zero, too many digits).
-    fn integer(&mut self) -> Option<Option<u64>> {
-        let negative = self.eat(b'-');
-        let digits = self.json.get(self.at..)?;
-        let mut value: u64 = 0;
-        let mut len = 0;
-        while let Some(&d) = digits.get(len)
-            && d.is_ascii_digit()
-        {
-            value = value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-            len += 1;
+/// The value `bytes` start with, and what follows it; `None` for anything outside the plain
+/// form (a fraction, an exponent, a leading zero, too many digits, a container).
+fn value(bytes: &[u8]) -> Option<(Value, &[u8])> {
+    let literal = |word: &[u8]| bytes.strip_prefix(word).map(|rest| (Value::Other, rest));
+    match bytes.first()? {
+        b'"' => {
+            let len = find_quote(&bytes[1..])?;
+            Some((Value::Other, &bytes[len + 2..]))
         }
-        if !(1..=PLAIN_DIGITS).contains(&len) || (len > 1 && digits[0] == b'0') {
-            return None;
+        b't' => literal(b"true"),
+        b'f' => literal(b"false"),
+        b'n' => literal(b"null"),
+        _ => {
+            let (negative, digits) = match bytes {
+                [b'-', digits @ ..] => (true, digits),
+                digits => (false, digits),
+            };
+            // One pass: the digits, counted up to one too many, and their value.
+            let mut seconds: u64 = 0;
+            let mut len = 0;
+            for &d in digits.iter().take(PLAIN_DIGITS + 1) {
+                let digit = d.wrapping_sub(b'0');
+                if digit > 9 {
+                    break;
+                }
+                seconds = seconds.wrapping_mul(10).wrapping_add(u64::from(digit));
+                len += 1;
+            }
+            if !(1..=PLAIN_DIGITS).contains(&len) || (len > 1 && digits[0] == b'0') {
+                return None;
+            }
+            Some((
+                Value::Integer((!negative).then_some(seconds)),
+                &digits[len..],
+            ))
         }
-        if !matches!(digits.get(len), Some(b',' | b'}')) {
-            return None;
-        }
-        self.at += len;
-        Some((!negative).then_some(value))
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let here = self.json.get(self.at..self.at + word.len())?;
-        self.at += word.len();
-        (here == word).then_some(())
     }
 }
 
