@@ -1,10 +1,10 @@
 //! A token's `exp`, read as a JWT's: three parts, the second of them claims in base64url.
 //!
 //! A refresh is read on the call's path, so the form agents mint, three parts of base64url
-//! between two dots, is read without looking at a byte twice: `base64-simd` checks the outer
-//! parts' alphabet and decodes the claims, in vectors, where a byte-by-byte check of the
-//! `b64token` alphabet costs a refresh about 500 instructions. Any other token is checked byte
-//! by byte and read as before.
+//! between two dots, is read in vectors: `memchr` finds the dots, `base64-simd` checks the
+//! outer parts' alphabet and decodes the claims (which checks theirs), where a byte-by-byte
+//! check of the `b64token` alphabet costs a refresh about 500 instructions. Any other token is
+//! checked byte by byte and read as before.
 
 /// Claims up to this size are decoded on the stack: an agent's are under 100 bytes.
 const CLAIMS_ON_STACK: usize = 256;
@@ -14,7 +14,8 @@ const CLAIMS_ON_STACK: usize = 256;
 /// with `A` (no bits) to a length that leaves 6: [`in_alphabet`].
 const BLOCK: usize = 32;
 const LEFT: usize = 6;
-/// The longest part checked in one piece: an agent's header and signature are under 64 bytes.
+/// The buffer a piece of a part is filled up in: pieces of `PIECE - LEFT` (96) bytes at most,
+/// so that an agent's header and signature (under 64 bytes) are one piece each.
 const PIECE: usize = 3 * BLOCK + LEFT;
 
 /// The `exp` of `token` if it is a JWT in the plain form: three parts of base64url without
@@ -50,9 +51,9 @@ pub(super) fn exp_of_any(token: &[u8]) -> Option<u64> {
 
 /// Whether every byte of `part` is base64url's (`A-Z a-z 0-9 - _`). `base64-simd`'s check
 /// also judges the length and the bits of a last character, which a part filled up with `A`
-/// (no bits) to a whole number of characters does not have; it is checked in pieces of
-/// [`PIECE`] bytes at most, each filled up to a length the check runs through in vectors but
-/// for 6 bytes.
+/// (no bits) to a whole number of characters does not have; it is checked in pieces of 96
+/// bytes at most, each filled up (in a buffer of [`PIECE`]) to a length the check runs through
+/// in vectors but for 6 bytes.
 fn in_alphabet(part: &[u8]) -> bool {
     let engine = base64_simd::URL_SAFE_NO_PAD;
     part.chunks(PIECE - LEFT).all(|piece| {

@@ -1,6 +1,7 @@
 //! Claims in the form agents write them, read without the general reader: one flat object of
-//! printable ASCII with no white space and no escape, whose values are strings, plain
-//! integers and the literals, `exp` once among them (`{"iat":…,"exp":…,"jti":"…"}`).
+//! printable ASCII with no escape and no white space between its tokens (a space inside a
+//! string is text), whose values are strings, plain integers and the literals, `exp` once
+//! among them (`{"iat":…,"exp":…,"jti":"…"}`).
 //!
 //! What is read here is read exactly as [`super::exp_claim`]'s general reader reads it, which
 //! is serde_json's reading: this form is a small part of JSON whose reading is plain. Anything
