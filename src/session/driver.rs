@@ -152,7 +152,7 @@ impl Shared {
             }
         }
         if let Some(op) = effects.write {
-            let job = Job::Write(op);
+            let job = Job::Write(*op);
             if here == Some(Lane::Write) {
                 mine = Some(job);
             } else {
@@ -181,7 +181,7 @@ impl Shared {
             worker.job = Some(Job::Read(op));
         }
         if let Some(op) = effects.write {
-            self.spawn(Job::Write(op));
+            self.spawn(Job::Write(*op));
         }
         for op in effects.lock {
             self.reauth_lock(op);

@@ -98,8 +98,9 @@ pub(crate) enum Written {
 pub(crate) struct Effects {
     /// Start this read (none is in flight).
     pub(crate) read: Option<ReadOp>,
-    /// Start this write (none is in flight).
-    pub(crate) write: Option<WriteOp>,
+    /// Start this write (none is in flight). Boxed: a write holds two tokens, and the effects
+    /// move through every step (a refresh that writes nothing moves them three times).
+    pub(crate) write: Option<Box<WriteOp>>,
     /// Answers to hand to waiters.
     pub(crate) answers: Vec<(WaiterId, Answer)>,
     /// The token calls use changed: publish it.

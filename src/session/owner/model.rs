@@ -160,7 +160,7 @@ impl World {
         }
         if let Some(op) = effects.write {
             assert!(process.write.is_none(), "two writes at once");
-            process.write = Some((op, None));
+            process.write = Some((*op, None));
         }
         let mut released = false;
         for op in effects.lock {

@@ -65,7 +65,7 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     ));
     let effects = owner.take_effects();
     assert!(matches!(effects.answers[..], [(w, Answer::Replay)] if w == second));
-    assert_eq!(effects.write, Some(WriteOp::Store(token("t2"))));
+    assert_eq!(effects.write.as_deref(), Some(&WriteOp::Store(token("t2"))));
     assert!(
         effects.lock.is_empty(),
         "the lock is held until the token is written"
@@ -156,7 +156,7 @@ fn refreshes_are_written_one_at_a_time_newest_first() {
     let (_, epoch) = owner.current();
     owner.refresh(token("t2"), epoch);
     let first = owner.take_effects().write;
-    assert!(matches!(&first, Some(WriteOp::Swap { new, .. }) if *new == token("t2")));
+    assert!(matches!(first.as_deref(), Some(WriteOp::Swap { new, .. }) if *new == token("t2")));
     owner.refresh(token("t3"), epoch);
     owner.refresh(token("t4"), epoch);
     let flush = owner.flush();
@@ -164,8 +164,8 @@ fn refreshes_are_written_one_at_a_time_newest_first() {
     owner.write_done(Ok(Written::Swapped(Swap::Replaced(Version::new(2)))));
     let effects = owner.take_effects();
     assert_eq!(
-        effects.write,
-        Some(WriteOp::Swap {
+        effects.write.as_deref(),
+        Some(&WriteOp::Swap {
             expected: Some(token("t2")),
             new: token("t4")
         })

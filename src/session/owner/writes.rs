@@ -213,7 +213,7 @@ impl Owner {
                 return;
             };
             self.note_write_started(target(&op));
-            self.effects.write = Some(op.clone());
+            self.effects.write = Some(Box::new(op.clone()));
             self.writes.in_flight = Some(InFlight {
                 op,
                 seq,
