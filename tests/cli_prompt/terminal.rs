@@ -1,10 +1,11 @@
 //! The harness of the prompt tests: a client on a pseudo-terminal of its own, what it shows,
 //! and the keys typed at it.
 
-use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,35 +33,42 @@ pub(crate) struct Pty {
 
 impl Pty {
     pub(crate) fn open() -> io::Result<Self> {
-        // SAFETY: plain libc calls on descriptors this function owns; `ptsname_r` writes at most
-        // `name.len()` bytes, NUL included.
-        unsafe {
-            let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-            if master < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let master = File::from_raw_fd(master);
-            if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut name = [0 as libc::c_char; 128];
-            let error = libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len());
-            if error != 0 {
-                return Err(io::Error::from_raw_os_error(error));
-            }
-            let slave = libc::open(
-                CStr::from_ptr(name.as_ptr()).as_ptr(),
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            );
-            if slave < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Self {
-                master,
-                slave: OwnedFd::from_raw_fd(slave),
-            })
-        }
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        grantpt(&master)?;
+        unlockpt(&master)?;
+        let name = ptsname(&master, Vec::new())?;
+        // std opens with close-on-exec.
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?;
+        Ok(Self {
+            master: File::from(master),
+            slave: OwnedFd::from(slave),
+        })
     }
+}
+
+/// Whether the terminal of `master` echoes and edits lines, as a shell needs it to.
+fn cooked(master: &File) -> bool {
+    use rustix::termios::LocalModes;
+    // The master's termios requests act on the slave's settings.
+    let modes = rustix::termios::tcgetattr(master)
+        .unwrap_or_else(|e| panic!("tcgetattr: {e}"))
+        .local_modes;
+    modes.contains(LocalModes::ECHO) && modes.contains(LocalModes::ICANON)
+}
+
+/// Whether the terminal of `master` has echo and line editing both off, as a password prompt
+/// sets it.
+fn raw(master: &File) -> bool {
+    use rustix::termios::LocalModes;
+    let modes = rustix::termios::tcgetattr(master)
+        .unwrap_or_else(|e| panic!("tcgetattr: {e}"))
+        .local_modes;
+    !modes.intersects(LocalModes::ECHO | LocalModes::ICANON)
 }
 
 /// What the test has seen of one client run: everything the terminal showed (prompt, stdout
@@ -101,7 +109,7 @@ pub(crate) struct TerminalRun {
     args: Vec<String>,
     master: File,
     screen: Arc<(Mutex<Screen>, Condvar)>,
-    pid: libc::pid_t,
+    pid: rustix::process::Pid,
     agent_log: std::path::PathBuf,
 }
 
@@ -127,7 +135,9 @@ impl TerminalRun {
         agent_log: std::path::PathBuf,
     ) -> Self {
         let pty = Pty::open().expect("open a pseudo-terminal");
-        let slave = pty.slave.as_raw_fd();
+        // The terminal the child takes as its controlling one: a descriptor of its own, closed
+        // at the exec.
+        let controlling = pty.slave.try_clone().expect("duplicate the pty slave");
         let terminal = || Stdio::from(pty.slave.try_clone().expect("duplicate the pty slave"));
         command
             .stdin(match stdin {
@@ -136,15 +146,15 @@ impl TerminalRun {
             })
             .stdout(terminal())
             .stderr(terminal());
-        // SAFETY: only async-signal-safe calls between fork and exec. The slave descriptor is
-        // still open in the child here (close-on-exec closes it at the exec).
+        // SAFETY: the one `unsafe` of the harness: std has no safe way to give a child a
+        // controlling terminal. Between fork and exec only two system calls run (rustix's,
+        // which allocate nothing and take no lock), on a descriptor still open in the child.
         unsafe {
             command.pre_exec(move || {
                 // A new session without a terminal, then the pty as its controlling terminal:
                 // /dev/tty, which the prompt opens, is then the pty.
-                if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(&controlling)?;
                 Ok(())
             });
         }
@@ -155,7 +165,10 @@ impl TerminalRun {
         // ends (EIO).
         drop(command);
         drop(pty.slave);
-        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a pid");
 
         let screen = Arc::new((Mutex::new(Screen::default()), Condvar::new()));
         let mut reader = pty.master.try_clone().expect("duplicate the pty master");
@@ -237,13 +250,7 @@ impl TerminalRun {
         );
         let deadline = Instant::now() + PROCESS_TIMEOUT;
         loop {
-            // The master's termios requests act on the slave's settings.
-            // SAFETY: `termios` is plain data, filled by tcgetattr on success.
-            let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-            if unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut termios) } != 0 {
-                panic!("tcgetattr: {}", io::Error::last_os_error());
-            }
-            if termios.c_lflag & (libc::ECHO | libc::ICANON) == 0 {
+            if raw(&self.master) {
                 return;
             }
             assert!(
@@ -257,12 +264,7 @@ impl TerminalRun {
 
     /// Whether the terminal echoes what is typed, as a shell needs it to.
     pub(crate) fn echoes(&self) -> bool {
-        // SAFETY: as in `wait_for_prompt`.
-        let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut termios) } != 0 {
-            panic!("tcgetattr: {}", io::Error::last_os_error());
-        }
-        termios.c_lflag & libc::ECHO != 0 && termios.c_lflag & libc::ICANON != 0
+        cooked(&self.master)
     }
 
     /// Waits until the prompt on screen gives way, and checks the terminal was put back first.
@@ -350,10 +352,7 @@ impl Drop for TerminalRun {
         if screen.exit.is_none() {
             // A failed test: end the client by its id. Its waiting thread records the exit
             // right after reaping it, so an unrecorded pid is this client's but for that instant.
-            // SAFETY: a signal to one process this test started.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-            }
+            let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
         }
     }
 }
