@@ -4,6 +4,7 @@
 //! type in an `error` trailer ([`Polykey`]). Another agent is one small `impl` away.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
@@ -120,6 +121,36 @@ impl SessionFailures for Polykey {
     }
 }
 
+/// A session's [`SessionFailures`], and what the session may skip asking them: whether they are
+/// [`Rfc6750`], whose every failure is a rejection. Made together, so the two cannot disagree.
+#[derive(Clone)]
+pub(crate) struct Failures {
+    read: Arc<dyn SessionFailures>,
+    rejections_only: bool,
+}
+
+impl Failures {
+    pub(crate) fn new(failures: impl SessionFailures) -> Self {
+        Self {
+            rejections_only: (&failures as &dyn std::any::Any).is::<Rfc6750>(),
+            read: Arc::new(failures),
+        }
+    }
+
+    /// The agent's own reading.
+    pub(crate) fn read(&self) -> &dyn SessionFailures {
+        &*self.read
+    }
+
+    /// Whether a response with `status` and `headers` refuses the call's credentials: an RFC
+    /// 6750 rejection, or a session failure as the agent says them.
+    pub(crate) fn refuse(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
+        crate::error::is_rejection(status, headers)
+            || (!self.rejections_only && self.read.session_failure(status, headers).is_some())
+    }
+}
+
 /// The `type` of a Polykey `error` value; `None` for anything that is not such JSON: a JSON
 /// object of valid UTF-8 ([`json_object`]).
 fn polykey_error_type(value: &[u8]) -> Option<String> {
@@ -136,6 +167,22 @@ fn polykey_error_type(value: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Polykey failure (not a rejection as RFC 6750 says them) still refuses; the default
+    /// reading is only asked about rejections.
+    #[test]
+    fn failures_are_asked_unless_they_are_rfc6750() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "2".parse().unwrap());
+        trailers.insert(
+            "error",
+            r#"{"type":"ErrorClientAuthDenied"}"#.parse().unwrap(),
+        );
+        assert!(Failures::new(Polykey).refuse(StatusCode::OK, &trailers));
+        assert!(!Failures::new(Rfc6750).refuse(StatusCode::OK, &trailers));
+        assert!(Failures::new(Rfc6750).rejections_only);
+        assert!(!Failures::new(Polykey).rejections_only);
+    }
 
     /// What `Session::refuses` counts on when it asks `Rfc6750` nothing beyond
     /// `is_rejection`: its every failure is a rejection.

@@ -215,6 +215,12 @@ impl<S> SessionService<S> {
         &self.session
     }
 
+    /// The session's token and epoch now, through this service's cache: one atomic load while
+    /// they do not change, where reading what is published takes a lock.
+    pub(crate) fn current(&mut self) -> &Current {
+        self.current.load()
+    }
+
     /// Attaches and calls; also says which token the request went with, for a recovery.
     pub(crate) fn send<Req>(&mut self, mut request: Req) -> (ResponseFuture<S::Future>, Sent)
     where

@@ -207,7 +207,7 @@ where
     }
     let mut renewed = false;
     let (epoch, token) = {
-        let current = session.current();
+        let current = inner.current();
         (current.epoch, current.token.clone())
     };
     if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {

@@ -23,9 +23,7 @@ pub struct SessionBuilder {
     file: Option<TokenFile>,
     agent_tokens: AgentTokens,
     watch: Watch,
-    failures: Arc<dyn SessionFailures>,
-    /// Whether `failures` is [`Rfc6750`], whose every failure is a rejection.
-    rfc6750: bool,
+    failures: Failures,
     start_on_password: bool,
     call_wait: Duration,
     on_reauth_wait: Option<OnReauthWait>,
@@ -45,8 +43,7 @@ impl SessionBuilder {
             file,
             agent_tokens: AgentTokens::default(),
             watch: Watch::default(),
-            failures: Arc::new(Rfc6750),
-            rfc6750: true,
+            failures: Failures::new(Rfc6750),
             start_on_password: false,
             call_wait,
             on_reauth_wait: None,
@@ -71,8 +68,7 @@ impl SessionBuilder {
     /// How the agent says a call failed for its session (default [`Rfc6750`]; a Polykey agent
     /// is [`Polykey`](crate::Polykey)): what re-authentication recovers from.
     pub fn failures(mut self, failures: impl SessionFailures) -> Self {
-        self.rfc6750 = (&failures as &dyn std::any::Any).is::<Rfc6750>();
-        self.failures = Arc::new(failures);
+        self.failures = Failures::new(failures);
         self
     }
 
@@ -135,10 +131,8 @@ impl SessionBuilder {
                 watcher: Mutex::new(None),
                 look_failing: AtomicBool::new(false),
                 failures: self.failures,
-                rfc6750: self.rfc6750,
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,
-                epochs: tokio::sync::watch::Sender::new(0),
                 reauth_guard: Mutex::default(),
                 on_reauth_wait: self.on_reauth_wait,
             }),

@@ -93,7 +93,7 @@ impl Session {
     /// # }
     /// ```
     pub async fn changed_since(&self, since: Epoch) {
-        let mut epochs = self.shared.epochs.subscribe();
+        let mut epochs = self.shared.current.epochs();
         // The sender lives as long as the session: waiting cannot fail.
         let _ = epochs.wait_for(|&epoch| epoch != since.epoch).await;
     }
@@ -170,9 +170,7 @@ impl Session {
     /// 6750 rejection, or a session failure as the session's agent says them. Its token, if it
     /// brings one, is no refresh.
     pub(crate) fn refuses(&self, status: http::StatusCode, headers: &http::HeaderMap) -> bool {
-        // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
-        crate::error::is_rejection(status, headers)
-            || (!self.shared.rfc6750 && self.failures().session_failure(status, headers).is_some())
+        self.shared.failures.refuse(status, headers)
     }
 
     /// Takes the token of a response's `authorization` `values` as the refresh of a call sent

@@ -126,14 +126,10 @@ impl Shared {
             return;
         }
         let (token, epoch) = owner.current();
-        let was = self.current.store(Current {
+        self.current.store(Current {
             token: token.cloned(),
             epoch,
         });
-        // The epochs' channel follows what is published, in the same step.
-        if was != epoch {
-            self.epochs.send_replace(epoch);
-        }
     }
 
     /// Starts the store operations a step asked for; `here` is the lane the calling thread

@@ -13,7 +13,7 @@ use http::HeaderValue;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::failures::{Rfc6750, SessionFailures};
+use crate::failures::{Failures, Rfc6750, SessionFailures};
 use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
 use crate::saved::Saved;
 use crate::store::TokenStore;
@@ -105,15 +105,10 @@ struct Shared {
     /// Whether the watch's last look at the store failed, so that a failure repeated at every
     /// poll is warned of once.
     look_failing: AtomicBool,
-    failures: Arc<dyn SessionFailures>,
-    /// Whether `failures` is [`Rfc6750`], which finds a failure only in a rejection
-    /// ([`Session::refuses`] then looks once).
-    rfc6750: bool,
+    failures: Failures,
     start_on_password: bool,
     /// The longest a call waits for the write of the token its response brought.
     call_wait: Duration,
-    /// The epoch now, for [`Session::changed_since`].
-    epochs: tokio::sync::watch::Sender<u64>,
     /// The re-authentication lock while this process holds it (see `file/reauth_lock.rs`).
     reauth_guard: Mutex<driver::ReauthGuards>,
     /// Told when a recovery starts waiting for another process's re-authentication.
@@ -240,7 +235,7 @@ impl Session {
 
     /// How the agent says a call failed for its session.
     pub(crate) fn failures(&self) -> &dyn SessionFailures {
-        &*self.shared.failures
+        self.shared.failures.read()
     }
 
     /// Whether a password call's token starts the session.
@@ -249,13 +244,8 @@ impl Session {
         self.shared.start_on_password
     }
 
-    /// The token and epoch for one call.
-    pub(crate) fn current(&self) -> Arc<Current> {
-        self.shared.current.load()
-    }
-
-    /// A cache of [`Session::current`] for one service: reading it costs one atomic load while
-    /// the session does not change (the hot path), where a plain read also takes a lock.
+    /// A cache of the published token and epoch for one service: reading it costs one atomic
+    /// load while the session does not change (the hot path), where a plain read takes a lock.
     pub(crate) fn current_cache(&self) -> CurrentCache {
         CurrentCache::new(self.shared.current.clone())
     }

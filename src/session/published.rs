@@ -14,20 +14,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::Current;
 use crate::token::Token;
 
-/// The current token and epoch, and how many times they were published.
+/// The current token and epoch, how many times they were published, and the epoch for those
+/// who wait for it to change.
 pub(crate) struct Published {
     /// Changed under the lock, after `current`: a reader that sees a new number and then
     /// locks finds the value published with it, or a newer one.
     version: AtomicU64,
     current: Mutex<Arc<Current>>,
+    /// The epoch of `current`, told by every publication that changes it.
+    epochs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Published {
     pub(crate) fn new(current: Current) -> Self {
         Self {
             version: AtomicU64::new(0),
+            epochs: tokio::sync::watch::Sender::new(current.epoch),
             current: Mutex::new(Arc::new(current)),
         }
+    }
+
+    /// The epochs as they are published, for [`Session::changed_since`](super::Session::changed_since).
+    pub(crate) fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
     }
 
     fn locked(&self) -> MutexGuard<'_, Arc<Current>> {
@@ -35,8 +44,10 @@ impl Published {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes `current` for the calls that start from now on; the epoch it replaces.
-    pub(crate) fn store(&self, current: Current) -> u64 {
+    /// Publishes `current` for the calls that start from now on, and tells its epoch to those
+    /// who wait if it changed.
+    pub(crate) fn store(&self, current: Current) {
+        let epoch = current.epoch;
         let new = Arc::new(current);
         let old = {
             let mut locked = self.locked();
@@ -44,8 +55,11 @@ impl Published {
             self.version.fetch_add(1, Ordering::Release);
             old
         };
+        if old.epoch != epoch {
+            self.epochs.send_replace(epoch);
+        }
         // The last copy of the old value may be this one: let it go outside the lock.
-        old.epoch
+        drop(old);
     }
 
     /// Whether `value` is the `authorization` value of the token published now: if so, that
@@ -125,6 +139,18 @@ mod tests {
         assert_eq!(early.load().epoch, 3);
         assert_eq!(late.load().epoch, 3);
         assert_eq!(published.load().epoch, 3);
+    }
+
+    /// Those who wait for the epoch are told of a new one, and not of a new token alone.
+    #[test]
+    fn the_epochs_follow_what_is_published() {
+        let published = Published::new(at(0));
+        let mut epochs = published.epochs();
+        published.store(at(0));
+        assert!(!epochs.has_changed().unwrap(), "the same epoch");
+        published.store(at(1));
+        assert!(epochs.has_changed().unwrap());
+        assert_eq!(*epochs.borrow_and_update(), 1);
     }
 
     /// Readers on other threads never see an older value after a newer one.

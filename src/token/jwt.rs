@@ -30,11 +30,12 @@ pub(super) fn exp_of_plain_jwt(token: &[u8]) -> Option<Option<u64>> {
         return None;
     }
     // Decoding checks the claims' alphabet, and more: stray bits, a length no encoding has.
-    decoded(&token[start..end], super::claims::exp_claim)
+    exp_of_claims(&token[start..end])
 }
 
-/// The `exp` of a token that is not a JWT in the plain form, if it is a JWT at all: three
-/// parts of any `b64token` bytes, the claims base64url with or without padding.
+/// The `exp` of a `b64token` that is not a JWT in the plain form, if it is a JWT at all: three
+/// parts, the claims canonical base64url. (A `b64token` has `=` only at its end, so its claims
+/// have none.)
 pub(super) fn exp_of_any(token: &[u8]) -> Option<u64> {
     let first = memchr::memchr(b'.', token)?;
     let after = &token[first + 1..];
@@ -42,11 +43,7 @@ pub(super) fn exp_of_any(token: &[u8]) -> Option<u64> {
     if memchr::memchr(b'.', &after[second + 1..]).is_some() {
         return None;
     }
-    let mut claims = &after[..second];
-    while let [rest @ .., b'='] = claims {
-        claims = rest;
-    }
-    decoded(claims, super::claims::exp_claim).flatten()
+    exp_of_claims(&after[..second]).flatten()
 }
 
 /// Whether every byte of `part` is base64url's (`A-Z a-z 0-9 - _`). `base64-simd`'s check
@@ -64,19 +61,22 @@ fn in_alphabet(part: &[u8]) -> bool {
     })
 }
 
-/// `read` of the claims `encoded` in base64url without padding, decoded; `None` when they are
-/// not canonical base64url. `base64-simd`: a third of the `base64` crate's instructions for an
-/// agent's claims, and as strict (no padding, no stray bits).
-fn decoded<T>(encoded: &[u8], read: impl FnOnce(&[u8]) -> T) -> Option<T> {
+/// The `exp` of the claims `encoded` in base64url without padding, read strictly
+/// ([`claims::exp_claim`](super::claims::exp_claim)); `None` when they are not canonical
+/// base64url. `base64-simd`: a third of the `base64` crate's instructions for an agent's
+/// claims, and as strict (no padding, no stray bits).
+fn exp_of_claims(encoded: &[u8]) -> Option<Option<u64>> {
     let engine = base64_simd::URL_SAFE_NO_PAD;
     if engine.decoded_length(encoded).ok()? <= CLAIMS_ON_STACK {
         let mut on_stack = [0; CLAIMS_ON_STACK];
         let claims = engine
             .decode(encoded, base64_simd::Out::from_slice(&mut on_stack))
             .ok()?;
-        Some(read(claims))
+        Some(super::claims::exp_claim(claims))
     } else {
-        Some(read(&engine.decode_to_vec(encoded).ok()?))
+        Some(super::claims::exp_claim(
+            &engine.decode_to_vec(encoded).ok()?,
+        ))
     }
 }
 
