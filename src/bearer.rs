@@ -128,9 +128,10 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
         if verdict == Verdict::NoChallenge {
             verdict = Verdict::OtherScheme;
         }
-        let Ok(text) = value.to_str() else { continue };
-        for challenge in Challenges::new(text) {
-            if !challenge.scheme.eq_ignore_ascii_case("bearer") {
+        // Read as bytes: a quoted-string may hold obs-text (bytes over 0x7f), which is no
+        // `&str` but leaves the challenge's tokens as they are.
+        for challenge in Challenges::new(value.as_bytes()) {
+            if !challenge.scheme.eq_ignore_ascii_case(b"bearer") {
                 continue;
             }
             match challenge.error {
@@ -160,10 +161,10 @@ enum ErrorCode {
 impl ErrorCode {
     /// The code an auth-param's value names: `raw` as it stands in the header, the inside of a
     /// quoted-string (escapes and all) or a token.
-    fn of(raw: &str) -> Self {
-        if unescaped_is(raw, "invalid_token") {
+    fn of(raw: &[u8]) -> Self {
+        if unescaped_is(raw, b"invalid_token") {
             Self::InvalidToken
-        } else if unescaped_is(raw, "invalid_request") {
+        } else if unescaped_is(raw, b"invalid_request") {
             Self::InvalidRequest
         } else {
             Self::Other
@@ -172,20 +173,21 @@ impl ErrorCode {
 }
 
 /// Whether `raw`, with its quoted-pair escapes (`\x` is `x`) undone, is `text`: compared as it
-/// is read, so that no copy of a value of any length is made.
-fn unescaped_is(raw: &str, text: &str) -> bool {
-    let mut want = text.chars();
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        let c = match c {
+/// is read, so that no copy of a value of any length is made. `text` is ASCII, so a byte of a
+/// longer character never matches it.
+fn unescaped_is(raw: &[u8], text: &[u8]) -> bool {
+    let mut want = text.iter();
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        let b = match b {
             // A lone backslash at the end stands for nothing.
-            '\\' => match chars.next() {
-                Some(escaped) => escaped,
+            b'\\' => match bytes.next() {
+                Some(&escaped) => escaped,
                 None => break,
             },
-            c => c,
+            b => b,
         };
-        if want.next() != Some(c) {
+        if want.next() != Some(&b) {
             return false;
         }
     }
@@ -196,25 +198,35 @@ fn unescaped_is(raw: &str, text: &str) -> bool {
 /// is read, so nothing else is kept: a reader of a challenge list holds no more than one of
 /// these at a time, borrowed from the header, whatever the header's size.
 struct Challenge<'a> {
-    scheme: &'a str,
+    scheme: &'a [u8],
     error: Option<ErrorCode>,
 }
 
-/// A forgiving reader of RFC 9110 `challenge` lists: junk is skipped, never a panic, nothing
-/// allocated.
+/// A forgiving reader of RFC 9110 `challenge` lists, over a header's bytes: junk is skipped,
+/// never a panic, nothing allocated.
 struct Challenges<'a> {
-    rest: &'a str,
+    rest: &'a [u8],
+}
+
+/// `bytes` without the leading bytes that are one of `set`.
+fn trim_start<'a>(bytes: &'a [u8], set: &[u8]) -> &'a [u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !set.contains(b))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 impl<'a> Challenges<'a> {
-    fn new(text: &'a str) -> Self {
-        Self { rest: text }
+    fn new(value: &'a [u8]) -> Self {
+        Self { rest: value }
     }
 
-    fn take_token(&mut self) -> &'a str {
+    fn take_token(&mut self) -> &'a [u8] {
         let end = self
             .rest
-            .find([',', '=', ' ', '\t', '"'])
+            .iter()
+            .position(|b| b",= \t\"".contains(b))
             .unwrap_or(self.rest.len());
         let (token, rest) = self.rest.split_at(end);
         self.rest = rest;
@@ -222,29 +234,29 @@ impl<'a> Challenges<'a> {
     }
 
     fn skip_ws(&mut self) {
-        self.rest = self.rest.trim_start_matches([' ', '\t']);
+        self.rest = trim_start(self.rest, b" \t");
     }
 
     /// The inside of a quoted-string, escapes left in (see [`unescaped_is`]). Called with
     /// `rest` starting at the opening quote; an unterminated string runs to the end.
-    fn take_quoted(&mut self) -> &'a str {
+    fn take_quoted(&mut self) -> &'a [u8] {
         let inside = &self.rest[1..];
-        let mut bytes = inside.bytes().enumerate();
-        while let Some((i, b)) = bytes.next() {
+        let mut bytes = inside.iter().enumerate();
+        while let Some((i, &b)) = bytes.next() {
             match b {
                 b'"' => {
                     self.rest = &inside[i + 1..];
                     return &inside[..i];
                 }
-                // ASCII: the escaped character is one byte when it is the quote or the
-                // backslash, the only two that matter here; any other byte steps on as usual.
+                // The escaped byte is skipped, whatever it is: the quote or the backslash are
+                // the only two that matter here.
                 b'\\' => {
                     bytes.next();
                 }
                 _ => {}
             }
         }
-        self.rest = "";
+        self.rest = b"";
         inside
     }
 }
@@ -254,16 +266,14 @@ impl<'a> Iterator for Challenges<'a> {
 
     fn next(&mut self) -> Option<Challenge<'a>> {
         loop {
-            self.rest = self.rest.trim_start_matches([' ', '\t', ',']);
+            self.rest = trim_start(self.rest, b" \t,");
             if self.rest.is_empty() {
                 return None;
             }
             let scheme = self.take_token();
             if scheme.is_empty() {
-                // A stray `=` or quote where a scheme should be: drop one character and go on.
-                let mut chars = self.rest.chars();
-                chars.next();
-                self.rest = chars.as_str();
+                // A stray `=` or quote where a scheme should be: drop one byte and go on.
+                self.rest = &self.rest[1..];
                 continue;
             }
             let mut challenge = Challenge {
@@ -277,13 +287,13 @@ impl<'a> Iterator for Challenges<'a> {
                 let checkpoint = self.rest;
                 let name = self.take_token();
                 self.skip_ws();
-                if name.is_empty() || !self.rest.starts_with('=') {
+                if name.is_empty() || !self.rest.starts_with(b"=") {
                     // Not a parameter: either a token68 (`abc==`) or the next challenge's scheme.
                     self.rest = checkpoint;
                     if !name.is_empty() && !has_params && self.rest.starts_with(name) {
-                        let token68 = self.rest[name.len()..].trim_start_matches('=');
-                        let after = token68.trim_start_matches([' ', '\t']);
-                        if after.is_empty() || after.starts_with(',') {
+                        let token68 = trim_start(&self.rest[name.len()..], b"=");
+                        let after = trim_start(token68, b" \t");
+                        if after.is_empty() || after.starts_with(b",") {
                             self.rest = after;
                             continue;
                         }
@@ -292,17 +302,17 @@ impl<'a> Iterator for Challenges<'a> {
                 }
                 self.rest = &self.rest[1..];
                 self.skip_ws();
-                let value = if self.rest.starts_with('"') {
+                let value = if self.rest.starts_with(b"\"") {
                     self.take_quoted()
                 } else {
                     self.take_token()
                 };
                 has_params = true;
-                if challenge.error.is_none() && name.eq_ignore_ascii_case("error") {
+                if challenge.error.is_none() && name.eq_ignore_ascii_case(b"error") {
                     challenge.error = Some(ErrorCode::of(value));
                 }
                 self.skip_ws();
-                match self.rest.strip_prefix(',') {
+                match self.rest.strip_prefix(b",") {
                     Some(rest) => self.rest = rest,
                     None => break,
                 }

@@ -154,3 +154,20 @@ fn classifies_challenges() {
         let _ = classify(&[junk]);
     }
 }
+
+/// A quoted-string may hold obs-text (RFC 9110: bytes 0x80 to 0xff), which makes the header
+/// no text: its challenge is read all the same (found by the `layer` fuzz target).
+#[test]
+fn obs_text_in_a_quoted_string_leaves_the_challenge_readable() {
+    for value in [
+        &b"Bearer realm=\"agent\", error=\"invalid_token\", error_description=\"tok\xd1\xa8 expired\""[..],
+        b"Bearer error=\"invalid_token\", error_description=\"\xff\xfe\"",
+        b"Bearer error_description=\"caf\xe9\", error=\"invalid_token\"",
+    ] {
+        assert_eq!(read_challenges([&header_value(value)]), Verdict::Invalid, "{value:?}");
+    }
+    assert_eq!(
+        read_challenges([&header_value(b"Bearer realm=\"\xe9\"")]),
+        Verdict::NotProvided
+    );
+}
