@@ -217,8 +217,12 @@ impl Owner {
     }
 
     fn release_reauth_lock(&mut self) {
-        // Kept while this process's re-authenticator still runs: its token is written under it.
-        if self.reauth_lock == LockState::Held && self.running.is_none() {
+        // Kept while this process's re-authenticator still runs (its token is written under
+        // it), and while a recovery is under way (it reads and re-authenticates under it).
+        if self.reauth_lock == LockState::Held
+            && self.running.is_none()
+            && matches!(self.recovery, Recovery::Idle)
+        {
             self.reauth_lock = LockState::Free;
             self.effects.lock.push(LockOp::Release);
         }
@@ -360,16 +364,14 @@ impl Owner {
             return;
         }
         self.running = None;
-        if matches!(
-            &self.recovery,
+        match &self.recovery {
             Recovery::Active(Active {
                 stage: Stage::Reauthenticating,
                 ..
-            })
-        ) {
-            self.start_run();
-        } else {
-            self.release_reauth_lock();
+            }) => self.start_run(),
+            // A later recovery, still locking or reading under the lock, keeps it.
+            Recovery::Active(_) => {}
+            Recovery::Idle => self.release_reauth_lock(),
         }
     }
 

@@ -136,6 +136,59 @@ fn another_process_token_ends_a_recovery_under_way() {
     );
 }
 
+/// A runner that goes away (its call dropped) after another token ended its recovery does not
+/// let go of the lock a later recovery reads under: that one re-authenticates under it still.
+#[test]
+fn a_gone_runner_leaves_the_lock_to_the_recovery_under_way() {
+    let mut owner = started("t1");
+    let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
+        panic!("no recovery");
+    };
+    owner.take_effects();
+    owner.reauth_lock_taken(LockTaken::Held);
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t1")),
+        version: Some(Version::new(1)),
+    }));
+    let [(_, Answer::Reauthenticate(run))] = owner.take_effects().answers[..] else {
+        panic!("no re-authenticator run");
+    };
+    // Another process's token ends that recovery; then it fails too, and a second recovery
+    // goes on under the lock still held.
+    owner.store_changed();
+    owner.take_effects();
+    owner.read_done(Ok(Stored {
+        token: Some(token("t9")),
+        version: Some(Version::new(2)),
+    }));
+    owner.take_effects();
+    let (_, epoch) = owner.current();
+    let Failed::Wait(second) = owner.call_failed(Some(token("t9")), epoch, false) else {
+        panic!("no recovery");
+    };
+    assert!(owner.take_effects().read.is_some(), "read under the lock");
+    owner.runner_gone(run);
+    assert!(
+        owner.take_effects().lock.is_empty(),
+        "the lock stays with the recovery under way"
+    );
+    owner.read_done(Ok(Stored {
+        token: Some(token("t9")),
+        version: Some(Version::new(2)),
+    }));
+    let effects = owner.take_effects();
+    let [(runner, Answer::Reauthenticate(next))] = effects.answers[..] else {
+        panic!("no re-authenticator run for the second recovery");
+    };
+    assert_eq!(runner, second);
+    assert!(effects.lock.is_empty(), "it runs under the lock");
+    owner.reauthenticated(next, Ok(token("t10")));
+    assert!(owner.take_effects().lock.is_empty(), "held until written");
+    owner.write_done(Ok(Written::Stored(Version::new(3))));
+    assert_eq!(owner.take_effects().lock, [LockOp::Release]);
+}
+
 /// A refresh answering a call sent before a lock never brings the session back.
 #[test]
 fn a_late_refresh_after_a_lock_is_dropped() {
