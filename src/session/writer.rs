@@ -152,9 +152,20 @@ struct ReleaseOnDrop<'a>(Option<&'a Arc<Shared>>);
 impl Drop for ReleaseOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(shared) = self.0 {
-            // The owner first, so that no recovery begins under a lock already gone.
-            shared.step(|owner| owner.reauth_lock_held_for_clear(false));
-            drop(shared.reauth_guard().explicit.take());
+            // In the owner's step, so that no recovery begins under a lock already gone, and a
+            // release the owner asks for later finds the lock where it looks for it: a recovery
+            // that began inside keeps the lock, as its own.
+            let let_go = shared.step(|owner| {
+                let mut guards = shared.reauth_guard();
+                let explicit = guards.explicit.take();
+                if owner.reauth_lock_held_for_clear(false) {
+                    guards.recovery = explicit;
+                    None
+                } else {
+                    explicit
+                }
+            });
+            drop(let_go);
         }
     }
 }

@@ -188,10 +188,17 @@ impl Owner {
         }
     }
 
-    /// This process holds the re-authentication lock around a lock all (`held`), or let it go:
-    /// a recovery that begins meanwhile goes on under it.
-    pub(crate) fn reauth_lock_held_for_clear(&mut self, held: bool) {
+    /// This process holds the re-authentication lock around a lock all (`held`), or lets it go:
+    /// a recovery that begins meanwhile goes on under it. Letting go, returns whether that
+    /// recovery (or its token's write) holds it still: the lock is then the recovery's, until
+    /// the owner releases it.
+    pub(crate) fn reauth_lock_held_for_clear(&mut self, held: bool) -> bool {
         self.held_for_clear = held;
+        !held
+            && matches!(
+                self.reauth_lock,
+                LockState::Held | LockState::HeldUntilWrite(_)
+            )
     }
 
     /// Whether a recovery still waits for the re-authentication lock.

@@ -317,7 +317,8 @@ fn a_try_made_for_an_earlier_recovery_is_made_again() {
 }
 
 /// While this process holds the re-authentication lock around a lock all, a recovery that
-/// begins goes on under it (no try for a lock its own process holds); after, it asks again.
+/// begins goes on under it (no try for a lock its own process holds), and keeps it past the
+/// lock all until its token is written; after, a recovery asks again.
 #[test]
 fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
     let mut owner = started("t1");
@@ -328,10 +329,23 @@ fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
     let effects = owner.take_effects();
     assert!(effects.lock.is_empty(), "no try for its own process's lock");
     assert!(effects.read.is_some(), "read under the lock held");
+    owner.read_done(Ok(Stored {
+        token: None,
+        version: None,
+    }));
+    let [(_, Answer::Reauthenticate(run))] = owner.take_effects().answers[..] else {
+        panic!("no re-authenticator run");
+    };
+    // The lock all is over while the re-authenticator runs: the lock stays, the recovery's.
+    assert!(owner.reauth_lock_held_for_clear(false), "kept for the run");
+    owner.reauthenticated(run, Ok(token("t2")));
+    assert!(owner.take_effects().lock.is_empty(), "held until written");
+    owner.write_done(Ok(Written::Stored(Version::new(2))));
+    assert_eq!(owner.take_effects().lock, [LockOp::Release]);
 
     let mut owner = started("t1");
     owner.reauth_lock_held_for_clear(true);
-    owner.reauth_lock_held_for_clear(false);
+    assert!(!owner.reauth_lock_held_for_clear(false), "nothing to keep");
     let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
