@@ -210,9 +210,10 @@ enum Job {
     Write(WriteOp),
 }
 
-/// Runs store operations on a blocking thread, one lane at a time. Dropped with a job unrun (a
-/// runtime shutting down drops its blocking tasks), it reports the job failed, so that no one
-/// waits for it forever.
+/// Runs store operations on a blocking thread, one lane at a time. A job stays in `job` until
+/// its result is the owner's: dropped with one (a runtime shutting down drops its blocking
+/// tasks, a store of the user's own panics), it reports the job failed, so that no one waits
+/// for it forever.
 struct Worker {
     shared: Arc<Shared>,
     job: Option<Job>,
@@ -221,7 +222,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         watch::arm(&self.shared);
-        while let Some(job) = self.job.take() {
+        while let Some(job) = &self.job {
             let shared = &self.shared;
             let (effects, lane) = match job {
                 Job::Read(op) => {
@@ -229,11 +230,13 @@ impl Worker {
                         shared.store.tidy();
                     }
                     let result = shared.store.load();
+                    self.job = None;
                     let (_, effects) = shared.step_in(|o| (o.read_done(result), None));
                     (effects, Lane::Read)
                 }
                 Job::Write(op) => {
                     let result = write(&*shared.store, op);
+                    self.job = None;
                     let (_, effects) = shared.step_in(|o| (o.write_done(result), None));
                     (effects, Lane::Write)
                 }
@@ -248,10 +251,10 @@ impl Drop for Worker {
         let Some(job) = self.job.take() else {
             return;
         };
-        tracing::error!("the session's store work stopped before it ran");
+        tracing::error!("the session's store work stopped before it was done");
         let stopped = || {
             Error::Store(Arc::new(std::io::Error::other(
-                "the session's store work stopped before it ran",
+                "the session's store work stopped before it was done",
             )))
         };
         let effects = self.shared.step_effects(|owner| match job {
@@ -271,14 +274,12 @@ impl Drop for Worker {
     }
 }
 
-fn write(store: &dyn TokenStore, op: WriteOp) -> Result<Written, Error> {
+fn write(store: &dyn TokenStore, op: &WriteOp) -> Result<Written, Error> {
     let started = Instant::now();
     let written = match op {
-        WriteOp::Store(token) => store.store(&token).map(Written::Stored),
+        WriteOp::Store(token) => store.store(token).map(Written::Stored),
         WriteOp::Clear => store.clear().map(|()| Written::Cleared),
-        WriteOp::Swap { expected, new } => {
-            store.swap(expected.as_ref(), &new).map(Written::Swapped)
-        }
+        WriteOp::Swap { expected, new } => store.swap(expected.as_ref(), new).map(Written::Swapped),
     };
     tracing::trace!(elapsed = ?started.elapsed(), ok = written.is_ok(), "store written");
     written
