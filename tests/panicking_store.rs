@@ -2,8 +2,7 @@
 //! the operation it was asked for, with an error: nothing waits for it forever, and the
 //! session goes on with the store's next operations.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_session::store::{MemoryStore, Stored, Swap, TokenStore, Version};
@@ -13,46 +12,47 @@ use agent_session::{Error, Session, Token};
 /// that only a wait that never ends reaches it.
 const BOUND: Duration = Duration::from_secs(20);
 
-/// A [`MemoryStore`] whose next `panics` operations panic.
+/// A [`MemoryStore`] whose next call of one method panics: only that method's, so that the
+/// session's other work meanwhile (a read after a failed write, say) is not the one to panic.
 #[derive(Clone, Default)]
 struct PanickingStore {
     inner: MemoryStore,
-    panics: Arc<AtomicU32>,
+    next: Arc<Mutex<Option<&'static str>>>,
 }
 
 impl PanickingStore {
-    fn panic_next(&self, times: u32) {
-        self.panics.store(times, Ordering::SeqCst);
+    fn panic_next(&self, method: &'static str) {
+        *self.next.lock().unwrap() = Some(method);
     }
 
-    fn maybe_panic(&self) {
-        let left = self
-            .panics
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if left.is_ok() {
-            panic!("the store's own bug");
+    fn maybe_panic(&self, method: &'static str) {
+        let mut next = self.next.lock().unwrap();
+        if *next == Some(method) {
+            *next = None;
+            drop(next);
+            panic!("the store's own bug, in {method}");
         }
     }
 }
 
 impl TokenStore for PanickingStore {
     fn load(&self) -> Result<Stored, Error> {
-        self.maybe_panic();
+        self.maybe_panic("load");
         self.inner.load()
     }
 
     fn store(&self, token: &Token) -> Result<Version, Error> {
-        self.maybe_panic();
+        self.maybe_panic("store");
         self.inner.store(token)
     }
 
     fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
-        self.maybe_panic();
+        self.maybe_panic("swap");
         self.inner.swap(expected, new)
     }
 
     fn clear(&self) -> Result<(), Error> {
-        self.maybe_panic();
+        self.maybe_panic("clear");
         self.inner.clear()
     }
 
@@ -76,12 +76,12 @@ async fn a_store_that_panics_fails_its_operation_and_the_next_ones_run() {
     let store = PanickingStore::default();
     let session = Session::builder(store.clone()).build();
 
-    store.panic_next(1);
+    store.panic_next("load");
     let started = bounded("start", session.start()).await;
     assert!(matches!(started, Err(Error::Store(_))), "{started:?}");
     bounded("start again", session.start()).await.unwrap();
 
-    store.panic_next(1);
+    store.panic_next("store");
     let unlocked = bounded("an unlock", session.start_with_token(token("one"))).await;
     assert!(matches!(unlocked, Err(Error::Store(_))), "{unlocked:?}");
     assert_eq!(session.token(), Some(token("one")), "in use all the same");
@@ -91,7 +91,7 @@ async fn a_store_that_panics_fails_its_operation_and_the_next_ones_run() {
         .unwrap();
     assert_eq!(store.inner.token(), Some(token("two")));
 
-    store.panic_next(1);
+    store.panic_next("clear");
     let cleared = bounded("a lock", session.clear()).await;
     assert!(matches!(cleared, Err(Error::Store(_))), "{cleared:?}");
     bounded("a lock again", session.clear()).await.unwrap();

@@ -2,9 +2,11 @@
 //! what the step said is done outside it (reads and writes of the store on blocking threads,
 //! answers handed to the calls that wait), and the results come back as the next events.
 //!
-//! The mutex is the owner's and nothing else's: it is never held across I/O, never while
-//! waiting for another process, and never while taking another lock, so no order of locks
-//! needs keeping. The token calls read is published from inside the step that changed it, so
+//! The mutex is the owner's and nothing else's: it is never held across I/O or while waiting
+//! for another process. The one lock taken under it is the short one around the guards of the
+//! re-authentication lock (`reauth_lock.rs`), never the other way round: a guard is let go, or
+//! lent to a recovery, in the step that decides it, so that a later step's guard is never
+//! the one let go. The token calls read is published from inside the step that changed it, so
 //! calls see the changes in the order the owner made them.
 
 use std::collections::HashMap;
@@ -116,7 +118,17 @@ impl Shared {
             self.publish(&driven.owner, more.publish);
             answers = merge(&mut effects, more);
         }
+        // The lock is let go here, in the step that decided it: after the step, the slot may
+        // hold the guard a later step put there (the lock all's, lent to a recovery).
+        let let_go = if effects.lock.contains(&LockOp::Release) {
+            effects.lock.retain(|op| *op != LockOp::Release);
+            self.reauth_guard().recovery.take()
+        } else {
+            None
+        };
         drop(driven);
+        // Closing the lock's file, outside the owner's mutex.
+        drop(let_go);
         ((result, registered), effects)
     }
 

@@ -14,11 +14,12 @@ pub(crate) struct ReauthGuards {
 
 impl Shared {
     /// Takes the re-authentication lock beside the session file (on a thread of its own, which
-    /// waits for another holder at most the bound, and only while a recovery wants it), or
-    /// lets it go. A store that is not the session file has none: the owner is told so at once.
+    /// waits for another holder at most the bound, and only while a recovery wants it). A store
+    /// that is not the session file has none: the owner is told so at once.
     pub(super) fn reauth_lock(self: &Arc<Self>, op: LockOp) {
         match op {
-            LockOp::Release => drop(self.reauth_guard().recovery.take()),
+            // Let go in the step that asked for it (`Shared::step_in_driven`).
+            LockOp::Release => {}
             LockOp::Take => {
                 let Some(file) = self.file.clone() else {
                     self.step(|owner| owner.reauth_lock_taken(LockTaken::No));
