@@ -77,9 +77,9 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     assert_eq!(owner.counts().reauth_shared, 1);
 }
 
-/// A token another process writes while this one re-authenticates ends the recovery at once.
-#[test]
-fn another_process_token_ends_a_recovery_under_way() {
+/// An owner started on `t1` whose call failed with it: the recovery took the lock, read `t1`
+/// again, and has the failing call run the re-authenticator (the run's number returned).
+fn reauthenticating_under_the_lock() -> (Owner, u64) {
     let mut owner = started("t1");
     let Failed::Wait(waiter) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
@@ -99,6 +99,13 @@ fn another_process_token_ends_a_recovery_under_way() {
         runner, waiter,
         "the first failing call runs the re-authenticator"
     );
+    (owner, run)
+}
+
+/// A token another process writes while this one re-authenticates ends the recovery at once.
+#[test]
+fn another_process_token_ends_a_recovery_under_way() {
+    let (mut owner, run) = reauthenticating_under_the_lock();
     let Failed::Wait(other) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
@@ -140,20 +147,7 @@ fn another_process_token_ends_a_recovery_under_way() {
 /// let go of the lock a later recovery reads under: that one re-authenticates under it still.
 #[test]
 fn a_gone_runner_leaves_the_lock_to_the_recovery_under_way() {
-    let mut owner = started("t1");
-    let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
-        panic!("no recovery");
-    };
-    owner.take_effects();
-    owner.reauth_lock_taken(LockTaken::Held);
-    owner.take_effects();
-    owner.read_done(Ok(Stored {
-        token: Some(token("t1")),
-        version: Some(Version::new(1)),
-    }));
-    let [(_, Answer::Reauthenticate(run))] = owner.take_effects().answers[..] else {
-        panic!("no re-authenticator run");
-    };
+    let (mut owner, run) = reauthenticating_under_the_lock();
     // Another process's token ends that recovery; then it fails too, and a second recovery
     // goes on under the lock still held.
     owner.store_changed();
