@@ -2,7 +2,8 @@
 //! simulated store and one simulated agent, and a seeded scheduler interleaves their events at
 //! random: calls sent and answered out of order, refreshes, unlocks, locks and lock alls, watch
 //! events delayed, coalesced or lost, reads and writes that land at any point between their
-//! start and their report, writes that fail, and a lock held elsewhere. The invariants are
+//! start and their report, writes that fail, a lock held elsewhere, and waiting calls (a
+//! re-authenticator's runner among them) that go away. The invariants are
 //! checked after every step; a failure prints its seed (`MODEL_SEED=<n>` runs that case alone).
 
 use std::collections::{BTreeMap as HashMap, BTreeSet as HashSet};
@@ -235,7 +236,7 @@ impl World {
     /// One event, chosen at random.
     fn step(&mut self, faults: bool) {
         let p = self.rng.below(self.processes.len());
-        match self.rng.below(16) {
+        match self.rng.below(17) {
             0..=2 if self.process(p).calls.len() < 6 => self.send(p, false),
             3..=4 => self.agent_answers(p),
             6..=7 => self.deliver_answer(p),
@@ -260,6 +261,7 @@ impl World {
                 let waiter = self.owner(p).clear();
                 self.effects(p, &[(waiter, None)]);
             }
+            16 => self.drop_waiting(p),
             _ => {}
         }
     }

@@ -148,4 +148,31 @@ impl World {
         self.send(p, true);
         self.effects(p, &[]);
     }
+
+    /// A waiting call goes away (dropped, timed out): a runner's tells `runner_gone`, and another
+    /// waiting call's `waiter_gone`.
+    pub(super) fn drop_waiting(&mut self, p: usize) {
+        if self.rng.chance(50) {
+            let Some((number, call)) = self.process(p).reauths.pop() else {
+                return;
+            };
+            self.process(p).calls.remove(&call);
+            self.owner(p).runner_gone(number);
+        } else {
+            let waiting: Vec<(WaiterId, u64)> = self
+                .process(p)
+                .waiting
+                .iter()
+                .map(|(w, c)| (*w, *c))
+                .collect();
+            if waiting.is_empty() {
+                return;
+            }
+            let (waiter, call) = waiting[self.rng.below(waiting.len())];
+            self.process(p).waiting.remove(&waiter);
+            self.process(p).calls.remove(&call);
+            self.owner(p).waiter_gone(waiter);
+        }
+        self.effects(p, &[]);
+    }
 }
