@@ -2,8 +2,8 @@
 //! simulated store and one simulated agent, and a seeded scheduler interleaves their events at
 //! random: calls sent and answered out of order, refreshes, unlocks, locks and lock alls, watch
 //! events delayed, coalesced or lost, reads and writes that land at any point between their
-//! start and their report, writes that fail, a lock held elsewhere, and waiting calls (a
-//! re-authenticator's runner among them) that go away. The invariants are
+//! start and their report, writes that fail, a lock held elsewhere, waiting calls (a
+//! re-authenticator's runner among them) that go away, and lock alls made holding the lock. The invariants are
 //! checked after every step; a failure prints its seed (`MODEL_SEED=<n>` runs that case alone).
 
 use std::collections::{BTreeMap as HashMap, BTreeSet as HashSet};
@@ -73,6 +73,8 @@ struct Process {
     /// The re-authentication lock: asked for, and whether this process holds it.
     lock_asked: bool,
     lock_held: bool,
+    /// Holds the lock around a lock all (`Session::clear_after`), lending it to a recovery.
+    clearing: bool,
     /// A watch event not yet delivered (events coalesce).
     watch_event: bool,
     /// Every token this process read from or wrote to the store.
@@ -173,6 +175,8 @@ impl World {
                     );
                     process.lock_asked = true;
                 }
+                // The lock all's lock, lent to a recovery that ended: it stays the lock all's.
+                LockOp::Release if process.clearing && !process.lock_held => {}
                 LockOp::Release => {
                     assert!(process.lock_held, "a lock released that is not held");
                     process.lock_held = false;
@@ -236,7 +240,7 @@ impl World {
     /// One event, chosen at random.
     fn step(&mut self, faults: bool) {
         let p = self.rng.below(self.processes.len());
-        match self.rng.below(17) {
+        match self.rng.below(19) {
             0..=2 if self.process(p).calls.len() < 6 => self.send(p, false),
             3..=4 => self.agent_answers(p),
             6..=7 => self.deliver_answer(p),
@@ -262,6 +266,8 @@ impl World {
                 self.effects(p, &[(waiter, None)]);
             }
             16 => self.drop_waiting(p),
+            17 if self.rng.chance(10) => self.begin_clear(p),
+            18 => self.end_clear(p),
             _ => {}
         }
     }
@@ -280,6 +286,7 @@ impl World {
                 self.deliver_watch(p, false);
                 self.run_reauth(p);
                 self.try_lock(p, false);
+                self.end_clear(p);
             }
             if self.processes.iter().all(|p| {
                 p.calls.is_empty() && p.read.is_none() && p.write.is_none() && p.reauths.is_empty()

@@ -175,4 +175,33 @@ impl World {
         }
         self.effects(p, &[]);
     }
+
+    /// `Session::clear_after`: the process takes the lock if it is free, and locks all under
+    /// it; a recovery that begins meanwhile goes on under it.
+    pub(super) fn begin_clear(&mut self, p: usize) {
+        if self.process(p).clearing || self.lock_holder.is_some() {
+            return;
+        }
+        self.lock_holder = Some(p);
+        self.process(p).clearing = true;
+        self.owner(p).reauth_lock_held_for_clear(true);
+        self.valid.clear();
+        let waiter = self.owner(p).clear();
+        self.effects(p, &[(waiter, None)]);
+    }
+
+    /// The lock all is over: its lock goes, unless a recovery that began inside holds it still,
+    /// which then has it as its own.
+    pub(super) fn end_clear(&mut self, p: usize) {
+        if !std::mem::take(&mut self.process(p).clearing) {
+            return;
+        }
+        if self.owner(p).reauth_lock_held_for_clear(false) {
+            self.process(p).lock_held = true;
+        } else {
+            assert!(!self.process(p).lock_held, "two guards of one lock");
+            self.lock_holder = None;
+        }
+        self.effects(p, &[]);
+    }
 }
