@@ -120,16 +120,26 @@ impl Shared {
         }
         // The lock is let go here, in the step that decided it: after the step, the slot may
         // hold the guard a later step put there (the lock all's, lent to a recovery).
-        let let_go = if effects.lock.contains(&LockOp::Release) {
-            effects.lock.retain(|op| *op != LockOp::Release);
-            self.reauth_guard().recovery.take()
-        } else {
+        let let_go = if effects.lock.is_empty() {
             None
+        } else {
+            self.released_guard(&mut effects.lock)
         };
         drop(driven);
         // Closing the lock's file, outside the owner's mutex.
         drop(let_go);
         ((result, registered), effects)
+    }
+
+    /// The guard of the re-authentication lock, if `lock` lets it go (the release is then
+    /// done, and taken out of `lock`). Out of line: most steps ask nothing of the lock.
+    #[cold]
+    fn released_guard(&self, lock: &mut Vec<LockOp>) -> Option<crate::file::ReauthLock> {
+        if !lock.contains(&LockOp::Release) {
+            return None;
+        }
+        lock.retain(|op| *op != LockOp::Release);
+        self.reauth_guard().recovery.take()
     }
 
     /// Publishes the owner's token for calls, if the step changed it.
