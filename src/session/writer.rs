@@ -53,8 +53,7 @@ impl Session {
                 match rx.await {
                     Ok(Ok(crate::file::Taken::Held(guard))) => {
                         self.shared.reauth_guard().explicit = Some(guard);
-                        self.shared
-                            .step(|owner| owner.reauth_lock_held_for_clear(true));
+                        self.shared.step(|owner| owner.lock_all_holds_reauth_lock());
                         true
                     }
                     Ok(Ok(crate::file::Taken::TimedOut | crate::file::Taken::Unwanted)) => {
@@ -158,7 +157,7 @@ impl Drop for ReleaseOnDrop<'_> {
             let let_go = shared.step(|owner| {
                 let mut guards = shared.reauth_guard();
                 let explicit = guards.explicit.take();
-                if owner.reauth_lock_held_for_clear(false) {
+                if owner.lock_all_lets_go() {
                     guards.recovery = explicit;
                     None
                 } else {

@@ -145,7 +145,7 @@ impl Owner {
 
     /// Asks for the re-authentication lock, for the recovery under way.
     /// Held already when this process holds it around a lock all
-    /// ([`Owner::reauth_lock_held_for_clear`]): a call failing inside must not wait for its own
+    /// ([`Owner::lock_all_holds_reauth_lock`]): a call failing inside must not wait for its own
     /// process.
     fn take_reauth_lock(&mut self) {
         if self.held_for_clear {
@@ -188,17 +188,21 @@ impl Owner {
         }
     }
 
-    /// This process holds the re-authentication lock around a lock all (`held`), or lets it go:
-    /// a recovery that begins meanwhile goes on under it. Letting go, returns whether that
-    /// recovery (or its token's write) holds it still: the lock is then the recovery's, until
-    /// the owner releases it.
-    pub(crate) fn reauth_lock_held_for_clear(&mut self, held: bool) -> bool {
-        self.held_for_clear = held;
-        !held
-            && matches!(
-                self.reauth_lock,
-                LockState::Held | LockState::HeldUntilWrite(_)
-            )
+    /// This process holds the re-authentication lock around a lock all: a recovery that begins
+    /// meanwhile goes on under it.
+    pub(crate) fn lock_all_holds_reauth_lock(&mut self) {
+        self.held_for_clear = true;
+    }
+
+    /// The lock all lets go of the re-authentication lock. Returns whether a recovery that
+    /// began inside (or its token's write) holds it still: the lock is then the recovery's,
+    /// until the owner releases it.
+    pub(crate) fn lock_all_lets_go(&mut self) -> bool {
+        self.held_for_clear = false;
+        matches!(
+            self.reauth_lock,
+            LockState::Held | LockState::HeldUntilWrite(_)
+        )
     }
 
     /// Whether a recovery still waits for the re-authentication lock.

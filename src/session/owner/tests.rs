@@ -316,7 +316,7 @@ fn a_try_made_for_an_earlier_recovery_is_made_again() {
 #[test]
 fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
     let mut owner = started("t1");
-    owner.reauth_lock_held_for_clear(true);
+    owner.lock_all_holds_reauth_lock();
     let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };
@@ -331,15 +331,15 @@ fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
         panic!("no re-authenticator run");
     };
     // The lock all is over while the re-authenticator runs: the lock stays, the recovery's.
-    assert!(owner.reauth_lock_held_for_clear(false), "kept for the run");
+    assert!(owner.lock_all_lets_go(), "kept for the run");
     owner.reauthenticated(run, Ok(token("t2")));
     assert!(owner.take_effects().lock.is_empty(), "held until written");
     owner.write_done(Ok(Written::Stored(Version::new(2))));
     assert_eq!(owner.take_effects().lock, [LockOp::Release]);
 
     let mut owner = started("t1");
-    owner.reauth_lock_held_for_clear(true);
-    assert!(!owner.reauth_lock_held_for_clear(false), "nothing to keep");
+    owner.lock_all_holds_reauth_lock();
+    assert!(!owner.lock_all_lets_go(), "nothing to keep");
     let Failed::Wait(_) = owner.call_failed(Some(token("t1")), 1, false) else {
         panic!("no recovery");
     };

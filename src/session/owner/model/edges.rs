@@ -184,7 +184,7 @@ impl World {
         }
         self.lock_holder = Some(p);
         self.process(p).clearing = true;
-        self.owner(p).reauth_lock_held_for_clear(true);
+        self.owner(p).lock_all_holds_reauth_lock();
         self.valid.clear();
         let waiter = self.owner(p).clear();
         self.effects(p, &[(waiter, None)]);
@@ -196,7 +196,7 @@ impl World {
         if !std::mem::take(&mut self.process(p).clearing) {
             return;
         }
-        if self.owner(p).reauth_lock_held_for_clear(false) {
+        if self.owner(p).lock_all_lets_go() {
             self.process(p).lock_held = true;
         } else {
             assert!(!self.process(p).lock_held, "two guards of one lock");
