@@ -4,7 +4,7 @@
 //! Every method here is blocking; [`Session`](crate::Session) runs them off the async workers.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -256,14 +256,7 @@ impl TokenFile {
     }
 
     pub(crate) fn create_dir(&self) -> Result<(), Error> {
-        match fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(Error::write(&self.dir, e)),
-        }
+        lock::create_private_dir(&self.dir)
     }
 }
 
@@ -276,7 +269,9 @@ mod lock;
 mod reauth_lock;
 mod store;
 
-pub(crate) use reauth_lock::{ReauthLock, Taken};
+pub(crate) use lock::create_private_dir;
+pub use reauth_lock::ReauthLock;
+pub(crate) use reauth_lock::{ReauthLockGuard, Taken};
 
 #[cfg(test)]
 mod tests;

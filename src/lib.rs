@@ -233,38 +233,50 @@
 //!
 //! | level | event | what happened |
 //! |---|---|---|
+//! | `DEBUG` | `session started` | [`Session::start`] read the store (`token_found`) |
+//! | `DEBUG` | `session cleared` | [`Session::clear`] removed the token |
 //! | `DEBUG` | `refresh accepted` | a response brought a new token: in use, and on its way to the store |
 //! | `TRACE` | `refresh accepted; the file's token lives as long` | in use, not written ([`AgentTokens`]) |
 //! | `DEBUG` | `refreshed token dropped: the session changed since the call` | an unlock, a lock or another process's token came in between |
 //! | `WARN` | `ignoring a malformed token from the agent` | the response's `authorization` is no bearer token (`reason`); the token stays |
 //! | `WARN` | `ignoring a token on a rejected call` | a token on a rejection is no refresh |
-//! | `DEBUG` | `refreshed token written` | the writer wrote a refresh (`elapsed`) |
+//! | `TRACE` | `store written` | a write of the store is over (`elapsed`, `ok`) |
+//! | `DEBUG` | `refreshed token written` | a refresh's compare-and-swap replaced the store's token |
 //! | `INFO` | `refresh lost to another process; using what the file holds` | the compare-and-swap found another token, or none (`token_found`) |
-//! | `WARN` | `refreshed token kept in memory; it is written with a later refresh` | another process held the lock too long ([`SessionStats::lock_timeouts`]) |
-//! | `WARN` | `cannot write the refreshed token` | the write failed (`error`); [`Session::flush`] reports it |
-//! | `ERROR` | `the session's refresh writer stopped early` | the writer was dropped unfinished; the calls waiting for it go on |
+//! | `WARN` | `refreshed token kept in memory; it is written with a later refresh` | another process held the lock too long ([`SessionStats::lock_timeouts`]) (`error`) |
+//! | `WARN` | `cannot write the session file; the token is in use but other processes will not see it (warned of once until writes work again)` | a write failed (`error`, `refresh`); [`Session::flush`] reports it |
+//! | `DEBUG` | `cannot write the session file` | the same, again, before a write has worked (`error`, `refresh`) |
+//! | `INFO` | `the session file can be written again` | a write worked after failing ones |
 //! | `WARN` | `the token's write is taking long; answering the call without it` | a call waited [`SessionBuilder::call_wait`]; the write goes on |
 //! | `DEBUG` | `password call's token dropped: the session changed since` | see [`SessionBuilder::start_on_password`] |
-//! | `WARN` | `cannot write the token a password call brought` | (`error`); [`Session::flush`] reports it |
-//! | `DEBUG` | `session started` | [`Session::start`] read the store (`token_found`) |
-//! | `DEBUG` | `session token written` | an explicit write: an unlock, a recovery, a password call (`elapsed`) |
-//! | `DEBUG` | `session cleared` | [`Session::clear`] removed the token |
-//! | `DEBUG` | `could not remove a stale temp file` | a dead writer's temp file stays (`error`) |
+//! | `ERROR` | `the session's store work stopped before it was done` | a read or write was dropped unfinished (a runtime shutting down, a store that panicked); whoever waited for it is answered with an error |
 //! | `ERROR` | `cannot start a thread for the session's file work` | outside Tokio, no thread could be made (`error`); the work is dropped |
+//! | `DEBUG` | `could not remove a stale temp file` | a dead writer's temp file stays (`error`) |
 //! | `DEBUG` | `the token expires within the renewal margin; renewing it first` | see [`SessionLayer::renew_before_expiry`] |
+//! | `INFO` | `waiting for another process to re-authenticate` | a recovery waits for the holder of the re-authentication lock (`pid`) |
+//! | `ERROR` | `the try for the re-authentication lock stopped before it ran` | the try was dropped (a runtime shutting down); the recovery goes on without the lock |
+//! | `WARN` | `cannot take the re-authentication lock; going on without it` | its file cannot be made or locked (`error`) |
+//! | `WARN` | `cannot hold the re-authentication lock; locking all without it` | [`Session::clear_after`] past the lock's bound, or without a lock file (`error`) |
 //! | `INFO` | `another process holds a new token; using it` | a recovery found another process's token in the file |
-//! | `WARN` | `cannot re-read the session file` | a recovery could not read the file (`error`); it re-authenticates |
+//! | `WARN` | `cannot re-read the session file; re-authenticating` | a recovery could not read the file; it re-authenticates |
 //! | `INFO` | `re-authenticating` | the re-authenticator runs, once for the calls failing together |
+//! | `DEBUG` | `re-authenticated after the session recovered; token unused` | another token ended the recovery while the re-authenticator ran |
 //! | `WARN` | `re-authentication failed` | the calls get [`Error::Reauthentication`] |
-//! | `WARN` | `cannot write the new token` | the recovered token is in use but not on disk (`error`) |
 //! | `DEBUG` | `session failure not replayed: the request cannot be sent again` | recovered for the next calls; this one gets its failure |
 //! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
 //! | `WARN` | `the session file changed but cannot be used` | the file holds no token (`error`); the session keeps its own |
-//! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`); warned of once while it keeps failing, `DEBUG` after |
+//! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`); warned of once while it keeps failing |
+//! | `DEBUG` | `cannot look at the session file` | the same, again |
+//! | `ERROR` | `the session's store panicked while the watch looked at it` | a store of your own panicked; the watch goes on |
 //! | `WARN` | `cannot create the session file's directory` | the watch starts without it (`error`); writes will say why they fail |
 //! | `WARN` | `cannot watch the session file; polling it instead` | no notification could be had (`error`); the file is looked at once a second |
+//! | `DEBUG` | `cannot watch the session file yet` | the same, again |
 //! | `WARN` | `cannot watch the session file; other processes' changes are seen only on a failure` | no watch could start (`error`) |
+//! | `WARN` | `the session file's directory was removed or moved; polling it until it is back` | the watch follows the directory |
+//! | `WARN` | `cannot watch the session file; other processes' changes are seen only on a failure, until the session's next explicit change` | the watch could not go back to polling (`error`) |
+//! | `WARN` | `cannot start a thread to stop the session's watch` | the watcher is left running (`error`) |
+//! | `WARN` | `the session's store is not a session file: other processes' changes are seen only on a failure (watch it with Watch::Poll)` | [`Watch::Notify`] with a store that names no file to watch |
 //!
 //! # Platform
 //!
@@ -353,7 +365,7 @@ pub use error::{CorruptReason, Error};
 #[cfg(unix)]
 pub use failures::{Polykey, Rfc6750, SessionFailures};
 #[cfg(unix)]
-pub use file::TokenFile;
+pub use file::{ReauthLock, TokenFile};
 #[cfg(unix)]
 pub use layer::SessionLayer;
 #[cfg(unix)]

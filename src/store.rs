@@ -3,10 +3,11 @@
 //! secrets manager can be another.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Error;
-use crate::file::FileStamp;
+use crate::file::{FileStamp, ReauthLock};
 use crate::token::Token;
 
 /// One version of what a store holds: every write makes a new one, so a session can tell that
@@ -64,6 +65,32 @@ pub enum Swap {
 ///   a cleared session nor overwrites another writer's token.
 /// - [`version`](Self::version) is cheap (a `stat` for the file) and changes with every write,
 ///   so a session can notice another writer's change without reading the token.
+///
+/// What a store shares with the other processes besides its token, it says here, and the
+/// session uses it whatever wraps the store: a file whose changes the OS reports
+/// ([`watched_file`](Self::watched_file)), and a [`ReauthLock`]
+/// ([`reauth_lock`](Self::reauth_lock)). A store that wraps another passes both on:
+///
+/// ```
+/// use agent_session::store::{Stored, Swap, TokenStore, Version};
+/// use agent_session::{Error, ReauthLock, Token, TokenFile};
+///
+/// /// The session file, with every write counted.
+/// struct Counted(TokenFile);
+///
+/// impl TokenStore for Counted {
+///     fn load(&self) -> Result<Stored, Error> { self.0.load() }
+///     fn store(&self, token: &Token) -> Result<Version, Error> { self.0.store(token) }
+///     fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+///         self.0.swap(expected, new)
+///     }
+///     fn clear(&self) -> Result<(), Error> { self.0.clear() }
+///     fn version(&self) -> Result<Option<Version>, Error> { self.0.version() }
+///     fn tidy(&self) { self.0.tidy() }
+///     fn watched_file(&self) -> Option<std::path::PathBuf> { self.0.watched_file() }
+///     fn reauth_lock(&self) -> Option<ReauthLock> { self.0.reauth_lock() }
+/// }
+/// ```
 pub trait TokenStore: Send + Sync + 'static {
     /// Reads the token.
     ///
@@ -103,6 +130,23 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Housekeeping when a session starts (the file store removes temp files of writers that
     /// died mid-write). Must not wait and must not fail.
     fn tidy(&self) {}
+
+    /// A file whose every change is a change of this store, for [`Watch::Notify`](crate::Watch::Notify)
+    /// to be told of by the OS: the session file itself for [`TokenFile`](crate::TokenFile). `None`
+    /// (the default): other processes' changes are seen by polling [`version`](Self::version)
+    /// ([`Watch::Poll`](crate::Watch::Poll)), or when a call fails.
+    fn watched_file(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The re-authentication lock every process of this store shares: one process
+    /// re-authenticates while the others wait for its token, and a lock all is one step for
+    /// them all ([`Session::clear_after`](crate::Session::clear_after)). `<name>.reauth.lock`
+    /// beside the file for [`TokenFile`](crate::TokenFile). `None` (the default): no such lock;
+    /// each process recovers on its own.
+    fn reauth_lock(&self) -> Option<ReauthLock> {
+        None
+    }
 }
 
 /// A token store in memory: for tests, for processes that must leave nothing on disk, and as

@@ -126,3 +126,33 @@ async fn a_recovery_begun_inside_a_lock_all_keeps_the_lock_until_its_token_is_wr
     assert_eq!(b.token(), a.token());
     assert!(a.token().is_some());
 }
+
+/// A re-authentication lock whose file cannot be made (here a directory stands at its path)
+/// does not stop the lock all: `end_all` runs and the session is cleared, without the lock.
+/// Before, the error creating the lock file returned from `clear_after` before `end_all` ran,
+/// which its docs did not say: a user's lock all silently did not happen.
+#[tokio::test]
+async fn a_lock_all_goes_on_when_its_lock_file_cannot_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::create_dir(dir.path().join("token.reauth.lock")).unwrap();
+    let session = session(&file).build();
+    session
+        .start_with_token(Token::new("a".repeat(40)).unwrap())
+        .await
+        .unwrap();
+    let ended = Arc::new(AtomicUsize::new(0));
+    let counted = ended.clone();
+    bounded(
+        "the lock all",
+        session.clear_after(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), Error>(())
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended.load(Ordering::SeqCst), 1, "end_all ran");
+    assert_eq!(session.token(), None);
+    assert!(!file.exists(), "the session file is removed");
+}

@@ -5,7 +5,7 @@
 //! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile};
@@ -57,6 +57,15 @@ pub(super) fn wait_for_flock(
         std::thread::sleep(pause.min(wait - waited));
         pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// Creates `dir` and its parents, mode 0700, if missing.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::write(dir, e))
 }
 
 impl TokenFile {

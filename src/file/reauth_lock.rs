@@ -2,10 +2,6 @@
 //! a time for one session file, and a lock all (the agent's, then the file's removal) is one
 //! step that no re-authentication lands in the middle of.
 //!
-//! It is an `flock` on `<name>.reauth.lock` (mode 0600, never removed), so it dies with its
-//! holder like the writers' lock. Its holder writes its pid into it, for the messages of the
-//! processes that wait.
-//!
 //! **Lock order.** A process takes the re-authentication lock first and the writers' lock
 //! (`<name>.lock`) inside it (to write the new token), never the other way round: a writer
 //! never waits for the re-authentication lock while it holds the writers' lock, so the two
@@ -14,15 +10,40 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::TokenFile;
-use super::lock::{Waited, wait_for_flock};
+use super::lock::{Waited, create_private_dir, wait_for_flock};
 use crate::error::Error;
+
+/// A re-authentication lock shared by every process of one store: at most one of them
+/// re-authenticates at a time, and a lock all is one step no re-authentication lands in the
+/// middle of. The session file's is `<name>.reauth.lock` beside it
+/// ([`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock)); a store of your own names
+/// one with [`ReauthLock::new`], and the session takes it around its recoveries and lock alls.
+///
+/// It is an advisory lock on the file at its path (created with mode 0600, its directory with
+/// 0700, never removed), held by one process at a time and released by the OS when its holder
+/// dies. The holder writes its pid into it, for the messages of the processes that wait.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_session::ReauthLock;
+///
+/// let lock = ReauthLock::new("/run/user/1000/agent/keyring.reauth.lock")
+///     .wait(Duration::from_secs(30));
+/// assert_eq!(lock.bound(), Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReauthLock {
+    path: PathBuf,
+    wait: Duration,
+}
 
 /// The re-authentication lock, held; released when dropped.
 #[derive(Debug)]
-pub(crate) struct ReauthLock {
+pub(crate) struct ReauthLockGuard {
     _file: File,
 }
 
@@ -30,49 +51,75 @@ pub(crate) struct ReauthLock {
 #[derive(Debug)]
 pub(crate) enum Taken {
     /// Taken.
-    Held(ReauthLock),
-    /// Not taken: the wait passed its bound.
-    TimedOut,
+    Held(ReauthLockGuard),
+    /// Not taken: the wait passed its bound, after this long.
+    TimedOut(Duration),
     /// Not taken: the one waiting no longer wants it.
     Unwanted,
 }
 
-impl TokenFile {
-    /// The re-authentication lock's path: `<name>.reauth.lock` beside the session file.
-    pub(crate) fn reauth_lock_path(&self) -> PathBuf {
-        let mut path = self.path().as_os_str().to_owned();
-        path.push(".reauth.lock");
-        path.into()
+impl ReauthLock {
+    /// The lock at `path`, waited for at most [`TokenFile::DEFAULT_REAUTH_WAIT`].
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            wait: TokenFile::DEFAULT_REAUTH_WAIT,
+        }
     }
 
-    /// Takes the re-authentication lock, waiting for another holder at most
-    /// [`TokenFile::reauth_wait`], and while `wanted()` says so; `waiting(pid)` is told once,
-    /// with the holder's pid if it wrote one, when the lock is held elsewhere. Blocking.
+    /// How long a recovery, or a lock all, waits for another holder (see
+    /// [`TokenFile::reauth_wait`]).
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The lock file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How long a wait for it lasts at most.
+    #[must_use]
+    pub fn bound(&self) -> Duration {
+        self.wait
+    }
+
+    /// Takes the lock, waiting for another holder until `until` at the latest, and while
+    /// `wanted()` says so; `waiting(pid)` is told once, with the holder's pid if it wrote one,
+    /// when the lock is held elsewhere. Blocking.
     ///
     /// # Errors
     ///
     /// [`Error::WriteFile`] when the lock file cannot be made or locked.
-    pub(crate) fn take_reauth_lock(
+    pub(crate) fn take(
         &self,
+        until: Instant,
         wanted: impl Fn() -> bool,
         waiting: impl FnOnce(Option<u32>),
     ) -> Result<Taken, Error> {
-        self.create_dir()?;
-        let path = self.reauth_lock_path();
+        let path = &self.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::write(&path, e))?;
+            .open(path)
+            .map_err(|e| Error::write(path, e))?;
         let holder = file.try_clone().ok();
         let told = move || {
             let pid = holder.and_then(|mut holder| holder_pid(&mut holder));
             waiting(pid);
         };
-        match wait_for_flock(&file, self.reauth_wait, wanted, told) {
+        let wait = until.saturating_duration_since(Instant::now());
+        match wait_for_flock(&file, wait, wanted, told) {
             Ok(Waited::Taken) => {
                 // The pid is for others' messages only: a failure to write it is no failure of
                 // the lock.
@@ -81,12 +128,22 @@ impl TokenFile {
                     file.rewind()?;
                     file.write_all(pid.as_bytes())
                 });
-                Ok(Taken::Held(ReauthLock { _file: file }))
+                Ok(Taken::Held(ReauthLockGuard { _file: file }))
             }
-            Ok(Waited::TimedOut(_)) => Ok(Taken::TimedOut),
+            Ok(Waited::TimedOut(waited)) => Ok(Taken::TimedOut(waited)),
             Ok(Waited::Unwanted) => Ok(Taken::Unwanted),
-            Err(e) => Err(Error::write(&path, e)),
+            Err(e) => Err(Error::write(path, e)),
         }
+    }
+}
+
+impl TokenFile {
+    /// The re-authentication lock beside the session file: `<name>.reauth.lock`, waited for at
+    /// most [`TokenFile::reauth_wait`]. What [`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock) says for the file.
+    pub(crate) fn reauth_lock_beside(&self) -> ReauthLock {
+        let mut path = self.path().as_os_str().to_owned();
+        path.push(".reauth.lock");
+        ReauthLock::new(path).wait(self.reauth_wait)
     }
 }
 

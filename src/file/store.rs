@@ -68,6 +68,16 @@ impl TokenStore for TokenFile {
     fn tidy(&self) {
         self.remove_stale_temp_files_if_idle();
     }
+
+    /// The session file itself.
+    fn watched_file(&self) -> Option<std::path::PathBuf> {
+        Some(self.path().to_owned())
+    }
+
+    /// `<name>.reauth.lock` beside the file, waited for at most [`TokenFile::reauth_wait`].
+    fn reauth_lock(&self) -> Option<crate::file::ReauthLock> {
+        Some(self.reauth_lock_beside())
+    }
 }
 
 impl TokenFile {

@@ -118,6 +118,7 @@ impl SessionBuilder {
     /// [`Session::start_with_token`].
     #[must_use]
     pub fn build(self) -> Session {
+        let reauth_wait = self.store.reauth_lock().map(|lock| lock.bound());
         Session {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -126,14 +127,17 @@ impl SessionBuilder {
                     token: None,
                     epoch: 0,
                 })),
-                driven: Mutex::new(driver::Driven::new(owner::Owner::new(self.agent_tokens))),
+                driven: Mutex::new(driver::Driven::new(owner::Owner::new(
+                    self.agent_tokens,
+                    reauth_wait,
+                    Instant::now(),
+                ))),
                 watch: self.watch,
                 watcher: Mutex::new(None),
                 look_failing: AtomicBool::new(false),
                 failures: self.failures,
                 start_on_password: self.start_on_password,
                 call_wait: self.call_wait,
-                reauth_guard: Mutex::default(),
                 on_reauth_wait: self.on_reauth_wait,
             }),
         }

@@ -1,29 +1,43 @@
-//! The driver of a session's [`Owner`]: each event is one step under the owner's mutex, then
-//! what the step said is done outside it (reads and writes of the store on blocking threads,
-//! answers handed to the calls that wait), and the results come back as the next events.
+//! The driver of a session's [`Owner`]: each event is one step under the owner's mutex
+//! ([`Shared::step`]), then what the step said is carried out outside it ([`Shared::run`]):
+//! reads and writes of the store on blocking threads, tries for the re-authentication lock,
+//! answers to the calls that wait, the log. Their results come back as the next events.
 //!
-//! The mutex is the owner's and nothing else's: it is never held across I/O or while waiting
-//! for another process. The one lock taken under it is the short one around the guards of the
-//! re-authentication lock (`reauth_lock.rs`), never the other way round: a guard is let go, or
-//! lent to a recovery, in the step that decides it, so that a later step's guard is never
-//! the one let go. The token calls read is published from inside the step that changed it, so
+//! The mutex is the owner's: it is never held across I/O or while waiting for another process,
+//! and nothing is logged under it. The guard of the re-authentication lock lives beside the
+//! owner, under the same mutex, so that taking it, letting it go and the owner's knowing of it
+//! are one step. The token calls read is published from inside the step that changed it, so
 //! calls see the changes in the order the owner made them.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, MutexGuard, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
-use super::owner::{Answer, Effects, LockOp, Owner, ReadOp, WaiterId, WriteOp, Written};
-use super::*;
+use tokio::sync::oneshot;
+
+use super::blocking::spawn_blocking_anywhere;
+use super::owner::{Answer, Effects, Event, Gone, Owner, ReadOp, WaiterId, WriteOp, Written};
+use super::{Current, Shared, watch};
+use crate::error::Error;
+use crate::file::ReauthLockGuard;
+use crate::store::TokenStore;
 
 mod reauth_lock;
-pub(crate) use reauth_lock::ReauthGuards;
 
-/// The owner, and the channels of the calls waiting for its answers.
+/// The owner, and what lives beside it under its mutex: the channels of the calls waiting for
+/// its answers, and the re-authentication lock while this process holds it.
 pub(super) struct Driven {
     pub(super) owner: Owner,
     waiting: HashMap<WaiterId, oneshot::Sender<Answer>>,
+    next_waiter: WaiterId,
+    /// The lock, held, and the number of the try that took it.
+    guard: Option<(u64, ReauthLockGuard)>,
+    /// The try for the lock under way, and its flag to give up.
+    attempt: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl Driven {
@@ -31,14 +45,31 @@ impl Driven {
         Self {
             owner,
             waiting: HashMap::new(),
+            next_waiter: 0,
+            guard: None,
+            attempt: None,
         }
     }
+}
+
+/// An event's answer: given at once, or to wait for.
+pub(crate) enum Reply {
+    Now(Answer),
+    Later(Waiting),
+}
+
+/// What a step hands [`Shared::run`]: the owner's effects, the answers with the channels they
+/// go out on, and the lock's tries to start.
+pub(super) struct Stepped {
+    effects: Effects,
+    answers: Vec<(oneshot::Sender<Answer>, Answer)>,
+    tries: Vec<reauth_lock::Try>,
 }
 
 /// Which lane of store operations a thread is already running (it runs the next one of that
 /// lane itself instead of starting a thread for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lane {
+pub(super) enum Lane {
     Read,
     Write,
 }
@@ -50,96 +81,96 @@ impl Shared {
         self.driven.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One step of the owner, then what it said to do. Returns the step's own result.
-    pub(super) fn step<T>(self: &Arc<Self>, event: impl FnOnce(&mut Owner) -> T) -> T {
-        let ((result, _), effects) = self.step_in(|owner| (event(owner), None));
-        self.run(effects, None);
-        result
+    /// Reads the owner's state (counters, say), as of the last step.
+    pub(super) fn look<T>(&self, read: impl FnOnce(&Owner) -> T) -> T {
+        read(&self.driven().owner)
     }
 
-    /// One step whose result may be a waiter: its answer is waited for with the [`Waiting`].
-    pub(super) fn step_and_wait(
+    /// An event with no one to wait for an answer; returns the owner's reply, if any.
+    pub(super) fn tell(self: &Arc<Self>, event: Event) -> Answer {
+        let (stepped, reply) = self.step(|_| event, |_| ());
+        self.run(stepped, None);
+        reply.unwrap_or(Answer::Done(Ok(())))
+    }
+
+    /// An event with a waiter: its answer now, or the [`Waiting`] for it. Also returns the
+    /// waiter's number.
+    pub(super) fn ask(
         self: &Arc<Self>,
-        event: impl FnOnce(&mut Owner) -> Option<WaiterId>,
-    ) -> Option<Waiting> {
-        let ((_, registered), effects) = self.step_in(|owner| {
-            let waiter = event(owner);
-            ((), waiter)
-        });
-        self.run(effects, None);
-        registered.map(|(id, rx)| Waiting {
-            rx,
-            id,
-            shared: Arc::downgrade(self),
-            answered: false,
-        })
+        event: impl FnOnce(WaiterId) -> Event,
+    ) -> (WaiterId, Reply) {
+        let mut id = 0;
+        let (stepped, registered) = self.step(
+            |driven| {
+                driven.next_waiter += 1;
+                id = driven.next_waiter;
+                event(id)
+            },
+            |_| (),
+        );
+        let reply = match registered {
+            Ok(answer) => Reply::Now(answer),
+            Err(rx) => Reply::Later(Waiting {
+                rx,
+                id,
+                shared: Arc::downgrade(self),
+                answered: false,
+            }),
+        };
+        self.run(stepped, None);
+        (id, reply)
     }
 
-    /// The step itself, under the lock: the event, the waiter it made (registered before any
-    /// answer is handed out, so that an answer in the same step reaches it), the answers, and
-    /// the token published.
-    #[allow(clippy::type_complexity)]
-    fn step_in<T>(
+    /// The step itself, under the mutex: `before` (what the driver keeps beside the owner),
+    /// the event, its waiter registered (before any answer is taken out, so that an answer in
+    /// the same step reaches it) unless answered at once, the answers' channels taken out, the
+    /// token published, and the lock's bookkeeping. Returns the reply, or the channel of a
+    /// waiter that waits.
+    fn step(
         &self,
-        event: impl FnOnce(&mut Owner) -> (T, Option<WaiterId>),
-    ) -> ((T, Option<(WaiterId, oneshot::Receiver<Answer>)>), Effects) {
-        self.step_in_driven(|driven| event(&mut driven.owner))
-    }
-
-    /// [`Shared::step_in`] whose event sees the waiters' channels too.
-    #[allow(clippy::type_complexity)]
-    fn step_in_driven<T>(
-        &self,
-        event: impl FnOnce(&mut Driven) -> (T, Option<WaiterId>),
-    ) -> ((T, Option<(WaiterId, oneshot::Receiver<Answer>)>), Effects) {
+        event: impl FnOnce(&mut Driven) -> Event,
+        before: impl FnOnce(&mut Driven),
+    ) -> (Stepped, Result<Answer, oneshot::Receiver<Answer>>) {
         let mut driven = self.driven();
-        let (result, waiter) = event(&mut driven);
-        let registered = waiter.map(|id| {
-            let (tx, rx) = oneshot::channel();
-            driven.waiting.insert(id, tx);
-            (id, rx)
-        });
-        let mut effects = driven.owner.take_effects();
+        before(&mut driven);
+        let asked = driven.next_waiter;
+        let event = event(&mut driven);
+        let waiter = (driven.next_waiter != asked).then_some(driven.next_waiter);
+        let now = Instant::now();
+        let mut effects = driven.owner.handle(now, event);
+        let reply = match (effects.reply.take(), waiter) {
+            (Some(answer), _) => Ok(answer),
+            (None, Some(id)) => {
+                let (tx, rx) = oneshot::channel();
+                driven.waiting.insert(id, tx);
+                Err(rx)
+            }
+            // An event with no waiter has no reply: nothing reads it.
+            (None, None) => Ok(Answer::Done(Ok(()))),
+        };
         // Published before any answer is handed out: whoever is answered sees the token the
         // step made.
         self.publish(&driven.owner, effects.publish);
-        let mut answers = std::mem::take(&mut effects.answers);
-        while !answers.is_empty() {
-            for (id, answer) in answers {
-                let Some(tx) = driven.waiting.remove(&id) else {
-                    continue;
-                };
-                if let Err(Answer::Reauthenticate(number)) = tx.send(answer) {
-                    // The call chosen to run the re-authenticator is gone: choose another.
-                    driven.owner.runner_gone(number);
-                }
-            }
-            let more = driven.owner.take_effects();
-            self.publish(&driven.owner, more.publish);
-            answers = merge(&mut effects, more);
-        }
-        // The lock is let go here, in the step that decided it: after the step, the slot may
-        // hold the guard a later step put there (the lock all's, lent to a recovery).
-        let let_go = if effects.lock.is_empty() {
-            None
+        let answers = std::mem::take(&mut effects.answers)
+            .into_iter()
+            .filter_map(|(id, answer)| Some((driven.waiting.remove(&id)?, answer)))
+            .collect();
+        let (tries, let_go) = if effects.lock.is_empty() {
+            (Vec::new(), None)
         } else {
-            self.released_guard(&mut effects.lock)
+            self.lock_bookkeeping(&mut driven, &effects.lock)
         };
         drop(driven);
         // Closing the lock's file, outside the owner's mutex.
         drop(let_go);
-        ((result, registered), effects)
-    }
-
-    /// The guard of the re-authentication lock, if `lock` lets it go (the release is then
-    /// done, and taken out of `lock`). Out of line: most steps ask nothing of the lock.
-    #[cold]
-    fn released_guard(&self, lock: &mut Vec<LockOp>) -> Option<crate::file::ReauthLock> {
-        if !lock.contains(&LockOp::Release) {
-            return None;
-        }
-        lock.retain(|op| *op != LockOp::Release);
-        self.reauth_guard().recovery.take()
+        (
+            Stepped {
+                effects,
+                answers,
+                tries,
+            },
+            reply,
+        )
     }
 
     /// Publishes the owner's token for calls, if the step changed it.
@@ -154,24 +185,35 @@ impl Shared {
         });
     }
 
-    /// Starts the store operations a step asked for; `here` is the lane the calling thread
-    /// runs, whose next operation it returns instead of starting a thread for it.
-    fn run(self: &Arc<Self>, effects: Effects, here: Option<Lane>) -> Option<Job> {
-        for op in effects.lock {
-            self.reauth_lock(op);
+    /// Carries out what a step said: the log, the answers, the lock's tries, the store
+    /// operations. `here` is the lane the calling thread runs, whose next operation it returns
+    /// instead of starting a thread for it. The one place effects are run.
+    ///
+    /// The log comes before the answers, so that whoever is answered finds the step's events
+    /// logged. An answer whose waiter went meanwhile is dropped: its drop told the owner
+    /// ([`Gone::Waiter`]), which hands a re-authenticator's run to another call.
+    pub(super) fn run(self: &Arc<Self>, stepped: Stepped, here: Option<Lane>) -> Option<Job> {
+        let Stepped {
+            effects,
+            answers,
+            tries,
+        } = stepped;
+        for note in &effects.notes {
+            note.emit();
+        }
+        for (tx, answer) in answers {
+            let _ = tx.send(answer);
+        }
+        for attempt in tries {
+            self.try_for_lock(attempt);
         }
         let mut mine = None;
-        if let Some(op) = effects.read {
-            let job = Job::Read(op);
-            if here == Some(Lane::Read) {
-                mine = Some(job);
-            } else {
-                self.spawn(job);
-            }
-        }
-        if let Some(op) = effects.write {
-            let job = Job::Write(*op);
-            if here == Some(Lane::Write) {
+        let jobs = [
+            effects.read.map(|op| (Lane::Read, Job::Read(op))),
+            effects.write.map(|op| (Lane::Write, Job::Write(*op))),
+        ];
+        for (lane, job) in jobs.into_iter().flatten() {
+            if here == Some(lane) {
                 mine = Some(job);
             } else {
                 self.spawn(job);
@@ -188,46 +230,20 @@ impl Shared {
         spawn_blocking_anywhere(move || worker.run());
     }
 
-    /// Runs `job` on this (blocking) thread, and the next of its lane after it. Used by the
-    /// watch's thread for its reads.
-    pub(super) fn run_here(self: &Arc<Self>, effects: Effects) {
-        let mut worker = Worker {
+    /// `event` on this (blocking) thread, which runs the read it asks for itself: the watch's.
+    pub(super) fn tell_here(self: &Arc<Self>, event: Event) {
+        let (stepped, _) = self.step(|_| event, |_| ());
+        let job = self.run(stepped, Some(Lane::Read));
+        Worker {
             shared: self.clone(),
-            job: None,
-        };
-        if let Some(op) = effects.read {
-            worker.job = Some(Job::Read(op));
+            job,
         }
-        if let Some(op) = effects.write {
-            self.spawn(Job::Write(*op));
-        }
-        for op in effects.lock {
-            self.reauth_lock(op);
-        }
-        worker.run();
+        .run();
     }
-
-    /// A step whose effects the caller runs itself ([`Shared::run_here`]).
-    pub(super) fn step_effects(&self, event: impl FnOnce(&mut Owner)) -> Effects {
-        let (_, effects) = self.step_in(|owner| {
-            event(owner);
-            ((), None)
-        });
-        effects
-    }
-}
-
-/// `more`'s answers, to hand out next; its other effects go into `effects`.
-fn merge(effects: &mut Effects, more: Effects) -> Vec<(WaiterId, Answer)> {
-    effects.read = effects.read.take().or(more.read);
-    effects.write = effects.write.take().or(more.write);
-    effects.publish |= more.publish;
-    effects.lock.extend(more.lock);
-    more.answers
 }
 
 /// A store operation the owner asked for.
-enum Job {
+pub(super) enum Job {
     Read(ReadOp),
     Write(WriteOp),
 }
@@ -246,24 +262,18 @@ impl Worker {
         watch::arm(&self.shared);
         while let Some(job) = &self.job {
             let shared = &self.shared;
-            let (effects, lane) = match job {
+            let (event, lane) = match job {
                 Job::Read(op) => {
                     if op.tidy {
                         shared.store.tidy();
                     }
-                    let result = shared.store.load();
-                    self.job = None;
-                    let (_, effects) = shared.step_in(|o| (o.read_done(result), None));
-                    (effects, Lane::Read)
+                    (Event::ReadDone(shared.store.load()), Lane::Read)
                 }
-                Job::Write(op) => {
-                    let result = write(&*shared.store, op);
-                    self.job = None;
-                    let (_, effects) = shared.step_in(|o| (o.write_done(result), None));
-                    (effects, Lane::Write)
-                }
+                Job::Write(op) => (Event::WriteDone(write(&*shared.store, op)), Lane::Write),
             };
-            self.job = shared.run(effects, Some(lane));
+            self.job = None;
+            let (stepped, _) = shared.step(|_| event, |_| ());
+            self.job = shared.run(stepped, Some(lane));
         }
     }
 }
@@ -279,17 +289,24 @@ impl Drop for Worker {
                 "the session's store work stopped before it was done",
             )))
         };
-        let effects = self.shared.step_effects(|owner| match job {
-            Job::Read(_) => owner.read_done(Err(stopped())),
-            Job::Write(_) => owner.write_done(Err(stopped())),
-        });
-        // What that step asks for (the next write, a read, the lock let go) is done on a thread
-        // of its own: the runtime that dropped this job may be shutting down.
-        let shared = self.shared.clone();
+        let event = match job {
+            Job::Read(_) => Event::ReadDone(Err(stopped())),
+            Job::Write(_) => Event::WriteDone(Err(stopped())),
+        };
+        self.shared.on_own_thread(event);
+    }
+}
+
+impl Shared {
+    /// `event`, with what it asks for done on a thread of its own: for a report made while
+    /// a runtime may be shutting down (a dropped job or try).
+    fn on_own_thread(self: &Arc<Self>, event: Event) {
+        let (stepped, _) = self.step(|_| event, |_| ());
+        let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-session".into())
             // Run from no lane: everything it asks for is started, nothing is handed back.
-            .spawn(move || drop(shared.run(effects, None)));
+            .spawn(move || drop(shared.run(stepped, None)));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a thread for the session's file work");
         }
@@ -308,12 +325,12 @@ fn write(store: &dyn TokenStore, op: &WriteOp) -> Result<Written, Error> {
 }
 
 /// A call waiting for the owner's answer. Dropped before it is answered (a timeout, a dropped
-/// request), it tells the owner, which answers it no more and, if it was to run the
-/// re-authenticator, has another waiting call run it.
+/// request), it tells the owner ([`Gone::Waiter`]), which answers it no more and, if it was to
+/// run the re-authenticator, has another waiting call run it.
 pub(crate) struct Waiting {
     rx: oneshot::Receiver<Answer>,
     id: WaiterId,
-    shared: std::sync::Weak<Shared>,
+    shared: Weak<Shared>,
     answered: bool,
 }
 
@@ -337,18 +354,15 @@ impl Drop for Waiting {
         }
         if let Some(shared) = self.shared.upgrade() {
             let id = self.id;
-            let rx = &mut self.rx;
-            // One step: once its channel is out of the map, no answer can reach it, and one sent
-            // before (a re-authenticator to run) is read here and handed on.
-            let (_, effects) = shared.step_in_driven(|driven| {
-                driven.waiting.remove(&id);
-                if let Ok(Answer::Reauthenticate(number)) = rx.try_recv() {
-                    driven.owner.runner_gone(number);
-                }
-                driven.owner.waiter_gone(id);
-                ((), None)
-            });
-            shared.run(effects, None);
+            // One step: once its channel is out of the map, no answer can reach it; one sent
+            // before and not read is the owner's to hand on.
+            let (stepped, _) = shared.step(
+                |_| Event::Gone(Gone::Waiter(id)),
+                |driven| {
+                    driven.waiting.remove(&id);
+                },
+            );
+            shared.run(stepped, None);
         }
     }
 }

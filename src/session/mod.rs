@@ -1,16 +1,28 @@
 //! [`Session`]: the current token, shared by the layer and the application, kept in step with
-//! the session file.
+//! the store.
 //!
-//! The flow of a token through this module: a call reads [`Current`] (one atomic load, nothing
-//! else); a refreshed token goes to the [writer](writer) and from it to the store; a change
-//! another process makes to the session file comes back through the [watch](watch).
+//! ```text
+//!  calls ──(one atomic load)──▶ Current ◀──publish── driver ◀── one step at a time ──▶ Owner
+//!  responses: refresh, failure ─┐                      │  handle(now, Event) -> Effects
+//!  Session::start / clear / … ──┼──▶ Event ──▶ driver ─┤
+//!  watch: version, changed ─────┤                      ├──▶ store reads & writes (blocking)
+//!  store & lock reports ────────┘                      ├──▶ tries for the reauth lock
+//!                                                      ├──▶ answers to waiting calls
+//!                                                      └──▶ the log (after the mutex)
+//! ```
+//!
+//! Calls read [`Current`] and nothing else. Everything that happens to the session is an
+//! [`Event`](owner::Event) for the [`Owner`](owner::Owner) (`owner.rs`), which decides alone,
+//! in the order events come, with no I/O; the driver (`driver.rs`) runs what it decides, and
+//! what that brings back is the next event. The entry points: `from_calls.rs` (what calls
+//! hand back), `calls.rs` (what an application calls around calls it makes itself), this file
+//! (the explicit changes), `watch.rs` (another process's change).
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
-use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::failures::{Failures, Rfc6750, SessionFailures};
@@ -23,17 +35,16 @@ mod blocking;
 mod builder;
 mod calls;
 mod driver;
+mod from_calls;
 mod owner;
 mod policy;
 mod published;
 mod watch;
-mod writer;
 
-use blocking::spawn_blocking_anywhere;
 pub use builder::SessionBuilder;
 pub use calls::Epoch;
-pub(crate) use driver::Waiting;
-pub(crate) use owner::{Answer, Failed};
+pub(crate) use driver::{Reply, Waiting};
+pub(crate) use owner::Answer;
 pub use policy::AgentTokens;
 pub(crate) use published::CurrentCache;
 use published::Published;
@@ -92,7 +103,8 @@ pub struct SessionStats {
 
 struct Shared {
     store: Box<dyn TokenStore>,
-    /// The store, when it is the session file: what the watch watches.
+    /// The store, when it is the session file itself: for [`Session::file`] alone (the
+    /// watch and the re-authentication lock are the store's to say, whatever wraps it).
     file: Option<TokenFile>,
     /// What a call reads: the token and the epoch it belongs to, published by the owner's
     /// steps. Shared with the services' [`CurrentCache`]s.
@@ -109,8 +121,6 @@ struct Shared {
     start_on_password: bool,
     /// The longest a call waits for the write of the token its response brought.
     call_wait: Duration,
-    /// The re-authentication lock while this process holds it (see `file/reauth_lock.rs`).
-    reauth_guard: Mutex<driver::ReauthGuards>,
     /// Told when a recovery starts waiting for another process's re-authentication.
     on_reauth_wait: Option<builder::OnReauthWait>,
 }
@@ -168,7 +178,7 @@ impl Session {
     /// [`Error::ReadFile`] when the file cannot be read, [`Error::CorruptFile`] when it holds
     /// no token (the session goes on without one: an unlock writes over the file).
     pub async fn start(&self) -> Result<(), Error> {
-        self.explicit(owner::Owner::start).await
+        self.explicit(owner::Event::Start).await
     }
 
     /// Uses `token` from now on and writes it to the store, replacing whatever is there (an
@@ -183,7 +193,8 @@ impl Session {
     /// longer than [`TokenFile::lock_wait`], [`Error::WriteFile`] when the file could not be
     /// written.
     pub async fn start_with_token(&self, token: Token) -> Result<(), Error> {
-        self.explicit(move |owner| owner.unlock(token)).await
+        self.explicit(move |waiter| owner::Event::Unlock(token, waiter))
+            .await
     }
 
     /// Forgets the token and removes it from the store (what `agent lock` does). The token is
@@ -195,30 +206,91 @@ impl Session {
     /// longer than [`TokenFile::lock_wait`], [`Error::WriteFile`] when the file could not be
     /// removed. The file then still holds its token.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.explicit(owner::Owner::clear).await?;
+        self.explicit(owner::Event::Clear).await?;
         tracing::debug!("session cleared");
         Ok(())
     }
 
-    /// An explicit change: one step of the owner, then its answer.
+    /// Waits until every refreshed token this session accepted so far, and every token a
+    /// password call or a recovery brought, is in the store (or was found superseded there),
+    /// and reports the last write's error if it failed.
+    ///
+    /// # Errors
+    ///
+    /// The last write's error: [`Error::Locked`] when another process held the session file's
+    /// lock past the bound, [`Error::WriteFile`] when the file could not be written.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.explicit(owner::Event::Flush).await
+    }
+
+    /// Runs `end_all` (the agent's lock all), then clears the session ([`Session::clear`]), as
+    /// one step for every process that shares the store: this process holds the store's
+    /// re-authentication lock ([`TokenStore::reauth_lock`]) across both, so that no other
+    /// process re-authenticates in between (its new token would be removed with the file, and
+    /// its calls fail again). Nothing is cleared if `end_all` fails.
+    ///
+    /// The lock is waited for at most its bound ([`TokenFile::reauth_wait`]); past it, or when
+    /// the lock cannot be taken at all (its file cannot be made), `end_all` runs without it,
+    /// with a warning: the user asked for every session to end, and that must not wait on a
+    /// lock. A recovery of this process's own calls that begins meanwhile goes on under the
+    /// lock, and keeps it until its token is written.
+    ///
+    /// ```no_run
+    /// # async fn run(session: agent_session::Session,
+    /// #     mut client: agent_session::proto::AgentServiceClient<tonic::transport::Channel>)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use agent_session::proto::EmptyMessage;
+    ///
+    /// session
+    ///     .clear_after(async { client.sessions_lock_all(EmptyMessage {}).await })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `end_all`'s error, or [`Session::clear`]'s.
+    pub async fn clear_after<T, E: From<Error>>(
+        &self,
+        end_all: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let (id, reply) = self.shared.ask(owner::Event::LockAll);
+        // The lock all is over however this ends, a dropped future included.
+        let _over = LockAllOver(self, id);
+        let answer = match reply {
+            Reply::Now(answer) => answer,
+            Reply::Later(waiting) => waiting.await,
+        };
+        if let Answer::Done(Err(e)) = answer {
+            tracing::warn!(
+                error = %e,
+                "cannot hold the re-authentication lock; locking all without it"
+            );
+        }
+        let ended = end_all.await?;
+        self.clear().await?;
+        Ok(ended)
+    }
+
+    /// An explicit change: one event for the owner, then its answer.
     async fn explicit(
         &self,
-        change: impl FnOnce(&mut owner::Owner) -> owner::WaiterId,
+        change: impl FnOnce(owner::WaiterId) -> owner::Event,
     ) -> Result<(), Error> {
-        let waiting = self.shared.step_and_wait(|owner| Some(change(owner)));
-        match waiting {
-            Some(waiting) => match waiting.await {
-                Answer::Done(result) => result,
-                _ => Ok(()),
-            },
-            None => Ok(()),
+        let answer = match self.shared.ask(change).1 {
+            Reply::Now(answer) => answer,
+            Reply::Later(waiting) => waiting.await,
+        };
+        match answer {
+            Answer::Done(result) => result,
+            _ => Ok(()),
         }
     }
 
     /// What this session did with refreshed tokens so far.
     #[must_use]
     pub fn stats(&self) -> SessionStats {
-        let c = self.shared.step(|owner| owner.counts());
+        let c = self.shared.look(owner::Owner::counts);
         SessionStats {
             refreshes: c.refreshes,
             writes: c.writes,
@@ -248,6 +320,18 @@ impl Session {
     /// load while the session does not change (the hot path), where a plain read takes a lock.
     pub(crate) fn current_cache(&self) -> CurrentCache {
         CurrentCache::new(self.shared.current.clone())
+    }
+}
+
+/// Tells the owner that [`Session::clear_after`]'s lock all is over.
+struct LockAllOver<'a>(&'a Session, owner::WaiterId);
+
+impl Drop for LockAllOver<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .shared
+            .tell(owner::Event::Gone(owner::Gone::LockAll(self.1)));
     }
 }
 

@@ -25,98 +25,27 @@
 //!   by a change to no token;
 //! - who waits for what: explicit changes, refresh writes, flushes, recoveries.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
-use crate::error::Error;
-use crate::session::policy::{AgentTokens, outlives};
-use crate::store::{Stored, Swap, Version};
+use crate::session::policy::AgentTokens;
+use crate::store::{Stored, Version};
 use crate::token::Token;
 
+mod event;
 #[cfg(test)]
 mod model;
+mod notes;
 mod reads;
+mod reauth_lock;
 mod recovery;
 #[cfg(test)]
 mod tests;
 mod writes;
 
-pub(crate) use recovery::{Failed, LockTaken};
-pub(crate) use writes::Refreshed;
-
-/// Someone waiting for an answer from the owner: a call, an explicit change, a flush.
-pub(crate) type WaiterId = u64;
-
-/// What the owner answers a waiter.
-#[derive(Debug, Clone)]
-pub(crate) enum Answer {
-    /// An explicit change, a flush or a refresh write is over: its result.
-    Done(Result<(), Error>),
-    /// The session was recovered: go on (replay) with the token it holds now.
-    Replay,
-    /// The session could not be recovered.
-    Failed(Error),
-    /// Run the re-authenticator for recovery `n`, and report with [`Owner::reauthenticated`].
-    Reauthenticate(u64),
-}
-
-/// A read of the store to make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReadOp {
-    /// Tidy the store first (a session's start).
-    pub(crate) tidy: bool,
-}
-
-/// A write of the store to make.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum WriteOp {
-    /// An explicit write: replace whatever is there.
-    Store(Token),
-    /// An explicit removal.
-    Clear,
-    /// A refresh: replace `expected` with `new`, or report what is there.
-    Swap {
-        /// What this process last read or wrote.
-        expected: Option<Token>,
-        /// The refreshed token.
-        new: Token,
-    },
-}
-
-/// What a write reported.
-#[derive(Debug, Clone)]
-pub(crate) enum Written {
-    /// [`WriteOp::Store`]'s version.
-    Stored(Version),
-    /// [`WriteOp::Clear`] done.
-    Cleared,
-    /// [`WriteOp::Swap`]'s outcome.
-    Swapped(Swap),
-}
-
-/// What the driver must do after a step.
-#[derive(Debug, Default)]
-pub(crate) struct Effects {
-    /// Start this read (none is in flight).
-    pub(crate) read: Option<ReadOp>,
-    /// Start this write (none is in flight). Boxed: a write holds two tokens, and the effects
-    /// move through every step (a refresh that writes nothing moves them three times).
-    pub(crate) write: Option<Box<WriteOp>>,
-    /// Answers to hand to waiters.
-    pub(crate) answers: Vec<(WaiterId, Answer)>,
-    /// The token calls use changed: publish it.
-    pub(crate) publish: bool,
-    /// Take or release the re-authentication lock, in this order.
-    pub(crate) lock: Vec<LockOp>,
-}
-
-/// What to do with the re-authentication lock beside the store (see `file/reauth_lock.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockOp {
-    /// Try for it, and report with [`Owner::reauth_lock_taken`].
-    Take,
-    /// Let it go.
-    Release,
-}
+pub(crate) use event::{
+    Answer, Effects, Event, Gone, LockOp, LockOutcome, ReadOp, WaiterId, WriteOp, Written,
+};
+pub(crate) use notes::Note;
 
 /// Counters of what the owner did, for `SessionStats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -138,6 +67,8 @@ pub(crate) struct Counts {
 #[derive(Debug)]
 pub(crate) struct Owner {
     agent_tokens: AgentTokens,
+    /// The time of the event being handled, as the driver gave it.
+    now: Instant,
     epoch: u64,
     /// The token calls use.
     current: Option<Token>,
@@ -147,50 +78,99 @@ pub(crate) struct Owner {
     /// The target of the last write that failed: a write can fail after its rename (an
     /// `fsync` of the directory), so a read that finds it there finds this process's doing.
     unconfirmed: Option<Option<Token>>,
-    next_waiter: WaiterId,
     reads: reads::Reads,
     writes: writes::Writes,
     recovery: recovery::Recovery,
-    /// Re-authenticator runs started so far, to number them.
-    runs: u64,
-    /// Recoveries begun so far, to number them.
-    recoveries: u64,
-    /// The run whose runner has not reported yet: at most one at a time, whatever the
-    /// recovery it was started for became.
-    running: Option<u64>,
-    /// The epoch the last re-authentication's token started.
-    recovered_epoch: Option<u64>,
-    /// The re-authentication lock, as this process holds it.
-    reauth_lock: recovery::LockState,
-    /// Whether this process holds the re-authentication lock around a lock all.
-    held_for_clear: bool,
+    /// The re-authentication lock, and who wants it.
+    lock: reauth_lock::ReauthLock,
     counts: Counts,
+    /// What the step under way asks for, returned by [`Owner::handle`].
     effects: Effects,
 }
 
 impl Owner {
-    /// A session with no token, in epoch 0.
-    pub(crate) fn new(agent_tokens: AgentTokens) -> Self {
+    /// A session with no token, in epoch 0. `reauth_lock`: the bound of a wait for the store's
+    /// re-authentication lock, if the store has one.
+    pub(crate) fn new(
+        agent_tokens: AgentTokens,
+        reauth_lock: Option<Duration>,
+        now: Instant,
+    ) -> Self {
         Self {
             agent_tokens,
+            now,
             epoch: 0,
             current: None,
             synced: None,
             version: None,
             unconfirmed: None,
-            next_waiter: 0,
             reads: reads::Reads::default(),
             writes: writes::Writes::default(),
             recovery: recovery::Recovery::default(),
-            runs: 0,
-            recoveries: 0,
-            running: None,
-            recovered_epoch: None,
-            reauth_lock: recovery::LockState::Free,
-            held_for_clear: false,
+            lock: reauth_lock::ReauthLock::new(reauth_lock),
             counts: Counts::default(),
             effects: Effects::default(),
         }
+    }
+
+    /// Takes in one event at time `now` (never earlier than the last step's: an earlier one is
+    /// taken as the last), and says what to do.
+    pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Effects {
+        self.now = self.now.max(now);
+        let reply = match event {
+            Event::Start(waiter) => self.start(waiter),
+            Event::Unlock(token, waiter) => self.unlock(token, waiter),
+            Event::Clear(waiter) => self.clear(waiter),
+            Event::Flush(waiter) => self.flush(waiter),
+            Event::LockAll(waiter) => self.lock_all(waiter),
+            Event::Refresh {
+                token,
+                epoch,
+                waiter,
+            } => self.refresh(token, epoch, waiter),
+            Event::PasswordToken {
+                token,
+                epoch,
+                waiter,
+            } => self.password_token(token, epoch, waiter),
+            Event::CallFailed {
+                token,
+                epoch,
+                expired,
+                waiter,
+            } => self.call_failed(token, epoch, expired, waiter),
+            Event::Reauthenticated { run, result } => Some(self.reauthenticated(run, result)),
+            Event::StoreVersion(version) => {
+                if version != self.version {
+                    self.want_read();
+                }
+                None
+            }
+            Event::StoreChanged => {
+                self.want_read();
+                None
+            }
+            Event::ReadDone(result) => {
+                self.read_done(result);
+                None
+            }
+            Event::WriteDone(result) => {
+                self.write_done(result);
+                None
+            }
+            Event::LockTaken { attempt, outcome } => {
+                self.lock_taken(attempt, outcome);
+                None
+            }
+            Event::Gone(who) => {
+                self.gone(who);
+                None
+            }
+        };
+        self.settle_lock();
+        let mut effects = std::mem::take(&mut self.effects);
+        effects.reply = reply;
+        effects
     }
 
     /// The token calls use, and its epoch.
@@ -203,18 +183,26 @@ impl Owner {
         self.counts
     }
 
-    /// What the last step asks the driver to do.
-    pub(crate) fn take_effects(&mut self) -> Effects {
-        std::mem::take(&mut self.effects)
-    }
-
-    fn waiter(&mut self) -> WaiterId {
-        self.next_waiter += 1;
-        self.next_waiter
-    }
-
     fn answer(&mut self, waiter: WaiterId, answer: Answer) {
         self.effects.answers.push((waiter, answer));
+    }
+
+    /// Notes `note` for the log, if anyone could see it at its level.
+    fn note(&mut self, note: Note) {
+        if Note::wanted(note.level()) {
+            self.effects.notes.push(note);
+        }
+    }
+
+    fn gone(&mut self, who: Gone) {
+        match who {
+            Gone::Waiter(waiter) => {
+                self.recovery_waiter_gone(waiter);
+                self.writes_waiter_gone(waiter);
+            }
+            Gone::Runner(run) => self.runner_gone(run),
+            Gone::LockAll(waiter) => self.lock_all_over(waiter),
+        }
     }
 
     /// A new epoch with `token` in use: refreshes of calls sent before are dropped, and a
@@ -231,59 +219,47 @@ impl Owner {
     fn adopt(&mut self, stored: Stored) {
         self.synced = stored.token.clone();
         self.version = stored.version;
+        self.writes.overtaken();
         self.begin_epoch(stored.token);
     }
 
     // --- Explicit changes --------------------------------------------------------------------
 
     /// `Session::start`: read the store, and use what it holds unless the session changed
-    /// meanwhile. Returns the waiter answered when it is done.
-    pub(crate) fn start(&mut self) -> WaiterId {
-        let waiter = self.waiter();
+    /// meanwhile.
+    fn start(&mut self, waiter: WaiterId) -> Option<Answer> {
         self.reads.starts.push((self.epoch, waiter));
         self.want_read();
-        waiter
+        None
     }
 
-    /// An unlock: `token` in use at once, then written. Returns the waiter answered with the
-    /// write's result.
-    pub(crate) fn unlock(&mut self, token: Token) -> WaiterId {
-        let waiter = self.waiter();
+    /// An unlock: `token` in use at once, then written; answered with the write's result.
+    fn unlock(&mut self, token: Token, waiter: WaiterId) -> Option<Answer> {
         self.begin_epoch(Some(token.clone()));
         self.queue_explicit(WriteOp::Store(token), Some(waiter));
-        waiter
+        None
     }
 
-    /// A lock: no token from now on, and the store's removed. Returns the waiter answered with
-    /// the removal's result.
-    pub(crate) fn clear(&mut self) -> WaiterId {
-        let waiter = self.waiter();
+    /// A lock: no token from now on, and the store's removed; answered with the removal's
+    /// result.
+    fn clear(&mut self, waiter: WaiterId) -> Option<Answer> {
         self.begin_epoch(None);
         self.queue_explicit(WriteOp::Clear, Some(waiter));
-        waiter
+        None
     }
 
     /// The token a password call sent in `epoch` brought: it starts the session (an explicit
-    /// write) unless the session changed since. The waiter, if any, is answered when the write
-    /// is over.
-    pub(crate) fn password_token(&mut self, token: Token, epoch: u64) -> Option<WaiterId> {
+    /// write) unless the session changed since; answered when the write is over.
+    fn password_token(&mut self, token: Token, epoch: u64, waiter: WaiterId) -> Option<Answer> {
         if self.current.as_ref() == Some(&token) {
-            return None;
+            return Some(Answer::Done(Ok(())));
         }
         if epoch != self.epoch {
-            tracing::debug!("password call's token dropped: the session changed since");
-            return None;
+            self.note(Note::StalePasswordToken);
+            return Some(Answer::Done(Ok(())));
         }
-        let waiter = self.waiter();
         self.begin_epoch(Some(token.clone()));
         self.queue_explicit(WriteOp::Store(token), Some(waiter));
-        Some(waiter)
+        None
     }
-}
-
-/// A set of write sequence numbers not yet settled, and what waits for them.
-#[derive(Debug, Default)]
-struct Outstanding {
-    seqs: BTreeSet<u64>,
-    waiters: VecDeque<(u64, WaiterId)>,
 }

@@ -1,18 +1,19 @@
 //! The way back from the file: another process's change to the session file, seen through a
 //! notification from the OS ([`Watch`]) or, before a re-authentication, by reading the file.
 
-use std::path::Path;
-use std::sync::Weak;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use std::sync::atomic::Ordering;
-
-use super::*;
+use super::Shared;
+use super::owner::Event;
 
 /// How a session learns that another process changed the session file (an unlock, a lock, a
 /// refresh), so that its next call uses what the file holds.
 ///
 /// Calls never look at the file themselves: a call reads the token in memory and nothing else.
-/// The watch starts with [`Session::start`] (or the first explicit change), which, for
+/// The watch starts with [`Session::start`](crate::Session::start) (or the first explicit change), which, for
 /// [`Watch::Notify`], creates the file's directory (mode 0700) if it is missing; it ends when
 /// the last clone of the session is dropped. If the directory itself is removed or renamed while
 /// watched by notification (as a logout removes what is in `$XDG_RUNTIME_DIR`), the session
@@ -64,7 +65,7 @@ pub enum Watch {
     #[default]
     Notify,
     /// Looks at the store this often, at least every 10 ms (one `stat` of the session file,
-    /// or [`TokenStore::version`]), from a thread that ends within an interval once the
+    /// or [`TokenStore::version`](crate::store::TokenStore::version)), from a thread that ends within an interval once the
     /// session is gone. For filesystems whose changes made on another machine raise no
     /// notification (NFS, SMB and other network filesystems, some FUSE ones; on NFS the
     /// client's attribute cache may delay what a `stat` sees), and for stores of your own.
@@ -101,13 +102,13 @@ pub(super) fn arm(shared: &Arc<Shared>) {
     if armed.is_some() {
         return;
     }
-    let started = match (shared.watch, &shared.file) {
+    let started = match (shared.watch, shared.store.watched_file()) {
         (Watch::Poll(interval), _) => poll(shared, interval.max(MIN_POLL), None),
         (_, Some(file)) => {
-            if let Err(e) = file.create_dir() {
+            if let Err(e) = crate::file::create_private_dir(watched_dir(&file)) {
                 tracing::warn!(error = %e, "cannot create the session file's directory");
             }
-            poll(shared, WARM_UP_POLL, Some(file.clone()))
+            poll(shared, WARM_UP_POLL, Some(file))
         }
         // A store of your own raises no notification: only polling watches it.
         (_, None) => {
@@ -152,11 +153,7 @@ const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 /// had (the directory is missing, no inotify instance is left) it looks every
 /// [`FALLBACK_POLL`], and tries them again: as soon as the directory is there, after a failure
 /// at growing intervals up to [`RETRY_AT_MOST`].
-fn poll(
-    shared: &Arc<Shared>,
-    interval: Duration,
-    then: Option<TokenFile>,
-) -> std::io::Result<Armed> {
+fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std::io::Result<Armed> {
     let session = Arc::downgrade(shared);
     std::thread::Builder::new()
         .name("agent-session-watch".into())
@@ -253,8 +250,8 @@ impl Armed {
     }
 }
 
-fn watched_dir(file: &TokenFile) -> &Path {
-    match file.path().parent() {
+fn watched_dir(file: &Path) -> &Path {
+    match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
@@ -288,9 +285,19 @@ impl Shared {
     /// [`TokenStore::version`]), which the owner compares with the version it knows; for an
     /// event, a read whatever the version says. The read, when the owner asks for one, runs on
     /// this thread.
+    ///
+    /// A store that panics here (a store of your own) fails this look, not the watch: the
+    /// panic is caught, logged, and the next look tries again.
     fn look_at_store(self: &Arc<Self>, how: Look) {
-        let effects = match how {
-            Look::Read => self.step_effects(owner::Owner::store_changed),
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.look_once(how)));
+        if looked.is_err() {
+            tracing::error!("the session's store panicked while the watch looked at it");
+        }
+    }
+
+    fn look_once(self: &Arc<Self>, how: Look) {
+        let event = match how {
+            Look::Read => Event::StoreChanged,
             Look::IfMoved => {
                 let version = match self.store.version() {
                     Ok(version) => {
@@ -307,10 +314,10 @@ impl Shared {
                         return;
                     }
                 };
-                self.step_effects(|owner| owner.store_version(version))
+                Event::StoreVersion(version)
             }
         };
-        self.run_here(effects);
+        self.tell_here(event);
     }
 }
 

@@ -3,14 +3,25 @@
 //! random: calls sent and answered out of order, refreshes, unlocks, locks and lock alls, watch
 //! events delayed, coalesced or lost, reads and writes that land at any point between their
 //! start and their report, writes that fail, a lock held elsewhere, waiting calls (a
-//! re-authenticator's runner among them) that go away, and lock alls made holding the lock. The invariants are
-//! checked after every step; a failure prints its seed (`MODEL_SEED=<n>` runs that case alone).
+//! re-authenticator's runner among them) that go away, re-authenticators that fail, time that
+//! passes (a try for the lock gives up at its time), and lock alls that begin and end at any
+//! point. The invariants are checked after every step: among them, no effect asks for a lock
+//! its process already holds or tries for, no waiter is answered twice, a re-authenticator runs
+//! under the lock, a lock all holds it once answered so. A failure prints its seed
+//! (`MODEL_SEED=<n>` runs that case alone).
 
 use std::collections::{BTreeMap as HashMap, BTreeSet as HashSet};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use super::*;
+use crate::error::Error;
+use crate::store::{Stored, Swap, Version};
+use crate::token::Token;
+
+/// How long a try for the lock waits, as the session file's by default.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 mod calls;
 mod edges;
@@ -70,11 +81,18 @@ struct Process {
     reauths: Vec<(u64, u64)>,
     read: Option<(ReadOp, Option<Result<Stored, Error>>)>,
     write: Option<(WriteOp, Option<Result<Written, Error>>)>,
-    /// The re-authentication lock: asked for, and whether this process holds it.
-    lock_asked: bool,
-    lock_held: bool,
-    /// Holds the lock around a lock all (`Session::clear_after`), lending it to a recovery.
-    clearing: bool,
+    /// The try for the re-authentication lock under way: its number, its time, and whether
+    /// it was abandoned.
+    lock_try: Option<(u64, Instant, bool)>,
+    /// The try whose lock this process holds.
+    lock_held: Option<u64>,
+    /// A try gave up at its time since the lock was last held: what follows may run without it.
+    gave_up: bool,
+    /// A lock all (`Session::clear_after`): its waiter, and whether it was answered.
+    clearing: Option<(WaiterId, bool)>,
+    /// Waiters numbered so far, and those answered.
+    waiters: WaiterId,
+    answered: HashSet<WaiterId>,
     /// A watch event not yet delivered (events coalesce).
     watch_event: bool,
     /// Every token this process read from or wrote to the store.
@@ -94,14 +112,18 @@ struct World {
     processes: Vec<Process>,
     store: Option<Token>,
     store_version: u64,
+    /// The time every process's owner is told.
+    now: Instant,
     /// Which process holds the re-authentication lock.
     lock_holder: Option<usize>,
     valid: HashSet<String>,
     minted: u64,
     next_call: u64,
-    /// Calls handed a session failure after their replay, and calls that succeeded.
+    /// Calls handed a session failure after their replay, calls that succeeded, and calls
+    /// whose re-authenticator failed.
     failed_calls: u64,
     ok_calls: u64,
+    reauth_failed_calls: u64,
 }
 
 impl World {
@@ -112,23 +134,29 @@ impl World {
             processes: (0..processes).map(|_| Process::default()).collect(),
             store: None,
             store_version: 0,
+            now: Instant::now(),
             lock_holder: None,
             valid: HashSet::new(),
             minted: 0,
             next_call: 0,
             failed_calls: 0,
             ok_calls: 0,
+            reauth_failed_calls: 0,
         };
+        let now = world.now;
         for p in &mut world.processes {
-            p.owner = Some(Owner::new(AgentTokens::LiveUntilExpiry));
+            p.owner = Some(Owner::new(
+                AgentTokens::LiveUntilExpiry,
+                Some(LOCK_WAIT),
+                now,
+            ));
         }
         let first = world.mint();
         world.store = Some(first.clone());
         world.store_version = 1;
         for p in 0..processes {
-            let waiter = world.owner(p).start();
             world.process(p).seen.insert(key(&Some(first.clone())));
-            world.effects(p, &[(waiter, None)]);
+            world.ask(p, Event::Start, None);
         }
         world
     }
@@ -148,13 +176,47 @@ impl World {
         self.processes[p].owner.as_mut().expect("an owner")
     }
 
-    /// Takes in what `p`'s owner said to do; `calls` maps the waiters the step made to calls.
-    fn effects(&mut self, p: usize, calls: &[(WaiterId, Option<u64>)]) {
-        let effects = self.owner(p).take_effects();
-        let process = self.process(p);
-        for (waiter, call) in calls {
-            if let Some(call) = call {
-                process.waiting.insert(*waiter, *call);
+    /// An event with no waiter for `p`'s owner, and what it says to do.
+    fn tell(&mut self, p: usize, event: Event) -> Option<Answer> {
+        let effects = self.owner_handle(p, event);
+        self.effects(p, effects, None)
+    }
+
+    /// An event with a new waiter (standing for `call`, if a call waits on it); returns the
+    /// waiter and the reply, if it was answered at once.
+    fn ask(
+        &mut self,
+        p: usize,
+        event: impl FnOnce(WaiterId) -> Event,
+        call: Option<u64>,
+    ) -> (WaiterId, Option<Answer>) {
+        self.process(p).waiters += 1;
+        let waiter = self.process(p).waiters;
+        let effects = self.owner_handle(p, event(waiter));
+        (waiter, self.effects(p, effects, Some((waiter, call))))
+    }
+
+    fn owner_handle(&mut self, p: usize, event: Event) -> Effects {
+        let now = self.now;
+        self.owner(p).handle(now, event)
+    }
+
+    /// Takes in what `p`'s owner said to do; `asked`: the step's own waiter, and the call that
+    /// waits on it. Returns the step's reply.
+    fn effects(
+        &mut self,
+        p: usize,
+        effects: Effects,
+        asked: Option<(WaiterId, Option<u64>)>,
+    ) -> Option<Answer> {
+        let now = self.now;
+        let mut released = false;
+        let process = &mut self.processes[p];
+        if let Some((waiter, call)) = asked {
+            if effects.reply.is_some() {
+                assert!(process.answered.insert(waiter), "a waiter answered twice");
+            } else if let Some(call) = call {
+                process.waiting.insert(waiter, call);
             }
         }
         if let Some(op) = effects.read {
@@ -165,21 +227,30 @@ impl World {
             assert!(process.write.is_none(), "two writes at once");
             process.write = Some((*op, None));
         }
-        let mut released = false;
         for op in effects.lock {
             match op {
-                LockOp::Take => {
+                LockOp::Take { attempt, until, .. } => {
                     assert!(
-                        !process.lock_asked && !process.lock_held,
-                        "the lock taken twice"
+                        process.lock_try.is_none() && process.lock_held.is_none(),
+                        "a try for a lock this process holds or tries for already"
                     );
-                    process.lock_asked = true;
+                    assert_eq!(until, now + LOCK_WAIT, "a try's time is not the owner's");
+                    process.lock_try = Some((attempt, until, false));
                 }
-                // The lock all's lock, lent to a recovery that ended: it stays the lock all's.
-                LockOp::Release if process.clearing && !process.lock_held => {}
-                LockOp::Release => {
-                    assert!(process.lock_held, "a lock released that is not held");
-                    process.lock_held = false;
+                LockOp::Abandon(attempt) => {
+                    if let Some((a, _, abandoned)) = &mut process.lock_try
+                        && *a == attempt
+                    {
+                        *abandoned = true;
+                    }
+                }
+                LockOp::Release(attempt) => {
+                    assert_eq!(
+                        process.lock_held,
+                        Some(attempt),
+                        "a lock released that is not held"
+                    );
+                    process.lock_held = None;
                     released = true;
                 }
             }
@@ -188,45 +259,75 @@ impl World {
             self.lock_holder = None;
         }
         for (waiter, answer) in effects.answers {
-            let Some(call) = self.process(p).waiting.remove(&waiter) else {
-                continue;
-            };
-            match answer {
-                Answer::Replay => {
-                    let (token, _) = self.owner(p).current();
-                    assert!(token.is_some(), "a call replayed without a token");
-                    let old = self.process(p).calls.remove(&call).expect("the call");
-                    assert!(!old.replayed, "a call replayed twice");
-                    self.send(p, true);
-                }
-                Answer::Reauthenticate(number) => {
-                    // Once for all the calls failing together: one at a time, and only when
-                    // the session holds no token that did not fail.
-                    assert!(
-                        self.process(p).reauths.is_empty(),
-                        "two re-authentications at once"
-                    );
-                    let current = key(&self.owner(p).current().0.cloned());
-                    assert!(
-                        current.is_none()
-                            || self.process(p).failed_tokens.contains(&current)
-                            || self.process(p).refreshed.contains(&current),
-                        "re-authenticating while the session holds a token that did not fail"
-                    );
-                    if !self.faults {
-                        // Across processes too: a re-authenticator runs under the lock.
-                        assert_eq!(
-                            self.lock_holder,
-                            Some(p),
-                            "re-authenticating without the lock"
-                        );
-                    }
-                    self.process(p).reauths.push((number, call));
-                }
-                Answer::Failed(_) | Answer::Done(_) => {
-                    panic!("a call answered {answer:?}");
-                }
+            self.answered(p, waiter, answer);
+        }
+        effects.reply
+    }
+
+    /// `waiter` of `p` is answered.
+    fn answered(&mut self, p: usize, waiter: WaiterId, answer: Answer) {
+        assert!(
+            self.process(p).answered.insert(waiter),
+            "a waiter answered twice"
+        );
+        if let Some((w, answered)) = &mut self.process(p).clearing
+            && *w == waiter
+        {
+            *answered = true;
+            if matches!(answer, Answer::Done(Ok(()))) {
+                assert_eq!(self.lock_holder, Some(p), "a lock all without the lock");
             }
+            self.lock_all(p);
+            return;
+        }
+        let Some(call) = self.process(p).waiting.remove(&waiter) else {
+            return;
+        };
+        match answer {
+            Answer::Replay => {
+                let (token, _) = self.owner(p).current();
+                assert!(token.is_some(), "a call replayed without a token");
+                let old = self.process(p).calls.remove(&call).expect("the call");
+                assert!(!old.replayed, "a call replayed twice");
+                self.send(p, true);
+            }
+            Answer::Reauthenticate(number) => {
+                // Once for all the calls failing together: one at a time, and only when the
+                // session holds no token that did not fail.
+                assert!(
+                    self.process(p).reauths.is_empty(),
+                    "two re-authentications at once"
+                );
+                let current = key(&self.owner(p).current().0.cloned());
+                assert!(
+                    current.is_none()
+                        || self.process(p).failed_tokens.contains(&current)
+                        || self.process(p).refreshed.contains(&current),
+                    "re-authenticating while the session holds a token that did not fail"
+                );
+                if !self.faults && !self.process(p).gave_up {
+                    // Across processes too: a re-authenticator runs under the lock, unless its
+                    // wait for another holder passed its bound.
+                    assert_eq!(
+                        self.lock_holder,
+                        Some(p),
+                        "re-authenticating without the lock"
+                    );
+                }
+                if self.faults && self.rng.chance(10) {
+                    // Gone before it read its answer: another call runs it.
+                    self.process(p).calls.remove(&call);
+                    self.tell(p, Event::Gone(Gone::Waiter(waiter)));
+                    return;
+                }
+                self.process(p).reauths.push((number, call));
+            }
+            Answer::Failed(_) => {
+                // The re-authenticator failed: the call gets its error.
+                self.process(p).calls.remove(&call);
+                self.reauth_failed_calls += 1;
+            }
+            Answer::Done(_) => panic!("a call answered {answer:?}"),
         }
     }
 
@@ -240,7 +341,7 @@ impl World {
     /// One event, chosen at random.
     fn step(&mut self, faults: bool) {
         let p = self.rng.below(self.processes.len());
-        match self.rng.below(19) {
+        match self.rng.below(20) {
             0..=2 if self.process(p).calls.len() < 6 => self.send(p, false),
             3..=4 => self.agent_answers(p),
             6..=7 => self.deliver_answer(p),
@@ -252,22 +353,24 @@ impl World {
             5 => self.try_lock(p, faults),
             13 if self.rng.chance(20) => {
                 let token = self.mint();
-                let waiter = self.owner(p).unlock(token);
-                self.effects(p, &[(waiter, None)]);
+                self.ask(p, |w| Event::Unlock(token, w), None);
             }
             14 if self.rng.chance(10) => {
-                let waiter = self.owner(p).clear();
-                self.effects(p, &[(waiter, None)]);
+                self.ask(p, Event::Clear, None);
             }
             15 if self.rng.chance(10) => {
                 // A lock all: every token ends at the agent, and one process locks.
                 self.valid.clear();
-                let waiter = self.owner(p).clear();
-                self.effects(p, &[(waiter, None)]);
+                self.ask(p, Event::Clear, None);
             }
             16 => self.drop_waiting(p),
             17 if self.rng.chance(10) => self.begin_clear(p),
             18 => self.end_clear(p),
+            19 => {
+                // Time passes: up to half a try's bound at once.
+                let secs = self.rng.below(30) as u64;
+                self.now += Duration::from_secs(secs);
+            }
             _ => {}
         }
     }
@@ -288,6 +391,8 @@ impl World {
                 self.try_lock(p, false);
                 self.end_clear(p);
             }
+            // Whoever still waits for another process's lock gives up at its time.
+            self.now += LOCK_WAIT;
             if self.processes.iter().all(|p| {
                 p.calls.is_empty() && p.read.is_none() && p.write.is_none() && p.reauths.is_empty()
             }) {
@@ -304,6 +409,11 @@ impl World {
 }
 
 fn run_case(seed: u64) -> (u64, u64) {
+    let world = run_world(seed);
+    (world.ok_calls, world.failed_calls)
+}
+
+fn run_world(seed: u64) -> World {
     let mut rng = Rng(seed.max(1));
     let processes = 1 + rng.below(3);
     let mut world = World::new(seed, processes);
@@ -313,7 +423,7 @@ fn run_case(seed: u64) -> (u64, u64) {
         world.step(faults);
     }
     world.settle();
-    (world.ok_calls, world.failed_calls)
+    world
 }
 
 #[test]

@@ -2,7 +2,11 @@
 //! own doing, a blank file being written, or another process's change); and the starts and
 //! recoveries waiting for a read.
 
-use super::*;
+use crate::error::Error;
+use crate::store::Stored;
+use crate::token::Token;
+
+use super::{Answer, Note, Owner, ReadOp, WaiterId};
 
 /// The read lane: one read at a time, and what waits for the next.
 #[derive(Debug, Default)]
@@ -28,19 +32,6 @@ pub(super) struct InFlight {
     pub(super) starts: Vec<(u64, WaiterId)>,
 }
 impl Owner {
-    /// A poll of the store found `version`: read it if that is not the version this process
-    /// knows.
-    pub(crate) fn store_version(&mut self, version: Option<Version>) {
-        if version != self.version {
-            self.want_read();
-        }
-    }
-
-    /// The OS said the store changed: read it, whatever its version says.
-    pub(crate) fn store_changed(&mut self) {
-        self.want_read();
-    }
-
     pub(super) fn want_read(&mut self) {
         if self.reads.in_flight.is_some() {
             self.reads.wanted = true;
@@ -55,7 +46,7 @@ impl Owner {
         self.effects.read = Some(ReadOp {
             tidy: !starts.is_empty(),
         });
-        self.reads.in_flight = Some(reads::InFlight {
+        self.reads.in_flight = Some(InFlight {
             number: self.reads.started,
             ours,
             starts,
@@ -83,9 +74,9 @@ impl Owner {
                     .map(|(_, waiter)| *waiter)
                     .collect();
                 if !starts_now.is_empty() {
-                    let found = stored.token.is_some();
+                    let token_found = stored.token.is_some();
                     self.adopt(stored);
-                    tracing::debug!(token_found = found, "session started");
+                    self.note(Note::Started { token_found });
                 } else {
                     self.take_read(stored, &read.ours);
                 }
@@ -97,7 +88,7 @@ impl Owner {
             Err(e) => {
                 if read.starts.is_empty() {
                     // Keep the token we have: a bad file must not replace a good token.
-                    tracing::warn!(error = %e, "the session file changed but cannot be used");
+                    self.note(Note::Unusable(e.clone()));
                 }
                 for (_, waiter) in read.starts {
                     self.answer(waiter, Answer::Done(Err(e.clone())));
@@ -132,14 +123,12 @@ impl Owner {
         if stored.token.is_none() && stored.version.is_some() {
             // No writer of this library makes a blank file (a lock removes it), but a shell's
             // `echo … > token` truncates before it writes: keep the token until the write lands.
-            tracing::debug!("the session file is blank for now; keeping the token");
+            self.note(Note::Blank);
             self.version = stored.version;
             return;
         }
-        tracing::info!(
-            token_found = stored.token.is_some(),
-            "session file changed by another process"
-        );
+        let token_found = stored.token.is_some();
+        self.note(Note::ExternalChange { token_found });
         // Counted before the new epoch is published, so that whoever waits for the change
         // sees it counted.
         self.counts.external_changes += 1;

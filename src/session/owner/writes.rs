@@ -2,7 +2,14 @@
 //! refresh, one at a time; and who waits for them (a call's refresh, a flush, an explicit
 //! change).
 
-use super::*;
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::error::Error;
+use crate::session::policy::outlives;
+use crate::store::{Stored, Swap};
+use crate::token::Token;
+
+use super::{Answer, Note, Owner, WaiterId, WriteOp, Written};
 
 /// The write lane.
 #[derive(Debug, Default)]
@@ -30,12 +37,22 @@ struct InFlight {
     seq: u64,
     waiter: Option<WaiterId>,
     epoch: u64,
+    /// A read adopted what the store held while this write was under way: it saw the store
+    /// after this write began, so this write's report no longer says what the store holds.
+    overtaken: bool,
 }
 
 impl Writes {
     /// What the write in flight puts in the store, if one is.
     pub(super) fn in_flight_target(&self) -> Option<Option<Token>> {
         self.in_flight.as_ref().map(|w| target(&w.op))
+    }
+
+    /// A read adopted what the store holds: the write under way, if any, no longer tells.
+    pub(super) fn overtaken(&mut self) {
+        if let Some(w) = &mut self.in_flight {
+            w.overtaken = true;
+        }
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -50,15 +67,6 @@ fn target(op: &WriteOp) -> Option<Token> {
         WriteOp::Store(token) | WriteOp::Swap { new: token, .. } => Some(token.clone()),
         WriteOp::Clear => None,
     }
-}
-
-/// What became of a refreshed token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refreshed {
-    /// Nothing to wait for: stale, unchanged, covered, or written behind.
-    Done,
-    /// The call waits for this waiter (the write covering its token).
-    Wait(WaiterId),
 }
 
 impl Owner {
@@ -79,26 +87,28 @@ impl Owner {
         }
     }
 
-    /// A refreshed token that came back on a response to a call sent in `epoch`.
-    pub(crate) fn refresh(&mut self, token: Token, epoch: u64) -> Refreshed {
+    /// A refreshed token that came back on a response to a call sent in `epoch`: answered at
+    /// once, or `waiter` waits for the write that covers it.
+    pub(super) fn refresh(&mut self, token: Token, epoch: u64, waiter: WaiterId) -> Option<Answer> {
+        const DONE: Option<Answer> = Some(Answer::Done(Ok(())));
         if epoch != self.epoch {
-            tracing::debug!("refreshed token dropped: the session changed since the call");
-            return Refreshed::Done;
+            self.note(Note::StaleRefresh);
+            return DONE;
         }
         if self.synced.as_ref() == Some(&token) {
-            return Refreshed::Done;
+            return DONE;
         }
         if let Some((pending, seq)) = &self.writes.pending
             && *pending == token
         {
             let seq = *seq;
-            return self.wait_for_write(seq);
+            return self.wait_for_write(seq, waiter);
         }
         if let Some(w) = &self.writes.in_flight
             && matches!(&w.op, WriteOp::Swap { new, .. } if *new == token)
         {
             let seq = w.seq;
-            return self.wait_for_write(seq);
+            return self.wait_for_write(seq, waiter);
         }
         // Keep the freshest token in memory (responses can arrive out of order); of two that
         // expire together, the newer.
@@ -113,8 +123,8 @@ impl Owner {
         let covered = |held: Option<&Token>| agent_tokens.covers(held, &token);
         if covered(self.synced.as_ref()) {
             self.counts.skipped_writes += 1;
-            tracing::trace!("refresh accepted; the file's token lives as long");
-            return Refreshed::Done;
+            self.note(Note::RefreshCovered);
+            return DONE;
         }
         let covering = match (&self.writes.pending, &self.writes.in_flight) {
             (Some((pending, seq)), _) if covered(Some(pending)) => Some(*seq),
@@ -125,9 +135,9 @@ impl Owner {
         };
         if let Some(seq) = covering {
             self.counts.skipped_writes += 1;
-            return self.wait_for_write(seq);
+            return self.wait_for_write(seq, waiter);
         }
-        tracing::debug!("refresh accepted");
+        self.note(Note::RefreshAccepted);
         // A newer refresh takes the place of one not yet started, and its number: the calls
         // waiting for that one wait for this one's write.
         let seq = match self.writes.pending.take() {
@@ -135,30 +145,28 @@ impl Owner {
             None => self.writes.next_seq(),
         };
         self.writes.pending = Some((token, seq));
-        let wait = self.wait_for_write(seq);
+        let wait = self.wait_for_write(seq, waiter);
         self.next_write();
         wait
     }
 
-    /// What a call whose token is covered by write `seq` waits for.
-    fn wait_for_write(&mut self, seq: u64) -> Refreshed {
+    /// A call whose token is covered by write `seq`: `waiter` waits for it, if calls wait.
+    fn wait_for_write(&mut self, seq: u64, waiter: WaiterId) -> Option<Answer> {
         if !self.agent_tokens.call_waits() {
-            return Refreshed::Done;
+            return Some(Answer::Done(Ok(())));
         }
-        let waiter = self.waiter();
         self.writes.outstanding.waiters.push_back((seq, waiter));
         self.release_settled();
-        Refreshed::Wait(waiter)
+        None
     }
 
     /// `Session::flush`: answered once every write handed out so far is settled, with the last
     /// write's error.
-    pub(crate) fn flush(&mut self) -> WaiterId {
-        let waiter = self.waiter();
+    pub(super) fn flush(&mut self, waiter: WaiterId) -> Option<Answer> {
         let seq = self.writes.submitted;
         self.writes.outstanding.waiters.push_back((seq, waiter));
         self.release_settled();
-        waiter
+        None
     }
 
     /// A call or flush waiting for writes went away.
@@ -219,32 +227,42 @@ impl Owner {
                 seq,
                 waiter,
                 epoch: self.epoch,
+                overtaken: false,
             });
         }
     }
 
     /// The write in flight is over.
-    pub(crate) fn write_done(&mut self, result: Result<Written, Error>) {
+    ///
+    /// What it wrote is what the store holds, unless a read adopted another process's token
+    /// meanwhile (`overtaken`). A compare-and-swap that replaced came before that read (the
+    /// read found neither what it expected nor what it wrote), so the read's finding stands. An
+    /// explicit write or removal may have come before or after it: a read tells which.
+    pub(super) fn write_done(&mut self, result: Result<Written, Error>) {
         let Some(w) = self.writes.in_flight.take() else {
             return;
         };
         let outcome = match (result, &w.op) {
             (Ok(written), _) => {
                 self.write_worked();
+                let known = |owner: &mut Self, version| {
+                    if w.overtaken {
+                        owner.want_read();
+                    } else {
+                        owner.synced = target(&w.op);
+                        owner.version = version;
+                    }
+                };
                 match written {
-                    Written::Stored(version) => {
-                        self.synced = target(&w.op);
-                        self.version = Some(version);
-                    }
-                    Written::Cleared => {
-                        self.synced = None;
-                        self.version = None;
-                    }
+                    Written::Stored(version) => known(self, Some(version)),
+                    Written::Cleared => known(self, None),
                     Written::Swapped(Swap::Replaced(version)) => {
                         self.counts.writes += 1;
-                        self.synced = target(&w.op);
-                        self.version = Some(version);
-                        tracing::debug!("refreshed token written");
+                        if !w.overtaken {
+                            self.synced = target(&w.op);
+                            self.version = Some(version);
+                        }
+                        self.note(Note::RefreshWritten);
                     }
                     Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
                 }
@@ -264,7 +282,7 @@ impl Owner {
         if let Some(waiter) = w.waiter {
             self.answer(waiter, Answer::Done(outcome));
         }
-        self.write_settled(w.seq);
+        self.lock.write_settled(w.seq);
         self.settle(w.seq);
         self.next_write();
     }
@@ -273,12 +291,10 @@ impl Owner {
     /// lock won. Used, unless the session changed since or an explicit write will replace it.
     fn refresh_lost(&mut self, found: Stored, epoch: u64) {
         self.counts.lost_refreshes += 1;
-        tracing::info!(
-            token_found = found.token.is_some(),
-            "refresh lost to another process; using what the file holds"
-        );
+        let token_found = found.token.is_some();
+        self.note(Note::RefreshLost { token_found });
         if found.token.is_none() && found.version.is_some() {
-            tracing::debug!("the session file is blank for now; keeping the token");
+            self.note(Note::Blank);
             self.version = found.version;
             return;
         }
@@ -295,7 +311,7 @@ impl Owner {
         // What the store holds is known again: a failed write's target no longer stands for it.
         self.unconfirmed = None;
         if std::mem::replace(&mut self.writes.failing, false) {
-            tracing::info!("the session file can be written again");
+            self.note(Note::WritableAgain);
         }
     }
 
@@ -304,22 +320,22 @@ impl Owner {
     fn write_failed(&mut self, e: &Error, refresh: bool) {
         if let Error::Locked { .. } = e {
             self.counts.lock_timeouts += 1;
-            tracing::warn!(
-                error = %e,
-                "refreshed token kept in memory; it is written with a later refresh"
-            );
+            self.note(Note::LockTimedOut(e.clone()));
             return;
         }
         self.counts.failed_writes += 1;
-        if std::mem::replace(&mut self.writes.failing, true) {
-            tracing::debug!(error = %e, refresh, "cannot write the session file");
-        } else {
-            tracing::warn!(
-                error = %e,
-                refresh,
-                "cannot write the session file; the token is in use but other processes will \
-                 not see it (warned of once until writes work again)"
-            );
-        }
+        let first = !std::mem::replace(&mut self.writes.failing, true);
+        self.note(Note::WriteFailed {
+            error: e.clone(),
+            refresh,
+            first,
+        });
     }
+}
+
+/// A set of write sequence numbers not yet settled, and what waits for them.
+#[derive(Debug, Default)]
+struct Outstanding {
+    seqs: BTreeSet<u64>,
+    waiters: VecDeque<(u64, WaiterId)>,
 }

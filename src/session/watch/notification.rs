@@ -1,7 +1,7 @@
 //! The OS's notifications of changes to the session file's directory (inotify, FSEvents,
 //! kqueue, through `notify`), and what the watch does with each.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -9,16 +9,15 @@ use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
 use super::{Armed, Look, Shared, WARM_UP_POLL, look, poll, watched_dir};
-use crate::TokenFile;
 
 /// Watches `file`'s directory for changes to `file`.
-pub(super) fn watch(shared: &Arc<Shared>, file: &TokenFile) -> Result<Armed, notify::Error> {
+pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::Error> {
     let session = Arc::downgrade(shared);
-    let name = file.path().file_name().map(ToOwned::to_owned);
+    let name = file.file_name().map(ToOwned::to_owned);
     let dir = std::path::absolute(watched_dir(file))?;
     let identity = identity(&dir);
     let gone = Arc::new(AtomicBool::new(false));
-    let (watched, flag) = (file.clone(), Arc::clone(&gone));
+    let (watched, flag) = (file.to_owned(), Arc::clone(&gone));
     let on_event = move |event: notify::Result<notify::Event>| {
         let gone_now = match &event {
             Ok(event) => {
@@ -98,7 +97,7 @@ fn is_gone(event: &notify::Event, dir: &Path) -> bool {
 /// The watched directory is gone: poll the file, and watch it by notification again once the
 /// directory is back. Runs on the event thread of the watch whose flag is `gone`; it replaces
 /// that watch only, once, and the old watcher is dropped on a thread of its own (see [`Drop`]).
-fn watch_again(shared: &Arc<Shared>, file: &TokenFile, gone: &Arc<AtomicBool>) {
+fn watch_again(shared: &Arc<Shared>, file: &Path, gone: &Arc<AtomicBool>) {
     // Before the lock: a watch being installed meanwhile sees it (see `install`).
     gone.store(true, std::sync::atomic::Ordering::SeqCst);
     // The file went with its directory: a lock, seen now rather than at the first poll.
@@ -114,7 +113,7 @@ fn watch_again(shared: &Arc<Shared>, file: &TokenFile, gone: &Arc<AtomicBool>) {
     tracing::warn!(
         "the session file's directory was removed or moved; polling it until it is back"
     );
-    match poll(shared, WARM_UP_POLL, Some(file.clone())) {
+    match poll(shared, WARM_UP_POLL, Some(PathBuf::from(file))) {
         Ok(polling) => *armed = Some(polling),
         Err(e) => {
             tracing::warn!(

@@ -2,6 +2,7 @@
 //! in any order, and their answers (a refresh, a session failure) taken in by the owner.
 
 use super::*;
+use crate::token::Token;
 
 impl World {
     pub(super) fn send(&mut self, p: usize, replayed: bool) {
@@ -65,7 +66,17 @@ impl World {
                 self.process(p)
                     .refreshed
                     .insert(key(&Some(refresh.clone())));
-                self.owner(p).refresh(refresh, call.epoch);
+                let (waiter, reply) = self.ask(
+                    p,
+                    |waiter| Event::Refresh {
+                        token: refresh,
+                        epoch: call.epoch,
+                        waiter,
+                    },
+                    None,
+                );
+                // Refreshes are not waited for, as the agent's tokens live until they expire.
+                assert!(reply.is_some(), "refresh {waiter} waits");
                 let (now, epoch) = self.owner(p).current();
                 if before != call.epoch {
                     assert_eq!(
@@ -77,7 +88,6 @@ impl World {
                     let have = now.and_then(Token::exp_secs);
                     assert!(have >= exp, "an older refresh replaced a fresher token");
                 }
-                self.effects(p, &[]);
             }
             None if call.replayed => self.failed_calls += 1,
             None => {
@@ -91,17 +101,24 @@ impl World {
                         ..call
                     },
                 );
-                match self.owner(p).call_failed(token, epoch, false) {
-                    Failed::Replay => {
-                        assert!(
-                            self.owner(p).current().0.is_some(),
-                            "replayed without a token"
-                        );
-                        self.process(p).calls.remove(&id);
-                        self.send(p, true);
-                        self.effects(p, &[]);
-                    }
-                    Failed::Wait(waiter) => self.effects(p, &[(waiter, Some(id))]),
+                let (_, reply) = self.ask(
+                    p,
+                    |waiter| Event::CallFailed {
+                        token,
+                        epoch,
+                        expired: false,
+                        waiter,
+                    },
+                    Some(id),
+                );
+                if let Some(answer) = reply {
+                    assert!(matches!(answer, Answer::Replay), "a failed call {answer:?}");
+                    assert!(
+                        self.owner(p).current().0.is_some(),
+                        "replayed without a token"
+                    );
+                    self.process(p).calls.remove(&id);
+                    self.send(p, true);
                 }
             }
         }

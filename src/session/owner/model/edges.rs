@@ -1,6 +1,7 @@
 //! The model's edges, as the driver's are: reads and writes of the shared store landing at
 //! any point between their start and their report, the watch's events (delayed, coalesced,
-//! lost), the re-authentication lock held elsewhere, and the re-authenticator.
+//! lost), the re-authentication lock held elsewhere or not to be had, the re-authenticator
+//! (which may fail), and lock alls.
 
 use super::*;
 
@@ -23,7 +24,18 @@ impl World {
             return;
         };
         let result = if faults && self.rng.chance(15) {
-            if self.rng.chance(50) {
+            if self.rng.chance(30) {
+                // Written, then failed (an `fsync` of the directory; a store of the user's own
+                // that panics after its write): the store changed, the report says it failed.
+                if let WriteOp::Store(token) | WriteOp::Swap { new: token, .. } = &op {
+                    self.store = Some(token.clone());
+                    self.process(p).seen.insert(key(&Some(token.clone())));
+                    self.changed();
+                }
+                Err(Error::Store(std::sync::Arc::new(std::io::Error::other(
+                    "the session's store work stopped before it was done",
+                ))))
+            } else if self.rng.chance(50) {
                 Err(Error::Locked {
                     path: "token.lock".into(),
                     waited: std::time::Duration::ZERO,
@@ -84,14 +96,12 @@ impl World {
                 if let Ok(stored) = &result {
                     self.process(p).seen.insert(key(&stored.token.clone()));
                 }
-                self.owner(p).read_done(result);
-                self.effects(p, &[]);
+                self.tell(p, Event::ReadDone(result));
             }
         } else if let Some((_, Some(_))) = &self.process(p).write
             && let Some((_, Some(result))) = self.process(p).write.take()
         {
-            self.owner(p).write_done(result);
-            self.effects(p, &[]);
+            self.tell(p, Event::WriteDone(result));
         }
     }
 
@@ -102,30 +112,42 @@ impl World {
         if faults && self.rng.chance(20) {
             return; // lost
         }
-        self.owner(p).store_changed();
-        self.effects(p, &[]);
+        self.tell(p, Event::StoreChanged);
     }
 
-    /// The process's try for the lock: taken if free; with faults, it may give up (its bound
-    /// passed: the holder is stopped).
+    /// The process's try for the lock: taken if free; given up when abandoned or at its
+    /// time; with faults, it may fail (the lock file cannot be made).
     pub(super) fn try_lock(&mut self, p: usize, faults: bool) {
-        if !self.process(p).lock_asked {
+        let Some((attempt, until, abandoned)) = self.process(p).lock_try else {
             return;
-        }
-        let wanted = self.owner(p).reauth_lock_wanted();
-        let gives_up = faults && self.rng.chance(10);
-        let taken = match self.lock_holder {
-            None => LockTaken::Held,
-            Some(_) if !wanted || gives_up => LockTaken::No,
-            Some(_) => return,
         };
-        self.process(p).lock_asked = false;
-        if taken == LockTaken::Held {
-            self.lock_holder = Some(p);
-            self.process(p).lock_held = true;
+        let outcome = if self.lock_holder.is_none() && !(faults && self.rng.chance(10)) {
+            LockOutcome::Held
+        } else if faults && self.rng.chance(5) {
+            LockOutcome::NotHeld(Some(Error::Store(std::sync::Arc::new(
+                std::io::Error::other("cannot make the lock file"),
+            ))))
+        } else if abandoned {
+            LockOutcome::NotHeld(None)
+        } else if self.now >= until {
+            LockOutcome::NotHeld(Some(Error::Locked {
+                path: "token.reauth.lock".into(),
+                waited: LOCK_WAIT,
+            }))
+        } else {
+            return;
+        };
+        self.process(p).lock_try = None;
+        match &outcome {
+            LockOutcome::Held => {
+                self.lock_holder = Some(p);
+                self.process(p).lock_held = Some(attempt);
+                self.process(p).gave_up = false;
+            }
+            LockOutcome::NotHeld(Some(_)) => self.process(p).gave_up = true,
+            LockOutcome::NotHeld(None) => {}
         }
-        self.owner(p).reauth_lock_taken(taken);
-        self.effects(p, &[]);
+        self.tell(p, Event::LockTaken { attempt, outcome });
     }
 
     pub(super) fn run_reauth(&mut self, p: usize) {
@@ -133,10 +155,35 @@ impl World {
             return;
         };
         self.process(p).reauth_runs += 1;
+        if self.faults && self.rng.chance(15) {
+            // The password was refused: the runner's call and those waiting fail.
+            let error =
+                Error::Reauthentication(std::sync::Arc::new(std::io::Error::other("refused")));
+            let answer = self.tell(
+                p,
+                Event::Reauthenticated {
+                    run: number,
+                    result: Err(error),
+                },
+            );
+            assert!(
+                matches!(answer, Some(Answer::Failed(_))),
+                "a failed re-authentication answered {answer:?}"
+            );
+            self.process(p).calls.remove(&call);
+            self.reauth_failed_calls += 1;
+            return;
+        }
         let token = self.mint();
-        let answer = self.owner(p).reauthenticated(number, Ok(token));
+        let answer = self.tell(
+            p,
+            Event::Reauthenticated {
+                run: number,
+                result: Ok(token),
+            },
+        );
         assert!(
-            matches!(answer, Answer::Replay),
+            matches!(answer, Some(Answer::Replay)),
             "a re-authentication answered {answer:?}"
         );
         // The runner's own call replays.
@@ -146,18 +193,16 @@ impl World {
         );
         self.process(p).calls.remove(&call);
         self.send(p, true);
-        self.effects(p, &[]);
     }
 
-    /// A waiting call goes away (dropped, timed out): a runner's tells `runner_gone`, and another
-    /// waiting call's `waiter_gone`.
+    /// A waiting call goes away (dropped, timed out): a runner, or another waiting call.
     pub(super) fn drop_waiting(&mut self, p: usize) {
         if self.rng.chance(50) {
             let Some((number, call)) = self.process(p).reauths.pop() else {
                 return;
             };
             self.process(p).calls.remove(&call);
-            self.owner(p).runner_gone(number);
+            self.tell(p, Event::Gone(Gone::Runner(number)));
         } else {
             let waiting: Vec<(WaiterId, u64)> = self
                 .process(p)
@@ -171,37 +216,41 @@ impl World {
             let (waiter, call) = waiting[self.rng.below(waiting.len())];
             self.process(p).waiting.remove(&waiter);
             self.process(p).calls.remove(&call);
-            self.owner(p).waiter_gone(waiter);
+            self.process(p).answered.insert(waiter);
+            self.tell(p, Event::Gone(Gone::Waiter(waiter)));
         }
-        self.effects(p, &[]);
     }
 
-    /// `Session::clear_after`: the process takes the lock if it is free, and locks all under
-    /// it; a recovery that begins meanwhile goes on under it.
+    /// `Session::clear_after` begins: it asks for the lock, and locks all once answered (held,
+    /// or not to be had).
     pub(super) fn begin_clear(&mut self, p: usize) {
-        if self.process(p).clearing || self.lock_holder.is_some() {
+        if self.process(p).clearing.is_some() {
             return;
         }
-        self.lock_holder = Some(p);
-        self.process(p).clearing = true;
-        self.owner(p).lock_all_holds_reauth_lock();
-        self.valid.clear();
-        let waiter = self.owner(p).clear();
-        self.effects(p, &[(waiter, None)]);
+        self.process(p).waiters += 1;
+        let waiter = self.process(p).waiters;
+        self.process(p).clearing = Some((waiter, false));
+        let effects = self.owner_handle(p, Event::LockAll(waiter));
+        if let Some(answer) = self.effects(p, effects, Some((waiter, None))) {
+            // Answered at once: no other process's lock to wait for.
+            self.process(p).answered.remove(&waiter);
+            self.answered(p, waiter, answer);
+        }
     }
 
-    /// The lock all is over: its lock goes, unless a recovery that began inside holds it still,
-    /// which then has it as its own.
+    /// The lock all's lock is answered: every token ends at the agent, and this process
+    /// locks.
+    pub(super) fn lock_all(&mut self, p: usize) {
+        self.valid.clear();
+        self.ask(p, Event::Clear, None);
+    }
+
+    /// The lock all is over, answered or not (a dropped future): the lock goes, unless a
+    /// recovery that began inside wants it still.
     pub(super) fn end_clear(&mut self, p: usize) {
-        if !std::mem::take(&mut self.process(p).clearing) {
+        let Some((waiter, _)) = self.process(p).clearing.take() else {
             return;
-        }
-        if self.owner(p).lock_all_lets_go() {
-            self.process(p).lock_held = true;
-        } else {
-            assert!(!self.process(p).lock_held, "two guards of one lock");
-            self.lock_holder = None;
-        }
-        self.effects(p, &[]);
+        };
+        self.tell(p, Event::Gone(Gone::LockAll(waiter)));
     }
 }

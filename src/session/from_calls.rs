@@ -1,0 +1,86 @@
+//! What calls hand the session on their way back: a refreshed token, a password call's token,
+//! a session failure to recover from, a re-authenticator's result. Each is one event for the
+//! owner.
+
+use std::time::SystemTime;
+
+use super::owner::{Answer, Event, Gone};
+use super::{Refresh, Reply, Session, Waiting};
+use crate::error::Error;
+use crate::saved::Saved;
+use crate::token::Token;
+
+impl Session {
+    /// Starts the session with the token a password call sent in `epoch` brought (an explicit
+    /// write, off the async workers), unless the session changed since (a lock, say). A failed
+    /// write is reported by [`Session::flush`].
+    pub(crate) fn start_from_password(&self, token: Token, epoch: u64) -> Refresh {
+        let (_, reply) = self.shared.ask(|waiter| Event::PasswordToken {
+            token,
+            epoch,
+            waiter,
+        });
+        self.saving(reply)
+    }
+
+    /// Takes a refreshed token that came back on a response to a call sent in `epoch`.
+    pub(crate) fn accept_refresh(&self, token: Token, epoch: u64) -> Refresh {
+        // The owner drops it if the session changed since the call (one place decides).
+        let (_, reply) = self.shared.ask(|waiter| Event::Refresh {
+            token,
+            epoch,
+            waiter,
+        });
+        self.saving(reply)
+    }
+
+    fn saving(&self, reply: Reply) -> Refresh {
+        match reply {
+            Reply::Later(waiting) => Refresh::Saving(Saved::new(waiting, self.shared.call_wait)),
+            Reply::Now(_) => Refresh::Done,
+        }
+    }
+
+    /// A call sent with `sent` (the session's token then, or none) in `epoch` failed for its
+    /// session: `None` when the session already holds a token to replay with, else the
+    /// recovery's answer to wait for.
+    pub(crate) fn call_failed(&self, sent: Option<Token>, epoch: u64) -> Option<Waiting> {
+        let expired = sent
+            .as_ref()
+            .and_then(Token::expires_at)
+            .is_some_and(|exp| exp <= SystemTime::now());
+        let (_, reply) = self.shared.ask(|waiter| Event::CallFailed {
+            token: sent,
+            epoch,
+            expired,
+            waiter,
+        });
+        match reply {
+            Reply::Now(_) => None,
+            Reply::Later(waiting) => Some(waiting),
+        }
+    }
+
+    /// The re-authenticator of run `run` is done: what its runner does next.
+    pub(crate) fn reauthenticated(&self, run: u64, result: Result<Token, Error>) -> Answer {
+        self.shared.tell(Event::Reauthenticated { run, result })
+    }
+
+    /// The runner of run `run` stopped before its re-authenticator finished.
+    pub(crate) fn runner_gone(&self, run: u64) {
+        let _ = self.shared.tell(Event::Gone(Gone::Runner(run)));
+    }
+
+    /// Waits for every write handed out so far, at most the call bound
+    /// ([`SessionBuilder::call_wait`](super::SessionBuilder::call_wait)).
+    pub(crate) async fn written_within_call_bound(&self) {
+        if let (_, Reply::Later(waiting)) = self.shared.ask(Event::Flush) {
+            Saved::new(waiting, self.shared.call_wait).await;
+        }
+    }
+
+    /// Whether the token in `epoch` came from a re-authentication.
+    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
+        self.shared.look(|owner| owner.just_recovered(epoch))
+    }
+}

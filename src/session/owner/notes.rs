@@ -1,0 +1,149 @@
+//! What the owner logs, as values: a step returns them in its effects and the driver emits them
+//! once the owner's mutex is let go, so that a subscriber that does I/O never does it under the
+//! mutex. This list is the crate docs' table of the session's events, kept in one place.
+
+use crate::error::Error;
+
+/// One thing worth logging that a step decided.
+#[derive(Debug, Clone)]
+pub(crate) enum Note {
+    /// `DEBUG` `session started` (`token_found`).
+    Started { token_found: bool },
+    /// `WARN` `the session file changed but cannot be used`.
+    Unusable(Error),
+    /// `DEBUG` `the session file is blank for now; keeping the token`.
+    Blank,
+    /// `INFO` `session file changed by another process` (`token_found`).
+    ExternalChange { token_found: bool },
+    /// `DEBUG` `refreshed token dropped: the session changed since the call`.
+    StaleRefresh,
+    /// `DEBUG` `password call's token dropped: the session changed since`.
+    StalePasswordToken,
+    /// `TRACE` `refresh accepted; the file's token lives as long`.
+    RefreshCovered,
+    /// `DEBUG` `refresh accepted`.
+    RefreshAccepted,
+    /// `DEBUG` `refreshed token written`.
+    RefreshWritten,
+    /// `INFO` `refresh lost to another process; using what the file holds` (`token_found`).
+    RefreshLost { token_found: bool },
+    /// `INFO` `the session file can be written again`.
+    WritableAgain,
+    /// `WARN` `refreshed token kept in memory; it is written with a later refresh`.
+    LockTimedOut(Error),
+    /// `WARN` (first of an episode) or `DEBUG` `cannot write the session file` (`refresh`).
+    WriteFailed {
+        error: Error,
+        refresh: bool,
+        first: bool,
+    },
+    /// `INFO` `another process holds a new token; using it`.
+    RecoveredByAnother,
+    /// `WARN` `cannot re-read the session file; re-authenticating`.
+    RereadFailed,
+    /// `INFO` `re-authenticating`.
+    Reauthenticating,
+    /// `DEBUG` `re-authenticated after the session recovered; token unused`.
+    ReauthUnused,
+    /// `WARN` `re-authentication failed`.
+    ReauthFailed,
+    /// `WARN` `cannot take the re-authentication lock; going on without it`.
+    LockUnavailable(Error),
+}
+
+impl Note {
+    /// Whether a subscriber could want it: a note no one would see is not made.
+    #[inline]
+    pub(crate) fn wanted(level: tracing::Level) -> bool {
+        tracing::level_enabled!(level)
+    }
+
+    /// The note's level.
+    pub(crate) fn level(&self) -> tracing::Level {
+        use tracing::Level;
+        match self {
+            Self::RefreshCovered => Level::TRACE,
+            Self::Started { .. }
+            | Self::Blank
+            | Self::StaleRefresh
+            | Self::StalePasswordToken
+            | Self::RefreshAccepted
+            | Self::RefreshWritten
+            | Self::ReauthUnused => Level::DEBUG,
+            Self::WriteFailed { first: false, .. } => Level::DEBUG,
+            Self::ExternalChange { .. }
+            | Self::RefreshLost { .. }
+            | Self::WritableAgain
+            | Self::RecoveredByAnother
+            | Self::Reauthenticating => Level::INFO,
+            Self::Unusable(_)
+            | Self::LockTimedOut(_)
+            | Self::WriteFailed { first: true, .. }
+            | Self::RereadFailed
+            | Self::ReauthFailed
+            | Self::LockUnavailable(_) => Level::WARN,
+        }
+    }
+
+    /// Logs it (the driver, outside the owner's mutex).
+    pub(crate) fn emit(&self) {
+        match self {
+            Self::Started { token_found } => {
+                tracing::debug!(token_found, "session started");
+            }
+            Self::Unusable(e) => {
+                tracing::warn!(error = %e, "the session file changed but cannot be used");
+            }
+            Self::Blank => tracing::debug!("the session file is blank for now; keeping the token"),
+            Self::ExternalChange { token_found } => {
+                tracing::info!(token_found, "session file changed by another process");
+            }
+            Self::StaleRefresh => {
+                tracing::debug!("refreshed token dropped: the session changed since the call");
+            }
+            Self::StalePasswordToken => {
+                tracing::debug!("password call's token dropped: the session changed since");
+            }
+            Self::RefreshCovered => {
+                tracing::trace!("refresh accepted; the file's token lives as long");
+            }
+            Self::RefreshAccepted => tracing::debug!("refresh accepted"),
+            Self::RefreshWritten => tracing::debug!("refreshed token written"),
+            Self::RefreshLost { token_found } => tracing::info!(
+                token_found,
+                "refresh lost to another process; using what the file holds"
+            ),
+            Self::WritableAgain => tracing::info!("the session file can be written again"),
+            Self::LockTimedOut(e) => tracing::warn!(
+                error = %e,
+                "refreshed token kept in memory; it is written with a later refresh"
+            ),
+            Self::WriteFailed {
+                error,
+                refresh,
+                first: false,
+            } => tracing::debug!(error = %error, refresh, "cannot write the session file"),
+            Self::WriteFailed { error, refresh, .. } => tracing::warn!(
+                error = %error,
+                refresh,
+                "cannot write the session file; the token is in use but other processes will \
+                 not see it (warned of once until writes work again)"
+            ),
+            Self::RecoveredByAnother => {
+                tracing::info!("another process holds a new token; using it")
+            }
+            Self::RereadFailed => {
+                tracing::warn!("cannot re-read the session file; re-authenticating")
+            }
+            Self::Reauthenticating => tracing::info!("re-authenticating"),
+            Self::ReauthUnused => {
+                tracing::debug!("re-authenticated after the session recovered; token unused");
+            }
+            Self::ReauthFailed => tracing::warn!("re-authentication failed"),
+            Self::LockUnavailable(e) => tracing::warn!(
+                error = %e,
+                "cannot take the re-authentication lock; going on without it"
+            ),
+        }
+    }
+}

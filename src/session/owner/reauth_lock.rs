@@ -1,0 +1,234 @@
+//! The owner's side of the re-authentication lock beside the store: one try at a time, one
+//! holder (this process), and who wants it: a recovery, the re-authenticator's token still to
+//! be written, and lock alls (`Session::clear_after`).
+//!
+//! Whether the lock is held follows from who wants it, settled at the end of every step
+//! ([`Owner::settle_lock`]): held while anyone wants it, let go in the step in which the last
+//! one stops wanting it, and a try no one wants is abandoned. So a lock all and a recovery of
+//! the same process share the one lock: a recovery that begins inside a lock all goes on under
+//! it, a lock all that begins while a recovery holds it has it at once, and neither ever waits
+//! for its own process.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+use super::{Answer, LockOp, LockOutcome, Note, Owner, WaiterId};
+
+/// The re-authentication lock, as this process holds it.
+#[derive(Debug)]
+pub(super) struct ReauthLock {
+    /// How long a try waits for another holder; `None`: the store has no such lock.
+    wait: Option<Duration>,
+    state: State,
+    /// Tries made so far, to number them.
+    attempts: u64,
+    /// Held until this write (the recovered token's) is over.
+    until_write: Option<u64>,
+    /// The lock alls that want it, each with whether it was answered (the lock held, or not to
+    /// be had).
+    lock_alls: Vec<(WaiterId, bool)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    /// A try under way: for this recovery (or none: a lock all's), and whether it was abandoned.
+    Taking {
+        attempt: u64,
+        recovery: Option<u64>,
+        abandoned: bool,
+    },
+    Held {
+        attempt: u64,
+    },
+}
+
+impl ReauthLock {
+    pub(super) fn new(wait: Option<Duration>) -> Self {
+        Self {
+            wait,
+            state: State::Free,
+            attempts: 0,
+            until_write: None,
+            lock_alls: Vec::new(),
+        }
+    }
+
+    /// Keeps the lock, if held, until write `seq` is over: a recovered token is written under it.
+    pub(super) fn hold_until_written(&mut self, seq: u64) {
+        if matches!(self.state, State::Held { .. }) {
+            self.until_write = Some(seq);
+        }
+    }
+
+    /// Write `seq` is over.
+    pub(super) fn write_settled(&mut self, seq: u64) {
+        if self.until_write == Some(seq) {
+            self.until_write = None;
+        }
+    }
+
+    fn unanswered_lock_alls(&self) -> bool {
+        self.lock_alls.iter().any(|(_, answered)| !answered)
+    }
+}
+
+impl Owner {
+    /// Recovery `number` begins: it waits for the lock, unless this process holds it already
+    /// (a lock all, or the last recovery's write) or the store has none.
+    pub(super) fn lock_for_recovery(&mut self, number: u64) {
+        match self.lock.state {
+            State::Free if self.lock.wait.is_some() => self.take_lock(Some(number)),
+            State::Free | State::Held { .. } => self.locked(),
+            // A try under way: its report tells.
+            State::Taking { .. } => {}
+        }
+    }
+
+    /// A lock all begins (`Event::LockAll`): answered once the lock is held.
+    pub(super) fn lock_all(&mut self, waiter: WaiterId) -> Option<Answer> {
+        if self.lock.wait.is_none() {
+            // Nothing to hold: no other process can re-authenticate in between.
+            return Some(Answer::Done(Ok(())));
+        }
+        let held = matches!(self.lock.state, State::Held { .. });
+        self.lock.lock_alls.push((waiter, held));
+        match self.lock.state {
+            State::Held { .. } => Some(Answer::Done(Ok(()))),
+            State::Free => {
+                self.take_lock(None);
+                None
+            }
+            State::Taking { .. } => None,
+        }
+    }
+
+    /// The lock all begun with `waiter` is over: it no longer wants the lock.
+    pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
+        self.lock.lock_alls.retain(|(w, _)| *w != waiter);
+    }
+
+    fn take_lock(&mut self, recovery: Option<u64>) {
+        let Some(wait) = self.lock.wait else {
+            return;
+        };
+        self.lock.attempts += 1;
+        let attempt = self.lock.attempts;
+        self.lock.state = State::Taking {
+            attempt,
+            recovery,
+            abandoned: false,
+        };
+        self.effects.lock.push(LockOp::Take {
+            attempt,
+            until: self.now + wait,
+            recovery: recovery.is_some(),
+        });
+    }
+
+    /// The try numbered `attempt` is over.
+    ///
+    /// Not had in time, it is tried again for whoever still waits and did not have a try of its
+    /// own: a recovery that began after it was made for another (an earlier recovery, a lock
+    /// all), or anyone after it was abandoned. Otherwise, and whenever the try could not be made
+    /// at all, those waiting go on without it.
+    pub(super) fn lock_taken(&mut self, attempt: u64, outcome: LockOutcome) {
+        let State::Taking {
+            attempt: current,
+            recovery,
+            abandoned,
+        } = self.lock.state
+        else {
+            if matches!(outcome, LockOutcome::Held) {
+                self.effects.lock.push(LockOp::Release(attempt));
+            }
+            return;
+        };
+        if current != attempt {
+            if matches!(outcome, LockOutcome::Held) {
+                self.effects.lock.push(LockOp::Release(attempt));
+            }
+            return;
+        }
+        match outcome {
+            LockOutcome::Held => {
+                self.lock.state = State::Held { attempt };
+                let answered: Vec<WaiterId> = self
+                    .lock
+                    .lock_alls
+                    .iter_mut()
+                    .filter(|(_, answered)| !*answered)
+                    .map(|(w, answered)| {
+                        *answered = true;
+                        *w
+                    })
+                    .collect();
+                for waiter in answered {
+                    self.answer(waiter, Answer::Done(Ok(())));
+                }
+                if self.recovery.locking().is_some() {
+                    self.locked();
+                }
+            }
+            LockOutcome::NotHeld(error) => {
+                self.lock.state = State::Free;
+                let locking = self.recovery.locking();
+                let in_time = matches!(error, None | Some(Error::Locked { .. }));
+                if in_time && locking.is_some() && (abandoned || locking != recovery) {
+                    self.take_lock(locking);
+                    return;
+                }
+                if in_time && abandoned && self.lock.unanswered_lock_alls() {
+                    self.take_lock(None);
+                    return;
+                }
+                let error = error.unwrap_or_else(|| {
+                    Error::Store(std::sync::Arc::new(std::io::Error::other(
+                        "the re-authentication lock could not be had",
+                    )))
+                });
+                if !matches!(error, Error::Locked { .. }) {
+                    let e = error.clone();
+                    self.note(Note::LockUnavailable(e));
+                }
+                if locking.is_some() {
+                    self.locked();
+                }
+                let (unanswered, answered): (Vec<_>, Vec<_>) =
+                    self.lock.lock_alls.drain(..).partition(|(_, a)| !a);
+                self.lock.lock_alls = answered;
+                for (waiter, _) in unanswered {
+                    self.answer(waiter, Answer::Done(Err(error.clone())));
+                }
+            }
+        }
+    }
+
+    /// Holds the lock while anyone wants it, and no longer: at the end of every step.
+    pub(super) fn settle_lock(&mut self) {
+        let wanted = self.recovery.wants_lock()
+            || self.lock.until_write.is_some()
+            || !self.lock.lock_alls.is_empty();
+        if wanted {
+            return;
+        }
+        match &mut self.lock.state {
+            State::Held { attempt } => {
+                let attempt = *attempt;
+                self.lock.state = State::Free;
+                self.effects.lock.push(LockOp::Release(attempt));
+            }
+            State::Taking {
+                attempt,
+                abandoned: abandoned @ false,
+                ..
+            } => {
+                *abandoned = true;
+                let attempt = *attempt;
+                self.effects.lock.push(LockOp::Abandon(attempt));
+            }
+            State::Taking { .. } | State::Free => {}
+        }
+    }
+}
