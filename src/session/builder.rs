@@ -1,8 +1,15 @@
 //! [`SessionBuilder`]: the options of a [`Session`].
 
 use std::any::Any;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::*;
+use super::{Current, Published, Session, Shared, Watch, driver, owner};
+use crate::failures::{Failures, Rfc6750, SessionFailures};
+use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
+use crate::session::policy::AgentTokens;
+use crate::store::TokenStore;
 
 /// Options for a [`Session`], made by [`Session::builder`].
 ///

@@ -20,13 +20,13 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 
 use crate::error::Error;
-use crate::failures::{Failures, Rfc6750, SessionFailures};
-use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
+use crate::failures::{Failures, SessionFailures};
+use crate::file::TokenFile;
 use crate::saved::Saved;
 use crate::store::TokenStore;
 use crate::token::Token;
