@@ -1,13 +1,17 @@
 //! Under churn, as users run it: a long-lived client (this test process) with re-authentication
-//! on and 32 tasks calling the example agent (its own process) in a loop, while other processes
-//! (`client lockall`, `client lock`, `client unlock`) end and renew the shared session.
+//! on and 32 tasks calling the example agent (its own process) in a loop, `Echo` (a message body,
+//! its reply checked) and `AgentStatus` in turn, while other processes (`client lockall`,
+//! `client lock`, `client unlock`) end and renew the shared session.
 //!
-//! No call may be handed a session failure: every lock all and every lock is recovered, by one
-//! re-authentication at most; the h2 connection survives. Every call that fails is counted by
-//! why. The churn is paced by the calls' progress (so many successful calls between two
-//! changes), not by sleeps; `CHURN_ROUNDS` sets how many changes (default 12), and the summary
-//! line says what happened (`--nocapture`). `CHURN_LOG=1` prints the session's debug log, each
-//! failed call among it.
+//! No call may fail: every lock all and every lock is recovered, by one re-authentication at
+//! most, and the h2 connection survives (a refused call's message frame that h2 never gave back
+//! ended it once, after ~150 recoveries: `tests/h2_small_frames.rs`). Every call that fails is
+//! counted by why. The churn is paced by the calls' progress (so many successful calls between
+//! two changes), not by sleeps; `CHURN_ROUNDS` sets how many changes (default 12), or
+//! `CHURN_SECS` how long to go on making them (a measuring run, with `CHURN_PACE_MS` to space
+//! them as a person would), and the summary line says what happened (`--nocapture`).
+//! `CHURN_LOG=1` prints the session's debug log, each failed call among it; `CHURN_AGENT_LOG=PATH`
+//! keeps the agent's log there (what it logs: `AGENT_RUST_LOG`).
 //!
 //! The second test stops a lock holder (SIGSTOP) and then locks all: the recovering calls must
 //! not wait for it longer than the re-authenticator took plus the refresh bound.
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
+use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
 use agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
 
@@ -52,27 +56,43 @@ fn child_entry_does_nothing_in_a_normal_run() {
 /// What the calls of the long-lived client got.
 struct Tally {
     ok: AtomicU64,
+    /// Successful `Echo` calls, among `ok`.
+    echoes: AtomicU64,
     /// Successful calls of each task.
     by_task: Vec<AtomicU64>,
     failures: Mutex<BTreeMap<String, u64>>,
+    started: Instant,
+    /// When the first call failed, since `started`.
+    first_failure: Mutex<Option<Duration>>,
 }
 
 impl Tally {
-    fn failed(&self, status: &tonic::Status) {
-        let why = match Error::from_status(status) {
+    fn failed(&self, why: String) {
+        self.first_failure
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| self.started.elapsed());
+        *self.failures.lock().unwrap().entry(why).or_default() += 1;
+    }
+
+    fn failed_status(&self, status: &tonic::Status) {
+        tracing::error!(?status, "CALL FAILED");
+        self.failed(match Error::from_status(status) {
             Some(Error::TokenNotProvided) => "session failure: TokenNotProvided".to_owned(),
             Some(Error::TokenInvalid) => "session failure: TokenInvalid".to_owned(),
             Some(other) => format!("crate error: {other}"),
             None => format!("{:?}: {}", status.code(), status.message()),
-        };
-        *self.failures.lock().unwrap().entry(why).or_default() += 1;
+        });
     }
 
     fn new() -> Self {
         Self {
             ok: AtomicU64::new(0),
+            echoes: AtomicU64::new(0),
             by_task: (0..TASKS).map(|_| AtomicU64::new(0)).collect(),
             failures: Mutex::default(),
+            started: Instant::now(),
+            first_failure: Mutex::default(),
         }
     }
 
@@ -165,6 +185,10 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(12);
+    let duration = std::env::var("CHURN_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map(Duration::from_secs);
     let runtime = runtime();
     let reauths = Arc::new(AtomicU64::new(0));
     let (session, client) = runtime.block_on(long_lived_client(&fixture, reauths.clone()));
@@ -176,13 +200,27 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
         .map(|task| {
             let (mut client, tally, stop) = (client.clone(), tally.clone(), stop.clone());
             runtime.spawn(async move {
+                let mut turn = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    match client.agent_status(EmptyMessage {}).await {
-                        Ok(_) => tally.succeeded(task),
-                        Err(status) => {
-                            tracing::error!(?status, "CALL FAILED");
-                            tally.failed(&status)
+                    turn += 1;
+                    if turn.is_multiple_of(2) {
+                        match client.agent_status(EmptyMessage {}).await {
+                            Ok(_) => tally.succeeded(task),
+                            Err(status) => tally.failed_status(&status),
                         }
+                        continue;
+                    }
+                    let challenge = format!("task {task}, call {turn}");
+                    let sent = EchoMessage {
+                        challenge: challenge.clone(),
+                    };
+                    match client.echo(sent).await {
+                        Ok(reply) if reply.get_ref().challenge == challenge => {
+                            tally.echoes.fetch_add(1, Ordering::SeqCst);
+                            tally.succeeded(task)
+                        }
+                        Ok(_) => tally.failed("Echo: another reply".to_owned()),
+                        Err(status) => tally.failed_status(&status),
                     }
                 }
             })
@@ -198,7 +236,14 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
     let password_file = fixture.password_file();
     let password_file = password_file.to_str().unwrap();
     let mut changes: BTreeMap<&str, u64> = BTreeMap::new();
-    for round in 0..rounds {
+    for round in 0.. {
+        let done = match duration {
+            Some(duration) => started.elapsed() >= duration,
+            None => round >= rounds,
+        };
+        if done {
+            break;
+        }
         tally.wait_for_calls(CALLS_BETWEEN, "before a change");
         if let Some(pace) = pace {
             std::thread::sleep(pace);
@@ -219,12 +264,18 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
     let failures = tally.failures.lock().unwrap().clone();
     let stats = session.stats();
     eprintln!(
-        "churn: {elapsed:.1?}, {} calls succeeded, failures {failures:?}, changes {changes:?}, \
-         {} re-authentications ({} shared), RSS/fds/threads {before:?} -> {after:?}",
+        "churn: {elapsed:.1?}, {} calls succeeded ({} Echo), failures {failures:?} (first at \
+         {:.1?}), changes {changes:?}, {} re-authentications ({} shared), RSS/fds/threads \
+         {before:?} -> {after:?}",
         tally.ok.load(Ordering::SeqCst),
+        tally.echoes.load(Ordering::SeqCst),
+        tally.first_failure.lock().unwrap(),
         reauths.load(Ordering::SeqCst),
         stats.shared_recoveries,
     );
+    if let Some(copy) = std::env::var_os("CHURN_AGENT_LOG") {
+        std::fs::copy(&fixture.agent().log, copy).unwrap();
+    }
     assert!(failures.is_empty(), "calls failed: {failures:?}");
     let ends =
         changes.get("lockall").copied().unwrap_or(0) + changes.get("lock").copied().unwrap_or(0);

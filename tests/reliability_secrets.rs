@@ -430,13 +430,13 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
     texts.push(("Agent", format!("{agent:?}")));
     let auth = AuthLayer::new(manager.clone());
     texts.push(("AuthLayer", format!("{auth:?}")));
-    let mut auth_service = auth.layer(tower::service_fn(|_: Request<()>| async {
+    let mut auth_service = auth.layer(tower::service_fn(|_: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     }));
     texts.push(("AuthService", format!("{auth_service:?}")));
     let request = Request::builder()
         .header(header::AUTHORIZATION, minted.header_value())
-        .body(())
+        .body(String::new())
         .unwrap();
     texts.push(("a request to the agent", format!("{request:?}")));
     let future = auth_service.call(request);

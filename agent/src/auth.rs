@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::drain::drain;
 use super::error::VerifyError;
 use super::manager::{SessionManager, VerifiedKey};
 use super::rejection::{Rejection, Rejections, is_grpc};
@@ -37,7 +38,8 @@ pub struct NoRefresh;
 /// Checks the session token of every call and refreshes it.
 ///
 /// Usable on a tonic server (`Server::builder().layer(AuthLayer::new(manager))`) and on any
-/// service of `http::Request`s whose response body has a `Default` (the body of a rejection).
+/// service of `http::Request`s whose request body is an [`http_body::Body`] (`Send`, `'static`)
+/// and whose response body has a `Default` (the body of a rejection).
 ///
 /// A call is checked as follows:
 ///
@@ -54,10 +56,17 @@ pub struct NoRefresh;
 ///   initial metadata): the key's refresh of the current second, minted by the first call of
 ///   that second and the same for every other (see [`SessionManager`]).
 ///
-/// A rejection never reaches the inner service. For a gRPC request (`content-type` starting
-/// with `application/grpc`) it is a trailers-only response: HTTP 200, `grpc-status: 16`
-/// (`UNAUTHENTICATED`) and the percent-encoded message in `grpc-message`, beside the challenge.
-/// Any other request gets HTTP 401.
+/// A rejection never reaches the inner service. Its request body is not dropped but read to its
+/// end on a task of the current Tokio runtime (at most 64 KiB, for at most a second): over
+/// HTTP/2, a small DATA frame that arrives after its body was dropped costs the connection part
+/// of h2's small-frame budget for good, and enough of them end the connection with
+/// `GOAWAY(ENHANCE_YOUR_CALM)`; a gRPC client's message can still be on its way when its token
+/// is refused.
+///
+/// For a gRPC request (`content-type` starting with `application/grpc`) a rejection is a
+/// trailers-only response: HTTP 200, `grpc-status: 16` (`UNAUTHENTICATED`) and the
+/// percent-encoded message in `grpc-message`, beside the challenge. Any other request gets HTTP
+/// 401.
 ///
 /// No refreshed token is added when the response already has an `authorization` header, when it
 /// is itself a rejection (401 or `grpc-status: 16`), when the request's path is a
@@ -179,6 +188,7 @@ impl<S> AuthService<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for AuthService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: http_body::Body + Send + 'static,
     ResB: Default,
 {
     type Response = Response<ResB>;
@@ -209,6 +219,7 @@ where
                     .config
                     .rejections
                     .get(rejection, is_grpc(request.headers()));
+                drain(request.into_body());
                 ResponseFuture {
                     kind: Kind::Rejected { status, headers },
                 }

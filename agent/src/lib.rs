@@ -64,6 +64,7 @@ mod macros;
 mod auth;
 mod bearer;
 mod cache;
+mod drain;
 mod error;
 pub mod grpc;
 mod http;

@@ -27,9 +27,11 @@ use agent_session::Token;
 use agent_session_agent::{AuthLayer, SessionManager};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Empty;
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer as _, Service as _};
 
@@ -139,7 +141,8 @@ fn call(
     grpc: bool,
     len: usize,
 ) -> Option<(bool, Response<()>)> {
-    let mut request = Request::new(());
+    // An empty body: the check is on the headers alone.
+    let mut request = Request::new(Empty::<Bytes>::new());
     for token in tokens {
         let value = HeaderValue::from_bytes(&[b"Bearer ", *token].concat()).ok()?;
         request.headers_mut().append(AUTHORIZATION, value);
@@ -150,10 +153,11 @@ fn call(
             .insert("content-type", HeaderValue::from_static("application/grpc"));
     }
     let reached = AtomicBool::new(false);
-    let mut service = AuthLayer::new(manager.clone()).layer(tower::service_fn(|_: Request<()>| {
-        reached.store(true, Ordering::Relaxed);
-        std::future::ready(Ok::<_, Infallible>(Response::new(())))
-    }));
+    let mut service =
+        AuthLayer::new(manager.clone()).layer(tower::service_fn(|_: Request<Empty<Bytes>>| {
+            reached.store(true, Ordering::Relaxed);
+            std::future::ready(Ok::<_, Infallible>(Response::new(())))
+        }));
     // The token read (and its claims decoded) from the request, a refresh minted: a few copies.
     let response = bounded::within("AuthLayer", len, 8, || now(service.call(request)));
     let response = response.unwrap_or_else(|never| match never {});

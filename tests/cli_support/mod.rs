@@ -152,7 +152,8 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     /// Starts an agent on a free port of 127.0.0.1, its stderr going to `log`, and waits for its
-    /// `listening on` line.
+    /// `listening on` line. `AGENT_RUST_LOG` replaces what it logs (say
+    /// `h2::proto::streams=debug`, to see its connections' errors).
     pub fn start(log: PathBuf, key_file: Option<&Path>) -> Self {
         let log_file = File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create the agent log {}: {e}", log.display()));
@@ -160,7 +161,11 @@ impl AgentProcess {
         command
             .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-close"])
             .env("AGENT_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn,agent=info,agent_session=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_RUST_LOG")
+                    .unwrap_or_else(|_| "warn,agent=info,agent_session=debug".to_owned()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file);
