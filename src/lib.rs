@@ -335,6 +335,8 @@ mod reauth;
 #[cfg(unix)]
 mod replay;
 #[cfg(unix)]
+mod response;
+#[cfg(unix)]
 mod saved;
 #[cfg(unix)]
 mod session;
