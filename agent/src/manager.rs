@@ -12,7 +12,7 @@ use http::HeaderValue;
 use super::cache::VerifiedTokens;
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
-use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
+use super::key::{hex, random_id, random_key, read_key_file, write_key_file};
 use agent_session::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
@@ -391,16 +391,6 @@ const TOKEN_CAPACITY: usize = 200;
 fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
-}
-
-fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0; ID_LEN * 2];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-    out
 }
 
 #[cfg(test)]

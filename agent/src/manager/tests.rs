@@ -3,13 +3,6 @@
 use super::*;
 
 #[test]
-fn hex_is_lowercase_pairs() {
-    let mut id = [0x11; ID_LEN];
-    id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
-    assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
-}
-
-#[test]
 fn debug_hides_the_key() {
     let manager = SessionManager::new().unwrap();
     let text = format!("{manager:?}");
