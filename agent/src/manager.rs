@@ -222,7 +222,9 @@ impl SessionManager {
     /// Checks that `token` was signed with the current key and has not expired.
     ///
     /// A token issued before the last [`lock_all`](Self::lock_all) fails with
-    /// [`VerifyError::InvalidSignature`].
+    /// [`VerifyError::InvalidSignature`]. A token whose `exp` is no time ([`Token::expires_at`]
+    /// is `None`: no `exp`, or one past what a `SystemTime` holds, as `{"exp":1e300}`) is
+    /// [`VerifyError::Malformed`] however it is signed: this agent never mints one.
     pub fn verify(&self, token: &Token) -> Result<(), VerifyError> {
         self.verify_key(token).map(drop)
     }
@@ -240,7 +242,8 @@ impl SessionManager {
             None => {
                 key.hs256.verify(token.expose())?;
                 // The claims were read once, when the token was made (`Token::new` reads
-                // `exp`); the signature says they are the agent's.
+                // `exp`); the signature says they are the agent's. An `exp` that is no time
+                // fails closed (see `verify`).
                 let exp = token
                     .expires_at()
                     .map(unix_secs)
