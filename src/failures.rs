@@ -142,6 +142,16 @@ impl Failures {
         &*self.read
     }
 
+    /// Whether [`judge`](Self::judge) finds `status` and `headers` other than
+    /// [`Judged::Accepted`], answered without making the failure: the test every response with a
+    /// token passes.
+    #[inline]
+    pub(crate) fn refuse(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
+        crate::error::is_rejection(status, headers)
+            || (!self.rejections_only && self.read.session_failure(status, headers).is_some())
+    }
+
     /// What a response's `status` and `headers` (or a gRPC response's trailers, with its
     /// status) say of the call's credentials.
     pub(crate) fn judge(&self, status: StatusCode, headers: &HeaderMap) -> Judged {
@@ -202,6 +212,8 @@ mod tests {
             Failures::new(Polykey).judge(StatusCode::OK, &trailers),
             Judged::Failed(Error::TokenInvalid)
         ));
+        assert!(Failures::new(Polykey).refuse(StatusCode::OK, &trailers));
+        assert!(!Failures::new(Rfc6750).refuse(StatusCode::OK, &trailers));
         assert!(matches!(
             Failures::new(Rfc6750).judge(StatusCode::OK, &trailers),
             Judged::Accepted

@@ -76,6 +76,7 @@ pub(crate) enum Reading {
 ///
 /// Nothing is changed and nothing kept: a token ignored is warned of (without it), and the
 /// caller acts on the rest.
+#[inline]
 pub(crate) fn read(
     carried: Carried,
     status: StatusCode,
@@ -84,29 +85,20 @@ pub(crate) fn read(
     failures: &Failures,
     in_use: impl FnOnce(&HeaderValue) -> Option<Token>,
 ) -> Reading {
-    if carried == Carried::Own {
-        return Reading::Nothing;
-    }
-    let judged = match failures.judge(status, headers) {
-        failed @ Judged::Failed(_) => failed,
-        in_headers => match trailers.map(|trailers| failures.judge(StatusCode::OK, trailers)) {
-            Some(failed @ Judged::Failed(_)) => failed,
-            Some(Judged::Refused) => Judged::Refused,
-            _ => in_headers,
-        },
+    let epoch = match carried {
+        Carried::Own => return Reading::Nothing,
+        Carried::Session(epoch) | Carried::Password(epoch) => Some(epoch),
+        Carried::Nothing => None,
     };
-    let epoch = match (judged, carried) {
-        (Judged::Failed(failure), Carried::Session(_) | Carried::Nothing) => {
-            return Reading::Failure(failure);
-        }
-        (Judged::Failed(_) | Judged::Refused, _) => {
-            if carried != Carried::Nothing && headers.contains_key(header::AUTHORIZATION) {
-                tracing::warn!("ignoring a token on a rejected call");
-            }
-            return Reading::Nothing;
-        }
-        (Judged::Accepted, Carried::Session(epoch) | Carried::Password(epoch)) => epoch,
-        (Judged::Accepted, _) => return Reading::Nothing,
+    // Most responses refuse nothing and have no trailers to read: a test tells them, and what
+    // the others say is read out of line.
+    if (trailers.is_some() || failures.refuse(status, headers))
+        && let Some(refused) = refusal(carried, status, headers, trailers, failures)
+    {
+        return refused;
+    }
+    let Some(epoch) = epoch else {
+        return Reading::Nothing;
     };
     let Some(token) = bearer_token(headers, in_use) else {
         return Reading::Nothing;
@@ -117,7 +109,41 @@ pub(crate) fn read(
     }
 }
 
+/// What a response reads as by rules 2 and 3, its headers and its trailers (if looked at):
+/// `None` when neither refuses anything.
+#[cold]
+#[inline(never)]
+fn refusal(
+    carried: Carried,
+    status: StatusCode,
+    headers: &HeaderMap,
+    trailers: Option<&HeaderMap>,
+    failures: &Failures,
+) -> Option<Reading> {
+    let judged = match failures.judge(status, headers) {
+        failed @ Judged::Failed(_) => failed,
+        in_headers => match trailers.map(|trailers| failures.judge(StatusCode::OK, trailers)) {
+            Some(failed @ Judged::Failed(_)) => failed,
+            Some(Judged::Refused) => Judged::Refused,
+            _ => in_headers,
+        },
+    };
+    match (judged, carried) {
+        (Judged::Accepted, _) => None,
+        (Judged::Failed(failure), Carried::Session(_) | Carried::Nothing) => {
+            Some(Reading::Failure(failure))
+        }
+        (Judged::Failed(_) | Judged::Refused, _) => {
+            if carried != Carried::Nothing && headers.contains_key(header::AUTHORIZATION) {
+                tracing::warn!("ignoring a token on a rejected call");
+            }
+            Some(Reading::Nothing)
+        }
+    }
+}
+
 /// The token of `headers`' `authorization` values, if they hold one they all agree on.
+#[inline]
 fn bearer_token(
     headers: &HeaderMap,
     in_use: impl FnOnce(&HeaderValue) -> Option<Token>,
@@ -126,8 +152,8 @@ fn bearer_token(
     let mut each = values.iter();
     let first = each.next()?;
     // The token in use, compared rather than parsed, only when no other value could disagree
-    // with it: each is the same bytes.
-    if each.all(|value| value == first)
+    // with it: no name is repeated in the map (two counts tell), or each value is the same bytes.
+    if (headers.len() == headers.keys_len() || each.all(|value| value == first))
         && let Some(token) = in_use(first)
     {
         return Some(token);

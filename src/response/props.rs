@@ -270,6 +270,18 @@ proptest! {
         }
     }
 
+    /// The test that spares most responses a judgement agrees with the judgement.
+    #[test]
+    fn refuse_is_judge_without_its_failure(case in case()) {
+        let headers = map_of(&case.headers, &case.authorization);
+        let failures = case.failures();
+        let judged = failures.judge(case.status(), &headers);
+        prop_assert_eq!(
+            failures.refuse(case.status(), &headers),
+            !matches!(judged, Judged::Accepted)
+        );
+    }
+
     /// A refresh is what `Token::from_headers`, the public reading, finds, whenever the
     /// response refuses nothing.
     #[test]

@@ -171,6 +171,7 @@ impl Session {
     /// What a response to a call that carried `carried` says to this session, read by
     /// [`response::read`] with the session's failures; a token it brings that is the one in use
     /// is compared, not parsed.
+    #[inline]
     pub(crate) fn read(
         &self,
         carried: Carried,
@@ -193,6 +194,7 @@ impl Session {
     /// [`Session::refresh`] alike: a refresh, or the start of a session after a password call.
     /// Nothing is written of a token once it is on disk; the call still waits for a write of it
     /// that is under way.
+    #[inline]
     pub(crate) fn take(&self, reading: Reading) -> Refresh {
         match reading {
             Reading::Refresh { token, epoch } => self.accept_refresh(token, epoch),
