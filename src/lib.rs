@@ -320,6 +320,10 @@ mod readme_doctests {}
 // replay.rs (the recorded body), peek.rs (a gRPC failure in the trailers) and failures.rs (how
 // an agent says a call failed for its session). bearer.rs reads and writes the wire's
 // `authorization` values; token.rs is the token; error.rs the typed errors.
+//
+// response.rs is the one reading of a response (a refresh, a session started, a session
+// failure, or nothing) that layer/future.rs, calls.rs's `Session::refresh` and
+// layer/recovering.rs act on.
 
 #[cfg(unix)]
 #[macro_use]
@@ -346,6 +350,8 @@ mod peek;
 mod reauth;
 #[cfg(unix)]
 mod replay;
+#[cfg(unix)]
+mod response;
 #[cfg(unix)]
 mod saved;
 #[cfg(unix)]

@@ -169,7 +169,10 @@ impl Token {
         self.header.as_bytes() == value.as_bytes()
     }
 
-    /// When the token expires, if it is a JWT with an `exp` claim.
+    /// When the token expires, if it is a JWT with an `exp` claim that is a time: `None` also
+    /// for an `exp` past what a `SystemTime` holds (on Unix, `i64::MAX` seconds after the
+    /// epoch, as `{"exp":1e300}` is), which no clock reaches and `agent-session-agent` never
+    /// mints.
     ///
     /// The claim is read without checking the signature: the agent is the judge of the token,
     /// this is only a hint (for instance to skip writing a refresh that buys no time).

@@ -212,6 +212,49 @@ async fn a_malformed_refresh_is_ignored_and_the_response_passes_through() {
     }
 }
 
+/// Repeated `authorization` values that disagree are no refresh, even when the first is the
+/// token in use: the comparison that spares a parse must not skip the rule that repeated
+/// values agree. The session's write failed, so that the token in use is not on disk: taken
+/// again as a refresh, it would be counted and written again.
+#[tokio::test]
+async fn repeated_values_that_disagree_are_no_refresh_though_the_first_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    // The session file's directory is a file: nothing can be written there.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let session = Session::new(agent_session::TokenFile::in_dir(&blocker));
+    assert!(session.start_with_token(token("t0")).await.is_err());
+    let mut disagreeing = http::HeaderMap::new();
+    for value in ["Bearer t0", "Bearer t1"] {
+        disagreeing.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+    }
+
+    let sent = session.epoch();
+    session
+        .refresh(sent, http::StatusCode::OK, &disagreeing)
+        .await;
+    assert_eq!(session.stats().refreshes, 0, "Session::refresh took it");
+
+    let reply = disagreeing.clone();
+    let agent = tower::service_fn(move |_: Request<()>| {
+        let mut response = Response::new(());
+        *response.headers_mut() = reply.clone();
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut svc = SessionLayer::new(session.clone()).layer(agent);
+    let response = call(&mut svc).await;
+    assert_eq!(
+        response
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .count(),
+        2
+    );
+    assert_eq!(session.stats().refreshes, 0, "the layer took it");
+    assert_eq!(session.token(), Some(token("t0")));
+}
+
 #[tokio::test]
 async fn a_refresh_loses_to_an_explicit_write_by_another_process() {
     let dir = tempfile::tempdir().unwrap();

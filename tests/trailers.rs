@@ -332,3 +332,69 @@ async fn a_call_whose_request_still_streams_is_handed_over_at_its_headers() {
         .await
         .unwrap();
 }
+
+// ---- A token beside a failure in the trailers ------------------------------------------
+
+/// A token in the headers of a response whose trailers are a session failure is no refresh: a
+/// rejection refreshes nothing, wherever it is said. Taken, it would be the token the call is
+/// replayed with (the session holds a token other than the one that failed), so a failing agent
+/// or anything between could plant one.
+#[tokio::test]
+async fn a_token_beside_a_failure_in_the_trailers_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
+        .watch(agent_session::Watch::Off)
+        .build();
+    session
+        .start_with_token(Token::new("stale").unwrap())
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    // Takes only the re-authenticator's token. A refusal says nothing in its headers but a
+    // token, and `UNAUTHENTICATED` in its trailers, after the request was read whole.
+    let agent = tower::service_fn(move |request: http::Request<ClientBody>| {
+        let record = record.clone();
+        async move {
+            let sent = request.headers()[http::header::AUTHORIZATION].clone();
+            record.lock().unwrap().push(sent.clone());
+            request.into_body().collect().await.unwrap();
+            let (frames, body) = channel_body();
+            let mut trailers = HeaderMap::new();
+            let mut response = http::Response::new(body);
+            let headers = response.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+            if sent == "Bearer fresh" {
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            } else {
+                headers.insert("authorization", HeaderValue::from_static("Bearer planted"));
+                trailers.insert("grpc-status", HeaderValue::from_static("16"));
+                trailers.insert(
+                    "www-authenticate",
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            frames.send(Frame::trailers(trailers)).await.unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let layer = SessionLayer::new(session.clone())
+        .reauthenticate_with(|| async { Ok::<_, BoxError>(Token::new("fresh")?) });
+    let request = http::Request::post("http://agent.test/agent.v1.AgentService/Echo")
+        .header("content-type", "application/grpc")
+        .body(
+            http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0"))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap();
+    let response = tokio::time::timeout(HANG, layer.layer(agent).oneshot(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let trailers = response.into_body().collect().await.unwrap();
+    assert_eq!(trailers.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(*seen.lock().unwrap(), ["Bearer stale", "Bearer fresh"]);
+    assert_eq!(session.token(), Some(Token::new("fresh").unwrap()));
+    assert_eq!(session.stats().refreshes, 0);
+}

@@ -57,6 +57,17 @@ pub(super) fn random_id() -> Result<[u8; ID_LEN], io::Error> {
     })
 }
 
+/// A token id as its `jti` claim holds it: lowercase hexadecimal digits, two a byte.
+pub(super) fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0; ID_LEN * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
+}
+
 pub(super) fn random_key() -> Result<[u8; KEY_LEN], KeyError> {
     let mut secret = [0; KEY_LEN];
     getrandom::fill(&mut secret).map_err(|e| KeyError::Random(random_error(e)))?;
@@ -164,6 +175,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_pairs() {
+        let mut id = [0x11; ID_LEN];
+        id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
+    }
 
     #[test]
     fn ids_differ_across_refills() {

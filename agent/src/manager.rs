@@ -12,7 +12,7 @@ use http::HeaderValue;
 use super::cache::VerifiedTokens;
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
-use super::key::{ID_LEN, random_id, random_key, read_key_file, write_key_file};
+use super::key::{hex, random_id, random_key, read_key_file, write_key_file};
 use agent_session::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
@@ -222,7 +222,9 @@ impl SessionManager {
     /// Checks that `token` was signed with the current key and has not expired.
     ///
     /// A token issued before the last [`lock_all`](Self::lock_all) fails with
-    /// [`VerifyError::InvalidSignature`].
+    /// [`VerifyError::InvalidSignature`]. A token whose `exp` is no time ([`Token::expires_at`]
+    /// is `None`: no `exp`, or one past what a `SystemTime` holds, as `{"exp":1e300}`) is
+    /// [`VerifyError::Malformed`] however it is signed: this agent never mints one.
     pub fn verify(&self, token: &Token) -> Result<(), VerifyError> {
         self.verify_key(token).map(drop)
     }
@@ -240,7 +242,8 @@ impl SessionManager {
             None => {
                 key.hs256.verify(token.expose())?;
                 // The claims were read once, when the token was made (`Token::new` reads
-                // `exp`); the signature says they are the agent's.
+                // `exp`); the signature says they are the agent's. An `exp` that is no time
+                // fails closed (see `verify`).
                 let exp = token
                     .expires_at()
                     .map(unix_secs)
@@ -391,16 +394,6 @@ const TOKEN_CAPACITY: usize = 200;
 fn unix_secs(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
-}
-
-fn hex(bytes: &[u8; ID_LEN]) -> [u8; ID_LEN * 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0; ID_LEN * 2];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-    out
 }
 
 #[cfg(test)]

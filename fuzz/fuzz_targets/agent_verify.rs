@@ -1,9 +1,10 @@
 //! The agent's `SessionManager::verify` and its `AuthLayer`: no forgery. A token is accepted
 //! exactly when a reference HMAC-SHA-256 with the agent's key, over `header.claims`, is its
-//! signature (canonical base64url), its header names HS256 and its claims' `exp` has not
-//! passed (with the agent's 2 s of leeway). Through the layer a call reaches the service only
-//! with such a token, and comes back with a refresh that is one; the cache of verified tokens
-//! never lets a forged or expired one through, before or after its valid counterpart.
+//! signature (canonical base64url), its header names HS256 and its claims' `exp` is a time
+//! (at most `i64::MAX` seconds) that has not passed (with the agent's 2 s of leeway). Through
+//! the layer a call reaches the service only with such a token, and comes back with a refresh
+//! that is one; the cache of verified tokens never lets a forged or expired one through, before
+//! or after its valid counterpart.
 //!
 //! Input: a flags byte, then up to four lines: the header, the claims, the signature, a
 //! mutation. Bit 0: the header line is the header's text (else JSON, encoded here); bit 1: the
@@ -81,7 +82,8 @@ enum Verdict {
 }
 
 /// Whether the agent must take `text` at `now`: a JWS of three parts whose header is a JSON
-/// object with `"alg":"HS256"`, signed by [`sign`], whose claims' `exp` is not past.
+/// object with `"alg":"HS256"`, signed by [`sign`], whose claims' `exp` is a time (at most
+/// `i64::MAX` seconds) that is not past.
 fn reference(text: &[u8], now: u64) -> Verdict {
     if !reference::is_b64token(text) {
         return Verdict::Reject;
@@ -99,6 +101,9 @@ fn reference(text: &[u8], now: u64) -> Verdict {
         return Verdict::Reject;
     }
     match reference::jwt_exp(text) {
+        // An `exp` past what a `SystemTime` holds is no time: refused, however it is signed
+        // (the agent never mints one; issue 26, item 8).
+        Some(exp) if i64::try_from(exp).is_err() => Verdict::Reject,
         Some(exp) if exp.abs_diff(now.saturating_sub(LEEWAY)) <= 1 => Verdict::Close,
         Some(exp) if exp >= now.saturating_sub(LEEWAY) => Verdict::Accept,
         _ => Verdict::Reject,

@@ -1,6 +1,6 @@
 //! [`ResponseFuture`](crate::layer::ResponseFuture): a call's answer on its way back. Its credentials are hidden, its token
-//! taken (a refresh, or a password call's new session), and, when the session says so, the
-//! answer waits for that token's write.
+//! taken (a refresh, or a password call's new session) unless the caller reads the response
+//! itself, and, when the session says so, the answer waits for that token's write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,9 +8,9 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use super::{Carried, hide_credentials};
-use crate::bearer;
+use super::hide_credentials;
 use crate::message::SessionResponse;
+use crate::response::Carried;
 use crate::saved::Saved;
 use crate::session::{Refresh, Session};
 
@@ -35,7 +35,8 @@ pin_project! {
         // way out.
         done: bool,
         session: Session,
-        carried: Carried,
+        // `None` when the caller reads the response itself.
+        carried: Option<Carried>,
         // Boxed, and only when a subscriber wants it: most calls have none.
         span: Option<Box<tracing::Span>>,
     }
@@ -45,7 +46,7 @@ impl<F: Future> ResponseFuture<F> {
     pub(super) fn new(
         future: F,
         session: Session,
-        carried: Carried,
+        carried: Option<Carried>,
         span: Option<Box<tracing::Span>>,
     ) -> Self {
         Self {
@@ -85,12 +86,20 @@ where
         let result = ready!(this.future.poll(cx));
         *this.done = true;
         let mut response = result?;
+        // A response without `authorization` brings no token, and this service recovers from
+        // no failure: nothing more to read (see `response::read`).
         if !hide_credentials(response.headers_mut()) {
             return Poll::Ready(Ok(response));
         }
+        let Some(carried) = *this.carried else {
+            return Poll::Ready(Ok(response));
+        };
         // The writer and any other work the token starts carry the call's span.
         let _in_call = this.span.as_deref().map(tracing::Span::enter);
-        match take_token(this.session, &response, *this.carried) {
+        let reading = this
+            .session
+            .read(carried, response.status(), response.headers(), None);
+        match this.session.take(reading) {
             Refresh::Done => Poll::Ready(Ok(response)),
             Refresh::Saving(mut saved) => {
                 if Pin::new(&mut saved).poll(cx).is_ready() {
@@ -121,30 +130,6 @@ impl<T> Drop for Holding<T> {
 #[inline(never)]
 fn drop_held<T>(held: Box<(Saved, Option<T>)>) {
     drop(held);
-}
-
-/// Takes the token a response brought, as what the request `carried` makes it: a refresh of
-/// the session's token, or the start of a session after a password call.
-fn take_token(session: &Session, response: &impl SessionResponse, carried: Carried) -> Refresh {
-    if let Carried::Nothing = carried {
-        return Refresh::Done;
-    }
-    // Only a response with `authorization` comes here (`hide_credentials` found it).
-    let values = response.headers().get_all(http::header::AUTHORIZATION);
-    if session.refuses(response.status(), response.headers()) {
-        // A rejection refreshes nothing: a token on it (from a faulty agent, or something in
-        // between) is not the agent's word that the session goes on.
-        tracing::warn!("ignoring a token on a rejected call");
-        return Refresh::Done;
-    }
-    match carried {
-        Carried::Session(epoch) => session.take_refresh(values, epoch),
-        Carried::Password(epoch) => bearer::token_from_agent(values)
-            .map_or(Refresh::Done, |token| {
-                session.start_from_password(token, epoch)
-            }),
-        Carried::Nothing => Refresh::Done,
-    }
 }
 
 /// A future polled again after it completed: the caller broke the `Future` contract.

@@ -34,6 +34,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
+use crate::response::Carried;
 use crate::session::{Current, CurrentCache, Session};
 use crate::token::Token;
 
@@ -221,7 +222,10 @@ impl<S> SessionService<S> {
         self.current.load()
     }
 
-    /// Attaches and calls; also says which token the request went with, for a recovery.
+    /// Attaches and calls, for a caller that reads the response itself (re-authentication,
+    /// which looks at a gRPC response's trailers too): the future hides the response's
+    /// credentials and takes nothing. Also says what the request went with, for that reading
+    /// and for a recovery.
     pub(crate) fn send<Req>(&mut self, mut request: Req) -> (ResponseFuture<S::Future>, Sent)
     where
         S: Service<Req>,
@@ -235,16 +239,18 @@ impl<S> SessionService<S> {
                 _ => None,
             },
             epoch: current.epoch,
+            carried,
+            span: call_span(&request, carried),
         };
-        let span = call_span(&request, carried);
         let future = self.inner.call(request);
-        (self.respond(future, carried, span), sent)
+        (self.respond(future, None, None), sent)
     }
 
+    /// The future of a call that carried `carried`: `None` when the caller reads the response.
     fn respond<F: Future>(
         &self,
         future: F,
-        carried: Carried,
+        carried: Option<Carried>,
         span: Option<Box<tracing::Span>>,
     ) -> ResponseFuture<F> {
         ResponseFuture::new(future, self.session.clone(), carried, span)
@@ -278,21 +284,8 @@ where
         let carried = attach(self.current.load(), &self.session, request.headers_mut());
         let span = call_span(&request, carried);
         let future = self.inner.call(request);
-        self.respond(future, carried, span)
+        self.respond(future, Some(carried), span)
     }
-}
-
-/// What a request carried, which decides what a token on its response means.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Carried {
-    /// The session's token, in this epoch: a token on the response is a refresh.
-    Session(u64),
-    /// A password (`Basic`), with [`SessionBuilder::start_on_password`](crate::SessionBuilder)
-    /// on, in this epoch: a token on the response starts the session, unless the session
-    /// changed since.
-    Password(u64),
-    /// No token, or credentials of its own: a token on the response is not the session's.
-    Nothing,
 }
 
 /// The span of one call: the session's events about it (its refresh taken, written or dropped;
@@ -308,17 +301,28 @@ fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<trac
     let (credentials, epoch) = match carried {
         Carried::Session(epoch) => ("session", Some(epoch)),
         Carried::Password(epoch) => ("password", Some(epoch)),
-        Carried::Nothing => ("none or own", None),
+        Carried::Nothing | Carried::Own => ("none or own", None),
     };
     let span = tracing::debug_span!("session_call", path = request.path(), credentials, epoch);
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
-/// The session token a request went with (if any), and the session's epoch then: what a
-/// recovery needs to know of the call that failed.
+/// What a request went with: for a recovery, the session token (if any) and the epoch; for
+/// its response's reading, what it carried; for the work its token starts, the call's span.
 pub(crate) struct Sent {
     pub(crate) token: Option<Token>,
     pub(crate) epoch: u64,
+    pub(crate) carried: Carried,
+    pub(crate) span: Option<Box<tracing::Span>>,
+}
+
+impl Sent {
+    /// `f`, in the call's span: the events of its response's reading, and the work its token
+    /// starts (the writer's), are the call's.
+    pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _in_call = self.span.as_deref().map(tracing::Span::enter);
+        f()
+    }
 }
 
 /// Puts the session's token on a request that has no `authorization` of its own, and says what
@@ -335,7 +339,7 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
         return if session.starts_on_password() && password {
             Carried::Password(current.epoch)
         } else {
-            Carried::Nothing
+            Carried::Own
         };
     }
     match &current.token {

@@ -16,13 +16,14 @@ use std::task::{Context, Poll};
 use http::header;
 use tower_service::Service;
 
-use super::SessionService;
+use super::{Sent, SessionService};
 use crate::error::Error;
 use crate::failures::SessionFailures;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
 use crate::replay::BoxError;
-use crate::session::Session;
+use crate::response::Reading;
+use crate::session::{Refresh, Session};
 
 mod for_http;
 #[cfg(feature = "reqwest")]
@@ -139,7 +140,7 @@ pub(crate) trait Replayable: SessionRequest + Sized {
     fn replay(record: Self::Record) -> Option<Self>;
 }
 
-/// A response that can be checked for a session failure.
+/// A response that can be read for the session, its trailers too where a transport has them.
 pub(crate) trait Checked: Sized {
     /// What the caller is handed.
     type Output;
@@ -147,13 +148,15 @@ pub(crate) trait Checked: Sized {
     /// The response as the caller is handed it, not looked at.
     fn unchecked(self) -> Self::Output;
 
-    /// The response as the caller is handed it, and whether it is a session failure as
-    /// `failures` reads it; `sent_whole` as [`Replayable::sent_whole`] said of its request.
+    /// The response as the caller is handed it, and what it says to `session` (its
+    /// [`Session::read`], in the call's span) for a call `sent` so; `sent_whole` as
+    /// [`Replayable::sent_whole`] said of its request.
     fn check(
         self,
-        failures: &dyn SessionFailures,
+        session: &Session,
+        sent: &Sent,
         sent_whole: bool,
-    ) -> impl Future<Output = (Self::Output, bool)> + Send;
+    ) -> impl Future<Output = (Self::Output, Reading)> + Send;
 }
 
 /// Why a re-authenticating call failed.
@@ -201,8 +204,8 @@ where
         // The request's own credentials, not the session's to renew (a password call may start
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
-        // answered as they come.
-        let (response, _) = inner.send(request);
+        // answered as they come: the session service reads the response as it reads any.
+        let response = inner.call(request);
         return Ok(response.await.map_err(CallError::Service)?.unchecked());
     }
     let mut renewed = false;
@@ -228,11 +231,22 @@ where
         let (response, sent) = inner.send(to_send);
         let response = response.await.map_err(CallError::Service)?;
         let sent_whole = Req::sent_whole(&record);
-        let (response, failed) = response.check(session.failures(), sent_whole).await;
+        let (response, reading) = response.check(&session, &sent, sent_whole).await;
         sendings += 1;
-        if !failed || sendings >= SENDINGS {
-            return Ok(response);
-        }
+        let failure = match reading {
+            Reading::Failure(failure) if sendings < SENDINGS => failure,
+            reading => {
+                // As the layer's future does: the token taken, and its write waited for when
+                // the session says so.
+                if let Refresh::Saving(saved) = sent.in_span(|| session.take(reading)) {
+                    saved.await;
+                }
+                return Ok(response);
+            }
+        };
+        sent.in_span(|| tracing::debug!(%failure, "the call failed for its session"));
+        // The sending is over: its span closes before the recovery.
+        drop(sent.span);
         let replay = Req::replay(record);
         reauth
             .recover(&session, sent.token, sent.epoch)

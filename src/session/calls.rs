@@ -2,6 +2,7 @@
 //! `authorization` value, and taking a refresh back ([`Epoch`], [`Session::refresh`]).
 
 use super::*;
+use crate::response::{self, Carried, Reading};
 
 /// The session as a call found it when it was sent, for [`Session::refresh`]: a refreshed
 /// token that answers a call sent before an explicit change (an unlock, a lock, another
@@ -128,11 +129,12 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn refresh(&self, sent: Epoch, status: http::StatusCode, headers: &http::HeaderMap) {
-        if !sent.had_token || self.refuses(status, headers) {
-            return;
-        }
-        let values = headers.get_all(http::header::AUTHORIZATION);
-        if let Refresh::Saving(saved) = self.take_refresh(values, sent.epoch) {
+        let carried = if sent.had_token {
+            Carried::Session(sent.epoch)
+        } else {
+            Carried::Nothing
+        };
+        if let Refresh::Saving(saved) = self.take(self.read(carried, status, headers, None)) {
             saved.await;
         }
     }
@@ -166,30 +168,38 @@ impl Session {
             .session_failure(response.status(), response.headers())
     }
 
-    /// Whether a response with `status` and `headers` refuses the call's credentials: an RFC
-    /// 6750 rejection, or a session failure as the session's agent says them. Its token, if it
-    /// brings one, is no refresh.
-    pub(crate) fn refuses(&self, status: http::StatusCode, headers: &http::HeaderMap) -> bool {
-        self.shared.failures.refuse(status, headers)
+    /// What a response to a call that carried `carried` says to this session, read by
+    /// [`response::read`] with the session's failures; a token it brings that is the one in use
+    /// is compared, not parsed.
+    #[inline]
+    pub(crate) fn read(
+        &self,
+        carried: Carried,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        trailers: Option<&http::HeaderMap>,
+    ) -> Reading {
+        let in_use = |value: &HeaderValue| self.shared.current.token_if_header(value);
+        response::read(
+            carried,
+            status,
+            headers,
+            trailers,
+            &self.shared.failures,
+            in_use,
+        )
     }
 
-    /// Takes the token of a response's `authorization` `values` as the refresh of a call sent
-    /// in `epoch`, for the layer and for [`Session::refresh`] alike. The token in use again (an
-    /// agent whose tokens are the same within a second) is compared, not parsed, and nothing is
-    /// written once it is on disk; the call still waits for a write of it that is under way.
-    pub(crate) fn take_refresh(
-        &self,
-        values: http::header::GetAll<'_, HeaderValue>,
-        epoch: u64,
-    ) -> Refresh {
-        if let Some(value) = values.iter().next()
-            && let Some(token) = self.shared.current.token_if_header(value)
-        {
-            return self.accept_refresh(token, epoch);
-        }
-        match crate::bearer::token_from_agent(values) {
-            Some(token) => self.accept_refresh(token, epoch),
-            None => Refresh::Done,
+    /// Takes the token a response brought, as its `reading` says, for the layer and for
+    /// [`Session::refresh`] alike: a refresh, or the start of a session after a password call.
+    /// Nothing is written of a token once it is on disk; the call still waits for a write of it
+    /// that is under way.
+    #[inline]
+    pub(crate) fn take(&self, reading: Reading) -> Refresh {
+        match reading {
+            Reading::Refresh { token, epoch } => self.accept_refresh(token, epoch),
+            Reading::Started { token, epoch } => self.start_from_password(token, epoch),
+            Reading::Nothing | Reading::Failure(_) => Refresh::Done,
         }
     }
 }

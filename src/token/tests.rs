@@ -165,6 +165,29 @@ fn reads_jwt_expiry() {
     assert_eq!(Token::new("a.b.c.d").unwrap().exp_secs(), None);
 }
 
+/// Issue 26, item 8: an `exp` past what a `SystemTime` holds (on Unix, `i64::MAX` seconds after
+/// the epoch) is no time, so the token has no `expires_at`: it is never due for renewal, and the
+/// agent refuses it as malformed however it is signed. The last second a `SystemTime` holds is
+/// a time like any other.
+#[test]
+fn an_exp_past_any_time_is_no_expiry() {
+    let last = i64::MAX.unsigned_abs();
+    let token = Token::new(jwt(&format!(r#"{{"exp":{last}}}"#))).unwrap();
+    assert_eq!(
+        token.expires_at(),
+        UNIX_EPOCH.checked_add(Duration::from_secs(last))
+    );
+    assert!(token.expires_at().is_some());
+    for past in [
+        format!(r#"{{"exp":{}}}"#, last + 1),
+        r#"{"exp":1e300}"#.to_owned(),
+    ] {
+        let token = Token::new(jwt(&past)).unwrap();
+        assert_eq!(token.expires_at(), None, "{past}");
+        assert!(token.exp_secs().is_some_and(|exp| exp > last), "{past}");
+    }
+}
+
 /// A refresh's token is the response's own `authorization` value: its bytes, not a copy, and
 /// marked sensitive; a value with more around the token (white space, another spelling of the
 /// scheme) is made again.

@@ -1,13 +1,7 @@
 //! The manager's unit tests: the key, the cache of verified tokens, the refresh of a second.
 
 use super::*;
-
-#[test]
-fn hex_is_lowercase_pairs() {
-    let mut id = [0x11; ID_LEN];
-    id[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
-    assert_eq!(&hex(&id), b"000fa5ff111111111111111111111111");
-}
+use crate::jwt;
 
 #[test]
 fn debug_hides_the_key() {
@@ -106,6 +100,37 @@ fn an_expired_cached_token_is_refused() {
         manager.verify_key_at(&token, past).err(),
         Some(VerifyError::Expired)
     );
+}
+
+/// Issue 26, item 8: a token signed with the agent's key whose `exp` is no time (past what a
+/// `SystemTime` holds, as `{"exp":1e300}`; the client's `Token::expires_at` is `None`) is
+/// refused as malformed, not taken as never expiring, and not cached. This agent never mints
+/// one (`mint_expiring_at` takes a `SystemTime`), so whatever signed it is not this agent's
+/// minting, and a token no expiry ends would stay valid until the next lock all.
+#[test]
+fn a_signed_token_whose_exp_is_no_time_is_malformed() {
+    let manager = SessionManager::new().unwrap();
+    let key = manager.shared.key.load_full();
+    let signed =
+        |claims: &str| Token::new(jwt::sign_claims(&key.hs256, claims.as_bytes())).unwrap();
+    let last = i64::MAX.unsigned_abs();
+    for claims in [
+        r#"{"exp":1e300}"#.to_owned(),
+        format!(r#"{{"exp":{}}}"#, last + 1),
+        format!(r#"{{"exp":{}}}"#, u64::MAX),
+    ] {
+        let token = signed(&claims);
+        assert_eq!(token.expires_at(), None, "{claims}");
+        assert_eq!(
+            manager.verify(&token),
+            Err(VerifyError::Malformed),
+            "{claims}"
+        );
+        assert!(manager.verify_cached(bytes(&token)).is_none(), "{claims}");
+    }
+    // The last second a `SystemTime` holds is a time like any other: far off, so valid.
+    let far = signed(&format!(r#"{{"exp":{last}}}"#));
+    assert_eq!(manager.verify(&far), Ok(()));
 }
 
 #[test]

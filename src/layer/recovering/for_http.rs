@@ -10,10 +10,12 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::{BoxedCall, Checked, ReauthService, Replayable};
-use crate::failures::SessionFailures;
+use crate::layer::Sent;
 use crate::peek::PeekedBody;
 use crate::reauth;
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
+use crate::response::Reading;
+use crate::session::Session;
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ReauthService<S>
 where
@@ -78,33 +80,37 @@ where
         self.map(PeekedBody::new)
     }
 
-    /// A failure in the headers, or in the trailers of a gRPC response whose headers said
-    /// nothing (grpc-js sends every error so). The trailers are looked for only when the
+    /// Read with its headers, and with its trailers when it is a gRPC response whose headers
+    /// said nothing (grpc-js sends every error so). The trailers are looked for only when the
     /// request was sent whole, so that a call whose request still streams is never held up;
     /// only as the first frame, so that a response that carries a message is handed over at
-    /// its first message; and only for
+    /// its first message; only for
     /// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a
-    /// stream whose first message waits for an event is handed over without it.
-    async fn check(self, failures: &dyn SessionFailures, sent_whole: bool) -> (Self::Output, bool) {
-        let in_headers = failures
-            .session_failure(self.status(), self.headers())
-            .is_some();
-        let awaiting_trailers =
-            is_grpc(self.headers()) && !self.headers().contains_key("grpc-status") && sent_whole;
-        let mut response = self.unchecked();
-        if in_headers || !awaiting_trailers {
-            return (response, in_headers);
-        }
-        let in_trailers = response
-            .body_mut()
-            .trailers_first(failures.trailers_wait())
-            .await
-            .is_some_and(|trailers| {
-                failures
-                    .session_failure(http::StatusCode::OK, trailers)
-                    .is_some()
-            });
-        (response, in_trailers)
+    /// stream whose first message waits for an event is handed over without it; and not when
+    /// the headers are a session failure, which the trailers cannot change.
+    async fn check(
+        self,
+        session: &Session,
+        sent: &Sent,
+        sent_whole: bool,
+    ) -> (Self::Output, Reading) {
+        let (parts, body) = self.into_parts();
+        let mut body = PeekedBody::new(body);
+        let failures = session.failures();
+        let awaiting_trailers = sent_whole
+            && is_grpc(&parts.headers)
+            && !parts.headers.contains_key("grpc-status")
+            && failures
+                .session_failure(parts.status, &parts.headers)
+                .is_none();
+        let trailers = if awaiting_trailers {
+            body.trailers_first(failures.trailers_wait()).await
+        } else {
+            None
+        };
+        let reading =
+            sent.in_span(|| session.read(sent.carried, parts.status, &parts.headers, trailers));
+        (Response::from_parts(parts, body), reading)
     }
 }
 

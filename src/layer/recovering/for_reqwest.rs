@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::{BoxedCall, Checked, ReauthService, Replayable};
-use crate::failures::SessionFailures;
+use crate::layer::Sent;
 use crate::replay::BoxError;
+use crate::response::Reading;
+use crate::session::Session;
 
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 impl<S> Service<reqwest::Request> for ReauthService<S>
@@ -65,12 +67,12 @@ impl Checked for reqwest::Response {
 
     fn check(
         self,
-        failures: &dyn SessionFailures,
+        session: &Session,
+        sent: &Sent,
         _sent_whole: bool,
-    ) -> impl Future<Output = (Self, bool)> + Send {
-        let failed = failures
-            .session_failure(self.status(), self.headers())
-            .is_some();
-        std::future::ready((self, failed))
+    ) -> impl Future<Output = (Self, Reading)> + Send {
+        let reading =
+            sent.in_span(|| session.read(sent.carried, self.status(), self.headers(), None));
+        std::future::ready((self, reading))
     }
 }
