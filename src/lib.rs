@@ -304,13 +304,15 @@ mod readme_doctests {}
 // The flow of a token, module by module:
 //
 //   request ─► layer/mod.rs (attach the token) ─► agent ─► layer/future.rs (hide the response's
-//   credentials, take its token) ─► session/ (mod.rs: the token calls read; calls.rs and
-//   writer.rs: what calls hand the session) ─► session/owner.rs (every decision, in order:
-//   owner/writes.rs which refreshes are written, one write at a time; owner/reads.rs what a
-//   read of the file found; owner/recovery.rs one recovery for all failing calls) ─►
-//   session/driver.rs (runs what the owner said: reads, writes, answers, the re-authentication
-//   lock) ─► store.rs / file.rs (the file protocol; file/lock.rs the writers' lock,
-//   file/reauth_lock.rs the re-authentication lock)
+//   credentials; response.rs reads it once) ─► session/ (mod.rs: the token calls read, and the
+//   explicit changes; from_calls.rs: what calls hand the session; by_hand.rs: what an
+//   application calls around calls it makes itself) ─► session/owner.rs (every decision, one
+//   `Event` at a time: owner/writes.rs which refreshes are written, one write at a time;
+//   owner/reads.rs what a read of the store found; owner/recovery.rs one recovery for all
+//   failing calls; owner/reauth_lock.rs who holds the re-authentication lock) ─►
+//   session/driver.rs (runs what the owner said: reads, writes, answers, tries for the lock,
+//   the log) ─► store.rs / file.rs (the store's contract and the file protocol; file/lock.rs
+//   the writers' lock, file/reauth_lock.rs the re-authentication lock)
 //
 //   and back: file ─► session/watch.rs (another process's change) ─► the owner ─► the token
 //   calls read.
@@ -322,7 +324,7 @@ mod readme_doctests {}
 // `authorization` values; token.rs is the token; error.rs the typed errors.
 //
 // response.rs is the one reading of a response (a refresh, a session started, a session
-// failure, or nothing) that layer/future.rs, calls.rs's `Session::refresh` and
+// failure, or nothing) that layer/future.rs, by_hand.rs's `Session::refresh` and
 // layer/recovering.rs act on.
 
 #[cfg(unix)]

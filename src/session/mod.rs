@@ -15,14 +15,12 @@
 //! [`Event`](owner::Event) for the [`Owner`](owner::Owner) (`owner.rs`), which decides alone,
 //! in the order events come, with no I/O; the driver (`driver.rs`) runs what it decides, and
 //! what that brings back is the next event. The entry points: `from_calls.rs` (what calls
-//! hand back), `calls.rs` (what an application calls around calls it makes itself), this file
+//! hand back), `by_hand.rs` (what an application calls around calls it makes itself), this file
 //! (the explicit changes), `watch.rs` (another process's change).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-use http::HeaderValue;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::failures::{Failures, SessionFailures};
@@ -33,7 +31,7 @@ use crate::token::Token;
 
 mod blocking;
 mod builder;
-mod calls;
+mod by_hand;
 mod driver;
 mod from_calls;
 mod owner;
@@ -42,7 +40,7 @@ mod published;
 mod watch;
 
 pub use builder::SessionBuilder;
-pub use calls::Epoch;
+pub use by_hand::Epoch;
 pub(crate) use driver::{Reply, Waiting};
 pub(crate) use owner::Answer;
 pub use policy::AgentTokens;

@@ -1,8 +1,14 @@
 //! What an application calls on a [`Session`] around calls it makes itself: the token, its
 //! `authorization` value, and taking a refresh back ([`Epoch`], [`Session::refresh`]).
 
-use super::*;
+use std::time::SystemTime;
+
+use http::HeaderValue;
+
+use super::{Refresh, Session};
+use crate::error::Error;
 use crate::response::{self, Carried, Reading};
+use crate::token::Token;
 
 /// The session as a call found it when it was sent, for [`Session::refresh`]: a refreshed
 /// token that answers a call sent before an explicit change (an unlock, a lock, another
