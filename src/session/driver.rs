@@ -58,9 +58,14 @@ pub(crate) enum Reply {
     Later(Waiting),
 }
 
-/// What a step hands [`Shared::run`]: the owner's effects, the answers with the channels they
-/// go out on, and the lock's tries to start.
-pub(super) struct Stepped {
+/// What a step hands [`Shared::run`]: nothing, for most steps (a refresh taken while a write is
+/// under way asks for nothing), or what there is to do. Boxed: a step that asks for nothing
+/// then moves and drops one pointer.
+pub(super) struct Stepped(Option<Box<Busy>>);
+
+/// The owner's effects, the answers with the channels they go out on, and the lock's tries to
+/// start.
+struct Busy {
     effects: Effects,
     answers: Vec<(oneshot::Sender<Answer>, Answer)>,
     tries: Vec<reauth_lock::Try>,
@@ -136,7 +141,13 @@ impl Shared {
         let asked = driven.next_waiter;
         let event = event(&mut driven);
         let waiter = (driven.next_waiter != asked).then_some(driven.next_waiter);
-        let now = Instant::now();
+        // The clock is read for the events that can set a deadline (a try for the lock); the
+        // others are told the last time, which they do not use: a refresh taken reads no clock.
+        let now = if event.sets_deadlines() {
+            Instant::now()
+        } else {
+            driven.owner.now()
+        };
         let mut effects = driven.owner.handle(now, event);
         let reply = match (effects.reply.take(), waiter) {
             (Some(answer), _) => Ok(answer),
@@ -151,10 +162,14 @@ impl Shared {
         // Published before any answer is handed out: whoever is answered sees the token the
         // step made.
         self.publish(&driven.owner, effects.publish);
-        let answers = std::mem::take(&mut effects.answers)
-            .into_iter()
-            .filter_map(|(id, answer)| Some((driven.waiting.remove(&id)?, answer)))
-            .collect();
+        let answers = if effects.answers.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut effects.answers)
+                .into_iter()
+                .filter_map(|(id, answer)| Some((driven.waiting.remove(&id)?, answer)))
+                .collect()
+        };
         let (tries, let_go) = if effects.lock.is_empty() {
             (Vec::new(), None)
         } else {
@@ -163,14 +178,21 @@ impl Shared {
         drop(driven);
         // Closing the lock's file, outside the owner's mutex.
         drop(let_go);
-        (
-            Stepped {
+        let quiet = effects.read.is_none()
+            && effects.write.is_none()
+            && effects.notes.is_empty()
+            && answers.is_empty()
+            && tries.is_empty();
+        let stepped = if quiet {
+            Stepped(None)
+        } else {
+            Stepped(Some(Box::new(Busy {
                 effects,
                 answers,
                 tries,
-            },
-            reply,
-        )
+            })))
+        };
+        (stepped, reply)
     }
 
     /// Publishes the owner's token for calls, if the step changed it.
@@ -192,12 +214,18 @@ impl Shared {
     /// The log comes before the answers, so that whoever is answered finds the step's events
     /// logged. An answer whose waiter went meanwhile is dropped: its drop told the owner
     /// ([`Gone::Waiter`]), which hands a re-authenticator's run to another call.
+    #[inline]
     pub(super) fn run(self: &Arc<Self>, stepped: Stepped, here: Option<Lane>) -> Option<Job> {
-        let Stepped {
+        let busy = stepped.0?;
+        self.run_effects(*busy, here)
+    }
+
+    fn run_effects(self: &Arc<Self>, busy: Busy, here: Option<Lane>) -> Option<Job> {
+        let Busy {
             effects,
             answers,
             tries,
-        } = stepped;
+        } = busy;
         for note in &effects.notes {
             note.emit();
         }
@@ -208,18 +236,22 @@ impl Shared {
             self.try_for_lock(attempt);
         }
         let mut mine = None;
-        let jobs = [
-            effects.read.map(|op| (Lane::Read, Job::Read(op))),
-            effects.write.map(|op| (Lane::Write, Job::Write(*op))),
-        ];
-        for (lane, job) in jobs.into_iter().flatten() {
-            if here == Some(lane) {
-                mine = Some(job);
-            } else {
-                self.spawn(job);
-            }
+        if let Some(op) = effects.read {
+            self.start(Job::Read(op), Lane::Read, here, &mut mine);
+        }
+        if let Some(op) = effects.write {
+            self.start(Job::Write(op), Lane::Write, here, &mut mine);
         }
         mine
+    }
+
+    /// Starts `job` of `lane` on a thread, or hands it to this one if it runs that lane.
+    fn start(self: &Arc<Self>, job: Job, lane: Lane, here: Option<Lane>, mine: &mut Option<Job>) {
+        if here == Some(lane) {
+            *mine = Some(job);
+        } else {
+            self.spawn(job);
+        }
     }
 
     fn spawn(self: &Arc<Self>, job: Job) {
@@ -245,7 +277,7 @@ impl Shared {
 /// A store operation the owner asked for.
 pub(super) enum Job {
     Read(ReadOp),
-    Write(WriteOp),
+    Write(Box<WriteOp>),
 }
 
 /// Runs store operations on a blocking thread, one lane at a time. A job stays in `job` until

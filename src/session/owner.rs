@@ -69,6 +69,9 @@ pub(crate) struct Owner {
     agent_tokens: AgentTokens,
     /// The time of the event being handled, as the driver gave it.
     now: Instant,
+    /// Whether the event being handled is one that may set a deadline
+    /// ([`Event::sets_deadlines`]): the driver reads the clock for those alone.
+    deadline_step: bool,
     epoch: u64,
     /// The token calls use.
     current: Option<Token>,
@@ -99,6 +102,7 @@ impl Owner {
         Self {
             agent_tokens,
             now,
+            deadline_step: false,
             epoch: 0,
             current: None,
             synced: None,
@@ -117,6 +121,7 @@ impl Owner {
     /// taken as the last), and says what to do.
     pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Effects {
         self.now = self.now.max(now);
+        self.deadline_step = event.sets_deadlines();
         let reply = match event {
             Event::Start(waiter) => self.start(waiter),
             Event::Unlock(token, waiter) => self.unlock(token, waiter),
@@ -173,6 +178,11 @@ impl Owner {
         effects
     }
 
+    /// The time of the last step.
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
     /// The token calls use, and its epoch.
     pub(crate) fn current(&self) -> (Option<&Token>, u64) {
         (self.current.as_ref(), self.epoch)
@@ -188,6 +198,7 @@ impl Owner {
     }
 
     /// Notes `note` for the log, if anyone could see it at its level.
+    #[inline]
     fn note(&mut self, note: Note) {
         if Note::wanted(note.level()) {
             self.effects.notes.push(note);

@@ -85,6 +85,19 @@ pub(crate) enum Event {
     Gone(Gone),
 }
 
+impl Event {
+    /// Whether the owner may set a deadline in this event's step (a try for the
+    /// re-authentication lock runs until the owner's time plus its bound): only then does the
+    /// driver read the clock for it.
+    #[inline]
+    pub(crate) fn sets_deadlines(&self) -> bool {
+        matches!(
+            self,
+            Self::CallFailed { .. } | Self::LockAll(_) | Self::LockTaken { .. }
+        )
+    }
+}
+
 /// Who went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gone {

@@ -59,6 +59,7 @@ impl Note {
     }
 
     /// The note's level.
+    #[inline]
     pub(crate) fn level(&self) -> tracing::Level {
         use tracing::Level;
         match self {

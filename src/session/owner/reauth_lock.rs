@@ -113,6 +113,10 @@ impl Owner {
         let Some(wait) = self.lock.wait else {
             return;
         };
+        debug_assert!(
+            self.deadline_step,
+            "a deadline set in a step whose event does not read the clock"
+        );
         self.lock.attempts += 1;
         let attempt = self.lock.attempts;
         self.lock.state = State::Taking {
