@@ -3,7 +3,8 @@
 //! the others wait for its token. A holder killed mid-way hands over at once; a stopped one
 //! holds the others at most their bound. Every process here is a real one: the example agent,
 //! the example client, and this test binary re-run as a child that makes concurrent calls.
-
+// Unix only: stops the re-authenticating process with SIGSTOP (`kill -STOP`) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
