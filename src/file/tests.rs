@@ -361,7 +361,8 @@ fn a_reader_that_never_lets_go_is_a_lock_timeout_naming_the_file() {
 #[test]
 fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
     // On Windows the lock is mandatory: a pid written into the lock file could not be read by
-    // the waiter (another handle, as another process's would be).
+    // the waiter (another handle, as another process's would be). Wine does not enforce
+    // `LockFileEx` against reads, so the pid's place is checked too: beside the lock, not in it.
     let dir = tempfile::tempdir().unwrap();
     let holder = TokenFile::in_dir(dir.path());
     let Taken::Held(_held) = holder.take_reauth_lock(|| true, |_| {}).unwrap() else {
@@ -374,4 +375,8 @@ fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
         .unwrap();
     assert!(matches!(taken, Taken::TimedOut), "{taken:?}");
     assert_eq!(told, Some(Some(std::process::id())));
+    let pid = std::process::id().to_string();
+    assert_eq!(fs::read_to_string(holder.reauth_pid_path()).unwrap(), pid);
+    // Windows refuses the read of a locked file; elsewhere it is empty.
+    assert!(fs::read(holder.reauth_lock_path()).map_or(true, |bytes| bytes.is_empty()));
 }
