@@ -221,10 +221,19 @@ fn shutdown_signal(exit_on_stdin_close: bool) -> Result<impl Future<Output = ()>
     let signal_error = |e: std::io::Error| {
         Failure::new(EX_OSERR, format!("cannot install the signal handlers: {e}"))
     };
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(signal_error)?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(signal_error)?;
+    #[cfg(unix)]
+    let (mut interrupt, mut terminate) = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(signal_error)?,
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(signal_error)?,
+    );
+    // Windows has no SIGTERM: Ctrl-C (and Ctrl-Break) on the console, or the end of stdin.
+    #[cfg(windows)]
+    let (mut interrupt, mut terminate) = (
+        tokio::signal::windows::ctrl_c().map_err(signal_error)?,
+        tokio::signal::windows::ctrl_break().map_err(signal_error)?,
+    );
     let stdin_closed = exit_on_stdin_close.then(stdin_closed);
     Ok(async move {
         let stdin_closed = async {
@@ -237,7 +246,7 @@ fn shutdown_signal(exit_on_stdin_close: bool) -> Result<impl Future<Output = ()>
         };
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM (Ctrl-Break on Windows): stopping"),
             () = stdin_closed => tracing::info!("stdin closed: stopping"),
         }
     })

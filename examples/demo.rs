@@ -11,6 +11,7 @@
 use agent_session::store::TokenStore as _;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 
@@ -162,24 +163,34 @@ async fn run() -> Result<(), Failure> {
     );
 
     session.flush().await?;
-    let mode = std::fs::metadata(session.file().unwrap().path())?
+    // Unix: the modes say it is the user's alone. (Windows: an owner-only DACL, see `TokenFile`.)
+    #[cfg(unix)]
+    {
+        let mode = std::fs::metadata(session.file().unwrap().path())?
+            .permissions()
+            .mode()
+            & 0o777;
+        let dir_mode = std::fs::metadata(
+            session
+                .file()
+                .unwrap()
+                .path()
+                .parent()
+                .ok_or("no directory")?,
+        )?
         .permissions()
         .mode()
-        & 0o777;
-    let dir_mode = std::fs::metadata(
-        session
-            .file()
-            .unwrap()
-            .path()
-            .parent()
-            .ok_or("no directory")?,
-    )?
-    .permissions()
-    .mode()
-        & 0o777;
-    check(mode == 0o600, "the session file is not 0600")?;
+            & 0o777;
+        check(mode == 0o600, "the session file is not 0600")?;
+        println!(
+            "\nsession file {} (mode {mode:o}, directory mode {dir_mode:o}); {:?}",
+            session.file().unwrap().path().display(),
+            session.stats()
+        );
+    }
+    #[cfg(not(unix))]
     println!(
-        "\nsession file {} (mode {mode:o}, directory mode {dir_mode:o}); {:?}",
+        "\nsession file {}; {:?}",
         session.file().unwrap().path().display(),
         session.stats()
     );

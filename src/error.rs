@@ -66,7 +66,8 @@ pub enum Error {
         path.display()
     )]
     Locked {
-        /// The lock file.
+        /// The lock file; on Windows, the session file itself when a reader kept it open
+        /// (Windows refuses to rename over an open file) for as long as the write waits.
         path: PathBuf,
         /// How long this process waited.
         waited: std::time::Duration,

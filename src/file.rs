@@ -3,8 +3,6 @@
 //!
 //! Every method here is blocking; [`Session`](crate::Session) runs them off the async workers.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,8 +29,6 @@ pub(crate) const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
 /// lost to a slow disk, but a command that sits silent for more than ten seconds looks hung.
 pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// The longest pause between two tries for a held lock: short enough that a waiter takes the
-/// lock soon after it is free, long enough that waiting costs no CPU a user sees.
 /// The name of the session file inside a client directory.
 pub(crate) const TOKEN_FILE_NAME: &str = "token";
 
@@ -72,8 +68,14 @@ pub(crate) const TOKEN_FILE_NAME: &str = "token";
 /// What every process sharing the file does, this crate's and any other implementation's:
 ///
 /// - **Where.** The file is `<dir>/token` ([`TokenFile::in_dir`], [`TokenFile::NAME`](crate::TokenFile::NAME)) or any
-///   path ([`TokenFile::new`]). A missing directory is created, with its parents, with mode
-///   0700 before the first write or removal, and when a session starts watching the file.
+///   path ([`TokenFile::new`]). A missing directory is created, with its parents, before the
+///   first write or removal, and when a session starts watching the file.
+/// - **Only its user can read it.** On Unix the directories created have mode 0700 and every
+///   file in them mode 0600. On Windows each directory created gets a protected DACL with one
+///   entry, full control for the current user, inherited by the files made inside; each temp
+///   file gets the same (not inherited) before the token is written, so the session file is
+///   owner-only in a directory of the user's choosing too. A directory that was there already
+///   keeps its mode or DACL.
 /// - **What.** The token and a newline. A reader trims white space around it; a missing, empty
 ///   or blank file means "no token". A file larger than [`TokenFile::MAX_LEN`](crate::TokenFile::MAX_LEN) (a token of
 ///   [`MAX_TOKEN_LEN`](crate::Token::MAX_LEN) and 1 KiB of white space) is refused unread; one
@@ -81,30 +83,39 @@ pub(crate) const TOKEN_FILE_NAME: &str = "token";
 ///   not a bearer token is [`Error::CorruptFile`]. No error shows the content. (A running
 ///   session that sees the file turn blank keeps its token until the write lands: a shell's
 ///   `echo … > token` truncates the file before it writes.)
-/// - **Writers take the lock.** Every write and removal holds an exclusive `flock` on the lock
-///   file, `<name>.lock` beside the file ([`TokenFile::lock_path`]; mode 0600, never renamed,
+/// - **Writers take the lock.** Every write and removal holds an exclusive lock (`flock`; on
+///   Windows `LockFileEx`, both what std's `File::lock` takes) on the lock file, `<name>.lock` beside the file ([`TokenFile::lock_path`]; mode 0600, never renamed,
 ///   never removed: a lock on the session file itself would be lost with the rename). Nothing
 ///   is written or removed without it.
 /// - **Nobody waits forever.** A holder may be stopped (Ctrl-Z) or stuck on a hung filesystem:
 ///   a refresh write gives up after [`TokenFile::refresh_lock_wait`]
 ///   ([`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT), the refresh stays in memory), an explicit write or removal
 ///   after [`TokenFile::lock_wait`] ([`TokenFile::DEFAULT_LOCK_WAIT`](crate::TokenFile::DEFAULT_LOCK_WAIT)), with [`Error::Locked`] naming the
-///   lock file; a recovery waits for another process's re-authentication at most
+///   lock file (or, on Windows, the session file, see below); a recovery waits for another process's re-authentication at most
 ///   [`TokenFile::reauth_wait`] ([`TokenFile::DEFAULT_REAUTH_WAIT`]). Every wait is set here,
 ///   on the file.
 /// - **Re-authenticators take the re-authentication lock.** A process about to re-authenticate
-///   (its calls refused for their session) takes an exclusive `flock` on
-///   `<name>.reauth.lock` beside the file (mode 0600, never removed) and writes its pid into it
-///   for the messages of those who wait. Under it, it reads the file again and
+///   (its calls refused for their session) takes an exclusive lock on
+///   `<name>.reauth.lock` beside the file (never removed) and writes its pid into
+///   `<name>.reauth.pid` for the messages of those who wait (not into the lock file: Windows'
+///   locks are mandatory, and would hide it from them). Under it, it reads the file again and
 ///   re-authenticates only if the file still holds the refused token, or none; it lets go once
 ///   the new token is written. The others wait for that token or for the lock. **Lock order:**
 ///   this lock first, the writers' lock inside it, never the other way round.
 /// - **A write replaces the file whole.** Under the lock: a temp file in the same directory
 ///   (`.<name>.<8 random characters>.tmp`, created exclusively with mode 0600), the token and a
-///   newline written to it, `fsync`, `rename` over the file, `fsync` of the directory. A
-///   removal is `unlink`, then `fsync` of the directory.
+///   newline written to it, `fsync`, `rename` over the file, `fsync` of the directory (Windows
+///   has none: NTFS journals the rename). A removal is `unlink`, then `fsync` of the directory.
+/// - **On Windows, a reader can be in the way.** Windows refuses to rename over, or remove, a
+///   file that another process has open without sharing its deletion (`type token`, an
+///   editor, a virus scanner; Wine refuses it whatever the sharing): "Access is denied" or a
+///   sharing violation. The writer tries again, pausing 1 ms and then up to 20 ms, for as long
+///   as it waits for the lock (a refresh 1 s, an explicit write or removal 10 s); past that it
+///   ends as a lock's timeout does, with [`Error::Locked`] naming the session file and nothing
+///   written. No caller ever sees "Access is denied" for a reader.
 /// - **Readers take no lock.** The rename is atomic: a reader sees the old token or the new one,
-///   never a mix, and never waits for a writer.
+///   never a mix, and never waits for a writer. It keeps the file open only for its one read,
+///   and opens it sharing read, write and deletion.
 /// - **Two kinds of write.** An *explicit* write ([`TokenStore::store`], after an unlock)
 ///   replaces whatever is there, a corrupt file included. A *refresh* write
 ///   ([`TokenStore::swap`]) reads the file under the lock and replaces it only if it still
@@ -113,8 +124,8 @@ pub(crate) const TOKEN_FILE_NAME: &str = "token";
 /// - **A crash** at any point leaves the file whole: the old token, or the new one once the
 ///   rename is durable. It may leave a temp file, which the next explicit write removes (under
 ///   the lock no live writer has one), as does [`Session::start`](crate::Session::start) when
-///   no one holds the lock. The lock is the kernel's and dies with its process: a crash never
-///   leaves the file locked.
+///   no one holds the lock. The lock is the kernel's and dies with its process (Windows
+///   releases a killed process's locks as it ends it): a crash never leaves the file locked.
 ///
 /// A running session learns of another process's change through its
 /// [`Watch`](crate::Watch); which refreshes it writes, and when, is
@@ -130,8 +141,9 @@ pub struct TokenFile {
     reauth_wait: Duration,
 }
 
-/// One version of the session file, as `stat` tells it: a new write is a new inode, so a change
-/// by any process shows here without reading the file.
+/// One version of the session file, as `stat` tells it (on Windows, the volume serial and file
+/// index): a new write is a new file, so a change by any process shows here without reading
+/// the file. Filled in by [`sys`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileStamp {
     dev: u64,
@@ -139,18 +151,6 @@ pub(crate) struct FileStamp {
     len: u64,
     mtime: i64,
     mtime_nsec: i64,
-}
-
-impl FileStamp {
-    fn of(meta: &fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
 }
 
 impl TokenFile {
@@ -256,7 +256,7 @@ impl TokenFile {
     }
 
     pub(crate) fn create_dir(&self) -> Result<(), Error> {
-        lock::create_private_dir(&self.dir)
+        sys::create_private_dir(&self.dir).map_err(|e| Error::write(&self.dir, e))
     }
 }
 
@@ -268,10 +268,12 @@ const TEMP_RANDOM_LEN: usize = 8;
 mod lock;
 mod reauth_lock;
 mod store;
+mod sys;
 
 pub(crate) use lock::create_private_dir;
 pub use reauth_lock::ReauthLock;
 pub(crate) use reauth_lock::{ReauthLockGuard, Taken};
+pub(crate) use sys::identity;
 
 #[cfg(test)]
 mod tests;

@@ -278,22 +278,17 @@
 //! | `WARN` | `cannot start a thread to stop the session's watch` | the watcher is left running (`error`) |
 //! | `WARN` | `the session's store is not a session file: other processes' changes are seen only on a failure (watch it with Watch::Poll)` | [`Watch::Notify`] with a store that names no file to watch |
 //!
-//! # Platform
+//! # Platforms
 //!
-//! Unix only for now: the session file relies on Unix file modes, `flock` and `O_NONBLOCK`. On
-//! another target the build stops at one error that says so; the README's "Other platforms"
-//! says what a port to Windows or a test on macOS needs.
+//! Linux, macOS, the BSDs and Windows: one file protocol ([`TokenFile`]), with what differs
+//! (what makes the token owner-only, how a file's version is told, a rename Windows refuses
+//! while a reader has the file open) in one module, `file/sys`. The README's "Platforms" table
+//! says what is built, linted and run where.
 #![deny(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
+// `unsafe` is allowed in one module only, `file/sys/windows.rs`: Windows' security and
+// file-identity calls, which std does not have.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
-// The session file needs Unix (file modes, `flock`, `O_NONBLOCK`, renaming over an open file,
-// syncing a directory): on any other target, this one error rather than a cascade of
-// unresolved imports. The README's "Other platforms" says what a port needs.
-#[cfg(not(unix))]
-compile_error!(
-    "agent-session supports Unix targets only (Linux, macOS, the BSDs): its session file relies on Unix file modes, `flock`, renaming over an open file and syncing a directory; see the README's \"Other platforms\""
-);
 
 /// Every Rust snippet of the README, compiled (and, unless marked `no_run`, run) by
 /// `cargo test --doc`.
@@ -327,64 +322,38 @@ mod readme_doctests {}
 // failure, or nothing) that layer/future.rs, by_hand.rs's `Session::refresh` and
 // layer/recovering.rs act on.
 
-#[cfg(unix)]
 #[macro_use]
 mod macros;
 
-#[cfg(unix)]
 mod bearer;
-#[cfg(unix)]
 mod error;
-#[cfg(unix)]
 mod failures;
-#[cfg(unix)]
 mod file;
-#[cfg(unix)]
 pub mod layer;
-#[cfg(unix)]
 mod message;
-#[cfg(unix)]
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
-#[cfg(unix)]
 mod peek;
-#[cfg(unix)]
 mod reauth;
-#[cfg(unix)]
 mod replay;
-#[cfg(unix)]
 mod response;
-#[cfg(unix)]
 mod saved;
-#[cfg(unix)]
 mod session;
-#[cfg(unix)]
 pub mod store;
-#[cfg(unix)]
 mod token;
 
-#[cfg(unix)]
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod proto;
 
-#[cfg(unix)]
 pub use error::{CorruptReason, Error};
-#[cfg(unix)]
 pub use failures::{Polykey, Rfc6750, SessionFailures};
-#[cfg(unix)]
 pub use file::{ReauthLock, TokenFile};
-#[cfg(unix)]
 pub use layer::SessionLayer;
-#[cfg(unix)]
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use middleware::SessionMiddleware;
-#[cfg(unix)]
 pub use reauth::Reauthenticate;
-#[cfg(unix)]
 pub use replay::BoxError;
-#[cfg(unix)]
 pub use session::{AgentTokens, Epoch, Session, SessionBuilder, SessionStats, Watch};
-#[cfg(unix)]
 pub use token::{MalformedToken, Token};

@@ -1,4 +1,6 @@
 //! `SessionManager`: minting, verifying, expiry, the key file, lock-all, concurrency.
+// Unix only: the agent's key file is checked by its Unix mode (0600) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt as _;

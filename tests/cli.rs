@@ -4,6 +4,8 @@
 //! The binaries are the crate's own examples (see `cli_support` for how they are found and
 //! how each test's agent runs): `cargo test --test cli` alone does not build them, so run
 //! `cargo build --examples` first. The password prompt is tested in `cli_prompt.rs`.
+// Unix only: checks the session file's Unix modes (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;

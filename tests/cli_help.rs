@@ -3,6 +3,8 @@
 //!
 //! `cargo test --test cli_help` alone does not build the example binaries: run
 //! `cargo build --examples` first (plain `cargo test` does).
+// Unix only: runs the CLI as another user (uid, chown) and checks Unix modes (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -8,6 +8,8 @@
 //! none removed), which binds root too; on a filesystem without that attribute the case is
 //! skipped, saying why. Either way the unlink itself fails with "permission denied" (EACCES or
 //! EPERM), after the lock was taken: what is tested is that `remove` reports that failure.
+// Unix only: makes the file undeletable with Linux's append-only flag (ioctl) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::fs;

@@ -6,6 +6,8 @@
 //! Each test starts its own agent process (a fresh node path, a free loopback port; ~3-5 s), so
 //! no test sees another's sessions or lock-all. The agent is built on first use (see
 //! `polykey_support::agent`).
+// Unix only: a real Polykey agent, run with node on the Linux side (none under Wine) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::future::Future;

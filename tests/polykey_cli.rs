@@ -1,5 +1,7 @@
 //! `examples/polykey.rs` against a real Polykey agent, as real processes: each run is a new
 //! process that finds its session in `<node path>/token`, as a user's shell commands would.
+// Unix only: a real Polykey agent, run with node on the Linux side (none under Wine) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::process::{Command, Output, Stdio};

@@ -5,6 +5,8 @@
 //! Permission cases need a user that permissions apply to: run as root, they run in a child
 //! process of this test binary under uid/gid 65534 (`nobody`). The full-disk and read-only
 //! cases mount a 64 KiB tmpfs, which needs root; they are skipped, saying why, otherwise.
+// Unix only: FIFOs, mounts, euid and Unix modes (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::convert::Infallible;

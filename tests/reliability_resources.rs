@@ -6,6 +6,8 @@
 //! heap is counted by a global allocator that wraps the system's. The session directory is on a
 //! memory filesystem where there is one, so that the run counts calls, not `fsync`s (the write
 //! path is the same). `RELIABILITY_SCALE=n` multiplies the calls.
+// Unix only: counts descriptors and threads in /proc/self (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -4,6 +4,8 @@
 //! capturing all it says; then `Debug` and `Display` of every public type and error are
 //! collected. No token, and not the password, may appear in any of it. The session's files are
 //! 0600 and its directories 0700, whatever the umask.
+// Unix only: Unix modes and umask (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 
 use agent_session::store::TokenStore as _;
 use std::convert::Infallible;

@@ -24,6 +24,9 @@ struct IdPool {
 }
 
 thread_local! {
+    // Const already: clippy 1.96 says otherwise for Windows targets, whose `thread_local!`
+    // expands differently.
+    #[allow(clippy::missing_const_for_thread_local)]
     static IDS: RefCell<IdPool> = const {
         RefCell::new(IdPool {
             bytes: [0; ID_LEN * 32],

@@ -1,20 +1,31 @@
 //! A password prompt on the terminal that can give way: it stops reading when something else
 //! (another process's token, say) arrives first, and puts the terminal back as it was.
 //!
-//! The prompt reads `/dev/tty` key by key with echo off (as `rpassword` does), on a blocking
-//! thread that also watches a pipe: giving way writes to the pipe, and dropping the prompt
-//! closes it, so the thread never outlives its prompt by more than one `poll` wake-up and the
-//! terminal never stays silent.
+//! On Unix the prompt reads `/dev/tty` key by key with echo off (as `rpassword` does), on a
+//! blocking thread that also watches a pipe: giving way writes to the pipe, and dropping the
+//! prompt closes it, so the thread never outlives its prompt by more than one `poll` wake-up and
+//! the terminal never stays silent.
+//!
+//! On Windows the prompt is `rpassword`'s: the console's echo is turned off while a line is read
+//! from `CONIN$`. It does not give way: a console read cannot be woken by a pipe, and stopping it
+//! would take console input of our own (`WriteConsoleInput`), which these examples do not do.
 
+#[cfg(unix)]
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
+use std::io;
+#[cfg(unix)]
+use std::io::{Read as _, Write as _};
+#[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt as _;
 
 use agent_session::{Session, Token};
+#[cfg(unix)]
 use rustix::event::{PollFd, PollFlags, poll};
+#[cfg(unix)]
 use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, SpecialCodeIndex};
 
 /// What the prompt ended with.
+#[cfg(unix)]
 enum Prompted<T> {
     /// The line typed (empty for a bare Enter).
     Password(String),
@@ -27,7 +38,9 @@ pub enum Asked {
     /// The line typed (empty for a bare Enter).
     Password(String),
     /// Another process's token, which the session took while the prompt was on screen. The
-    /// prompt has given way and said so on the terminal.
+    /// prompt has given way and said so on the terminal. (Never on Windows, whose prompt does
+    /// not give way.)
+    #[cfg_attr(windows, allow(dead_code))]
     Token(Token),
 }
 
@@ -41,6 +54,7 @@ pub enum Asked {
 /// # Errors
 ///
 /// As [`read_password_unless`].
+#[cfg(unix)]
 pub async fn ask(
     prompt: &'static str,
     session: Option<&Session>,
@@ -61,6 +75,25 @@ pub async fn ask(
     })
 }
 
+/// Shows `prompt` on the console and reads a password without echo (Windows: never gives way;
+/// see the module's docs).
+///
+/// # Errors
+///
+/// Why the console cannot be used, or [`io::ErrorKind::UnexpectedEof`] at end of input.
+#[cfg(windows)]
+pub async fn ask(
+    prompt: &'static str,
+    _session: Option<&Session>,
+    _failed: Option<&Token>,
+) -> io::Result<Asked> {
+    let read = tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
+        .await
+        .map_err(io::Error::other)?;
+    read.map(Asked::Password)
+}
+
+#[cfg(unix)]
 /// Shows `prompt` on the terminal and reads a password without echo, unless `other` is ready
 /// first.
 ///
@@ -96,6 +129,7 @@ async fn read_password_unless<T>(
     }
 }
 
+#[cfg(unix)]
 /// Waits until `session` holds a token other than `than`: one another process wrote (seen
 /// through the session's watch of its file), or this process's other calls took. A change to
 /// no token (a lock) is not one.
@@ -111,25 +145,34 @@ async fn another_token(session: &Session, than: Option<&Token>) -> Token {
     }
 }
 
+#[cfg(unix)]
 /// The terminal's settings as they were, put back when dropped.
 struct Restore<'a> {
     tty: &'a File,
     before: termios::Termios,
 }
 
+#[cfg(unix)]
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(self.tty, OptionalActions::Now, &self.before);
     }
 }
 
+#[cfg(unix)]
 const CTRL_C: u8 = 0x03;
+#[cfg(unix)]
 const CTRL_D: u8 = 0x04;
+#[cfg(unix)]
 const BACKSPACE: u8 = 0x08;
+#[cfg(unix)]
 const CTRL_U: u8 = 0x15;
+#[cfg(unix)]
 const ESC: u8 = 0x1b;
+#[cfg(unix)]
 const DEL: u8 = 0x7f;
 
+#[cfg(unix)]
 /// Where the reader is in what the keys send.
 #[derive(Clone, Copy)]
 enum Keys {
@@ -140,6 +183,7 @@ enum Keys {
     Sequence,
 }
 
+#[cfg(unix)]
 /// Reads one line from the terminal without echo. `None`: `wake` became readable (given way,
 /// or the prompt dropped) before the line ended.
 fn read_on_tty(prompt: &str, wake: &io::PipeReader) -> io::Result<Option<String>> {

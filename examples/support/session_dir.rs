@@ -2,13 +2,20 @@
 
 use std::path::PathBuf;
 
-/// `agent-session` in the user's runtime directory (`$XDG_RUNTIME_DIR`), else in their config
-/// directory (`$XDG_CONFIG_HOME`, `~/.config`), as agent CLIs keep theirs: never the current
-/// directory, where the session file would land in whatever repository the example runs from.
+/// `agent-session` where the platform keeps a user's own state, as agent CLIs keep theirs: on
+/// Windows `%LOCALAPPDATA%` (not roaming: a session is this machine's); on macOS
+/// `~/Library/Application Support`; elsewhere the runtime directory (`$XDG_RUNTIME_DIR`), else
+/// the config directory (`$XDG_CONFIG_HOME`, `~/.config`). Never the current directory, where
+/// the session file would land in whatever repository the example runs from.
 pub fn default_session_dir() -> Option<PathBuf> {
-    dirs::runtime_dir()
-        .or_else(dirs::config_dir)
-        .map(|dir| dir.join("agent-session"))
+    let dir = if cfg!(windows) {
+        dirs::data_local_dir()
+    } else if cfg!(target_os = "macos") {
+        dirs::data_dir()
+    } else {
+        dirs::runtime_dir().or_else(dirs::config_dir)
+    };
+    dir.map(|dir| dir.join("agent-session"))
 }
 
 /// `AGENT_SESSION_DIR`, else [`default_session_dir`].

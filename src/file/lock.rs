@@ -5,16 +5,15 @@
 //! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
-use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
 use crate::error::Error;
 
-/// The longest pause between two tries for a held lock: a holder that lets go (or is killed,
-/// its lock released by the kernel) is followed this soon, and waiting costs no CPU a user
-/// sees.
-const MAX_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause between two tries for a held lock (or, on Windows, for a file a reader
+/// holds open): a holder that lets go (or is killed, its lock released by the kernel) is
+/// followed this soon, and waiting costs no CPU a user sees.
+pub(super) const MAX_PAUSE: Duration = Duration::from_millis(20);
 
 /// How a wait for a held `flock` ended.
 pub(super) enum Waited {
@@ -59,13 +58,9 @@ pub(super) fn wait_for_flock(
     }
 }
 
-/// Creates `dir` and its parents, mode 0700, if missing.
+/// Creates `dir` and its parents, if missing, readable by its user alone (see `sys`).
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::write(dir, e))
+    sys::create_private_dir(dir).map_err(|e| Error::write(dir, e))
 }
 
 impl TokenFile {
@@ -106,13 +101,7 @@ impl TokenFile {
     /// another holder at most `wait`, then fails with [`Error::Locked`].
     pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
         self.create_dir()?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.lock_path)
+        let file = sys::open_beside(&self.lock_path)
             // Named for the session file, as `Error::WriteFile` promises: the lock is only how
             // the session file is written, and "the session file …/token.lock" misleads.
             .map_err(|e| Error::write(&self.path, e))?;

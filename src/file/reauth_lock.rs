@@ -7,25 +7,28 @@
 //! never waits for the re-authentication lock while it holds the writers' lock, so the two
 //! can never deadlock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::TokenFile;
-use super::lock::{Waited, create_private_dir, wait_for_flock};
+use super::lock::{Waited, wait_for_flock};
+use super::{TokenFile, sys};
 use crate::error::Error;
 
 /// A re-authentication lock shared by every process of one store: at most one of them
 /// re-authenticates at a time, and a lock all is one step no re-authentication lands in the
 /// middle of. The session file's is `<name>.reauth.lock` beside it
-/// ([`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock)); a store of your own names
-/// one with [`ReauthLock::new`], and the session takes it around its recoveries and lock alls.
+/// ([`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock)); a store of your own
+/// names one with [`ReauthLock::new`], and the session takes it around its recoveries and lock
+/// alls.
 ///
-/// It is an advisory lock on the file at its path (created with mode 0600, its directory with
-/// 0700, never removed), held by one process at a time and released by the OS when its holder
-/// dies. The holder writes its pid into it, for the messages of the processes that wait.
+/// It is an exclusive lock on the file at its path (`flock`; `LockFileEx` on Windows; created
+/// with mode 0600 on Unix, its directory 0700, never removed), held by one process at a time
+/// and released by the OS when its holder dies. The holder writes its pid into
+/// `<path without .lock>.pid` beside it (`<name>.reauth.pid` for the session file), for the
+/// messages of the processes that wait: not into the lock file, whose bytes Windows lets no
+/// other process read while it is locked (its locks are mandatory).
 ///
 /// ```
 /// use std::time::Duration;
@@ -88,6 +91,16 @@ impl ReauthLock {
         self.wait
     }
 
+    /// Where the holder writes its pid: the lock's path with `.lock` replaced by `.pid` (or
+    /// `.pid` added).
+    pub(crate) fn pid_path(&self) -> PathBuf {
+        let text = self.path.as_os_str().to_string_lossy();
+        match text.strip_suffix(".lock") {
+            Some(stem) => PathBuf::from(format!("{stem}.pid")),
+            None => PathBuf::from(format!("{text}.pid")),
+        }
+    }
+
     /// Takes the lock, waiting for another holder until `until` at the latest, and while
     /// `wanted()` says so; `waiting(pid)` is told once, with the holder's pid if it wrote one,
     /// when the lock is held elsewhere. Blocking.
@@ -103,31 +116,17 @@ impl ReauthLock {
     ) -> Result<Taken, Error> {
         let path = &self.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir)?;
+            super::create_private_dir(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::write(path, e))?;
-        let holder = file.try_clone().ok();
-        let told = move || {
-            let pid = holder.and_then(|mut holder| holder_pid(&mut holder));
-            waiting(pid);
-        };
+        let file = sys::open_beside(path).map_err(|e| Error::write(path, e))?;
+        let pid_path = self.pid_path();
+        let told = || waiting(holder_pid(&pid_path));
         let wait = until.saturating_duration_since(Instant::now());
         match wait_for_flock(&file, wait, wanted, told) {
             Ok(Waited::Taken) => {
                 // The pid is for others' messages only: a failure to write it is no failure of
                 // the lock.
-                let pid = std::process::id().to_string();
-                let _ = file.set_len(0).and_then(|()| {
-                    file.rewind()?;
-                    file.write_all(pid.as_bytes())
-                });
+                let _ = write_pid(&pid_path);
                 Ok(Taken::Held(ReauthLockGuard { _file: file }))
             }
             Ok(Waited::TimedOut(waited)) => Ok(Taken::TimedOut(waited)),
@@ -139,18 +138,37 @@ impl ReauthLock {
 
 impl TokenFile {
     /// The re-authentication lock beside the session file: `<name>.reauth.lock`, waited for at
-    /// most [`TokenFile::reauth_wait`]. What [`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock) says for the file.
+    /// most [`TokenFile::reauth_wait`]. What
+    /// [`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock) says for the file.
     pub(crate) fn reauth_lock_beside(&self) -> ReauthLock {
         let mut path = self.path().as_os_str().to_owned();
         path.push(".reauth.lock");
         ReauthLock::new(path).wait(self.reauth_wait)
     }
+
+    /// Where the re-authentication lock's holder writes its pid: `<name>.reauth.pid`.
+    #[cfg(test)]
+    pub(crate) fn reauth_pid_path(&self) -> PathBuf {
+        self.reauth_lock_beside().pid_path()
+    }
+}
+
+/// Writes this process's pid into the pid file, in place: a waiter may read it half written,
+/// and then prints no pid.
+fn write_pid(path: &Path) -> std::io::Result<()> {
+    let mut file = sys::open_beside(path)?;
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(std::process::id().to_string().as_bytes())
 }
 
 /// The pid the holder wrote, if it did.
-fn holder_pid(file: &mut File) -> Option<u32> {
+fn holder_pid(path: &Path) -> Option<u32> {
     let mut text = String::new();
-    file.rewind().ok()?;
-    file.take(16).read_to_string(&mut text).ok()?;
+    File::open(path)
+        .ok()?
+        .take(16)
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }

@@ -1,14 +1,29 @@
 //! The session file's reads and writes: [`TokenStore`] for [`TokenFile`], and the steps they
 //! share (a read with its version, the whole-file replace, the directory's sync).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::time::{Duration, Instant};
 
-use super::{FileStamp, MAX_FILE_LEN, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile};
+use super::{FileStamp, MAX_FILE_LEN, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
+
+/// The pause between two tries of a rename (or removal) that Windows refused because a reader
+/// had the file open. A reader of this crate holds it for one read, microseconds, and opens it
+/// again as soon as it wants: a writer that paused longer, as it does for a held lock, would
+/// seldom find the file free when many read it in a loop (measured under Wine: 20 ms pauses
+/// took 0.5 s a write beside one reader in a loop). A try is one system call; a writer tries
+/// this often only while a reader is in its way.
+const REPLACE_PAUSE: Duration = Duration::from_millis(1);
+
+/// How long a reader waits, at most, for a writer that holds the writers' lock, before it opens
+/// the file (Windows only, where its open would stand in the writer's rename): as long as a
+/// few writes take, so that a writer stopped with the lock held (Ctrl-Z) delays reads by no
+/// more than a person notices. Reading is safe all the same; this only lets the writer in
+/// first.
+const READER_DEFERS: Duration = Duration::from_millis(50);
 
 /// The session file's reads and writes: blocking, as the trait says. Their errors name the
 /// path (or the lock file), never the content.
@@ -18,6 +33,7 @@ impl TokenStore for TokenFile {
     /// [`Error::CorruptFile`] when it holds no token (too large, not a regular file, not UTF-8,
     /// not a bearer token).
     fn load(&self) -> Result<Stored, Error> {
+        self.defer_to_writer();
         self.read_snapshot()
     }
 
@@ -29,7 +45,8 @@ impl TokenStore for TokenFile {
     fn store(&self, token: &Token) -> Result<Version, Error> {
         let _lock = self.lock(self.lock_wait)?;
         self.remove_stale_temp_files();
-        self.replace_locked(token).map(Version::file)
+        self.replace_locked(token, self.lock_wait)
+            .map(Version::file)
     }
 
     /// The refresh write: under the lock (waited for at most
@@ -40,7 +57,7 @@ impl TokenStore for TokenFile {
         let _lock = self.lock(self.refresh_lock_wait)?;
         let current = self.read_snapshot()?;
         if current.token.as_ref() == expected {
-            self.replace_locked(new)
+            self.replace_locked(new, self.refresh_lock_wait)
                 .map(|stamp| Swap::Replaced(Version::file(stamp)))
         } else {
             Ok(Swap::Lost(current))
@@ -52,10 +69,12 @@ impl TokenStore for TokenFile {
     /// file cannot be removed: it then still holds its token.
     fn clear(&self) -> Result<(), Error> {
         let _lock = self.lock(self.lock_wait)?;
-        match fs::remove_file(&self.path) {
+        match self.while_held_open(self.lock_wait, || fs::remove_file(&self.path)) {
             Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::write(&self.path, e)),
+            Err(Error::WriteFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -81,15 +100,38 @@ impl TokenStore for TokenFile {
 }
 
 impl TokenFile {
+    /// On Windows, waits (at most [`READER_DEFERS`]) while a writer holds the writers' lock: a
+    /// reader that opened the file now could keep the writer's rename out, and many readers in
+    /// a loop would keep it out for seconds (measured under Wine: a median 0.5 s a write
+    /// beside one reader in a loop). The lock is only looked at, never held during the read:
+    /// readers still take no lock. Not for the reads made under the writers' lock.
+    fn defer_to_writer(&self) {
+        if !sys::OPEN_FILES_BLOCK_RENAMES {
+            return;
+        }
+        // No lock file: no writer ever was.
+        let Ok(lock) = fs::File::open(&self.lock_path) else {
+            return;
+        };
+        let started = Instant::now();
+        loop {
+            match lock.try_lock_shared() {
+                Ok(()) => {
+                    let _ = lock.unlock();
+                    return;
+                }
+                Err(fs::TryLockError::WouldBlock) if started.elapsed() < READER_DEFERS => {
+                    std::thread::sleep(REPLACE_PAUSE);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Reads the token and the version of the file it came from.
     fn read_snapshot(&self) -> Result<Stored, Error> {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the
-        // reads of a regular file, and anything else is refused below.
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&self.path)
-        {
+        // A FIFO is opened without waiting for a writer, and refused below.
+        let file = match sys::open_for_read(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Stored {
@@ -100,6 +142,7 @@ impl TokenFile {
             Err(e) => return Err(Error::read(&self.path, e)),
         };
         let meta = file.metadata().map_err(|e| Error::read(&self.path, e))?;
+        let stamp = sys::stamp_of(&file).map_err(|e| Error::read(&self.path, e))?;
         if !meta.is_file() {
             return Err(Error::corrupt(&self.path, CorruptReason::NotAFile));
         }
@@ -121,10 +164,13 @@ impl TokenFile {
             .take(MAX_FILE_LEN + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::read(&self.path, e))?;
+        // Let go of the file before anything else: on Windows a writer cannot replace it while
+        // it is open here.
+        drop(file);
         if bytes.len() as u64 > MAX_FILE_LEN {
             return Err(too_large(bytes.len() as u64));
         }
-        let stamp = Some(Version::file(FileStamp::of(&meta)));
+        let stamp = Some(Version::file(stamp));
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| Error::corrupt(&self.path, CorruptReason::NotUtf8))?;
         let text = text.trim();
@@ -144,15 +190,17 @@ impl TokenFile {
 
     /// The version of the file now, without reading it: one `stat`.
     fn stamp(&self) -> Result<Option<FileStamp>, Error> {
-        match fs::metadata(&self.path) {
-            Ok(meta) => Ok(Some(FileStamp::of(&meta))),
+        match sys::stamp_at(&self.path) {
+            Ok(stamp) => Ok(Some(stamp)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::read(&self.path, e)),
         }
     }
 
-    /// temp file (0600) → write → fsync → rename over the file → fsync the directory.
-    fn replace_locked(&self, token: &Token) -> Result<FileStamp, Error> {
+    /// temp file (0600) → write → fsync → rename over the file → fsync the directory. A rename
+    /// that Windows refuses because a reader has the file open is tried again for at most
+    /// `wait`, the write's own wait for the lock (see [`TokenFile::while_held_open`]).
+    fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
         // never share a temp file.
@@ -162,20 +210,78 @@ impl TokenFile {
             .rand_bytes(TEMP_RANDOM_LEN)
             .tempfile_in(&self.dir)
             .map_err(write_err)?;
+        sys::make_private(temp.path()).map_err(write_err)?;
         let mut content = Vec::with_capacity(token.expose().len() + 1);
         content.extend_from_slice(token.expose().as_bytes());
         content.push(b'\n');
         temp.write_all(&content).map_err(write_err)?;
         temp.as_file().sync_all().map_err(write_err)?;
-        let file = temp.persist(&self.path).map_err(|e| write_err(e.error))?;
-        let meta = file.metadata().map_err(write_err)?;
+        // Kept open (std opens it sharing its deletion, so it can be renamed so) and renamed by
+        // std, which on Windows asks for POSIX semantics first: readers of this crate, which
+        // share deletion too, then never stand in the way.
+        let (file, temp_path) = temp.keep().map_err(|e| write_err(e.error))?;
+        let renamed = self.while_held_open(wait, || fs::rename(&temp_path, &self.path));
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&temp_path);
+            return Err(e);
+        }
+        let stamp = sys::stamp_of(&file).map_err(write_err)?;
         self.sync_dir()?;
-        Ok(FileStamp::of(&meta))
+        Ok(stamp)
+    }
+
+    /// Runs `step` (a rename over the session file, or its removal) until it is done, or fails
+    /// otherwise than for a reader that has the file open: only Windows refuses a step for
+    /// that, and a reader holds the file for a read's microseconds, a virus scanner for tens
+    /// of milliseconds. Tried again every [`REPLACE_PAUSE`], for at most `wait`: the write's own wait for the writers' lock
+    /// ([`TokenFile::refresh_lock_wait`] for a refresh, [`TokenFile::lock_wait`] for an
+    /// explicit write or a removal), since a file held open stands in a writer's way as a held
+    /// lock does. Past it, the write ends as a lock's timeout does: [`Error::Locked`], naming
+    /// the session file, nothing written or removed.
+    fn while_held_open(
+        &self,
+        wait: Duration,
+        mut step: impl FnMut() -> io::Result<()>,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut refused = false;
+        loop {
+            match step() {
+                Ok(()) => {
+                    if refused {
+                        let waited_us = started.elapsed().as_micros() as u64;
+                        tracing::debug!(
+                            waited_us,
+                            "the session file was held open by another process; done once it let go"
+                        );
+                    }
+                    return Ok(());
+                }
+                // Windows says "Access is denied" for a directory or a read-only file in the way
+                // too: those are no reader, and no wait ends them.
+                Err(e) if sys::held_open(&e) && self.is_plain_file() => {
+                    refused = true;
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        return Err(Error::Locked {
+                            path: self.path.clone(),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep(REPLACE_PAUSE.min(wait - waited));
+                }
+                Err(e) => return Err(Error::write(&self.path, e)),
+            }
+        }
+    }
+
+    /// Whether the session file is a regular file that may be written over.
+    fn is_plain_file(&self) -> bool {
+        fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.is_file() && !meta.permissions().readonly())
     }
 
     fn sync_dir(&self) -> Result<(), Error> {
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| Error::write(&self.dir, e))
+        sys::sync_dir(&self.dir).map_err(|e| Error::write(&self.dir, e))
     }
 }

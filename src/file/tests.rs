@@ -4,14 +4,15 @@ use super::*;
 use crate::error::CorruptReason;
 use crate::store::{Swap, TokenStore as _};
 use crate::token::Token;
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
+use std::time::{Duration, Instant};
 
 fn token(s: &str) -> Token {
     Token::new(s).unwrap()
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
+fn private(path: &Path) -> bool {
+    sys::is_private(path).unwrap()
 }
 
 #[test]
@@ -34,20 +35,45 @@ fn reading_trims_white_space() {
 }
 
 #[test]
-fn write_creates_the_directory_0700_and_the_file_0600() {
+fn write_creates_the_directory_and_the_file_owner_only() {
+    // Unix: modes 0700 and 0600. Windows: a protected DACL with the user's entry alone.
     let dir = tempfile::tempdir().unwrap();
     let client = dir.path().join("a").join("b");
     let file = TokenFile::in_dir(&client);
     file.store(&token("one")).unwrap();
-    assert_eq!(mode(&client), 0o700);
-    assert_eq!(mode(file.path()), 0o600);
+    assert!(private(client.parent().unwrap()));
+    assert!(private(&client));
+    assert!(private(file.path()));
+    // The lock file holds nothing secret. On Windows it inherits the directory's DACL (Wine
+    // has no inheritance: it gives the file its umask's mode).
+    #[cfg(unix)]
+    assert!(private(file.lock_path()));
     assert_eq!(fs::read_to_string(file.path()).unwrap(), "one\n");
-    // Replacing keeps the mode, even if the old file was looser.
+    file.store(&token("two")).unwrap();
+    assert!(private(file.path()));
+    assert_eq!(file.load().unwrap().token, Some(token("two")));
+}
+
+#[test]
+fn the_file_is_owner_only_in_a_directory_that_was_there() {
+    // The directory is the user's (a temp dir: on Windows it passes down what its parent
+    // gives, on Unix its mode is 0700 but the file's own mode must be 0600 anyway).
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    file.store(&token("one")).unwrap();
+    assert!(private(file.path()));
+}
+
+#[cfg(unix)]
+#[test]
+fn replacing_keeps_the_file_0600_even_if_it_was_looser() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    file.store(&token("one")).unwrap();
     fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
     file.store(&token("two")).unwrap();
-    assert_eq!(mode(file.path()), 0o600);
-    assert_eq!(mode(file.lock_path()), 0o600);
-    assert_eq!(file.load().unwrap().token, Some(token("two")));
+    assert!(private(file.path()));
 }
 
 #[test]
@@ -143,8 +169,8 @@ fn removing_a_missing_file_is_ok_every_time() {
 fn a_removal_that_fails_is_an_error_and_the_path_stays() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    // unlink(2) of a directory fails (EISDIR), even for root, while the lock is taken as
-    // usual: what the caller must hear about is the failed unlink itself. (Permission
+    // unlink(2) of a directory fails (EISDIR), even for root (Windows: "Access is denied", which
+    // must not be waited on as a reader would be), while the lock is taken as usual: what the caller must hear about is the failed unlink itself. (Permission
     // denied, the case users meet, needs a user permissions apply to; see
     // `tests/file_removal.rs`.)
     fs::create_dir(file.path()).unwrap();
@@ -165,7 +191,11 @@ fn a_lock_that_cannot_be_taken_names_the_session_file() {
     match file.store(&token("one")) {
         Err(Error::WriteFile { path, source }) => {
             assert_eq!(path, file.path());
+            // Windows says "Access is denied".
+            #[cfg(unix)]
             assert_eq!(source.kind(), io::ErrorKind::IsADirectory);
+            #[cfg(windows)]
+            assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
         }
         other => panic!("a lock that cannot be taken reported as {other:?}"),
     }
@@ -201,7 +231,7 @@ fn stale_temp_files_are_removed_by_the_next_write() {
 fn a_reader_never_sees_a_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = TokenFile::in_dir(dir.path());
-    let tokens: Vec<Token> = (0..1000)
+    let tokens: Vec<Token> = (0..if cfg!(windows) { 200 } else { 1000 })
         .map(|i| token(&format!("{}{i}", "t".repeat(i % 300 + 1))))
         .collect();
     file.store(&tokens[0]).unwrap();
@@ -228,12 +258,124 @@ fn a_reader_never_sees_a_partial_file() {
             }
         });
         reading.wait();
-        for t in &tokens {
-            file.store(t).unwrap();
-        }
+        let mut waits: Vec<Duration> = tokens
+            .iter()
+            .map(|t| {
+                let started = Instant::now();
+                file.store(t).unwrap();
+                started.elapsed()
+            })
+            .collect();
         done.store(true, std::sync::atomic::Ordering::Release);
+        waits.sort();
+        println!(
+            "writes took: median {:?}, 99th {:?}, max {:?}",
+            waits[waits.len() / 2],
+            waits[waits.len() * 99 / 100],
+            waits[waits.len() - 1]
+        );
         reader.join().unwrap()
     });
-    println!("{reads} reads beside 1000 writes, each a whole token");
-    assert_eq!(file.load().unwrap().token, Some(tokens[999].clone()));
+    println!(
+        "{reads} reads beside {} writes, each a whole token",
+        tokens.len()
+    );
+    assert_eq!(file.load().unwrap().token, tokens.last().cloned());
+}
+
+/// Opens the session file as another program's reader would, until dropped. On Windows, without
+/// sharing its deletion, as `type` and most programs open a file: Windows then refuses a rename
+/// over it (Wine refuses it whatever the sharing).
+fn hold_open(path: &Path) -> fs::File {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(windows)]
+    std::os::windows::fs::OpenOptionsExt::share_mode(&mut options, 1 /* FILE_SHARE_READ */);
+    options.open(path).unwrap()
+}
+
+#[test]
+fn a_write_waits_for_a_reader_that_holds_the_file_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    file.store(&token("one")).unwrap();
+    let reader = hold_open(file.path());
+    let started = Instant::now();
+    let (wrote, swapped) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let wrote = file.store(&token("two"));
+            (wrote, file.swap(Some(&token("two")), &token("three")))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(reader);
+        writer.join().unwrap()
+    });
+    // On Windows without the retry: "Access is denied" (os error 5).
+    wrote.unwrap();
+    assert!(matches!(swapped.unwrap(), Swap::Replaced(_)));
+    assert_eq!(file.load().unwrap().token, Some(token("three")));
+    if cfg!(windows) {
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+}
+
+#[test]
+fn a_reader_that_never_lets_go_is_a_lock_timeout_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path())
+        .lock_wait(Duration::from_millis(300))
+        .refresh_lock_wait(Duration::from_millis(100));
+    file.store(&token("one")).unwrap();
+    let _reader = hold_open(file.path());
+    let stored = file.store(&token("two"));
+    let swapped = file.swap(Some(&token("one")), &token("three"));
+    let cleared = file.clear();
+    if cfg!(windows) {
+        for (result, wait) in [
+            (stored.map(|_| ()), 300),
+            (swapped.map(|_| ()), 100),
+            (cleared, 300),
+        ] {
+            match result {
+                Err(Error::Locked { path, waited }) => {
+                    assert_eq!(path, file.path());
+                    assert!(waited >= Duration::from_millis(wait), "{waited:?}");
+                }
+                other => panic!("a reader in the way reported as {other:?}"),
+            }
+        }
+        // Nothing written, no temp file left.
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), "one\n");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "token, token.lock"
+        );
+    } else {
+        stored.unwrap();
+        assert!(matches!(swapped.unwrap(), Swap::Lost(_)));
+        cleared.unwrap();
+    }
+}
+
+#[test]
+fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
+    // On Windows the lock is mandatory: a pid written into the lock file could not be read by
+    // the waiter (another handle, as another process's would be). Wine does not enforce
+    // `LockFileEx` against reads, so the pid's place is checked too: beside the lock, not in it.
+    let dir = tempfile::tempdir().unwrap();
+    let holder = TokenFile::in_dir(dir.path());
+    let soon = || std::time::Instant::now() + Duration::from_millis(50);
+    let lock = holder.reauth_lock_beside();
+    let Taken::Held(_held) = lock.take(soon(), || true, |_| {}).unwrap() else {
+        panic!("not taken");
+    };
+    let mut told = None;
+    let taken = lock.take(soon(), || true, |pid| told = Some(pid)).unwrap();
+    assert!(matches!(taken, Taken::TimedOut(_)), "{taken:?}");
+    assert_eq!(told, Some(Some(std::process::id())));
+    let pid = std::process::id().to_string();
+    assert_eq!(fs::read_to_string(holder.reauth_pid_path()).unwrap(), pid);
+    // Windows refuses the read of a locked file; elsewhere it is empty.
+    assert!(fs::read(lock.path()).map_or(true, |bytes| bytes.is_empty()));
 }

@@ -11,6 +11,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -160,9 +161,15 @@ impl ChildProcess {
         for (name, value) in params {
             command.env(format!("RELIABILITY_{name}"), value);
         }
+        #[cfg(unix)]
         if let Some((uid, gid)) = ids {
             command.uid(uid).gid(gid);
         }
+        #[cfg(not(unix))]
+        assert!(
+            ids.is_none(),
+            "a child as another user is Unix's (uid, gid)"
+        );
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start a {role} child: {e}"));
@@ -253,8 +260,15 @@ impl ChildProcess {
             Ok(Err(e)) => panic!("cannot wait for {}: {e}", self.name),
             Err(_) => {
                 // The waiting thread owns the child now; end it by its id.
+                #[cfg(unix)]
                 // SAFETY: kill(2) with a pid we spawned and have not reaped.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL)
+                };
+                #[cfg(windows)]
+                let _ = Command::new("taskkill")
+                    .args(["/F", "/PID", &pid.to_string()])
+                    .status();
                 panic!("{} did not exit within {PROCESS_TIMEOUT:?}", self.name)
             }
         }

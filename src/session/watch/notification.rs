@@ -76,13 +76,10 @@ fn look_for(kind: &EventKind) -> Option<Look> {
     }
 }
 
-/// Which directory `dir` is (device and inode), if it is there: a directory replaced or gone
+/// Which directory `dir` is (device and inode; volume serial and file index on Windows), if it is there: a directory replaced or gone
 /// while its events were lost is told by this.
 fn identity(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir)
-        .ok()
-        .map(|meta| (meta.dev(), meta.ino()))
+    crate::file::identity(dir)
 }
 
 /// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
