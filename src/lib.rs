@@ -262,6 +262,8 @@
 //! | `INFO` | `re-authenticating` | the re-authenticator runs, once for the calls failing together |
 //! | `DEBUG` | `re-authenticated after the session recovered; token unused` | another token ended the recovery while the re-authenticator ran |
 //! | `WARN` | `re-authentication failed` | the calls get [`Error::Reauthentication`] |
+//! | `DEBUG` | `the call failed for its session` | a response said the session failed (`error`): the layer recovers, or the caller gets the error |
+//! | `DEBUG` | `the session file was held open by another process; done once it let go` | Windows: a write or removal waited for a reader to close the file (`waited`) |
 //! | `DEBUG` | `session failure not replayed: the request cannot be sent again` | recovered for the next calls; this one gets its failure |
 //! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |

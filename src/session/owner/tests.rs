@@ -1,11 +1,12 @@
 //! The owner's decisions, one scenario each, with no I/O.
-
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::error::Error;
 use crate::store::{Stored, Swap, Version};
 use crate::token::Token;
+
+mod seams;
 
 /// How long a try for the re-authentication lock waits.
 const WAIT: Duration = Duration::from_secs(60);
@@ -397,5 +398,3 @@ fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
     let (_, effects) = sim.fail_waiting("t1", 1);
     assert_eq!(effects.lock, [sim.take(2, true)]);
 }
-
-mod seams;
