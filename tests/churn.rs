@@ -15,8 +15,6 @@
 //!
 //! The second test stops a lock holder (SIGSTOP) and then locks all: the recovering calls must
 //! not wait for it longer than the re-authenticator took plus the refresh bound.
-// Unix only: reads /proc/self for its resource figures and stops a holder with SIGSTOP (the README's "Platforms" lists every such test).
-#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use std::collections::BTreeMap;

@@ -4,8 +4,6 @@
 //!
 //! `cargo test --test cli_prompt` alone does not build the example binaries: run
 //! `cargo build --examples` first (plain `cargo test` does).
-// Unix only: drives the prompt through a pseudo-terminal (the README's "Platforms" lists every such test).
-#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use std::process::Stdio;

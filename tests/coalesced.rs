@@ -3,6 +3,8 @@
 //! the others wait for its token. A holder killed mid-way hands over at once; a stopped one
 //! holds the others at most their bound. Every process here is a real one: the example agent,
 //! the example client, and this test binary re-run as a child that makes concurrent calls.
+// Unix only: stops the re-authenticating process with SIGSTOP (`kill -STOP`) (the README's "Platforms" lists every such test).
+#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
@@ -217,9 +219,6 @@ fn a_killed_holder_hands_over_at_once() {
 
 /// The process re-authenticating is stopped (SIGSTOP): its lock stays, and a waiting process
 /// re-authenticates itself once its bound has passed.
-// Unix only: stops the holder with SIGSTOP (`kill -STOP`); Windows has no stop signal (the
-// README's "Platforms" lists every such test).
-#[cfg(unix)]
 #[test]
 fn a_stopped_holder_holds_the_others_at_most_their_bound() {
     const BOUND: Duration = Duration::from_secs(2);

@@ -2,8 +2,6 @@
 //! with no call made: the `client` example, run as its own process, unlocks and locks while a
 //! session in this process waits for the change. Linux only: the notification test checks for
 //! the inotify instance in `/proc/self/fd`.
-// Unix only: counts the inotify instance in /proc/self/fd (the README's "Platforms" lists every such test).
-#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use std::time::Duration;

@@ -5,8 +5,6 @@
 //! Linux only, and a test binary of its own: it counts this process's inotify instances
 //! (`/proc/self/fd`) and watch threads (`/proc/self/task`), which another test running beside it
 //! would change.
-// Unix only: counts descriptors and watch threads in /proc/self (the README's "Platforms" lists every such test).
-#![cfg(unix)]
 #![cfg(target_os = "linux")]
 
 use agent_session::{Session, TokenFile};

@@ -170,9 +170,21 @@ impl ChildProcess {
             ids.is_none(),
             "a child as another user is Unix's (uid, gid)"
         );
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start a {role} child: {e}"));
+        // Wine now and then fails to start a process while others are being ended ("Internal
+        // error", os error 1359): a few tries there. Elsewhere the first failure is the test's.
+        let tries = if cfg!(windows) { 5 } else { 1 };
+        let mut tried = 0;
+        let mut child = loop {
+            tried += 1;
+            match command.spawn() {
+                Ok(child) => break child,
+                Err(e) if tried < tries => {
+                    eprintln!("starting a {role} child failed ({e}); trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot start a {role} child: {e}"),
+            }
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {

@@ -29,6 +29,10 @@ fn notified(session: &Session) -> bool {
 /// filesystem whose clock is coarser than the writes: the file's `stat` is what it was. A poll
 /// cannot tell; an event (the OS saying the file changed) reads the file and sees the token.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "under Wine the look by stamp reads the file all the same: to be looked into"
+)]
 fn an_event_reads_the_file_even_when_its_stamp_did_not_move() {
     let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
@@ -109,6 +113,10 @@ fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
 /// A watch whose directory goes away before it is installed (its callback sets the flag first)
 /// is never installed: the polling goes on.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "ReadDirectoryChangesW reports no event for the watched directory's own removal"
+)]
 fn a_watch_whose_directory_went_before_its_install_is_not_installed() {
     let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
