@@ -177,7 +177,11 @@ fn an_exp_past_any_time_is_no_expiry() {
         token.expires_at(),
         UNIX_EPOCH.checked_add(Duration::from_secs(last))
     );
-    assert!(token.expires_at().is_some());
+    // Windows' `SystemTime` (100 ns since 1601) ends sooner: there the last second is no time
+    // either, as the line above says.
+    if cfg!(unix) {
+        assert!(token.expires_at().is_some());
+    }
     for past in [
         format!(r#"{{"exp":{}}}"#, last + 1),
         r#"{"exp":1e300}"#.to_owned(),
