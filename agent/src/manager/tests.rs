@@ -128,9 +128,15 @@ fn a_signed_token_whose_exp_is_no_time_is_malformed() {
         );
         assert!(manager.verify_cached(bytes(&token)).is_none(), "{claims}");
     }
-    // The last second a `SystemTime` holds is a time like any other: far off, so valid.
+    // The last second a Unix `SystemTime` holds is a time like any other: far off, so valid.
+    // (Windows' ends sooner, 100 ns from 1601: there that second is no time either.)
     let far = signed(&format!(r#"{{"exp":{last}}}"#));
-    assert_eq!(manager.verify(&far), Ok(()));
+    let expected = if cfg!(unix) {
+        Ok(())
+    } else {
+        Err(VerifyError::Malformed)
+    };
+    assert_eq!(manager.verify(&far), expected);
 }
 
 #[test]
