@@ -85,7 +85,7 @@ impl Session {
     }
 
     /// Waits until the session is no longer as it was at `since`: a token another process wrote
-    /// or removed has been picked up (see [`Watch`]), or this process unlocked, locked or
+    /// or removed has been picked up (see [`Watch`](crate::Watch)), or this process unlocked, locked or
     /// recovered. At once if that happened already.
     ///
     /// For a long-lived process that waits for the user to unlock in another terminal:
@@ -116,7 +116,7 @@ impl Session {
     /// session token, ignored on a rejection (an HTTP `401` that carries a token refreshes
     /// nothing), used at once, and written to the file as a
     /// compare-and-swap (never over another process's unlock or lock). The future resolves when
-    /// [`AgentTokens`] says the call may go on.
+    /// [`AgentTokens`](crate::AgentTokens) says the call may go on.
     ///
     /// ```no_run
     /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
@@ -146,7 +146,7 @@ impl Session {
     }
 
     /// The session failure a tonic `Status` is, as this session's agent says them (the
-    /// [`SessionFailures`] it was built with): [`Error::TokenNotProvided`] or
+    /// [`SessionFailures`](crate::SessionFailures) it was built with): [`Error::TokenNotProvided`] or
     /// [`Error::TokenInvalid`], or `None` for anything else. So a Polykey client need not pass
     /// [`Polykey`](crate::Polykey) again at every call, as [`Error::from_status_with`] takes it.
     ///
