@@ -256,7 +256,7 @@ impl TokenFile {
     }
 
     pub(crate) fn create_dir(&self) -> Result<(), Error> {
-        sys::create_private_dir(&self.dir).map_err(|e| Error::write(&self.dir, e))
+        create_private_dir(&self.dir)
     }
 }
 
