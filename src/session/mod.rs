@@ -288,19 +288,7 @@ impl Session {
     /// What this session did with refreshed tokens so far.
     #[must_use]
     pub fn stats(&self) -> SessionStats {
-        let c = self.shared.look(owner::Owner::counts);
-        SessionStats {
-            refreshes: c.refreshes,
-            writes: c.writes,
-            skipped_writes: c.skipped_writes,
-            lost_refreshes: c.lost_refreshes,
-            external_changes: c.external_changes,
-            lock_timeouts: c.lock_timeouts,
-            failed_writes: c.failed_writes,
-            reauthentications: c.reauth_runs,
-            failed_reauthentications: c.reauth_failures,
-            shared_recoveries: c.reauth_shared,
-        }
+        self.shared.look(owner::Owner::counts)
     }
 
     /// How the agent says a call failed for its session.

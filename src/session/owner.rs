@@ -27,6 +27,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::session::SessionStats;
 use crate::session::policy::AgentTokens;
 use crate::store::{Stored, Version};
 use crate::token::Token;
@@ -46,22 +47,6 @@ pub(crate) use event::{
     Answer, Effects, Event, Gone, LockOp, LockOutcome, ReadOp, WaiterId, WriteOp, Written,
 };
 pub(crate) use notes::Note;
-
-/// Counters of what the owner did, for `SessionStats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    pub(crate) refreshes: u64,
-    pub(crate) writes: u64,
-    pub(crate) skipped_writes: u64,
-    pub(crate) lost_refreshes: u64,
-    pub(crate) external_changes: u64,
-    pub(crate) lock_timeouts: u64,
-    pub(crate) failed_writes: u64,
-    pub(crate) reads: u64,
-    pub(crate) reauth_runs: u64,
-    pub(crate) reauth_failures: u64,
-    pub(crate) reauth_shared: u64,
-}
 
 /// The state of one session, and every decision about it.
 #[derive(Debug)]
@@ -86,7 +71,7 @@ pub(crate) struct Owner {
     recovery: recovery::Recovery,
     /// The re-authentication lock, and who wants it.
     lock: reauth_lock::ReauthLock,
-    counts: Counts,
+    counts: SessionStats,
     /// What the step under way asks for, returned by [`Owner::handle`].
     effects: Effects,
 }
@@ -112,7 +97,7 @@ impl Owner {
             writes: writes::Writes::default(),
             recovery: recovery::Recovery::default(),
             lock: reauth_lock::ReauthLock::new(reauth_lock),
-            counts: Counts::default(),
+            counts: SessionStats::default(),
             effects: Effects::default(),
         }
     }
@@ -189,8 +174,14 @@ impl Owner {
     }
 
     /// What the owner did so far.
-    pub(crate) fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> SessionStats {
         self.counts
+    }
+
+    /// Reads of the store started so far.
+    #[cfg(test)]
+    pub(crate) fn reads_started(&self) -> u64 {
+        self.reads.started
     }
 
     fn answer(&mut self, waiter: WaiterId, answer: Answer) {

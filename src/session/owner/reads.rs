@@ -39,7 +39,6 @@ impl Owner {
         }
         self.reads.wanted = false;
         self.reads.started += 1;
-        self.counts.reads += 1;
         let starts = std::mem::take(&mut self.reads.starts);
         let mut ours = vec![self.synced.clone()];
         ours.extend(self.writes.in_flight_target());

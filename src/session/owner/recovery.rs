@@ -121,7 +121,7 @@ impl Owner {
                 }
             }
             active.waiters.push(waiter);
-            self.counts.reauth_shared += 1;
+            self.counts.shared_recoveries += 1;
             return None;
         }
         self.recovery.begun += 1;
@@ -207,7 +207,7 @@ impl Owner {
         self.recovery.runs += 1;
         let run = self.recovery.runs;
         self.recovery.running = Some((run, runner));
-        self.counts.reauth_runs += 1;
+        self.counts.reauthentications += 1;
         self.note(Note::Reauthenticating);
         self.answer(runner, Answer::Reauthenticate(run));
     }
@@ -246,7 +246,7 @@ impl Owner {
             }
             Err(e) => {
                 self.note(Note::ReauthFailed);
-                self.counts.reauth_failures += 1;
+                self.counts.failed_reauthentications += 1;
                 if let Some(active) = self.recovery.active.take() {
                     for waiter in active.waiters {
                         self.answer(waiter, Answer::Failed(e.clone()));

@@ -149,8 +149,8 @@ fn a_removal_seen_before_the_failures_does_not_end_the_recovery() {
     );
     assert_eq!(sim.written(2).lock, [LockOp::Release(1)]);
     assert_eq!(sim.owner.current().0, Some(&token("t2")));
-    assert_eq!(sim.owner.counts().reauth_runs, 1);
-    assert_eq!(sim.owner.counts().reauth_shared, 1);
+    assert_eq!(sim.owner.counts().reauthentications, 1);
+    assert_eq!(sim.owner.counts().shared_recoveries, 1);
 }
 
 /// An owner started on `t1` whose call failed with it: the recovery took the lock (try 1), read
@@ -317,7 +317,7 @@ fn a_recovery_waiting_for_the_lock_takes_the_holder_token() {
     // New: the try no one wants any more is abandoned in that step.
     assert_eq!(effects.lock, [LockOp::Abandon(1)]);
     assert_eq!(sim.lock_taken(1, true).lock, [LockOp::Release(1)]);
-    assert_eq!(sim.owner.counts().reauth_runs, 0);
+    assert_eq!(sim.owner.counts().reauthentications, 0);
 }
 
 /// A try for the lock made for a recovery that ended (another token came) is no answer for a

@@ -78,7 +78,7 @@ fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
     runtime
         .block_on(session.start_with_token(Token::new("a".repeat(40)).unwrap()))
         .unwrap();
-    let reads = || session.shared.look(|owner| owner.counts().reads);
+    let reads = || session.shared.look(|owner| owner.reads_started());
     // The first-second polls find the stamp unchanged and read nothing; the hand-over to
     // notification reads once.
     until(&runtime, "the session hands over to notification", || {
