@@ -28,6 +28,7 @@
 use std::fmt;
 use std::future::Future;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header;
 use tower_layer::Layer;
@@ -52,7 +53,7 @@ pub use recovering::ReauthService;
 /// return type).
 pub type ReauthLayer = SessionLayer<Reauth>;
 #[cfg(feature = "reqwest-middleware")]
-pub(crate) use recovering::{CallError, call_with_reauth};
+pub(crate) use recovering::call_with_reauth;
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`], or with re-authentication
 /// on ([`SessionLayer::reauthenticate_with`]) in a [`ReauthService`].
@@ -137,11 +138,9 @@ impl SessionLayer {
 impl SessionLayer<Reauth> {
     /// How many bytes of a request body are kept for a replay (default
     /// [`SessionLayer::DEFAULT_REPLAY_LIMIT`](crate::SessionLayer::DEFAULT_REPLAY_LIMIT)).
-    pub fn replay_limit(self, bytes: usize) -> Self {
-        Self {
-            session: self.session,
-            reauth: self.reauth.with_replay_limit(bytes),
-        }
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.reauth.replay_limit = bytes;
+        self
     }
 
     /// Renews the token before sending a call when its JWT `exp` falls within `margin` by this
@@ -151,11 +150,9 @@ impl SessionLayer<Reauth> {
     /// certificate): with a prompt, a clock that runs ahead of the agent's would ask for a
     /// password the agent never wanted. A token renewed this way is not renewed again before
     /// the agent has refused it.
-    pub fn renew_before_expiry(self, margin: std::time::Duration) -> Self {
-        Self {
-            session: self.session,
-            reauth: self.reauth.with_renewal(margin),
-        }
+    pub fn renew_before_expiry(mut self, margin: Duration) -> Self {
+        self.reauth.renew_before_expiry = Some(margin);
+        self
     }
 }
 

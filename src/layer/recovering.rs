@@ -18,7 +18,6 @@ use tower_service::Service;
 
 use super::{Sent, SessionService};
 use crate::error::Error;
-use crate::failures::SessionFailures;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
 use crate::replay::BoxError;
@@ -28,7 +27,6 @@ use crate::session::{Refresh, Session};
 mod for_http;
 #[cfg(feature = "reqwest")]
 mod for_reqwest;
-
 /// A [`SessionService`](crate::layer::SessionService) that recovers from session failures: made by
 /// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
@@ -86,11 +84,11 @@ impl<S> ReauthService<S> {
     }
 
     /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
-    /// errors boxed and a failed recovery made what `recovery_failure` makes of it.
+    /// errors boxed and a failed recovery made what `failed` makes of it.
     fn call_boxed<Req>(
         &mut self,
         request: Req,
-        recovery_failure: fn(Error, &dyn SessionFailures) -> BoxError,
+        failed: fn(Error, &Session) -> BoxError,
     ) -> BoxedCall<<S::Response as Checked>::Output>
     where
         S: Service<Req> + Clone + Send + 'static,
@@ -105,18 +103,12 @@ impl<S> ReauthService<S> {
         // again.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let reauth = self.reauth.clone();
-        Box::pin(async move {
-            let session = inner.session().clone();
-            call_with_reauth(inner, reauth, request)
-                .await
-                .map_err(|error| match error {
-                    CallError::Service(error) => error.into(),
-                    CallError::Reauthentication(error) => {
-                        recovery_failure(error, session.failures())
-                    }
-                })
-        })
+        Box::pin(call_with_reauth(
+            inner,
+            self.reauth.clone(),
+            request,
+            failed,
+        ))
     }
 }
 
@@ -159,43 +151,39 @@ pub(crate) trait Checked: Sized {
     ) -> impl Future<Output = (Self::Output, Reading)> + Send;
 }
 
-/// Why a re-authenticating call failed.
-#[derive(Debug)]
-pub(crate) enum CallError<E> {
-    /// The service's own error, as it came.
-    Service(E),
-    /// The session could not be recovered: [`Error::Reauthentication`], for the caller to map
-    /// to what its transport hands over.
-    Reauthentication(Error),
-}
-
 /// One call with re-authentication on: renew a token due for renewal first, record the
 /// request, and on a session failure recover once and replay once. A request with credentials
 /// of its own, or made by the re-authenticator, goes through the session service as it is.
+/// The service's errors are handed over as `E`; a failed recovery, as `failed` makes it of
+/// [`Error::Reauthentication`], for the transport at hand.
 ///
 /// It runs in a DEBUG span `session_reauth{path}`, so that the recovery's events and the spans
 /// of the call's sendings are inside it.
-pub(crate) async fn call_with_reauth<S, Req>(
+pub(crate) fn call_with_reauth<S, Req, E>(
     inner: SessionService<S>,
     reauth: Reauth,
     request: Req,
-) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
+    failed: fn(Error, &Session) -> E,
+) -> impl Future<Output = Result<<S::Response as Checked>::Output, E>>
 where
     S: Service<Req>,
+    S::Error: Into<E>,
     S::Response: Checked + SessionResponse,
     Req: Replayable,
 {
     let span = tracing::debug_span!("session_reauth", path = request.path());
-    tracing::Instrument::instrument(recover_and_replay(inner, reauth, request), span).await
+    tracing::Instrument::instrument(recover_and_replay(inner, reauth, request, failed), span)
 }
 
-async fn recover_and_replay<S, Req>(
+async fn recover_and_replay<S, Req, E>(
     mut inner: SessionService<S>,
     reauth: Reauth,
-    request: Req,
-) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
+    mut request: Req,
+    failed: fn(Error, &Session) -> E,
+) -> Result<<S::Response as Checked>::Output, E>
 where
     S: Service<Req>,
+    S::Error: Into<E>,
     S::Response: Checked + SessionResponse,
     Req: Replayable,
 {
@@ -205,31 +193,26 @@ where
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come: the session service reads the response as it reads any.
-        let response = inner.call(request);
-        return Ok(response.await.map_err(CallError::Service)?.unchecked());
+        let response = inner.call(request).await.map_err(Into::into)?;
+        return Ok(response.unchecked());
     }
-    let mut renewed = false;
+    let mut sendings = 0;
     let (epoch, token) = {
         let current = inner.current();
         (current.epoch, current.token.clone())
     };
     if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
-        reauth
-            .recover(&session, token, epoch)
-            .await
-            .map_err(CallError::Reauthentication)?;
-        renewed = true;
+        (reauth.recover(&session, token, epoch).await).map_err(|error| failed(error, &session))?;
+        // A renewed call hands over its first answer: at most one recovery per call then.
+        sendings = SENDINGS - 1;
         // The renewal may have taken a while (a prompt): be ready again before sending.
-        ready_again(&mut inner).await?;
+        ready_again(&mut inner).await.map_err(Into::into)?;
     }
-    // A renewed call hands over its first answer: at most one recovery per call then.
-    let mut sendings = if renewed { SENDINGS - 1 } else { 0 };
-    let mut request = request;
     loop {
-        let (to_send, record) = request.record(reauth.replay_limit());
+        let (to_send, record) = request.record(reauth.replay_limit);
         let (response, sent) = inner.send(to_send);
-        let response = response.await.map_err(CallError::Service)?;
+        let response = response.await.map_err(Into::into)?;
         let sent_whole = Req::sent_whole(&record);
         let (response, reading) = response.check(&session, &sent, sent_whole).await;
         sendings += 1;
@@ -248,16 +231,14 @@ where
         // The sending is over: its span closes before the recovery.
         drop(sent.span);
         let replay = Req::replay(record);
-        reauth
-            .recover(&session, sent.token, sent.epoch)
-            .await
-            .map_err(CallError::Reauthentication)?;
+        (reauth.recover(&session, sent.token, sent.epoch).await)
+            .map_err(|error| failed(error, &session))?;
         let Some(replay) = replay else {
             // Recovered for the next calls; this one cannot be sent again.
             tracing::debug!("session failure not replayed: the request cannot be sent again");
             return Ok(response);
         };
-        ready_again(&mut inner).await?;
+        ready_again(&mut inner).await.map_err(Into::into)?;
         request = replay;
     }
 }
@@ -270,11 +251,6 @@ where
 const SENDINGS: usize = 3;
 
 /// Drives the service ready again, before a call that follows a recovery.
-async fn ready_again<S, Req>(inner: &mut SessionService<S>) -> Result<(), CallError<S::Error>>
-where
-    S: Service<Req>,
-{
-    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx))
-        .await
-        .map_err(CallError::Service)
+async fn ready_again<S: Service<Req>, Req>(inner: &mut SessionService<S>) -> Result<(), S::Error> {
+    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx)).await
 }
