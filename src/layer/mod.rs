@@ -26,7 +26,6 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -220,10 +219,9 @@ impl<S> SessionService<S> {
     }
 
     /// Attaches and calls, for a caller that reads the response itself (re-authentication,
-    /// which looks at a gRPC response's trailers too): the future hides the response's
-    /// credentials and takes nothing. Also says what the request went with, for that reading
-    /// and for a recovery.
-    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (ResponseFuture<S::Future>, Sent)
+    /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
+    /// service's future, and what the request went with, for that reading and for a recovery.
+    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (S::Future, Sent)
     where
         S: Service<Req>,
         Req: SessionRequest,
@@ -239,18 +237,7 @@ impl<S> SessionService<S> {
             carried,
             span: call_span(&request, carried),
         };
-        let future = self.inner.call(request);
-        (self.respond(future, None, None), sent)
-    }
-
-    /// The future of a call that carried `carried`: `None` when the caller reads the response.
-    fn respond<F: Future>(
-        &self,
-        future: F,
-        carried: Option<Carried>,
-        span: Option<Box<tracing::Span>>,
-    ) -> ResponseFuture<F> {
-        ResponseFuture::new(future, self.session.clone(), carried, span)
+        (self.inner.call(request), sent)
     }
 }
 
@@ -281,7 +268,7 @@ where
         let carried = attach(self.current.load(), &self.session, request.headers_mut());
         let span = call_span(&request, carried);
         let future = self.inner.call(request);
-        self.respond(future, Some(carried), span)
+        ResponseFuture::new(future, self.session.clone(), carried, span)
     }
 }
 
@@ -353,38 +340,23 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
 /// puts one in its compression table. The bytes are unchanged.
 ///
 /// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
-/// may grow the map) unless the header is repeated.
+/// may grow the map) unless some header is repeated.
 #[inline]
 fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
-    match headers.get_mut(&header::AUTHORIZATION) {
-        None => false,
-        Some(value) => {
-            value.set_sensitive(true);
-            // Another value of `authorization` makes more values than names: without one, no
-            // second lookup.
-            if headers.len() != headers.keys_len() {
-                hide_the_others(headers);
-            }
-            true
-        }
-    }
-}
-
-/// The rest of [`hide_credentials`], for a message that has credentials: out of line, so that a
-/// message without any costs one lookup.
-#[cold]
-fn hide_the_others(headers: &mut http::HeaderMap) {
-    if headers
-        .get_all(&header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
+    let Some(value) = headers.get_mut(&header::AUTHORIZATION) else {
+        return false;
+    };
+    value.set_sensitive(true);
+    // Another value of `authorization` makes more values than names: without one, no second
+    // lookup.
+    if headers.len() != headers.keys_len()
         && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
     {
-        for value in values.iter_mut() {
-            value.set_sensitive(true);
-        }
+        values
+            .iter_mut()
+            .for_each(|value| value.set_sensitive(true));
     }
+    true
 }
 
 /// Whether `value` is `Basic` credentials (a password).

@@ -3,20 +3,18 @@
 //! session is recovered and the call replayed, through the session service again.
 //!
 //! The recovery is written once, in [`call_with_reauth`], over what a transport's messages must
-//! offer for it: a request that can be recorded for one replay ([`Replayable`]) and a response
-//! that can be checked for a session failure ([`Checked`]). `http`'s messages offer them in
-//! `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
+//! offer for it ([`Replayable`]): a request that can be recorded for one replay, and a response
+//! that can be checked for a session failure. `http`'s messages offer them in `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
 //! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
 //! in the status and headers). The `reqwest-middleware` middleware drives the same flow.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use http::header;
 use tower_service::Service;
 
-use super::{Sent, SessionService};
+use super::{Sent, SessionService, hide_credentials};
 use crate::error::Error;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
@@ -74,30 +72,21 @@ impl<S> ReauthService<S> {
         self.inner.into_inner()
     }
 
-    /// `poll_ready` of every transport's `Service` impl.
-    fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        self.inner.get_mut().poll_ready(cx).map_err(Into::into)
-    }
-
     /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
     /// errors boxed and a failed recovery made what `failed` makes of it.
     fn call_boxed<Req>(
         &mut self,
         request: Req,
         failed: fn(Error, &Session) -> BoxError,
-    ) -> BoxedCall<<S::Response as Checked>::Output>
+    ) -> BoxedCall<Req::Output>
     where
         S: Service<Req> + Clone + Send + 'static,
         S::Future: Send,
         S::Error: Into<BoxError> + Send,
-        S::Response: Checked + SessionResponse + Send,
-        <S::Response as Checked>::Output: Send,
-        Req: Replayable + Send + 'static,
+        S::Response: SessionResponse + Send,
+        Req: Replayable<S::Response> + Send + 'static,
         Req::Record: Send,
+        Req::Output: Send,
     {
         // The instance driven ready is the one that is called; the replay drives it ready
         // again.
@@ -115,39 +104,32 @@ impl<S> ReauthService<S> {
 /// The future of a [`ReauthService`](crate::layer::ReauthService) call.
 type BoxedCall<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-/// A request that can be recorded for one replay.
-pub(crate) trait Replayable: SessionRequest + Sized {
+/// A request that can be recorded for one replay, and its response `Res` read for the session
+/// (its trailers too where a transport has them).
+pub(crate) trait Replayable<Res>: SessionRequest + Sized {
     /// What is kept of a request to send it again.
     type Record;
+    /// The response the caller is handed.
+    type Output;
 
     /// The request to send, and what is kept of it; a body over `limit` bytes need not be.
     fn record(self, limit: usize) -> (Self, Self::Record);
 
-    /// Whether the request is known to have gone out whole, so that waiting on its response
-    /// (for trailers) cannot hold up the request.
-    fn sent_whole(record: &Self::Record) -> bool;
-
     /// The request to send again, if it can be. Taken before the recovery, so that a first
     /// sending still streaming its body ends rather than waits for the recovery.
     fn replay(record: Self::Record) -> Option<Self>;
-}
-
-/// A response that can be read for the session, its trailers too where a transport has them.
-pub(crate) trait Checked: Sized {
-    /// What the caller is handed.
-    type Output;
 
     /// The response as the caller is handed it, not looked at.
-    fn unchecked(self) -> Self::Output;
+    fn unchecked(response: Res) -> Self::Output;
 
     /// The response as the caller is handed it, and what it says to `session` (its
-    /// [`Session::read`], in the call's span) for a call `sent` so; `sent_whole` as
-    /// [`Replayable::sent_whole`] said of its request.
+    /// [`Session::read`], in the call's span) for a call `sent` so, whose request was
+    /// recorded as `record`.
     fn check(
-        self,
+        response: Res,
+        record: &Self::Record,
         session: &Session,
         sent: &Sent,
-        sent_whole: bool,
     ) -> impl Future<Output = (Self::Output, Reading)> + Send;
 }
 
@@ -164,12 +146,12 @@ pub(crate) fn call_with_reauth<S, Req, E>(
     reauth: Reauth,
     request: Req,
     failed: fn(Error, &Session) -> E,
-) -> impl Future<Output = Result<<S::Response as Checked>::Output, E>>
+) -> impl Future<Output = Result<Req::Output, E>>
 where
     S: Service<Req>,
     S::Error: Into<E>,
-    S::Response: Checked + SessionResponse,
-    Req: Replayable,
+    S::Response: SessionResponse,
+    Req: Replayable<S::Response>,
 {
     let span = tracing::debug_span!("session_reauth", path = request.path());
     tracing::Instrument::instrument(recover_and_replay(inner, reauth, request, failed), span)
@@ -180,12 +162,12 @@ async fn recover_and_replay<S, Req, E>(
     reauth: Reauth,
     mut request: Req,
     failed: fn(Error, &Session) -> E,
-) -> Result<<S::Response as Checked>::Output, E>
+) -> Result<Req::Output, E>
 where
     S: Service<Req>,
     S::Error: Into<E>,
-    S::Response: Checked + SessionResponse,
-    Req: Replayable,
+    S::Response: SessionResponse,
+    Req: Replayable<S::Response>,
 {
     let session = inner.session().clone();
     if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
@@ -194,7 +176,7 @@ where
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come: the session service reads the response as it reads any.
         let response = inner.call(request).await.map_err(Into::into)?;
-        return Ok(response.unchecked());
+        return Ok(Req::unchecked(response));
     }
     let mut sendings = 0;
     let (epoch, token) = {
@@ -212,9 +194,9 @@ where
     loop {
         let (to_send, record) = request.record(reauth.replay_limit);
         let (response, sent) = inner.send(to_send);
-        let response = response.await.map_err(Into::into)?;
-        let sent_whole = Req::sent_whole(&record);
-        let (response, reading) = response.check(&session, &sent, sent_whole).await;
+        let mut response = response.await.map_err(Into::into)?;
+        hide_credentials(response.headers_mut());
+        let (response, reading) = Req::check(response, &record, &session, &sent).await;
         sendings += 1;
         let failure = match reading {
             Reading::Failure(failure) if sendings < SENDINGS => failure,
