@@ -146,17 +146,15 @@ impl Middleware for SessionMiddleware<Reauth> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let service = SessionService::new(
-            Downstream {
-                next,
-                extensions: &lent,
-            },
-            self.session.clone(),
-        );
+        let downstream = Downstream {
+            next,
+            extensions: &lent,
+        };
+        let service = SessionService::build(downstream, self.session.clone(), self.reauth.clone());
         // reqwest's errors and the later middleware's as they came; a failed recovery as the
         // middleware's own.
         let failed = |error, _: &Session| reqwest_middleware::Error::middleware(error);
-        let result = call_with_reauth(service, self.reauth.clone(), request, failed).await;
+        let result = call_with_reauth(service, request, failed).await;
         *extensions = lent.into_inner().unwrap_or_else(PoisonError::into_inner);
         result
     }

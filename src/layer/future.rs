@@ -30,7 +30,7 @@ pin_project! {
         future: F,
         // Boxed: rare (a call that waits for its token's write), and it would make every
         // call's future larger.
-        saving: Option<Box<(Saved, Option<F::Output>)>>,
+        saving: Option<Box<(Saved, F::Output)>>,
         // A flag, not a state to move to: the future stays small, and nothing is moved on the
         // way out.
         done: bool,
@@ -71,16 +71,15 @@ where
         if *this.done {
             polled_after_completion()
         }
-        if let Some(saving) = this.saving {
+        if let Some(mut held) = this.saving.take() {
             // The call's result is the agent's, handed over as it came, once the write is over
             // or its bound has passed.
-            let (saved, response) = &mut **saving;
-            ready!(Pin::new(saved).poll(cx));
+            if Pin::new(&mut held.0).poll(cx).is_pending() {
+                *this.saving = Some(held);
+                return Poll::Pending;
+            }
             *this.done = true;
-            return match response.take() {
-                Some(response) => Poll::Ready(response),
-                None => polled_after_completion(),
-            };
+            return Poll::Ready(held.1);
         }
         let result = ready!(this.future.poll(cx));
         *this.done = true;
@@ -102,7 +101,7 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 *this.done = false;
-                *this.saving = Some(Box::new((saved, Some(Ok(response)))));
+                *this.saving = Some(Box::new((saved, Ok(response))));
                 Poll::Pending
             }
         }

@@ -155,22 +155,11 @@ impl SessionLayer<Reauth> {
     }
 }
 
-impl<S> Layer<S> for SessionLayer {
-    type Service = SessionService<S>;
+impl<S, R: Clone> Layer<S> for SessionLayer<R> {
+    type Service = SessionService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(inner, self.session.clone())
-    }
-}
-
-impl<S> Layer<S> for SessionLayer<Reauth> {
-    type Service = ReauthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ReauthService::new(
-            SessionService::new(inner, self.session.clone()),
-            self.reauth.clone(),
-        )
+        SessionService::build(inner, self.session.clone(), self.reauth.clone())
     }
 }
 
@@ -186,22 +175,33 @@ impl<S> Layer<S> for SessionLayer<Reauth> {
 /// one is ignored with a warning and the old token stays. It is used for the next calls at
 /// once and written to the session file as [`AgentTokens`](crate::AgentTokens) says. The
 /// header handed over is marked sensitive, so `Debug` of the response does not show it.
+///
+/// With re-authentication on (`R` is the layer's setting) it is a [`ReauthService`].
 #[derive(Clone)]
-pub struct SessionService<S> {
+pub struct SessionService<S, R = NoReauth> {
     inner: S,
     session: Session,
     /// The session's token, read with one atomic load while it does not change.
     current: CurrentCache,
+    reauth: R,
 }
 
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
+        Self::build(inner, session, NoReauth)
+    }
+}
+
+impl<S, R> SessionService<S, R> {
+    /// Wraps `inner`, with re-authentication as `reauth` says.
+    pub(crate) fn build(inner: S, session: Session, reauth: R) -> Self {
         let current = session.current_cache();
         Self {
             inner,
             session,
             current,
+            reauth,
         }
     }
 
@@ -239,9 +239,22 @@ impl<S> SessionService<S> {
         };
         (self.inner.call(request), sent)
     }
+
+    /// Attaches and calls: [`Service::call`], for every `R`.
+    #[inline]
+    fn attach_and_call<Req>(&mut self, mut request: Req) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+        Req: SessionRequest,
+    {
+        let carried = attach(self.current.load(), &self.session, request.headers_mut());
+        let span = call_span(&request, carried);
+        let future = self.inner.call(request);
+        ResponseFuture::new(future, self.session.clone(), carried, span)
+    }
 }
 
-impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+impl<S: fmt::Debug, R> fmt::Debug for SessionService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionService")
             .field("inner", &self.inner)
@@ -264,11 +277,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Req) -> Self::Future {
-        let carried = attach(self.current.load(), &self.session, request.headers_mut());
-        let span = call_span(&request, carried);
-        let future = self.inner.call(request);
-        ResponseFuture::new(future, self.session.clone(), carried, span)
+    fn call(&mut self, request: Req) -> Self::Future {
+        self.attach_and_call(request)
     }
 }
 

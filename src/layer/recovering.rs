@@ -41,37 +41,9 @@ mod for_reqwest;
 ///   `reqwest::Request::try_clone` (a body held in memory is shared, not copied, so the replay
 ///   limit does not apply); a request with a streaming body cannot be copied, and is sent once.
 ///   A failed re-authentication is the crate's [`Error::Reauthentication`], boxed.
-#[derive(Debug, Clone)]
-pub struct ReauthService<S> {
-    inner: SessionService<S>,
-    reauth: Reauth,
-}
+pub type ReauthService<S> = SessionService<S, Reauth>;
 
 impl<S> ReauthService<S> {
-    pub(super) fn new(inner: SessionService<S>, reauth: Reauth) -> Self {
-        Self { inner, reauth }
-    }
-
-    /// The session.
-    pub fn session(&self) -> &Session {
-        self.inner.session()
-    }
-
-    /// The service the session's calls go to.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-
-    /// The service the session's calls go to, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-
-    /// The service the session's calls go to, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
-
     /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
     /// errors boxed and a failed recovery made what `failed` makes of it.
     fn call_boxed<Req>(
@@ -90,14 +62,9 @@ impl<S> ReauthService<S> {
     {
         // The instance driven ready is the one that is called; the replay drives it ready
         // again.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(call_with_reauth(
-            inner,
-            self.reauth.clone(),
-            request,
-            failed,
-        ))
+        let clone = self.clone();
+        let service = std::mem::replace(self, clone);
+        Box::pin(call_with_reauth(service, request, failed))
     }
 }
 
@@ -142,8 +109,7 @@ pub(crate) trait Replayable<Res>: SessionRequest + Sized {
 /// It runs in a DEBUG span `session_reauth{path}`, so that the recovery's events and the spans
 /// of the call's sendings are inside it.
 pub(crate) fn call_with_reauth<S, Req, E>(
-    inner: SessionService<S>,
-    reauth: Reauth,
+    service: ReauthService<S>,
     request: Req,
     failed: fn(Error, &Session) -> E,
 ) -> impl Future<Output = Result<Req::Output, E>>
@@ -154,12 +120,11 @@ where
     Req: Replayable<S::Response>,
 {
     let span = tracing::debug_span!("session_reauth", path = request.path());
-    tracing::Instrument::instrument(recover_and_replay(inner, reauth, request, failed), span)
+    tracing::Instrument::instrument(recover_and_replay(service, request, failed), span)
 }
 
 async fn recover_and_replay<S, Req, E>(
-    mut inner: SessionService<S>,
-    reauth: Reauth,
+    mut service: ReauthService<S>,
     mut request: Req,
     failed: fn(Error, &Session) -> E,
 ) -> Result<Req::Output, E>
@@ -169,31 +134,33 @@ where
     S::Response: SessionResponse,
     Req: Replayable<S::Response>,
 {
-    let session = inner.session().clone();
+    let session = service.session.clone();
     if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
         // The request's own credentials, not the session's to renew (a password call may start
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come: the session service reads the response as it reads any.
-        let response = inner.call(request).await.map_err(Into::into)?;
+        let response = service.attach_and_call(request).await;
+        let response = response.map_err(Into::into)?;
         return Ok(Req::unchecked(response));
     }
     let mut sendings = 0;
     let (epoch, token) = {
-        let current = inner.current();
+        let current = service.current();
         (current.epoch, current.token.clone())
     };
+    let reauth = service.reauth.clone();
     if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
         (reauth.recover(&session, token, epoch).await).map_err(|error| failed(error, &session))?;
         // A renewed call hands over its first answer: at most one recovery per call then.
         sendings = SENDINGS - 1;
         // The renewal may have taken a while (a prompt): be ready again before sending.
-        ready_again(&mut inner).await.map_err(Into::into)?;
+        ready_again(&mut service.inner).await.map_err(Into::into)?;
     }
     loop {
         let (to_send, record) = request.record(reauth.replay_limit);
-        let (response, sent) = inner.send(to_send);
+        let (response, sent) = service.send(to_send);
         let mut response = response.await.map_err(Into::into)?;
         hide_credentials(response.headers_mut());
         let (response, reading) = Req::check(response, &record, &session, &sent).await;
@@ -220,7 +187,7 @@ where
             tracing::debug!("session failure not replayed: the request cannot be sent again");
             return Ok(response);
         };
-        ready_again(&mut inner).await.map_err(Into::into)?;
+        ready_again(&mut service.inner).await.map_err(Into::into)?;
         request = replay;
     }
 }
@@ -233,6 +200,6 @@ where
 const SENDINGS: usize = 3;
 
 /// Drives the service ready again, before a call that follows a recovery.
-async fn ready_again<S: Service<Req>, Req>(inner: &mut SessionService<S>) -> Result<(), S::Error> {
-    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx)).await
+async fn ready_again<S: Service<Req>, Req>(inner: &mut S) -> Result<(), S::Error> {
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await
 }

@@ -25,7 +25,7 @@ where
     type Future = BoxedCall<reqwest::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.get_mut().poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
