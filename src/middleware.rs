@@ -43,7 +43,7 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 use tower_service::Service;
 
-use crate::layer::{CallError, SessionService, call_with_reauth};
+use crate::layer::{SessionService, call_with_reauth};
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::session::Session;
 
@@ -101,11 +101,9 @@ impl SessionMiddleware {
 impl SessionMiddleware<Reauth> {
     /// Renews the token before sending a call when its JWT `exp` falls within `margin`, as
     /// [`SessionLayer::renew_before_expiry`](crate::SessionLayer::renew_before_expiry) does.
-    pub fn renew_before_expiry(self, margin: Duration) -> Self {
-        Self {
-            session: self.session,
-            reauth: self.reauth.with_renewal(margin),
-        }
+    pub fn renew_before_expiry(mut self, margin: Duration) -> Self {
+        self.reauth.renew_before_expiry = Some(margin);
+        self
     }
 }
 
@@ -125,11 +123,15 @@ impl Middleware for SessionMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let mut service = SessionService::new(Downstream::new(next, &lent), self.session.clone());
-        let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-            Ok(()) => service.call(request).await,
-            Err(error) => Err(error),
+        let downstream = Downstream {
+            next,
+            extensions: &lent,
         };
+        // No `poll_ready`: `Downstream` is always ready, and the session service asks nothing
+        // more.
+        let result = SessionService::new(downstream, self.session.clone())
+            .call(request)
+            .await;
         *extensions = lent.into_inner().unwrap_or_else(PoisonError::into_inner);
         result
     }
@@ -144,14 +146,17 @@ impl Middleware for SessionMiddleware<Reauth> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let service = SessionService::new(Downstream::new(next, &lent), self.session.clone());
-        let result = call_with_reauth(service, self.reauth.clone(), request).await;
+        let downstream = Downstream {
+            next,
+            extensions: &lent,
+        };
+        let service = SessionService::build(downstream, self.session.clone(), self.reauth.clone());
+        // reqwest's errors and the later middleware's as they came; a failed recovery as the
+        // middleware's own.
+        let failed = |error, _: &Session| reqwest_middleware::Error::middleware(error);
+        let result = call_with_reauth(service, request, failed).await;
         *extensions = lent.into_inner().unwrap_or_else(PoisonError::into_inner);
-        result.map_err(|error| match error {
-            // reqwest's errors and the later middleware's, as they came.
-            CallError::Service(error) => error,
-            CallError::Reauthentication(error) => reqwest_middleware::Error::middleware(error),
-        })
+        result
     }
 }
 
@@ -164,12 +169,6 @@ struct Downstream<'a> {
     /// the sendings of one call never overlap. A sending cut short (its call dropped) does not
     /// put them back, but nothing reads them after that.
     extensions: &'a Mutex<Extensions>,
-}
-
-impl<'a> Downstream<'a> {
-    fn new(next: Next<'a>, extensions: &'a Mutex<Extensions>) -> Self {
-        Self { next, extensions }
-    }
 }
 
 type Sending<'a> =

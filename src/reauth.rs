@@ -83,25 +83,23 @@ pub struct NoReauth;
 /// be `Send`).
 #[derive(Clone)]
 pub struct Reauth {
-    shared: Arc<Flight>,
-    replay_limit: usize,
-    renew_before_expiry: Option<Duration>,
+    reauthenticator: Arc<dyn Reauthenticate>,
+    /// The re-authenticator's type name, for `Debug` (as tonic does for interceptors).
+    name: &'static str,
+    /// How many bytes of a request body are kept for a replay.
+    pub(crate) replay_limit: usize,
+    /// Renew a token whose JWT `exp` falls within this margin before sending it.
+    pub(crate) renew_before_expiry: Option<Duration>,
 }
 
 impl fmt::Debug for Reauth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reauth")
-            .field("reauthenticator", &self.shared.name)
+            .field("reauthenticator", &self.name)
             .field("replay_limit", &self.replay_limit)
             .field("renew_before_expiry", &self.renew_before_expiry)
             .finish()
     }
-}
-
-struct Flight {
-    reauthenticator: Box<dyn Reauthenticate>,
-    /// The re-authenticator's type name, for `Debug` (as tonic does for interceptors).
-    name: &'static str,
 }
 
 tokio::task_local! {
@@ -118,20 +116,10 @@ pub(crate) fn reauthenticating() -> bool {
 impl Reauth {
     pub(crate) fn new<R: Reauthenticate>(reauthenticator: R) -> Self {
         Self {
-            shared: Arc::new(Flight {
-                reauthenticator: Box::new(reauthenticator),
-                name: std::any::type_name::<R>(),
-            }),
+            reauthenticator: Arc::new(reauthenticator),
+            name: std::any::type_name::<R>(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
             renew_before_expiry: None,
-        }
-    }
-
-    /// The same re-authenticator, renewing tokens that expire within `margin`.
-    pub(crate) fn with_renewal(self, margin: Duration) -> Self {
-        Self {
-            renew_before_expiry: Some(margin),
-            ..self
         }
     }
 
@@ -149,18 +137,6 @@ impl Reauth {
         SystemTime::now()
             .checked_add(margin)
             .is_none_or(|deadline| exp <= deadline)
-    }
-
-    /// The same re-authenticator with another replay limit.
-    pub(crate) fn with_replay_limit(self, limit: usize) -> Self {
-        Self {
-            replay_limit: limit,
-            ..self
-        }
-    }
-
-    pub(crate) fn replay_limit(&self) -> usize {
-        self.replay_limit
     }
 
     /// Gets the session a token other than `sent`, the one a call sent in `epoch` failed with
@@ -191,35 +167,29 @@ impl Reauth {
     /// Runs the re-authenticator for recovery `number`, and reports to the session.
     async fn run(&self, session: &Session, number: u64) -> Result<(), Error> {
         let run = Run {
-            flight: self.shared.clone(),
+            reauthenticator: self.reauthenticator.clone(),
             session: session.clone(),
             number,
             reported: false,
         };
         let answer = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                match runtime
-                    .spawn(tracing::Instrument::in_current_span(run.go()))
-                    .await
-                {
-                    Ok(answer) => answer,
-                    Err(e) => Answer::Failed(Error::Reauthentication(Arc::new(
-                        std::io::Error::other(format!("the re-authentication task failed: {e}")),
-                    ))),
-                }
-            }
+            Ok(runtime) => runtime
+                .spawn(tracing::Instrument::in_current_span(run.go()))
+                .await
+                .unwrap_or_else(|e| {
+                    let e = format!("the re-authentication task failed: {e}");
+                    Answer::Failed(Error::Reauthentication(Arc::new(std::io::Error::other(e))))
+                }),
             Err(_) => run.go().await,
         };
-        match answer {
-            Answer::Failed(e) => Err(e),
-            _ => {
-                // The runner's call goes on once the new token is durable, so that a process
-                // starting now finds it; never longer than the call bound, so that a stopped
-                // holder of the file's lock holds no call (the write goes on behind).
-                session.written_within_call_bound().await;
-                Ok(())
-            }
+        if let Answer::Failed(e) = answer {
+            return Err(e);
         }
+        // The runner's call goes on once the new token is durable, so that a process starting
+        // now finds it; never longer than the call bound, so that a stopped holder of the file's
+        // lock holds no call (the write goes on behind).
+        session.written_within_call_bound().await;
+        Ok(())
     }
 }
 
@@ -227,7 +197,7 @@ impl Reauth {
 /// caller gave up on an executor where it cannot go on alone), it tells the session, which has
 /// another waiting call run it.
 struct Run {
-    flight: Arc<Flight>,
+    reauthenticator: Arc<dyn Reauthenticate>,
     session: Session,
     number: u64,
     reported: bool,
@@ -235,8 +205,7 @@ struct Run {
 
 impl Run {
     async fn go(mut self) -> Answer {
-        let reauthentication =
-            REAUTHENTICATING.scope((), self.flight.reauthenticator.reauthenticate());
+        let reauthentication = REAUTHENTICATING.scope((), self.reauthenticator.reauthenticate());
         let result = reauthentication
             .await
             .map_err(|source| Error::Reauthentication(Arc::from(source)));
@@ -258,19 +227,20 @@ impl Drop for Run {
 /// With tonic, a `tonic::Status` (tonic hands a boxed `Status` over as it is, and anything else
 /// as `UNKNOWN`): the agent's own code where the agent answered the unlock (found in the
 /// error's sources), `UNAUTHENTICATED` otherwise, and also where the agent's answer was a
-/// session failure as `failures` reads it (Polykey refuses a wrong password so, as `UNKNOWN`).
+/// session failure as the session's [`SessionFailures`](crate::SessionFailures) reads it (Polykey refuses a wrong password so, as `UNKNOWN`).
 /// Its source is the crate's [`Error`], so `Error::from_status` finds
 /// [`Error::Reauthentication`] and what caused it.
-pub(crate) fn failure(error: Error, failures: &dyn crate::SessionFailures) -> BoxError {
+pub(crate) fn failure(error: Error, session: &Session) -> BoxError {
     #[cfg(feature = "tonic")]
     {
-        let cause = std::error::Error::source(&error).map(ToString::to_string);
-        let message = match cause {
+        let message = match std::error::Error::source(&error) {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         };
         let code = match agent_status(&error) {
-            Some(status) if Error::from_status_with(status, failures).is_none() => status.code(),
+            Some(status) if Error::from_status_with(status, session.failures()).is_none() => {
+                status.code()
+            }
             _ => tonic::Code::Unauthenticated,
         };
         let mut status = tonic::Status::new(code, message);
@@ -279,7 +249,7 @@ pub(crate) fn failure(error: Error, failures: &dyn crate::SessionFailures) -> Bo
     }
     #[cfg(not(feature = "tonic"))]
     {
-        let _ = failures;
+        let _ = session;
         Box::new(error)
     }
 }
@@ -292,12 +262,7 @@ fn agent_status(error: &Error) -> Option<&tonic::Status> {
         return None;
     };
     // From the cause itself: an `Arc`'s `source` skips what the `Arc` holds.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**cause);
-    while let Some(error) = source {
-        if let Some(status) = error.downcast_ref::<tonic::Status>() {
-            return Some(status);
-        }
-        source = error.source();
-    }
-    None
+    let cause: &(dyn std::error::Error + 'static) = &**cause;
+    std::iter::successors(Some(cause), |error| error.source())
+        .find_map(|error| error.downcast_ref::<tonic::Status>())
 }

@@ -8,8 +8,6 @@
 //! call its replay. The part not read is not buffered and does not count against the limit.
 //! A body whose recording went over the limit, or that failed, is not replayed.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
@@ -71,15 +69,18 @@ pub(crate) struct Tape {
     limit: usize,
 }
 
+#[derive(Default)]
 struct TapeState {
-    data: Vec<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// The data frames read, and the trailers: `None` once over the limit or failed, as there
+    /// is nothing to replay then.
+    recorded: Option<(Vec<Bytes>, Option<HeaderMap>)>,
     len: usize,
-    progress: Progress,
     /// The body until it ends or a replay takes it. Here rather than in the `Recording`, so that
     /// a replay can take what is not read yet, even after the transport dropped the `Recording`
     /// of a refused call.
     body: Option<BoxBody>,
+    /// Whether a replay took the body: the first sending gets no more of it.
+    taken: bool,
     /// The task last left waiting on the `Recording`: woken when a replay takes the body, so
     /// that the refused call's stream ends instead of waiting for ever.
     waker: Option<Waker>,
@@ -87,38 +88,15 @@ struct TapeState {
     ended: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Progress {
-    /// Being read: a replay sends the recording, then the rest of the body.
-    Streaming,
-    /// Read to its end: a replay sends the recording.
-    Complete,
-    /// Over the limit, or failed: nothing to replay.
-    Abandoned,
-    /// Taken by a replay: the first sending gets no more of it.
-    Taken,
-}
-
 impl Tape {
     /// A tape for a body with `hint`; one that says it is over `limit` is not recorded at all.
     pub(crate) fn new(limit: usize, hint: &SizeHint) -> Arc<Self> {
-        let progress = if hint.lower() > limit as u64 {
-            Progress::Abandoned
-        } else {
-            Progress::Streaming
-        };
-        Arc::new(Self {
-            state: Mutex::new(TapeState {
-                data: Vec::new(),
-                trailers: None,
-                len: 0,
-                progress,
-                body: None,
-                waker: None,
-                ended: false,
-            }),
-            limit,
-        })
+        let recorded = (hint.lower() <= limit as u64).then(Default::default);
+        let state = Mutex::new(TapeState {
+            recorded,
+            ..TapeState::default()
+        });
+        Arc::new(Self { state, limit })
     }
 
     fn lock(&self) -> MutexGuard<'_, TapeState> {
@@ -136,69 +114,52 @@ impl Tape {
     /// and a later call returns `None`.
     pub(crate) fn replay(&self) -> Option<Replay> {
         let mut state = self.lock();
-        let rest = match state.progress {
-            Progress::Abandoned | Progress::Taken => return None,
-            Progress::Complete => None,
-            Progress::Streaming => {
-                state.progress = Progress::Taken;
-                state.body.take()
-            }
-        };
-        let replay = Replay {
-            data: state.data.iter().cloned().collect(),
-            trailers: state.trailers.clone(),
-            rest,
+        if state.taken {
+            return None;
+        }
+        let (data, trailers) = state.recorded.clone()?;
+        // Trailers are a body's last frame: after them, nothing is left to take.
+        let rest = if state.ended || trailers.is_some() {
+            None
+        } else {
+            state.taken = true;
+            state.body.take()
         };
         let waiting = state.waker.take();
         drop(state);
         if let Some(waker) = waiting {
             waker.wake();
         }
-        Some(replay)
-    }
-}
-
-impl fmt::Debug for Tape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.lock();
-        f.debug_struct("Tape")
-            .field("limit", &self.limit)
-            .field("recorded", &state.len)
-            .field("progress", &state.progress)
-            .finish_non_exhaustive()
+        let data = data.into_iter();
+        Some(Replay {
+            data,
+            trailers,
+            rest,
+        })
     }
 }
 
 impl TapeState {
     fn record(&mut self, frame: &Frame<Bytes>, limit: usize) {
-        if self.progress != Progress::Streaming {
-            return;
-        }
         if let Some(data) = frame.data_ref() {
             self.len = self.len.saturating_add(data.len());
             if self.len > limit {
-                self.progress = Progress::Abandoned;
-                self.data = Vec::new();
-                return;
+                self.recorded = None;
             }
-            // `Bytes` clones share the buffer: recording copies nothing.
-            self.data.push(data.clone());
-        } else if let Some(trailers) = frame.trailers_ref() {
-            self.trailers = Some(trailers.clone());
-            // Trailers are a body's last frame: nothing is left for a replay to take.
-            self.progress = Progress::Complete;
         }
-    }
-
-    fn finish(&mut self, progress: Progress) {
-        if self.progress == Progress::Streaming {
-            self.progress = progress;
+        let Some((data, trailers)) = &mut self.recorded else {
+            return;
+        };
+        if let Some(frame) = frame.data_ref() {
+            // `Bytes` clones share the buffer: recording copies nothing.
+            data.push(frame.clone());
+        } else if let Some(frame) = frame.trailers_ref() {
+            *trailers = Some(frame.clone());
         }
     }
 }
 
 /// The body sent the first time: reads the body on its [`Tape`] and records what it yields.
-#[derive(Debug)]
 pub(crate) struct Recording {
     tape: Arc<Tape>,
 }
@@ -226,26 +187,17 @@ impl Body for Recording {
         // frames, never during one: each frame the transport got is on the recording.
         let mut state = self.tape.lock();
         let Some(body) = state.body.as_mut() else {
-            return Poll::Ready(
-                (state.progress == Progress::Taken)
-                    .then(|| Err("the request body was taken to be sent again".into())),
-            );
+            let taken = "the request body was taken to be sent again";
+            return Poll::Ready(state.taken.then(|| Err(taken.into())));
         };
         let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
-            if !state
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                state.waker = Some(cx.waker().clone());
-            }
+            state.waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
         match &frame {
             Some(Ok(frame)) => state.record(frame, self.tape.limit),
-            Some(Err(_)) => state.finish(Progress::Abandoned),
+            Some(Err(_)) => state.recorded = None,
             None => {
-                state.finish(Progress::Complete);
                 state.ended = true;
                 state.body = None;
             }
@@ -259,15 +211,12 @@ impl Body for Recording {
             Some(body) => {
                 // A transport may stop polling once this says so, without the final `None`.
                 let end = body.is_end_stream();
-                if end {
-                    state.finish(Progress::Complete);
-                    state.ended = true;
-                }
+                state.ended |= end;
                 end
             }
             // A body taken by a replay did not end: the transport must see the error, not
             // send what it read as if it were all.
-            None => state.progress != Progress::Taken,
+            None => !state.taken,
         }
     }
 
@@ -282,7 +231,7 @@ impl Body for Recording {
 /// A body sent again: the recorded data frames, then the rest of the body or the recorded
 /// trailers.
 pub(crate) struct Replay {
-    data: VecDeque<Bytes>,
+    data: std::vec::IntoIter<Bytes>,
     trailers: Option<HeaderMap>,
     rest: Option<BoxBody>,
 }
@@ -295,7 +244,7 @@ impl Body for Replay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(data) = self.data.pop_front() {
+        if let Some(data) = self.data.next() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if let Some(rest) = self.rest.as_mut() {
@@ -309,33 +258,23 @@ impl Body for Replay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_empty()
+        self.data.len() == 0
             && self.trailers.is_none()
             && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        let recorded: u64 = self.data.iter().map(|data| data.len() as u64).sum();
-        let Some(rest) = &self.rest else {
-            return SizeHint::with_exact(recorded);
-        };
-        let rest = rest.size_hint();
+        let recorded: u64 = self.data.as_slice().iter().map(|d| d.len() as u64).sum();
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |r| r.size_hint());
         let mut hint = SizeHint::new();
         hint.set_lower(recorded.saturating_add(rest.lower()));
         if let Some(upper) = rest.upper() {
             hint.set_upper(recorded.saturating_add(upper));
         }
         hint
-    }
-}
-
-impl fmt::Debug for Replay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Replay")
-            .field("frames", &self.data.len())
-            .field("trailers", &self.trailers.is_some())
-            .field("rest", &self.rest.is_some())
-            .finish()
     }
 }
 

@@ -1,6 +1,6 @@
-//! [`ResponseFuture`](crate::layer::ResponseFuture): a call's answer on its way back. Its credentials are hidden, its token
-//! taken (a refresh, or a password call's new session) unless the caller reads the response
-//! itself, and, when the session says so, the answer waits for that token's write.
+//! [`ResponseFuture`](crate::layer::ResponseFuture): a call's answer on its way back. Its
+//! credentials are hidden, its token taken (a refresh, or a password call's new session), and,
+//! when the session says so, the answer waits for that token's write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,13 +30,12 @@ pin_project! {
         future: F,
         // Boxed: rare (a call that waits for its token's write), and it would make every
         // call's future larger.
-        saving: Holding<F::Output>,
+        saving: Option<Box<(Saved, F::Output)>>,
         // A flag, not a state to move to: the future stays small, and nothing is moved on the
         // way out.
         done: bool,
         session: Session,
-        // `None` when the caller reads the response itself.
-        carried: Option<Carried>,
+        carried: Carried,
         // Boxed, and only when a subscriber wants it: most calls have none.
         span: Option<Box<tracing::Span>>,
     }
@@ -46,12 +45,12 @@ impl<F: Future> ResponseFuture<F> {
     pub(super) fn new(
         future: F,
         session: Session,
-        carried: Option<Carried>,
+        carried: Carried,
         span: Option<Box<tracing::Span>>,
     ) -> Self {
         Self {
             future,
-            saving: Holding(None),
+            saving: None,
             done: false,
             session,
             carried,
@@ -72,16 +71,15 @@ where
         if *this.done {
             polled_after_completion()
         }
-        if let Some(saving) = &mut this.saving.0 {
+        if let Some(mut held) = this.saving.take() {
             // The call's result is the agent's, handed over as it came, once the write is over
             // or its bound has passed.
-            let (saved, response) = &mut **saving;
-            ready!(Pin::new(saved).poll(cx));
+            if Pin::new(&mut held.0).poll(cx).is_pending() {
+                *this.saving = Some(held);
+                return Poll::Pending;
+            }
             *this.done = true;
-            return match response.take() {
-                Some(response) => Poll::Ready(response),
-                None => polled_after_completion(),
-            };
+            return Poll::Ready(held.1);
         }
         let result = ready!(this.future.poll(cx));
         *this.done = true;
@@ -91,14 +89,11 @@ where
         if !hide_credentials(response.headers_mut()) {
             return Poll::Ready(Ok(response));
         }
-        let Some(carried) = *this.carried else {
-            return Poll::Ready(Ok(response));
-        };
         // The writer and any other work the token starts carry the call's span.
         let _in_call = this.span.as_deref().map(tracing::Span::enter);
         let reading = this
             .session
-            .read(carried, response.status(), response.headers(), None);
+            .read(*this.carried, response.status(), response.headers(), None);
         match this.session.take(reading) {
             Refresh::Done => Poll::Ready(Ok(response)),
             Refresh::Saving(mut saved) => {
@@ -106,30 +101,11 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 *this.done = false;
-                this.saving.0 = Some(Box::new((saved, Some(Ok(response)))));
+                *this.saving = Some(Box::new((saved, Ok(response))));
                 Poll::Pending
             }
         }
     }
-}
-
-/// The wait for a token's write, and the response held back meanwhile. Its drop is out of
-/// line: the future of a call that never waited (the hot path) drops it with one test, not
-/// with the inlined drop of the wait and of a response.
-struct Holding<T>(Option<Box<(Saved, Option<T>)>>);
-
-impl<T> Drop for Holding<T> {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(held) = self.0.take() {
-            drop_held(held);
-        }
-    }
-}
-
-#[inline(never)]
-fn drop_held<T>(held: Box<(Saved, Option<T>)>) {
-    drop(held);
 }
 
 /// A future polled again after it completed: the caller broke the `Future` contract.

@@ -26,8 +26,8 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header;
 use tower_layer::Layer;
@@ -52,7 +52,7 @@ pub use recovering::ReauthService;
 /// return type).
 pub type ReauthLayer = SessionLayer<Reauth>;
 #[cfg(feature = "reqwest-middleware")]
-pub(crate) use recovering::{CallError, call_with_reauth};
+pub(crate) use recovering::call_with_reauth;
 
 /// A tower [`Layer`] that wraps services in a [`SessionService`], or with re-authentication
 /// on ([`SessionLayer::reauthenticate_with`]) in a [`ReauthService`].
@@ -137,11 +137,9 @@ impl SessionLayer {
 impl SessionLayer<Reauth> {
     /// How many bytes of a request body are kept for a replay (default
     /// [`SessionLayer::DEFAULT_REPLAY_LIMIT`](crate::SessionLayer::DEFAULT_REPLAY_LIMIT)).
-    pub fn replay_limit(self, bytes: usize) -> Self {
-        Self {
-            session: self.session,
-            reauth: self.reauth.with_replay_limit(bytes),
-        }
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.reauth.replay_limit = bytes;
+        self
     }
 
     /// Renews the token before sending a call when its JWT `exp` falls within `margin` by this
@@ -151,30 +149,17 @@ impl SessionLayer<Reauth> {
     /// certificate): with a prompt, a clock that runs ahead of the agent's would ask for a
     /// password the agent never wanted. A token renewed this way is not renewed again before
     /// the agent has refused it.
-    pub fn renew_before_expiry(self, margin: std::time::Duration) -> Self {
-        Self {
-            session: self.session,
-            reauth: self.reauth.with_renewal(margin),
-        }
+    pub fn renew_before_expiry(mut self, margin: Duration) -> Self {
+        self.reauth.renew_before_expiry = Some(margin);
+        self
     }
 }
 
-impl<S> Layer<S> for SessionLayer {
-    type Service = SessionService<S>;
+impl<S, R: Clone> Layer<S> for SessionLayer<R> {
+    type Service = SessionService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::new(inner, self.session.clone())
-    }
-}
-
-impl<S> Layer<S> for SessionLayer<Reauth> {
-    type Service = ReauthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ReauthService::new(
-            SessionService::new(inner, self.session.clone()),
-            self.reauth.clone(),
-        )
+        SessionService::build(inner, self.session.clone(), self.reauth.clone())
     }
 }
 
@@ -190,22 +175,33 @@ impl<S> Layer<S> for SessionLayer<Reauth> {
 /// one is ignored with a warning and the old token stays. It is used for the next calls at
 /// once and written to the session file as [`AgentTokens`](crate::AgentTokens) says. The
 /// header handed over is marked sensitive, so `Debug` of the response does not show it.
+///
+/// With re-authentication on (`R` is the layer's setting) it is a [`ReauthService`].
 #[derive(Clone)]
-pub struct SessionService<S> {
+pub struct SessionService<S, R = NoReauth> {
     inner: S,
     session: Session,
     /// The session's token, read with one atomic load while it does not change.
     current: CurrentCache,
+    reauth: R,
 }
 
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
+        Self::build(inner, session, NoReauth)
+    }
+}
+
+impl<S, R> SessionService<S, R> {
+    /// Wraps `inner`, with re-authentication as `reauth` says.
+    pub(crate) fn build(inner: S, session: Session, reauth: R) -> Self {
         let current = session.current_cache();
         Self {
             inner,
             session,
             current,
+            reauth,
         }
     }
 
@@ -223,10 +219,9 @@ impl<S> SessionService<S> {
     }
 
     /// Attaches and calls, for a caller that reads the response itself (re-authentication,
-    /// which looks at a gRPC response's trailers too): the future hides the response's
-    /// credentials and takes nothing. Also says what the request went with, for that reading
-    /// and for a recovery.
-    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (ResponseFuture<S::Future>, Sent)
+    /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
+    /// service's future, and what the request went with, for that reading and for a recovery.
+    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (S::Future, Sent)
     where
         S: Service<Req>,
         Req: SessionRequest,
@@ -242,22 +237,24 @@ impl<S> SessionService<S> {
             carried,
             span: call_span(&request, carried),
         };
-        let future = self.inner.call(request);
-        (self.respond(future, None, None), sent)
+        (self.inner.call(request), sent)
     }
 
-    /// The future of a call that carried `carried`: `None` when the caller reads the response.
-    fn respond<F: Future>(
-        &self,
-        future: F,
-        carried: Option<Carried>,
-        span: Option<Box<tracing::Span>>,
-    ) -> ResponseFuture<F> {
+    /// Attaches and calls: [`Service::call`], for every `R`.
+    #[inline]
+    fn attach_and_call<Req>(&mut self, mut request: Req) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+        Req: SessionRequest,
+    {
+        let carried = attach(self.current.load(), &self.session, request.headers_mut());
+        let span = call_span(&request, carried);
+        let future = self.inner.call(request);
         ResponseFuture::new(future, self.session.clone(), carried, span)
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+impl<S: fmt::Debug, R> fmt::Debug for SessionService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionService")
             .field("inner", &self.inner)
@@ -280,11 +277,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Req) -> Self::Future {
-        let carried = attach(self.current.load(), &self.session, request.headers_mut());
-        let span = call_span(&request, carried);
-        let future = self.inner.call(request);
-        self.respond(future, Some(carried), span)
+    fn call(&mut self, request: Req) -> Self::Future {
+        self.attach_and_call(request)
     }
 }
 
@@ -356,38 +350,23 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
 /// puts one in its compression table. The bytes are unchanged.
 ///
 /// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
-/// may grow the map) unless the header is repeated.
+/// may grow the map) unless some header is repeated.
 #[inline]
 fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
-    match headers.get_mut(&header::AUTHORIZATION) {
-        None => false,
-        Some(value) => {
-            value.set_sensitive(true);
-            // Another value of `authorization` makes more values than names: without one, no
-            // second lookup.
-            if headers.len() != headers.keys_len() {
-                hide_the_others(headers);
-            }
-            true
-        }
-    }
-}
-
-/// The rest of [`hide_credentials`], for a message that has credentials: out of line, so that a
-/// message without any costs one lookup.
-#[cold]
-fn hide_the_others(headers: &mut http::HeaderMap) {
-    if headers
-        .get_all(&header::AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
+    let Some(value) = headers.get_mut(&header::AUTHORIZATION) else {
+        return false;
+    };
+    value.set_sensitive(true);
+    // Another value of `authorization` makes more values than names: without one, no second
+    // lookup.
+    if headers.len() != headers.keys_len()
         && let header::Entry::Occupied(mut values) = headers.entry(header::AUTHORIZATION)
     {
-        for value in values.iter_mut() {
-            value.set_sensitive(true);
-        }
+        values
+            .iter_mut()
+            .for_each(|value| value.set_sensitive(true));
     }
+    true
 }
 
 /// Whether `value` is `Basic` credentials (a password).

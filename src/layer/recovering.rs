@@ -3,22 +3,19 @@
 //! session is recovered and the call replayed, through the session service again.
 //!
 //! The recovery is written once, in [`call_with_reauth`], over what a transport's messages must
-//! offer for it: a request that can be recorded for one replay ([`Replayable`]) and a response
-//! that can be checked for a session failure ([`Checked`]). `http`'s messages offer them in
-//! `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
+//! offer for it ([`Replayable`]): a request that can be recorded for one replay, and a response
+//! that can be checked for a session failure. `http`'s messages offer them in `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
 //! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
 //! in the status and headers). The `reqwest-middleware` middleware drives the same flow.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use http::header;
 use tower_service::Service;
 
-use super::{Sent, SessionService};
+use super::{Sent, SessionService, hide_credentials};
 use crate::error::Error;
-use crate::failures::SessionFailures;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
 use crate::replay::BoxError;
@@ -28,7 +25,6 @@ use crate::session::{Refresh, Session};
 mod for_http;
 #[cfg(feature = "reqwest")]
 mod for_reqwest;
-
 /// A [`SessionService`](crate::layer::SessionService) that recovers from session failures: made by
 /// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
@@ -45,193 +41,129 @@ mod for_reqwest;
 ///   `reqwest::Request::try_clone` (a body held in memory is shared, not copied, so the replay
 ///   limit does not apply); a request with a streaming body cannot be copied, and is sent once.
 ///   A failed re-authentication is the crate's [`Error::Reauthentication`], boxed.
-#[derive(Debug, Clone)]
-pub struct ReauthService<S> {
-    inner: SessionService<S>,
-    reauth: Reauth,
-}
+pub type ReauthService<S> = SessionService<S, Reauth>;
 
 impl<S> ReauthService<S> {
-    pub(super) fn new(inner: SessionService<S>, reauth: Reauth) -> Self {
-        Self { inner, reauth }
-    }
-
-    /// The session.
-    pub fn session(&self) -> &Session {
-        self.inner.session()
-    }
-
-    /// The service the session's calls go to.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-
-    /// The service the session's calls go to, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-
-    /// The service the session's calls go to, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
-
-    /// `poll_ready` of every transport's `Service` impl.
-    fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        self.inner.get_mut().poll_ready(cx).map_err(Into::into)
-    }
-
     /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
-    /// errors boxed and a failed recovery made what `recovery_failure` makes of it.
+    /// errors boxed and a failed recovery made what `failed` makes of it.
     fn call_boxed<Req>(
         &mut self,
         request: Req,
-        recovery_failure: fn(Error, &dyn SessionFailures) -> BoxError,
-    ) -> BoxedCall<<S::Response as Checked>::Output>
+        failed: fn(Error, &Session) -> BoxError,
+    ) -> BoxedCall<Req::Output>
     where
         S: Service<Req> + Clone + Send + 'static,
         S::Future: Send,
         S::Error: Into<BoxError> + Send,
-        S::Response: Checked + SessionResponse + Send,
-        <S::Response as Checked>::Output: Send,
-        Req: Replayable + Send + 'static,
+        S::Response: SessionResponse + Send,
+        Req: Replayable<S::Response> + Send + 'static,
         Req::Record: Send,
+        Req::Output: Send,
     {
         // The instance driven ready is the one that is called; the replay drives it ready
         // again.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let reauth = self.reauth.clone();
-        Box::pin(async move {
-            let session = inner.session().clone();
-            call_with_reauth(inner, reauth, request)
-                .await
-                .map_err(|error| match error {
-                    CallError::Service(error) => error.into(),
-                    CallError::Reauthentication(error) => {
-                        recovery_failure(error, session.failures())
-                    }
-                })
-        })
+        let clone = self.clone();
+        let service = std::mem::replace(self, clone);
+        Box::pin(call_with_reauth(service, request, failed))
     }
 }
 
 /// The future of a [`ReauthService`](crate::layer::ReauthService) call.
 type BoxedCall<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-/// A request that can be recorded for one replay.
-pub(crate) trait Replayable: SessionRequest + Sized {
+/// A request that can be recorded for one replay, and its response `Res` read for the session
+/// (its trailers too where a transport has them).
+pub(crate) trait Replayable<Res>: SessionRequest + Sized {
     /// What is kept of a request to send it again.
     type Record;
+    /// The response the caller is handed.
+    type Output;
 
     /// The request to send, and what is kept of it; a body over `limit` bytes need not be.
     fn record(self, limit: usize) -> (Self, Self::Record);
 
-    /// Whether the request is known to have gone out whole, so that waiting on its response
-    /// (for trailers) cannot hold up the request.
-    fn sent_whole(record: &Self::Record) -> bool;
-
     /// The request to send again, if it can be. Taken before the recovery, so that a first
     /// sending still streaming its body ends rather than waits for the recovery.
     fn replay(record: Self::Record) -> Option<Self>;
-}
-
-/// A response that can be read for the session, its trailers too where a transport has them.
-pub(crate) trait Checked: Sized {
-    /// What the caller is handed.
-    type Output;
 
     /// The response as the caller is handed it, not looked at.
-    fn unchecked(self) -> Self::Output;
+    fn unchecked(response: Res) -> Self::Output;
 
     /// The response as the caller is handed it, and what it says to `session` (its
-    /// [`Session::read`], in the call's span) for a call `sent` so; `sent_whole` as
-    /// [`Replayable::sent_whole`] said of its request.
+    /// [`Session::read`], in the call's span) for a call `sent` so, whose request was
+    /// recorded as `record`.
     fn check(
-        self,
+        response: Res,
+        record: &Self::Record,
         session: &Session,
         sent: &Sent,
-        sent_whole: bool,
     ) -> impl Future<Output = (Self::Output, Reading)> + Send;
-}
-
-/// Why a re-authenticating call failed.
-#[derive(Debug)]
-pub(crate) enum CallError<E> {
-    /// The service's own error, as it came.
-    Service(E),
-    /// The session could not be recovered: [`Error::Reauthentication`], for the caller to map
-    /// to what its transport hands over.
-    Reauthentication(Error),
 }
 
 /// One call with re-authentication on: renew a token due for renewal first, record the
 /// request, and on a session failure recover once and replay once. A request with credentials
 /// of its own, or made by the re-authenticator, goes through the session service as it is.
+/// The service's errors are handed over as `E`; a failed recovery, as `failed` makes it of
+/// [`Error::Reauthentication`], for the transport at hand.
 ///
 /// It runs in a DEBUG span `session_reauth{path}`, so that the recovery's events and the spans
 /// of the call's sendings are inside it.
-pub(crate) async fn call_with_reauth<S, Req>(
-    inner: SessionService<S>,
-    reauth: Reauth,
+pub(crate) fn call_with_reauth<S, Req, E>(
+    service: ReauthService<S>,
     request: Req,
-) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
+    failed: fn(Error, &Session) -> E,
+) -> impl Future<Output = Result<Req::Output, E>>
 where
     S: Service<Req>,
-    S::Response: Checked + SessionResponse,
-    Req: Replayable,
+    S::Error: Into<E>,
+    S::Response: SessionResponse,
+    Req: Replayable<S::Response>,
 {
     let span = tracing::debug_span!("session_reauth", path = request.path());
-    tracing::Instrument::instrument(recover_and_replay(inner, reauth, request), span).await
+    tracing::Instrument::instrument(recover_and_replay(service, request, failed), span)
 }
 
-async fn recover_and_replay<S, Req>(
-    mut inner: SessionService<S>,
-    reauth: Reauth,
-    request: Req,
-) -> Result<<S::Response as Checked>::Output, CallError<S::Error>>
+async fn recover_and_replay<S, Req, E>(
+    mut service: ReauthService<S>,
+    mut request: Req,
+    failed: fn(Error, &Session) -> E,
+) -> Result<Req::Output, E>
 where
     S: Service<Req>,
-    S::Response: Checked + SessionResponse,
-    Req: Replayable,
+    S::Error: Into<E>,
+    S::Response: SessionResponse,
+    Req: Replayable<S::Response>,
 {
-    let session = inner.session().clone();
+    let session = service.session.clone();
     if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
         // The request's own credentials, not the session's to renew (a password call may start
         // the session); or the re-authenticator's own call (its unlock through a layered
         // channel), which must not wait for the recovery it is part of. Sent as they are,
         // answered as they come: the session service reads the response as it reads any.
-        let response = inner.call(request);
-        return Ok(response.await.map_err(CallError::Service)?.unchecked());
+        let response = service.attach_and_call(request).await;
+        let response = response.map_err(Into::into)?;
+        return Ok(Req::unchecked(response));
     }
-    let mut renewed = false;
+    let mut sendings = 0;
     let (epoch, token) = {
-        let current = inner.current();
+        let current = service.current();
         (current.epoch, current.token.clone())
     };
+    let reauth = service.reauth.clone();
     if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
         tracing::debug!("the token expires within the renewal margin; renewing it first");
-        reauth
-            .recover(&session, token, epoch)
-            .await
-            .map_err(CallError::Reauthentication)?;
-        renewed = true;
+        (reauth.recover(&session, token, epoch).await).map_err(|error| failed(error, &session))?;
+        // A renewed call hands over its first answer: at most one recovery per call then.
+        sendings = SENDINGS - 1;
         // The renewal may have taken a while (a prompt): be ready again before sending.
-        ready_again(&mut inner).await?;
+        ready_again(&mut service.inner).await.map_err(Into::into)?;
     }
-    // A renewed call hands over its first answer: at most one recovery per call then.
-    let mut sendings = if renewed { SENDINGS - 1 } else { 0 };
-    let mut request = request;
     loop {
-        let (to_send, record) = request.record(reauth.replay_limit());
-        let (response, sent) = inner.send(to_send);
-        let response = response.await.map_err(CallError::Service)?;
-        let sent_whole = Req::sent_whole(&record);
-        let (response, reading) = response.check(&session, &sent, sent_whole).await;
+        let (to_send, record) = request.record(reauth.replay_limit);
+        let (response, sent) = service.send(to_send);
+        let mut response = response.await.map_err(Into::into)?;
+        hide_credentials(response.headers_mut());
+        let (response, reading) = Req::check(response, &record, &session, &sent).await;
         sendings += 1;
         let failure = match reading {
             Reading::Failure(failure) if sendings < SENDINGS => failure,
@@ -248,16 +180,14 @@ where
         // The sending is over: its span closes before the recovery.
         drop(sent.span);
         let replay = Req::replay(record);
-        reauth
-            .recover(&session, sent.token, sent.epoch)
-            .await
-            .map_err(CallError::Reauthentication)?;
+        (reauth.recover(&session, sent.token, sent.epoch).await)
+            .map_err(|error| failed(error, &session))?;
         let Some(replay) = replay else {
             // Recovered for the next calls; this one cannot be sent again.
             tracing::debug!("session failure not replayed: the request cannot be sent again");
             return Ok(response);
         };
-        ready_again(&mut inner).await?;
+        ready_again(&mut service.inner).await.map_err(Into::into)?;
         request = replay;
     }
 }
@@ -270,11 +200,6 @@ where
 const SENDINGS: usize = 3;
 
 /// Drives the service ready again, before a call that follows a recovery.
-async fn ready_again<S, Req>(inner: &mut SessionService<S>) -> Result<(), CallError<S::Error>>
-where
-    S: Service<Req>,
-{
-    std::future::poll_fn(|cx| inner.get_mut().poll_ready(cx))
-        .await
-        .map_err(CallError::Service)
+async fn ready_again<S: Service<Req>, Req>(inner: &mut S) -> Result<(), S::Error> {
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await
 }

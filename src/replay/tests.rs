@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Wake;
 
@@ -116,7 +117,7 @@ async fn a_size_hint_over_the_limit_is_not_recorded_at_all() {
     let mut recording = Recording::new(body, tape.clone());
     // Nothing is kept even while streaming.
     let _ = recording.frame().await;
-    assert!(tape.lock().data.is_empty());
+    assert!(tape.lock().recorded.is_none());
     assert!(tape.replay().is_none());
 }
 

@@ -9,7 +9,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{BoxedCall, Checked, ReauthService, Replayable};
+use super::{BoxedCall, ReauthService, Replayable};
 use crate::layer::Sent;
 use crate::peek::PeekedBody;
 use crate::reauth;
@@ -33,7 +33,7 @@ where
     type Future = BoxedCall<Self::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.poll_inner::<Request<ReqB>>(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
@@ -42,12 +42,16 @@ where
 }
 
 /// The request's head, and its body on a tape: what was read of it, and the rest.
-impl<B> Replayable for Request<B>
+impl<B, ResB> Replayable<Response<ResB>> for Request<B>
 where
     B: WrapBody + Send + 'static,
     B::Error: Into<BoxError>,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
 {
     type Record = (http::request::Parts, Arc<Tape>);
+    type Output = Response<PeekedBody<ResB>>;
 
     fn record(self, limit: usize) -> (Self, Self::Record) {
         let (parts, body) = self.into_parts();
@@ -57,47 +61,34 @@ where
         (Request::from_parts(parts, recording), record)
     }
 
-    fn sent_whole((_, tape): &Self::Record) -> bool {
-        tape.is_read()
-    }
-
     fn replay((parts, tape): Self::Record) -> Option<Self> {
         // `None` when the body went over the limit or failed.
         let replay = tape.replay()?;
         Some(Request::from_parts(parts, B::wrap(replay)))
     }
-}
 
-impl<B> Checked for Response<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Send,
-{
-    type Output = Response<PeekedBody<B>>;
-
-    fn unchecked(self) -> Self::Output {
-        self.map(PeekedBody::new)
+    fn unchecked(response: Response<ResB>) -> Self::Output {
+        response.map(PeekedBody::new)
     }
 
     /// Read with its headers, and with its trailers when it is a gRPC response whose headers
     /// said nothing (grpc-js sends every error so). The trailers are looked for only when the
-    /// request was sent whole, so that a call whose request still streams is never held up;
-    /// only as the first frame, so that a response that carries a message is handed over at
-    /// its first message; only for
+    /// request was sent whole (its body read to its end), so that a call whose request still
+    /// streams is never held up; only as the first frame, so that a response that carries a
+    /// message is handed over at its first message; only for
     /// [`SessionFailures::trailers_wait`](crate::SessionFailures::trailers_wait), so that a
     /// stream whose first message waits for an event is handed over without it; and not when
     /// the headers are a session failure, which the trailers cannot change.
     async fn check(
-        self,
+        response: Response<ResB>,
+        (_, tape): &Self::Record,
         session: &Session,
         sent: &Sent,
-        sent_whole: bool,
     ) -> (Self::Output, Reading) {
-        let (parts, body) = self.into_parts();
+        let (parts, body) = response.into_parts();
         let mut body = PeekedBody::new(body);
         let failures = session.failures();
-        let awaiting_trailers = sent_whole
+        let awaiting_trailers = tape.is_read()
             && is_grpc(&parts.headers)
             && !parts.headers.contains_key("grpc-status")
             && failures

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::{BoxedCall, Checked, ReauthService, Replayable};
+use super::{BoxedCall, ReauthService, Replayable};
 use crate::layer::Sent;
 use crate::replay::BoxError;
 use crate::response::Reading;
@@ -25,7 +25,7 @@ where
     type Future = BoxedCall<reqwest::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.poll_inner::<reqwest::Request>(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
@@ -36,8 +36,9 @@ where
 }
 
 /// A copy of the request, or `None` when its body streams and so cannot be copied.
-impl Replayable for reqwest::Request {
+impl Replayable<reqwest::Response> for reqwest::Request {
     type Record = Option<reqwest::Request>;
+    type Output = reqwest::Response;
 
     fn record(self, _limit: usize) -> (Self, Self::Record) {
         // A body held in memory is shared by the copy (reference-counted bytes), so it costs
@@ -48,31 +49,22 @@ impl Replayable for reqwest::Request {
         (self, copy)
     }
 
-    fn sent_whole(_: &Self::Record) -> bool {
-        // reqwest does not say; nothing waits on a reqwest response for it anyway.
-        false
-    }
-
     fn replay(record: Self::Record) -> Option<Self> {
         record
     }
-}
 
-impl Checked for reqwest::Response {
-    type Output = Self;
-
-    fn unchecked(self) -> Self {
-        self
+    fn unchecked(response: reqwest::Response) -> reqwest::Response {
+        response
     }
 
     fn check(
-        self,
+        response: reqwest::Response,
+        _: &Self::Record,
         session: &Session,
         sent: &Sent,
-        _sent_whole: bool,
-    ) -> impl Future<Output = (Self, Reading)> + Send {
-        let reading =
-            sent.in_span(|| session.read(sent.carried, self.status(), self.headers(), None));
-        std::future::ready((self, reading))
+    ) -> impl Future<Output = (reqwest::Response, Reading)> + Send {
+        let (status, headers) = (response.status(), response.headers());
+        let reading = sent.in_span(|| session.read(sent.carried, status, headers, None));
+        std::future::ready((response, reading))
     }
 }
