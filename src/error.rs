@@ -8,11 +8,6 @@ use crate::bearer::{self, Verdict};
 use crate::message::SessionResponse;
 use crate::token::MalformedToken;
 
-/// The message of [`Error::TokenNotProvided`], part of the wire contract.
-pub(crate) const TOKEN_NOT_PROVIDED_MESSAGE: &str = "JWT Token not provided in metadata";
-/// The message of [`Error::TokenInvalid`], part of the wire contract.
-pub(crate) const TOKEN_INVALID_MESSAGE: &str = "Invalid JWT Token, please reauthenticate.";
-
 /// An error of the session: the two session failures of the wire contract, and everything that
 /// can go wrong with the session file.
 ///
@@ -106,11 +101,11 @@ pub enum CorruptReason {
 }
 
 impl Error {
-    /// [`Error::TokenNotProvided`]'s message, as agents send it.
-    pub const TOKEN_NOT_PROVIDED_MESSAGE: &str = TOKEN_NOT_PROVIDED_MESSAGE;
+    /// [`Error::TokenNotProvided`]'s message, as agents send it: part of the wire contract.
+    pub const TOKEN_NOT_PROVIDED_MESSAGE: &str = "JWT Token not provided in metadata";
 
-    /// [`Error::TokenInvalid`]'s message, as agents send it.
-    pub const TOKEN_INVALID_MESSAGE: &str = TOKEN_INVALID_MESSAGE;
+    /// [`Error::TokenInvalid`]'s message, as agents send it: part of the wire contract.
+    pub const TOKEN_INVALID_MESSAGE: &str = "Invalid JWT Token, please reauthenticate.";
 
     /// The process exit code for this error, after BSD's `sysexits.h`.
     ///
@@ -218,7 +213,7 @@ impl Error {
             Verdict::NotProvided => Some(Self::TokenNotProvided),
             Verdict::NotSession | Verdict::OtherScheme => None,
             Verdict::NoChallenge => Some(match message {
-                Some(m) if m.contains(TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
+                Some(m) if m.contains(Self::TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
                 _ => Self::TokenInvalid,
             }),
         }
@@ -284,14 +279,8 @@ impl Error {
     /// An error of ours that tonic wrapped (a failed re-authentication, say).
     #[cfg(feature = "tonic")]
     fn wrapped_in(status: &tonic::Status) -> Option<Self> {
-        let mut source = std::error::Error::source(status);
-        while let Some(error) = source {
-            if let Some(ours) = error.downcast_ref::<Self>() {
-                return Some(ours.clone());
-            }
-            source = error.source();
-        }
-        None
+        std::iter::successors(std::error::Error::source(status), |error| error.source())
+            .find_map(|error| error.downcast_ref::<Self>().cloned())
     }
 
     pub(crate) fn read(path: &Path, source: io::Error) -> Self {
@@ -331,8 +320,6 @@ impl From<Error> for tonic::Status {
     }
 }
 
-const GRPC_UNAUTHENTICATED: &str = "16";
-
 /// `grpc-status`, a name made once: looked up by a `&str`, a name is parsed and hashed again on
 /// every response.
 pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
@@ -343,50 +330,26 @@ pub(crate) fn is_rejection(status: http::StatusCode, headers: &http::HeaderMap) 
     status == http::StatusCode::UNAUTHORIZED
         || headers
             .get(GRPC_STATUS)
-            .is_some_and(|v| v.as_bytes() == GRPC_UNAUTHENTICATED.as_bytes())
+            .is_some_and(|v| v.as_bytes() == b"16") // UNAUTHENTICATED
 }
 
-/// `message` as gRPC puts it on the wire: every byte outside visible ASCII and space, and `%`,
-/// as `%XX`.
+/// What gRPC percent-encodes in `grpc-message`: every byte outside visible ASCII and space
+/// (`percent-encoding` always encodes those past ASCII), and `%`.
+#[cfg(feature = "tonic")]
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// `message` as gRPC puts it on the wire, each byte of [`GRPC_MESSAGE`] as `%XX`.
 #[cfg(feature = "tonic")]
 fn percent_encode(message: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (b' '..=b'~').contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string()
 }
 
-/// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts.
+/// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts. A
+/// `%` not followed by two hex digits is kept as it is.
 fn percent_decode(message: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = message.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(hi << 4 | lo);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(message)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -6,31 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::Error;
-#[cfg(doc)]
-use crate::store::TokenStore;
 use crate::token::MAX_TOKEN_LEN;
-
-/// The largest session file that is read: a token of the maximum length plus room for white
-/// space. Anything larger cannot hold a token, so it is refused without being read.
-pub(crate) const MAX_FILE_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
-
-/// How long a refresh write waits for another process's lock on the session file before it
-/// gives up (the refresh stays in memory and is written with a later one).
-///
-/// A write holds the lock for a few milliseconds; a second means the holder is stuck (stopped,
-/// or on a hung filesystem), and a call must not wait on it longer than a person notices.
-pub(crate) const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
-
-/// How long an explicit write or removal (an unlock, a lock) waits for another process's lock
-/// before it fails with [`Error::Locked`].
-///
-/// Longer than [`TokenFile::DEFAULT_REFRESH_LOCK_WAIT`](crate::TokenFile::DEFAULT_REFRESH_LOCK_WAIT): the user asked for this change and it must not be
-/// lost to a slow disk, but a command that sits silent for more than ten seconds looks hung.
-pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// The name of the session file inside a client directory.
-pub(crate) const TOKEN_FILE_NAME: &str = "token";
+#[cfg(doc)]
+use crate::{error::Error, store::TokenStore};
 
 /// The session file and its lock file: where a [`Session`](crate::Session) keeps its token by
 /// default, shared by every process of the user.
@@ -155,23 +133,23 @@ pub(crate) struct FileStamp {
 
 impl TokenFile {
     /// The name of the session file inside a client directory ([`TokenFile::in_dir`]).
-    pub const NAME: &str = TOKEN_FILE_NAME;
+    pub const NAME: &str = "token";
 
     /// The largest session file that is read: a token of [`Token::MAX_LEN`](crate::Token::MAX_LEN) plus 1 KiB of white
     /// space. Anything larger cannot hold a token, so it is refused without being read.
-    pub const MAX_LEN: u64 = MAX_FILE_LEN;
+    pub const MAX_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
 
     /// How long an explicit write or removal (an unlock, a lock) waits for another process's
     /// lock before it fails with [`Error::Locked`]: 10 s. Longer than a refresh's: the user
     /// asked for this change and it must not be lost to a slow disk, but a command that sits
     /// silent for more than ten seconds looks hung.
-    pub const DEFAULT_LOCK_WAIT: Duration = DEFAULT_LOCK_WAIT;
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 
     /// How long a refresh write waits for another process's lock before it gives up (the
     /// refresh stays in memory and is written with a later one): 1 s. A write holds the lock
     /// for a few milliseconds; a second means the holder is stuck (stopped, or on a hung
     /// filesystem), and a call must not wait on it longer than a person notices.
-    pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = DEFAULT_REFRESH_LOCK_WAIT;
+    pub const DEFAULT_REFRESH_LOCK_WAIT: Duration = Duration::from_secs(1);
 
     /// How long a session's recovery waits for another process that re-authenticates the same
     /// session file: 60 s. Long enough for a person to type a password at that process's
@@ -186,7 +164,7 @@ impl TokenFile {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| TOKEN_FILE_NAME.to_owned());
+            .unwrap_or_else(|| Self::NAME.to_owned());
         let dir = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
             _ => PathBuf::from("."),
@@ -198,8 +176,8 @@ impl TokenFile {
             temp_prefix: format!(".{name}."),
             dir,
             path,
-            refresh_lock_wait: DEFAULT_REFRESH_LOCK_WAIT,
-            lock_wait: DEFAULT_LOCK_WAIT,
+            refresh_lock_wait: Self::DEFAULT_REFRESH_LOCK_WAIT,
+            lock_wait: Self::DEFAULT_LOCK_WAIT,
             reauth_wait: Self::DEFAULT_REAUTH_WAIT,
         }
     }
@@ -242,7 +220,7 @@ impl TokenFile {
     /// The session file `token` inside the client directory `dir`.
     #[must_use]
     pub fn in_dir(dir: impl AsRef<Path>) -> Self {
-        Self::new(dir.as_ref().join(TOKEN_FILE_NAME))
+        Self::new(dir.as_ref().join(Self::NAME))
     }
 
     /// The session file's path.
@@ -253,10 +231,6 @@ impl TokenFile {
     /// The lock file's path.
     pub fn lock_path(&self) -> &Path {
         &self.lock_path
-    }
-
-    pub(crate) fn create_dir(&self) -> Result<(), Error> {
-        create_private_dir(&self.dir)
     }
 }
 
@@ -270,9 +244,9 @@ mod reauth_lock;
 mod store;
 mod sys;
 
-pub(crate) use lock::create_private_dir;
+// The re-authentication lock, held, is a held `flock` as the writers' lock is.
+pub(crate) use lock::{FileLock as ReauthLockGuard, Taken, create_private_dir};
 pub use reauth_lock::ReauthLock;
-pub(crate) use reauth_lock::{ReauthLockGuard, Taken};
 pub(crate) use sys::identity;
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
 fn messages_and_exit_codes_are_the_contract() {
     assert_eq!(
         Error::TokenNotProvided.to_string(),
-        TOKEN_NOT_PROVIDED_MESSAGE
+        Error::TOKEN_NOT_PROVIDED_MESSAGE
     );
-    assert_eq!(Error::TokenInvalid.to_string(), TOKEN_INVALID_MESSAGE);
+    assert_eq!(
+        Error::TokenInvalid.to_string(),
+        Error::TOKEN_INVALID_MESSAGE
+    );
     assert_eq!(Error::TokenNotProvided.exit_code(), 77);
     assert_eq!(Error::TokenInvalid.exit_code(), 65);
     let denied = Error::read(
@@ -131,7 +134,7 @@ fn a_status_message_is_percent_decoded_once() {
 
     // The contract's message is still read, with text around it that is not ASCII.
     for message in [
-        TOKEN_NOT_PROVIDED_MESSAGE,
+        Error::TOKEN_NOT_PROVIDED_MESSAGE,
         "JWT Token not provided in metadata — 100% sure",
     ] {
         let status = tonic::Status::unauthenticated(message);

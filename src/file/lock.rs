@@ -4,7 +4,7 @@
 //! left behind. How long each wait lasts is [`TokenFile`]'s to say: [`TokenFile::lock_wait`],
 //! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::time::{Duration, Instant};
 
 use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
@@ -15,10 +15,11 @@ use crate::error::Error;
 /// followed this soon, and waiting costs no CPU a user sees.
 pub(super) const MAX_PAUSE: Duration = Duration::from_millis(20);
 
-/// How a wait for a held `flock` ended.
-pub(super) enum Waited {
-    /// The lock is this process's.
-    Taken,
+/// What a wait for a held `flock` came to.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// The lock is this process's, until the guard is dropped.
+    Held(FileLock),
     /// Not taken within the bound: waited this long.
     TimedOut(Duration),
     /// Not taken: the waiter no longer wanted it.
@@ -29,17 +30,17 @@ pub(super) enum Waited {
 /// `held_elsewhere()` is called once, when the lock is first found held. `flock` has no timeout
 /// of its own: this tries, and pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]).
 pub(super) fn wait_for_flock(
-    file: &File,
+    file: File,
     wait: Duration,
     wanted: impl Fn() -> bool,
     held_elsewhere: impl FnOnce(),
-) -> std::io::Result<Waited> {
+) -> std::io::Result<Taken> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     let mut held_elsewhere = Some(held_elsewhere);
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(Waited::Taken),
+            Ok(()) => return Ok(Taken::Held(FileLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
@@ -48,10 +49,10 @@ pub(super) fn wait_for_flock(
         }
         let waited = started.elapsed();
         if waited >= wait {
-            return Ok(Waited::TimedOut(waited));
+            return Ok(Taken::TimedOut(waited));
         }
         if !wanted() {
-            return Ok(Waited::Unwanted);
+            return Ok(Taken::Unwanted);
         }
         std::thread::sleep(pause.min(wait - waited));
         pause = (pause * 2).min(MAX_PAUSE);
@@ -64,18 +65,6 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
 }
 
 impl TokenFile {
-    /// Removes stale temp files if no writer holds the lock now; creates nothing, waits for
-    /// nothing.
-    pub(crate) fn remove_stale_temp_files_if_idle(&self) {
-        // Every writer creates the lock file before any temp file: no lock file, no temp files.
-        let Ok(file) = OpenOptions::new().read(true).open(&self.lock_path) else {
-            return;
-        };
-        if file.try_lock().is_ok() {
-            self.remove_stale_temp_files();
-        }
-    }
-
     /// Removes temp files that a writer of this library left behind when it died mid-write.
     /// Only called under the lock, when no live writer can have a temp file.
     pub(super) fn remove_stale_temp_files(&self) {
@@ -100,28 +89,28 @@ impl TokenFile {
     /// Takes the writers' lock, creating the directory (0700) and the lock file (0600); waits for
     /// another holder at most `wait`, then fails with [`Error::Locked`].
     pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
-        self.create_dir()?;
+        create_private_dir(&self.dir)?;
         let file = sys::open_beside(&self.lock_path)
             // Named for the session file, as `Error::WriteFile` promises: the lock is only how
             // the session file is written, and "the session file …/token.lock" misleads.
             .map_err(|e| Error::write(&self.path, e))?;
-        match wait_for_flock(&file, wait, || true, || {}) {
-            Ok(Waited::Taken) => Ok(FileLock { _file: file }),
-            Ok(Waited::TimedOut(waited)) => Err(Error::Locked {
+        match wait_for_flock(file, wait, || true, || {}) {
+            Ok(Taken::Held(lock)) => Ok(lock),
+            Ok(taken) => Err(Error::Locked {
                 path: self.lock_path.clone(),
-                waited,
-            }),
-            // Always wanted: never given up but for the bound.
-            Ok(Waited::Unwanted) => Err(Error::Locked {
-                path: self.lock_path.clone(),
-                waited: wait,
+                // Always wanted: never given up but for the bound.
+                waited: match taken {
+                    Taken::TimedOut(waited) => waited,
+                    _ => wait,
+                },
             }),
             Err(e) => Err(Error::write(&self.path, e)),
         }
     }
 }
 
-/// The writers' lock; released when dropped (closing the file releases its `flock`).
+/// A held `flock`: the writers' lock or the re-authentication lock; released when dropped
+/// (closing the file releases it).
 #[derive(Debug)]
 pub(crate) struct FileLock {
     _file: File,

@@ -8,11 +8,11 @@
 //! can never deadlock.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::lock::{Waited, wait_for_flock};
+use super::lock::{Taken, wait_for_flock};
 use super::{TokenFile, sys};
 use crate::error::Error;
 
@@ -42,23 +42,6 @@ use crate::error::Error;
 pub struct ReauthLock {
     path: PathBuf,
     wait: Duration,
-}
-
-/// The re-authentication lock, held; released when dropped.
-#[derive(Debug)]
-pub(crate) struct ReauthLockGuard {
-    _file: File,
-}
-
-/// What a try for the re-authentication lock came to.
-#[derive(Debug)]
-pub(crate) enum Taken {
-    /// Taken.
-    Held(ReauthLockGuard),
-    /// Not taken: the wait passed its bound, after this long.
-    TimedOut(Duration),
-    /// Not taken: the one waiting no longer wants it.
-    Unwanted,
 }
 
 impl ReauthLock {
@@ -95,10 +78,10 @@ impl ReauthLock {
     /// `.pid` added).
     pub(crate) fn pid_path(&self) -> PathBuf {
         let text = self.path.as_os_str().to_string_lossy();
-        match text.strip_suffix(".lock") {
-            Some(stem) => PathBuf::from(format!("{stem}.pid")),
-            None => PathBuf::from(format!("{text}.pid")),
-        }
+        PathBuf::from(format!(
+            "{}.pid",
+            text.strip_suffix(".lock").unwrap_or(&text)
+        ))
     }
 
     /// Takes the lock, waiting for another holder until `until` at the latest, and while
@@ -122,34 +105,13 @@ impl ReauthLock {
         let pid_path = self.pid_path();
         let told = || waiting(holder_pid(&pid_path));
         let wait = until.saturating_duration_since(Instant::now());
-        match wait_for_flock(&file, wait, wanted, told) {
-            Ok(Waited::Taken) => {
-                // The pid is for others' messages only: a failure to write it is no failure of
-                // the lock.
-                let _ = write_pid(&pid_path);
-                Ok(Taken::Held(ReauthLockGuard { _file: file }))
-            }
-            Ok(Waited::TimedOut(waited)) => Ok(Taken::TimedOut(waited)),
-            Ok(Waited::Unwanted) => Ok(Taken::Unwanted),
-            Err(e) => Err(Error::write(path, e)),
+        let taken = wait_for_flock(file, wait, wanted, told).map_err(|e| Error::write(path, e))?;
+        if let Taken::Held(_) = taken {
+            // The pid is for others' messages only: a failure to write it is no failure of the
+            // lock.
+            let _ = write_pid(&pid_path);
         }
-    }
-}
-
-impl TokenFile {
-    /// The re-authentication lock beside the session file: `<name>.reauth.lock`, waited for at
-    /// most [`TokenFile::reauth_wait`]. What
-    /// [`TokenStore::reauth_lock`](crate::store::TokenStore::reauth_lock) says for the file.
-    pub(crate) fn reauth_lock_beside(&self) -> ReauthLock {
-        let mut path = self.path().as_os_str().to_owned();
-        path.push(".reauth.lock");
-        ReauthLock::new(path).wait(self.reauth_wait)
-    }
-
-    /// Where the re-authentication lock's holder writes its pid: `<name>.reauth.pid`.
-    #[cfg(test)]
-    pub(crate) fn reauth_pid_path(&self) -> PathBuf {
-        self.reauth_lock_beside().pid_path()
+        Ok(taken)
     }
 }
 
@@ -157,8 +119,8 @@ impl TokenFile {
 /// and then prints no pid.
 fn write_pid(path: &Path) -> std::io::Result<()> {
     let mut file = sys::open_beside(path)?;
+    // Just opened: written from its start.
     file.set_len(0)?;
-    file.rewind()?;
     file.write_all(std::process::id().to_string().as_bytes())
 }
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use super::{FileStamp, MAX_FILE_LEN, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{FileStamp, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
@@ -80,12 +80,22 @@ impl TokenStore for TokenFile {
 
     /// One `stat` of the file.
     fn version(&self) -> Result<Option<Version>, Error> {
-        Ok(self.stamp()?.map(Version::file))
+        match sys::stamp_at(&self.path) {
+            Ok(stamp) => Ok(Some(Version::file(stamp))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::read(&self.path, e)),
+        }
     }
 
-    /// Removes temp files of writers that died mid-write, if no one holds the lock now.
+    /// Removes temp files of writers that died mid-write, if no one holds the lock now; creates
+    /// nothing, waits for nothing.
     fn tidy(&self) {
-        self.remove_stale_temp_files_if_idle();
+        // Every writer creates the lock file before any temp file: no lock file, no temp files.
+        if let Ok(lock) = fs::File::open(&self.lock_path)
+            && lock.try_lock().is_ok()
+        {
+            self.remove_stale_temp_files();
+        }
     }
 
     /// The session file itself.
@@ -95,7 +105,9 @@ impl TokenStore for TokenFile {
 
     /// `<name>.reauth.lock` beside the file, waited for at most [`TokenFile::reauth_wait`].
     fn reauth_lock(&self) -> Option<crate::file::ReauthLock> {
-        Some(self.reauth_lock_beside())
+        let mut path = self.path().as_os_str().to_owned();
+        path.push(".reauth.lock");
+        Some(crate::file::ReauthLock::new(path).wait(self.reauth_wait))
     }
 }
 
@@ -130,6 +142,12 @@ impl TokenFile {
 
     /// Reads the token and the version of the file it came from.
     fn read_snapshot(&self) -> Result<Stored, Error> {
+        let read_err = |e| Error::read(&self.path, e);
+        let corrupt = |reason| Error::corrupt(&self.path, reason);
+        let too_large = |len| {
+            let limit = TokenFile::MAX_LEN;
+            corrupt(CorruptReason::TooLarge { len, limit })
+        };
         // A FIFO is opened without waiting for a writer, and refused below.
         let file = match sys::open_for_read(&self.path) {
             Ok(file) => file,
@@ -139,62 +157,34 @@ impl TokenFile {
                     version: None,
                 });
             }
-            Err(e) => return Err(Error::read(&self.path, e)),
+            Err(e) => return Err(read_err(e)),
         };
-        let meta = file.metadata().map_err(|e| Error::read(&self.path, e))?;
-        let stamp = sys::stamp_of(&file).map_err(|e| Error::read(&self.path, e))?;
+        let meta = file.metadata().map_err(read_err)?;
+        let version = Some(Version::file(sys::stamp_of(&file).map_err(read_err)?));
         if !meta.is_file() {
-            return Err(Error::corrupt(&self.path, CorruptReason::NotAFile));
+            return Err(corrupt(CorruptReason::NotAFile));
         }
-        let too_large = |len| {
-            Error::corrupt(
-                &self.path,
-                CorruptReason::TooLarge {
-                    len,
-                    limit: MAX_FILE_LEN,
-                },
-            )
-        };
-        if meta.len() > MAX_FILE_LEN {
+        if meta.len() > TokenFile::MAX_LEN {
             return Err(too_large(meta.len()));
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         // The file may grow between the stat and the read: read one byte past the cap to know.
         (&file)
-            .take(MAX_FILE_LEN + 1)
+            .take(TokenFile::MAX_LEN + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| Error::read(&self.path, e))?;
+            .map_err(read_err)?;
         // Let go of the file before anything else: on Windows a writer cannot replace it while
         // it is open here.
         drop(file);
-        if bytes.len() as u64 > MAX_FILE_LEN {
+        if bytes.len() as u64 > TokenFile::MAX_LEN {
             return Err(too_large(bytes.len() as u64));
         }
-        let stamp = Some(Version::file(stamp));
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| Error::corrupt(&self.path, CorruptReason::NotUtf8))?;
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(Stored {
-                token: None,
-                version: stamp,
-            });
-        }
-        let token = Token::new(text)
-            .map_err(|why| Error::corrupt(&self.path, CorruptReason::Malformed(why)))?;
-        Ok(Stored {
-            token: Some(token),
-            version: stamp,
-        })
-    }
-
-    /// The version of the file now, without reading it: one `stat`.
-    fn stamp(&self) -> Result<Option<FileStamp>, Error> {
-        match sys::stamp_at(&self.path) {
-            Ok(stamp) => Ok(Some(stamp)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::read(&self.path, e)),
-        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| corrupt(CorruptReason::NotUtf8))?;
+        let token = match text.trim() {
+            "" => None,
+            text => Some(Token::new(text).map_err(|why| corrupt(CorruptReason::Malformed(why)))?),
+        };
+        Ok(Stored { token, version })
     }
 
     /// temp file (0600) → write → fsync → rename over the file → fsync the directory. A rename
@@ -211,10 +201,9 @@ impl TokenFile {
             .tempfile_in(&self.dir)
             .map_err(write_err)?;
         sys::make_private(temp.path()).map_err(write_err)?;
-        let mut content = Vec::with_capacity(token.expose().len() + 1);
-        content.extend_from_slice(token.expose().as_bytes());
-        content.push(b'\n');
-        temp.write_all(&content).map_err(write_err)?;
+        // One write: the token and its newline.
+        temp.write_all(&[token.expose().as_bytes(), b"\n"].concat())
+            .map_err(write_err)?;
         temp.as_file().sync_all().map_err(write_err)?;
         // Kept open (std opens it sharing its deletion, so it can be renamed so) and renamed by
         // std, which on Windows asks for POSIX semantics first: readers of this crate, which

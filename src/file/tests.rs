@@ -1,7 +1,7 @@
 use std::io;
 
 use super::*;
-use crate::error::CorruptReason;
+use crate::error::{CorruptReason, Error};
 use crate::store::{Swap, TokenStore as _};
 use crate::token::Token;
 use std::fs;
@@ -85,7 +85,7 @@ fn bad_contents_give_typed_errors() {
         (b"has space", |r| matches!(r, CorruptReason::Malformed(_))),
         (b"\xff\xfe", |r| matches!(r, CorruptReason::NotUtf8)),
         (b"a\0b", |r| matches!(r, CorruptReason::Malformed(_))),
-        (&[b'a'; MAX_FILE_LEN as usize + 1], |r| {
+        (&[b'a'; TokenFile::MAX_LEN as usize + 1], |r| {
             matches!(r, CorruptReason::TooLarge { .. })
         }),
     ];
@@ -366,7 +366,7 @@ fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
     let dir = tempfile::tempdir().unwrap();
     let holder = TokenFile::in_dir(dir.path());
     let soon = || std::time::Instant::now() + Duration::from_millis(50);
-    let lock = holder.reauth_lock_beside();
+    let lock = holder.reauth_lock().unwrap();
     let Taken::Held(_held) = lock.take(soon(), || true, |_| {}).unwrap() else {
         panic!("not taken");
     };
@@ -375,7 +375,10 @@ fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
     assert!(matches!(taken, Taken::TimedOut(_)), "{taken:?}");
     assert_eq!(told, Some(Some(std::process::id())));
     let pid = std::process::id().to_string();
-    assert_eq!(fs::read_to_string(holder.reauth_pid_path()).unwrap(), pid);
+    assert_eq!(
+        fs::read_to_string(holder.reauth_lock().unwrap().pid_path()).unwrap(),
+        pid
+    );
     // Windows refuses the read of a locked file; elsewhere it is empty.
     assert!(fs::read(lock.path()).map_or(true, |bytes| bytes.is_empty()));
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Current, Published, Session, Shared, Watch, driver, owner};
 use crate::failures::{Failures, Rfc6750, SessionFailures};
-use crate::file::{DEFAULT_REFRESH_LOCK_WAIT, TokenFile};
+use crate::file::TokenFile;
 use crate::session::policy::AgentTokens;
 use crate::store::TokenStore;
 
@@ -42,9 +42,10 @@ pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
 impl SessionBuilder {
     pub(super) fn new<St: TokenStore>(store: St) -> Self {
         let file = (&store as &dyn Any).downcast_ref::<TokenFile>().cloned();
-        let call_wait = file
-            .as_ref()
-            .map_or(DEFAULT_REFRESH_LOCK_WAIT, TokenFile::refresh_wait);
+        let call_wait = file.as_ref().map_or(
+            TokenFile::DEFAULT_REFRESH_LOCK_WAIT,
+            TokenFile::refresh_wait,
+        );
         Self {
             store: Box::new(store),
             file,
