@@ -251,18 +251,18 @@ fn read_token(bytes: &[u8]) -> Result<Option<u64>, MalformedToken> {
     if bytes.len() > MAX_TOKEN_LEN {
         return Err(MalformedToken::TooLong { len: bytes.len() });
     }
-    // The agents' form first, read in vectors: such a token is a `b64token`.
-    if let Some(exp) = jwt::exp_of_plain_jwt(bytes) {
-        return Ok(exp);
+    let jwt = jwt::read(bytes);
+    // Claims that decode are base64url, in the alphabet: of such a JWT, only the other parts
+    // are left to check (an agent's have no `=`, which the full check takes).
+    if !jwt.is_some_and(|(outer, _)| outer.iter().all(|part| in_alphabet(part))) {
+        check_b64token(bytes)?;
     }
-    check_b64token(bytes)?;
-    Ok(jwt::exp_of_any(bytes))
+    Ok(jwt.and_then(|(_, exp)| exp))
 }
 
 /// Checks `bytes`, neither empty nor too long, against the `b64token` grammar.
 fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
-    // The common case without a branch a byte: every byte in the alphabet, and no `=`.
-    if bytes.iter().fold(true, |all, &b| all & is_b64token_char(b)) {
+    if in_alphabet(bytes) {
         return Ok(());
     }
     let body_len = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
@@ -280,7 +280,13 @@ fn check_b64token(bytes: &[u8]) -> Result<(), MalformedToken> {
     Ok(())
 }
 
-/// One of `A-Z a-z 0-9 - . _ ~ + /`; written without branches (see [`check_b64token`]).
+/// Whether every byte of `bytes` is one of `A-Z a-z 0-9 - . _ ~ + /` (the `b64token` alphabet,
+/// without `=`): the common case, without a branch a byte.
+fn in_alphabet(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |all, &b| all & is_b64token_char(b))
+}
+
+/// One of `A-Z a-z 0-9 - . _ ~ + /`; written without branches (see [`in_alphabet`]).
 fn is_b64token_char(b: u8) -> bool {
     let letter = (b | 0x20).wrapping_sub(b'a') < 26;
     // `-`, `.`, `/` and the digits are one run of ASCII.
@@ -316,7 +322,6 @@ pub(crate) fn json_object(bytes: &[u8]) -> Option<&str> {
         .then_some(text)
 }
 
-mod claims;
 mod jwt;
 
 #[cfg(test)]

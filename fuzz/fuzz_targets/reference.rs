@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 /// A JSON object's members in order, duplicates kept; anything but an object is an error.
 pub struct Members(pub Vec<(String, serde_json::Value)>);
@@ -31,6 +31,7 @@ impl<'de> Deserialize<'de> for Members {
 
 /// The one member named `name` of `json`, read as a JSON object of valid UTF-8. `Err(())` when
 /// `json` is no such object or names it twice (a derived struct refuses a duplicate field).
+/// Every other member is read too, as a `Value` (the agent reads a JWT's header so).
 pub fn member(json: &[u8], name: &str) -> Result<Option<serde_json::Value>, ()> {
     let text = std::str::from_utf8(json).map_err(|_| ())?;
     let Members(members) = serde_json::from_str(text).map_err(|_| ())?;
@@ -43,6 +44,38 @@ pub fn member(json: &[u8], name: &str) -> Result<Option<serde_json::Value>, ()> 
         return Err(());
     }
     Ok(first)
+}
+
+/// [`member`] as a derived struct with the one field `name` reads it (the crate's JWT claims
+/// and Polykey's `error`): the other members skipped as serde skips a field it does not know,
+/// with `IgnoredAny`, whose reading checks their grammar, escapes and control characters, not
+/// their numbers' range, their surrogates' pairing or their depth.
+pub fn field(json: &[u8], name: &str) -> Result<Option<serde_json::Value>, ()> {
+    struct Field<'a>(&'a str);
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<serde_json::Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key != self.0 {
+                    map.next_value::<IgnoredAny>()?;
+                } else if found.is_some() {
+                    return Err(serde::de::Error::custom("a duplicate"));
+                } else {
+                    found = Some(map.next_value()?);
+                }
+            }
+            Ok(found)
+        }
+    }
+    let text = std::str::from_utf8(json).map_err(|_| ())?;
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let found = reader.deserialize_map(Field(name)).map_err(|_| ())?;
+    reader.end().map_err(|_| ())?;
+    Ok(found)
 }
 
 /// The longest token the crate takes, in bytes (`Token::MAX_LEN`).
@@ -91,7 +124,7 @@ pub fn agreed_bearer<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<&
     found
 }
 
-/// The `exp` a JWT's claims hold, read with serde_json's `Value`; `None` for no usable claim.
+/// The `exp` a JWT's claims hold, read as [`field`] reads it; `None` for no usable claim.
 pub fn jwt_exp(text: &str) -> Option<u64> {
     use base64::Engine as _;
     let parts: Vec<&str> = text.split('.').collect();
@@ -101,7 +134,7 @@ pub fn jwt_exp(text: &str) -> Option<u64> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    match member(&json, "exp").ok()?? {
+    match field(&json, "exp").ok()?? {
         serde_json::Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
                 .filter(|f| f.is_finite() && *f >= 0.0)
@@ -264,7 +297,7 @@ pub fn polykey_failure(headers: &http::HeaderMap) -> Option<Failure> {
     if !failed {
         return None;
     }
-    match member(headers.get("error")?.as_bytes(), "type").ok()?? {
+    match field(headers.get("error")?.as_bytes(), "type").ok()?? {
         serde_json::Value::String(kind) => match kind.as_str() {
             "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
                 Some(Failure::NotProvided)

@@ -25,9 +25,9 @@ fn kind(error: &Option<Error>) -> Option<&'static str> {
     })
 }
 
-/// What Polykey's `error` JSON names, read with serde_json's `Value`.
+/// What Polykey's `error` JSON names, read as a derived struct reads its `type`.
 fn reference_polykey(error: &[u8]) -> Option<Error> {
-    match reference::member(error, "type").ok()?? {
+    match reference::field(error, "type").ok()?? {
         serde_json::Value::String(kind) => match kind.as_str() {
             "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
                 Some(Error::TokenNotProvided)

@@ -1,6 +1,7 @@
 //! `Token::new` and what it reads of the token: any text is either refused or kept exactly,
-//! never shown by `Debug` or `Display`, and its `exp` is what a plain JSON reader finds in a
-//! claims object (or nothing).
+//! never shown by `Debug` or `Display`, and its `exp` is what serde_json finds in a claims
+//! object read for that one field, the other members skipped as serde skips a field it does not
+//! know (`reference::field`), or nothing.
 
 #![no_main]
 
