@@ -15,10 +15,8 @@
 //!
 //! The second test stops a lock holder (SIGSTOP) and then locks all: the recovering calls must
 //! not wait for it longer than the re-authenticator took plus the refresh bound.
-#![cfg(target_os = "linux")]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +31,8 @@ mod reliability_common;
 
 use cli_support::Fixture;
 use common::{PASSWORD, channel, unlock};
+// Unix only: the hold-lock child, which the last test stops with SIGSTOP.
+#[cfg(unix)]
 use reliability_common::{ChildProcess, child_role, hear, param, say, take_lock};
 
 const TASKS: usize = 32;
@@ -40,13 +40,17 @@ const TASKS: usize = 32;
 const CALLS_BETWEEN: u64 = 150;
 /// Only a bound on a hang: a passing run never comes near it.
 const STALL: Duration = Duration::from_secs(60);
+// Unix only: the hold-lock child, which the last test stops with SIGSTOP.
+#[cfg(unix)]
 const CHILD_ENTRY: &str = "child_entry_does_nothing_in_a_normal_run";
 
+// Unix only: the hold-lock child, which the last test stops with SIGSTOP.
+#[cfg(unix)]
 #[test]
 fn child_entry_does_nothing_in_a_normal_run() {
     let Some(role) = child_role() else { return };
     assert_eq!(role, "hold-lock");
-    let file = take_lock(&PathBuf::from(param("LOCK")));
+    let file = take_lock(&std::path::PathBuf::from(param("LOCK")));
     say("locked");
     while hear().is_some() {}
     drop(file);
@@ -121,8 +125,10 @@ impl Tally {
     }
 }
 
-/// RSS (kB), open fds and threads of this process.
-fn resources() -> (u64, usize, usize) {
+/// RSS (kB), open fds and threads of this process, for the summary line.
+// Linux only: read in /proc/self; elsewhere the summary says they were not counted.
+#[cfg(target_os = "linux")]
+fn resources() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let field = |name: &str| -> u64 {
         status
@@ -133,7 +139,13 @@ fn resources() -> (u64, usize, usize) {
             .unwrap_or(0)
     };
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    (field("VmRSS:"), fds, field("Threads:") as usize)
+    format!("{:?}", (field("VmRSS:"), fds, field("Threads:") as usize))
+}
+
+/// What [`resources`] says where there is no `/proc/self` to read them in.
+#[cfg(not(target_os = "linux"))]
+fn resources() -> String {
+    "(not counted: no /proc)".to_owned()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -265,7 +277,7 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
     eprintln!(
         "churn: {elapsed:.1?}, {} calls succeeded ({} Echo), failures {failures:?} (first at \
          {:.1?}), changes {changes:?}, {} re-authentications ({} shared), RSS/fds/threads \
-         {before:?} -> {after:?}",
+         {before} -> {after}",
         tally.ok.load(Ordering::SeqCst),
         tally.echoes.load(Ordering::SeqCst),
         tally.first_failure.lock().unwrap(),
@@ -289,6 +301,8 @@ fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
 /// A `client unlock` stopped (Ctrl-Z) while it holds the session file's lock, then another
 /// process's lock all: the 32 calls recover without waiting for the stopped holder more than
 /// the refresh bound (the recovered token's write waits for it, behind them).
+// Unix only: stops the lock holder with SIGSTOP (`kill -STOP`) (the README's "Platforms" lists every such test).
+#[cfg(unix)]
 #[test]
 fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
     let fixture = Fixture::new();

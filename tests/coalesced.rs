@@ -3,9 +3,6 @@
 //! the others wait for its token. A holder killed mid-way hands over at once; a stopped one
 //! holds the others at most their bound. Every process here is a real one: the example agent,
 //! the example client, and this test binary re-run as a child that makes concurrent calls.
-// Unix only: stops the re-authenticating process with SIGSTOP (`kill -STOP`) (the README's "Platforms" lists every such test).
-#![cfg(unix)]
-#![cfg(target_os = "linux")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,8 +190,8 @@ fn cli_processes_failing_together_unlock_once() {
     }
 }
 
-/// The process re-authenticating is killed (SIGKILL) mid-way: the kernel releases its lock,
-/// and a process waiting for it takes over at once.
+/// The process re-authenticating is killed (SIGKILL; `TerminateProcess` on Windows) mid-way:
+/// the OS releases its lock, and a process waiting for it takes over at once.
 #[test]
 fn a_killed_holder_hands_over_at_once() {
     let fixture = revoked_fixture();
@@ -209,7 +206,7 @@ fn a_killed_holder_hands_over_at_once() {
     holder.kill();
     let (ok, runs, _) = done(&mut waiter);
     let takeover = killed.elapsed();
-    eprintln!("takeover after SIGKILL: {takeover:?} until all {CALLS} calls were done");
+    eprintln!("takeover after the kill: {takeover:?} until all {CALLS} calls were done");
     assert_eq!(
         (ok, runs),
         (CALLS, 1),
@@ -219,6 +216,8 @@ fn a_killed_holder_hands_over_at_once() {
 
 /// The process re-authenticating is stopped (SIGSTOP): its lock stays, and a waiting process
 /// re-authenticates itself once its bound has passed.
+// Unix only: stops the re-authenticating process with SIGSTOP (`kill -STOP`) (the README's "Platforms" lists every such test).
+#[cfg(unix)]
 #[test]
 fn a_stopped_holder_holds_the_others_at_most_their_bound() {
     const BOUND: Duration = Duration::from_secs(2);

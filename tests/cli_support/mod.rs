@@ -123,8 +123,13 @@ impl KillOnDrop {
             Ok(Err(e)) => Err(format!("cannot wait for process {pid}: {e}")),
             Err(_) => {
                 // The waiting thread owns the child now; end it by its id.
+                #[cfg(unix)]
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
+                    .status();
+                #[cfg(windows)]
+                let _ = Command::new("taskkill")
+                    .args(["/F", "/PID", &pid.to_string()])
                     .status();
                 Err(format!(
                     "process {pid} did not exit within {PROCESS_TIMEOUT:?}"
