@@ -11,8 +11,10 @@ fn token(s: &str) -> Token {
     Token::new(s).unwrap()
 }
 
+mod private;
+
 fn private(path: &Path) -> bool {
-    sys::is_private(path).unwrap()
+    private::is_private(path).unwrap()
 }
 
 #[test]

@@ -7,26 +7,25 @@ use std::path::Path;
 
 use crate::file::FileStamp;
 
-pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` and its missing parents, each with mode 0700. A directory that is there
+/// already is left as it is.
+pub(in crate::file) fn create_private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
-pub(super) fn private_mode(options: &mut OpenOptions) {
-    options.mode(0o600);
-}
-
-pub(super) fn open_for_read(path: &Path) -> io::Result<File> {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer. It has no effect on the reads of
-    // a regular file, and anything else is refused after the open. (std has no name for the
-    // flag: this is the crate's one use of libc.)
+/// Opens the session file for a read, with `O_NONBLOCK`: opening a FIFO must not wait for a
+/// writer. It has no effect on the reads of a regular file, and anything else is refused after
+/// the open. (std has no name for the flag: this is the crate's one use of libc.)
+pub(in crate::file) fn open_for_read(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }
 
-pub(super) fn make_private(_path: &Path) -> io::Result<()> {
-    // tempfile creates its files with O_EXCL and mode 0600.
+/// Makes a new temp file readable by its owner only: nothing to do, tempfile creates its files
+/// with `O_EXCL` and mode 0600.
+pub(in crate::file) fn make_private(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
@@ -40,31 +39,23 @@ fn stamp(meta: &fs::Metadata) -> FileStamp {
     }
 }
 
-pub(super) fn stamp_of(file: &File) -> io::Result<FileStamp> {
+/// The version of the open file `file`.
+pub(in crate::file) fn stamp_of(file: &File) -> io::Result<FileStamp> {
     file.metadata().map(|meta| stamp(&meta))
 }
 
-pub(super) fn stamp_at(path: &Path) -> io::Result<FileStamp> {
+/// The version of the file at `path`: `NotFound` if it is not there.
+pub(in crate::file) fn stamp_at(path: &Path) -> io::Result<FileStamp> {
     fs::metadata(path).map(|meta| stamp(&meta))
 }
 
-pub(super) fn identity(path: &Path) -> Option<(u64, u64)> {
-    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
-}
-
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a rename or removal in `dir` durable.
+pub(in crate::file) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-pub(super) fn held_open(_e: &io::Error) -> bool {
-    // A rename over, or an unlink of, a file others have open always works on Unix.
+/// Whether `e`, from a rename over the session file or its removal, only means that another
+/// process has the file open: never on Unix, where both always work.
+pub(in crate::file) fn held_open(_e: &io::Error) -> bool {
     false
-}
-
-#[cfg(test)]
-pub(super) fn is_private(path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = fs::metadata(path)?;
-    let mode = meta.permissions().mode() & 0o777;
-    Ok(mode == if meta.is_dir() { 0o700 } else { 0o600 })
 }

@@ -1,39 +1,35 @@
 //! Windows: the owner-only DACL (what modes 0700 and 0600 are on Unix), a file's volume serial
 //! and index (its device and inode), and what a rename refused for a reader looks like.
 //!
-//! The crate's only `unsafe`: std has no call for a file's security descriptor, and has its
-//! file index only behind an unstable feature. Each block calls one Win32 function with
-//! pointers to buffers it owns, sized as the function asks, and checks the result.
+//! The crate's only `unsafe`, in [`current_user`] and [`set_owner_only`]: std has no call for a
+//! file's security descriptor, and no crate that is kept up sets one safely (windows-permissions
+//! and windows-acl wrap these calls, on winapi, unmaintained since 2021 and 2019). Each block
+//! calls Win32 functions with pointers to buffers it owns, sized as they ask, and checks each
+//! result. The file index is winapi-util's safe wrapper (std has it only behind an unstable
+//! feature).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::os::windows::ffi::OsStrExt as _;
 use std::os::windows::fs::OpenOptionsExt as _;
 use std::os::windows::io::{AsRawHandle as _, FromRawHandle as _, OwnedHandle};
 use std::path::Path;
-use std::ptr::null_mut;
 
 use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, HANDLE};
 use windows_sys::Win32::Security::{
-    ACCESS_ALLOWED_ACE, ACL, ACL_REVISION, AddAccessAllowedAceEx, CONTAINER_INHERIT_ACE, CopySid,
-    DACL_SECURITY_INFORMATION, GetLengthSid, GetTokenInformation, InitializeAcl,
-    InitializeSecurityDescriptor, OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION, PSID,
-    SE_DACL_PROTECTED, SECURITY_DESCRIPTOR, SetFileSecurityW, SetSecurityDescriptorControl,
-    SetSecurityDescriptorDacl, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    ACL, ACL_REVISION, AddAccessAllowedAceEx, CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION,
+    GetTokenInformation, InitializeAcl, OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION,
+    PSID, SE_DACL_PRESENT, SE_DACL_PROTECTED, SECURITY_DESCRIPTOR, SetFileSecurityW, TOKEN_QUERY,
+    TOKEN_USER, TokenUser,
 };
-
-/// `SECURITY_DESCRIPTOR_REVISION` (in windows-sys' `SystemServices`, a feature for one number).
-const SECURITY_DESCRIPTOR_REVISION: u32 = 1;
-use windows_sys::Win32::Storage::FileSystem::{
-    BY_HANDLE_FILE_INFORMATION, FILE_ALL_ACCESS, FILE_FLAG_BACKUP_SEMANTICS,
-    GetFileInformationByHandle,
-};
+use windows_sys::Win32::Storage::FileSystem::{FILE_ALL_ACCESS, FILE_FLAG_BACKUP_SEMANTICS};
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
 use crate::file::FileStamp;
 
-pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` and its missing parents, each with a protected DACL of one entry, the current
+/// user's, which files made inside inherit. A directory that is there already is left as it is.
+pub(in crate::file) fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -49,51 +45,39 @@ pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-pub(super) fn private_mode(_options: &mut OpenOptions) {
-    // The directory's inheritable entry makes the file owner-only as it is created.
-}
-
-pub(super) fn open_for_read(path: &Path) -> io::Result<File> {
-    // No FIFO lives in a Windows directory. BACKUP_SEMANTICS opens a directory too, so that one
-    // in the file's place is refused as not a file rather than as "Access is denied".
-    // std shares read, write and delete, so this handle never stands in the way of a writer
-    // whose rename Windows can do with POSIX semantics (NTFS, Windows 10 1607 and later); the
-    // read still keeps it open as briefly as it can, for the other filesystems and Wine.
+/// Opens the session file for a read. No FIFO lives in a Windows directory; BACKUP_SEMANTICS
+/// opens a directory too, so that one in the file's place is refused as not a file rather than
+/// as "Access is denied". std shares read, write and delete, so this handle never stands in the
+/// way of a writer whose rename Windows can do with POSIX semantics (NTFS, Windows 10 1607 and
+/// later); the read still keeps it open as briefly as it can, for other filesystems and Wine.
+pub(in crate::file) fn open_for_read(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
         .open(path)
 }
 
-pub(super) fn make_private(path: &Path) -> io::Result<()> {
-    // Inside a directory this crate made, the file is owner-only already; a directory the user
-    // chose may give it more. Set before the token is written.
+/// Sets a new temp file's DACL owner-only (protected), before the token is written: inside a
+/// directory this crate made it is so already, but a directory the user chose may give it more.
+pub(in crate::file) fn make_private(path: &Path) -> io::Result<()> {
     set_owner_only(path, 0)
 }
 
-pub(super) fn stamp_of(file: &File) -> io::Result<FileStamp> {
-    // SAFETY: the handle is `file`'s, open for this call; `info` is a plain struct it fills.
-    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { zeroed() };
-    let ok = unsafe { GetFileInformationByHandle(file.as_raw_handle() as HANDLE, &mut info) };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let join = |high: u32, low: u32| (u64::from(high) << 32) | u64::from(low);
+/// The version of the open file `file`: its volume serial, index, size and last write.
+pub(in crate::file) fn stamp_of(file: &File) -> io::Result<FileStamp> {
+    let info = winapi_util::file::information(file)?;
     Ok(FileStamp {
-        dev: u64::from(info.dwVolumeSerialNumber),
-        ino: join(info.nFileIndexHigh, info.nFileIndexLow),
-        len: join(info.nFileSizeHigh, info.nFileSizeLow),
-        mtime: join(
-            info.ftLastWriteTime.dwHighDateTime,
-            info.ftLastWriteTime.dwLowDateTime,
-        ) as i64,
+        dev: info.volume_serial_number(),
+        ino: info.file_index(),
+        len: info.file_size(),
+        mtime: info.last_write_time().unwrap_or(0) as i64,
         mtime_nsec: 0,
     })
 }
 
-pub(super) fn stamp_at(path: &Path) -> io::Result<FileStamp> {
-    // As std's `metadata`: no access asked (attributes only), and BACKUP_SEMANTICS so that a
-    // directory opens too.
+/// The version of the file at `path`: `NotFound` if it is not there. As std's `metadata`: no
+/// access asked (attributes only), and BACKUP_SEMANTICS so that a directory opens too.
+pub(in crate::file) fn stamp_at(path: &Path) -> io::Result<FileStamp> {
     let file = OpenOptions::new()
         .access_mode(0)
         .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
@@ -101,188 +85,101 @@ pub(super) fn stamp_at(path: &Path) -> io::Result<FileStamp> {
     stamp_of(&file)
 }
 
-pub(super) fn identity(path: &Path) -> Option<(u64, u64)> {
-    stamp_at(path).ok().map(|stamp| (stamp.dev, stamp.ino))
-}
-
-pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
-    // Windows has no `fsync` of a directory (`FlushFileBuffers` takes files and volumes). NTFS
-    // logs the rename in its journal: after a crash the file is the old one or the new one,
-    // whole; the new one's bytes were flushed before the rename.
+/// Nothing to do: Windows has no `fsync` of a directory (`FlushFileBuffers` takes files and
+/// volumes). NTFS logs the rename in its journal: after a crash the file is the old one or the
+/// new one, whole; the new one's bytes were flushed before the rename.
+pub(in crate::file) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn held_open(e: &io::Error) -> bool {
-    // What `MoveFileEx` and `DeleteFile` answer while another handle has the file open without
-    // sharing its deletion (`type token`, an editor, a virus scanner), or while a deletion is
-    // pending: "Access is denied" (5) or a sharing violation (32). Wine answers 5.
+/// Whether `e` only means that another process has the file open: what `MoveFileEx` and
+/// `DeleteFile` answer while another handle has it open without sharing its deletion (`type
+/// token`, an editor, a virus scanner), or while a deletion is pending: "Access is denied" (5)
+/// or a sharing violation (32). Wine answers 5.
+pub(in crate::file) fn held_open(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(|code| code as u32),
         Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
     )
 }
 
-/// The current user's SID, in a buffer of its own (4-byte aligned, as a SID must be).
-struct Sid(Vec<u32>);
+/// Room for a `TOKEN_USER` and the SID it points at (`SECURITY_MAX_SID_SIZE`, 68 bytes), and
+/// for an ACL of one entry with that SID; 8-byte aligned, as `TOKEN_USER` (a pointer) must be.
+type Buffer = [u64; 16];
 
-impl Sid {
-    fn as_psid(&self) -> PSID {
-        self.0.as_ptr() as PSID
+/// The current user's `TOKEN_USER`, in a buffer of its own: on the heap, since the SID it
+/// points at is in the buffer too.
+pub(in crate::file) struct CurrentUser(Box<Buffer>);
+
+impl CurrentUser {
+    pub(in crate::file) fn sid(&self) -> PSID {
+        // SAFETY: `current_user` filled the buffer with a TOKEN_USER, whose SID points inside it.
+        unsafe { (*self.0.as_ptr().cast::<TOKEN_USER>()).User.Sid }
     }
 }
 
 fn check(ok: i32) -> io::Result<()> {
-    if ok == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+    match ok {
+        0 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
     }
 }
 
-fn current_user() -> io::Result<Sid> {
-    let mut raw: HANDLE = null_mut();
-    // SAFETY: the pseudo-handle of this process needs no closing; `raw` receives a new handle.
-    check(unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw) })?;
-    // SAFETY: `raw` is the token handle just opened, owned (and closed) from here on.
-    let token = unsafe { OwnedHandle::from_raw_handle(raw) };
-    let token = token.as_raw_handle() as HANDLE;
-    let mut len = 0u32;
-    // SAFETY: a null buffer of length 0 asks only for the length the answer needs.
-    unsafe { GetTokenInformation(token, TokenUser, null_mut(), 0, &mut len) };
-    if len == 0 {
-        return Err(io::Error::last_os_error());
+pub(in crate::file) fn current_user() -> io::Result<CurrentUser> {
+    let mut user = CurrentUser(Box::new([0; 16]));
+    let (mut raw, mut len): (HANDLE, u32) = (std::ptr::null_mut(), 0);
+    // SAFETY: the pseudo-handle of this process needs no closing; `raw`, once the call says it
+    // is open, is owned (and closed) by `token`; the buffer has the size passed.
+    unsafe {
+        check(OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw))?;
+        let token = OwnedHandle::from_raw_handle(raw);
+        let size = size_of::<Buffer>() as u32;
+        let buffer = user.0.as_mut_ptr().cast();
+        check(GetTokenInformation(
+            token.as_raw_handle(),
+            TokenUser,
+            buffer,
+            size,
+            &mut len,
+        ))?;
     }
-    // 8-byte aligned: TOKEN_USER holds a pointer.
-    let mut buf = vec![0u64; (len as usize).div_ceil(8)];
-    // SAFETY: `buf` has at least `len` bytes, as the call asked.
-    check(unsafe {
-        GetTokenInformation(token, TokenUser, buf.as_mut_ptr().cast(), len, &mut len)
-    })?;
-    // SAFETY: the call filled `buf` with a TOKEN_USER, whose SID points inside `buf`.
-    let sid = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
-    // SAFETY: `sid` is a valid SID (the token's), alive as long as `buf`.
-    let sid_len = unsafe { GetLengthSid(sid) };
-    let mut copy = vec![0u32; (sid_len as usize).div_ceil(4)];
-    // SAFETY: `copy` has room for `sid_len` bytes.
-    check(unsafe { CopySid(sid_len, copy.as_mut_ptr().cast(), sid) })?;
-    Ok(Sid(copy))
-}
-
-fn wide(path: &Path) -> Vec<u16> {
-    path.as_os_str().encode_wide().chain([0]).collect()
+    Ok(user)
 }
 
 /// Sets `path`'s DACL to one entry, full control for the current user (inherited by what is
 /// made inside when `flags` say so), protected from what its parent would pass down.
 fn set_owner_only(path: &Path, flags: u32) -> io::Result<()> {
     let user = current_user()?;
-    // SAFETY: `user` holds a valid SID.
-    let sid_len = unsafe { GetLengthSid(user.as_psid()) } as usize;
-    // An ACE's SID starts at its last field (`SidStart`, a u32) and runs on.
-    let ace_len = size_of::<ACCESS_ALLOWED_ACE>() - size_of::<u32>() + sid_len;
-    let acl_len = (size_of::<ACL>() + ace_len).next_multiple_of(4);
-    let mut buf = vec![0u32; acl_len / 4];
-    let acl = buf.as_mut_ptr().cast::<ACL>();
-    // SAFETY: `buf` has `acl_len` bytes, 4-byte aligned, room for the header and one entry.
-    check(unsafe { InitializeAcl(acl, acl_len as u32, ACL_REVISION) })?;
-    // SAFETY: `acl` was just initialised with room for this entry; `user` is a valid SID.
-    check(unsafe {
-        AddAccessAllowedAceEx(acl, ACL_REVISION, flags, FILE_ALL_ACCESS, user.as_psid())
-    })?;
+    let mut acl_buffer: Buffer = [0; 16];
+    let acl = acl_buffer.as_mut_ptr().cast::<ACL>();
+    let name: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
     // An absolute descriptor holding the DACL alone, marked protected: what its parent would
-    // pass down is not merged in. (SetFileSecurityW, not SetNamedSecurityInfoW: under Wine 8 the
-    // latter left the parent's entries in, the protected flag notwithstanding.)
-    // SAFETY: a plain struct, initialised by the call below.
-    let mut descriptor: SECURITY_DESCRIPTOR = unsafe { zeroed() };
-    let sd = (&mut descriptor as *mut SECURITY_DESCRIPTOR).cast();
-    // SAFETY: `sd` points at a SECURITY_DESCRIPTOR of this function's; `acl` outlives it.
-    check(unsafe { InitializeSecurityDescriptor(sd, SECURITY_DESCRIPTOR_REVISION) })?;
-    check(unsafe { SetSecurityDescriptorDacl(sd, 1, acl, 0) })?;
-    check(unsafe { SetSecurityDescriptorControl(sd, SE_DACL_PROTECTED, SE_DACL_PROTECTED) })?;
-    let name = wide(path);
-    // SAFETY: `name` is NUL-terminated; `sd` is the descriptor just made.
-    let status = unsafe {
-        SetFileSecurityW(
+    // pass down is not merged in. (What InitializeSecurityDescriptor, SetSecurityDescriptorDacl
+    // and SetSecurityDescriptorControl make. SetFileSecurityW, not SetNamedSecurityInfoW: under
+    // Wine 8 the latter left the parent's entries in, the protected flag notwithstanding.)
+    let descriptor = SECURITY_DESCRIPTOR {
+        Revision: 1, // SECURITY_DESCRIPTOR_REVISION
+        Control: SE_DACL_PRESENT | SE_DACL_PROTECTED,
+        Dacl: acl,
+        ..Default::default()
+    };
+    let what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
+    // SAFETY: `acl` points at a buffer of the size passed, 4-byte aligned, with room for the
+    // header and one entry; `user.sid()` is a valid SID; `name` is NUL-terminated; the
+    // descriptor and the ACL it points at outlive the calls.
+    unsafe {
+        check(InitializeAcl(acl, size_of::<Buffer>() as u32, ACL_REVISION))?;
+        check(AddAccessAllowedAceEx(
+            acl,
+            ACL_REVISION,
+            flags,
+            FILE_ALL_ACCESS,
+            user.sid(),
+        ))?;
+        check(SetFileSecurityW(
             name.as_ptr(),
-            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
-            sd,
-        )
-    };
-    check(status)
-}
-
-/// Whether `path`'s DACL lets no one but the current user in: each entry that allows anything
-/// is the user's or LocalSystem's, and one is the user's. (Wine keeps no DACL: it maps the one
-/// set to the Unix mode, and reads back one made from the mode, which always allows
-/// LocalSystem and is never marked protected. On Windows the DACL read back is the user's
-/// entry alone.)
-#[cfg(test)]
-pub(super) fn is_private(path: &Path) -> io::Result<bool> {
-    use windows_sys::Win32::Foundation::LocalFree;
-    use windows_sys::Win32::Security::Authorization::{GetNamedSecurityInfoW, SE_FILE_OBJECT};
-    use windows_sys::Win32::Security::{
-        ACE_HEADER, ACL_SIZE_INFORMATION, AclSizeInformation, EqualSid, GetAce, GetAclInformation,
-        IsWellKnownSid, PSECURITY_DESCRIPTOR, WinLocalSystemSid,
-    };
-    /// ACCESS_ALLOWED_ACE_TYPE (in windows-sys' `SystemServices`).
-    const ALLOWED: u8 = 0;
-    let user = current_user()?;
-    let name = wide(path);
-    let mut dacl: *mut ACL = null_mut();
-    let mut descriptor: PSECURITY_DESCRIPTOR = null_mut();
-    // SAFETY: `name` is NUL-terminated; `dacl` points into `descriptor`, freed below.
-    let status = unsafe {
-        GetNamedSecurityInfoW(
-            name.as_ptr(),
-            SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION,
-            null_mut(),
-            null_mut(),
-            &mut dacl,
-            null_mut(),
-            &mut descriptor,
-        )
-    };
-    if status != 0 {
-        return Err(io::Error::from_raw_os_error(status as i32));
+            what,
+            (&raw const descriptor).cast_mut().cast(),
+        ))
     }
-    let private = (|| {
-        if dacl.is_null() {
-            // No DACL: everyone may.
-            return Ok(false);
-        }
-        // SAFETY: `info` is a plain struct of the size passed.
-        let mut info: ACL_SIZE_INFORMATION = unsafe { zeroed() };
-        check(unsafe {
-            GetAclInformation(
-                dacl,
-                (&mut info as *mut ACL_SIZE_INFORMATION).cast(),
-                size_of::<ACL_SIZE_INFORMATION>() as u32,
-                AclSizeInformation,
-            )
-        })?;
-        let mut users = 0;
-        for i in 0..info.AceCount {
-            let mut ace: *mut core::ffi::c_void = null_mut();
-            // SAFETY: entry `i` exists; `ace` points into `dacl`.
-            check(unsafe { GetAce(dacl, i, &mut ace) })?;
-            // SAFETY: every entry starts with its header.
-            if unsafe { (*ace.cast::<ACE_HEADER>()).AceType } != ALLOWED {
-                continue;
-            }
-            let ace = ace.cast::<ACCESS_ALLOWED_ACE>();
-            // SAFETY: an allowing entry's SID starts at `SidStart`.
-            let sid: PSID = unsafe { (&raw mut (*ace).SidStart).cast() };
-            // SAFETY: `sid` and the user's are valid SIDs.
-            if unsafe { EqualSid(sid, user.as_psid()) } != 0 {
-                users += 1;
-            } else if unsafe { IsWellKnownSid(sid, WinLocalSystemSid) } == 0 {
-                return Ok(false);
-            }
-        }
-        Ok(users > 0)
-    })();
-    // SAFETY: `descriptor` was allocated by GetNamedSecurityInfoW for the caller to free.
-    unsafe { LocalFree(descriptor) };
-    private
 }
