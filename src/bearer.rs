@@ -6,63 +6,31 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::token::{MalformedToken, Token};
 
-/// Why an `authorization` value did not yield a bearer token. Never carries the value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BadCredentials {
-    /// Not the `Bearer` scheme (or no space after it).
-    NotBearer,
-    /// The scheme is right, the token is not.
-    Malformed(MalformedToken),
-    /// The header is repeated with different tokens.
-    Conflicting,
-}
-
-impl std::fmt::Display for BadCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotBearer => f.write_str("not a bearer credential"),
-            Self::Malformed(why) => why.fmt(f),
-            Self::Conflicting => f.write_str("repeated with different tokens"),
-        }
-    }
-}
-
-impl From<BadCredentials> for MalformedToken {
-    fn from(why: BadCredentials) -> Self {
-        match why {
-            BadCredentials::NotBearer => Self::NotBearer,
-            BadCredentials::Malformed(why) => why,
-            BadCredentials::Conflicting => Self::Conflicting,
-        }
-    }
-}
-
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
-pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, BadCredentials> {
+pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, MalformedToken> {
     let value = header.as_bytes().trim_ascii();
     let scheme = b"bearer";
     if value.len() <= scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
-        return Err(BadCredentials::NotBearer);
+        return Err(MalformedToken::NotBearer);
     }
     let mut rest = &value[scheme.len()..];
     if let Some(after_colon) = rest.strip_prefix(b":") {
         rest = after_colon;
     }
     if !rest.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-        return Err(BadCredentials::NotBearer);
+        return Err(MalformedToken::NotBearer);
     }
     let token = rest.trim_ascii_start();
     Token::from_authorization(header, token).map_err(|why| {
         // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is
         // reported where it starts, as reading the token as text would.
-        let why = match std::str::from_utf8(token) {
+        match std::str::from_utf8(token) {
             Err(e) => MalformedToken::InvalidCharacter {
                 position: e.valid_up_to(),
             },
             Ok(_) => why,
-        };
-        BadCredentials::Malformed(why)
+        }
     })
 }
 
@@ -84,12 +52,12 @@ pub(crate) fn token_from_agent(values: GetAll<'_, HeaderValue>) -> Option<Token>
 ///
 /// Repeated headers must agree; a header that is present but unreadable is an error, so that a
 /// caller can tell "no credentials" from "bad credentials".
-pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, BadCredentials>> {
+pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, MalformedToken>> {
     bearer_from_values(headers.get_all(header::AUTHORIZATION))
 }
 
 /// [`bearer_from_headers`] over the `authorization` values already looked up.
-fn bearer_from_values(values: GetAll<'_, HeaderValue>) -> Option<Result<Token, BadCredentials>> {
+fn bearer_from_values(values: GetAll<'_, HeaderValue>) -> Option<Result<Token, MalformedToken>> {
     let mut found: Option<Token> = None;
     for value in values {
         let token = match parse_bearer(value) {
@@ -97,7 +65,7 @@ fn bearer_from_values(values: GetAll<'_, HeaderValue>) -> Option<Result<Token, B
             Err(e) => return Some(Err(e)),
         };
         match &found {
-            Some(first) if *first != token => return Some(Err(BadCredentials::Conflicting)),
+            Some(first) if *first != token => return Some(Err(MalformedToken::Conflicting)),
             _ => found = Some(token),
         }
     }

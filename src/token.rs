@@ -119,9 +119,7 @@ impl Token {
     /// # Ok::<(), MalformedToken>(())
     /// ```
     pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, MalformedToken> {
-        crate::bearer::bearer_from_headers(headers)
-            .transpose()
-            .map_err(MalformedToken::from)
+        crate::bearer::bearer_from_headers(headers).transpose()
     }
 
     /// [`Token::from_headers`] for a tonic response's or status's metadata: the token of an

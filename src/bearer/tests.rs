@@ -17,7 +17,7 @@ fn parses_bearer_forms() {
     ] {
         let parsed = parse_bearer(&header_value(ok.as_bytes()));
         if ok == "Bearer:abc " {
-            assert_eq!(parsed, Err(BadCredentials::NotBearer), "{ok:?}");
+            assert_eq!(parsed, Err(MalformedToken::NotBearer), "{ok:?}");
         } else {
             assert_eq!(
                 parsed.map(|t| t.expose().to_owned()),
@@ -28,27 +28,27 @@ fn parses_bearer_forms() {
     }
     assert_eq!(
         parse_bearer(&header_value(b"Basic abc")),
-        Err(BadCredentials::NotBearer)
+        Err(MalformedToken::NotBearer)
     );
     assert_eq!(
         parse_bearer(&header_value(b"Bearerabc")),
-        Err(BadCredentials::NotBearer)
+        Err(MalformedToken::NotBearer)
     );
     assert_eq!(
         parse_bearer(&header_value(b"Bearer")),
-        Err(BadCredentials::NotBearer)
+        Err(MalformedToken::NotBearer)
     );
     assert!(matches!(
         parse_bearer(&header_value(b"Bearer a b")),
-        Err(BadCredentials::Malformed(_))
+        Err(MalformedToken::InvalidCharacter { .. })
     ));
     assert!(matches!(
         parse_bearer(&header_value(b"Bearer \xff")),
-        Err(BadCredentials::Malformed(_))
+        Err(MalformedToken::InvalidCharacter { .. })
     ));
     assert!(matches!(
         parse_bearer(&header_value(b"Bearer  ")),
-        Err(BadCredentials::NotBearer)
+        Err(MalformedToken::NotBearer)
     ));
 }
 
@@ -62,7 +62,7 @@ fn repeated_headers_must_agree() {
     headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
     assert_eq!(
         bearer_from_headers(&headers).map(|r| r.map(|_| ())),
-        Some(Err(BadCredentials::Conflicting))
+        Some(Err(MalformedToken::Conflicting))
     );
 }
 
