@@ -21,7 +21,11 @@ pub(super) fn read(token: &[u8]) -> Option<([&[u8]; 2], Option<u64>)> {
     let (engine, encoded) = (base64_simd::URL_SAFE_NO_PAD, &token[first + 1..second]);
     let exp = if engine.decoded_length(encoded).ok()? <= CLAIMS_ON_STACK {
         let mut on_stack = [0; CLAIMS_ON_STACK];
-        exp_claim(engine.decode(encoded, Out::from_slice(&mut on_stack)).ok()?)
+        exp_claim(
+            engine
+                .decode(encoded, Out::from_slice(&mut on_stack))
+                .ok()?,
+        )
     } else {
         exp_claim(&engine.decode_to_vec(encoded).ok()?)
     };

@@ -256,7 +256,12 @@ fn a_jwt_is_three_parts_its_claims_canonical_base64url() {
         b"eyJh.eyJleHAiOjd9I.c2ln",    // a length no encoding has
         b"eyJleHAiOjd9",
     ] {
-        assert_eq!(exp_of_jwt(other), None, "{}", String::from_utf8_lossy(other));
+        assert_eq!(
+            exp_of_jwt(other),
+            None,
+            "{}",
+            String::from_utf8_lossy(other)
+        );
     }
 }
 
