@@ -1,10 +1,12 @@
-//! [`ReauthService`](crate::layer::ReauthService): a [`SessionService`](crate::layer::SessionService) with re-authentication on. Each call is recorded and
-//! sent through the session service; its answer is read for a session failure, and on one the
-//! session is recovered and the call replayed, through the session service again.
+//! [`ReauthService`](crate::layer::ReauthService): a
+//! [`SessionService`](crate::layer::SessionService) with re-authentication on. Each call is
+//! recorded and sent through the session service; its answer is read for a session failure, and
+//! on one the session is recovered and the call replayed, through the session service again.
 //!
 //! The recovery is written once, in [`call_with_reauth`], over what a transport's messages must
 //! offer for it ([`Replayable`]): a request that can be recorded for one replay, and a response
-//! that can be checked for a session failure. `http`'s messages offer them in `for_http` (a body recorded on a tape as it streams; a failure in the headers or in a gRPC
+//! that can be checked for a session failure. `http`'s messages offer them in `for_http` (a body
+//! recorded on a tape as it streams; a failure in the headers or in a gRPC
 //! response's trailers), reqwest's in `for_reqwest` (a request copied with `try_clone`; a failure
 //! in the status and headers). The `reqwest-middleware` middleware drives the same flow.
 
@@ -25,6 +27,7 @@ use crate::session::{Refresh, Session};
 mod for_http;
 #[cfg(feature = "reqwest")]
 mod for_reqwest;
+
 /// A [`SessionService`](crate::layer::SessionService) that recovers from session failures: made by
 /// [`SessionLayer::reauthenticate_with`](super::SessionLayer::reauthenticate_with).
 ///
