@@ -198,16 +198,12 @@ impl Error {
         if !is_rejection(status, headers) {
             return None;
         }
-        // The header is the wire's, percent-encoded: decoded here, once.
+        // The header is the wire's, percent-encoded: decoded here, once. A `%` not followed by
+        // two hex digits is kept as it is.
         let message = headers
             .get("grpc-message")
             .and_then(|v| v.to_str().ok())
-            .map(percent_decode);
-        Self::from_rejection(headers, message.as_deref())
-    }
-
-    /// `message` is the gRPC message as text, already percent-decoded.
-    fn from_rejection(headers: &http::HeaderMap, message: Option<&str>) -> Option<Self> {
+            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy());
         match bearer::read_challenges(headers.get_all(http::header::WWW_AUTHENTICATE)) {
             Verdict::Invalid => Some(Self::TokenInvalid),
             Verdict::NotProvided => Some(Self::TokenNotProvided),
@@ -232,15 +228,7 @@ impl Error {
     #[cfg(feature = "tonic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn from_status(status: &tonic::Status) -> Option<Self> {
-        if let Some(ours) = Self::wrapped_in(status) {
-            return Some(ours);
-        }
-        if status.code() != tonic::Code::Unauthenticated {
-            return None;
-        }
-        let headers = status.metadata().clone().into_headers();
-        // tonic decoded the message already: a `%41` in it is what the agent said.
-        Self::from_rejection(&headers, Some(status.message()))
+        Self::from_status_with(status, &crate::Rfc6750)
     }
 
     /// The session failure a tonic [`Status`](tonic::Status) carries, read as `failures` reads
@@ -263,24 +251,22 @@ impl Error {
         status: &tonic::Status,
         failures: &dyn crate::SessionFailures,
     ) -> Option<Self> {
-        if let Some(ours) = Self::wrapped_in(status) {
-            return Some(ours);
+        // An error of ours that tonic wrapped (a failed re-authentication, say).
+        let ours = std::iter::successors(std::error::Error::source(status), |e| e.source())
+            .find_map(|error| error.downcast_ref::<Self>().cloned());
+        if ours.is_some() {
+            return ours;
         }
         let mut headers = status.metadata().clone().into_headers();
         headers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
         // `failures` reads headers as they were on the wire: the message tonic decoded is
-        // encoded again, so that it is decoded once, and so that text that is not ASCII is kept.
-        if let Ok(message) = http::HeaderValue::try_from(percent_encode(status.message())) {
+        // encoded again, so that it is decoded once (a `%41` in it is what the agent said), and so
+        // that text that is not ASCII is kept.
+        let message = percent_encoding::utf8_percent_encode(status.message(), GRPC_MESSAGE);
+        if let Ok(message) = http::HeaderValue::try_from(message.to_string()) {
             headers.insert("grpc-message", message);
         }
         failures.session_failure(http::StatusCode::OK, &headers)
-    }
-
-    /// An error of ours that tonic wrapped (a failed re-authentication, say).
-    #[cfg(feature = "tonic")]
-    fn wrapped_in(status: &tonic::Status) -> Option<Self> {
-        std::iter::successors(std::error::Error::source(status), |error| error.source())
-            .find_map(|error| error.downcast_ref::<Self>().cloned())
     }
 
     pub(crate) fn read(path: &Path, source: io::Error) -> Self {
@@ -311,12 +297,10 @@ impl From<Error> for tonic::Status {
     /// A session failure becomes `UNAUTHENTICATED` with the contract's message; other errors
     /// become `INTERNAL`.
     fn from(error: Error) -> Self {
-        match error {
-            Error::TokenNotProvided | Error::TokenInvalid => {
-                tonic::Status::unauthenticated(error.to_string())
-            }
-            other => tonic::Status::internal(other.to_string()),
+        if error.is_session_failure() {
+            return tonic::Status::unauthenticated(error.to_string());
         }
+        tonic::Status::internal(error.to_string())
     }
 }
 
@@ -337,20 +321,6 @@ pub(crate) fn is_rejection(status: http::StatusCode, headers: &http::HeaderMap) 
 /// (`percent-encoding` always encodes those past ASCII), and `%`.
 #[cfg(feature = "tonic")]
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-
-/// `message` as gRPC puts it on the wire, each byte of [`GRPC_MESSAGE`] as `%XX`.
-#[cfg(feature = "tonic")]
-fn percent_encode(message: &str) -> String {
-    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string()
-}
-
-/// `grpc-message` is percent-encoded on the wire; decode what is needed to compare texts. A
-/// `%` not followed by two hex digits is kept as it is.
-fn percent_decode(message: &str) -> String {
-    percent_encoding::percent_decode_str(message)
-        .decode_utf8_lossy()
-        .into_owned()
-}
 
 #[cfg(test)]
 mod tests;

@@ -163,8 +163,7 @@ impl TokenFile {
         let path = path.into();
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| Self::NAME.to_owned());
+            .map_or(Self::NAME.into(), |n| n.to_string_lossy());
         let dir = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
             _ => PathBuf::from("."),

@@ -324,9 +324,6 @@ mod readme_doctests {}
 // failure, or nothing) that layer/future.rs, by_hand.rs's `Session::refresh` and
 // layer/recovering.rs act on.
 
-#[macro_use]
-mod macros;
-
 mod bearer;
 mod error;
 mod failures;

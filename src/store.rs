@@ -2,7 +2,6 @@
 //! ([`TokenFile`](crate::TokenFile)) is the default; [`MemoryStore`] keeps it in memory; an OS keyring or a
 //! secrets manager can be another.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -163,12 +162,13 @@ pub trait TokenStore: Send + Sync + 'static {
 /// assert_eq!(store.token(), Some(Token::new("abc")?));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+// `Debug` shows the token redacted, as `Token`'s own does.
+#[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     slot: Arc<Mutex<Slot>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Slot {
     token: Option<Token>,
     version: u64,
@@ -231,14 +231,6 @@ impl TokenStore for MemoryStore {
 
     fn version(&self) -> Result<Option<Version>, Error> {
         Ok(self.slot().stored().version)
-    }
-}
-
-impl fmt::Debug for MemoryStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("has_token", &self.slot().token.is_some())
-            .finish()
     }
 }
 

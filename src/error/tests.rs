@@ -87,13 +87,21 @@ fn classifies_grpc_trailers_only_rejections() {
     assert!(Error::from_response(&ok).is_none());
 }
 
+/// A `%` not followed by two hex digits is kept as it is; the rest is decoded.
 #[test]
 fn percent_decoding_is_forgiving() {
-    assert_eq!(percent_decode("a%20b"), "a b");
-    assert_eq!(percent_decode("%"), "%");
-    assert_eq!(percent_decode("%2"), "%2");
-    assert_eq!(percent_decode("%zz%41"), "%zzA");
-    assert_eq!(percent_decode("%é"), "%é");
+    let not_provided = |message: &str| {
+        let headers = [("grpc-status", "16"), ("grpc-message", message)];
+        matches!(
+            Error::from_response(&response(200, &headers)),
+            Some(Error::TokenNotProvided)
+        )
+    };
+    assert!(not_provided("JWT%20Token%20not%20provided%20in%20metadata"));
+    assert!(not_provided(
+        "% %2 %zz%4AWT Token not provided in metadata%"
+    ));
+    assert!(!not_provided("JWT%2GToken not provided in metadata"));
 }
 
 /// tonic hands a `Status` its message decoded: a `%4A` in it is what the agent said, not a `J`,
@@ -152,10 +160,28 @@ fn a_status_message_is_percent_decoded_once() {
     }
 }
 
+/// What `from_status_with` hands `failures`: the message as it was on the wire.
 #[cfg(feature = "tonic")]
 #[test]
 fn percent_encoding_is_grpcs() {
-    assert_eq!(percent_encode("a b%c"), "a b%25c");
-    assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
-    assert_eq!(percent_decode(&percent_encode("x%41 — é\t")), "x%41 — é\t");
+    /// Keeps the `grpc-message` it is handed.
+    #[derive(Debug, Default)]
+    struct Seen(std::sync::Mutex<Option<String>>);
+    impl crate::SessionFailures for Seen {
+        fn session_failure(&self, _: http::StatusCode, headers: &http::HeaderMap) -> Option<Error> {
+            let message = headers
+                .get("grpc-message")
+                .map(|v| v.to_str().unwrap().to_owned());
+            *self.0.lock().unwrap() = message;
+            None
+        }
+    }
+    let on_the_wire = |message: &str| {
+        let seen = Seen::default();
+        assert!(Error::from_status_with(&tonic::Status::unknown(message), &seen).is_none());
+        seen.0.into_inner().unwrap().unwrap()
+    };
+    assert_eq!(on_the_wire("a b%c"), "a b%25c");
+    assert_eq!(on_the_wire("é\n"), "%C3%A9%0A");
+    assert_eq!(on_the_wire("x%41 — é\t"), "x%2541 %E2%80%94 %C3%A9%09");
 }

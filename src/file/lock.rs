@@ -94,18 +94,15 @@ impl TokenFile {
             // Named for the session file, as `Error::WriteFile` promises: the lock is only how
             // the session file is written, and "the session file …/token.lock" misleads.
             .map_err(|e| Error::write(&self.path, e))?;
-        match wait_for_flock(file, wait, || true, || {}) {
-            Ok(Taken::Held(lock)) => Ok(lock),
-            Ok(taken) => Err(Error::Locked {
-                path: self.lock_path.clone(),
-                // Always wanted: never given up but for the bound.
-                waited: match taken {
-                    Taken::TimedOut(waited) => waited,
-                    _ => wait,
-                },
-            }),
-            Err(e) => Err(Error::write(&self.path, e)),
-        }
+        let waited = match wait_for_flock(file, wait, || true, || {}) {
+            Ok(Taken::Held(lock)) => return Ok(lock),
+            Ok(Taken::TimedOut(waited)) => waited,
+            // Always wanted: never given up but for the bound.
+            Ok(Taken::Unwanted) => wait,
+            Err(e) => return Err(Error::write(&self.path, e)),
+        };
+        let path = self.lock_path.clone();
+        Err(Error::Locked { path, waited })
     }
 }
 

@@ -78,10 +78,8 @@ impl ReauthLock {
     /// `.pid` added).
     pub(crate) fn pid_path(&self) -> PathBuf {
         let text = self.path.as_os_str().to_string_lossy();
-        PathBuf::from(format!(
-            "{}.pid",
-            text.strip_suffix(".lock").unwrap_or(&text)
-        ))
+        let stem = text.strip_suffix(".lock").unwrap_or(&text);
+        PathBuf::from(format!("{stem}.pid"))
     }
 
     /// Takes the lock, waiting for another holder until `until` at the latest, and while

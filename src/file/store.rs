@@ -252,10 +252,8 @@ impl TokenFile {
                     refused = true;
                     let waited = started.elapsed();
                     if waited >= wait {
-                        return Err(Error::Locked {
-                            path: self.path.clone(),
-                            waited,
-                        });
+                        let path = self.path.clone();
+                        return Err(Error::Locked { path, waited });
                     }
                     std::thread::sleep(REPLACE_PAUSE.min(wait - waited));
                 }

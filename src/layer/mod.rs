@@ -205,7 +205,20 @@ impl<S, R> SessionService<S, R> {
         }
     }
 
-    inner_service_accessors!();
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 
     /// The session.
     pub fn session(&self) -> &Session {
