@@ -37,11 +37,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        Box::pin(call_with_reauth(
-            self.take_ready(),
-            request,
-            reauth::failure,
-        ))
+        let service = self.take_ready();
+        Box::pin(call_with_reauth(service, request, reauth::failure))
     }
 }
 
