@@ -42,31 +42,8 @@ where
     E: Into<BoxError>,
 {
     fn reauthenticate(&self) -> ReauthFuture {
-        // A named future rather than an `async` block: the compiler then knows the boxed
-        // error's lifetime is `'static` wherever the client's future must be `Send`.
-        Box::pin(IntoBoxError { future: self() })
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct IntoBoxError<Fut> {
-        #[pin]
-        future: Fut,
-    }
-}
-
-impl<Fut, E> Future for IntoBoxError<Fut>
-where
-    Fut: Future<Output = Result<Token, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Token, BoxError>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.project().future.poll(cx).map_err(Into::into)
+        let future = self();
+        Box::pin(async move { future.await.map_err(Into::<BoxError>::into) })
     }
 }
 

@@ -130,9 +130,8 @@ impl Tape {
         if let Some(waker) = waiting {
             waker.wake();
         }
-        let data = data.into_iter();
         Some(Replay {
-            data,
+            data: data.into_iter(),
             trailers,
             rest,
         })
@@ -141,16 +140,15 @@ impl Tape {
 
 impl TapeState {
     fn record(&mut self, frame: &Frame<Bytes>, limit: usize) {
-        if let Some(data) = frame.data_ref() {
-            self.len = self.len.saturating_add(data.len());
-            if self.len > limit {
-                self.recorded = None;
-            }
-        }
         let Some((data, trailers)) = &mut self.recorded else {
             return;
         };
         if let Some(frame) = frame.data_ref() {
+            self.len = self.len.saturating_add(frame.len());
+            if self.len > limit {
+                self.recorded = None;
+                return;
+            }
             // `Bytes` clones share the buffer: recording copies nothing.
             data.push(frame.clone());
         } else if let Some(frame) = frame.trailers_ref() {

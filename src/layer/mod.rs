@@ -225,12 +225,6 @@ impl<S, R> SessionService<S, R> {
         &self.session
     }
 
-    /// The session's token and epoch now, through this service's cache: one atomic load while
-    /// they do not change, where reading what is published takes a lock.
-    pub(crate) fn current(&mut self) -> &Current {
-        self.current.load()
-    }
-
     /// Attaches and calls, for a caller that reads the response itself (re-authentication,
     /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
     /// service's future, and what the request went with, for that reading and for a recovery.

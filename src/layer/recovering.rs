@@ -46,28 +46,12 @@ mod for_reqwest;
 ///   A failed re-authentication is the crate's [`Error::Reauthentication`], boxed.
 pub type ReauthService<S> = SessionService<S, Reauth>;
 
-impl<S> ReauthService<S> {
-    /// `call` of every transport's `Service` impl: the recovery flow, boxed, with the service's
-    /// errors boxed and a failed recovery made what `failed` makes of it.
-    fn call_boxed<Req>(
-        &mut self,
-        request: Req,
-        failed: fn(Error, &Session) -> BoxError,
-    ) -> BoxedCall<Req::Output>
-    where
-        S: Service<Req> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Error: Into<BoxError> + Send,
-        S::Response: SessionResponse + Send,
-        Req: Replayable<S::Response> + Send + 'static,
-        Req::Record: Send,
-        Req::Output: Send,
-    {
-        // The instance driven ready is the one that is called; the replay drives it ready
-        // again.
+impl<S: Clone> ReauthService<S> {
+    /// The instance driven ready, for a call's future to own; a clone takes its place, and the
+    /// replay drives that future's instance ready again.
+    fn take_ready(&mut self) -> Self {
         let clone = self.clone();
-        let service = std::mem::replace(self, clone);
-        Box::pin(call_with_reauth(service, request, failed))
+        std::mem::replace(self, clone)
     }
 }
 
@@ -112,8 +96,8 @@ pub(crate) trait Replayable<Res>: SessionRequest + Sized {
 /// It runs in a DEBUG span `session_reauth{path}`, so that the recovery's events and the spans
 /// of the call's sendings are inside it.
 pub(crate) fn call_with_reauth<S, Req, E>(
-    service: ReauthService<S>,
-    request: Req,
+    mut service: ReauthService<S>,
+    mut request: Req,
     failed: fn(Error, &Session) -> E,
 ) -> impl Future<Output = Result<Req::Output, E>>
 where
@@ -123,76 +107,64 @@ where
     Req: Replayable<S::Response>,
 {
     let span = tracing::debug_span!("session_reauth", path = request.path());
-    tracing::Instrument::instrument(recover_and_replay(service, request, failed), span)
-}
-
-async fn recover_and_replay<S, Req, E>(
-    mut service: ReauthService<S>,
-    mut request: Req,
-    failed: fn(Error, &Session) -> E,
-) -> Result<Req::Output, E>
-where
-    S: Service<Req>,
-    S::Error: Into<E>,
-    S::Response: SessionResponse,
-    Req: Replayable<S::Response>,
-{
-    let session = service.session.clone();
-    if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
-        // The request's own credentials, not the session's to renew (a password call may start
-        // the session); or the re-authenticator's own call (its unlock through a layered
-        // channel), which must not wait for the recovery it is part of. Sent as they are,
-        // answered as they come: the session service reads the response as it reads any.
-        let response = service.attach_and_call(request).await;
-        let response = response.map_err(Into::into)?;
-        return Ok(Req::unchecked(response));
-    }
-    let mut sendings = 0;
-    let (epoch, token) = {
-        let current = service.current();
-        (current.epoch, current.token.clone())
-    };
-    let reauth = service.reauth.clone();
-    if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
-        tracing::debug!("the token expires within the renewal margin; renewing it first");
-        (reauth.recover(&session, token, epoch).await).map_err(|error| failed(error, &session))?;
-        // A renewed call hands over its first answer: at most one recovery per call then.
-        sendings = SENDINGS - 1;
-        // The renewal may have taken a while (a prompt): be ready again before sending.
-        ready_again(&mut service.inner).await.map_err(Into::into)?;
-    }
-    loop {
-        let (to_send, record) = request.record(reauth.replay_limit);
-        let (response, sent) = service.send(to_send);
-        let mut response = response.await.map_err(Into::into)?;
-        hide_credentials(response.headers_mut());
-        let (response, reading) = Req::check(response, &record, &session, &sent).await;
-        sendings += 1;
-        let failure = match reading {
-            Reading::Failure(failure) if sendings < SENDINGS => failure,
-            reading => {
-                // As the layer's future does: the token taken, and its write waited for when
-                // the session says so.
-                if let Refresh::Saving(saved) = sent.in_span(|| session.take(reading)) {
-                    saved.await;
+    let call = async move {
+        let session = service.session.clone();
+        if request.headers().contains_key(header::AUTHORIZATION) || reauth::reauthenticating() {
+            // The request's own credentials, not the session's to renew (a password call may start
+            // the session); or the re-authenticator's own call (its unlock through a layered
+            // channel), which must not wait for the recovery it is part of. Sent as they are,
+            // answered as they come: the session service reads the response as it reads any.
+            let response = service.attach_and_call(request).await;
+            let response = response.map_err(Into::into)?;
+            return Ok(Req::unchecked(response));
+        }
+        let mut sendings = 0;
+        let current = service.current.load();
+        let (epoch, token) = (current.epoch, current.token.clone());
+        let reauth = service.reauth.clone();
+        if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
+            tracing::debug!("the token expires within the renewal margin; renewing it first");
+            (reauth.recover(&session, token, epoch).await)
+                .map_err(|error| failed(error, &session))?;
+            // A renewed call hands over its first answer: at most one recovery per call then.
+            sendings = SENDINGS - 1;
+            // The renewal may have taken a while (a prompt): be ready again before sending.
+            ready_again(&mut service.inner).await.map_err(Into::into)?;
+        }
+        loop {
+            let (to_send, record) = request.record(reauth.replay_limit);
+            let (response, sent) = service.send(to_send);
+            let mut response = response.await.map_err(Into::into)?;
+            hide_credentials(response.headers_mut());
+            let (response, reading) = Req::check(response, &record, &session, &sent).await;
+            sendings += 1;
+            let failure = match reading {
+                Reading::Failure(failure) if sendings < SENDINGS => failure,
+                reading => {
+                    // As the layer's future does: the token taken, and its write waited for when
+                    // the session says so.
+                    if let Refresh::Saving(saved) = sent.in_span(|| session.take(reading)) {
+                        saved.await;
+                    }
+                    return Ok(response);
                 }
+            };
+            sent.in_span(|| tracing::debug!(%failure, "the call failed for its session"));
+            // The sending is over: its span closes before the recovery.
+            drop(sent.span);
+            let replay = Req::replay(record);
+            (reauth.recover(&session, sent.token, sent.epoch).await)
+                .map_err(|error| failed(error, &session))?;
+            let Some(replay) = replay else {
+                // Recovered for the next calls; this one cannot be sent again.
+                tracing::debug!("session failure not replayed: the request cannot be sent again");
                 return Ok(response);
-            }
-        };
-        sent.in_span(|| tracing::debug!(%failure, "the call failed for its session"));
-        // The sending is over: its span closes before the recovery.
-        drop(sent.span);
-        let replay = Req::replay(record);
-        (reauth.recover(&session, sent.token, sent.epoch).await)
-            .map_err(|error| failed(error, &session))?;
-        let Some(replay) = replay else {
-            // Recovered for the next calls; this one cannot be sent again.
-            tracing::debug!("session failure not replayed: the request cannot be sent again");
-            return Ok(response);
-        };
-        ready_again(&mut service.inner).await.map_err(Into::into)?;
-        request = replay;
-    }
+            };
+            ready_again(&mut service.inner).await.map_err(Into::into)?;
+            request = replay;
+        }
+    };
+    tracing::Instrument::instrument(call, span)
 }
 
 /// How many times a call is sent at most. A replay can fail for its session too: the token it

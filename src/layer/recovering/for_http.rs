@@ -9,7 +9,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable};
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
 use crate::layer::Sent;
 use crate::peek::PeekedBody;
 use crate::reauth;
@@ -37,7 +37,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        self.call_boxed(request, reauth::failure)
+        let service = self.take_ready();
+        Box::pin(call_with_reauth(service, request, reauth::failure))
     }
 }
 

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable};
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
 use crate::layer::Sent;
 use crate::replay::BoxError;
 use crate::response::Reading;
@@ -31,7 +31,9 @@ where
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
         // No tonic here to hand a `Status` to: the crate's own error, which a reqwest user
         // downcasts to.
-        self.call_boxed(request, |error, _| Box::new(error))
+        Box::pin(call_with_reauth(self.take_ready(), request, |error, _| {
+            Box::new(error)
+        }))
     }
 }
 
