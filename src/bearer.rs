@@ -1,20 +1,21 @@
 //! The RFC 6750 wire contract: bearer credentials in `authorization`, challenges in
 //! `www-authenticate`.
 
+use http::HeaderValue;
 use http::header::GetAll;
-use http::{HeaderMap, HeaderValue, header};
 
 use crate::token::{MalformedToken, Token};
 
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
 pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, MalformedToken> {
-    let value = header.as_bytes().trim_ascii();
-    let scheme = b"bearer";
-    if value.len() <= scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
+    // The scheme in any case: bit 5 set makes a letter lower case, and nothing else a letter.
+    let Some((scheme, mut rest)) = header.as_bytes().trim_ascii().split_first_chunk::<6>() else {
+        return Err(MalformedToken::NotBearer);
+    };
+    if scheme.map(|b| b | 0x20) != *b"bearer" {
         return Err(MalformedToken::NotBearer);
     }
-    let mut rest = &value[scheme.len()..];
     if let Some(after_colon) = rest.strip_prefix(b":") {
         rest = after_colon;
     }
@@ -48,16 +49,13 @@ pub(crate) fn token_from_agent(values: GetAll<'_, HeaderValue>) -> Option<Token>
     }
 }
 
-/// The bearer token in the `authorization` header(s) of `headers`, if there is one.
+/// The bearer token in the `authorization` `values` of a map, if there is one.
 ///
 /// Repeated headers must agree; a header that is present but unreadable is an error, so that a
 /// caller can tell "no credentials" from "bad credentials".
-pub(crate) fn bearer_from_headers(headers: &HeaderMap) -> Option<Result<Token, MalformedToken>> {
-    bearer_from_values(headers.get_all(header::AUTHORIZATION))
-}
-
-/// [`bearer_from_headers`] over the `authorization` values already looked up.
-fn bearer_from_values(values: GetAll<'_, HeaderValue>) -> Option<Result<Token, MalformedToken>> {
+pub(crate) fn bearer_from_values(
+    values: GetAll<'_, HeaderValue>,
+) -> Option<Result<Token, MalformedToken>> {
     let mut found: Option<Token> = None;
     for value in values {
         let token = match parse_bearer(value) {

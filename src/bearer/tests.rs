@@ -1,4 +1,5 @@
 use super::*;
+use http::{HeaderMap, header};
 
 fn header_value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap()
@@ -55,13 +56,18 @@ fn parses_bearer_forms() {
 #[test]
 fn repeated_headers_must_agree() {
     let mut headers = HeaderMap::new();
-    assert!(bearer_from_headers(&headers).is_none());
+    assert!(Token::from_headers(&headers).transpose().is_none());
     headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
     headers.append(header::AUTHORIZATION, HeaderValue::from_static("bearer a"));
-    assert!(matches!(bearer_from_headers(&headers), Some(Ok(_))));
+    assert!(matches!(
+        Token::from_headers(&headers).transpose(),
+        Some(Ok(_))
+    ));
     headers.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
     assert_eq!(
-        bearer_from_headers(&headers).map(|r| r.map(|_| ())),
+        Token::from_headers(&headers)
+            .transpose()
+            .map(|r| r.map(|_| ())),
         Some(Err(MalformedToken::Conflicting))
     );
 }

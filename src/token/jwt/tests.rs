@@ -320,3 +320,41 @@ proptest! {
         }
     }
 }
+
+/// The agents' form is read without serde_json, as serde_json reads it; anything near it that
+/// is not that form is serde_json's to decide.
+#[test]
+fn the_agents_form_is_read_plain() {
+    let agent = br#"{"iat":1764633600,"exp":1764637200,"jti":"0af3 x"}"#;
+    assert_eq!(plain_exp(agent), Some(1764637200));
+    agrees(agent, Some(1764637200));
+    for (json, exp) in [
+        (&br#"{"exp":0}"#[..], Some(0)),
+        (br#"{"exp":9999999999999999999}"#, Some(9999999999999999999)),
+        (br#"{"exp":18446744073709551615}"#, Some(u64::MAX)),
+        (br#"{"iat":123456789012345678901234,"exp":7}"#, Some(7)),
+        (br#"{"exp":01}"#, None),
+        (br#"{"iat":01,"exp":7}"#, None),
+        (br#"{"exp":7,"exp":7}"#, None),
+        (br#"{"exp":"7"}"#, None),
+        (br#"{"exp":7,}"#, None),
+        (br#"{"exp":7}x"#, None),
+        (br#"{"exp":7.5}"#, Some(7)),
+        (br#"{"exp":-7}"#, None),
+        (br#"{"jti":"a","exp":7}"#, Some(7)),
+        (br#"{"jti":"a"}"#, None),
+    ] {
+        agrees(json, exp);
+    }
+    // Outside the form, serde_json decides.
+    for (other, exp) in [
+        (&br#"{"exp": 7}"#[..], 7),
+        (br#"{"e\u0078p":7}"#, 7),
+        (br#"{"exp":7,"x":"\t"}"#, 7),
+        (br#"{"exp":18446744073709551615}"#, u64::MAX),
+        ("{\"exp\":7,\"x\":\"é\"}".as_bytes(), 7),
+    ] {
+        assert_eq!(plain_exp(other), None, "{}", String::from_utf8_lossy(other));
+        agrees(other, Some(exp));
+    }
+}
