@@ -52,37 +52,17 @@ pub(crate) enum Note {
 }
 
 impl Note {
-    /// Whether a subscriber could want it: a note no one would see is not made.
+    /// Whether a subscriber could want it: the notes a refresh makes, at `DEBUG` and `TRACE`,
+    /// are not made when no one would see them, so that a refresh taken asks the driver for
+    /// nothing. The others are rare, and the log's own filter has the last word on them.
     #[inline]
-    pub(crate) fn wanted(level: tracing::Level) -> bool {
-        tracing::level_enabled!(level)
-    }
-
-    /// The note's level.
-    #[inline]
-    pub(crate) fn level(&self) -> tracing::Level {
-        use tracing::Level;
+    pub(crate) fn wanted(&self) -> bool {
         match self {
-            Self::RefreshCovered => Level::TRACE,
-            Self::Started { .. }
-            | Self::Blank
-            | Self::StaleRefresh
-            | Self::StalePasswordToken
-            | Self::RefreshAccepted
-            | Self::RefreshWritten
-            | Self::ReauthUnused => Level::DEBUG,
-            Self::WriteFailed { first: false, .. } => Level::DEBUG,
-            Self::ExternalChange { .. }
-            | Self::RefreshLost { .. }
-            | Self::WritableAgain
-            | Self::RecoveredByAnother
-            | Self::Reauthenticating => Level::INFO,
-            Self::Unusable(_)
-            | Self::LockTimedOut(_)
-            | Self::WriteFailed { first: true, .. }
-            | Self::RereadFailed
-            | Self::ReauthFailed
-            | Self::LockUnavailable(_) => Level::WARN,
+            Self::RefreshCovered => tracing::level_enabled!(tracing::Level::TRACE),
+            Self::StaleRefresh | Self::RefreshAccepted | Self::RefreshWritten => {
+                tracing::level_enabled!(tracing::Level::DEBUG)
+            }
+            _ => true,
         }
     }
 

@@ -66,13 +66,7 @@ impl Owner {
         };
         match result {
             Ok(stored) => {
-                let starts_now: Vec<WaiterId> = read
-                    .starts
-                    .iter()
-                    .filter(|(epoch, _)| *epoch == self.epoch)
-                    .map(|(_, waiter)| *waiter)
-                    .collect();
-                if !starts_now.is_empty() {
+                if read.starts.iter().any(|(epoch, _)| *epoch == self.epoch) {
                     let token_found = stored.token.is_some();
                     self.adopt(stored);
                     self.note(Note::Started { token_found });

@@ -21,7 +21,8 @@ pub(super) struct ReauthLock {
     /// How long a try waits for another holder; `None`: the store has no such lock.
     wait: Option<Duration>,
     state: State,
-    /// Tries made so far, to number them.
+    /// Tries made so far, to number them: the last is the one under way, or the one that took
+    /// the lock (a try is made only when none is under way and the lock is not held).
     attempts: u64,
     /// Held until this write (the recovered token's) is over.
     until_write: Option<u64>,
@@ -33,15 +34,14 @@ pub(super) struct ReauthLock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Free,
-    /// A try under way: for this recovery (or none: a lock all's), and whether it was abandoned.
+    /// The last try under way: for this recovery (or none: a lock all's), and whether it was
+    /// abandoned.
     Taking {
-        attempt: u64,
         recovery: Option<u64>,
         abandoned: bool,
     },
-    Held {
-        attempt: u64,
-    },
+    /// Held, by the last try.
+    Held,
 }
 
 impl ReauthLock {
@@ -57,7 +57,7 @@ impl ReauthLock {
 
     /// Keeps the lock, if held, until write `seq` is over: a recovered token is written under it.
     pub(super) fn hold_until_written(&mut self, seq: u64) {
-        if matches!(self.state, State::Held { .. }) {
+        if self.state == State::Held {
             self.until_write = Some(seq);
         }
     }
@@ -68,10 +68,6 @@ impl ReauthLock {
             self.until_write = None;
         }
     }
-
-    fn unanswered_lock_alls(&self) -> bool {
-        self.lock_alls.iter().any(|(_, answered)| !answered)
-    }
 }
 
 impl Owner {
@@ -80,7 +76,7 @@ impl Owner {
     pub(super) fn lock_for_recovery(&mut self, number: u64) {
         match self.lock.state {
             State::Free if self.lock.wait.is_some() => self.take_lock(Some(number)),
-            State::Free | State::Held { .. } => self.locked(),
+            State::Free | State::Held => self.locked(),
             // A try under way: its report tells.
             State::Taking { .. } => {}
         }
@@ -92,10 +88,10 @@ impl Owner {
             // Nothing to hold: no other process can re-authenticate in between.
             return Some(Answer::Done(Ok(())));
         }
-        let held = matches!(self.lock.state, State::Held { .. });
+        let held = self.lock.state == State::Held;
         self.lock.lock_alls.push((waiter, held));
         match self.lock.state {
-            State::Held { .. } => Some(Answer::Done(Ok(()))),
+            State::Held => Some(Answer::Done(Ok(()))),
             State::Free => {
                 self.take_lock(None);
                 None
@@ -120,7 +116,6 @@ impl Owner {
         self.lock.attempts += 1;
         let attempt = self.lock.attempts;
         self.lock.state = State::Taking {
-            attempt,
             recovery,
             abandoned: false,
         };
@@ -138,38 +133,26 @@ impl Owner {
     /// all), or anyone after it was abandoned. Otherwise, and whenever the try could not be made
     /// at all, those waiting go on without it.
     pub(super) fn lock_taken(&mut self, attempt: u64, outcome: LockOutcome) {
-        let State::Taking {
-            attempt: current,
-            recovery,
-            abandoned,
-        } = self.lock.state
-        else {
-            if matches!(outcome, LockOutcome::Held) {
-                self.effects.lock.push(LockOp::Release(attempt));
+        let (recovery, abandoned) = match self.lock.state {
+            State::Taking {
+                recovery,
+                abandoned,
+            } if attempt == self.lock.attempts => (recovery, abandoned),
+            // A try no longer the one under way: a lock it took is let go at once.
+            _ => {
+                if matches!(outcome, LockOutcome::Held) {
+                    self.effects.lock.push(LockOp::Release(attempt));
+                }
+                return;
             }
-            return;
         };
-        if current != attempt {
-            if matches!(outcome, LockOutcome::Held) {
-                self.effects.lock.push(LockOp::Release(attempt));
-            }
-            return;
-        }
         match outcome {
             LockOutcome::Held => {
-                self.lock.state = State::Held { attempt };
-                let answered: Vec<WaiterId> = self
-                    .lock
-                    .lock_alls
-                    .iter_mut()
-                    .filter(|(_, answered)| !*answered)
-                    .map(|(w, answered)| {
-                        *answered = true;
-                        *w
-                    })
-                    .collect();
-                for waiter in answered {
-                    self.answer(waiter, Answer::Done(Ok(())));
+                self.lock.state = State::Held;
+                for (waiter, answered) in &mut self.lock.lock_alls {
+                    if !std::mem::replace(answered, true) {
+                        self.effects.answers.push((*waiter, Answer::Done(Ok(()))));
+                    }
                 }
                 if self.recovery.locking().is_some() {
                     self.locked();
@@ -183,7 +166,7 @@ impl Owner {
                     self.take_lock(locking);
                     return;
                 }
-                if in_time && abandoned && self.lock.unanswered_lock_alls() {
+                if in_time && abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a) {
                     self.take_lock(None);
                     return;
                 }
@@ -193,18 +176,18 @@ impl Owner {
                     )))
                 });
                 if !matches!(error, Error::Locked { .. }) {
-                    let e = error.clone();
-                    self.note(Note::LockUnavailable(e));
+                    self.note(Note::LockUnavailable(error.clone()));
                 }
                 if locking.is_some() {
                     self.locked();
                 }
-                let (unanswered, answered): (Vec<_>, Vec<_>) =
-                    self.lock.lock_alls.drain(..).partition(|(_, a)| !a);
-                self.lock.lock_alls = answered;
-                for (waiter, _) in unanswered {
-                    self.answer(waiter, Answer::Done(Err(error.clone())));
-                }
+                let answers = &mut self.effects.answers;
+                self.lock.lock_alls.retain(|&(waiter, answered)| {
+                    if !answered {
+                        answers.push((waiter, Answer::Done(Err(error.clone()))));
+                    }
+                    answered
+                });
             }
         }
     }
@@ -217,19 +200,17 @@ impl Owner {
         if wanted {
             return;
         }
+        let attempt = self.lock.attempts;
         match &mut self.lock.state {
-            State::Held { attempt } => {
-                let attempt = *attempt;
+            State::Held => {
                 self.lock.state = State::Free;
                 self.effects.lock.push(LockOp::Release(attempt));
             }
             State::Taking {
-                attempt,
                 abandoned: abandoned @ false,
                 ..
             } => {
                 *abandoned = true;
-                let attempt = *attempt;
                 self.effects.lock.push(LockOp::Abandon(attempt));
             }
             State::Taking { .. } | State::Free => {}

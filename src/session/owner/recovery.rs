@@ -28,7 +28,7 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp};
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     active: Option<Active>,
-    /// Recoveries begun so far, to number them.
+    /// Recoveries begun so far, to number them: the last is the one under way, if one is.
     begun: u64,
     /// Re-authenticator runs started so far, to number them.
     runs: u64,
@@ -41,9 +41,6 @@ pub(super) struct Recovery {
 
 #[derive(Debug)]
 struct Active {
-    /// Which recovery this is: a try for the lock made for an earlier one does not serve this
-    /// one's wait.
-    number: u64,
     /// The tokens that failed; `None` stands for "no token".
     failed: Vec<Option<Token>>,
     /// The calls waiting for it (its runner not among them).
@@ -70,23 +67,17 @@ impl Recovery {
 
     /// The recovery waiting for the re-authentication lock, if one is.
     pub(super) fn locking(&self) -> Option<u64> {
-        self.active
-            .as_ref()
-            .filter(|a| a.stage == Stage::Locking)
-            .map(|a| a.number)
-    }
-
-    /// Whether the token in `epoch` came from a re-authentication: it is not renewed again
-    /// before the agent refused it, even if its `exp` looks past (a clock ahead of the agent's).
-    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
-        self.recovered_epoch == Some(epoch)
+        // Numbered: a try for the lock made for an earlier one does not serve this one's wait.
+        let locking = matches!(&self.active, Some(a) if a.stage == Stage::Locking);
+        locking.then_some(self.begun)
     }
 }
 
 impl Owner {
-    /// Whether the token in `epoch` came from a re-authentication.
+    /// Whether the token in `epoch` came from a re-authentication: it is not renewed again
+    /// before the agent refused it, even if its `exp` looks past (a clock ahead of the agent's).
     pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
-        self.recovery.just_recovered(epoch)
+        self.recovery.recovered_epoch == Some(epoch)
     }
 
     /// A call sent with `token` (or none) in `epoch` failed for its session; `expired`: that
@@ -112,32 +103,27 @@ impl Owner {
         {
             return Some(Answer::Replay);
         }
-        // The session's own token fails with it: another, or none, or a refresh of this epoch.
-        let failing = [token, self.current.clone()];
-        if let Some(active) = &mut self.recovery.active {
-            for token in failing {
-                if !active.failed.contains(&token) {
-                    active.failed.push(token);
-                }
-            }
-            active.waiters.push(waiter);
-            self.counts.shared_recoveries += 1;
-            return None;
+        let shared = self.recovery.active.is_some();
+        if !shared {
+            self.recovery.begun += 1;
         }
-        self.recovery.begun += 1;
-        let mut failed = Vec::with_capacity(2);
-        for token in failing {
-            if !failed.contains(&token) {
-                failed.push(token);
-            }
-        }
-        self.recovery.active = Some(Active {
-            number: self.recovery.begun,
-            failed,
-            waiters: vec![waiter],
+        let active = self.recovery.active.get_or_insert_with(|| Active {
+            failed: Vec::with_capacity(2),
+            waiters: Vec::new(),
             stage: Stage::Locking,
         });
-        self.lock_for_recovery(self.recovery.begun);
+        // The session's own token fails with it: another, or none, or a refresh of this epoch.
+        for token in [token, self.current.clone()] {
+            if !active.failed.contains(&token) {
+                active.failed.push(token);
+            }
+        }
+        active.waiters.push(waiter);
+        if shared {
+            self.counts.shared_recoveries += 1;
+        } else {
+            self.lock_for_recovery(self.recovery.begun);
+        }
         None
     }
 
@@ -160,14 +146,10 @@ impl Owner {
         if self.current.is_none() || active.failed.contains(&self.current) {
             return;
         }
-        if let Some(active) = self.recovery.active.take() {
-            if matches!(active.stage, Stage::Reading { .. }) {
-                self.note(Note::RecoveredByAnother);
-            }
-            for waiter in active.waiters {
-                self.answer(waiter, Answer::Replay);
-            }
+        if matches!(active.stage, Stage::Reading { .. }) {
+            self.note(Note::RecoveredByAnother);
         }
+        self.end_recovery(&Answer::Replay);
     }
 
     /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
@@ -190,6 +172,14 @@ impl Owner {
         }
         if self.recovery.running.is_none() {
             self.start_run();
+        }
+    }
+
+    /// The recovery under way, if any, is over: its calls are answered so.
+    fn end_recovery(&mut self, answer: &Answer) {
+        let waiters = self.recovery.active.take().map(|a| a.waiters);
+        for waiter in waiters.into_iter().flatten() {
+            self.answer(waiter, answer.clone());
         }
     }
 
@@ -233,11 +223,7 @@ impl Owner {
                 self.lock.hold_until_written(seq);
                 // A token that failed before (an agent handing out the same token again) is
                 // the session's all the same: the calls waiting replay with it once.
-                if let Some(active) = self.recovery.active.take() {
-                    for waiter in active.waiters {
-                        self.answer(waiter, Answer::Replay);
-                    }
-                }
+                self.end_recovery(&Answer::Replay);
                 Answer::Replay
             }
             Ok(_) => {
@@ -247,12 +233,9 @@ impl Owner {
             Err(e) => {
                 self.note(Note::ReauthFailed);
                 self.counts.failed_reauthentications += 1;
-                if let Some(active) = self.recovery.active.take() {
-                    for waiter in active.waiters {
-                        self.answer(waiter, Answer::Failed(e.clone()));
-                    }
-                }
-                Answer::Failed(e)
+                let failed = Answer::Failed(e);
+                self.end_recovery(&failed);
+                failed
             }
         }
     }
