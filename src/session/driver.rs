@@ -93,7 +93,7 @@ impl Shared {
 
     /// An event with no one to wait for an answer; returns the owner's reply, if any.
     pub(super) fn tell(self: &Arc<Self>, event: Event) -> Answer {
-        let (stepped, reply) = self.step(|_| event, |_| ());
+        let (stepped, reply) = self.step(|_| event);
         self.run(stepped, None);
         reply.unwrap_or(Answer::Done(Ok(())))
     }
@@ -105,39 +105,33 @@ impl Shared {
         event: impl FnOnce(WaiterId) -> Event,
     ) -> (WaiterId, Reply) {
         let mut id = 0;
-        let (stepped, registered) = self.step(
-            |driven| {
-                driven.next_waiter += 1;
-                id = driven.next_waiter;
-                event(id)
-            },
-            |_| (),
-        );
+        let (stepped, registered) = self.step(|driven| {
+            driven.next_waiter += 1;
+            id = driven.next_waiter;
+            event(id)
+        });
         let reply = match registered {
             Ok(answer) => Reply::Now(answer),
             Err(rx) => Reply::Later(Waiting {
                 rx,
                 id,
                 shared: Arc::downgrade(self),
-                answered: false,
             }),
         };
         self.run(stepped, None);
         (id, reply)
     }
 
-    /// The step itself, under the mutex: `before` (what the driver keeps beside the owner),
-    /// the event, its waiter registered (before any answer is taken out, so that an answer in
-    /// the same step reaches it) unless answered at once, the answers' channels taken out, the
-    /// token published, and the lock's bookkeeping. Returns the reply, or the channel of a
-    /// waiter that waits.
+    /// The step itself, under the mutex: the event (made with what the driver keeps beside the
+    /// owner, to change in the same step), its waiter registered (before any answer is taken
+    /// out, so that an answer in the same step reaches it) unless answered at once, the
+    /// answers' channels taken out, the token published, and the lock's bookkeeping. Returns
+    /// the reply, or the channel of a waiter that waits.
     fn step(
         &self,
         event: impl FnOnce(&mut Driven) -> Event,
-        before: impl FnOnce(&mut Driven),
     ) -> (Stepped, Result<Answer, oneshot::Receiver<Answer>>) {
         let mut driven = self.driven();
-        before(&mut driven);
         let asked = driven.next_waiter;
         let event = event(&mut driven);
         let waiter = (driven.next_waiter != asked).then_some(driven.next_waiter);
@@ -161,7 +155,13 @@ impl Shared {
         };
         // Published before any answer is handed out: whoever is answered sees the token the
         // step made.
-        self.publish(&driven.owner, effects.publish);
+        if effects.publish {
+            let (token, epoch) = driven.owner.current();
+            self.current.store(Current {
+                token: token.cloned(),
+                epoch,
+            });
+        }
         let answers = if effects.answers.is_empty() {
             Vec::new()
         } else {
@@ -183,28 +183,14 @@ impl Shared {
             && effects.notes.is_empty()
             && answers.is_empty()
             && tries.is_empty();
-        let stepped = if quiet {
-            Stepped(None)
-        } else {
-            Stepped(Some(Box::new(Busy {
+        let busy = (!quiet).then(|| {
+            Box::new(Busy {
                 effects,
                 answers,
                 tries,
-            })))
-        };
-        (stepped, reply)
-    }
-
-    /// Publishes the owner's token for calls, if the step changed it.
-    fn publish(&self, owner: &Owner, changed: bool) {
-        if !changed {
-            return;
-        }
-        let (token, epoch) = owner.current();
-        self.current.store(Current {
-            token: token.cloned(),
-            epoch,
+            })
         });
+        (Stepped(busy), reply)
     }
 
     /// Carries out what a step said: the log, the answers, the lock's tries, the store
@@ -221,37 +207,27 @@ impl Shared {
     }
 
     fn run_effects(self: &Arc<Self>, busy: Busy, here: Option<Lane>) -> Option<Job> {
-        let Busy {
-            effects,
-            answers,
-            tries,
-        } = busy;
-        for note in &effects.notes {
+        for note in &busy.effects.notes {
             note.emit();
         }
-        for (tx, answer) in answers {
+        for (tx, answer) in busy.answers {
             let _ = tx.send(answer);
         }
-        for attempt in tries {
+        for attempt in busy.tries {
             self.try_for_lock(attempt);
         }
+        // Each job on a thread of its own, or handed back to this one if it runs that lane.
         let mut mine = None;
-        if let Some(op) = effects.read {
-            self.start(Job::Read(op), Lane::Read, here, &mut mine);
-        }
-        if let Some(op) = effects.write {
-            self.start(Job::Write(op), Lane::Write, here, &mut mine);
+        let read = busy.effects.read.map(|op| (Job::Read(op), Lane::Read));
+        let write = busy.effects.write.map(|op| (Job::Write(op), Lane::Write));
+        for (job, lane) in read.into_iter().chain(write) {
+            if here == Some(lane) {
+                mine = Some(job);
+            } else {
+                self.spawn(job);
+            }
         }
         mine
-    }
-
-    /// Starts `job` of `lane` on a thread, or hands it to this one if it runs that lane.
-    fn start(self: &Arc<Self>, job: Job, lane: Lane, here: Option<Lane>, mine: &mut Option<Job>) {
-        if here == Some(lane) {
-            *mine = Some(job);
-        } else {
-            self.spawn(job);
-        }
     }
 
     fn spawn(self: &Arc<Self>, job: Job) {
@@ -264,7 +240,7 @@ impl Shared {
 
     /// `event` on this (blocking) thread, which runs the read it asks for itself: the watch's.
     pub(super) fn tell_here(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event, |_| ());
+        let (stepped, _) = self.step(|_| event);
         let job = self.run(stepped, Some(Lane::Read));
         Worker {
             shared: self.clone(),
@@ -304,7 +280,7 @@ impl Worker {
                 Job::Write(op) => (Event::WriteDone(write(&*shared.store, op)), Lane::Write),
             };
             self.job = None;
-            let (stepped, _) = shared.step(|_| event, |_| ());
+            let (stepped, _) = shared.step(|_| event);
             self.job = shared.run(stepped, Some(lane));
         }
     }
@@ -316,14 +292,12 @@ impl Drop for Worker {
             return;
         };
         tracing::error!("the session's store work stopped before it was done");
-        let stopped = || {
-            Error::Store(Arc::new(std::io::Error::other(
-                "the session's store work stopped before it was done",
-            )))
-        };
+        let stopped = Error::Store(Arc::new(std::io::Error::other(
+            "the session's store work stopped before it was done",
+        )));
         let event = match job {
-            Job::Read(_) => Event::ReadDone(Err(stopped())),
-            Job::Write(_) => Event::WriteDone(Err(stopped())),
+            Job::Read(_) => Event::ReadDone(Err(stopped)),
+            Job::Write(_) => Event::WriteDone(Err(stopped)),
         };
         self.shared.on_own_thread(event);
     }
@@ -333,7 +307,7 @@ impl Shared {
     /// `event`, with what it asks for done on a thread of its own: for a report made while
     /// a runtime may be shutting down (a dropped job or try).
     fn on_own_thread(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event, |_| ());
+        let (stepped, _) = self.step(|_| event);
         let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-session".into())
@@ -362,8 +336,8 @@ fn write(store: &dyn TokenStore, op: &WriteOp) -> Result<Written, Error> {
 pub(crate) struct Waiting {
     rx: oneshot::Receiver<Answer>,
     id: WaiterId,
+    /// Let go once answered: the drop has nothing to tell then.
     shared: Weak<Shared>,
-    answered: bool,
 }
 
 impl Future for Waiting {
@@ -371,7 +345,7 @@ impl Future for Waiting {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
-        self.answered = true;
+        self.shared = Weak::new();
         Poll::Ready(answer.unwrap_or_else(|_| {
             // The owner is gone with its session: nothing is left to wait for.
             Answer::Done(Ok(()))
@@ -381,19 +355,14 @@ impl Future for Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
         if let Some(shared) = self.shared.upgrade() {
             let id = self.id;
             // One step: once its channel is out of the map, no answer can reach it; one sent
             // before and not read is the owner's to hand on.
-            let (stepped, _) = shared.step(
-                |_| Event::Gone(Gone::Waiter(id)),
-                |driven| {
-                    driven.waiting.remove(&id);
-                },
-            );
+            let (stepped, _) = shared.step(|driven| {
+                driven.waiting.remove(&id);
+                Event::Gone(Gone::Waiter(id))
+            });
             shared.run(stepped, None);
         }
     }

@@ -71,10 +71,8 @@ impl Shared {
             shared: Some(self.clone()),
             attempt: attempt.attempt,
         };
+        let shared = self.clone();
         spawn_blocking_anywhere(move || {
-            let Some(shared) = report.shared.clone() else {
-                return;
-            };
             let Some(lock) = shared.store.reauth_lock() else {
                 report.send(LockOutcome::NotHeld(None), None);
                 return;
@@ -91,18 +89,16 @@ impl Shared {
                 }
             };
             let wanted = || !attempt.abandon.load(Ordering::Acquire);
-            match lock.take(attempt.until, wanted, waiting) {
-                Ok(Taken::Held(guard)) => report.send(LockOutcome::Held, Some(guard)),
-                Ok(Taken::TimedOut(waited)) => report.send(
-                    LockOutcome::NotHeld(Some(Error::Locked {
-                        path: lock.path().to_owned(),
-                        waited,
-                    })),
-                    None,
-                ),
-                Ok(Taken::Unwanted) => report.send(LockOutcome::NotHeld(None), None),
-                Err(e) => report.send(LockOutcome::NotHeld(Some(e)), None),
-            }
+            let error = match lock.take(attempt.until, wanted, waiting) {
+                Ok(Taken::Held(guard)) => return report.send(LockOutcome::Held, Some(guard)),
+                Ok(Taken::TimedOut(waited)) => Some(Error::Locked {
+                    path: lock.path().to_owned(),
+                    waited,
+                }),
+                Ok(Taken::Unwanted) => None,
+                Err(e) => Some(e),
+            };
+            report.send(LockOutcome::NotHeld(error), None);
         });
     }
 }
@@ -123,17 +119,15 @@ impl LockReport {
             return;
         };
         let attempt = self.attempt;
-        let (stepped, _) = shared.step(
-            |_| Event::LockTaken { attempt, outcome },
-            |driven| {
-                if let Some(guard) = guard {
-                    driven.guard = Some((attempt, guard));
-                }
-                if driven.attempt.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                    driven.attempt = None;
-                }
-            },
-        );
+        let (stepped, _) = shared.step(|driven| {
+            if let Some(guard) = guard {
+                driven.guard = Some((attempt, guard));
+            }
+            if driven.attempt.as_ref().is_some_and(|(a, _)| *a == attempt) {
+                driven.attempt = None;
+            }
+            Event::LockTaken { attempt, outcome }
+        });
         shared.run(stepped, None);
     }
 }
