@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -36,8 +35,6 @@ pub(super) struct Driven {
     next_waiter: WaiterId,
     /// The lock, held, and the number of the try that took it.
     guard: Option<(u64, ReauthLockGuard)>,
-    /// The try for the lock under way, and its flag to give up.
-    attempt: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl Driven {
@@ -47,7 +44,6 @@ impl Driven {
             waiting: HashMap::new(),
             next_waiter: 0,
             guard: None,
-            attempt: None,
         }
     }
 }
@@ -63,12 +59,10 @@ pub(crate) enum Reply {
 /// then moves and drops one pointer.
 pub(super) struct Stepped(Option<Box<Busy>>);
 
-/// The owner's effects, the answers with the channels they go out on, and the lock's tries to
-/// start.
+/// The owner's effects, and the answers with the channels they go out on.
 struct Busy {
     effects: Effects,
     answers: Vec<(oneshot::Sender<Answer>, Answer)>,
-    tries: Vec<reauth_lock::Try>,
 }
 
 /// Which lane of store operations a thread is already running (it runs the next one of that
@@ -170,10 +164,10 @@ impl Shared {
                 .filter_map(|(id, answer)| Some((driven.waiting.remove(&id)?, answer)))
                 .collect()
         };
-        let (tries, let_go) = if effects.lock.is_empty() {
-            (Vec::new(), None)
+        let let_go = if effects.lock.is_empty() {
+            None
         } else {
-            self.lock_bookkeeping(&mut driven, &effects.lock)
+            reauth_lock::let_go(&mut driven, &effects.lock)
         };
         drop(driven);
         // Closing the lock's file, outside the owner's mutex.
@@ -182,14 +176,8 @@ impl Shared {
             && effects.write.is_none()
             && effects.notes.is_empty()
             && answers.is_empty()
-            && tries.is_empty();
-        let busy = (!quiet).then(|| {
-            Box::new(Busy {
-                effects,
-                answers,
-                tries,
-            })
-        });
+            && effects.lock.is_empty();
+        let busy = (!quiet).then(|| Box::new(Busy { effects, answers }));
         (Stepped(busy), reply)
     }
 
@@ -213,8 +201,8 @@ impl Shared {
         for (tx, answer) in busy.answers {
             let _ = tx.send(answer);
         }
-        for attempt in busy.tries {
-            self.try_for_lock(attempt);
+        for op in &busy.effects.lock {
+            self.try_for_lock(op);
         }
         // Each job on a thread of its own, or handed back to this one if it runs that lane.
         let mut mine = None;

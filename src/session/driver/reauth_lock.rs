@@ -1,75 +1,38 @@
-//! The driver's side of the re-authentication lock: the bookkeeping a step does under the
-//! owner's mutex (the guard kept or let go, a try's flag raised), and the tries themselves, on
-//! a thread of their own, each reported to the owner exactly once.
+//! The driver's side of the re-authentication lock: the guard let go in the step that decided
+//! it, under the owner's mutex, and the tries themselves, on a thread of their own, each asking
+//! the owner between its waits whether it is still wanted, and reported to it exactly once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use super::{Driven, Shared};
 use crate::error::Error;
 use crate::file::{ReauthLockGuard, Taken};
 use crate::session::owner::{Event, LockOp, LockOutcome};
 
-/// A try the owner asked for, to start once the step is over.
-pub(in crate::session) struct Try {
-    attempt: u64,
-    until: Instant,
-    recovery: bool,
-    abandon: Arc<AtomicBool>,
+/// Under the owner's mutex, in the step that decided it: the guard to let go, if the step
+/// released the lock that guard holds (returned, to be dropped once the mutex is).
+#[cold]
+pub(super) fn let_go(driven: &mut Driven, ops: &[LockOp]) -> Option<ReauthLockGuard> {
+    let released = |(attempt, _): &mut (u64, _)| ops.contains(&LockOp::Release(*attempt));
+    driven.guard.take_if(released).map(|(_, guard)| guard)
 }
 
 impl Shared {
-    /// Under the owner's mutex, in the step that decided them: a guard to let go (returned, to
-    /// be dropped once the mutex is), a try to abandon, the tries to start.
-    #[cold]
-    pub(super) fn lock_bookkeeping(
-        &self,
-        driven: &mut Driven,
-        ops: &[LockOp],
-    ) -> (Vec<Try>, Option<ReauthLockGuard>) {
-        let mut tries = Vec::new();
-        let mut let_go = None;
-        for op in ops {
-            match *op {
-                LockOp::Take {
-                    attempt,
-                    until,
-                    recovery,
-                } => {
-                    let abandon = Arc::new(AtomicBool::new(false));
-                    driven.attempt = Some((attempt, abandon.clone()));
-                    tries.push(Try {
-                        attempt,
-                        until,
-                        recovery,
-                        abandon,
-                    });
-                }
-                LockOp::Abandon(attempt) => {
-                    if let Some((a, flag)) = &driven.attempt
-                        && *a == attempt
-                    {
-                        flag.store(true, Ordering::Release);
-                    }
-                }
-                LockOp::Release(attempt) => {
-                    if driven.guard.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                        let_go = driven.guard.take().map(|(_, guard)| guard);
-                    }
-                }
-            }
-        }
-        (tries, let_go)
-    }
-
-    /// Starts a try for the lock, on a thread of its own: it waits for another holder until
-    /// the try's time, and while it is not abandoned; the guard it takes goes beside the owner
-    /// in the step that tells the owner.
-    pub(super) fn try_for_lock(self: &Arc<Self>, attempt: Try) {
+    /// Starts a try for the lock, if `op` asks for one, on a thread of its own: it waits for
+    /// another holder until `until`, and while the owner wants it; the guard it takes goes
+    /// beside the owner in the step that tells the owner.
+    pub(super) fn try_for_lock(self: &Arc<Self>, op: &LockOp) {
+        let LockOp::Take {
+            attempt,
+            until,
+            recovery,
+        } = *op
+        else {
+            return;
+        };
         let report = LockReport {
             shared: Some(self.clone()),
-            attempt: attempt.attempt,
+            attempt,
         };
         let shared = self.clone();
         spawn_blocking_anywhere(move || {
@@ -78,7 +41,7 @@ impl Shared {
                 return;
             };
             let waiting = |pid: Option<u32>| {
-                if !attempt.recovery {
+                if !recovery {
                     return;
                 }
                 // Another session of this process on the same file: no process to name.
@@ -88,8 +51,8 @@ impl Shared {
                     on_wait(pid);
                 }
             };
-            let wanted = || !attempt.abandon.load(Ordering::Acquire);
-            let error = match lock.take(attempt.until, wanted, waiting) {
+            let wanted = || shared.look(|owner| owner.lock_try_wanted(attempt));
+            let error = match lock.take(until, wanted, waiting) {
                 Ok(Taken::Held(guard)) => return report.send(LockOutcome::Held, Some(guard)),
                 Ok(Taken::TimedOut(waited)) => Some(Error::Locked {
                     path: lock.path().to_owned(),
@@ -122,9 +85,6 @@ impl LockReport {
         let (stepped, _) = shared.step(|driven| {
             if let Some(guard) = guard {
                 driven.guard = Some((attempt, guard));
-            }
-            if driven.attempt.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                driven.attempt = None;
             }
             Event::LockTaken { attempt, outcome }
         });

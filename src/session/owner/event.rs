@@ -170,8 +170,6 @@ pub(crate) enum LockOp {
         /// Asked for by a recovery.
         recovery: bool,
     },
-    /// The try numbered so is no longer wanted: end it soon (it still reports).
-    Abandon(u64),
     /// Let go of the lock the try numbered so took.
     Release(u64),
 }
@@ -201,7 +199,7 @@ pub(crate) struct Effects {
     pub(crate) answers: Vec<(WaiterId, Answer)>,
     /// The token calls use changed: publish it.
     pub(crate) publish: bool,
-    /// Take, abandon or release the re-authentication lock, in this order.
+    /// Take or release the re-authentication lock, in this order.
     pub(crate) lock: Vec<LockOp>,
     /// What to log, once the owner's mutex is let go.
     pub(crate) notes: Vec<Note>,

@@ -100,6 +100,18 @@ impl Owner {
         }
     }
 
+    /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
+    pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
+        let taking = matches!(
+            self.lock.state,
+            State::Taking {
+                abandoned: false,
+                ..
+            }
+        );
+        taking && attempt == self.lock.attempts
+    }
+
     /// The lock all begun with `waiter` is over: it no longer wants the lock.
     pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
         self.lock.lock_alls.retain(|(w, _)| *w != waiter);
@@ -200,20 +212,14 @@ impl Owner {
         if wanted {
             return;
         }
-        let attempt = self.lock.attempts;
         match &mut self.lock.state {
             State::Held => {
                 self.lock.state = State::Free;
-                self.effects.lock.push(LockOp::Release(attempt));
+                self.effects.lock.push(LockOp::Release(self.lock.attempts));
             }
-            State::Taking {
-                abandoned: abandoned @ false,
-                ..
-            } => {
-                *abandoned = true;
-                self.effects.lock.push(LockOp::Abandon(attempt));
-            }
-            State::Taking { .. } | State::Free => {}
+            // The try sees it (`Owner::lock_try_wanted`), ends soon, and still reports.
+            State::Taking { abandoned, .. } => *abandoned = true,
+            State::Free => {}
         }
     }
 }

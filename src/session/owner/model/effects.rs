@@ -39,14 +39,7 @@ impl World {
                         "a try for a lock this process holds or tries for already"
                     );
                     assert_eq!(until, now + LOCK_WAIT, "a try's time is not the owner's");
-                    process.lock_try = Some((attempt, until, false));
-                }
-                LockOp::Abandon(attempt) => {
-                    if let Some((a, _, abandoned)) = &mut process.lock_try
-                        && *a == attempt
-                    {
-                        *abandoned = true;
-                    }
+                    process.lock_try = Some((attempt, until));
                 }
                 LockOp::Release(attempt) => {
                     assert_eq!(
