@@ -19,7 +19,10 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::blocking::spawn_blocking_anywhere;
-use super::owner::{Answer, Effects, Event, Gone, Owner, ReadOp, WaiterId, WriteOp, Written};
+use super::owner::{
+    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, Owner, ReadOp, WaiterId, WriteOp,
+    Written,
+};
 use super::{Current, Shared, watch};
 use crate::error::Error;
 use crate::file::ReauthLockGuard;
@@ -202,7 +205,9 @@ impl Shared {
             let _ = tx.send(answer);
         }
         for op in &busy.effects.lock {
-            self.try_for_lock(op);
+            if let LockOp::Take(t) = *op {
+                self.spawn(Job::Lock(t));
+            }
         }
         // Each job on a thread of its own, or handed back to this one if it runs that lane.
         let mut mine = None;
@@ -238,16 +243,17 @@ impl Shared {
     }
 }
 
-/// A store operation the owner asked for.
+/// Blocking work the owner asked for: a store operation, or a try for the lock.
 pub(super) enum Job {
     Read(ReadOp),
     Write(Box<WriteOp>),
+    Lock(LockTry),
 }
 
-/// Runs store operations on a blocking thread, one lane at a time. A job stays in `job` until
-/// its result is the owner's: dropped with one (a runtime shutting down drops its blocking
-/// tasks, a store of the user's own panics), it reports the job failed, so that no one waits
-/// for it forever.
+/// Runs the owner's blocking work on a thread, store operations one lane at a time. A job
+/// stays in `job` until its result is the owner's: dropped with one (a runtime shutting down
+/// drops its blocking tasks, a store of the user's own panics), it reports the job failed, so
+/// that no one waits for it forever.
 struct Worker {
     shared: Arc<Shared>,
     job: Option<Job>,
@@ -255,21 +261,39 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        watch::arm(&self.shared);
+        if !matches!(self.job, Some(Job::Lock(_))) {
+            watch::arm(&self.shared);
+        }
         while let Some(job) = &self.job {
             let shared = &self.shared;
-            let (event, lane) = match job {
+            let mut guard = None;
+            let (event, lane) = match *job {
                 Job::Read(op) => {
                     if op.tidy {
                         shared.store.tidy();
                     }
-                    (Event::ReadDone(shared.store.load()), Lane::Read)
+                    (Event::ReadDone(shared.store.load()), Some(Lane::Read))
                 }
-                Job::Write(op) => (Event::WriteDone(write(&*shared.store, op)), Lane::Write),
+                Job::Write(ref op) => (
+                    Event::WriteDone(write(&*shared.store, op)),
+                    Some(Lane::Write),
+                ),
+                Job::Lock(t) => {
+                    let (outcome, held) = shared.take_lock(t);
+                    guard = held.map(|held| (t.attempt, held));
+                    let attempt = t.attempt;
+                    (Event::LockTaken { attempt, outcome }, None)
+                }
             };
             self.job = None;
-            let (stepped, _) = shared.step(|_| event);
-            self.job = shared.run(stepped, Some(lane));
+            // The guard goes beside the owner in the step that tells the owner.
+            let (stepped, _) = shared.step(|driven| {
+                if guard.is_some() {
+                    driven.guard = guard;
+                }
+                event
+            });
+            self.job = shared.run(stepped, lane);
         }
     }
 }
@@ -279,13 +303,22 @@ impl Drop for Worker {
         let Some(job) = self.job.take() else {
             return;
         };
-        tracing::error!("the session's store work stopped before it was done");
+        if let Job::Lock(_) = job {
+            tracing::error!("the try for the re-authentication lock stopped before it ran");
+        } else {
+            tracing::error!("the session's store work stopped before it was done");
+        }
         let stopped = Error::Store(Arc::new(std::io::Error::other(
             "the session's store work stopped before it was done",
         )));
         let event = match job {
             Job::Read(_) => Event::ReadDone(Err(stopped)),
             Job::Write(_) => Event::WriteDone(Err(stopped)),
+            // Not had, so that the owner never waits for a try that will not come.
+            Job::Lock(t) => Event::LockTaken {
+                attempt: t.attempt,
+                outcome: LockOutcome::NotHeld(None),
+            },
         };
         self.shared.on_own_thread(event);
     }

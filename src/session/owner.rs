@@ -44,7 +44,7 @@ mod tests;
 mod writes;
 
 pub(crate) use event::{
-    Answer, Effects, Event, Gone, LockOp, LockOutcome, ReadOp, WaiterId, WriteOp, Written,
+    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, ReadOp, WaiterId, WriteOp, Written,
 };
 pub(crate) use notes::Note;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-use super::{Answer, LockOp, LockOutcome, Note, Owner, WaiterId};
+use super::{Answer, LockOp, LockOutcome, LockTry, Note, Owner, WaiterId};
 
 /// The re-authentication lock, as this process holds it.
 #[derive(Debug)]
@@ -131,11 +131,11 @@ impl Owner {
             recovery,
             abandoned: false,
         };
-        self.effects.lock.push(LockOp::Take {
+        self.effects.lock.push(LockOp::Take(LockTry {
             attempt,
             until: self.now + wait,
             recovery: recovery.is_some(),
-        });
+        }));
     }
 
     /// The try numbered `attempt` is over.

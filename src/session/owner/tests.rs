@@ -93,11 +93,11 @@ impl Sim {
 
     /// A try for the lock made now.
     fn take(&self, attempt: u64, recovery: bool) -> LockOp {
-        LockOp::Take {
+        LockOp::Take(LockTry {
             attempt,
             until: self.now + WAIT,
             recovery,
-        }
+        })
     }
 
     /// Run `run` of the re-authenticator brought `t`: its runner replays.

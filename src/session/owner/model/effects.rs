@@ -33,7 +33,7 @@ impl World {
         }
         for op in effects.lock {
             match op {
-                LockOp::Take { attempt, until, .. } => {
+                LockOp::Take(LockTry { attempt, until, .. }) => {
                     assert!(
                         process.lock_try.is_none() && process.lock_held.is_none(),
                         "a try for a lock this process holds or tries for already"
