@@ -367,10 +367,8 @@ impl Future for Waiting {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
         self.shared = Weak::new();
-        Poll::Ready(answer.unwrap_or_else(|_| {
-            // The owner is gone with its session: nothing is left to wait for.
-            Answer::Done(Ok(()))
-        }))
+        // Err: the owner is gone with its session, and nothing is left to wait for.
+        Poll::Ready(answer.unwrap_or(Answer::Done(Ok(()))))
     }
 }
 

@@ -69,21 +69,19 @@ impl Note {
     /// Logs it (the driver, outside the owner's mutex).
     pub(crate) fn emit(&self) {
         match self {
-            Self::Started { token_found } => {
-                tracing::debug!(token_found, "session started");
-            }
+            Self::Started { token_found } => tracing::debug!(token_found, "session started"),
             Self::Unusable(e) => {
-                tracing::warn!(error = %e, "the session file changed but cannot be used");
+                tracing::warn!(error = %e, "the session file changed but cannot be used")
             }
             Self::Blank => tracing::debug!("the session file is blank for now; keeping the token"),
             Self::ExternalChange { token_found } => {
-                tracing::info!(token_found, "session file changed by another process");
+                tracing::info!(token_found, "session file changed by another process")
             }
             Self::StaleRefresh => {
-                tracing::debug!("refreshed token dropped: the session changed since the call");
+                tracing::debug!("refreshed token dropped: the session changed since the call")
             }
             Self::StalePasswordToken => {
-                tracing::debug!("password call's token dropped: the session changed since");
+                tracing::debug!("password call's token dropped: the session changed since")
             }
             Self::RefreshCovered => {
                 tracing::trace!("refresh accepted; the file's token lives as long");

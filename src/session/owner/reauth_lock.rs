@@ -16,7 +16,7 @@ use crate::error::Error;
 use super::{Answer, LockOp, LockOutcome, LockTry, Note, Owner, WaiterId};
 
 /// The re-authentication lock, as this process holds it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct ReauthLock {
     /// How long a try waits for another holder; `None`: the store has no such lock.
     wait: Option<Duration>,
@@ -31,8 +31,9 @@ pub(super) struct ReauthLock {
     lock_alls: Vec<(WaiterId, bool)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
+    #[default]
     Free,
     /// The last try under way: for this recovery (or none: a lock all's), and whether it was
     /// abandoned.
@@ -48,10 +49,7 @@ impl ReauthLock {
     pub(super) fn new(wait: Option<Duration>) -> Self {
         Self {
             wait,
-            state: State::Free,
-            attempts: 0,
-            until_write: None,
-            lock_alls: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -90,26 +88,19 @@ impl Owner {
         }
         let held = self.lock.state == State::Held;
         self.lock.lock_alls.push((waiter, held));
-        match self.lock.state {
-            State::Held => Some(Answer::Done(Ok(()))),
-            State::Free => {
-                self.take_lock(None);
-                None
-            }
-            State::Taking { .. } => None,
+        if self.lock.state == State::Free {
+            self.take_lock(None);
         }
+        // Else held (answered now), or a try under way (its report answers).
+        held.then_some(Answer::Done(Ok(())))
     }
 
     /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
     pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
-        let taking = matches!(
-            self.lock.state,
-            State::Taking {
-                abandoned: false,
-                ..
-            }
-        );
-        taking && attempt == self.lock.attempts
+        match self.lock.state {
+            State::Taking { abandoned, .. } => !abandoned && attempt == self.lock.attempts,
+            State::Free | State::Held => false,
+        }
     }
 
     /// The lock all begun with `waiter` is over: it no longer wants the lock.

@@ -30,11 +30,12 @@ pub(super) struct Recovery {
     active: Option<Active>,
     /// Recoveries begun so far, to number them: the last is the one under way, if one is.
     begun: u64,
-    /// Re-authenticator runs started so far, to number them.
+    /// Re-authenticator runs started so far, to number them: the last is the one running, if
+    /// one is.
     runs: u64,
-    /// The run whose runner has not reported yet, and the waiter it was handed to: at most one
-    /// at a time, whatever the recovery it was started for became.
-    running: Option<(u64, WaiterId)>,
+    /// The waiter the run whose runner has not reported yet was handed to: at most one at a
+    /// time, whatever the recovery it was started for became.
+    running: Option<WaiterId>,
     /// The epoch the last re-authentication's token started.
     recovered_epoch: Option<u64>,
 }
@@ -195,16 +196,15 @@ impl Owner {
         // The runner is answered by its own report, not with the others.
         let runner = active.waiters.remove(0);
         self.recovery.runs += 1;
-        let run = self.recovery.runs;
-        self.recovery.running = Some((run, runner));
+        self.recovery.running = Some(runner);
         self.counts.reauthentications += 1;
         self.note(Note::Reauthenticating);
-        self.answer(runner, Answer::Reauthenticate(run));
+        self.answer(runner, Answer::Reauthenticate(self.recovery.runs));
     }
 
     /// Run `run` of the re-authenticator is done. Returns what its runner does next.
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
-        if self.recovery.running.map(|(r, _)| r) != Some(run) {
+        if self.recovery.running.is_none() || run != self.recovery.runs {
             // A run already taken for gone: its result is not used.
             return match result {
                 Ok(_) => Answer::Replay,
@@ -243,17 +243,12 @@ impl Owner {
     /// The runner of run `run` went away before the re-authenticator finished: another waiting
     /// call runs it, or the recovery ends and the next failure starts one.
     pub(super) fn runner_gone(&mut self, run: u64) {
-        if self.recovery.running.map(|(r, _)| r) != Some(run) {
+        if self.recovery.running.is_none() || run != self.recovery.runs {
             return;
         }
         self.recovery.running = None;
-        if matches!(
-            &self.recovery.active,
-            Some(Active {
-                stage: Stage::Reauthenticating,
-                ..
-            })
-        ) {
+        let active = self.recovery.active.as_ref();
+        if active.is_some_and(|a| a.stage == Stage::Reauthenticating) {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.
@@ -265,10 +260,8 @@ impl Owner {
         if let Some(active) = &mut self.recovery.active {
             active.waiters.retain(|w| *w != waiter);
         }
-        if let Some((run, runner)) = self.recovery.running
-            && runner == waiter
-        {
-            self.runner_gone(run);
+        if self.recovery.running == Some(waiter) {
+            self.runner_gone(self.recovery.runs);
         }
     }
 }

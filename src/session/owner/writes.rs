@@ -235,7 +235,13 @@ impl Owner {
         };
         match (result, &w.op) {
             (Ok(written), _) => {
-                self.write_worked();
+                self.writes.last_error = None;
+                // What the store holds is known again: a failed write's target no longer stands
+                // for it.
+                self.unconfirmed = None;
+                if std::mem::replace(&mut self.writes.failing, false) {
+                    self.note(Note::WritableAgain);
+                }
                 let known = |owner: &mut Self, version| {
                     if w.overtaken {
                         owner.want_read();
@@ -258,13 +264,25 @@ impl Owner {
                     Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
                 }
             }
+            // A lock held elsewhere is warned of each time, since it is rare.
+            (Err(e), _) if matches!(e, Error::Locked { .. }) => {
+                self.counts.lock_timeouts += 1;
+                self.note(Note::LockTimedOut(e.clone()));
+                self.writes.last_error = Some(e);
+            }
             (Err(e), op) => {
-                self.write_failed(&e, matches!(op, WriteOp::Swap { .. }));
-                if !matches!(e, Error::Locked { .. }) {
-                    // It may have failed after its rename: a read tells.
-                    self.unconfirmed = Some(target(op));
-                    self.want_read();
-                }
+                // Warned of once per episode of failing writes (a read-only or full disk fails
+                // every refresh), `DEBUG` after.
+                self.counts.failed_writes += 1;
+                let first = !std::mem::replace(&mut self.writes.failing, true);
+                self.note(Note::WriteFailed {
+                    error: e.clone(),
+                    refresh: matches!(op, WriteOp::Swap { .. }),
+                    first,
+                });
+                // It may have failed after its rename: a read tells.
+                self.unconfirmed = Some(target(op));
+                self.want_read();
                 self.writes.last_error = Some(e);
             }
         }
@@ -290,31 +308,5 @@ impl Owner {
             return;
         }
         self.adopt(found);
-    }
-
-    fn write_worked(&mut self) {
-        self.writes.last_error = None;
-        // What the store holds is known again: a failed write's target no longer stands for it.
-        self.unconfirmed = None;
-        if std::mem::replace(&mut self.writes.failing, false) {
-            self.note(Note::WritableAgain);
-        }
-    }
-
-    /// Warns once per episode of failing writes (a read-only or full disk fails every refresh),
-    /// `DEBUG` after; a lock held elsewhere is warned of each time, since it is rare.
-    fn write_failed(&mut self, e: &Error, refresh: bool) {
-        if let Error::Locked { .. } = e {
-            self.counts.lock_timeouts += 1;
-            self.note(Note::LockTimedOut(e.clone()));
-            return;
-        }
-        self.counts.failed_writes += 1;
-        let first = !std::mem::replace(&mut self.writes.failing, true);
-        self.note(Note::WriteFailed {
-            error: e.clone(),
-            refresh,
-            first,
-        });
     }
 }
