@@ -165,12 +165,11 @@ impl Owner {
                 self.lock.state = State::Free;
                 let locking = self.recovery.locking();
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
-                if in_time && locking.is_some() && (abandoned || locking != recovery) {
+                // A recovery's try is made even when a lock all waits too: it serves both.
+                let recovery_again = locking.is_some() && (abandoned || locking != recovery);
+                let lock_all_again = abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a);
+                if in_time && (recovery_again || lock_all_again) {
                     self.take_lock(locking);
-                    return;
-                }
-                if in_time && abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a) {
-                    self.take_lock(None);
                     return;
                 }
                 let error = error.unwrap_or_else(|| {
