@@ -180,7 +180,13 @@ impl Shared {
             && effects.notes.is_empty()
             && answers.is_empty()
             && effects.lock.is_empty();
-        let busy = (!quiet).then(|| Box::new(Busy { effects, answers }));
+        // Moved only when there is something to do: a closure (`then`) would move the effects
+        // into itself on every step.
+        let busy = if quiet {
+            None
+        } else {
+            Some(Box::new(Busy { effects, answers }))
+        };
         (Stepped(busy), reply)
     }
 
