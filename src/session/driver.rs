@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -20,7 +19,10 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::blocking::spawn_blocking_anywhere;
-use super::owner::{Answer, Effects, Event, Gone, Owner, ReadOp, WaiterId, WriteOp, Written};
+use super::owner::{
+    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, Owner, ReadOp, WaiterId, WriteOp,
+    Written,
+};
 use super::{Current, Shared, watch};
 use crate::error::Error;
 use crate::file::ReauthLockGuard;
@@ -36,8 +38,6 @@ pub(super) struct Driven {
     next_waiter: WaiterId,
     /// The lock, held, and the number of the try that took it.
     guard: Option<(u64, ReauthLockGuard)>,
-    /// The try for the lock under way, and its flag to give up.
-    attempt: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl Driven {
@@ -47,7 +47,6 @@ impl Driven {
             waiting: HashMap::new(),
             next_waiter: 0,
             guard: None,
-            attempt: None,
         }
     }
 }
@@ -63,12 +62,10 @@ pub(crate) enum Reply {
 /// then moves and drops one pointer.
 pub(super) struct Stepped(Option<Box<Busy>>);
 
-/// The owner's effects, the answers with the channels they go out on, and the lock's tries to
-/// start.
+/// The owner's effects, and the answers with the channels they go out on.
 struct Busy {
     effects: Effects,
     answers: Vec<(oneshot::Sender<Answer>, Answer)>,
-    tries: Vec<reauth_lock::Try>,
 }
 
 /// Which lane of store operations a thread is already running (it runs the next one of that
@@ -93,7 +90,7 @@ impl Shared {
 
     /// An event with no one to wait for an answer; returns the owner's reply, if any.
     pub(super) fn tell(self: &Arc<Self>, event: Event) -> Answer {
-        let (stepped, reply) = self.step(|_| event, |_| ());
+        let (stepped, reply) = self.step(|_| event);
         self.run(stepped, None);
         reply.unwrap_or(Answer::Done(Ok(())))
     }
@@ -105,39 +102,33 @@ impl Shared {
         event: impl FnOnce(WaiterId) -> Event,
     ) -> (WaiterId, Reply) {
         let mut id = 0;
-        let (stepped, registered) = self.step(
-            |driven| {
-                driven.next_waiter += 1;
-                id = driven.next_waiter;
-                event(id)
-            },
-            |_| (),
-        );
+        let (stepped, registered) = self.step(|driven| {
+            driven.next_waiter += 1;
+            id = driven.next_waiter;
+            event(id)
+        });
         let reply = match registered {
             Ok(answer) => Reply::Now(answer),
             Err(rx) => Reply::Later(Waiting {
                 rx,
                 id,
                 shared: Arc::downgrade(self),
-                answered: false,
             }),
         };
         self.run(stepped, None);
         (id, reply)
     }
 
-    /// The step itself, under the mutex: `before` (what the driver keeps beside the owner),
-    /// the event, its waiter registered (before any answer is taken out, so that an answer in
-    /// the same step reaches it) unless answered at once, the answers' channels taken out, the
-    /// token published, and the lock's bookkeeping. Returns the reply, or the channel of a
-    /// waiter that waits.
+    /// The step itself, under the mutex: the event (made with what the driver keeps beside the
+    /// owner, to change in the same step), its waiter registered (before any answer is taken
+    /// out, so that an answer in the same step reaches it) unless answered at once, the
+    /// answers' channels taken out, the token published, and the lock's bookkeeping. Returns
+    /// the reply, or the channel of a waiter that waits.
     fn step(
         &self,
         event: impl FnOnce(&mut Driven) -> Event,
-        before: impl FnOnce(&mut Driven),
     ) -> (Stepped, Result<Answer, oneshot::Receiver<Answer>>) {
         let mut driven = self.driven();
-        before(&mut driven);
         let asked = driven.next_waiter;
         let event = event(&mut driven);
         let waiter = (driven.next_waiter != asked).then_some(driven.next_waiter);
@@ -161,7 +152,13 @@ impl Shared {
         };
         // Published before any answer is handed out: whoever is answered sees the token the
         // step made.
-        self.publish(&driven.owner, effects.publish);
+        if effects.publish {
+            let (token, epoch) = driven.owner.current();
+            self.current.store(Current {
+                token: token.cloned(),
+                epoch,
+            });
+        }
         let answers = if effects.answers.is_empty() {
             Vec::new()
         } else {
@@ -170,10 +167,10 @@ impl Shared {
                 .filter_map(|(id, answer)| Some((driven.waiting.remove(&id)?, answer)))
                 .collect()
         };
-        let (tries, let_go) = if effects.lock.is_empty() {
-            (Vec::new(), None)
+        let let_go = if effects.lock.is_empty() {
+            None
         } else {
-            self.lock_bookkeeping(&mut driven, &effects.lock)
+            reauth_lock::let_go(&mut driven, &effects.lock)
         };
         drop(driven);
         // Closing the lock's file, outside the owner's mutex.
@@ -182,29 +179,15 @@ impl Shared {
             && effects.write.is_none()
             && effects.notes.is_empty()
             && answers.is_empty()
-            && tries.is_empty();
-        let stepped = if quiet {
-            Stepped(None)
+            && effects.lock.is_empty();
+        // Moved only when there is something to do: a closure (`then`) would move the effects
+        // into itself on every step.
+        let busy = if quiet {
+            None
         } else {
-            Stepped(Some(Box::new(Busy {
-                effects,
-                answers,
-                tries,
-            })))
+            Some(Box::new(Busy { effects, answers }))
         };
-        (stepped, reply)
-    }
-
-    /// Publishes the owner's token for calls, if the step changed it.
-    fn publish(&self, owner: &Owner, changed: bool) {
-        if !changed {
-            return;
-        }
-        let (token, epoch) = owner.current();
-        self.current.store(Current {
-            token: token.cloned(),
-            epoch,
-        });
+        (Stepped(busy), reply)
     }
 
     /// Carries out what a step said: the log, the answers, the lock's tries, the store
@@ -221,37 +204,29 @@ impl Shared {
     }
 
     fn run_effects(self: &Arc<Self>, busy: Busy, here: Option<Lane>) -> Option<Job> {
-        let Busy {
-            effects,
-            answers,
-            tries,
-        } = busy;
-        for note in &effects.notes {
+        for note in &busy.effects.notes {
             note.emit();
         }
-        for (tx, answer) in answers {
+        for (tx, answer) in busy.answers {
             let _ = tx.send(answer);
         }
-        for attempt in tries {
-            self.try_for_lock(attempt);
+        for op in &busy.effects.lock {
+            if let LockOp::Take(t) = *op {
+                self.spawn(Job::Lock(t));
+            }
         }
+        // Each job on a thread of its own, or handed back to this one if it runs that lane.
         let mut mine = None;
-        if let Some(op) = effects.read {
-            self.start(Job::Read(op), Lane::Read, here, &mut mine);
-        }
-        if let Some(op) = effects.write {
-            self.start(Job::Write(op), Lane::Write, here, &mut mine);
+        let read = busy.effects.read.map(|op| (Job::Read(op), Lane::Read));
+        let write = busy.effects.write.map(|op| (Job::Write(op), Lane::Write));
+        for (job, lane) in read.into_iter().chain(write) {
+            if here == Some(lane) {
+                mine = Some(job);
+            } else {
+                self.spawn(job);
+            }
         }
         mine
-    }
-
-    /// Starts `job` of `lane` on a thread, or hands it to this one if it runs that lane.
-    fn start(self: &Arc<Self>, job: Job, lane: Lane, here: Option<Lane>, mine: &mut Option<Job>) {
-        if here == Some(lane) {
-            *mine = Some(job);
-        } else {
-            self.spawn(job);
-        }
     }
 
     fn spawn(self: &Arc<Self>, job: Job) {
@@ -264,7 +239,7 @@ impl Shared {
 
     /// `event` on this (blocking) thread, which runs the read it asks for itself: the watch's.
     pub(super) fn tell_here(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event, |_| ());
+        let (stepped, _) = self.step(|_| event);
         let job = self.run(stepped, Some(Lane::Read));
         Worker {
             shared: self.clone(),
@@ -274,16 +249,17 @@ impl Shared {
     }
 }
 
-/// A store operation the owner asked for.
+/// Blocking work the owner asked for: a store operation, or a try for the lock.
 pub(super) enum Job {
     Read(ReadOp),
     Write(Box<WriteOp>),
+    Lock(LockTry),
 }
 
-/// Runs store operations on a blocking thread, one lane at a time. A job stays in `job` until
-/// its result is the owner's: dropped with one (a runtime shutting down drops its blocking
-/// tasks, a store of the user's own panics), it reports the job failed, so that no one waits
-/// for it forever.
+/// Runs the owner's blocking work on a thread, store operations one lane at a time. A job
+/// stays in `job` until its result is the owner's: dropped with one (a runtime shutting down
+/// drops its blocking tasks, a store of the user's own panics), it reports the job failed, so
+/// that no one waits for it forever.
 struct Worker {
     shared: Arc<Shared>,
     job: Option<Job>,
@@ -291,21 +267,39 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        watch::arm(&self.shared);
+        if !matches!(self.job, Some(Job::Lock(_))) {
+            watch::arm(&self.shared);
+        }
         while let Some(job) = &self.job {
             let shared = &self.shared;
-            let (event, lane) = match job {
+            let mut guard = None;
+            let (event, lane) = match *job {
                 Job::Read(op) => {
                     if op.tidy {
                         shared.store.tidy();
                     }
-                    (Event::ReadDone(shared.store.load()), Lane::Read)
+                    (Event::ReadDone(shared.store.load()), Some(Lane::Read))
                 }
-                Job::Write(op) => (Event::WriteDone(write(&*shared.store, op)), Lane::Write),
+                Job::Write(ref op) => (
+                    Event::WriteDone(write(&*shared.store, op)),
+                    Some(Lane::Write),
+                ),
+                Job::Lock(t) => {
+                    let (outcome, held) = shared.take_lock(t);
+                    guard = held.map(|held| (t.attempt, held));
+                    let attempt = t.attempt;
+                    (Event::LockTaken { attempt, outcome }, None)
+                }
             };
             self.job = None;
-            let (stepped, _) = shared.step(|_| event, |_| ());
-            self.job = shared.run(stepped, Some(lane));
+            // The guard goes beside the owner in the step that tells the owner.
+            let (stepped, _) = shared.step(|driven| {
+                if guard.is_some() {
+                    driven.guard = guard;
+                }
+                event
+            });
+            self.job = shared.run(stepped, lane);
         }
     }
 }
@@ -315,15 +309,22 @@ impl Drop for Worker {
         let Some(job) = self.job.take() else {
             return;
         };
-        tracing::error!("the session's store work stopped before it was done");
-        let stopped = || {
-            Error::Store(Arc::new(std::io::Error::other(
-                "the session's store work stopped before it was done",
-            )))
-        };
+        if let Job::Lock(_) = job {
+            tracing::error!("the try for the re-authentication lock stopped before it ran");
+        } else {
+            tracing::error!("the session's store work stopped before it was done");
+        }
+        let stopped = Error::Store(Arc::new(std::io::Error::other(
+            "the session's store work stopped before it was done",
+        )));
         let event = match job {
-            Job::Read(_) => Event::ReadDone(Err(stopped())),
-            Job::Write(_) => Event::WriteDone(Err(stopped())),
+            Job::Read(_) => Event::ReadDone(Err(stopped)),
+            Job::Write(_) => Event::WriteDone(Err(stopped)),
+            // Not had, so that the owner never waits for a try that will not come.
+            Job::Lock(t) => Event::LockTaken {
+                attempt: t.attempt,
+                outcome: LockOutcome::NotHeld(None),
+            },
         };
         self.shared.on_own_thread(event);
     }
@@ -333,7 +334,7 @@ impl Shared {
     /// `event`, with what it asks for done on a thread of its own: for a report made while
     /// a runtime may be shutting down (a dropped job or try).
     fn on_own_thread(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event, |_| ());
+        let (stepped, _) = self.step(|_| event);
         let shared = self.clone();
         let spawned = std::thread::Builder::new()
             .name("agent-session".into())
@@ -362,8 +363,8 @@ fn write(store: &dyn TokenStore, op: &WriteOp) -> Result<Written, Error> {
 pub(crate) struct Waiting {
     rx: oneshot::Receiver<Answer>,
     id: WaiterId,
+    /// Let go once answered: the drop has nothing to tell then.
     shared: Weak<Shared>,
-    answered: bool,
 }
 
 impl Future for Waiting {
@@ -371,29 +372,22 @@ impl Future for Waiting {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
-        self.answered = true;
-        Poll::Ready(answer.unwrap_or_else(|_| {
-            // The owner is gone with its session: nothing is left to wait for.
-            Answer::Done(Ok(()))
-        }))
+        self.shared = Weak::new();
+        // Err: the owner is gone with its session, and nothing is left to wait for.
+        Poll::Ready(answer.unwrap_or(Answer::Done(Ok(()))))
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
         if let Some(shared) = self.shared.upgrade() {
             let id = self.id;
             // One step: once its channel is out of the map, no answer can reach it; one sent
             // before and not read is the owner's to hand on.
-            let (stepped, _) = shared.step(
-                |_| Event::Gone(Gone::Waiter(id)),
-                |driven| {
-                    driven.waiting.remove(&id);
-                },
-            );
+            let (stepped, _) = shared.step(|driven| {
+                driven.waiting.remove(&id);
+                Event::Gone(Gone::Waiter(id))
+            });
             shared.run(stepped, None);
         }
     }

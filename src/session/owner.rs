@@ -44,7 +44,7 @@ mod tests;
 mod writes;
 
 pub(crate) use event::{
-    Answer, Effects, Event, Gone, LockOp, LockOutcome, ReadOp, WaiterId, WriteOp, Written,
+    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, ReadOp, WaiterId, WriteOp, Written,
 };
 pub(crate) use notes::Note;
 
@@ -107,56 +107,44 @@ impl Owner {
     pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Effects {
         self.now = self.now.max(now);
         self.deadline_step = event.sets_deadlines();
-        let reply = match event {
+        let mut reply = None;
+        match event {
             Event::Start(waiter) => self.start(waiter),
-            Event::Unlock(token, waiter) => self.unlock(token, waiter),
-            Event::Clear(waiter) => self.clear(waiter),
+            Event::Unlock(token, waiter) => self.change(Some(token), waiter),
+            Event::Clear(waiter) => self.change(None, waiter),
             Event::Flush(waiter) => self.flush(waiter),
-            Event::LockAll(waiter) => self.lock_all(waiter),
+            Event::LockAll(waiter) => reply = self.lock_all(waiter),
             Event::Refresh {
                 token,
                 epoch,
                 waiter,
-            } => self.refresh(token, epoch, waiter),
+            } => reply = self.refresh(token, epoch, waiter),
             Event::PasswordToken {
                 token,
                 epoch,
                 waiter,
-            } => self.password_token(token, epoch, waiter),
+            } => reply = self.password_token(token, epoch, waiter),
             Event::CallFailed {
                 token,
                 epoch,
                 expired,
                 waiter,
-            } => self.call_failed(token, epoch, expired, waiter),
-            Event::Reauthenticated { run, result } => Some(self.reauthenticated(run, result)),
-            Event::StoreVersion(version) => {
-                if version != self.version {
-                    self.want_read();
-                }
-                None
+            } => reply = self.call_failed(token, epoch, expired, waiter),
+            Event::Reauthenticated { run, result } => {
+                reply = Some(self.reauthenticated(run, result))
             }
-            Event::StoreChanged => {
-                self.want_read();
-                None
+            Event::StoreVersion(version) if version == self.version => {}
+            Event::StoreVersion(_) | Event::StoreChanged => self.want_read(),
+            Event::ReadDone(result) => self.read_done(result),
+            Event::WriteDone(result) => self.write_done(result),
+            Event::LockTaken { attempt, outcome } => self.lock_taken(attempt, outcome),
+            Event::Gone(Gone::Waiter(waiter)) => {
+                self.recovery_waiter_gone(waiter);
+                self.writes_waiter_gone(waiter);
             }
-            Event::ReadDone(result) => {
-                self.read_done(result);
-                None
-            }
-            Event::WriteDone(result) => {
-                self.write_done(result);
-                None
-            }
-            Event::LockTaken { attempt, outcome } => {
-                self.lock_taken(attempt, outcome);
-                None
-            }
-            Event::Gone(who) => {
-                self.gone(who);
-                None
-            }
-        };
+            Event::Gone(Gone::Runner(run)) => self.runner_gone(run),
+            Event::Gone(Gone::LockAll(waiter)) => self.lock_all_over(waiter),
+        }
         self.settle_lock();
         let mut effects = std::mem::take(&mut self.effects);
         effects.reply = reply;
@@ -191,19 +179,8 @@ impl Owner {
     /// Notes `note` for the log, if anyone could see it at its level.
     #[inline]
     fn note(&mut self, note: Note) {
-        if Note::wanted(note.level()) {
+        if note.wanted() {
             self.effects.notes.push(note);
-        }
-    }
-
-    fn gone(&mut self, who: Gone) {
-        match who {
-            Gone::Waiter(waiter) => {
-                self.recovery_waiter_gone(waiter);
-                self.writes_waiter_gone(waiter);
-            }
-            Gone::Runner(run) => self.runner_gone(run),
-            Gone::LockAll(waiter) => self.lock_all_over(waiter),
         }
     }
 
@@ -229,25 +206,17 @@ impl Owner {
 
     /// `Session::start`: read the store, and use what it holds unless the session changed
     /// meanwhile.
-    fn start(&mut self, waiter: WaiterId) -> Option<Answer> {
+    fn start(&mut self, waiter: WaiterId) {
         self.reads.starts.push((self.epoch, waiter));
         self.want_read();
-        None
     }
 
-    /// An unlock: `token` in use at once, then written; answered with the write's result.
-    fn unlock(&mut self, token: Token, waiter: WaiterId) -> Option<Answer> {
-        self.begin_epoch(Some(token.clone()));
-        self.queue_explicit(WriteOp::Store(token), Some(waiter));
-        None
-    }
-
-    /// A lock: no token from now on, and the store's removed; answered with the removal's
-    /// result.
-    fn clear(&mut self, waiter: WaiterId) -> Option<Answer> {
-        self.begin_epoch(None);
-        self.queue_explicit(WriteOp::Clear, Some(waiter));
-        None
+    /// An unlock (`Some`) or a lock (`None`): the token in use at once, then written (a lock
+    /// removes the store's); answered with the write's result.
+    fn change(&mut self, token: Option<Token>, waiter: WaiterId) {
+        self.begin_epoch(token.clone());
+        let op = token.map_or(WriteOp::Clear, WriteOp::Store);
+        self.queue_explicit(op, Some(waiter));
     }
 
     /// The token a password call sent in `epoch` brought: it starts the session (an explicit
@@ -260,8 +229,7 @@ impl Owner {
             self.note(Note::StalePasswordToken);
             return Some(Answer::Done(Ok(())));
         }
-        self.begin_epoch(Some(token.clone()));
-        self.queue_explicit(WriteOp::Store(token), Some(waiter));
+        self.change(Some(token), waiter);
         None
     }
 }

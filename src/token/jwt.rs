@@ -12,6 +12,7 @@ const CLAIMS_ON_STACK: usize = 256;
 /// `token` read as a JWT: its header and signature, and the `exp` of its claims
 /// ([`exp_claim`]). `None` when it is not three parts whose second is canonical base64url
 /// without padding (a `b64token` has `=` only at its end, so its claims have none).
+#[inline]
 pub(super) fn read(token: &[u8]) -> Option<([&[u8]; 2], Option<u64>)> {
     // The first and last dots: a third would be in the claims, which base64url has none of.
     let (first, second) = (memchr::memchr(b'.', token)?, memchr::memrchr(b'.', token)?);

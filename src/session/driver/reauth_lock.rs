@@ -1,152 +1,49 @@
-//! The driver's side of the re-authentication lock: the bookkeeping a step does under the
-//! owner's mutex (the guard kept or let go, a try's flag raised), and the tries themselves, on
-//! a thread of their own, each reported to the owner exactly once.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+//! The driver's side of the re-authentication lock: the guard let go in the step that decided
+//! it, under the owner's mutex, and the tries themselves (a `Job` of the driver's workers, so
+//! reported to the owner exactly once), each asking the owner between its waits whether it is
+//! still wanted.
 
 use super::{Driven, Shared};
 use crate::error::Error;
 use crate::file::{ReauthLockGuard, Taken};
-use crate::session::owner::{Event, LockOp, LockOutcome};
+use crate::session::owner::{LockOp, LockOutcome, LockTry};
 
-/// A try the owner asked for, to start once the step is over.
-pub(in crate::session) struct Try {
-    attempt: u64,
-    until: Instant,
-    recovery: bool,
-    abandon: Arc<AtomicBool>,
+/// Under the owner's mutex, in the step that decided it: the guard to let go, if the step
+/// released the lock that guard holds (returned, to be dropped once the mutex is).
+#[cold]
+pub(super) fn let_go(driven: &mut Driven, ops: &[LockOp]) -> Option<ReauthLockGuard> {
+    let released = |(attempt, _): &mut (u64, _)| ops.contains(&LockOp::Release(*attempt));
+    driven.guard.take_if(released).map(|(_, guard)| guard)
 }
 
 impl Shared {
-    /// Under the owner's mutex, in the step that decided them: a guard to let go (returned, to
-    /// be dropped once the mutex is), a try to abandon, the tries to start.
-    #[cold]
-    pub(super) fn lock_bookkeeping(
-        &self,
-        driven: &mut Driven,
-        ops: &[LockOp],
-    ) -> (Vec<Try>, Option<ReauthLockGuard>) {
-        let mut tries = Vec::new();
-        let mut let_go = None;
-        for op in ops {
-            match *op {
-                LockOp::Take {
-                    attempt,
-                    until,
-                    recovery,
-                } => {
-                    let abandon = Arc::new(AtomicBool::new(false));
-                    driven.attempt = Some((attempt, abandon.clone()));
-                    tries.push(Try {
-                        attempt,
-                        until,
-                        recovery,
-                        abandon,
-                    });
-                }
-                LockOp::Abandon(attempt) => {
-                    if let Some((a, flag)) = &driven.attempt
-                        && *a == attempt
-                    {
-                        flag.store(true, Ordering::Release);
-                    }
-                }
-                LockOp::Release(attempt) => {
-                    if driven.guard.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                        let_go = driven.guard.take().map(|(_, guard)| guard);
-                    }
-                }
-            }
-        }
-        (tries, let_go)
-    }
-
-    /// Starts a try for the lock, on a thread of its own: it waits for another holder until
-    /// the try's time, and while it is not abandoned; the guard it takes goes beside the owner
-    /// in the step that tells the owner.
-    pub(super) fn try_for_lock(self: &Arc<Self>, attempt: Try) {
-        let report = LockReport {
-            shared: Some(self.clone()),
-            attempt: attempt.attempt,
+    /// A try for the lock, on a blocking thread: it waits for another holder until its time,
+    /// and while the owner wants it; a recovery's tells of the wait.
+    pub(super) fn take_lock(&self, t: LockTry) -> (LockOutcome, Option<ReauthLockGuard>) {
+        let Some(lock) = self.store.reauth_lock() else {
+            return (LockOutcome::NotHeld(None), None);
         };
-        spawn_blocking_anywhere(move || {
-            let Some(shared) = report.shared.clone() else {
+        let waiting = |pid: Option<u32>| {
+            if !t.recovery {
                 return;
-            };
-            let Some(lock) = shared.store.reauth_lock() else {
-                report.send(LockOutcome::NotHeld(None), None);
-                return;
-            };
-            let waiting = |pid: Option<u32>| {
-                if !attempt.recovery {
-                    return;
-                }
-                // Another session of this process on the same file: no process to name.
-                let pid = pid.filter(|&pid| pid != std::process::id());
-                tracing::info!(?pid, "waiting for another process to re-authenticate");
-                if let Some(on_wait) = &shared.on_reauth_wait {
-                    on_wait(pid);
-                }
-            };
-            let wanted = || !attempt.abandon.load(Ordering::Acquire);
-            match lock.take(attempt.until, wanted, waiting) {
-                Ok(Taken::Held(guard)) => report.send(LockOutcome::Held, Some(guard)),
-                Ok(Taken::TimedOut(waited)) => report.send(
-                    LockOutcome::NotHeld(Some(Error::Locked {
-                        path: lock.path().to_owned(),
-                        waited,
-                    })),
-                    None,
-                ),
-                Ok(Taken::Unwanted) => report.send(LockOutcome::NotHeld(None), None),
-                Err(e) => report.send(LockOutcome::NotHeld(Some(e)), None),
             }
-        });
-    }
-}
-
-use super::spawn_blocking_anywhere;
-
-/// Reports the end of a try for the lock, once: its own outcome or, if the try is dropped
-/// before it ran (a runtime shutting down), that it was not had, so that the owner never
-/// waits for a try that will not come.
-struct LockReport {
-    shared: Option<Arc<Shared>>,
-    attempt: u64,
-}
-
-impl LockReport {
-    fn send(mut self, outcome: LockOutcome, guard: Option<ReauthLockGuard>) {
-        let Some(shared) = self.shared.take() else {
-            return;
+            // Another session of this process on the same file: no process to name.
+            let pid = pid.filter(|&pid| pid != std::process::id());
+            tracing::info!(?pid, "waiting for another process to re-authenticate");
+            if let Some(on_wait) = &self.on_reauth_wait {
+                on_wait(pid);
+            }
         };
-        let attempt = self.attempt;
-        let (stepped, _) = shared.step(
-            |_| Event::LockTaken { attempt, outcome },
-            |driven| {
-                if let Some(guard) = guard {
-                    driven.guard = Some((attempt, guard));
-                }
-                if driven.attempt.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                    driven.attempt = None;
-                }
-            },
-        );
-        shared.run(stepped, None);
-    }
-}
-
-impl Drop for LockReport {
-    fn drop(&mut self) {
-        let Some(shared) = self.shared.take() else {
-            return;
+        let wanted = || self.look(|owner| owner.lock_try_wanted(t.attempt));
+        let error = match lock.take(t.until, wanted, waiting) {
+            Ok(Taken::Held(guard)) => return (LockOutcome::Held, Some(guard)),
+            Ok(Taken::TimedOut(waited)) => Some(Error::Locked {
+                path: lock.path().to_owned(),
+                waited,
+            }),
+            Ok(Taken::Unwanted) => None,
+            Err(e) => Some(e),
         };
-        tracing::error!("the try for the re-authentication lock stopped before it ran");
-        shared.on_own_thread(Event::LockTaken {
-            attempt: self.attempt,
-            outcome: LockOutcome::NotHeld(None),
-        });
+        (LockOutcome::NotHeld(error), None)
     }
 }

@@ -76,7 +76,7 @@ pub(crate) enum Event {
     WriteDone(Result<Written, Error>),
     /// The try for the re-authentication lock numbered `attempt` is over.
     LockTaken {
-        /// The number in [`LockOp::Take`].
+        /// The number in [`LockTry`].
         attempt: u64,
         /// Whether it is held.
         outcome: LockOutcome,
@@ -160,20 +160,22 @@ pub(crate) enum Written {
 /// What to do with the re-authentication lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LockOp {
-    /// Try for it until `until` at the latest, and report with [`Event::LockTaken`];
-    /// `recovery`: a recovery asked (a command-line client says it waits for another process).
-    Take {
-        /// The try's number.
-        attempt: u64,
-        /// When it gives up: the owner's time plus the store's bound.
-        until: Instant,
-        /// Asked for by a recovery.
-        recovery: bool,
-    },
-    /// The try numbered so is no longer wanted: end it soon (it still reports).
-    Abandon(u64),
+    /// Try for it, and report with [`Event::LockTaken`].
+    Take(LockTry),
     /// Let go of the lock the try numbered so took.
     Release(u64),
+}
+
+/// A try for the re-authentication lock: until `until` at the latest; `recovery`: a recovery
+/// asked (a command-line client says it waits for another process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockTry {
+    /// The try's number.
+    pub(crate) attempt: u64,
+    /// When it gives up: the owner's time plus the store's bound.
+    pub(crate) until: Instant,
+    /// Asked for by a recovery.
+    pub(crate) recovery: bool,
 }
 
 /// How a try for the re-authentication lock ended.
@@ -201,7 +203,7 @@ pub(crate) struct Effects {
     pub(crate) answers: Vec<(WaiterId, Answer)>,
     /// The token calls use changed: publish it.
     pub(crate) publish: bool,
-    /// Take, abandon or release the re-authentication lock, in this order.
+    /// Take or release the re-authentication lock, in this order.
     pub(crate) lock: Vec<LockOp>,
     /// What to log, once the owner's mutex is let go.
     pub(crate) notes: Vec<Note>,

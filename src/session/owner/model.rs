@@ -82,9 +82,8 @@ struct Process {
     reauths: Vec<(u64, u64)>,
     read: Option<(ReadOp, Option<Result<Stored, Error>>)>,
     write: Option<(WriteOp, Option<Result<Written, Error>>)>,
-    /// The try for the re-authentication lock under way: its number, its time, and whether
-    /// it was abandoned.
-    lock_try: Option<(u64, Instant, bool)>,
+    /// The try for the re-authentication lock under way: its number and its time.
+    lock_try: Option<(u64, Instant)>,
     /// The try whose lock this process holds.
     lock_held: Option<u64>,
     /// A try gave up at its time since the lock was last held: what follows may run without it.

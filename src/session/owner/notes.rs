@@ -52,58 +52,36 @@ pub(crate) enum Note {
 }
 
 impl Note {
-    /// Whether a subscriber could want it: a note no one would see is not made.
+    /// Whether a subscriber could want it: the notes a refresh makes, at `DEBUG` and `TRACE`,
+    /// are not made when no one would see them, so that a refresh taken asks the driver for
+    /// nothing. The others are rare, and the log's own filter has the last word on them.
     #[inline]
-    pub(crate) fn wanted(level: tracing::Level) -> bool {
-        tracing::level_enabled!(level)
-    }
-
-    /// The note's level.
-    #[inline]
-    pub(crate) fn level(&self) -> tracing::Level {
-        use tracing::Level;
+    pub(crate) fn wanted(&self) -> bool {
         match self {
-            Self::RefreshCovered => Level::TRACE,
-            Self::Started { .. }
-            | Self::Blank
-            | Self::StaleRefresh
-            | Self::StalePasswordToken
-            | Self::RefreshAccepted
-            | Self::RefreshWritten
-            | Self::ReauthUnused => Level::DEBUG,
-            Self::WriteFailed { first: false, .. } => Level::DEBUG,
-            Self::ExternalChange { .. }
-            | Self::RefreshLost { .. }
-            | Self::WritableAgain
-            | Self::RecoveredByAnother
-            | Self::Reauthenticating => Level::INFO,
-            Self::Unusable(_)
-            | Self::LockTimedOut(_)
-            | Self::WriteFailed { first: true, .. }
-            | Self::RereadFailed
-            | Self::ReauthFailed
-            | Self::LockUnavailable(_) => Level::WARN,
+            Self::RefreshCovered => tracing::level_enabled!(tracing::Level::TRACE),
+            Self::StaleRefresh | Self::RefreshAccepted | Self::RefreshWritten => {
+                tracing::level_enabled!(tracing::Level::DEBUG)
+            }
+            _ => true,
         }
     }
 
     /// Logs it (the driver, outside the owner's mutex).
     pub(crate) fn emit(&self) {
         match self {
-            Self::Started { token_found } => {
-                tracing::debug!(token_found, "session started");
-            }
+            Self::Started { token_found } => tracing::debug!(token_found, "session started"),
             Self::Unusable(e) => {
-                tracing::warn!(error = %e, "the session file changed but cannot be used");
+                tracing::warn!(error = %e, "the session file changed but cannot be used")
             }
             Self::Blank => tracing::debug!("the session file is blank for now; keeping the token"),
             Self::ExternalChange { token_found } => {
-                tracing::info!(token_found, "session file changed by another process");
+                tracing::info!(token_found, "session file changed by another process")
             }
             Self::StaleRefresh => {
-                tracing::debug!("refreshed token dropped: the session changed since the call");
+                tracing::debug!("refreshed token dropped: the session changed since the call")
             }
             Self::StalePasswordToken => {
-                tracing::debug!("password call's token dropped: the session changed since");
+                tracing::debug!("password call's token dropped: the session changed since")
             }
             Self::RefreshCovered => {
                 tracing::trace!("refresh accepted; the file's token lives as long");

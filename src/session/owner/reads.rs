@@ -64,37 +64,29 @@ impl Owner {
         let Some(read) = self.reads.in_flight.take() else {
             return;
         };
-        match result {
+        let read_it = match result {
+            Ok(stored) if read.starts.iter().any(|(epoch, _)| *epoch == self.epoch) => {
+                let token_found = stored.token.is_some();
+                self.adopt(stored);
+                self.note(Note::Started { token_found });
+                Ok(())
+            }
             Ok(stored) => {
-                let starts_now: Vec<WaiterId> = read
-                    .starts
-                    .iter()
-                    .filter(|(epoch, _)| *epoch == self.epoch)
-                    .map(|(_, waiter)| *waiter)
-                    .collect();
-                if !starts_now.is_empty() {
-                    let token_found = stored.token.is_some();
-                    self.adopt(stored);
-                    self.note(Note::Started { token_found });
-                } else {
-                    self.take_read(stored, &read.ours);
-                }
-                for (_, waiter) in read.starts {
-                    self.answer(waiter, Answer::Done(Ok(())));
-                }
-                self.recovery_read(read.number, true);
+                self.take_read(stored, &read.ours);
+                Ok(())
             }
             Err(e) => {
                 if read.starts.is_empty() {
                     // Keep the token we have: a bad file must not replace a good token.
                     self.note(Note::Unusable(e.clone()));
                 }
-                for (_, waiter) in read.starts {
-                    self.answer(waiter, Answer::Done(Err(e.clone())));
-                }
-                self.recovery_read(read.number, false);
+                Err(e)
             }
+        };
+        for (_, waiter) in read.starts {
+            self.answer(waiter, Answer::Done(read_it.clone()));
         }
+        self.recovery_read(read.number, read_it.is_ok());
         if self.reads.wanted || !self.reads.starts.is_empty() {
             self.want_read();
         }

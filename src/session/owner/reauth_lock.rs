@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-use super::{Answer, LockOp, LockOutcome, Note, Owner, WaiterId};
+use super::{Answer, LockOp, LockOutcome, LockTry, Note, Owner, WaiterId};
 
 /// The re-authentication lock, as this process holds it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct ReauthLock {
     /// How long a try waits for another holder; `None`: the store has no such lock.
     wait: Option<Duration>,
     state: State,
-    /// Tries made so far, to number them.
+    /// Tries made so far, to number them: the last is the one under way, or the one that took
+    /// the lock (a try is made only when none is under way and the lock is not held).
     attempts: u64,
     /// Held until this write (the recovered token's) is over.
     until_write: Option<u64>,
@@ -30,34 +31,31 @@ pub(super) struct ReauthLock {
     lock_alls: Vec<(WaiterId, bool)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
+    #[default]
     Free,
-    /// A try under way: for this recovery (or none: a lock all's), and whether it was abandoned.
+    /// The last try under way: for this recovery (or none: a lock all's), and whether it was
+    /// abandoned.
     Taking {
-        attempt: u64,
         recovery: Option<u64>,
         abandoned: bool,
     },
-    Held {
-        attempt: u64,
-    },
+    /// Held, by the last try.
+    Held,
 }
 
 impl ReauthLock {
     pub(super) fn new(wait: Option<Duration>) -> Self {
         Self {
             wait,
-            state: State::Free,
-            attempts: 0,
-            until_write: None,
-            lock_alls: Vec::new(),
+            ..Self::default()
         }
     }
 
     /// Keeps the lock, if held, until write `seq` is over: a recovered token is written under it.
     pub(super) fn hold_until_written(&mut self, seq: u64) {
-        if matches!(self.state, State::Held { .. }) {
+        if self.state == State::Held {
             self.until_write = Some(seq);
         }
     }
@@ -68,10 +66,6 @@ impl ReauthLock {
             self.until_write = None;
         }
     }
-
-    fn unanswered_lock_alls(&self) -> bool {
-        self.lock_alls.iter().any(|(_, answered)| !answered)
-    }
 }
 
 impl Owner {
@@ -80,7 +74,7 @@ impl Owner {
     pub(super) fn lock_for_recovery(&mut self, number: u64) {
         match self.lock.state {
             State::Free if self.lock.wait.is_some() => self.take_lock(Some(number)),
-            State::Free | State::Held { .. } => self.locked(),
+            State::Free | State::Held => self.locked(),
             // A try under way: its report tells.
             State::Taking { .. } => {}
         }
@@ -92,15 +86,20 @@ impl Owner {
             // Nothing to hold: no other process can re-authenticate in between.
             return Some(Answer::Done(Ok(())));
         }
-        let held = matches!(self.lock.state, State::Held { .. });
+        let held = self.lock.state == State::Held;
         self.lock.lock_alls.push((waiter, held));
+        if self.lock.state == State::Free {
+            self.take_lock(None);
+        }
+        // Else held (answered now), or a try under way (its report answers).
+        held.then_some(Answer::Done(Ok(())))
+    }
+
+    /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
+    pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
         match self.lock.state {
-            State::Held { .. } => Some(Answer::Done(Ok(()))),
-            State::Free => {
-                self.take_lock(None);
-                None
-            }
-            State::Taking { .. } => None,
+            State::Taking { abandoned, .. } => !abandoned && attempt == self.lock.attempts,
+            State::Free | State::Held => false,
         }
     }
 
@@ -120,15 +119,14 @@ impl Owner {
         self.lock.attempts += 1;
         let attempt = self.lock.attempts;
         self.lock.state = State::Taking {
-            attempt,
             recovery,
             abandoned: false,
         };
-        self.effects.lock.push(LockOp::Take {
+        self.effects.lock.push(LockOp::Take(LockTry {
             attempt,
             until: self.now + wait,
             recovery: recovery.is_some(),
-        });
+        }));
     }
 
     /// The try numbered `attempt` is over.
@@ -138,38 +136,26 @@ impl Owner {
     /// all), or anyone after it was abandoned. Otherwise, and whenever the try could not be made
     /// at all, those waiting go on without it.
     pub(super) fn lock_taken(&mut self, attempt: u64, outcome: LockOutcome) {
-        let State::Taking {
-            attempt: current,
-            recovery,
-            abandoned,
-        } = self.lock.state
-        else {
-            if matches!(outcome, LockOutcome::Held) {
-                self.effects.lock.push(LockOp::Release(attempt));
+        let (recovery, abandoned) = match self.lock.state {
+            State::Taking {
+                recovery,
+                abandoned,
+            } if attempt == self.lock.attempts => (recovery, abandoned),
+            // A try no longer the one under way: a lock it took is let go at once.
+            _ => {
+                if matches!(outcome, LockOutcome::Held) {
+                    self.effects.lock.push(LockOp::Release(attempt));
+                }
+                return;
             }
-            return;
         };
-        if current != attempt {
-            if matches!(outcome, LockOutcome::Held) {
-                self.effects.lock.push(LockOp::Release(attempt));
-            }
-            return;
-        }
         match outcome {
             LockOutcome::Held => {
-                self.lock.state = State::Held { attempt };
-                let answered: Vec<WaiterId> = self
-                    .lock
-                    .lock_alls
-                    .iter_mut()
-                    .filter(|(_, answered)| !*answered)
-                    .map(|(w, answered)| {
-                        *answered = true;
-                        *w
-                    })
-                    .collect();
-                for waiter in answered {
-                    self.answer(waiter, Answer::Done(Ok(())));
+                self.lock.state = State::Held;
+                for (waiter, answered) in &mut self.lock.lock_alls {
+                    if !std::mem::replace(answered, true) {
+                        self.effects.answers.push((*waiter, Answer::Done(Ok(()))));
+                    }
                 }
                 if self.recovery.locking().is_some() {
                     self.locked();
@@ -179,12 +165,11 @@ impl Owner {
                 self.lock.state = State::Free;
                 let locking = self.recovery.locking();
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
-                if in_time && locking.is_some() && (abandoned || locking != recovery) {
+                // A recovery's try is made even when a lock all waits too: it serves both.
+                let recovery_again = locking.is_some() && (abandoned || locking != recovery);
+                let lock_all_again = abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a);
+                if in_time && (recovery_again || lock_all_again) {
                     self.take_lock(locking);
-                    return;
-                }
-                if in_time && abandoned && self.lock.unanswered_lock_alls() {
-                    self.take_lock(None);
                     return;
                 }
                 let error = error.unwrap_or_else(|| {
@@ -193,18 +178,18 @@ impl Owner {
                     )))
                 });
                 if !matches!(error, Error::Locked { .. }) {
-                    let e = error.clone();
-                    self.note(Note::LockUnavailable(e));
+                    self.note(Note::LockUnavailable(error.clone()));
                 }
                 if locking.is_some() {
                     self.locked();
                 }
-                let (unanswered, answered): (Vec<_>, Vec<_>) =
-                    self.lock.lock_alls.drain(..).partition(|(_, a)| !a);
-                self.lock.lock_alls = answered;
-                for (waiter, _) in unanswered {
-                    self.answer(waiter, Answer::Done(Err(error.clone())));
-                }
+                let answers = &mut self.effects.answers;
+                self.lock.lock_alls.retain(|&(waiter, answered)| {
+                    if !answered {
+                        answers.push((waiter, Answer::Done(Err(error.clone()))));
+                    }
+                    answered
+                });
             }
         }
     }
@@ -218,21 +203,13 @@ impl Owner {
             return;
         }
         match &mut self.lock.state {
-            State::Held { attempt } => {
-                let attempt = *attempt;
+            State::Held => {
                 self.lock.state = State::Free;
-                self.effects.lock.push(LockOp::Release(attempt));
+                self.effects.lock.push(LockOp::Release(self.lock.attempts));
             }
-            State::Taking {
-                attempt,
-                abandoned: abandoned @ false,
-                ..
-            } => {
-                *abandoned = true;
-                let attempt = *attempt;
-                self.effects.lock.push(LockOp::Abandon(attempt));
-            }
-            State::Taking { .. } | State::Free => {}
+            // The try sees it (`Owner::lock_try_wanted`), ends soon, and still reports.
+            State::Taking { abandoned, .. } => *abandoned = true,
+            State::Free => {}
         }
     }
 }

@@ -28,22 +28,20 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp};
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     active: Option<Active>,
-    /// Recoveries begun so far, to number them.
+    /// Recoveries begun so far, to number them: the last is the one under way, if one is.
     begun: u64,
-    /// Re-authenticator runs started so far, to number them.
+    /// Re-authenticator runs started so far, to number them: the last is the one running, if
+    /// one is.
     runs: u64,
-    /// The run whose runner has not reported yet, and the waiter it was handed to: at most one
-    /// at a time, whatever the recovery it was started for became.
-    running: Option<(u64, WaiterId)>,
+    /// The waiter the run whose runner has not reported yet was handed to: at most one at a
+    /// time, whatever the recovery it was started for became.
+    running: Option<WaiterId>,
     /// The epoch the last re-authentication's token started.
     recovered_epoch: Option<u64>,
 }
 
 #[derive(Debug)]
 struct Active {
-    /// Which recovery this is: a try for the lock made for an earlier one does not serve this
-    /// one's wait.
-    number: u64,
     /// The tokens that failed; `None` stands for "no token".
     failed: Vec<Option<Token>>,
     /// The calls waiting for it (its runner not among them).
@@ -70,23 +68,17 @@ impl Recovery {
 
     /// The recovery waiting for the re-authentication lock, if one is.
     pub(super) fn locking(&self) -> Option<u64> {
-        self.active
-            .as_ref()
-            .filter(|a| a.stage == Stage::Locking)
-            .map(|a| a.number)
-    }
-
-    /// Whether the token in `epoch` came from a re-authentication: it is not renewed again
-    /// before the agent refused it, even if its `exp` looks past (a clock ahead of the agent's).
-    pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
-        self.recovered_epoch == Some(epoch)
+        // Numbered: a try for the lock made for an earlier one does not serve this one's wait.
+        let locking = matches!(&self.active, Some(a) if a.stage == Stage::Locking);
+        locking.then_some(self.begun)
     }
 }
 
 impl Owner {
-    /// Whether the token in `epoch` came from a re-authentication.
+    /// Whether the token in `epoch` came from a re-authentication: it is not renewed again
+    /// before the agent refused it, even if its `exp` looks past (a clock ahead of the agent's).
     pub(crate) fn just_recovered(&self, epoch: u64) -> bool {
-        self.recovery.just_recovered(epoch)
+        self.recovery.recovered_epoch == Some(epoch)
     }
 
     /// A call sent with `token` (or none) in `epoch` failed for its session; `expired`: that
@@ -112,32 +104,27 @@ impl Owner {
         {
             return Some(Answer::Replay);
         }
-        // The session's own token fails with it: another, or none, or a refresh of this epoch.
-        let failing = [token, self.current.clone()];
-        if let Some(active) = &mut self.recovery.active {
-            for token in failing {
-                if !active.failed.contains(&token) {
-                    active.failed.push(token);
-                }
-            }
-            active.waiters.push(waiter);
-            self.counts.shared_recoveries += 1;
-            return None;
+        let shared = self.recovery.active.is_some();
+        if !shared {
+            self.recovery.begun += 1;
         }
-        self.recovery.begun += 1;
-        let mut failed = Vec::with_capacity(2);
-        for token in failing {
-            if !failed.contains(&token) {
-                failed.push(token);
-            }
-        }
-        self.recovery.active = Some(Active {
-            number: self.recovery.begun,
-            failed,
-            waiters: vec![waiter],
+        let active = self.recovery.active.get_or_insert_with(|| Active {
+            failed: Vec::with_capacity(2),
+            waiters: Vec::new(),
             stage: Stage::Locking,
         });
-        self.lock_for_recovery(self.recovery.begun);
+        // The session's own token fails with it: another, or none, or a refresh of this epoch.
+        for token in [token, self.current.clone()] {
+            if !active.failed.contains(&token) {
+                active.failed.push(token);
+            }
+        }
+        active.waiters.push(waiter);
+        if shared {
+            self.counts.shared_recoveries += 1;
+        } else {
+            self.lock_for_recovery(self.recovery.begun);
+        }
         None
     }
 
@@ -160,14 +147,10 @@ impl Owner {
         if self.current.is_none() || active.failed.contains(&self.current) {
             return;
         }
-        if let Some(active) = self.recovery.active.take() {
-            if matches!(active.stage, Stage::Reading { .. }) {
-                self.note(Note::RecoveredByAnother);
-            }
-            for waiter in active.waiters {
-                self.answer(waiter, Answer::Replay);
-            }
+        if matches!(active.stage, Stage::Reading { .. }) {
+            self.note(Note::RecoveredByAnother);
         }
+        self.end_recovery(&Answer::Replay);
     }
 
     /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
@@ -193,6 +176,14 @@ impl Owner {
         }
     }
 
+    /// The recovery under way, if any, is over: its calls are answered so.
+    fn end_recovery(&mut self, answer: &Answer) {
+        let waiters = self.recovery.active.take().map(|a| a.waiters);
+        for waiter in waiters.into_iter().flatten() {
+            self.answer(waiter, answer.clone());
+        }
+    }
+
     /// Has the first waiting call run the re-authenticator.
     fn start_run(&mut self) {
         let Some(active) = &mut self.recovery.active else {
@@ -205,16 +196,15 @@ impl Owner {
         // The runner is answered by its own report, not with the others.
         let runner = active.waiters.remove(0);
         self.recovery.runs += 1;
-        let run = self.recovery.runs;
-        self.recovery.running = Some((run, runner));
+        self.recovery.running = Some(runner);
         self.counts.reauthentications += 1;
         self.note(Note::Reauthenticating);
-        self.answer(runner, Answer::Reauthenticate(run));
+        self.answer(runner, Answer::Reauthenticate(self.recovery.runs));
     }
 
     /// Run `run` of the re-authenticator is done. Returns what its runner does next.
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
-        if self.recovery.running.map(|(r, _)| r) != Some(run) {
+        if self.recovery.running.is_none() || run != self.recovery.runs {
             // A run already taken for gone: its result is not used.
             return match result {
                 Ok(_) => Answer::Replay,
@@ -233,11 +223,7 @@ impl Owner {
                 self.lock.hold_until_written(seq);
                 // A token that failed before (an agent handing out the same token again) is
                 // the session's all the same: the calls waiting replay with it once.
-                if let Some(active) = self.recovery.active.take() {
-                    for waiter in active.waiters {
-                        self.answer(waiter, Answer::Replay);
-                    }
-                }
+                self.end_recovery(&Answer::Replay);
                 Answer::Replay
             }
             Ok(_) => {
@@ -247,12 +233,9 @@ impl Owner {
             Err(e) => {
                 self.note(Note::ReauthFailed);
                 self.counts.failed_reauthentications += 1;
-                if let Some(active) = self.recovery.active.take() {
-                    for waiter in active.waiters {
-                        self.answer(waiter, Answer::Failed(e.clone()));
-                    }
-                }
-                Answer::Failed(e)
+                let failed = Answer::Failed(e);
+                self.end_recovery(&failed);
+                failed
             }
         }
     }
@@ -260,17 +243,12 @@ impl Owner {
     /// The runner of run `run` went away before the re-authenticator finished: another waiting
     /// call runs it, or the recovery ends and the next failure starts one.
     pub(super) fn runner_gone(&mut self, run: u64) {
-        if self.recovery.running.map(|(r, _)| r) != Some(run) {
+        if self.recovery.running.is_none() || run != self.recovery.runs {
             return;
         }
         self.recovery.running = None;
-        if matches!(
-            &self.recovery.active,
-            Some(Active {
-                stage: Stage::Reauthenticating,
-                ..
-            })
-        ) {
+        let active = self.recovery.active.as_ref();
+        if active.is_some_and(|a| a.stage == Stage::Reauthenticating) {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.
@@ -282,10 +260,8 @@ impl Owner {
         if let Some(active) = &mut self.recovery.active {
             active.waiters.retain(|w| *w != waiter);
         }
-        if let Some((run, runner)) = self.recovery.running
-            && runner == waiter
-        {
-            self.runner_gone(run);
+        if self.recovery.running == Some(waiter) {
+            self.runner_gone(self.recovery.runs);
         }
     }
 }

@@ -14,17 +14,20 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp, Written};
 /// The write lane.
 #[derive(Debug, Default)]
 pub(super) struct Writes {
-    /// Explicit writes not yet started, oldest first, each with its sequence number and its
-    /// waiter.
-    explicit: VecDeque<(WriteOp, u64, Option<WaiterId>)>,
+    /// Explicit writes not yet started, oldest first, each with its sequence number.
+    explicit: VecDeque<(WriteOp, u64)>,
     /// The newest refresh not yet started, and its sequence number.
     pending: Option<(Token, u64)>,
-    /// The write in flight: what it writes, its number, its waiter, and the epoch it started in.
+    /// The write in flight: what it writes, its number, and the epoch it started in.
     in_flight: Option<InFlight>,
     /// Sequence numbers handed out so far.
     submitted: u64,
-    /// Writes not settled (done or superseded), and the calls and flushes waiting for them.
-    outstanding: Outstanding,
+    /// The numbers of the writes not settled (done or superseded).
+    unsettled: BTreeSet<u64>,
+    /// The calls, flushes and explicit changes waiting for them: each for every write up to its
+    /// number. (An explicit write is settled last of those up to its own: the change dropped
+    /// the refresh waiting, and it waits behind the writes before it.)
+    waiters: VecDeque<(u64, WaiterId)>,
     /// The last write's error, for `Session::flush`; an explicit change starts afresh.
     last_error: Option<Error>,
     /// Whether writes are failing now: warned of once per episode.
@@ -35,7 +38,6 @@ pub(super) struct Writes {
 struct InFlight {
     op: WriteOp,
     seq: u64,
-    waiter: Option<WaiterId>,
     epoch: u64,
     /// A read adopted what the store held while this write was under way: it saw the store
     /// after this write began, so this write's report no longer says what the store holds.
@@ -55,9 +57,18 @@ impl Writes {
         }
     }
 
+    /// The number of the refresh's write, waiting or under way, whose token passes `test`.
+    fn refresh_write(&self, test: impl Fn(&Token) -> bool) -> Option<u64> {
+        match (&self.pending, &self.in_flight) {
+            (Some((token, seq)), _) if test(token) => Some(*seq),
+            (_, Some(w)) if matches!(&w.op, WriteOp::Swap { new, .. } if test(new)) => Some(w.seq),
+            _ => None,
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.submitted += 1;
-        self.outstanding.seqs.insert(self.submitted);
+        self.unsettled.insert(self.submitted);
         self.submitted
     }
 }
@@ -70,12 +81,15 @@ fn target(op: &WriteOp) -> Option<Token> {
 }
 
 impl Owner {
-    /// Queues an explicit write; returns its number.
+    /// Queues an explicit write, answered to `waiter` once over; returns its number.
     pub(super) fn queue_explicit(&mut self, op: WriteOp, waiter: Option<WaiterId>) -> u64 {
         self.writes.last_error = None;
         self.unconfirmed = None;
         let seq = self.writes.next_seq();
-        self.writes.explicit.push_back((op, seq, waiter));
+        self.writes.explicit.push_back((op, seq));
+        self.writes
+            .waiters
+            .extend(waiter.map(|waiter| (seq, waiter)));
         self.next_write();
         seq
     }
@@ -98,16 +112,7 @@ impl Owner {
         if self.synced.as_ref() == Some(&token) {
             return DONE;
         }
-        if let Some((pending, seq)) = &self.writes.pending
-            && *pending == token
-        {
-            let seq = *seq;
-            return self.wait_for_write(seq, waiter);
-        }
-        if let Some(w) = &self.writes.in_flight
-            && matches!(&w.op, WriteOp::Swap { new, .. } if *new == token)
-        {
-            let seq = w.seq;
+        if let Some(seq) = self.writes.refresh_write(|t| *t == token) {
             return self.wait_for_write(seq, waiter);
         }
         // Keep the freshest token in memory (responses can arrive out of order); of two that
@@ -126,14 +131,7 @@ impl Owner {
             self.note(Note::RefreshCovered);
             return DONE;
         }
-        let covering = match (&self.writes.pending, &self.writes.in_flight) {
-            (Some((pending, seq)), _) if covered(Some(pending)) => Some(*seq),
-            (_, Some(w)) if matches!(&w.op, WriteOp::Swap { new, .. } if covered(Some(new))) => {
-                Some(w.seq)
-            }
-            _ => None,
-        };
-        if let Some(seq) = covering {
+        if let Some(seq) = self.writes.refresh_write(|t| covered(Some(t))) {
             self.counts.skipped_writes += 1;
             return self.wait_for_write(seq, waiter);
         }
@@ -155,55 +153,49 @@ impl Owner {
         if !self.agent_tokens.call_waits() {
             return Some(Answer::Done(Ok(())));
         }
-        self.writes.outstanding.waiters.push_back((seq, waiter));
+        self.writes.waiters.push_back((seq, waiter));
         self.release_settled();
         None
     }
 
     /// `Session::flush`: answered once every write handed out so far is settled, with the last
     /// write's error.
-    pub(super) fn flush(&mut self, waiter: WaiterId) -> Option<Answer> {
-        let seq = self.writes.submitted;
-        self.writes.outstanding.waiters.push_back((seq, waiter));
+    pub(super) fn flush(&mut self, waiter: WaiterId) {
+        self.writes
+            .waiters
+            .push_back((self.writes.submitted, waiter));
         self.release_settled();
-        None
     }
 
     /// A call or flush waiting for writes went away.
     pub(super) fn writes_waiter_gone(&mut self, waiter: WaiterId) {
-        self.writes
-            .outstanding
-            .waiters
-            .retain(|(_, w)| *w != waiter);
+        self.writes.waiters.retain(|(_, w)| *w != waiter);
     }
 
     fn settle(&mut self, seq: u64) {
-        self.writes.outstanding.seqs.remove(&seq);
+        self.writes.unsettled.remove(&seq);
         self.release_settled();
     }
 
     /// Answers every waiter whose writes are all settled.
     fn release_settled(&mut self) {
-        let first_open = self.writes.outstanding.seqs.first().copied();
-        let result = match &self.writes.last_error {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        };
-        let waiters = std::mem::take(&mut self.writes.outstanding.waiters);
-        for (seq, waiter) in waiters {
-            if first_open.is_some_and(|open| open <= seq) {
-                self.writes.outstanding.waiters.push_back((seq, waiter));
-            } else {
-                self.answer(waiter, Answer::Done(result.clone()));
+        let first_open = self.writes.unsettled.first().copied();
+        let result = self.writes.last_error.clone().map_or(Ok(()), Err);
+        let answers = &mut self.effects.answers;
+        self.writes.waiters.retain(|&(seq, waiter)| {
+            let open = first_open.is_some_and(|open| open <= seq);
+            if !open {
+                answers.push((waiter, Answer::Done(result.clone())));
             }
-        }
+            open
+        });
     }
 
     /// Starts the next write if none is in flight: the oldest explicit one, else the newest
     /// refresh (unless what the store holds now covers it).
     fn next_write(&mut self) {
         while self.writes.in_flight.is_none() {
-            let (op, seq, waiter) = if let Some(next) = self.writes.explicit.pop_front() {
+            let (op, seq) = if let Some(next) = self.writes.explicit.pop_front() {
                 next
             } else if let Some((token, seq)) = self.writes.pending.take() {
                 // The write that just finished may have put a fresher token in the store than
@@ -216,7 +208,7 @@ impl Owner {
                     expected: self.synced.clone(),
                     new: token,
                 };
-                (op, seq, None)
+                (op, seq)
             } else {
                 return;
             };
@@ -225,7 +217,6 @@ impl Owner {
             self.writes.in_flight = Some(InFlight {
                 op,
                 seq,
-                waiter,
                 epoch: self.epoch,
                 overtaken: false,
             });
@@ -242,9 +233,15 @@ impl Owner {
         let Some(w) = self.writes.in_flight.take() else {
             return;
         };
-        let outcome = match (result, &w.op) {
+        match (result, &w.op) {
             (Ok(written), _) => {
-                self.write_worked();
+                self.writes.last_error = None;
+                // What the store holds is known again: a failed write's target no longer stands
+                // for it.
+                self.unconfirmed = None;
+                if std::mem::replace(&mut self.writes.failing, false) {
+                    self.note(Note::WritableAgain);
+                }
                 let known = |owner: &mut Self, version| {
                     if w.overtaken {
                         owner.want_read();
@@ -266,21 +263,28 @@ impl Owner {
                     }
                     Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
                 }
-                Ok(())
+            }
+            // A lock held elsewhere is warned of each time, since it is rare.
+            (Err(e), _) if matches!(e, Error::Locked { .. }) => {
+                self.counts.lock_timeouts += 1;
+                self.note(Note::LockTimedOut(e.clone()));
+                self.writes.last_error = Some(e);
             }
             (Err(e), op) => {
-                self.write_failed(&e, matches!(op, WriteOp::Swap { .. }));
-                if !matches!(e, Error::Locked { .. }) {
-                    // It may have failed after its rename: a read tells.
-                    self.unconfirmed = Some(target(op));
-                    self.want_read();
-                }
-                self.writes.last_error = Some(e.clone());
-                Err(e)
+                // Warned of once per episode of failing writes (a read-only or full disk fails
+                // every refresh), `DEBUG` after.
+                self.counts.failed_writes += 1;
+                let first = !std::mem::replace(&mut self.writes.failing, true);
+                self.note(Note::WriteFailed {
+                    error: e.clone(),
+                    refresh: matches!(op, WriteOp::Swap { .. }),
+                    first,
+                });
+                // It may have failed after its rename: a read tells.
+                self.unconfirmed = Some(target(op));
+                self.want_read();
+                self.writes.last_error = Some(e);
             }
-        };
-        if let Some(waiter) = w.waiter {
-            self.answer(waiter, Answer::Done(outcome));
         }
         self.lock.write_settled(w.seq);
         self.settle(w.seq);
@@ -305,37 +309,4 @@ impl Owner {
         }
         self.adopt(found);
     }
-
-    fn write_worked(&mut self) {
-        self.writes.last_error = None;
-        // What the store holds is known again: a failed write's target no longer stands for it.
-        self.unconfirmed = None;
-        if std::mem::replace(&mut self.writes.failing, false) {
-            self.note(Note::WritableAgain);
-        }
-    }
-
-    /// Warns once per episode of failing writes (a read-only or full disk fails every refresh),
-    /// `DEBUG` after; a lock held elsewhere is warned of each time, since it is rare.
-    fn write_failed(&mut self, e: &Error, refresh: bool) {
-        if let Error::Locked { .. } = e {
-            self.counts.lock_timeouts += 1;
-            self.note(Note::LockTimedOut(e.clone()));
-            return;
-        }
-        self.counts.failed_writes += 1;
-        let first = !std::mem::replace(&mut self.writes.failing, true);
-        self.note(Note::WriteFailed {
-            error: e.clone(),
-            refresh,
-            first,
-        });
-    }
-}
-
-/// A set of write sequence numbers not yet settled, and what waits for them.
-#[derive(Debug, Default)]
-struct Outstanding {
-    seqs: BTreeSet<u64>,
-    waiters: VecDeque<(u64, WaiterId)>,
 }

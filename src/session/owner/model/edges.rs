@@ -118,9 +118,11 @@ impl World {
     /// The process's try for the lock: taken if free; given up when abandoned or at its
     /// time; with faults, it may fail (the lock file cannot be made).
     pub(super) fn try_lock(&mut self, p: usize, faults: bool) {
-        let Some((attempt, until, abandoned)) = self.process(p).lock_try else {
+        let Some((attempt, until)) = self.process(p).lock_try else {
             return;
         };
+        // Asked of the owner between the try's waits, as the driver's try does.
+        let abandoned = !self.owner(p).lock_try_wanted(attempt);
         let outcome = if self.lock_holder.is_none() && !(faults && self.rng.chance(10)) {
             LockOutcome::Held
         } else if faults && self.rng.chance(5) {

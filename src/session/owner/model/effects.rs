@@ -33,20 +33,13 @@ impl World {
         }
         for op in effects.lock {
             match op {
-                LockOp::Take { attempt, until, .. } => {
+                LockOp::Take(LockTry { attempt, until, .. }) => {
                     assert!(
                         process.lock_try.is_none() && process.lock_held.is_none(),
                         "a try for a lock this process holds or tries for already"
                     );
                     assert_eq!(until, now + LOCK_WAIT, "a try's time is not the owner's");
-                    process.lock_try = Some((attempt, until, false));
-                }
-                LockOp::Abandon(attempt) => {
-                    if let Some((a, _, abandoned)) = &mut process.lock_try
-                        && *a == attempt
-                    {
-                        *abandoned = true;
-                    }
+                    process.lock_try = Some((attempt, until));
                 }
                 LockOp::Release(attempt) => {
                     assert_eq!(

@@ -106,10 +106,10 @@ fn a_try_runs_until_the_bound_from_the_time_it_was_asked() {
     let (_, effects) = sim.fail_waiting("t1", 1);
     assert_eq!(
         effects.lock,
-        [LockOp::Take {
+        [LockOp::Take(LockTry {
             attempt: 1,
             until: sim.now + WAIT,
             recovery: true,
-        }]
+        })]
     );
 }
