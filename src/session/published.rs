@@ -44,6 +44,12 @@ impl Published {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What is published now, and its version, read together.
+    fn snapshot(&self) -> (u64, Arc<Current>) {
+        let locked = self.locked();
+        (self.version.load(Ordering::Relaxed), locked.clone())
+    }
+
     /// Publishes `current` for the calls that start from now on, and tells its epoch to those
     /// who wait if it changed.
     pub(crate) fn store(&self, current: Current) {
@@ -88,10 +94,7 @@ pub(crate) struct CurrentCache {
 
 impl CurrentCache {
     pub(crate) fn new(published: Arc<Published>) -> Self {
-        let (version, current) = {
-            let locked = published.locked();
-            (published.version.load(Ordering::Relaxed), locked.clone())
-        };
+        let (version, current) = published.snapshot();
         Self {
             published,
             version,
@@ -110,9 +113,7 @@ impl CurrentCache {
 
     #[cold]
     fn reload(&mut self) {
-        let locked = self.published.locked();
-        self.version = self.published.version.load(Ordering::Relaxed);
-        self.current = locked.clone();
+        (self.version, self.current) = self.published.snapshot();
     }
 }
 
