@@ -8,41 +8,37 @@ use std::sync::{Arc, Mutex};
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
-use super::{Armed, Look, Shared, WARM_UP_POLL, look, poll, watched_dir};
+use super::{Armed, Look, Shared, WARM_UP_POLL, poll, watched_dir};
 
 /// Watches `file`'s directory for changes to `file`.
 pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.file_name().map(ToOwned::to_owned);
     let dir = std::path::absolute(watched_dir(file))?;
-    let identity = identity(&dir);
+    // Which directory it is: one replaced or gone while its events were lost is told by this.
+    let identity = crate::file::identity(&dir);
     let gone = Arc::new(AtomicBool::new(false));
     let (watched, flag) = (file.to_owned(), Arc::clone(&gone));
     let on_event = move |event: notify::Result<notify::Event>| {
-        let gone_now = match &event {
-            Ok(event) => {
-                is_gone(event, &dir) || (event.need_rescan() && self::identity(&dir) != identity)
-            }
-            // Events may have been lost, the directory's own among them.
-            Err(_) => self::identity(&dir) != identity,
-        };
-        if gone_now {
-            if let Some(shared) = session.upgrade() {
-                watch_again(&shared, &watched, &flag);
-            }
+        let Some(shared) = session.upgrade() else {
             return;
+        };
+        // Events may have been lost, the directory's own among them.
+        let lost = event.as_ref().map_or(true, notify::Event::need_rescan);
+        if event.as_ref().is_ok_and(|event| is_gone(event, &dir))
+            || (lost && crate::file::identity(&dir) != identity)
+        {
+            return watch_again(&shared, &watched, &flag);
         }
         let how = match &event {
-            // Events may have been lost: look.
-            Ok(event) if event.need_rescan() => Some(Look::Read),
+            _ if lost => Some(Look::Read),
             Ok(event) if event.paths.iter().any(|p| p.file_name() == name.as_deref()) => {
                 look_for(&event.kind)
             }
-            Ok(_) => None,
-            Err(_) => Some(Look::Read),
+            _ => None,
         };
         if let Some(how) = how {
-            look(&session, how);
+            shared.look_at_store(how);
         }
     };
     let mut watcher = notify::recommended_watcher(on_event)?;
@@ -74,12 +70,6 @@ fn look_for(kind: &EventKind) -> Option<Look> {
         // Written, renamed onto, created, removed: read it, whatever its stamp says.
         EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) => Some(Look::Read),
     }
-}
-
-/// Which directory `dir` is (device and inode; volume serial and file index on Windows), if it is there: a directory replaced or gone
-/// while its events were lost is told by this.
-fn identity(dir: &Path) -> Option<(u64, u64)> {
-    crate::file::identity(dir)
 }
 
 /// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
