@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
@@ -77,13 +77,9 @@ pub enum Watch {
 
 /// A watch in place: dropping it stops it.
 pub(super) enum Armed {
-    /// The OS's notifications. Dropped on a thread of its own (see [`Drop`]).
-    Notify {
-        watcher: Option<Box<dyn notify::Watcher + Send>>,
-        /// Set by the watcher's callback when the watched directory went away, and the watch
-        /// with it: such a watch is never installed, and is replaced once.
-        gone: Arc<AtomicBool>,
-    },
+    /// The OS's notifications (taken out only by the drop, which hands them to a thread of
+    /// their own: see [`Drop`]).
+    Notify(Option<Box<dyn notify::Watcher + Send>>),
     /// A thread that looks every interval (and may hand over to notifications); it ends once
     /// the session is gone.
     Poll,
@@ -182,13 +178,13 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                     notification::watch(&shared, file)
                 }))
                 .unwrap_or_else(|_| Err(notify::Error::generic("the watcher panicked")));
-                match watch.map(|watch| install(&shared, watch)) {
-                    Ok(true) => {
+                match watch {
+                    Ok(watch) => {
+                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
                         // A change made between the last look and the watch's start.
                         shared.look_at_store(Look::Read);
                         return;
                     }
-                    Ok(false) => {}
                     Err(e) => {
                         if std::mem::replace(&mut warned, true) {
                             tracing::debug!(error = %e, "cannot watch the session file yet");
@@ -202,20 +198,6 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
             }
         })?;
     Ok(Armed::Poll)
-}
-
-/// Puts `watch` in place of the polling, unless its directory went away while it was being set
-/// up (then the polling goes on, and `watch` is dropped on a thread of its own, as always).
-/// Whether it did.
-fn install(shared: &Shared, watch: Armed) -> bool {
-    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    // Checked under the lock that `watch_again` takes after setting the flag: either this sees
-    // the flag, or `watch_again` sees this watch in place and replaces it.
-    let gone = matches!(&watch, Armed::Notify { gone, .. } if gone.load(Ordering::SeqCst));
-    if !gone {
-        *armed = Some(watch);
-    }
-    !gone
 }
 
 fn watched_dir(file: &Path) -> &Path {

@@ -2,7 +2,6 @@
 //! kqueue, through `notify`), and what the watch does with each.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use notify::EventKind;
@@ -17,10 +16,10 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
     let dir = std::path::absolute(watched_dir(file))?;
     // Which directory it is: one replaced or gone while its events were lost is told by this.
     let identity = crate::file::identity(&dir);
-    let gone = Arc::new(AtomicBool::new(false));
-    let (watched, flag) = (file.to_owned(), Arc::clone(&gone));
+    let (watched, mut gone) = (file.to_owned(), false);
     let on_event = move |event: notify::Result<notify::Event>| {
-        let Some(shared) = session.upgrade() else {
+        // Once its directory is gone, a watch sees nothing more: the polling took over.
+        let Some(shared) = session.upgrade().filter(|_| !gone) else {
             return;
         };
         // Events may have been lost, the directory's own among them.
@@ -28,7 +27,8 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
         if event.as_ref().is_ok_and(|event| is_gone(event, &dir))
             || (lost && crate::file::identity(&dir) != identity)
         {
-            return watch_again(&shared, &watched, &flag);
+            gone = true;
+            return watch_again(&shared, &watched);
         }
         let how = match &event {
             _ if lost => Some(Look::Read),
@@ -47,10 +47,7 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
         watched_dir(file),
         notify::RecursiveMode::NonRecursive,
     )?;
-    Ok(Armed::Notify {
-        watcher: Some(Box::new(watcher)),
-        gone,
-    })
+    Ok(Armed::Notify(Some(Box::new(watcher))))
 }
 
 /// What an event of `kind` for the session file asks of the watch.
@@ -82,24 +79,17 @@ fn is_gone(event: &notify::Event, dir: &Path) -> bool {
 }
 
 /// The watched directory is gone: poll the file, and watch it by notification again once the
-/// directory is back. Runs on the event thread of the watch whose flag is `gone`; it replaces
-/// that watch only, once, and the old watcher is dropped on a thread of its own (see [`Drop`]).
-fn watch_again(shared: &Arc<Shared>, file: &Path, gone: &Arc<AtomicBool>) {
-    // Before the lock: a watch being installed meanwhile sees it (see `install`).
-    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+/// directory is back. Runs once a watch, on its event thread. That watch is in place, or about
+/// to be (its polling thread puts it there, then ends): either way the polling started here
+/// puts the next one in its place, and the old watcher is dropped on a thread of its own (see
+/// [`Drop`]).
+fn watch_again(shared: &Arc<Shared>, file: &Path) {
     // The file went with its directory: a lock, seen now rather than at the first poll.
     shared.look_at_store(Look::Read);
-    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    let in_place = matches!(
-        &*armed,
-        Some(Armed::Notify { gone: current, .. }) if Arc::ptr_eq(current, gone)
-    );
-    if !in_place {
-        return;
-    }
     tracing::warn!(
         "the session file's directory was removed or moved; polling it until it is back"
     );
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
     match poll(shared, WARM_UP_POLL, Some(PathBuf::from(file))) {
         Ok(polling) => *armed = Some(polling),
         Err(e) => {
@@ -119,13 +109,10 @@ impl Drop for Armed {
         // The last clone of a session may be dropped on the watcher's own event thread (its
         // callback holds the session while it looks), and some watchers join that thread when
         // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        let Self::Notify { watcher, .. } = self else {
+        let Self::Notify(watcher @ Some(_)) = self else {
             return;
         };
-        let Some(watcher) = watcher.take() else {
-            return;
-        };
-        let slot = Arc::new(Mutex::new(Some(watcher)));
+        let slot = Arc::new(Mutex::new(watcher.take()));
         let theirs = Arc::clone(&slot);
         let dropped = std::thread::Builder::new()
             .name("agent-session-unwatch".into())
