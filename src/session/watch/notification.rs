@@ -2,7 +2,7 @@
 //! kqueue, through `notify`), and what the watch does with each.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -109,19 +109,21 @@ impl Drop for Armed {
         // The last clone of a session may be dropped on the watcher's own event thread (its
         // callback holds the session while it looks), and some watchers join that thread when
         // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        let Self::Notify(watcher @ Some(_)) = self else {
+        let Self::Notify(watcher) = self else {
             return;
         };
-        let slot = Arc::new(Mutex::new(watcher.take()));
-        let theirs = Arc::clone(&slot);
-        let dropped = std::thread::Builder::new()
+        let (handed, dropper) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
             .name("agent-session-unwatch".into())
-            .spawn(move || drop(theirs.lock().unwrap_or_else(|e| e.into_inner()).take()));
-        if let Err(e) = dropped {
-            tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
-            // Dropped here, it could be on its own event thread: left running instead.
-            let left = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            std::mem::forget(left);
+            .spawn(move || drop(dropper.recv()));
+        match spawned {
+            // The thread waits for it: the send cannot fail.
+            Ok(_) => drop(handed.send(watcher.take())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
+                // Dropped here, it could be on its own event thread: left running instead.
+                std::mem::forget(watcher.take());
+            }
         }
     }
 }
