@@ -15,7 +15,8 @@ use super::Current;
 use crate::token::Token;
 
 /// The current token and epoch, how many times they were published, and the epoch for those
-/// who wait for it to change.
+/// who wait for it to change. It starts with no token, in epoch 0.
+#[derive(Default)]
 pub(crate) struct Published {
     /// Changed under the lock, after `current`: a reader that sees a new number and then
     /// locks finds the value published with it, or a newer one.
@@ -26,14 +27,6 @@ pub(crate) struct Published {
 }
 
 impl Published {
-    pub(crate) fn new(current: Current) -> Self {
-        Self {
-            version: AtomicU64::new(0),
-            epochs: tokio::sync::watch::Sender::new(current.epoch),
-            current: Mutex::new(Arc::new(current)),
-        }
-    }
-
     /// The epochs as they are published, for [`Session::changed_since`](super::Session::changed_since).
     pub(crate) fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.epochs.subscribe()
@@ -128,7 +121,7 @@ mod tests {
     /// A cache sees each publication, and a cache made after one sees it at once.
     #[test]
     fn a_cache_follows_what_is_published() {
-        let published = Arc::new(Published::new(at(0)));
+        let published = Arc::new(Published::default());
         let mut early = CurrentCache::new(published.clone());
         assert_eq!(early.load().epoch, 0);
         published.store(at(1));
@@ -145,7 +138,7 @@ mod tests {
     /// Those who wait for the epoch are told of a new one, and not of a new token alone.
     #[test]
     fn the_epochs_follow_what_is_published() {
-        let published = Published::new(at(0));
+        let published = Published::default();
         let mut epochs = published.epochs();
         published.store(at(0));
         assert!(!epochs.has_changed().unwrap(), "the same epoch");
@@ -157,7 +150,7 @@ mod tests {
     /// Readers on other threads never see an older value after a newer one.
     #[test]
     fn readers_see_publications_in_order() {
-        let published = Arc::new(Published::new(at(0)));
+        let published = Arc::new(Published::default());
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let mut cache = CurrentCache::new(published.clone());
