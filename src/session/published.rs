@@ -46,19 +46,15 @@ impl Published {
     /// Publishes `current` for the calls that start from now on, and tells its epoch to those
     /// who wait if it changed.
     pub(crate) fn store(&self, current: Current) {
-        let epoch = current.epoch;
-        let new = Arc::new(current);
-        let old = {
-            let mut locked = self.locked();
-            let old = std::mem::replace(&mut *locked, new);
-            self.version.fetch_add(1, Ordering::Release);
-            old
-        };
+        let (epoch, new) = (current.epoch, Arc::new(current));
+        let mut locked = self.locked();
+        // The last copy of the old value may be this one: it goes outside the lock, at the end.
+        let old = std::mem::replace(&mut *locked, new);
+        self.version.fetch_add(1, Ordering::Release);
+        drop(locked);
         if old.epoch != epoch {
             self.epochs.send_replace(epoch);
         }
-        // The last copy of the old value may be this one: let it go outside the lock.
-        drop(old);
     }
 
     /// Whether `value` is the `authorization` value of the token published now: if so, that
