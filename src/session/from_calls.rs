@@ -20,6 +20,15 @@ impl Session {
     /// waits for a write of it that is under way.
     #[inline]
     pub(crate) fn take(&self, reading: Reading) -> Refresh {
+        match reading {
+            Reading::Nothing | Reading::Failure(_) => Refresh::Done,
+            // Out of line: inlined whole, it cost a call with no token 50 instructions more.
+            token => self.take_token(token),
+        }
+    }
+
+    #[cold]
+    fn take_token(&self, reading: Reading) -> Refresh {
         let (_, reply) = match reading {
             Reading::Refresh { token, epoch } => self.shared.ask(|waiter| Event::Refresh {
                 token,
