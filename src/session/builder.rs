@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Current, Published, Session, Shared, Watch, driver, owner};
+use super::{Session, Shared, Watch, driver, owner};
 use crate::failures::{Failures, Rfc6750, SessionFailures};
 use crate::file::TokenFile;
 use crate::session::policy::AgentTokens;
@@ -131,10 +131,7 @@ impl SessionBuilder {
             shared: Arc::new(Shared {
                 store: self.store,
                 file: self.file,
-                current: Arc::new(Published::new(Current {
-                    token: None,
-                    epoch: 0,
-                })),
+                current: Arc::default(),
                 driven: Mutex::new(driver::Driven::new(owner::Owner::new(
                     self.agent_tokens,
                     reauth_wait,

@@ -195,17 +195,4 @@ impl Session {
             in_use,
         )
     }
-
-    /// Takes the token a response brought, as its `reading` says, for the layer and for
-    /// [`Session::refresh`] alike: a refresh, or the start of a session after a password call.
-    /// Nothing is written of a token once it is on disk; the call still waits for a write of it
-    /// that is under way.
-    #[inline]
-    pub(crate) fn take(&self, reading: Reading) -> Refresh {
-        match reading {
-            Reading::Refresh { token, epoch } => self.accept_refresh(token, epoch),
-            Reading::Started { token, epoch } => self.start_from_password(token, epoch),
-            Reading::Nothing | Reading::Failure(_) => Refresh::Done,
-        }
-    }
 }

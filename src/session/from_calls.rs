@@ -7,34 +7,41 @@ use std::time::SystemTime;
 use super::owner::{Answer, Event, Gone};
 use super::{Refresh, Reply, Session, Waiting};
 use crate::error::Error;
+use crate::response::Reading;
 use crate::saved::Saved;
 use crate::token::Token;
 
 impl Session {
-    /// Starts the session with the token a password call sent in `epoch` brought (an explicit
-    /// write, off the async workers), unless the session changed since (a lock, say). A failed
-    /// write is reported by [`Session::flush`].
-    pub(crate) fn start_from_password(&self, token: Token, epoch: u64) -> Refresh {
-        let (_, reply) = self.shared.ask(|waiter| Event::PasswordToken {
-            token,
-            epoch,
-            waiter,
-        });
-        self.saving(reply)
+    /// Takes the token a response brought, as its `reading` says, for the layer and for
+    /// [`Session::refresh`] alike: a refresh, or the start of a session after a password call
+    /// (an explicit write, off the async workers). The owner drops either if the session
+    /// changed since the call was sent (a lock, say); a failed write is reported by
+    /// [`Session::flush`]. Nothing is written of a token once it is on disk; the call still
+    /// waits for a write of it that is under way.
+    #[inline]
+    pub(crate) fn take(&self, reading: Reading) -> Refresh {
+        match reading {
+            Reading::Nothing | Reading::Failure(_) => Refresh::Done,
+            // Out of line: inlined whole, it cost a call with no token 50 instructions more.
+            token => self.take_token(token),
+        }
     }
 
-    /// Takes a refreshed token that came back on a response to a call sent in `epoch`.
-    pub(crate) fn accept_refresh(&self, token: Token, epoch: u64) -> Refresh {
-        // The owner drops it if the session changed since the call (one place decides).
-        let (_, reply) = self.shared.ask(|waiter| Event::Refresh {
-            token,
-            epoch,
-            waiter,
-        });
-        self.saving(reply)
-    }
-
-    fn saving(&self, reply: Reply) -> Refresh {
+    #[cold]
+    fn take_token(&self, reading: Reading) -> Refresh {
+        let (_, reply) = match reading {
+            Reading::Refresh { token, epoch } => self.shared.ask(|waiter| Event::Refresh {
+                token,
+                epoch,
+                waiter,
+            }),
+            Reading::Started { token, epoch } => self.shared.ask(|waiter| Event::PasswordToken {
+                token,
+                epoch,
+                waiter,
+            }),
+            Reading::Nothing | Reading::Failure(_) => return Refresh::Done,
+        };
         match reply {
             Reply::Later(waiting) => Refresh::Saving(Saved::new(waiting, self.shared.call_wait)),
             Reply::Now(_) => Refresh::Done,

@@ -127,6 +127,7 @@ struct Shared {
 ///
 /// The epoch changes on every explicit change (start, unlock, clear, a token adopted from the
 /// file), so a refresh that answers a call sent before the change is recognised and dropped.
+#[derive(Default)]
 pub(crate) struct Current {
     pub(crate) token: Option<Token>,
     pub(crate) epoch: u64,
@@ -255,11 +256,7 @@ impl Session {
         let (id, reply) = self.shared.ask(owner::Event::LockAll);
         // The lock all is over however this ends, a dropped future included.
         let _over = LockAllOver(self, id);
-        let answer = match reply {
-            Reply::Now(answer) => answer,
-            Reply::Later(waiting) => waiting.await,
-        };
-        if let Answer::Done(Err(e)) = answer {
+        if let Answer::Done(Err(e)) = answered(reply).await {
             tracing::warn!(
                 error = %e,
                 "cannot hold the re-authentication lock; locking all without it"
@@ -275,11 +272,7 @@ impl Session {
         &self,
         change: impl FnOnce(owner::WaiterId) -> owner::Event,
     ) -> Result<(), Error> {
-        let answer = match self.shared.ask(change).1 {
-            Reply::Now(answer) => answer,
-            Reply::Later(waiting) => waiting.await,
-        };
-        match answer {
+        match answered(self.shared.ask(change).1).await {
             Answer::Done(result) => result,
             _ => Ok(()),
         }
@@ -306,6 +299,14 @@ impl Session {
     /// load while the session does not change (the hot path), where a plain read takes a lock.
     pub(crate) fn current_cache(&self) -> CurrentCache {
         CurrentCache::new(self.shared.current.clone())
+    }
+}
+
+/// The owner's answer to an event, now or once it comes.
+async fn answered(reply: Reply) -> Answer {
+    match reply {
+        Reply::Now(answer) => answer,
+        Reply::Later(waiting) => waiting.await,
     }
 }
 

@@ -78,10 +78,8 @@ impl AgentTokens {
 }
 
 /// Whether `held` is a JWT that expires strictly after the JWT `new`: then `new` is the older
-/// of the two, and the session goes on using `held`.
+/// of the two, and the session goes on using `held`. (What makes a write pointless when a
+/// refresh revokes the token it replaces.)
 pub(super) fn outlives(held: Option<&Token>, new: &Token) -> bool {
-    match (held.and_then(Token::exp_secs), new.exp_secs()) {
-        (Some(held), Some(new)) => held > new,
-        _ => false,
-    }
+    AgentTokens::RevokedOnRefresh.covers(held, new)
 }

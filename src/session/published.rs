@@ -15,7 +15,8 @@ use super::Current;
 use crate::token::Token;
 
 /// The current token and epoch, how many times they were published, and the epoch for those
-/// who wait for it to change.
+/// who wait for it to change. It starts with no token, in epoch 0.
+#[derive(Default)]
 pub(crate) struct Published {
     /// Changed under the lock, after `current`: a reader that sees a new number and then
     /// locks finds the value published with it, or a newer one.
@@ -26,14 +27,6 @@ pub(crate) struct Published {
 }
 
 impl Published {
-    pub(crate) fn new(current: Current) -> Self {
-        Self {
-            version: AtomicU64::new(0),
-            epochs: tokio::sync::watch::Sender::new(current.epoch),
-            current: Mutex::new(Arc::new(current)),
-        }
-    }
-
     /// The epochs as they are published, for [`Session::changed_since`](super::Session::changed_since).
     pub(crate) fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.epochs.subscribe()
@@ -44,22 +37,24 @@ impl Published {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What is published now, and its version, read together.
+    fn snapshot(&self) -> (u64, Arc<Current>) {
+        let locked = self.locked();
+        (self.version.load(Ordering::Relaxed), locked.clone())
+    }
+
     /// Publishes `current` for the calls that start from now on, and tells its epoch to those
     /// who wait if it changed.
     pub(crate) fn store(&self, current: Current) {
-        let epoch = current.epoch;
-        let new = Arc::new(current);
-        let old = {
-            let mut locked = self.locked();
-            let old = std::mem::replace(&mut *locked, new);
-            self.version.fetch_add(1, Ordering::Release);
-            old
-        };
+        let (epoch, new) = (current.epoch, Arc::new(current));
+        let mut locked = self.locked();
+        // The last copy of the old value may be this one: it goes outside the lock, at the end.
+        let old = std::mem::replace(&mut *locked, new);
+        self.version.fetch_add(1, Ordering::Release);
+        drop(locked);
         if old.epoch != epoch {
             self.epochs.send_replace(epoch);
         }
-        // The last copy of the old value may be this one: let it go outside the lock.
-        drop(old);
     }
 
     /// Whether `value` is the `authorization` value of the token published now: if so, that
@@ -88,10 +83,7 @@ pub(crate) struct CurrentCache {
 
 impl CurrentCache {
     pub(crate) fn new(published: Arc<Published>) -> Self {
-        let (version, current) = {
-            let locked = published.locked();
-            (published.version.load(Ordering::Relaxed), locked.clone())
-        };
+        let (version, current) = published.snapshot();
         Self {
             published,
             version,
@@ -110,9 +102,7 @@ impl CurrentCache {
 
     #[cold]
     fn reload(&mut self) {
-        let locked = self.published.locked();
-        self.version = self.published.version.load(Ordering::Relaxed);
-        self.current = locked.clone();
+        (self.version, self.current) = self.published.snapshot();
     }
 }
 
@@ -127,7 +117,7 @@ mod tests {
     /// A cache sees each publication, and a cache made after one sees it at once.
     #[test]
     fn a_cache_follows_what_is_published() {
-        let published = Arc::new(Published::new(at(0)));
+        let published = Arc::new(Published::default());
         let mut early = CurrentCache::new(published.clone());
         assert_eq!(early.load().epoch, 0);
         published.store(at(1));
@@ -144,7 +134,7 @@ mod tests {
     /// Those who wait for the epoch are told of a new one, and not of a new token alone.
     #[test]
     fn the_epochs_follow_what_is_published() {
-        let published = Published::new(at(0));
+        let published = Published::default();
         let mut epochs = published.epochs();
         published.store(at(0));
         assert!(!epochs.has_changed().unwrap(), "the same epoch");
@@ -156,7 +146,7 @@ mod tests {
     /// Readers on other threads never see an older value after a newer one.
     #[test]
     fn readers_see_publications_in_order() {
-        let published = Arc::new(Published::new(at(0)));
+        let published = Arc::new(Published::default());
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let mut cache = CurrentCache::new(published.clone());

@@ -2,8 +2,8 @@
 //! notification from the OS ([`Watch`]) or, before a re-authentication, by reading the file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
@@ -77,13 +77,9 @@ pub enum Watch {
 
 /// A watch in place: dropping it stops it.
 pub(super) enum Armed {
-    /// The OS's notifications. Dropped on a thread of its own (see [`Drop`]).
-    Notify {
-        watcher: Option<Box<dyn notify::Watcher + Send>>,
-        /// Set by the watcher's callback when the watched directory went away, and the watch
-        /// with it: such a watch is never installed, and is replaced once.
-        gone: Arc<AtomicBool>,
-    },
+    /// The OS's notifications (taken out only by the drop, which hands them to a thread of
+    /// their own: see [`Drop`]).
+    Notify(Option<Box<dyn notify::Watcher + Send>>),
     /// A thread that looks every interval (and may hand over to notifications); it ends once
     /// the session is gone.
     Poll,
@@ -116,8 +112,7 @@ pub(super) fn arm(shared: &Arc<Shared>) {
                 "the session's store is not a session file: other processes' changes are seen \
                  only on a failure (watch it with Watch::Poll)"
             );
-            *armed = Some(Armed::Unwatched);
-            return;
+            Ok(Armed::Unwatched)
         }
     };
     match started {
@@ -153,20 +148,22 @@ const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 /// had (the directory is missing, no inotify instance is left) it looks every
 /// [`FALLBACK_POLL`], and tries them again: as soon as the directory is there, after a failure
 /// at growing intervals up to [`RETRY_AT_MOST`].
+///
+/// Nothing the thread runs can end it by a panic (a look and a watcher's start catch theirs),
+/// so the watch it is stays in place as long as the session.
 fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std::io::Result<Armed> {
     let session = Arc::downgrade(shared);
     std::thread::Builder::new()
         .name("agent-session-watch".into())
         .spawn(move || {
-            let _unarm = Unarm(session.clone());
-            let started = Instant::now();
-            let (mut interval, mut next_try, mut retry) = (interval, started + WARM_UP, FALLBACK_POLL);
-            let mut warned = false;
+            let (mut interval, mut retry) = (interval, FALLBACK_POLL);
+            let (mut next_try, mut warned) = (Instant::now() + WARM_UP, false);
             loop {
                 std::thread::sleep(interval);
-                if !look(&session, Look::IfMoved) {
+                let Some(shared) = session.upgrade() else {
                     return;
-                }
+                };
+                shared.look_at_store(Look::IfMoved);
                 let Some(file) = then.as_ref().filter(|_| Instant::now() >= next_try) else {
                     continue;
                 };
@@ -175,9 +172,6 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 if !watched_dir(file).is_dir() {
                     continue;
                 }
-                let Some(shared) = session.upgrade() else {
-                    return;
-                };
                 // A watcher that panics while it starts (`notify` does when it cannot start its
                 // thread) is a failure like any other.
                 let watch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -186,11 +180,10 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 .unwrap_or_else(|_| Err(notify::Error::generic("the watcher panicked")));
                 match watch {
                     Ok(watch) => {
-                        if install(&shared, watch) {
-                            // A change made between the last look and the watch's start.
-                            shared.look_at_store(Look::Read);
-                            return;
-                        }
+                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+                        // A change made between the last look and the watch's start.
+                        shared.look_at_store(Look::Read);
+                        return;
                     }
                     Err(e) => {
                         if std::mem::replace(&mut warned, true) {
@@ -205,49 +198,6 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
             }
         })?;
     Ok(Armed::Poll)
-}
-
-/// Held by a polling thread: if the thread ends by a panic, the session has no watch in place
-/// any more, so that its next explicit change arms one again.
-struct Unarm(Weak<Shared>);
-
-impl Drop for Unarm {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        if let Some(shared) = self.0.upgrade() {
-            let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(*armed, Some(Armed::Poll)) {
-                *armed = None;
-            }
-        }
-    }
-}
-
-/// Puts `watch` in place of the polling, unless its directory went away while it was being set
-/// up (then the polling goes on). Whether it did.
-fn install(shared: &Shared, watch: Armed) -> bool {
-    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    // Checked under the lock that `watch_again` takes after setting the flag: either this sees
-    // the flag, or `watch_again` sees this watch in place and replaces it.
-    if watch.is_gone() {
-        drop(armed);
-        // Dropped on a thread of its own, as always (see `Drop`).
-        drop(watch);
-        return false;
-    }
-    *armed = Some(watch);
-    true
-}
-
-impl Armed {
-    fn is_gone(&self) -> bool {
-        match self {
-            Self::Notify { gone, .. } => gone.load(Ordering::SeqCst),
-            Self::Poll | Self::Unwatched => false,
-        }
-    }
 }
 
 fn watched_dir(file: &Path) -> &Path {
@@ -268,18 +218,6 @@ enum Look {
     Read,
 }
 
-/// Looks at the store for a session that may be gone (the watch's thread holds no session);
-/// returns whether it is still there.
-fn look(session: &Weak<Shared>, how: Look) -> bool {
-    match session.upgrade() {
-        Some(shared) => {
-            shared.look_at_store(how);
-            true
-        }
-        None => false,
-    }
-}
-
 impl Shared {
     /// The store may have changed: for a poll, one `stat` of the file (or
     /// [`TokenStore::version`]), which the owner compares with the version it knows; for an
@@ -289,20 +227,13 @@ impl Shared {
     /// A store that panics here (a store of your own) fails this look, not the watch: the
     /// panic is caught, logged, and the next look tries again.
     fn look_at_store(self: &Arc<Self>, how: Look) {
-        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.look_once(how)));
-        if looked.is_err() {
-            tracing::error!("the session's store panicked while the watch looked at it");
-        }
-    }
-
-    fn look_once(self: &Arc<Self>, how: Look) {
-        let event = match how {
-            Look::Read => Event::StoreChanged,
-            Look::IfMoved => {
-                let version = match self.store.version() {
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let event = match how {
+                Look::Read => Event::StoreChanged,
+                Look::IfMoved => match self.store.version() {
                     Ok(version) => {
                         self.look_failing.store(false, Ordering::Relaxed);
-                        version
+                        Event::StoreVersion(version)
                     }
                     Err(e) => {
                         // Polled, the same failure comes back every interval: warned of once.
@@ -313,11 +244,13 @@ impl Shared {
                         }
                         return;
                     }
-                };
-                Event::StoreVersion(version)
-            }
-        };
-        self.tell_here(event);
+                },
+            };
+            self.tell_here(event);
+        }));
+        if looked.is_err() {
+            tracing::error!("the session's store panicked while the watch looked at it");
+        }
     }
 }
 

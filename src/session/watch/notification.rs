@@ -2,47 +2,43 @@
 //! kqueue, through `notify`), and what the watch does with each.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
-use super::{Armed, Look, Shared, WARM_UP_POLL, look, poll, watched_dir};
+use super::{Armed, Look, Shared, WARM_UP_POLL, poll, watched_dir};
 
 /// Watches `file`'s directory for changes to `file`.
 pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.file_name().map(ToOwned::to_owned);
     let dir = std::path::absolute(watched_dir(file))?;
-    let identity = identity(&dir);
-    let gone = Arc::new(AtomicBool::new(false));
-    let (watched, flag) = (file.to_owned(), Arc::clone(&gone));
+    // Which directory it is: one replaced or gone while its events were lost is told by this.
+    let identity = crate::file::identity(&dir);
+    let (watched, mut gone) = (file.to_owned(), false);
     let on_event = move |event: notify::Result<notify::Event>| {
-        let gone_now = match &event {
-            Ok(event) => {
-                is_gone(event, &dir) || (event.need_rescan() && self::identity(&dir) != identity)
-            }
-            // Events may have been lost, the directory's own among them.
-            Err(_) => self::identity(&dir) != identity,
-        };
-        if gone_now {
-            if let Some(shared) = session.upgrade() {
-                watch_again(&shared, &watched, &flag);
-            }
+        // Once its directory is gone, a watch sees nothing more: the polling took over.
+        let Some(shared) = session.upgrade().filter(|_| !gone) else {
             return;
+        };
+        // Events may have been lost, the directory's own among them.
+        let lost = event.as_ref().map_or(true, notify::Event::need_rescan);
+        if event.as_ref().is_ok_and(|event| is_gone(event, &dir))
+            || (lost && crate::file::identity(&dir) != identity)
+        {
+            gone = true;
+            return watch_again(&shared, &watched);
         }
         let how = match &event {
-            // Events may have been lost: look.
-            Ok(event) if event.need_rescan() => Some(Look::Read),
+            _ if lost => Some(Look::Read),
             Ok(event) if event.paths.iter().any(|p| p.file_name() == name.as_deref()) => {
                 look_for(&event.kind)
             }
-            Ok(_) => None,
-            Err(_) => Some(Look::Read),
+            _ => None,
         };
         if let Some(how) = how {
-            look(&session, how);
+            shared.look_at_store(how);
         }
     };
     let mut watcher = notify::recommended_watcher(on_event)?;
@@ -51,10 +47,7 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
         watched_dir(file),
         notify::RecursiveMode::NonRecursive,
     )?;
-    Ok(Armed::Notify {
-        watcher: Some(Box::new(watcher)),
-        gone,
-    })
+    Ok(Armed::Notify(Some(Box::new(watcher))))
 }
 
 /// What an event of `kind` for the session file asks of the watch.
@@ -76,12 +69,6 @@ fn look_for(kind: &EventKind) -> Option<Look> {
     }
 }
 
-/// Which directory `dir` is (device and inode; volume serial and file index on Windows), if it is there: a directory replaced or gone
-/// while its events were lost is told by this.
-fn identity(dir: &Path) -> Option<(u64, u64)> {
-    crate::file::identity(dir)
-}
-
 /// Whether `event` says that the watched directory `dir` itself was removed or moved away: its
 /// watch then sees nothing more (inotify drops it, or follows the directory; so does kqueue).
 fn is_gone(event: &notify::Event, dir: &Path) -> bool {
@@ -92,24 +79,17 @@ fn is_gone(event: &notify::Event, dir: &Path) -> bool {
 }
 
 /// The watched directory is gone: poll the file, and watch it by notification again once the
-/// directory is back. Runs on the event thread of the watch whose flag is `gone`; it replaces
-/// that watch only, once, and the old watcher is dropped on a thread of its own (see [`Drop`]).
-fn watch_again(shared: &Arc<Shared>, file: &Path, gone: &Arc<AtomicBool>) {
-    // Before the lock: a watch being installed meanwhile sees it (see `install`).
-    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+/// directory is back. Runs once a watch, on its event thread. That watch is in place, or about
+/// to be (its polling thread puts it there, then ends): either way the polling started here
+/// puts the next one in its place, and the old watcher is dropped on a thread of its own (see
+/// [`Drop`]).
+fn watch_again(shared: &Arc<Shared>, file: &Path) {
     // The file went with its directory: a lock, seen now rather than at the first poll.
     shared.look_at_store(Look::Read);
-    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    let in_place = matches!(
-        &*armed,
-        Some(Armed::Notify { gone: current, .. }) if Arc::ptr_eq(current, gone)
-    );
-    if !in_place {
-        return;
-    }
     tracing::warn!(
         "the session file's directory was removed or moved; polling it until it is back"
     );
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
     match poll(shared, WARM_UP_POLL, Some(PathBuf::from(file))) {
         Ok(polling) => *armed = Some(polling),
         Err(e) => {
@@ -129,22 +109,21 @@ impl Drop for Armed {
         // The last clone of a session may be dropped on the watcher's own event thread (its
         // callback holds the session while it looks), and some watchers join that thread when
         // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        let Self::Notify { watcher, .. } = self else {
+        let Self::Notify(watcher) = self else {
             return;
         };
-        let Some(watcher) = watcher.take() else {
-            return;
-        };
-        let slot = Arc::new(Mutex::new(Some(watcher)));
-        let theirs = Arc::clone(&slot);
-        let dropped = std::thread::Builder::new()
+        let (handed, dropper) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
             .name("agent-session-unwatch".into())
-            .spawn(move || drop(theirs.lock().unwrap_or_else(|e| e.into_inner()).take()));
-        if let Err(e) = dropped {
-            tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
-            // Dropped here, it could be on its own event thread: left running instead.
-            let left = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            std::mem::forget(left);
+            .spawn(move || drop(dropper.recv()));
+        match spawned {
+            // The thread waits for it: the send cannot fail.
+            Ok(_) => drop(handed.send(watcher.take())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
+                // Dropped here, it could be on its own event thread: left running instead.
+                std::mem::forget(watcher.take());
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 use std::io::{Seek, Write};
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::store::TokenStore;
@@ -21,7 +22,7 @@ fn unwatched(file: &TokenFile) -> Session {
 fn notified(session: &Session) -> bool {
     matches!(
         *session.shared.watcher.lock().unwrap(),
-        Some(Armed::Notify { .. })
+        Some(Armed::Notify(_))
     )
 }
 
@@ -110,35 +111,48 @@ fn opens_and_reads_of_the_file_make_the_watch_read_nothing() {
     );
 }
 
-/// A watch whose directory goes away before it is installed (its callback sets the flag first)
-/// is never installed: the polling goes on.
+/// Where the watcher in place is, if a notification one is: tells one watch from the next.
+fn watcher_at(session: &Session) -> Option<usize> {
+    match &*session.shared.watcher.lock().unwrap() {
+        Some(Armed::Notify(Some(watcher))) => Some(&**watcher as *const _ as *const () as usize),
+        _ => None,
+    }
+}
+
+/// A watch whose directory goes away before its polling thread puts it in place starts the
+/// polling again all the same: put in place dead, it is replaced once the directory is back,
+/// and another writer's token is seen meanwhile.
 #[test]
 #[cfg_attr(
     windows,
     ignore = "ReadDirectoryChangesW reports no event for the watched directory's own removal"
 )]
-fn a_watch_whose_directory_went_before_its_install_is_not_installed() {
+fn a_watch_whose_directory_went_before_it_was_in_place_is_replaced() {
     let (runtime, dir) = runtime_and_dir();
     let file = TokenFile::in_dir(dir.path());
     let session = unwatched(&file);
     runtime.block_on(session.start()).unwrap();
 
     let watch = notification::watch(&session.shared, file.path()).unwrap();
-    assert!(install(&session.shared, watch));
-    assert!(notified(&session));
-
-    let watch = notification::watch(&session.shared, file.path()).unwrap();
-    let Armed::Notify { gone, .. } = &watch else {
-        panic!("a notification watch")
-    };
-    let gone = Arc::clone(gone);
     std::fs::remove_dir_all(dir.path()).unwrap();
-    until(
-        &runtime,
-        "the watch's callback sees its directory go",
-        || gone.load(Ordering::SeqCst),
-    );
-    assert!(!install(&session.shared, watch));
+    until(&runtime, "the watch's callback starts the polling", || {
+        matches!(*session.shared.watcher.lock().unwrap(), Some(Armed::Poll))
+    });
+    // What the polling thread that made it would do now.
+    *session.shared.watcher.lock().unwrap() = Some(watch);
+    let dead = watcher_at(&session);
+    assert!(dead.is_some());
+
+    let since = session.epoch();
+    let token = Token::new("b".repeat(40)).unwrap();
+    TokenFile::in_dir(dir.path()).store(&token).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(BOUND, session.changed_since(since)).await })
+        .expect("the token that brings the directory back is picked up");
+    assert_eq!(session.token(), Some(token));
+    until(&runtime, "a new watch replaces the dead one", || {
+        watcher_at(&session).is_some_and(|at| Some(at) != dead)
+    });
 }
 
 /// Waits, within [`BOUND`], for `condition`; panics with `what` otherwise.
