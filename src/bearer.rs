@@ -2,7 +2,6 @@
 //! `www-authenticate`.
 
 use http::HeaderValue;
-use http::header::GetAll;
 
 use crate::token::{MalformedToken, Token};
 
@@ -38,7 +37,9 @@ pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, MalformedToken
 /// The token an agent sent back in the `authorization` `values` of a response, if a usable
 /// one: a malformed one is ignored with a warning (that does not contain it), and the token in
 /// use stays.
-pub(crate) fn token_from_agent(values: GetAll<'_, HeaderValue>) -> Option<Token> {
+pub(crate) fn token_from_agent<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> Option<Token> {
     // The public reading, so that a re-authenticator reads exactly what a refresh does.
     match bearer_from_values(values).transpose() {
         Ok(token) => token,
@@ -53,8 +54,8 @@ pub(crate) fn token_from_agent(values: GetAll<'_, HeaderValue>) -> Option<Token>
 ///
 /// Repeated headers must agree; a header that is present but unreadable is an error, so that a
 /// caller can tell "no credentials" from "bad credentials".
-pub(crate) fn bearer_from_values(
-    values: GetAll<'_, HeaderValue>,
+pub(crate) fn bearer_from_values<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
 ) -> Option<Result<Token, MalformedToken>> {
     let mut found: Option<Token> = None;
     for value in values {

@@ -67,7 +67,8 @@ pub(crate) enum Reading {
 
 /// Reads a response to a call that `carried` what it did, by the rules of the
 /// [module](self): its `status` and `headers`, and the `trailers` of a gRPC response when they
-/// were looked at (`None` otherwise), with the session's `failures`.
+/// were looked at (`None` otherwise), with the session's `failures`. `authorization` is the
+/// first `authorization` value of `headers`, as the caller found it (marking it sensitive).
 ///
 /// `in_use` is asked whether an `authorization` value is the `Bearer <token>` value of the
 /// token the session holds (an agent that refreshes once a second sends it back to every call
@@ -81,6 +82,7 @@ pub(crate) fn read(
     carried: Carried,
     status: StatusCode,
     headers: &HeaderMap,
+    authorization: Option<&HeaderValue>,
     trailers: Option<&HeaderMap>,
     failures: &Failures,
     in_use: impl FnOnce(&HeaderValue) -> Option<Token>,
@@ -93,14 +95,14 @@ pub(crate) fn read(
     // Most responses refuse nothing and have no trailers to read: a test tells them, and what
     // the others say is read out of line.
     if (trailers.is_some() || failures.refuse(status, headers))
-        && let Some(refused) = refusal(carried, status, headers, trailers, failures)
+        && let Some(refused) = refusal(carried, status, headers, authorization, trailers, failures)
     {
         return refused;
     }
-    let Some(epoch) = epoch else {
+    let (Some(epoch), Some(authorization)) = (epoch, authorization) else {
         return Reading::Nothing;
     };
-    let Some(token) = bearer_token(headers, in_use) else {
+    let Some(token) = bearer_token(headers, authorization, in_use) else {
         return Reading::Nothing;
     };
     match carried {
@@ -117,6 +119,7 @@ fn refusal(
     carried: Carried,
     status: StatusCode,
     headers: &HeaderMap,
+    authorization: Option<&HeaderValue>,
     trailers: Option<&HeaderMap>,
     failures: &Failures,
 ) -> Option<Reading> {
@@ -134,7 +137,7 @@ fn refusal(
             Some(Reading::Failure(failure))
         }
         (Judged::Failed(_) | Judged::Refused, _) => {
-            if carried != Carried::Nothing && headers.contains_key(header::AUTHORIZATION) {
+            if carried != Carried::Nothing && authorization.is_some() {
                 tracing::warn!("ignoring a token on a rejected call");
             }
             Some(Reading::Nothing)
@@ -142,18 +145,22 @@ fn refusal(
     }
 }
 
-/// The token of `headers`' `authorization` values, if they hold one they all agree on.
+/// The token of `headers`' `authorization` values, `first` the first of them, if they hold
+/// one they all agree on.
 #[inline]
 fn bearer_token(
     headers: &HeaderMap,
+    first: &HeaderValue,
     in_use: impl FnOnce(&HeaderValue) -> Option<Token>,
 ) -> Option<Token> {
+    // No name repeated in the map (two counts tell): `first` is the only value, and no second
+    // lookup is made.
+    if headers.len() == headers.keys_len() {
+        return in_use(first).or_else(|| crate::bearer::token_from_agent([first]));
+    }
     let values = headers.get_all(header::AUTHORIZATION);
-    let mut each = values.iter();
-    let first = each.next()?;
-    // The token in use, compared rather than parsed, only when no other value could disagree
-    // with it: no name is repeated in the map (two counts tell), or each value is the same bytes.
-    if (headers.len() == headers.keys_len() || each.all(|value| value == first))
+    // The token in use, compared rather than parsed, only when no other value could disagree.
+    if values.iter().all(|value| value == first)
         && let Some(token) = in_use(first)
     {
         return Some(token);

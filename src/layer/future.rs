@@ -86,14 +86,18 @@ where
         let mut response = result?;
         // A response without `authorization` brings no token, and this service recovers from
         // no failure: nothing more to read (see `response::read`).
-        if !hide_credentials(response.headers_mut()) {
+        let Some(authorization) = hide_credentials(response.headers_mut()) else {
             return Poll::Ready(Ok(response));
-        }
+        };
         // The writer and any other work the token starts carry the call's span.
         let _in_call = this.span.as_deref().map(tracing::Span::enter);
-        let reading = this
-            .session
-            .read(*this.carried, response.status(), response.headers(), None);
+        let reading = this.session.read(
+            *this.carried,
+            response.status(),
+            response.headers(),
+            Some(&authorization),
+            None,
+        );
         match this.session.take(reading) {
             Refresh::Done => Poll::Ready(Ok(response)),
             Refresh::Saving(mut saved) => {

@@ -335,9 +335,8 @@ impl Sent {
 fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -> Carried {
     // Credentials are secrets whoever put them there: kept out of `Debug` and out of HTTP/2's
     // header compression table.
-    if hide_credentials(headers) {
-        let password = headers.get(&header::AUTHORIZATION).is_some_and(is_basic);
-        return if session.starts_on_password() && password {
+    if let Some(own) = hide_credentials(headers) {
+        return if session.starts_on_password() && is_basic(&own) {
             Carried::Password(current.epoch)
         } else {
             Carried::Own
@@ -356,14 +355,14 @@ fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -
 /// never prints a credential (a request's own, a response's refreshed token), and HTTP/2 never
 /// puts one in its compression table. The bytes are unchanged.
 ///
-/// Returns whether there is any: one lookup in the common case of none, and no `entry` (which
-/// may grow the map) unless some header is repeated.
+/// Returns the first of them (a reference count, not a copy), so that reading it takes no
+/// second lookup: one lookup in the common case of none, and no `entry` (which may grow the
+/// map) unless some header is repeated.
 #[inline]
-fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
-    let Some(value) = headers.get_mut(&header::AUTHORIZATION) else {
-        return false;
-    };
+fn hide_credentials(headers: &mut http::HeaderMap) -> Option<http::HeaderValue> {
+    let value = headers.get_mut(&header::AUTHORIZATION)?;
     value.set_sensitive(true);
+    let first = value.clone();
     // Another value of `authorization` makes more values than names: without one, no second
     // lookup.
     if headers.len() != headers.keys_len()
@@ -373,7 +372,7 @@ fn hide_credentials(headers: &mut http::HeaderMap) -> bool {
             .iter_mut()
             .for_each(|value| value.set_sensitive(true));
     }
-    true
+    Some(first)
 }
 
 /// Whether `value` is `Basic` credentials (a password).

@@ -157,6 +157,7 @@ impl Case {
             self.carried,
             self.status(),
             &headers,
+            headers.get(http::header::AUTHORIZATION),
             trailers.as_ref(),
             &failures,
             lookup,

@@ -54,10 +54,12 @@ pub(super) fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
 fn read_plain(carried: Carried, status: u16, pairs: &[(&str, &[u8])]) -> Said {
     let status = StatusCode::from_u16(status).unwrap();
     let failures = Failures::new(Rfc6750);
+    let headers = headers(pairs);
     said(&read(
         carried,
         status,
-        &headers(pairs),
+        &headers,
+        headers.get(http::header::AUTHORIZATION),
         None,
         &failures,
         |_| None,
@@ -123,6 +125,7 @@ fn the_trailers_say_what_the_headers_do_not() {
             SESSION,
             StatusCode::OK,
             &refresh,
+            refresh.get(http::header::AUTHORIZATION),
             Some(trailers),
             &failures,
             |_| None,
@@ -156,6 +159,7 @@ fn repeated_values_must_agree_even_when_the_first_is_in_use() {
         SESSION,
         StatusCode::OK,
         &disagreeing,
+        disagreeing.get(http::header::AUTHORIZATION),
         None,
         &failures,
         lookup,
@@ -171,7 +175,15 @@ fn repeated_values_must_agree_even_when_the_first_is_in_use() {
         ("authorization", b"Bearer t0"),
         ("authorization", b"Bearer t0"),
     ]);
-    let reading = read(SESSION, StatusCode::OK, &twice, None, &failures, lookup);
+    let reading = read(
+        SESSION,
+        StatusCode::OK,
+        &twice,
+        twice.get(http::header::AUTHORIZATION),
+        None,
+        &failures,
+        lookup,
+    );
     assert_eq!(said(&reading), Said::Refresh("t0".into(), 7));
     assert_eq!(looked_up.get(), 1);
     // Two spellings of one token agree; they are parsed.
@@ -179,6 +191,14 @@ fn repeated_values_must_agree_even_when_the_first_is_in_use() {
         ("authorization", b"Bearer t0"),
         ("authorization", b"bearer:  t0"),
     ]);
-    let reading = read(SESSION, StatusCode::OK, &spelled, None, &failures, |_| None);
+    let reading = read(
+        SESSION,
+        StatusCode::OK,
+        &spelled,
+        spelled.get(http::header::AUTHORIZATION),
+        None,
+        &failures,
+        |_| None,
+    );
     assert_eq!(said(&reading), Said::Refresh("t0".into(), 7));
 }

@@ -140,7 +140,13 @@ impl Session {
         } else {
             Carried::Nothing
         };
-        if let Refresh::Saving(saved) = self.take(self.read(carried, status, headers, None)) {
+        if let Refresh::Saving(saved) = self.take(self.read(
+            carried,
+            status,
+            headers,
+            headers.get(http::header::AUTHORIZATION),
+            None,
+        )) {
             saved.await;
         }
     }
@@ -183,6 +189,7 @@ impl Session {
         carried: Carried,
         status: http::StatusCode,
         headers: &http::HeaderMap,
+        authorization: Option<&HeaderValue>,
         trailers: Option<&http::HeaderMap>,
     ) -> Reading {
         let in_use = |value: &HeaderValue| self.shared.current.token_if_header(value);
@@ -190,6 +197,7 @@ impl Session {
             carried,
             status,
             headers,
+            authorization,
             trailers,
             &self.shared.failures,
             in_use,

@@ -100,8 +100,15 @@ where
         } else {
             None
         };
-        let reading =
-            sent.in_span(|| session.read(sent.carried, parts.status, &parts.headers, trailers));
+        let reading = sent.in_span(|| {
+            session.read(
+                sent.carried,
+                parts.status,
+                &parts.headers,
+                parts.headers.get(http::header::AUTHORIZATION),
+                trailers,
+            )
+        });
         (Response::from_parts(parts, body), reading)
     }
 }

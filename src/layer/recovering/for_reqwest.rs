@@ -66,7 +66,15 @@ impl Replayable<reqwest::Response> for reqwest::Request {
         sent: &Sent,
     ) -> impl Future<Output = (reqwest::Response, Reading)> + Send {
         let (status, headers) = (response.status(), response.headers());
-        let reading = sent.in_span(|| session.read(sent.carried, status, headers, None));
+        let reading = sent.in_span(|| {
+            session.read(
+                sent.carried,
+                status,
+                headers,
+                headers.get(http::header::AUTHORIZATION),
+                None,
+            )
+        });
         std::future::ready((response, reading))
     }
 }
