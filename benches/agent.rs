@@ -11,14 +11,14 @@
 
 use std::hint::black_box;
 
-use agent_session::proto::ECHO_PATH;
-use agent_session_agent::{AuthLayer, SessionManager};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Uri, header};
 use http_body_util::Empty;
 use tower::Layer;
 use tower::layer::util::Identity;
+use tower_agent_session::proto::ECHO_PATH;
+use tower_agent_session_agent::{AuthLayer, SessionManager};
 
 mod support;
 use support::{Ready, call, quick};

@@ -47,10 +47,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agent_session::{Session, SessionLayer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
+use tower_agent_session::{Session, SessionLayer};
 use tower_http::auth::AddAuthorization;
 use tower_http::sensitive_headers::SetSensitiveResponseHeaders;
 
@@ -64,7 +64,9 @@ fn hot_path(c: &mut Criterion) {
     let token = support::token();
 
     let mut add_authorization = AddAuthorization::bearer(Ready, token.expose()).as_sensitive(true);
-    let session = Session::new(agent_session::TokenFile::new(dir.path().join("plain")));
+    let session = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("plain"),
+    ));
     runtime
         .block_on(session.start_with_token(token.clone()))
         .expect("the session starts");
@@ -83,7 +85,7 @@ fn hot_path(c: &mut Criterion) {
         .expires_at()
         .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |since| since.as_secs());
-    let kept = Session::new(agent_session::TokenFile::new(dir.path().join("kept")));
+    let kept = Session::new(tower_agent_session::TokenFile::new(dir.path().join("kept")));
     runtime
         .block_on(kept.start_with_token(token.clone()))
         .expect("the session starts");
@@ -140,7 +142,10 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut bare_refreshing, Request::new(()))))
     });
 
-    let behind = Session::builder(agent_session::TokenFile::new(dir.path().join("behind"))).build();
+    let behind = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("behind"),
+    ))
+    .build();
     runtime
         .block_on(behind.start_with_token(token.clone()))
         .expect("the session starts");

@@ -28,15 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{Session, SessionLayer, Token, layer::SessionService};
-use agent_session_agent::{Agent, SessionManager};
 use http::{HeaderValue, header};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tower::Layer;
 use tower::util::MapResponseLayer;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{Session, SessionLayer, Token, layer::SessionService};
+use tower_agent_session_agent::{Agent, SessionManager};
 use tower_http::auth::AddAuthorization;
 
 mod support;
@@ -139,7 +139,7 @@ fn main() {
             let with_token = AddAuthorization::bearer(channel, token.expose()).as_sensitive(true);
             return (Client::Static(AgentServiceClient::new(with_token)), None);
         }
-        let session = Session::new(agent_session::TokenFile::new(dir.path().join(kind)));
+        let session = Session::new(tower_agent_session::TokenFile::new(dir.path().join(kind)));
         runtime
             .block_on(session.start_with_token(token.clone()))
             .expect("the session starts");

@@ -14,12 +14,12 @@
 //! the worst of `ROUNDS`. Not a criterion bench: the figure is a latency across processes, not a
 //! cost per call.
 
-use agent_session::store::TokenStore as _;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Session, Token, TokenFile, Watch};
+use tower_agent_session::{Session, Token, TokenFile, Watch};
 
 const WRITER: &str = "AGENT_SESSION_PICKUP_WRITER";
 const ROUNDS: usize = 10;

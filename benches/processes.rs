@@ -14,18 +14,18 @@
 //! set: a bench cannot rely on `cargo bench` having built an example, and a worker that is the
 //! bench binary is never stale.
 
-use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{AgentTokens, Session, SessionLayer, TokenFile};
-use agent_session_agent::{Agent, SessionManager};
 use criterion::{Criterion, SamplingMode, criterion_group};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower::Layer;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{AgentTokens, Session, SessionLayer, TokenFile};
+use tower_agent_session_agent::{Agent, SessionManager};
 use tower_http::auth::AddAuthorization;
 
 const PROCESSES: usize = 8;
@@ -93,8 +93,8 @@ fn worker(mode: &str) -> ExitCode {
             }
             Mode::Session | Mode::SessionRevoked => {
                 let dir = PathBuf::from(env(WORKER_DIR));
-                let session = Session::builder(agent_session::TokenFile::new(
-                    dir.join(agent_session::TokenFile::NAME),
+                let session = Session::builder(tower_agent_session::TokenFile::new(
+                    dir.join(tower_agent_session::TokenFile::NAME),
                 ))
                 .agent_tokens(if matches!(mode, Mode::SessionRevoked) {
                     AgentTokens::RevokedOnRefresh

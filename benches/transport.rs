@@ -32,9 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage};
-use agent_session::{Session, SessionLayer, Token, layer::SessionService};
-use agent_session_agent::{Agent, SessionManager};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -44,6 +41,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint, Server};
 use tower::{Layer, Service};
+use tower_agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage};
+use tower_agent_session::{Session, SessionLayer, Token, layer::SessionService};
+use tower_agent_session_agent::{Agent, SessionManager};
 use tower_http::auth::AddAuthorization;
 
 /// The clients measured; an enum so that every call is one concrete, `Send` future.
@@ -170,7 +170,9 @@ fn measure(c: &mut Criterion, name: &str, in_flights: &[usize], topology: Topolo
     let static_quiet = static_client(quiet);
     let static_refreshing = static_client(refreshing);
 
-    let session = Session::new(agent_session::TokenFile::in_dir(dir.path().join("session")));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(
+        dir.path().join("session"),
+    ));
     runtime
         .block_on(session.start_with_token(token.clone()))
         .expect("the session starts");

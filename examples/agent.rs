@@ -34,9 +34,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent_session_agent::{Agent, KeyError, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_agent_session_agent::{Agent, KeyError, SessionManager};
 
 const USAGE: &str = "usage: agent [--listen ADDR] [--http-listen ADDR] [--password-file FILE] \
                      [--token-expiry SECS] \

@@ -44,11 +44,11 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use clap::{CommandFactory as _, Parser, Subcommand};
 use tonic::transport::Channel;
 use tower::Layer as _;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token};
 
 #[path = "support/prompt.rs"]
 mod prompt;
@@ -140,7 +140,7 @@ struct Options {
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Seconds to wait for another process holding the session file's lock
-    #[arg(long, value_name = "SECS", default_value_t = Seconds(agent_session::TokenFile::DEFAULT_LOCK_WAIT))]
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(tower_agent_session::TokenFile::DEFAULT_LOCK_WAIT))]
     lock_wait: Seconds,
     #[command(subcommand)]
     command: Command,
@@ -356,9 +356,12 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
     let lock_wait = options.lock_wait.0;
     // Tokens live until they expire (the example agent's, the default): a refresh that expires
     // later than the file's is written, and `flush` waits for it before the process exits.
-    let file = agent_session::TokenFile::new(session_dir.join(agent_session::TokenFile::NAME))
-        .refresh_lock_wait(lock_wait.min(agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT))
-        .lock_wait(lock_wait);
+    let file =
+        tower_agent_session::TokenFile::new(session_dir.join(tower_agent_session::TokenFile::NAME))
+            .refresh_lock_wait(
+                lock_wait.min(tower_agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT),
+            )
+            .lock_wait(lock_wait);
     let session = Session::builder(file)
         .on_reauth_wait(|pid| match pid {
             Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),

@@ -8,18 +8,18 @@
 //! It checks every step and exits non-zero if one does not go as described. Tokens are secrets,
 //! so it prints a short fingerprint of each, never the token.
 
-use agent_session::store::TokenStore as _;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::{Error, Session, SessionLayer, Token, layer::SessionService};
-use agent_session_agent::{Agent, SessionManager};
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use tower_agent_session::{Error, Session, SessionLayer, Token, layer::SessionService};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 type Client = AgentServiceClient<SessionService<Channel>>;
 type Failure = Box<dyn std::error::Error>;
@@ -51,7 +51,7 @@ async fn run() -> Result<(), Failure> {
 
     // The client: a session file in a fresh directory, and a channel wrapped in the layer.
     let dir = tempfile::tempdir()?;
-    let session = Session::builder(agent_session::TokenFile::new(
+    let session = Session::builder(tower_agent_session::TokenFile::new(
         dir.path().join("session").join("token"),
     ))
     .build();

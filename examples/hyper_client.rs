@@ -11,14 +11,14 @@
 
 use std::path::PathBuf;
 
-use agent_session::{BoxError, Error, Session, SessionLayer, Token};
-use agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token};
+use tower_agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 
 #[path = "support/session_dir.rs"]
 mod session_dir;
@@ -34,7 +34,7 @@ async fn main() -> Result<(), BoxError> {
         .ok_or("no session directory: pass one, or set AGENT_SESSION_DIR")?;
     let base = format!("http://{agent}");
 
-    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut client = ServiceBuilder::new()

@@ -1,4 +1,4 @@
-//! A Polykey client with Polykey's habits, over `agent-session`: each run is a new process that
+//! A Polykey client with Polykey's habits, over `tower-agent-session`: each run is a new process that
 //! shares the session file `<node path>/token` with the others, as Polykey's own CLI does.
 //!
 //! ```text
@@ -25,9 +25,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
 use tonic::transport::Channel;
 use tower::Layer as _;
+use tower_agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
 
 #[path = "support/prompt.rs"]
 mod prompt;
@@ -179,7 +179,7 @@ async fn run() -> Result<(), Failure> {
     };
     let interactive = password.is_none() && token.is_none() && io::stdin().is_terminal();
     // Polykey's tokens have no `exp`: each new one is written, so the file holds the newest.
-    let session = Session::builder(agent_session::TokenFile::new(
+    let session = Session::builder(tower_agent_session::TokenFile::new(
         options.node_path.join("token"),
     ))
     .failures(Polykey)
@@ -300,7 +300,7 @@ async fn run() -> Result<(), Failure> {
             }
             None => {
                 let client = ClientServiceClient::new(
-                    agent_session::SessionLayer::new(session.clone()).layer(channel),
+                    tower_agent_session::SessionLayer::new(session.clone()).layer(channel),
                 );
                 execute(client, &options.command, request).await
             }

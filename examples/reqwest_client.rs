@@ -11,9 +11,9 @@
 
 use std::path::PathBuf;
 
-use agent_session::{BoxError, Error, Session, Token};
-use agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use tower::{Service, ServiceBuilder, ServiceExt as _};
+use tower_agent_session::{BoxError, Error, Session, Token};
+use tower_agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 
 #[path = "support/session_dir.rs"]
 mod session_dir;
@@ -29,11 +29,11 @@ async fn main() -> Result<(), BoxError> {
         .ok_or("no session directory: pass one, or set AGENT_SESSION_DIR")?;
     let base = format!("http://{agent}");
 
-    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let http = reqwest::Client::new();
     let mut client = ServiceBuilder::new()
-        .layer(agent_session::SessionLayer::new(session.clone()))
+        .layer(tower_agent_session::SessionLayer::new(session.clone()))
         .service(http.clone());
 
     let status = || http.get(format!("{base}{HTTP_STATUS_PATH}")).build();

@@ -13,9 +13,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agent_session::{BoxError, Session, SessionMiddleware, Token, TokenFile};
-use agent_session_agent::{HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH};
 use reqwest_middleware::ClientBuilder;
+use tower_agent_session::{BoxError, Session, SessionMiddleware, Token, TokenFile};
+use tower_agent_session_agent::{
+    HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {

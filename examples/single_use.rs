@@ -17,20 +17,20 @@
 //! unlocks, under the lock, and the others take its token. The run checks that no credential
 //! was presented twice, that exactly one unlock happened, and that every call succeeded.
 
-use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{
+use tonic::{Request, Response, Status};
+use tower::ServiceBuilder;
+use tower_agent_session::proto::{
     AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH,
     SessionTokenMessage, StatusMessage,
 };
-use agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
-use agent_session_agent::grpc::{AgentService, AgentServiceServer};
-use agent_session_agent::{AuthLayer, SessionManager};
-use tonic::{Request, Response, Status};
-use tower::ServiceBuilder;
+use tower_agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
+use tower_agent_session_agent::grpc::{AgentService, AgentServiceServer};
+use tower_agent_session_agent::{AuthLayer, SessionManager};
 
 const CALLS: usize = 16;
 /// The credential file's name, beside the session file.

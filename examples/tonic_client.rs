@@ -11,10 +11,10 @@
 
 use std::path::PathBuf;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::{BoxError, Session, Token};
 use tonic::transport::Endpoint;
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use tower_agent_session::{BoxError, Session, Token};
 
 #[path = "support/session_dir.rs"]
 mod session_dir;
@@ -29,7 +29,7 @@ async fn main() -> Result<(), BoxError> {
         .or_else(session_dir::session_dir_from_env)
         .ok_or("no session directory: pass one, or set AGENT_SESSION_DIR")?;
 
-    let session = Session::new(agent_session::TokenFile::in_dir(&session_dir));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(&session_dir));
     session.start().await?;
     let channel = Endpoint::from_shared(format!("http://{agent}"))?
         .connect()
@@ -47,7 +47,7 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let service = ServiceBuilder::new()
-        .layer(agent_session::SessionLayer::new(session.clone()).reauthenticate_with(unlock))
+        .layer(tower_agent_session::SessionLayer::new(session.clone()).reauthenticate_with(unlock))
         .service(channel);
     let mut client = AgentServiceClient::new(service);
 

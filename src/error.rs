@@ -122,7 +122,7 @@ impl Error {
     ///
     /// ```
     /// use std::process::ExitCode;
-    /// use agent_session::Error;
+    /// use tower_agent_session::Error;
     ///
     /// assert_eq!(Error::TokenNotProvided.exit_code(), 77);
     /// assert_eq!(Error::TokenInvalid.exit_code(), 65);
@@ -180,7 +180,7 @@ impl Error {
     /// (`insufficient_scope`), is not a session failure.
     ///
     /// ```
-    /// use agent_session::Error;
+    /// use tower_agent_session::Error;
     ///
     /// let response = http::Response::builder()
     ///     .status(401)
@@ -219,7 +219,7 @@ impl Error {
     /// read as [`Error::from_response`] reads its headers.
     ///
     /// ```
-    /// use agent_session::Error;
+    /// use tower_agent_session::Error;
     ///
     /// let status = tonic::Status::unauthenticated("JWT Token not provided in metadata");
     /// assert!(matches!(Error::from_status(&status), Some(Error::TokenNotProvided)));
@@ -236,7 +236,7 @@ impl Error {
     /// response headers, the trailers).
     ///
     /// ```
-    /// use agent_session::{Error, Polykey};
+    /// use tower_agent_session::{Error, Polykey};
     ///
     /// let mut status = tonic::Status::unknown("Unknown Error");
     /// status.metadata_mut().insert(

@@ -22,7 +22,7 @@ use crate::token::json_object;
 /// type a password.
 ///
 /// ```
-/// use agent_session::{Error, SessionFailures};
+/// use tower_agent_session::{Error, SessionFailures};
 /// use http::{HeaderMap, StatusCode};
 ///
 /// /// An agent that says `x-session: expired` or `x-session: missing`.
@@ -86,7 +86,7 @@ impl SessionFailures for Rfc6750 {
 /// that names no session failure.
 ///
 /// ```
-/// use agent_session::{Error, Polykey, SessionFailures};
+/// use tower_agent_session::{Error, Polykey, SessionFailures};
 ///
 /// let mut trailers = http::HeaderMap::new();
 /// trailers.insert("grpc-status", "2".parse().unwrap());

@@ -19,8 +19,8 @@ use crate::{error::Error, store::TokenStore};
 /// Its reads and writes are [`TokenStore`]'s, the one API of every store:
 ///
 /// ```
-/// use agent_session::store::{Swap, TokenStore as _};
-/// use agent_session::{Token, TokenFile};
+/// use tower_agent_session::store::{Swap, TokenStore as _};
+/// use tower_agent_session::{Token, TokenFile};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;

@@ -16,12 +16,12 @@
 //!   [`Error::TokenInvalid`] (exit code 65), and the file errors; [`Error::from_status`] and
 //!   [`Error::from_response`] read them off a rejection.
 //! - The other half, minting, checking and revoking tokens and serving the `agent.v1` gRPC
-//!   service, is a crate of its own, `agent-session-agent` (in `agent/` beside this crate), so
+//!   service, is a crate of its own, `tower-agent-session-agent` (in `agent/` beside this crate), so
 //!   that a client's build holds neither its crypto nor its server. With the `client` feature,
 //!   [`proto`] is the contract's client side, which both crates share.
 //!
 //! ```no_run
-//! use agent_session::{Session, SessionLayer, Token, TokenFile};
+//! use tower_agent_session::{Session, SessionLayer, Token, TokenFile};
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -100,13 +100,13 @@
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::sync::{Arc, Mutex};
 //!
-//! use agent_session::{store::MemoryStore, Session, SessionLayer, Token};
+//! use tower_agent_session::{store::MemoryStore, Session, SessionLayer, Token};
 //! use http::{Request, Response, StatusCode};
 //! use tonic::body::Body;
 //! use tower::{Layer as _, Service as _, ServiceExt as _};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), agent_session::BoxError> {
+//! # async fn main() -> Result<(), tower_agent_session::BoxError> {
 //! // The agent accepts `t<n>`, answers with `t<n+1>`; `None` after a lock all.
 //! let accepted: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(Some(1)));
 //! let agent = tower::service_fn({
@@ -211,14 +211,14 @@
 //! | `reqwest` | no | [`SessionRequest`](crate::layer::SessionRequest) and [`SessionResponse`](crate::layer::SessionResponse) for reqwest's types: the layer over `reqwest::Client` |
 //! | `reqwest-middleware` | no | `SessionMiddleware`, the session on a `reqwest_middleware::ClientBuilder`; implies `reqwest` |
 //!
-//! The agent side is no feature of this crate: it is the crate `agent-session-agent`
+//! The agent side is no feature of this crate: it is the crate `tower-agent-session-agent`
 //! (`SessionManager`, `AuthLayer`, `Agent`, `HttpAgent` and the `agent.v1` server), which
 //! depends on this one with `client`.
 //!
 //! # Tracing
 //!
-//! The crate logs with [`tracing`](https://docs.rs/tracing) under the target `agent_session`
-//! (`RUST_LOG=agent_session=debug`), and never a token or a password.
+//! The crate logs with [`tracing`](https://docs.rs/tracing) under the target `tower_agent_session`
+//! (`RUST_LOG=tower_agent_session=debug`), and never a token or a password.
 //!
 //! Each call through the layer opens a `DEBUG` span, `session_call`, with the fields `path` (the
 //! request's path; for gRPC `/package.Service/Method`), `credentials` (`session`, `password`,

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use agent_session::{Session, SessionMiddleware, Token, TokenFile};
+//! use tower_agent_session::{Session, SessionMiddleware, Token, TokenFile};
 //! use reqwest_middleware::ClientBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,11 +21,11 @@ type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>
 /// Implemented for every `Fn() -> impl Future<Output = Result<Token, E>>`, so a closure will do:
 ///
 /// ```
-/// use agent_session::{Reauthenticate, Token};
+/// use tower_agent_session::{Reauthenticate, Token};
 ///
 /// let unlock = || async {
 ///     // ask for the password, call SessionUnlock, …
-///     Token::new("eyJhbGciOi.e30.c2ln").map_err(agent_session::Error::from)
+///     Token::new("eyJhbGciOi.e30.c2ln").map_err(tower_agent_session::Error::from)
 /// };
 /// fn takes(_: impl Reauthenticate) {}
 /// takes(unlock);

@@ -71,8 +71,8 @@ pub enum Swap {
 /// ([`reauth_lock`](Self::reauth_lock)). A store that wraps another passes both on:
 ///
 /// ```
-/// use agent_session::store::{Stored, Swap, TokenStore, Version};
-/// use agent_session::{Error, ReauthLock, Token, TokenFile};
+/// use tower_agent_session::store::{Stored, Swap, TokenStore, Version};
+/// use tower_agent_session::{Error, ReauthLock, Token, TokenFile};
 ///
 /// /// The session file, with every write counted.
 /// struct Counted(TokenFile);
@@ -152,10 +152,10 @@ pub trait TokenStore: Send + Sync + 'static {
 /// the model of what a store does. Clones share one slot, as processes share one file.
 ///
 /// ```
-/// use agent_session::{store::MemoryStore, Session, Token};
+/// use tower_agent_session::{store::MemoryStore, Session, Token};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), agent_session::Error> {
+/// # async fn main() -> Result<(), tower_agent_session::Error> {
 /// let store = MemoryStore::new();
 /// let session = Session::new(store.clone());
 /// session.start_with_token(Token::new("abc")?).await?;

@@ -19,7 +19,7 @@ pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// is made, or the response's own value when an agent sent it).
 ///
 /// ```
-/// use agent_session::Token;
+/// use tower_agent_session::Token;
 ///
 /// let token = Token::new("eyJhbGciOiJIUzI1NiJ9.e30.c2ln").unwrap();
 /// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
@@ -99,7 +99,7 @@ impl Token {
     /// with the token). `Ok(None)` when there is no `authorization` header.
     ///
     /// ```
-    /// use agent_session::{MalformedToken, Token};
+    /// use tower_agent_session::{MalformedToken, Token};
     /// use http::{HeaderMap, HeaderValue};
     ///
     /// let mut headers = HeaderMap::new();
@@ -123,7 +123,7 @@ impl Token {
     /// As [`Token::from_headers`].
     ///
     /// ```
-    /// use agent_session::{MalformedToken, Token};
+    /// use tower_agent_session::{MalformedToken, Token};
     ///
     /// // What a Polykey agent answers an unlock with: the token in the response's headers.
     /// let mut reply = tonic::Response::new(());
@@ -162,7 +162,7 @@ impl Token {
 
     /// When the token expires, if it is a JWT with an `exp` claim that is a time: `None` also
     /// for an `exp` past what a `SystemTime` holds (on Unix, `i64::MAX` seconds after the
-    /// epoch, as `{"exp":1e300}` is), which no clock reaches and `agent-session-agent` never
+    /// epoch, as `{"exp":1e300}` is), which no clock reaches and `tower-agent-session-agent` never
     /// mints.
     ///
     /// The claim is read without checking the signature: the agent is the judge of the token,

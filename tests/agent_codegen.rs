@@ -14,8 +14,8 @@
 use std::fs;
 use std::path::Path;
 
-use agent_session::proto;
 use prost_types::FileDescriptorSet;
+use tower_agent_session::proto;
 
 /// The contract, relative to the crate, and the file inside it the compiler opens.
 const PROTO_ROOT: &str = "proto";
@@ -103,7 +103,7 @@ fn generate_client(fds: &FileDescriptorSet) -> String {
 }
 
 /// The Rust source of the server alone, for the agent crate: its messages are this crate's
-/// (`agent_session::proto`), so that the contract has one path and the agent's server takes
+/// (`tower_agent_session::proto`), so that the contract has one path and the agent's server takes
 /// exactly the types a client sends. The messages are taken out of the descriptors so that
 /// prost writes none, and the package is declared external so that the server names them by
 /// their path here.
@@ -117,7 +117,7 @@ fn generate_server(fds: &FileDescriptorSet) -> String {
         .build_client(false)
         .build_server(true)
         .build_transport(true)
-        .extern_path(".agent.v1", "::agent_session::proto")
+        .extern_path(".agent.v1", "::tower_agent_session::proto")
         .out_dir(out.path())
         .compile_fds(services_only)
         .unwrap();

@@ -8,11 +8,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use agent_session::Token;
-use agent_session_agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
+use tower_agent_session::Token;
+use tower_agent_session_agent::{KEY_LEN, KeyError, SessionManager, VerifyError};
 
 fn claims(token: &Token) -> serde_json::Value {
     let payload = token.expose().split('.').nth(1).unwrap();

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use agent_session::proto::{
-    AgentServiceClient, ECHO_PATH, EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH,
-    SESSIONS_LOCK_ALL_PATH,
-};
-use agent_session::{Error, Token};
-use agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Request, Status};
 use tower::{ServiceBuilder, ServiceExt as _};
+use tower_agent_session::proto::{
+    AgentServiceClient, ECHO_PATH, EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH,
+    SESSIONS_LOCK_ALL_PATH,
+};
+use tower_agent_session::{Error, Token};
+use tower_agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -99,7 +99,7 @@ async fn a_call_without_a_token_is_unauthenticated() {
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(
         status.message(),
-        agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE
+        tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE
     );
     assert_eq!(www_authenticate(&status), r#"Bearer realm="agent""#);
     assert!(matches!(
@@ -202,7 +202,7 @@ async fn lock_all_ends_every_session() {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(
             status.message(),
-            agent_session::Error::TOKEN_INVALID_MESSAGE
+            tower_agent_session::Error::TOKEN_INVALID_MESSAGE
         );
         let challenge = www_authenticate(&status);
         assert!(

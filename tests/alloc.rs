@@ -17,9 +17,9 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
-use agent_session::{Session, SessionLayer, Token};
 use http::{Request, Response};
 use tower::{Layer, Service};
+use tower_agent_session::{Session, SessionLayer, Token};
 use tower_http::auth::AddAuthorization;
 
 struct Counting;
@@ -137,8 +137,8 @@ fn session(dir: &std::path::Path) -> Session {
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJlc2lnbmF0dXJl",
     )
     .unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.join("token")))
-        .watch(agent_session::Watch::Off)
+    let session = Session::builder(tower_agent_session::TokenFile::new(dir.join("token")))
+        .watch(tower_agent_session::Watch::Off)
         .build();
     tokio::runtime::Builder::new_current_thread()
         .build()

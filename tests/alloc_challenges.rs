@@ -11,8 +11,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use agent_session::{Error, Polykey, Rfc6750, SessionFailures};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use tower_agent_session::{Error, Polykey, Rfc6750, SessionFailures};
 
 struct Counting;
 

@@ -7,15 +7,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agent_session::{
-    AgentTokens, BoxError, Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored,
-    store::Swap, store::TokenStore, store::Version,
-};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::{Layer as _, Service, ServiceExt as _};
+use tower_agent_session::{
+    AgentTokens, BoxError, Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored,
+    store::Swap, store::TokenStore, store::Version,
+};
 
 const CALLS: u64 = 100;
 

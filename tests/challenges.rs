@@ -1,7 +1,7 @@
 //! How a rejection's `www-authenticate` challenges are read, through the public
 //! `Error::from_response`: the cases where one challenge of a list decides over another.
 
-use agent_session::Error;
+use tower_agent_session::Error;
 
 fn rejection(challenges: &[&str]) -> http::Response<()> {
     let mut builder = http::Response::builder().status(401);

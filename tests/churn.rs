@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile};
 
 mod cli_support;
 mod common;
@@ -163,7 +163,7 @@ async fn long_lived_client(
     reauths: Arc<AtomicU64>,
 ) -> (
     Session,
-    AgentServiceClient<agent_session::layer::ReauthService<tonic::transport::Channel>>,
+    AgentServiceClient<tower_agent_session::layer::ReauthService<tonic::transport::Channel>>,
 ) {
     let address = fixture.agent().address;
     let session = Session::new(TokenFile::in_dir(fixture.session_dir()));
@@ -186,7 +186,7 @@ async fn long_lived_client(
 fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
     if std::env::var_os("CHURN_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("agent_session=debug,churn=error")
+            .with_env_filter("tower_agent_session=debug,churn=error")
             .with_writer(std::io::stderr)
             .try_init();
     }
@@ -367,7 +367,7 @@ fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
     // waited for the recovered token's write would wait out the explicit bound (10 s) for the
     // stopped holder. Half of it tells the two apart on however loaded a machine.
     assert!(
-        worst < agent_session::TokenFile::DEFAULT_LOCK_WAIT / 2,
+        worst < tower_agent_session::TokenFile::DEFAULT_LOCK_WAIT / 2,
         "a call waited {worst:?} for a stopped lock holder"
     );
     let _ = std::process::Command::new("kill")

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile, Watch};
 use tokio::sync::{mpsc, oneshot};
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile, Watch};
 
 mod common;
 use common::{PASSWORD, channel, start_agent, unlock};
@@ -24,7 +24,7 @@ async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) ->
         .unwrap_or_else(|_| panic!("{what}: no end in {BOUND:?}"))
 }
 
-fn session(file: &std::path::Path) -> agent_session::SessionBuilder {
+fn session(file: &std::path::Path) -> tower_agent_session::SessionBuilder {
     Session::builder(TokenFile::new(file)).watch(Watch::Off)
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use agent_session_agent::VerifyError;
+use tower_agent_session_agent::VerifyError;
 
 mod cli_support;
 use cli_support::{
@@ -72,7 +72,7 @@ fn serial_commands_refresh_the_token() {
     // tokens live until they expire, so one minted in the same second as the file's buys
     // nothing): the file's expiry never goes back, and a later one is a new token.
     let expiry = |token: &str| {
-        agent_session::Token::new(token)
+        tower_agent_session::Token::new(token)
             .unwrap()
             .expires_at()
             .unwrap()
@@ -116,7 +116,7 @@ fn lock_deletes_the_session_token() {
     fixture
         .client(&["status"])
         .expect_code(EX_NOPERM)
-        .expect_stderr(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
+        .expect_stderr(tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
 }
 
 #[test]
@@ -138,14 +138,14 @@ fn lockall_invalidates_old_tokens() {
     fixture
         .client_with_env(&["status"], &[("AGENT_TOKEN", &saved)])
         .expect_code(EX_DATAERR)
-        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_stderr(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     // Found in the session file.
     fixture.write_token(&saved);
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_stderr(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     // What the message asks for cures it, though the dead token is still on file.
     fixture.unlock();
@@ -174,7 +174,7 @@ fn an_expired_token_is_rejected() {
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_stderr(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     fixture.unlock();
     fixture.client(&["status"]).expect_code(0);
@@ -402,7 +402,7 @@ fn the_default_session_directory_is_the_users_runtime_or_config_directory() {
         ),
     ];
     for (env, session_dir) in cases {
-        let token = session_dir.join(agent_session::TokenFile::NAME);
+        let token = session_dir.join(tower_agent_session::TokenFile::NAME);
         assert!(!token.exists(), "{} exists already", token.display());
         run(&unlock, &env)
             .expect_code(0)

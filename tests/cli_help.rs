@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_session::{CorruptReason, Error};
+use tower_agent_session::{CorruptReason, Error};
 
 mod cli_support;
 use cli_support::{
@@ -47,7 +47,7 @@ fn listed_exit_codes(help: &str) -> BTreeSet<i32> {
 fn library_exit_codes() -> BTreeSet<i32> {
     let path = PathBuf::from("/session/token");
     let io = |kind: io::ErrorKind| Arc::new(io::Error::from(kind));
-    let malformed = agent_session::Token::new("").expect_err("an empty token is malformed");
+    let malformed = tower_agent_session::Token::new("").expect_err("an empty token is malformed");
     let errors = [
         Error::TokenNotProvided,
         Error::TokenInvalid,
@@ -154,7 +154,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client(&["status"])
         .expect_code(EX_NOPERM)
-        .expect_stderr(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
+        .expect_stderr(tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
         .expect_stderr("run `client unlock`")
         .expect_stderr("AGENT_PASSWORD");
 
@@ -166,7 +166,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client(&["status"])
         .expect_code(EX_DATAERR)
-        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE)
+        .expect_stderr(tower_agent_session::Error::TOKEN_INVALID_MESSAGE)
         .expect_stderr("run `client unlock`")
         .expect_stderr("AGENT_PASSWORD");
 
@@ -174,7 +174,7 @@ fn session_failures_without_a_terminal_say_what_to_do() {
     fixture
         .client_with_env(&["status"], &[("AGENT_TOKEN", &dead)])
         .expect_code(EX_DATAERR)
-        .expect_stderr(agent_session::Error::TOKEN_INVALID_MESSAGE)
+        .expect_stderr(tower_agent_session::Error::TOKEN_INVALID_MESSAGE)
         .expect_stderr("AGENT_TOKEN holds a token the agent does not take");
 
     // What the hint says cures it.
@@ -188,7 +188,7 @@ fn a_session_directory_under_a_regular_file_is_named_with_the_reason() {
     let file = dir.path().join("file");
     fs::write(&file, "").expect("write a regular file");
     let session_dir = file.join("session");
-    let token = session_dir.join(agent_session::TokenFile::NAME);
+    let token = session_dir.join(tower_agent_session::TokenFile::NAME);
     for args in [&["lock"][..], &["status"]] {
         run_client(NO_AGENT, &session_dir, args, &[], None)
             .expect_code(EX_IOERR)
@@ -229,7 +229,7 @@ fn an_unwritable_session_directory_names_the_session_file_and_the_reason() {
     let base = tempfile::tempdir().expect("a temporary directory");
     let session_dir = base.path().join("session");
     fs::create_dir(&session_dir).expect("create the session directory");
-    let token = session_dir.join(agent_session::TokenFile::NAME);
+    let token = session_dir.join(tower_agent_session::TokenFile::NAME);
     let mut command = cli_support::client_command(NO_AGENT, &session_dir, &["lock"], &[]);
     if running_as_root(base.path()) {
         // Root writes anywhere: the client runs as `nobody`, whose directory it cannot write.

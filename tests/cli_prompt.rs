@@ -106,7 +106,7 @@ fn an_invalidated_token_prompts_once_and_the_call_is_replayed() {
         .expect_code(0)
         .expect_prompts(1)
         .expect_shown("LIVE")
-        .expect_not_shown(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_not_shown(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
 
     let renewed = expect_live_session(&fixture);
     assert_ne!(
@@ -205,7 +205,7 @@ fn without_a_terminal_on_stdin_session_failures_exit_without_a_prompt() {
     // No session.
     unattended(&["status"], &[])
         .expect_code(EX_NOPERM)
-        .expect_shown(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
+        .expect_shown(tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
     unattended(&["unlock"], &[])
         .expect_code(EX_USAGE)
         .expect_shown("no password given");
@@ -220,7 +220,7 @@ fn without_a_terminal_on_stdin_session_failures_exit_without_a_prompt() {
     let stale = stale_session(&fixture);
     unattended(&["status"], &[])
         .expect_code(EX_DATAERR)
-        .expect_shown(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_shown(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
     assert_eq!(fixture.token(), stale, "the session file changed");
 }
 
@@ -237,7 +237,7 @@ fn explicit_credentials_never_prompt_even_on_a_terminal() {
         .expect_shown("Incorrect password");
     interactive(&["status"], &[("AGENT_TOKEN", &stale)])
         .expect_code(EX_DATAERR)
-        .expect_shown(agent_session::Error::TOKEN_INVALID_MESSAGE);
+        .expect_shown(tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
     assert_eq!(fixture.token(), stale, "the session file changed");
 }
 

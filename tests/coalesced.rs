@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
+use tower_agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
 
 mod cli_support;
 mod common;

@@ -4,13 +4,13 @@
 //! reading never takes it. The holder is a real process: this test binary, re-run as a child
 //! that takes the lock and keeps it until told to let go.
 
-use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::{Error, Session, Token};
 use tower::Layer as _;
+use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
+use tower_agent_session::{Error, Session, Token};
 
 mod cli_support;
 mod common;
@@ -70,13 +70,13 @@ fn hold_lock_writing(lock: &Path, token: Option<&Token>) -> ChildProcess {
 /// A session that writes every refresh (a JWT minted within the same second as the one on disk
 /// expires with it, and would not be written otherwise), with these bounds on its lock waits.
 fn bounded_session(dir: &Path, refresh: Duration, explicit: Duration) -> Session {
-    let file = agent_session::TokenFile::new(dir.join("token"))
+    let file = tower_agent_session::TokenFile::new(dir.join("token"))
         .refresh_lock_wait(refresh)
         .lock_wait(explicit);
     Session::builder(file)
-        .watch(agent_session::Watch::Off)
+        .watch(tower_agent_session::Watch::Off)
         // Every refresh is written, even one minted in the same second as the stored token.
-        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
+        .agent_tokens(tower_agent_session::AgentTokens::RevokedOnRefresh)
         .build()
 }
 
@@ -103,7 +103,7 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
         .unwrap();
     session.start_with_token(unlocked.clone()).await.unwrap();
     let mut client = AgentServiceClient::new(
-        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+        tower_agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
     );
 
     let holder = hold_lock(&lock);
@@ -126,7 +126,9 @@ async fn a_refresh_gives_up_on_a_held_lock_and_is_written_later() {
     assert_eq!(session.stats().writes, 0);
 
     // Reading takes no lock: another process starts from the file meanwhile.
-    let reader = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let reader = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     tokio::time::timeout(HANG, reader.start())
         .await
         .expect("reading waited on the lock")
@@ -176,7 +178,7 @@ async fn explicit_changes_fail_with_a_typed_error_and_leave_the_file_alone() {
     );
 
     // The blocking API gives up the same way, each on its own bound.
-    let file = agent_session::TokenFile::new(dir.path().join("token"))
+    let file = tower_agent_session::TokenFile::new(dir.path().join("token"))
         .lock_wait(EXPLICIT_WAIT)
         .refresh_lock_wait(NEVER);
     assert_locked(&file.clear().unwrap_err(), &lock);
@@ -254,7 +256,7 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
     use tower::ServiceExt as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let file = agent_session::TokenFile::new(dir.path().join("token"))
+    let file = tower_agent_session::TokenFile::new(dir.path().join("token"))
         .refresh_lock_wait(REFRESH_WAIT)
         .lock_wait(NEVER);
     let session = Session::builder(file).start_on_password(true).build();
@@ -276,7 +278,7 @@ async fn a_password_call_is_answered_within_the_refresh_bound() {
     let holder = hold_lock(&lock);
     let response = tokio::time::timeout(
         HANG,
-        agent_session::SessionLayer::new(session.clone())
+        tower_agent_session::SessionLayer::new(session.clone())
             .layer(agent)
             .oneshot(request),
     )
@@ -321,7 +323,7 @@ async fn an_unlock_that_gave_up_never_lets_a_refresh_clobber_the_holders_token()
     // A call with this process's token brings a refresh: the file is another process's now,
     // so the refresh loses and the session takes what the file holds.
     let mut client = AgentServiceClient::new(
-        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+        tower_agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
     );
     client.agent_status(EmptyMessage {}).await.unwrap();
     tokio::time::timeout(HANG, session.flush())

@@ -7,18 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::{
-    BoxError, Error, Session, SessionLayer, Token, Watch, store::MemoryStore, store::Stored,
-    store::Swap, store::TokenStore, store::Version,
-};
-use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
+use tower_agent_session::{
+    BoxError, Error, Session, SessionLayer, Token, Watch, store::MemoryStore, store::Stored,
+    store::Swap, store::TokenStore, store::Version,
+};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod common;
 use common::{PASSWORD, channel, quiet_session, start_agent, unlock};
@@ -130,7 +130,7 @@ async fn a_reauthenticator_recovers_from_a_corrupt_file() {
 async fn explicit_changes_replace_or_remove_a_corrupt_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    let session = Session::new(agent_session::TokenFile::new(&path));
+    let session = Session::new(tower_agent_session::TokenFile::new(&path));
     std::fs::write(&path, "garbage here\n").unwrap();
     session.start_with_token(token("a.b.c")).await.unwrap();
     assert_eq!(
@@ -148,10 +148,12 @@ async fn starting_removes_the_temp_files_of_writers_that_died() {
     let stale = dir.path().join(".token.dead1234.tmp");
     std::fs::write(&stale, "half a tok").unwrap();
     std::fs::write(dir.path().join("token.lock"), "").unwrap();
-    Session::new(agent_session::TokenFile::new(dir.path().join("token")))
-        .start()
-        .await
-        .unwrap();
+    Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .start()
+    .await
+    .unwrap();
     assert!(!stale.exists(), "the dead writer's temp file is gone");
 }
 
@@ -160,7 +162,9 @@ async fn starting_removes_the_temp_files_of_writers_that_died() {
 #[test]
 fn the_session_works_without_a_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let session = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     futures_executor::block_on(async {
         session.start().await.unwrap();
         session.start_with_token(token("one")).await.unwrap();
@@ -172,7 +176,9 @@ fn the_session_works_without_a_tokio_runtime() {
         session.file().unwrap().load().unwrap().token,
         Some(token("two"))
     );
-    let other = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let other = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     futures_executor::block_on(other.start()).unwrap();
     assert_eq!(other.token(), Some(token("two")));
 }
@@ -180,7 +186,10 @@ fn the_session_works_without_a_tokio_runtime() {
 #[test]
 fn both_layers_work_without_a_tokio_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token"))).build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .build();
     let stub = Stub::new(&["fresh", "refreshed"]);
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
@@ -260,11 +269,13 @@ async fn the_clients_clock_alone_never_triggers_a_reauthentication() {
 async fn an_interceptor_keeps_the_session_through_refresh() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        // Every refresh written, even one minted in the unlock's second, before `refresh` ends.
-        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    // Every refresh written, even one minted in the unlock's second, before `refresh` ends.
+    .agent_tokens(tower_agent_session::AgentTokens::RevokedOnRefresh)
+    .build();
     let unlocked = unlock(channel(agent.address).await, PASSWORD)
         .await
         .unwrap();

@@ -11,21 +11,21 @@
 // Unix only: makes the file undeletable with Linux's append-only flag (ioctl) (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::fs;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Error, Session, Token, TokenFile};
+use tower_agent_session::{Error, Session, Token, TokenFile};
 
 fn token(s: &str) -> Token {
     Token::new(s).unwrap()
 }
 
 fn quiet_session(file: &TokenFile) -> Session {
-    Session::builder(agent_session::TokenFile::new(file.path()))
-        .watch(agent_session::Watch::Off)
+    Session::builder(tower_agent_session::TokenFile::new(file.path()))
+        .watch(tower_agent_session::Watch::Off)
         .build()
 }
 

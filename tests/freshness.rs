@@ -6,21 +6,21 @@
 //! it (so the test, not the scheduler, orders the answers) and puts a chosen token in the
 //! response's `authorization` header. The call names its token in `x-reply` metadata.
 
-use agent_session::store::TokenStore as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{AgentTokens, Session, SessionLayer, Token, layer::SessionService};
-use agent_session_agent::{Agent, SessionManager};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tower::Service;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{AgentTokens, Session, SessionLayer, Token, layer::SessionService};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod common;
 use common::{PASSWORD, channel};
@@ -142,10 +142,12 @@ async fn fresher_first(agent_tokens: AgentTokens) {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        .agent_tokens(agent_tokens)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    .agent_tokens(agent_tokens)
+    .build();
     session
         .start_with_token(manager.mint().unwrap())
         .await

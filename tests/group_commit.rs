@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use agent_session::{
+use http::{HeaderValue, Request, Response, header};
+use tower::{Layer as _, Service, ServiceExt as _};
+use tower_agent_session::{
     Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored, store::Swap,
     store::TokenStore, store::Version,
 };
-use http::{HeaderValue, Request, Response, header};
-use tower::{Layer as _, Service, ServiceExt as _};
 
 /// A [`MemoryStore`] whose first `swap` says so on `swapping` and waits for `release`.
 #[derive(Clone)]
@@ -95,11 +95,11 @@ async fn held(write_behind: bool) -> Held {
         release: Arc::new(Mutex::new(Some(release_rx))),
     };
     let session = Session::builder(store.clone())
-        .watch(agent_session::Watch::Off)
+        .watch(tower_agent_session::Watch::Off)
         .agent_tokens(if write_behind {
-            agent_session::AgentTokens::LiveUntilExpiry
+            tower_agent_session::AgentTokens::LiveUntilExpiry
         } else {
-            agent_session::AgentTokens::RevokedOnRefresh
+            tower_agent_session::AgentTokens::RevokedOnRefresh
         })
         // The test holds the first write as long as it takes: no call may give up waiting.
         .call_wait(Duration::from_secs(3600))

@@ -28,15 +28,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use agent_session::Error;
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
+use tower_agent_session::Error;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod common;
 use common::PASSWORD;

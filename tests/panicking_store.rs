@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_session::store::{MemoryStore, Stored, Swap, TokenStore, Version};
-use agent_session::{Error, Session, Token};
+use tower_agent_session::store::{MemoryStore, Stored, Swap, TokenStore, Version};
+use tower_agent_session::{Error, Session, Token};
 
 /// The bound on each step of these tests: far longer than any store operation here takes, so
 /// that only a wait that never ends reaches it.

@@ -3,13 +3,13 @@
 //! credentials starts the session; and a refresh that brings the token in use again costs no
 //! write.
 
-use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Session, Token};
 use bytes::Bytes;
 use http_body_util::Full;
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::{Session, Token};
 
 const BASIC: &str = "Basic OnBhc3N3b3Jk"; // base64(":password")
 
@@ -65,12 +65,14 @@ fn token(text: &str) -> Token {
 #[tokio::test]
 async fn a_password_call_starts_the_session_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .start_on_password(true)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .start_on_password(true)
+    .build();
     session.start_with_token(token("old")).await.unwrap();
     let before = session.epoch();
-    let response = agent_session::SessionLayer::new(session.clone())
+    let response = tower_agent_session::SessionLayer::new(session.clone())
         .layer(agent("unlocked", "refreshed", false))
         .oneshot(with_password())
         .await
@@ -91,9 +93,11 @@ async fn a_password_call_starts_the_session_when_asked() {
 #[tokio::test]
 async fn a_password_call_changes_nothing_by_default_or_when_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let session = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     session.start_with_token(token("old")).await.unwrap();
-    let plain_layer = agent_session::SessionLayer::new(session.clone());
+    let plain_layer = tower_agent_session::SessionLayer::new(session.clone());
     plain_layer
         .layer(agent("unlocked", "refreshed", false))
         .oneshot(with_password())
@@ -101,11 +105,13 @@ async fn a_password_call_changes_nothing_by_default_or_when_refused() {
         .unwrap();
     assert_eq!(session.token(), Some(token("old")));
 
-    let starting = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .start_on_password(true)
-        .build();
+    let starting = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .start_on_password(true)
+    .build();
     starting.start().await.unwrap();
-    let response = agent_session::SessionLayer::new(starting.clone())
+    let response = tower_agent_session::SessionLayer::new(starting.clone())
         .layer(agent("unlocked", "refreshed", true))
         .oneshot(with_password())
         .await
@@ -121,12 +127,14 @@ async fn a_password_call_changes_nothing_by_default_or_when_refused() {
 #[tokio::test]
 async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    .build();
     session.start_with_token(token("same")).await.unwrap();
-    let service =
-        agent_session::SessionLayer::new(session.clone()).layer(agent("unused", "same", false));
+    let service = tower_agent_session::SessionLayer::new(session.clone())
+        .layer(agent("unused", "same", false));
     for _ in 0..100 {
         service.clone().oneshot(plain()).await.unwrap();
     }
@@ -135,8 +143,8 @@ async fn a_refresh_that_brings_the_token_in_use_costs_no_write() {
     assert_eq!(stats.refreshes, 0, "{stats:?}");
 
     // A new token is written, once.
-    let service =
-        agent_session::SessionLayer::new(session.clone()).layer(agent("unused", "new", false));
+    let service = tower_agent_session::SessionLayer::new(session.clone())
+        .layer(agent("unused", "new", false));
     for _ in 0..10 {
         service.clone().oneshot(plain()).await.unwrap();
     }

@@ -9,14 +9,14 @@
 // Unix only: a real Polykey agent, run with node on the Linux side (none under Wine) (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Error, Polykey, Session, SessionLayer, Token, TokenFile};
 use tower::{Layer as _, ServiceBuilder};
+use tower_agent_session::{Error, Polykey, Session, SessionLayer, Token, TokenFile};
 
 mod polykey_support;
 use polykey_support::agent::{PASSWORD, PolykeyAgent};
@@ -61,7 +61,7 @@ async fn status_with(
 /// A session kept in `dir`, started with `token`. Polykey's tokens have no `exp`, so the
 /// crate cannot tell a newer one by its expiry: every new refresh is written.
 async fn session_with(dir: &std::path::Path, token: &str) -> Session {
-    let session = Session::builder(agent_session::TokenFile::new(dir.join("token"))).build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(dir.join("token"))).build();
     session
         .start_with_token(Token::new(token).unwrap())
         .await
@@ -77,7 +77,7 @@ async fn unlocked_client(
     tonic::transport::Channel,
     std::path::PathBuf,
     Session,
-    ClientServiceClient<agent_session::layer::SessionService<tonic::transport::Channel>>,
+    ClientServiceClient<tower_agent_session::layer::SessionService<tonic::transport::Channel>>,
 ) {
     let channel = agent.channel().await;
     let token = unlock(&mut ClientServiceClient::new(channel.clone())).await;
@@ -268,7 +268,7 @@ async fn tls_pinned_to_another_agents_certificate_is_refused() {
 /// A session set up for Polykey: its failures, password calls starting the session, and every
 /// new token written (they have no `exp`).
 fn polykey_session(dir: &std::path::Path) -> Session {
-    Session::builder(agent_session::TokenFile::new(dir.join("token")))
+    Session::builder(tower_agent_session::TokenFile::new(dir.join("token")))
         .failures(Polykey)
         .start_on_password(true)
         .build()
@@ -281,7 +281,7 @@ async fn the_three_session_states_with_the_plain_layer() {
     let session = polykey_session(&agent.client_dir());
     session.start().await.unwrap();
     let mut client = ClientServiceClient::new(
-        agent_session::SessionLayer::new(session.clone()).layer(channel.clone()),
+        tower_agent_session::SessionLayer::new(session.clone()).layer(channel.clone()),
     );
 
     // No token.
@@ -337,7 +337,7 @@ async fn reauthentication_replays_a_unary_call_and_a_stream() {
                 .agent_unlock(with_password(EmptyMessage {}, PASSWORD))
                 .await?;
             let token = bearer_token(reply.metadata()).ok_or("no token")?;
-            Ok::<_, agent_session::BoxError>(Token::new(token)?)
+            Ok::<_, tower_agent_session::BoxError>(Token::new(token)?)
         }
     });
     let mut client = ClientServiceClient::new(layer.layer(channel.clone()));
@@ -407,8 +407,9 @@ async fn a_refresh_that_repeats_the_token_is_not_written() {
     let agent = PolykeyAgent::start();
     let channel = agent.channel().await;
     let session = polykey_session(&agent.client_dir());
-    let mut client =
-        ClientServiceClient::new(agent_session::SessionLayer::new(session.clone()).layer(channel));
+    let mut client = ClientServiceClient::new(
+        tower_agent_session::SessionLayer::new(session.clone()).layer(channel),
+    );
     within(
         "AgentUnlock",
         client.agent_unlock(with_password(EmptyMessage {}, PASSWORD)),

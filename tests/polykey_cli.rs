@@ -3,10 +3,10 @@
 // Unix only: a real Polykey agent, run with node on the Linux side (none under Wine) (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::process::{Command, Output, Stdio};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::TokenFile;
+use tower_agent_session::TokenFile;
 
 mod cli_support;
 mod polykey_support;

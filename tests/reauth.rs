@@ -1,21 +1,21 @@
 //! Re-authentication over a real tonic transport: one unlock for many failing calls, replay,
 //! no loops, the replay limit, a failing re-authenticator, and tokens expired by their claim.
 
-use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{BoxError, Error, Session, SessionLayer, Token, layer::ReauthService};
-use agent_session_agent::SessionManager;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
 use tower::{Layer as _, Service, ServiceBuilder};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token, layer::ReauthService};
+use tower_agent_session_agent::SessionManager;
 
 mod common;
 use common::{PASSWORD, RunningAgent, channel, quiet_session, start_agent, unlock};
@@ -119,7 +119,7 @@ async fn fifty_concurrent_failures_unlock_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
-    let agent = agent_session_agent::Agent::new(manager.clone(), PASSWORD);
+    let agent = tower_agent_session_agent::Agent::new(manager.clone(), PASSWORD);
     let (_stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         Server::builder()
@@ -238,7 +238,7 @@ async fn a_reauthenticator_unlocking_through_the_layer_does_not_deadlock() {
         let mut client = layered_rx.lock().unwrap().recv().unwrap();
         Box::pin(async move {
             let reply = client
-                .session_unlock(agent_session::proto::PasswordMessage {
+                .session_unlock(tower_agent_session::proto::PasswordMessage {
                     password: PASSWORD.into(),
                 })
                 .await?;
@@ -373,7 +373,7 @@ async fn with_renewal_on_a_token_expired_by_its_claim_is_renewed_before_the_call
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let manager = SessionManager::new().unwrap();
-    let agent = agent_session_agent::Agent::new(manager.clone(), PASSWORD);
+    let agent = tower_agent_session_agent::Agent::new(manager.clone(), PASSWORD);
     let rejected = Arc::new(AtomicUsize::new(0));
     let counter = rejected.clone();
     let (_stop, stopped) = oneshot::channel::<()>();
@@ -438,7 +438,7 @@ async fn another_process_token_is_used_before_unlocking() {
     let other = unlock(channel(agent.address).await, PASSWORD)
         .await
         .unwrap();
-    agent_session::TokenFile::in_dir(dir.path())
+    tower_agent_session::TokenFile::in_dir(dir.path())
         .store(&other)
         .unwrap();
     let runs = Arc::new(AtomicUsize::new(0));

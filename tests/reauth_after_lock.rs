@@ -6,13 +6,13 @@
 //!
 //! The removal is done on disk by the test, standing for `agent lock` in another terminal.
 
-use agent_session::store::TokenStore as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EmptyMessage};
-use agent_session::{BoxError, SessionLayer, Token, TokenFile};
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
+use tower_agent_session::{BoxError, SessionLayer, Token, TokenFile};
 
 mod common;
 use common::{PASSWORD, channel, quiet_session, start_agent, unlock};

@@ -9,20 +9,20 @@
 //! same check, so a token with them never reaches the session layer over tonic. The token
 //! parser's handling of them is covered in `reliability_props.rs` and the unit tests.
 
-use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{Error, Session, SessionLayer, Token, TokenFile, layer::SessionService};
-use agent_session_agent::{Agent, SessionManager};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tower::{Service, ServiceBuilder};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{Error, Session, SessionLayer, Token, TokenFile, layer::SessionService};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod reliability_common;
 use reliability_common::PASSWORD;
@@ -56,7 +56,7 @@ struct Case {
     outcome: Outcome,
 }
 
-const HUGE_LEN: usize = "Bearer ".len() + 4 * agent_session::Token::MAX_LEN;
+const HUGE_LEN: usize = "Bearer ".len() + 4 * tower_agent_session::Token::MAX_LEN;
 
 /// `Bearer ` and a token 64 KiB long, four times the longest accepted.
 static HUGE: [u8; HUGE_LEN] = {
@@ -395,13 +395,13 @@ impl Fixture {
         let good = manager.mint().unwrap();
         file.store(&good).unwrap();
         // Every refresh taken would be written, so none can hide behind the JWT `exp` rule.
-        let session = Session::builder(agent_session::TokenFile::new(file.path()))
-            .watch(agent_session::Watch::Off)
-            .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
+        let session = Session::builder(tower_agent_session::TokenFile::new(file.path()))
+            .watch(tower_agent_session::Watch::Off)
+            .agent_tokens(tower_agent_session::AgentTokens::RevokedOnRefresh)
             .build();
         session.start().await.unwrap();
         // HTTP/2 caps a response's header list at 16 KiB by default, which no token over
-        // `agent_session::Token::MAX_LEN` fits in; a client that raised the cap lets a huge token reach the
+        // `tower_agent_session::Token::MAX_LEN` fits in; a client that raised the cap lets a huge token reach the
         // layer.
         let roomy = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .unwrap()

@@ -12,10 +12,10 @@
 //! memory filesystem where there is one, so that a few thousand swaps take a moment.
 //! `RELIABILITY_SCALE=n` multiplies the attempts.
 
-use agent_session::store::{Swap, TokenStore as _};
 use std::path::PathBuf;
+use tower_agent_session::store::{Swap, TokenStore as _};
 
-use agent_session::{Token, TokenFile};
+use tower_agent_session::{Token, TokenFile};
 
 mod reliability_common;
 use reliability_common::{

@@ -10,11 +10,11 @@
 //! The moments are drawn from a seeded xorshift; the seed is printed, and `RELIABILITY_SEED`
 //! repeats a run. `RELIABILITY_SCALE=n` multiplies the number of kills.
 
-use agent_session::store::TokenStore as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Session, Token, TokenFile};
+use tower_agent_session::{Session, Token, TokenFile};
 
 mod reliability_common;
 use reliability_common::{
@@ -59,7 +59,7 @@ fn writer_child() -> ! {
     let start: u64 = param("START").parse().unwrap();
     if param("MODE") == "start" {
         small_runtime()
-            .block_on(Session::new(agent_session::TokenFile::in_dir(&dir)).start())
+            .block_on(Session::new(tower_agent_session::TokenFile::in_dir(&dir)).start())
             .unwrap_or_else(|e| fail(e));
     }
     say("started");
@@ -208,7 +208,7 @@ fn sigkill_mid_write_never_tears_the_file_nor_piles_up_temp_files() {
     }
     // One more process starting: every stale temp file goes, the token stays.
     small_runtime()
-        .block_on(Session::new(agent_session::TokenFile::in_dir(&dir)).start())
+        .block_on(Session::new(tower_agent_session::TokenFile::in_dir(&dir)).start())
         .unwrap();
     assert_eq!(temp_files(&dir), Vec::<String>::new());
     assert_eq!(

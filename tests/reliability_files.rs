@@ -8,7 +8,6 @@
 // Unix only: FIFOs, mounts, euid and Unix modes (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
@@ -18,12 +17,13 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{
-    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
-};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::{
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
+};
 
 mod reliability_common;
 use reliability_common::{ChildProcess, child_role, fail, param, say, temp_files};
@@ -38,8 +38,8 @@ fn token(s: &str) -> Token {
 
 /// A session that looks at its file only when the test makes it.
 fn quiet_session(path: &Path) -> Session {
-    Session::builder(agent_session::TokenFile::new(path))
-        .watch(agent_session::Watch::Off)
+    Session::builder(tower_agent_session::TokenFile::new(path))
+        .watch(tower_agent_session::Watch::Off)
         .build()
 }
 
@@ -92,7 +92,7 @@ fn malformed(r: &CorruptReason) -> bool {
 fn too_long(r: &CorruptReason) -> bool {
     matches!(
         r,
-        CorruptReason::Malformed(MalformedToken::TooLong { len }) if *len == agent_session::Token::MAX_LEN + 1
+        CorruptReason::Malformed(MalformedToken::TooLong { len }) if *len == tower_agent_session::Token::MAX_LEN + 1
     )
 }
 
@@ -101,13 +101,13 @@ fn not_utf8(r: &CorruptReason) -> bool {
 }
 
 fn too_large(r: &CorruptReason) -> bool {
-    matches!(r, CorruptReason::TooLarge { limit, .. } if *limit == agent_session::TokenFile::MAX_LEN)
+    matches!(r, CorruptReason::TooLarge { limit, .. } if *limit == tower_agent_session::TokenFile::MAX_LEN)
 }
 
 fn contents() -> Vec<(&'static str, Vec<u8>, Expect)> {
-    let longest = "a".repeat(agent_session::Token::MAX_LEN);
+    let longest = "a".repeat(tower_agent_session::Token::MAX_LEN);
     let mut at_the_cap = longest.clone().into_bytes();
-    at_the_cap.resize(agent_session::TokenFile::MAX_LEN as usize, b' ');
+    at_the_cap.resize(tower_agent_session::TokenFile::MAX_LEN as usize, b' ');
     let mut over_the_cap = at_the_cap.clone();
     over_the_cap.push(b'\n');
     vec![
@@ -207,7 +207,7 @@ fn contents() -> Vec<(&'static str, Vec<u8>, Expect)> {
 
 fn expected_token(name: &'static str) -> Token {
     match name {
-        "longest" => token(&"a".repeat(agent_session::Token::MAX_LEN)),
+        "longest" => token(&"a".repeat(tower_agent_session::Token::MAX_LEN)),
         other => token(other),
     }
 }
@@ -331,7 +331,7 @@ async fn a_one_gib_sparse_file_is_refused_without_being_read() {
         corrupt(result),
         CorruptReason::TooLarge {
             len: 1 << 30,
-            limit: agent_session::TokenFile::MAX_LEN
+            limit: tower_agent_session::TokenFile::MAX_LEN
         }
     );
     // The /proc file itself is a few hundred bytes; the session file would be 1 GiB.

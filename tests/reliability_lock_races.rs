@@ -7,20 +7,20 @@
 //! The agent signals the test when the held call arrives and waits for the test to release it,
 //! both through channels. `RELIABILITY_SCALE=n` multiplies the rounds.
 
-use agent_session::store::TokenStore as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage, PasswordMessage};
-use agent_session::{Session, SessionLayer, Token, TokenFile};
-use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
+use tower_agent_session::proto::{AgentServiceClient, ECHO_PATH, EchoMessage, PasswordMessage};
+use tower_agent_session::{Session, SessionLayer, Token, TokenFile};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod reliability_common;
 use reliability_common::{
@@ -39,7 +39,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
     match role.as_str() {
         "caller" => rt.block_on(caller(dir)),
         "lock" => {
-            let session = Session::new(agent_session::TokenFile::in_dir(&dir));
+            let session = Session::new(tower_agent_session::TokenFile::in_dir(&dir));
             rt.block_on(async {
                 session.start().await?;
                 session.clear().await
@@ -55,7 +55,7 @@ fn child_entry_does_nothing_in_a_normal_run() {
                 .await
                 .unwrap_or_else(|status| fail(format_args!("{status:?}")));
             let token = Token::new(reply.into_inner().token).unwrap_or_else(|e| fail(e));
-            Session::new(agent_session::TokenFile::in_dir(&dir))
+            Session::new(tower_agent_session::TokenFile::in_dir(&dir))
                 .start_with_token(token)
                 .await
                 .unwrap_or_else(|e| fail(e));
@@ -72,8 +72,8 @@ async fn caller(dir: PathBuf) {
     // Unwatched: the other process's change is not picked up before the refresh, so the
     // refresh's compare-and-swap is what keeps it (a watched session drops the refresh as
     // stale instead, when the change is seen first).
-    let session = Session::builder(agent_session::TokenFile::in_dir(&dir))
-        .watch(agent_session::Watch::Off)
+    let session = Session::builder(tower_agent_session::TokenFile::in_dir(&dir))
+        .watch(tower_agent_session::Watch::Off)
         .build();
     session.start().await.unwrap_or_else(|e| fail(e));
     if session.token().is_none() {

@@ -5,17 +5,17 @@
 //!
 //! Run with `--nocapture` to see the counts; `RELIABILITY_SCALE=n` multiplies the calls.
 
-use agent_session::store::TokenStore as _;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{Session, SessionLayer, TokenFile};
-use agent_session_agent::Agent;
 use tower::ServiceBuilder;
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{Session, SessionLayer, TokenFile};
+use tower_agent_session_agent::Agent;
 
 mod reliability_common;
 use reliability_common::{
@@ -46,13 +46,13 @@ fn client_child() -> ! {
     let calls: u64 = param("CALLS").parse().unwrap();
     let revoked = param("REVOKED") == "1";
     let id = std::process::id();
-    let session = Session::builder(agent_session::TokenFile::new(
-        dir.join(agent_session::TokenFile::NAME),
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.join(tower_agent_session::TokenFile::NAME),
     ))
     .agent_tokens(if revoked {
-        agent_session::AgentTokens::RevokedOnRefresh
+        tower_agent_session::AgentTokens::RevokedOnRefresh
     } else {
-        agent_session::AgentTokens::LiveUntilExpiry
+        tower_agent_session::AgentTokens::LiveUntilExpiry
     })
     .build();
     let rt = small_runtime();

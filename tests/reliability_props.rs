@@ -8,18 +8,18 @@
 //! `fsync` on a loaded disk would be most of their time. `RELIABILITY_SCALE=n` multiplies the
 //! cases.
 
-use agent_session::store::TokenStore as _;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fs;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{
-    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
-};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::{
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
+};
 
 mod reliability_common;
 use reliability_common::{fast_tempdir, scaled, small_runtime};
@@ -52,7 +52,7 @@ fn any_text() -> impl Strategy<Value = String> {
         near_miss(),
         valid_token(),
         (
-            agent_session::Token::MAX_LEN - 2..=agent_session::Token::MAX_LEN + 2,
+            tower_agent_session::Token::MAX_LEN - 2..=tower_agent_session::Token::MAX_LEN + 2,
             "[a=]"
         )
             .prop_map(|(n, c)| c.repeat(n)),
@@ -74,7 +74,7 @@ fn check_token(input: &str) -> Result<(), TestCaseError> {
         Err(MalformedToken::Empty) => prop_assert!(input.is_empty()),
         Err(MalformedToken::TooLong { len }) => {
             prop_assert_eq!(len, input.len());
-            prop_assert!(len > agent_session::Token::MAX_LEN);
+            prop_assert!(len > tower_agent_session::Token::MAX_LEN);
         }
         Err(MalformedToken::InvalidCharacter { position }) => {
             prop_assert!(position < input.len());
@@ -227,9 +227,11 @@ fn well_formed_bearer() -> impl Strategy<Value = (Vec<u8>, String)> {
 /// `value` in `authorization`. Returns the token in use and in the file afterwards.
 fn refresh_with(value: &[u8]) -> (Option<Token>, Option<Token>) {
     let dir = fast_tempdir();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    .build();
     let value = HeaderValue::from_bytes(value).unwrap();
     let agent = tower::service_fn(move |_: Request<()>| {
         let mut response = Response::new(());
@@ -320,10 +322,10 @@ fn file_bytes() -> impl Strategy<Value = Vec<u8>> {
             "[ \t\r\n\u{b}\u{c}\u{a0}\u{2003}]{0,4}"
         )
             .prop_map(|(a, t, b)| format!("{a}{t}{b}").into_bytes()),
-        (agent_session::TokenFile::MAX_LEN as usize - 1
-            ..=agent_session::TokenFile::MAX_LEN as usize + 1)
+        (tower_agent_session::TokenFile::MAX_LEN as usize - 1
+            ..=tower_agent_session::TokenFile::MAX_LEN as usize + 1)
             .prop_map(|n| {
-                let mut bytes = vec![b'a'; agent_session::Token::MAX_LEN];
+                let mut bytes = vec![b'a'; tower_agent_session::Token::MAX_LEN];
                 bytes.resize(n, b'\n');
                 bytes
             }),
@@ -358,9 +360,9 @@ fn the_file_reader_round_trips_or_gives_a_typed_error() {
                     prop_assert_eq!(&path, file.path());
                     match reason {
                         CorruptReason::TooLarge { len, limit } => {
-                            prop_assert_eq!(limit, agent_session::TokenFile::MAX_LEN);
+                            prop_assert_eq!(limit, tower_agent_session::TokenFile::MAX_LEN);
                             prop_assert_eq!(len, bytes.len() as u64);
-                            prop_assert!(len > agent_session::TokenFile::MAX_LEN);
+                            prop_assert!(len > tower_agent_session::TokenFile::MAX_LEN);
                         }
                         CorruptReason::NotUtf8 => prop_assert!(text.is_err()),
                         CorruptReason::Malformed(why) => {

@@ -9,16 +9,16 @@
 // Unix only: counts descriptors and threads in /proc/self (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{Session, SessionLayer, Token};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer as _, Service as _, ServiceExt as _};
+use tower_agent_session::{Session, SessionLayer, Token};
 
 mod reliability_common;
 use reliability_common::{fast_tempdir, runtime, scaled};
@@ -121,7 +121,9 @@ fn ten_thousand_refreshing_calls_leak_no_descriptor_file_or_memory() {
     let dir = fast_tempdir();
     // Watches the file (the default): the watch's reactions to every write are part of the
     // run.
-    let session = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let session = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     let counter = Arc::new(AtomicU64::new(0));
     let agent = tower::service_fn(move |_: Request<()>| {
         // An opaque token, new on every call: no JWT `exp` to skip its write.

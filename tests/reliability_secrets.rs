@@ -7,23 +7,23 @@
 // Unix only: Unix modes and umask (the README's "Platforms" lists every such test).
 #![cfg(unix)]
 
-use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session::{
-    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
-    layer::SessionService,
-};
-use agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager, VerifyError};
 use http::{HeaderValue, Request, Response, header};
 use tonic::transport::Channel;
 use tower::{Layer as _, Service as _, ServiceBuilder, ServiceExt as _};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use tower_agent_session::{
+    CorruptReason, Error, MalformedToken, Session, SessionLayer, Token, TokenFile,
+    layer::SessionService,
+};
+use tower_agent_session_agent::{Agent, AuthLayer, NoRefresh, SessionManager, VerifyError};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod reliability_common;
@@ -130,7 +130,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     let path = dir.path().join("client").join("token");
     // Watches the file (the default), so that the pick-up of other processes' tokens and of a
     // corrupt file is part of the run.
-    let session = Session::new(agent_session::TokenFile::new(&path));
+    let session = Session::new(tower_agent_session::TokenFile::new(&path));
     session.start().await.unwrap();
     let mut client = AgentServiceClient::new(
         ServiceBuilder::new()
@@ -163,7 +163,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     secrets.token(&session.file().unwrap().load().unwrap().token.unwrap());
 
     // Another process unlocks; this one picks the token up.
-    let other = Session::new(agent_session::TokenFile::new(&path));
+    let other = Session::new(tower_agent_session::TokenFile::new(&path));
     let theirs = unlock(channel.clone(), PASSWORD).await.unwrap();
     secrets.token(&theirs);
     let since = session.epoch();
@@ -212,7 +212,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     let reply = client.agent_status(EmptyMessage {}).await.unwrap();
     secrets.add_refreshed(reply.metadata());
     session.flush().await.ok();
-    let corrupt = Session::new(agent_session::TokenFile::new(&path))
+    let corrupt = Session::new(tower_agent_session::TokenFile::new(&path))
         .start()
         .await
         .unwrap_err();
@@ -224,7 +224,7 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     // A write that cannot happen: the session directory is a file.
     let blocked = dir.path().join("not-a-dir");
     std::fs::write(&blocked, "").unwrap();
-    let stuck = Session::new(agent_session::TokenFile::new(blocked.join("token")));
+    let stuck = Session::new(tower_agent_session::TokenFile::new(blocked.join("token")));
     let failed = stuck
         .start_with_token(session.token().unwrap())
         .await
@@ -288,9 +288,12 @@ async fn a_whole_session_at_trace_level_never_logs_a_token() {
     let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
     // The library's events are there (the session's come from its blocking threads), beside
     // those of tonic, hyper and h2.
-    let ours = text.lines().filter(|l| l.contains("agent_session")).count();
+    let ours = text
+        .lines()
+        .filter(|l| l.contains("tower_agent_session"))
+        .count();
     assert!(
-        text.contains("agent_session::session"),
+        text.contains("tower_agent_session::session"),
         "the subscriber captured the session's events"
     );
     secrets.assert_absent("the TRACE log", &text);
@@ -329,7 +332,7 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
     secrets.add(PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    let session = Session::builder(agent_session::TokenFile::new(&path)).build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(&path)).build();
     session.start_with_token(token.clone()).await.unwrap();
     let file = TokenFile::new(&path);
     let mut texts: Vec<(&str, String)> = vec![
@@ -340,7 +343,7 @@ async fn debug_and_display_of_every_public_type_hide_the_token() {
             "SessionBuilder",
             format!(
                 "{:?}",
-                Session::builder(agent_session::TokenFile::new(&path))
+                Session::builder(tower_agent_session::TokenFile::new(&path))
             ),
         ),
         ("SessionStats", format!("{:?}", session.stats())),
@@ -488,7 +491,8 @@ async fn the_session_files_are_private_whatever_the_umask() {
     let old = unsafe { libc::umask(0) };
     let dir = tempfile::tempdir().unwrap();
     let client = dir.path().join("home").join("client");
-    let session = Session::builder(agent_session::TokenFile::new(client.join("token"))).build();
+    let session =
+        Session::builder(tower_agent_session::TokenFile::new(client.join("token"))).build();
     session
         .start_with_token(Token::new("first").unwrap())
         .await

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage};
-use agent_session::{BoxError, Error, Session, SessionLayer, Token};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token};
 
 mod common;
 use common::{PASSWORD, RunningAgent, channel, quiet_session, start_agent, unlock};

@@ -4,16 +4,16 @@
 //! stopped accepting), the refresh on disk, the token's header hidden, and re-authentication:
 //! the replay of a body, a failure after it, a body that cannot be replayed, a failed unlock.
 
-use agent_session::store::TokenStore as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{BoxError, Error, SessionLayer, SessionMiddleware, Token};
-use agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, SessionManager};
 use http::Extensions;
 use http::header::AUTHORIZATION;
 use reqwest_middleware::ClientBuilder;
 use tower::{Layer as _, Service, ServiceExt as _};
+use tower_agent_session::{BoxError, Error, SessionLayer, SessionMiddleware, Token};
+use tower_agent_session_agent::{HTTP_ECHO_PATH, HTTP_STATUS_PATH, SessionManager};
 
 mod common;
 mod reqwest_support;

@@ -2,16 +2,16 @@
 //! rules, refresh writes, the compare-and-swap against other sessions of the same file, and
 //! pick-up of changes made by others. Behaviour over a real transport is in `tests/transport.rs`.
 
-use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{AgentTokens, Session, SessionLayer, Token};
 use base64::Engine as _;
 use http::{HeaderValue, Request, Response, header};
 use tokio::sync::{Notify, oneshot};
 use tower::{Layer, Service, ServiceExt};
+use tower_agent_session::{AgentTokens, Session, SessionLayer, Token};
 
 type Seen = Arc<Mutex<Vec<Option<HeaderValue>>>>;
 
@@ -63,8 +63,8 @@ fn agent(
 /// their refresh is durable however slow a loaded disk is: each assertion on the file right
 /// after a call tests the write rules, not timing.
 fn quiet_session(dir: &std::path::Path) -> Session {
-    Session::builder(agent_session::TokenFile::new(dir.join("token")))
-        .watch(agent_session::Watch::Off)
+    Session::builder(tower_agent_session::TokenFile::new(dir.join("token")))
+        .watch(tower_agent_session::Watch::Off)
         .agent_tokens(AgentTokens::RevokedOnRefresh)
         .call_wait(Duration::from_secs(3600))
         .build()
@@ -72,14 +72,14 @@ fn quiet_session(dir: &std::path::Path) -> Session {
 
 /// A watched session whose calls wait until their refresh is durable.
 fn durable_session(dir: &std::path::Path) -> Session {
-    Session::builder(agent_session::TokenFile::in_dir(dir))
+    Session::builder(tower_agent_session::TokenFile::in_dir(dir))
         .agent_tokens(AgentTokens::RevokedOnRefresh)
         .call_wait(Duration::from_secs(3600))
         .build()
 }
 
 /// Waits until `session`'s watch has picked up another session's change made since `since`.
-async fn picked_up(session: &Session, since: agent_session::Epoch) {
+async fn picked_up(session: &Session, since: tower_agent_session::Epoch) {
     tokio::time::timeout(Duration::from_secs(30), session.changed_since(since))
         .await
         .expect("the watch picks the change up");
@@ -125,7 +125,7 @@ async fn without_a_token_sends_no_header() {
     assert_eq!(seen.lock().unwrap()[0], None);
     assert!(matches!(
         session.call_credentials(),
-        Err(agent_session::Error::TokenNotProvided)
+        Err(tower_agent_session::Error::TokenNotProvided)
     ));
 }
 
@@ -222,7 +222,7 @@ async fn repeated_values_that_disagree_are_no_refresh_though_the_first_is_in_use
     // The session file's directory is a file: nothing can be written there.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
-    let session = Session::new(agent_session::TokenFile::in_dir(&blocker));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(&blocker));
     assert!(session.start_with_token(token("t0")).await.is_err());
     let mut disagreeing = http::HeaderMap::new();
     for value in ["Bearer t0", "Bearer t1"] {
@@ -261,7 +261,7 @@ async fn a_refresh_loses_to_an_explicit_write_by_another_process() {
     let ours = quiet_session(dir.path());
     ours.start_with_token(token("t0")).await.unwrap();
     // Another process unlocks and writes its own token.
-    let theirs = Session::new(agent_session::TokenFile::in_dir(dir.path()));
+    let theirs = Session::new(tower_agent_session::TokenFile::in_dir(dir.path()));
     theirs.start_with_token(token("unlocked")).await.unwrap();
     let (inner, _) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
@@ -284,7 +284,7 @@ async fn a_refresh_never_resurrects_a_cleared_session() {
     let ours = quiet_session(dir.path());
     ours.start_with_token(token("t0")).await.unwrap();
     // Another process locks.
-    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+    Session::new(tower_agent_session::TokenFile::in_dir(dir.path()))
         .clear()
         .await
         .unwrap();
@@ -338,20 +338,22 @@ async fn a_refresh_of_a_call_sent_before_clear_is_dropped() {
 #[tokio::test]
 async fn a_token_written_by_another_process_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let ours = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     ours.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
     call(&mut svc).await;
     let since = ours.epoch();
-    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+    Session::new(tower_agent_session::TokenFile::in_dir(dir.path()))
         .start_with_token(token("other"))
         .await
         .unwrap();
     picked_up(&ours, since).await;
     call(&mut svc).await;
     let since = ours.epoch();
-    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+    Session::new(tower_agent_session::TokenFile::in_dir(dir.path()))
         .clear()
         .await
         .unwrap();
@@ -367,13 +369,15 @@ async fn a_token_written_by_another_process_is_picked_up() {
 #[tokio::test]
 async fn with_the_watch_off_the_file_is_not_looked_at() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        .build();
+    let ours = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    .build();
     ours.start_with_token(token("t0")).await.unwrap();
     let (inner, seen) = agent(|| None);
     let mut svc = SessionLayer::new(ours.clone()).layer(inner);
-    Session::new(agent_session::TokenFile::in_dir(dir.path()))
+    Session::new(tower_agent_session::TokenFile::in_dir(dir.path()))
         .start_with_token(token("other"))
         .await
         .unwrap();
@@ -386,7 +390,7 @@ async fn a_refresh_that_buys_no_time_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     // Tokens live until they expire (the default): a refresh that expires no later than the
     // stored token is not written.
-    let session = Session::new(agent_session::TokenFile::in_dir(dir.path()));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(dir.path()));
     let first = jwt(2_000_000_000, 0);
     session.start_with_token(first.clone()).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU32::new(1));
@@ -442,7 +446,10 @@ async fn opaque_refreshes_are_always_written() {
 #[tokio::test]
 async fn tokens_that_live_until_expiry_are_written_behind_and_flush_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token"))).build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .build();
     session.start_with_token(token("t0")).await.unwrap();
     let (inner, _) = agent(|| bearer(&token("t1")));
     let mut svc = SessionLayer::new(session.clone()).layer(inner);
@@ -459,16 +466,16 @@ async fn start_reads_the_file_and_a_bad_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
     std::fs::write(&path, "t0\n").unwrap();
-    let session = Session::new(agent_session::TokenFile::new(&path));
+    let session = Session::new(tower_agent_session::TokenFile::new(&path));
     session.start().await.unwrap();
     assert_eq!(session.token(), Some(token("t0")));
     std::fs::write(&path, "not a token\n").unwrap();
-    let err = Session::new(agent_session::TokenFile::new(&path))
+    let err = Session::new(tower_agent_session::TokenFile::new(&path))
         .start()
         .await
         .unwrap_err();
     assert!(
-        matches!(err, agent_session::Error::CorruptFile { .. }),
+        matches!(err, tower_agent_session::Error::CorruptFile { .. }),
         "{err:?}"
     );
     assert_eq!(err.exit_code(), 65);
@@ -480,10 +487,10 @@ async fn a_failed_write_is_reported_and_keeps_the_token_in_memory() {
     // The session file's directory is a file: nothing can be written there.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
-    let session = Session::new(agent_session::TokenFile::in_dir(&blocker));
+    let session = Session::new(tower_agent_session::TokenFile::in_dir(&blocker));
     let err = session.start_with_token(token("t0")).await.unwrap_err();
     assert!(
-        matches!(err, agent_session::Error::WriteFile { .. }),
+        matches!(err, tower_agent_session::Error::WriteFile { .. }),
         "{err:?}"
     );
     assert_eq!(session.token(), Some(token("t0")));
@@ -530,9 +537,11 @@ async fn own_writes_are_never_taken_for_another_process() {
     const TASKS: usize = 16;
     const CALLS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .agent_tokens(tower_agent_session::AgentTokens::RevokedOnRefresh)
+    .build();
     session.start_with_token(jwt(1_000, 0)).await.unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(1));
     let inner = tower::service_fn(move |_req: Request<()>| {
@@ -656,10 +665,10 @@ async fn the_same_token_twice_still_waits_for_its_write() {
 
 #[tokio::test]
 async fn a_memory_store_follows_the_same_rules() {
-    use agent_session::store::MemoryStore;
+    use tower_agent_session::store::MemoryStore;
     let store = MemoryStore::new();
     let ours = Session::builder(store.clone())
-        .watch(agent_session::Watch::Off)
+        .watch(tower_agent_session::Watch::Off)
         .agent_tokens(AgentTokens::RevokedOnRefresh)
         .build();
     ours.start_with_token(token("t0")).await.unwrap();

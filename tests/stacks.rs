@@ -6,11 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{Error, Session, SessionLayer, Token};
-use agent_session_agent::{
-    Agent, HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
-};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
@@ -19,6 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 use tower::{Service, ServiceBuilder, ServiceExt as _};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use tower_agent_session::{Error, Session, SessionLayer, Token};
+use tower_agent_session_agent::{
+    Agent, HTTP_ECHO_PATH, HTTP_LOCK_ALL_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
+};
 
 mod common;
 use common::{PASSWORD, quiet_session, start_agent};
@@ -50,9 +50,9 @@ async fn start_http_agent() -> HttpAgent {
 async fn status_with<S>(client: &mut AgentServiceClient<S>) -> Result<String, tonic::Status>
 where
     S: tonic::client::GrpcService<tonic::body::Body>,
-    S::Error: Into<agent_session::BoxError>,
+    S::Error: Into<tower_agent_session::BoxError>,
     S::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
-    <S::ResponseBody as http_body::Body>::Error: Into<agent_session::BoxError> + Send,
+    <S::ResponseBody as http_body::Body>::Error: Into<tower_agent_session::BoxError> + Send,
 {
     Ok(client
         .agent_status(EmptyMessage {})
@@ -282,7 +282,7 @@ async fn hyper_flow(http2_only: bool) {
         .service(hyper.clone());
     let plain = ServiceBuilder::new()
         .layer(SessionLayer::new(Session::new(
-            agent_session::TokenFile::new(dir.path().join("unused")),
+            tower_agent_session::TokenFile::new(dir.path().join("unused")),
         )))
         .service(hyper);
     http_flow(client, plain, &agent, &session).await;

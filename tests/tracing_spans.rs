@@ -5,15 +5,15 @@
 //! One global subscriber for this test binary (the writer's thread is not the test's, so a
 //! thread-local default would not see its events), writing plain text into a buffer.
 
-use agent_session::store::TokenStore as _;
 use std::convert::Infallible;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::{AgentTokens, Session, SessionLayer, Token, TokenFile, Watch};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt as _;
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::{AgentTokens, Session, SessionLayer, Token, TokenFile, Watch};
 
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);
@@ -102,7 +102,8 @@ async fn a_refresh_write_is_logged_in_its_calls_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_is_logged_in_its_calls_span() {
-    type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, agent_session::BoxError>;
+    type Body =
+        http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower_agent_session::BoxError>;
     let log = log();
     let dir = tempfile::tempdir().unwrap();
     let session = Session::builder(TokenFile::in_dir(dir.path()))
@@ -126,7 +127,7 @@ async fn a_recovery_is_logged_in_its_calls_span() {
         }
         Ok::<_, Infallible>(response)
     });
-    let unlock = || async { Ok::<_, agent_session::BoxError>(Token::new("fresh.secret")?) };
+    let unlock = || async { Ok::<_, tower_agent_session::BoxError>(Token::new("fresh.secret")?) };
     let body: Body = http_body_util::BodyExt::boxed_unsync(
         http_body_util::Empty::<bytes::Bytes>::new().map_err(|never| match never {}),
     );

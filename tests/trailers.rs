@@ -10,9 +10,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use agent_session::{BoxError, Error, Polykey, Session, SessionFailures, SessionLayer, Token};
-use agent_session_agent::{Agent, SessionManager};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
@@ -21,6 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Server;
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
+use tower_agent_session::{
+    BoxError, Error, Polykey, Session, SessionFailures, SessionLayer, Token,
+};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 mod common;
 use common::{PASSWORD, channel};
@@ -142,8 +144,8 @@ async fn start_grpc_js_agent() -> GrpcJsAgent {
 }
 
 fn polykey_session(dir: &std::path::Path) -> Session {
-    Session::builder(agent_session::TokenFile::new(dir.join("token")))
-        .watch(agent_session::Watch::Off)
+    Session::builder(tower_agent_session::TokenFile::new(dir.join("token")))
+        .watch(tower_agent_session::Watch::Off)
         .failures(Polykey)
         .build()
 }
@@ -191,7 +193,7 @@ async fn the_plain_layer_hands_them_over_for_from_status_with() {
     let dir = tempfile::tempdir().unwrap();
     let session = polykey_session(dir.path());
     let mut client = AgentServiceClient::new(
-        agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
+        tower_agent_session::SessionLayer::new(session.clone()).layer(channel(agent.address).await),
     );
     let status = client.agent_status(EmptyMessage {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unknown);
@@ -265,11 +267,14 @@ async fn reauthenticating_client(
     address: std::net::SocketAddr,
     failures: impl SessionFailures,
     request_body: ClientBody,
-) -> Result<http::Response<agent_session::layer::PeekedBody<hyper::body::Incoming>>, BoxError> {
+) -> Result<http::Response<tower_agent_session::layer::PeekedBody<hyper::body::Incoming>>, BoxError>
+{
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .failures(failures)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .failures(failures)
+    .build();
     session
         .start_with_token(Token::new("t").unwrap())
         .await
@@ -342,9 +347,11 @@ async fn a_call_whose_request_still_streams_is_handed_over_at_its_headers() {
 #[tokio::test]
 async fn a_token_beside_a_failure_in_the_trailers_is_not_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let session = Session::builder(agent_session::TokenFile::new(dir.path().join("token")))
-        .watch(agent_session::Watch::Off)
-        .build();
+    let session = Session::builder(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ))
+    .watch(tower_agent_session::Watch::Off)
+    .build();
     session
         .start_with_token(Token::new("stale").unwrap())
         .await

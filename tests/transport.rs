@@ -2,21 +2,21 @@
 //! the three states a client can start in (no token, a valid token, an invalid token), the
 //! re-authentication flow out of each failure, and group commit of refresh writes.
 
-use agent_session::store::TokenStore as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use agent_session_agent::{Agent, SessionManager};
+use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
+use tower_agent_session_agent::{Agent, SessionManager};
 
-use agent_session::{Error, Session, SessionLayer, Token, layer::SessionService};
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Server};
 use tower::ServiceBuilder;
+use tower_agent_session::{Error, Session, SessionLayer, Token, layer::SessionService};
 
 mod common;
 use common::{PASSWORD, channel, quiet_session as session_in, start_agent};
@@ -93,7 +93,7 @@ async fn valid_token_is_used_and_each_refresh_written() {
         .manager
         .mint_expiring_at(SystemTime::now() + Duration::from_secs(60))
         .unwrap();
-    agent_session::TokenFile::in_dir(dir.path())
+    tower_agent_session::TokenFile::in_dir(dir.path())
         .store(&seed)
         .unwrap();
     let session = session_in(dir.path());
@@ -129,7 +129,7 @@ async fn invalid_token_is_token_invalid_then_unlock_works() {
     let dir = tempfile::tempdir().unwrap();
     let stale = agent.manager.mint().unwrap();
     agent.manager.lock_all().unwrap();
-    agent_session::TokenFile::in_dir(dir.path())
+    tower_agent_session::TokenFile::in_dir(dir.path())
         .store(&stale)
         .unwrap();
     let session = session_in(dir.path());
@@ -195,7 +195,9 @@ async fn lock_all_invalidates_the_session_and_unlock_recovers() {
 async fn another_process_unlocking_is_picked_up_by_a_long_lived_session() {
     let agent = start_agent().await;
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Session::new(agent_session::TokenFile::new(dir.path().join("token")));
+    let daemon = Session::new(tower_agent_session::TokenFile::new(
+        dir.path().join("token"),
+    ));
     daemon.start().await.unwrap();
     let mut client = client(agent.address, &daemon).await;
     let error = session_error(client.agent_status(EmptyMessage {}).await.unwrap_err());
@@ -204,7 +206,7 @@ async fn another_process_unlocking_is_picked_up_by_a_long_lived_session() {
     // Another terminal unlocks; the daemon's watch picks the token up, and its next call
     // carries it.
     let since = daemon.epoch();
-    let other = Session::new(agent_session::TokenFile::in_dir(dir.path()));
+    let other = Session::new(tower_agent_session::TokenFile::in_dir(dir.path()));
     let mut other_client = self::client(agent.address, &other).await;
     reauthenticate(&mut other_client, &other).await;
     common::picked_up(&daemon, since).await;

@@ -7,14 +7,14 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent_session::{
-    Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored, store::Swap,
-    store::TokenStore,
-};
-use agent_session::{Watch, store::Version};
 use base64::Engine as _;
 use http::{Request, Response};
 use tower::{Layer as _, ServiceExt as _};
+use tower_agent_session::{
+    Error, Session, SessionLayer, Token, store::MemoryStore, store::Stored, store::Swap,
+    store::TokenStore,
+};
+use tower_agent_session::{Watch, store::Version};
 use tracing::Level;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -80,7 +80,7 @@ impl Visit for Message {
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counting {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if !event.metadata().target().starts_with("agent_session") {
+        if !event.metadata().target().starts_with("tower_agent_session") {
             return;
         }
         let level = *event.metadata().level();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use agent_session::{Session, TokenFile, Watch};
+use tower_agent_session::{Session, TokenFile, Watch};
 
 #[path = "cli_support/mod.rs"]
 mod cli_support;

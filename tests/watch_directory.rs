@@ -7,7 +7,7 @@
 //! would change.
 #![cfg(target_os = "linux")]
 
-use agent_session::{Session, TokenFile};
+use tower_agent_session::{Session, TokenFile};
 
 #[path = "cli_support/mod.rs"]
 mod cli_support;

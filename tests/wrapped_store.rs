@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agent_session::store::{Stored, Swap, TokenStore, Version};
-use agent_session::{Error, ReauthLock, Session, Token, TokenFile, Watch};
 use tokio::sync::oneshot;
+use tower_agent_session::store::{Stored, Swap, TokenStore, Version};
+use tower_agent_session::{Error, ReauthLock, Session, Token, TokenFile, Watch};
 
 /// The session file, with every write counted: a store of the user's own.
 struct Counted {

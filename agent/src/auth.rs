@@ -27,7 +27,7 @@ pub const DEFAULT_REALM: &str = "agent";
 /// set it:
 ///
 /// ```
-/// use agent_session_agent::NoRefresh;
+/// use tower_agent_session_agent::NoRefresh;
 ///
 /// let mut response = tonic::Response::new(());
 /// response.extensions_mut().insert(NoRefresh);
@@ -47,10 +47,10 @@ pub struct NoRefresh;
 ///   and its response passed on untouched;
 /// - no bearer token in `authorization` (or not the `Bearer` scheme): rejected with
 ///   `www-authenticate: Bearer realm="<realm>"` and
-///   [`TOKEN_NOT_PROVIDED_MESSAGE`](agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
+///   [`TOKEN_NOT_PROVIDED_MESSAGE`](tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE);
 /// - a token that fails [`SessionManager::verify`]: rejected with
 ///   `www-authenticate: Bearer realm="<realm>", error="invalid_token", error_description="…"` and
-///   [`TOKEN_INVALID_MESSAGE`](agent_session::Error::TOKEN_INVALID_MESSAGE);
+///   [`TOKEN_INVALID_MESSAGE`](tower_agent_session::Error::TOKEN_INVALID_MESSAGE);
 /// - a valid token: the inner service is called, and its response gets a refreshed token in
 ///   `authorization: Bearer <token>` (a sensitive header value; for gRPC, the response's
 ///   initial metadata): the key's refresh of the current second, minted by the first call of
@@ -77,7 +77,7 @@ pub struct NoRefresh;
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use agent_session_agent::{AuthLayer, SessionManager};
+/// use tower_agent_session_agent::{AuthLayer, SessionManager};
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -1,10 +1,10 @@
 //! A call's bearer credentials, read by the client crate's rules
-//! ([`Token::from_headers`](agent_session::Token::from_headers)), with a shortcut for the
+//! ([`Token::from_headers`](tower_agent_session::Token::from_headers)), with a shortcut for the
 //! verified-token cache: the token's bytes of a lone `authorization` value, before any check.
 
-use agent_session::{MalformedToken, Token};
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use tower_agent_session::{MalformedToken, Token};
 
 /// What a request's `authorization` header(s) hold.
 #[derive(Debug)]

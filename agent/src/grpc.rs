@@ -1,8 +1,8 @@
 //! The server half of the `agent.v1` gRPC contract: [`AgentService`], the trait an agent
 //! implements, and [`AgentServiceServer`], the tonic service that serves it.
 //!
-//! The messages and [`AgentServiceClient`](agent_session::proto::AgentServiceClient) are the
-//! client crate's, in [`agent_session::proto`]: the contract has one path, and the server here
+//! The messages and [`AgentServiceClient`](tower_agent_session::proto::AgentServiceClient) are the
+//! client crate's, in [`tower_agent_session::proto`]: the contract has one path, and the server here
 //! takes and returns exactly those types. The code is generated from
 //! `proto/agent/v1/agent.proto` (beside the client crate) by `tonic-prost-build`, and checked
 //! in: the client crate's `tests/agent_codegen.rs` regenerates it and fails on any difference.

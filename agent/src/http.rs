@@ -22,7 +22,7 @@ use tower_service::Service;
 
 use super::auth::{AuthLayer, NoRefresh};
 use super::server::{Agent, LIVE};
-use agent_session::BoxError;
+use tower_agent_session::BoxError;
 
 /// Unlocks a session: the password in, a token out.
 pub const HTTP_UNLOCK_PATH: &str = "/v1/session/unlock";

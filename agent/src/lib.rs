@@ -1,7 +1,7 @@
-//! The agent side of [`agent_session`]: mint, check and refresh session tokens, and serve
+//! The agent side of [`tower_agent_session`]: mint, check and refresh session tokens, and serve
 //! `agent.v1.AgentService`.
 //!
-//! The client crate, `agent-session`, keeps the client's half of a session; this crate is the
+//! The client crate, `tower-agent-session`, keeps the client's half of a session; this crate is the
 //! other half, kept apart so that a client's build holds neither its crypto nor its server.
 //!
 //! - [`SessionManager`] mints HS256 JWTs, verifies them, and invalidates all of them at once
@@ -11,15 +11,15 @@
 //!   each successful response.
 //! - [`grpc`] holds the server half of the `agent.v1` contract:
 //!   [`AgentService`](grpc::AgentService) and [`AgentServiceServer`](grpc::AgentServiceServer).
-//!   Its messages and [`AgentServiceClient`](agent_session::proto::AgentServiceClient) are the
-//!   client crate's, in [`agent_session::proto`] (feature `client`), the one path of the
+//!   Its messages and [`AgentServiceClient`](tower_agent_session::proto::AgentServiceClient) are the
+//!   client crate's, in [`tower_agent_session::proto`] (feature `client`), the one path of the
 //!   contract.
 //! - [`Agent`] is the ready implementation, with [`Agent::serve`] to run it behind the layer,
 //!   and [`HttpAgent`] the same calls over plain HTTP.
 //!
 //! ```
-//! use agent_session::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
-//! use agent_session_agent::{Agent, SessionManager};
+//! use tower_agent_session::proto::{AgentServiceClient, EmptyMessage, PasswordMessage};
+//! use tower_agent_session_agent::{Agent, SessionManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

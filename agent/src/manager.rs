@@ -13,7 +13,7 @@ use super::cache::VerifiedTokens;
 use super::error::{KeyError, MintError, VerifyError};
 use super::jwt::Hs256;
 use super::key::{hex, random_id, random_key, read_key_file, write_key_file};
-use agent_session::Token;
+use tower_agent_session::Token;
 
 /// The length of the signing key, in bytes: the output size of SHA-256, as RFC 7518 §3.2 asks
 /// of an HS256 key.
@@ -61,7 +61,7 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use agent_session_agent::{SessionManager, VerifyError};
+/// use tower_agent_session_agent::{SessionManager, VerifyError};
 ///
 /// let manager = SessionManager::new()?.with_lifetime(Duration::from_secs(600));
 /// let token = manager.mint()?;

@@ -79,11 +79,11 @@ fn headers(challenge: &str, rejection: Rejection, grpc: bool) -> HeaderMap {
     let (challenge, message) = match rejection.description() {
         None => (
             challenge.to_owned(),
-            agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE,
+            tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE,
         ),
         Some(description) => (
             format!(r#"{challenge}, error="invalid_token", error_description="{description}""#),
-            agent_session::Error::TOKEN_INVALID_MESSAGE,
+            tower_agent_session::Error::TOKEN_INVALID_MESSAGE,
         ),
     };
     let mut headers = HeaderMap::new();

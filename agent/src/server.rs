@@ -12,7 +12,7 @@ use super::auth::{AuthLayer, NoRefresh};
 use super::error::KeyError;
 use super::manager::SessionManager;
 use crate::grpc::{AgentService, AgentServiceServer};
-use agent_session::proto::{
+use tower_agent_session::proto::{
     EchoMessage, EmptyMessage, PasswordMessage, SESSION_UNLOCK_PATH, SessionTokenMessage,
     StatusMessage,
 };
@@ -86,7 +86,7 @@ impl Agent {
 impl Agent {
     /// Mints a token for whoever gives the right password; `PERMISSION_DENIED` "Incorrect
     /// password" otherwise, minting nothing. Shared by the gRPC and HTTP calls.
-    pub(crate) fn unlock(&self, given: &[u8]) -> Result<agent_session::Token, Status> {
+    pub(crate) fn unlock(&self, given: &[u8]) -> Result<tower_agent_session::Token, Status> {
         if !same_password(given, self.password.as_bytes()) {
             return Err(Status::permission_denied("Incorrect password"));
         }

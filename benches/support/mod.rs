@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_session::Token;
 use base64::Engine as _;
 use criterion::Criterion;
 use http::{HeaderValue, Request, Response, header};
 use tower::Service;
+use tower_agent_session::Token;
 
 /// Criterion settings for the in-process benches: a call costs nanoseconds, so a second of
 /// warm-up and three of measurement give tight intervals and keep the whole run short.

@@ -18,11 +18,11 @@ use std::io::{Read as _, Write as _};
 #[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt as _;
 
-use agent_session::{Session, Token};
 #[cfg(unix)]
 use rustix::event::{PollFd, PollFlags, poll};
 #[cfg(unix)]
 use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, SpecialCodeIndex};
+use tower_agent_session::{Session, Token};
 
 /// What the prompt ended with.
 #[cfg(unix)]

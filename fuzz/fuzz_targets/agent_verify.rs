@@ -24,8 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agent_session::Token;
-use agent_session_agent::{AuthLayer, SessionManager};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -35,6 +33,8 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer as _, Service as _};
+use tower_agent_session::Token;
+use tower_agent_session_agent::{AuthLayer, SessionManager};
 
 mod bounded;
 mod reference;

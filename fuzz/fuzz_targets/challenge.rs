@@ -7,9 +7,9 @@
 
 #![no_main]
 
-use agent_session::{Error, Polykey, Rfc6750, SessionFailures, Token};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
+use tower_agent_session::{Error, Polykey, Rfc6750, SessionFailures, Token};
 
 mod bounded;
 

@@ -20,16 +20,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
-use agent_session::store::MemoryStore;
-use agent_session::{
-    AgentTokens, Error, Polykey, Rfc6750, Session, SessionFailures, SessionLayer, Token, Watch,
-};
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use reference::Failure;
 use tower::{Layer as _, Service as _, ServiceExt as _};
+use tower_agent_session::store::MemoryStore;
+use tower_agent_session::{
+    AgentTokens, Error, Polykey, Rfc6750, Session, SessionFailures, SessionLayer, Token, Watch,
+};
 
 mod bounded;
 mod reference;

@@ -6,10 +6,10 @@
 
 #![no_main]
 
-use agent_session::{Error, Polykey, Rfc6750};
 use libfuzzer_sys::fuzz_target;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tower_agent_session::{Error, Polykey, Rfc6750};
 
 mod bounded;
 mod reference;
@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
     if code == Code::Unauthenticated && !status.metadata().contains_key("www-authenticate") {
         let expected = if status
             .message()
-            .contains(agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
+            .contains(tower_agent_session::Error::TOKEN_NOT_PROVIDED_MESSAGE)
         {
             Error::TokenNotProvided
         } else {

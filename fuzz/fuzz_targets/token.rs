@@ -7,8 +7,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use agent_session::Token;
 use libfuzzer_sys::fuzz_target;
+use tower_agent_session::Token;
 
 mod bounded;
 mod reference;

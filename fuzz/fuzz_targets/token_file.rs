@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use agent_session::store::TokenStore as _;
-use agent_session::{Error, TokenFile};
 use libfuzzer_sys::fuzz_target;
+use tower_agent_session::store::TokenStore as _;
+use tower_agent_session::{Error, TokenFile};
 
 mod bounded;
 
@@ -41,13 +41,13 @@ fuzz_target!(|data: &[u8]| {
     match &read {
         Ok(Some(token)) => {
             assert_eq!(Some(token.expose()), text.map(str::trim));
-            assert!(data.len() as u64 <= agent_session::TokenFile::MAX_LEN);
+            assert!(data.len() as u64 <= tower_agent_session::TokenFile::MAX_LEN);
         }
         Ok(None) => assert!(text.is_some_and(|t| t.trim().is_empty()), "{data:?}"),
         Err(Error::CorruptFile { path: named, .. }) => assert_eq!(named, path),
         Err(other) => panic!("reading a regular file: {other:?}"),
     }
-    if data.len() as u64 > agent_session::TokenFile::MAX_LEN {
+    if data.len() as u64 > tower_agent_session::TokenFile::MAX_LEN {
         assert!(read.is_err(), "{} bytes read as a token", data.len());
     }
     if let Err(error) = &read {

@@ -32,7 +32,7 @@ use crate::error::Error;
 ///
 /// ```
 /// use std::time::Duration;
-/// use agent_session::ReauthLock;
+/// use tower_agent_session::ReauthLock;
 ///
 /// let lock = ReauthLock::new("/run/user/1000/agent/keyring.reauth.lock")
 ///     .wait(Duration::from_secs(30));

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use agent_session::{Session, SessionLayer, TokenFile};
+//! use tower_agent_session::{Session, SessionLayer, TokenFile};
 //! use tower::ServiceBuilder;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,9 +108,9 @@ impl SessionLayer {
     /// `UNKNOWN`. Over reqwest it is the crate's [`Error`](crate::Error), boxed.
     ///
     /// ```no_run
-    /// # async fn run(session: agent_session::Session, password_channel: tonic::transport::Channel) {
-    /// use agent_session::proto::{AgentServiceClient, PasswordMessage};
-    /// use agent_session::{SessionLayer, Token};
+    /// # async fn run(session: tower_agent_session::Session, password_channel: tonic::transport::Channel) {
+    /// use tower_agent_session::proto::{AgentServiceClient, PasswordMessage};
+    /// use tower_agent_session::{SessionLayer, Token};
     ///
     /// let unlock = move || {
     ///     let mut client = AgentServiceClient::new(password_channel.clone());

@@ -15,11 +15,11 @@
 //! ```
 //!
 //! This module is the contract's one path. The server half, `AgentService` and
-//! `AgentServiceServer`, is in the agent's crate, `agent-session-agent` (its module `grpc`),
+//! `AgentServiceServer`, is in the agent's crate, `tower-agent-session-agent` (its module `grpc`),
 //! over these same messages: a client's build holds no server.
 //!
 //! ```no_run
-//! use agent_session::proto::{AgentServiceClient, PasswordMessage};
+//! use tower_agent_session::proto::{AgentServiceClient, PasswordMessage};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051")

@@ -15,7 +15,7 @@ use crate::store::TokenStore;
 ///
 /// ```
 /// use std::time::Duration;
-/// use agent_session::{AgentTokens, Polykey, Session, TokenFile, Watch};
+/// use tower_agent_session::{AgentTokens, Polykey, Session, TokenFile, Watch};
 ///
 /// let session = Session::builder(TokenFile::in_dir("/home/me/.agent"))
 ///     .agent_tokens(AgentTokens::LiveUntilExpiry)
@@ -108,8 +108,8 @@ impl SessionBuilder {
     /// client to say so on its terminal (the event is also logged at `INFO`).
     ///
     /// ```
-    /// # let store = agent_session::store::MemoryStore::new();
-    /// let session = agent_session::Session::builder(store)
+    /// # let store = tower_agent_session::store::MemoryStore::new();
+    /// let session = tower_agent_session::Session::builder(store)
     ///     .on_reauth_wait(|pid| match pid {
     ///         Some(pid) => eprintln!("waiting for process {pid} to unlock…"),
     ///         None => eprintln!("waiting for another process to unlock…"),

@@ -55,7 +55,7 @@ impl Session {
     /// [`Error::TokenNotProvided`] when the session has no token.
     ///
     /// ```
-    /// # fn run(session: agent_session::Session) -> Result<(), agent_session::Error> {
+    /// # fn run(session: tower_agent_session::Session) -> Result<(), tower_agent_session::Error> {
     /// let mut request = tonic::Request::new(());
     /// session.authorize(&mut request)?;
     /// assert!(request.metadata().get("authorization").unwrap().is_sensitive());
@@ -91,7 +91,7 @@ impl Session {
     /// For a long-lived process that waits for the user to unlock in another terminal:
     ///
     /// ```no_run
-    /// # async fn run(session: agent_session::Session) {
+    /// # async fn run(session: tower_agent_session::Session) {
     /// let since = session.epoch();
     /// if session.token().is_none() {
     ///     eprintln!("waiting for `client unlock` in another terminal…");
@@ -119,9 +119,9 @@ impl Session {
     /// [`AgentTokens`](crate::AgentTokens) says the call may go on.
     ///
     /// ```no_run
-    /// # async fn run(session: agent_session::Session, channel: tonic::transport::Channel)
+    /// # async fn run(session: tower_agent_session::Session, channel: tonic::transport::Channel)
     /// # -> Result<(), Box<dyn std::error::Error>> {
-    /// use agent_session::proto::{AgentServiceClient, EmptyMessage};
+    /// use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
     ///
     /// let for_calls = session.clone();
     /// let mut client = AgentServiceClient::with_interceptor(channel, move |mut request| {
@@ -157,11 +157,11 @@ impl Session {
     /// [`Polykey`](crate::Polykey) again at every call, as [`Error::from_status_with`] takes it.
     ///
     /// ```
-    /// # fn run(session: agent_session::Session) {
+    /// # fn run(session: tower_agent_session::Session) {
     /// let status = tonic::Status::unauthenticated("Invalid JWT Token, please reauthenticate.");
     /// assert!(matches!(
     ///     session.failure(&status),
-    ///     Some(agent_session::Error::TokenInvalid)
+    ///     Some(tower_agent_session::Error::TokenInvalid)
     /// ));
     /// # }
     /// ```

@@ -57,9 +57,9 @@ pub use watch::Watch;
 /// up as soon as the file changes (see [`Watch`]).
 ///
 /// ```no_run
-/// use agent_session::{Session, Token, TokenFile};
+/// use tower_agent_session::{Session, Token, TokenFile};
 ///
-/// # async fn run() -> Result<(), agent_session::Error> {
+/// # async fn run() -> Result<(), tower_agent_session::Error> {
 /// let session = Session::new(TokenFile::in_dir("/home/me/.agent"));
 /// session.start().await?; // the token on disk, if any
 /// // … after an unlock:
@@ -235,10 +235,10 @@ impl Session {
     /// lock, and keeps it until its token is written.
     ///
     /// ```no_run
-    /// # async fn run(session: agent_session::Session,
-    /// #     mut client: agent_session::proto::AgentServiceClient<tonic::transport::Channel>)
+    /// # async fn run(session: tower_agent_session::Session,
+    /// #     mut client: tower_agent_session::proto::AgentServiceClient<tonic::transport::Channel>)
     /// # -> Result<(), Box<dyn std::error::Error>> {
-    /// use agent_session::proto::EmptyMessage;
+    /// use tower_agent_session::proto::EmptyMessage;
     ///
     /// session
     ///     .clear_after(async { client.sessions_lock_all(EmptyMessage {}).await })

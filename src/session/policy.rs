@@ -21,7 +21,7 @@ use crate::token::Token;
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use agent_session::{AgentTokens, store::MemoryStore, Session, SessionLayer, Token};
+/// use tower_agent_session::{AgentTokens, store::MemoryStore, Session, SessionLayer, Token};
 /// use http::{Request, Response};
 /// use tower::{Layer as _, ServiceExt as _};
 ///

@@ -32,7 +32,7 @@ use super::owner::Event;
 ///
 /// ```
 /// use std::time::Duration;
-/// use agent_session::{Session, Token, TokenFile, Watch};
+/// use tower_agent_session::{Session, Token, TokenFile, Watch};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

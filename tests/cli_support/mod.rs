@@ -8,7 +8,6 @@
 //! stdin closes).
 #![allow(dead_code)] // each test file uses its own part of this
 
-use agent_session::store::TokenStore as _;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader};
@@ -17,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::Token;
-use agent_session_agent::SessionManager;
 use tempfile::TempDir;
+use tower_agent_session::Token;
+use tower_agent_session_agent::SessionManager;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -169,7 +169,7 @@ impl AgentProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_RUST_LOG")
-                    .unwrap_or_else(|_| "warn,agent=info,agent_session=debug".to_owned()),
+                    .unwrap_or_else(|_| "warn,agent=info,tower_agent_session=debug".to_owned()),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -435,7 +435,8 @@ impl Fixture {
     }
 
     pub fn token_path(&self) -> PathBuf {
-        self.session_dir().join(agent_session::TokenFile::NAME)
+        self.session_dir()
+            .join(tower_agent_session::TokenFile::NAME)
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -526,7 +527,7 @@ impl Fixture {
 
     /// Puts `token` in the session file, as another process would.
     pub fn write_token(&self, token: &str) {
-        agent_session::TokenFile::in_dir(self.session_dir())
+        tower_agent_session::TokenFile::in_dir(self.session_dir())
             .store(&Token::new(token).expect("a well-formed token"))
             .expect("write the session file");
     }

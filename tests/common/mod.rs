@@ -1,16 +1,16 @@
 //! What the transport tests share: an agent on loopback and clients of it.
 #![allow(dead_code)] // each test file uses its own part of this
 
-use agent_session::store::TokenStore as _;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tower_agent_session::store::TokenStore as _;
 
-use agent_session::proto::{AgentServiceClient, PasswordMessage};
-use agent_session::{Session, Token};
-use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
+use tower_agent_session::proto::{AgentServiceClient, PasswordMessage};
+use tower_agent_session::{Session, Token};
+use tower_agent_session_agent::{Agent, SessionManager};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -50,9 +50,9 @@ pub async fn channel(address: SocketAddr) -> Channel {
 /// sees; its calls wait for their writes (as for an agent whose refreshes revoke), however slow
 /// a loaded disk is.
 pub fn quiet_session(dir: &std::path::Path) -> Session {
-    Session::builder(agent_session::TokenFile::new(dir.join("token")))
-        .watch(agent_session::Watch::Off)
-        .agent_tokens(agent_session::AgentTokens::RevokedOnRefresh)
+    Session::builder(tower_agent_session::TokenFile::new(dir.join("token")))
+        .watch(tower_agent_session::Watch::Off)
+        .agent_tokens(tower_agent_session::AgentTokens::RevokedOnRefresh)
         .call_wait(Duration::from_secs(3600))
         .build()
 }
@@ -150,22 +150,23 @@ pub async fn counting_reauth_layer(
     address: SocketAddr,
     session: &Session,
 ) -> (
-    agent_session::layer::ReauthLayer,
+    tower_agent_session::layer::ReauthLayer,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (counter, password_channel) = (runs.clone(), channel(address).await);
-    let layer = agent_session::SessionLayer::new(session.clone()).reauthenticate_with(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let channel = password_channel.clone();
-        async move { unlock(channel, PASSWORD).await }
-    });
+    let layer =
+        tower_agent_session::SessionLayer::new(session.clone()).reauthenticate_with(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let channel = password_channel.clone();
+            async move { unlock(channel, PASSWORD).await }
+        });
     (layer, runs)
 }
 
 /// Waits until `session` is no longer as it was at `since` (another process's change picked up
 /// by its watch), failing the test after a generous bound instead of hanging.
-pub async fn picked_up(session: &Session, since: agent_session::Epoch) {
+pub async fn picked_up(session: &Session, since: tower_agent_session::Epoch) {
     tokio::time::timeout(Duration::from_secs(30), session.changed_since(since))
         .await
         .expect("the session never picked up the other process's change");

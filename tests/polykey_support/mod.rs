@@ -41,7 +41,9 @@ pub fn basic_authorization(password: &str) -> AsciiMetadataValue {
 }
 
 /// `Bearer <token>`, the form the agent accepts (the scheme is case-sensitive).
-pub fn bearer_authorization(token: &str) -> Result<AsciiMetadataValue, agent_session::BoxError> {
+pub fn bearer_authorization(
+    token: &str,
+) -> Result<AsciiMetadataValue, tower_agent_session::BoxError> {
     let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}"))?;
     value.set_sensitive(true);
     Ok(value)
@@ -60,7 +62,7 @@ pub fn with_password<T>(message: T, password: &str) -> tonic::Request<T> {
 pub fn with_bearer<T>(
     message: T,
     token: &str,
-) -> Result<tonic::Request<T>, agent_session::BoxError> {
+) -> Result<tonic::Request<T>, tower_agent_session::BoxError> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()

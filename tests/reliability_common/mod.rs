@@ -18,9 +18,9 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agent_session_agent::{Agent, SessionManager};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_agent_session_agent::{Agent, SessionManager};
 
 /// The environment variable that makes the child entry of a test binary do something.
 pub const CHILD_ROLE: &str = "RELIABILITY_CHILD";

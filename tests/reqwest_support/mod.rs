@@ -6,17 +6,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use agent_session::{
-    BoxError, Reauthenticate, Session, SessionLayer, SessionMiddleware, Token, layer::ReauthService,
-};
-use agent_session_agent::{
-    Agent, HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
-};
 use http::Extensions;
 use http::header::AUTHORIZATION;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use tokio::net::TcpListener;
 use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
+use tower_agent_session::{
+    BoxError, Reauthenticate, Session, SessionLayer, SessionMiddleware, Token, layer::ReauthService,
+};
+use tower_agent_session_agent::{
+    Agent, HTTP_ECHO_PATH, HTTP_STATUS_PATH, HTTP_UNLOCK_PATH, SessionManager,
+};
 
 use crate::common::{PASSWORD, quiet_session};
 

@@ -17,7 +17,7 @@ pub fn inotify_instances() -> usize {
         .count()
 }
 
-/// The sessions' polling threads alive in this process (`agent-session-watch`, as the kernel
+/// The sessions' polling threads alive in this process (`tower-agent-session-watch`, as the kernel
 /// keeps a thread's name: 15 bytes).
 pub fn polling_threads() -> usize {
     std::fs::read_dir("/proc/self/task")

@@ -18,33 +18,33 @@ pub mod agent_service_server {
         /// PERMISSION_DENIED and mints nothing.
         async fn session_unlock(
             &self,
-            request: tonic::Request<::agent_session::proto::PasswordMessage>,
+            request: tonic::Request<::tower_agent_session::proto::PasswordMessage>,
         ) -> std::result::Result<
-            tonic::Response<::agent_session::proto::SessionTokenMessage>,
+            tonic::Response<::tower_agent_session::proto::SessionTokenMessage>,
             tonic::Status,
         >;
         /// Ends every session at once: every token minted before stops working, the caller's included.
         async fn sessions_lock_all(
             &self,
-            request: tonic::Request<::agent_session::proto::EmptyMessage>,
+            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
         ) -> std::result::Result<
-            tonic::Response<::agent_session::proto::EmptyMessage>,
+            tonic::Response<::tower_agent_session::proto::EmptyMessage>,
             tonic::Status,
         >;
         /// Whether the agent is up: it answers "LIVE".
         async fn agent_status(
             &self,
-            request: tonic::Request<::agent_session::proto::EmptyMessage>,
+            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
         ) -> std::result::Result<
-            tonic::Response<::agent_session::proto::StatusMessage>,
+            tonic::Response<::tower_agent_session::proto::StatusMessage>,
             tonic::Status,
         >;
         /// Sends the challenge back: a call that does nothing but check the token.
         async fn echo(
             &self,
-            request: tonic::Request<::agent_session::proto::EchoMessage>,
+            request: tonic::Request<::tower_agent_session::proto::EchoMessage>,
         ) -> std::result::Result<
-            tonic::Response<::agent_session::proto::EchoMessage>,
+            tonic::Response<::tower_agent_session::proto::EchoMessage>,
             tonic::Status,
         >;
     }
@@ -131,9 +131,9 @@ pub mod agent_service_server {
                     impl<
                         T: AgentService,
                     > tonic::server::UnaryService<
-                        ::agent_session::proto::PasswordMessage,
+                        ::tower_agent_session::proto::PasswordMessage,
                     > for SessionUnlockSvc<T> {
-                        type Response = ::agent_session::proto::SessionTokenMessage;
+                        type Response = ::tower_agent_session::proto::SessionTokenMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
@@ -141,7 +141,7 @@ pub mod agent_service_server {
                         fn call(
                             &mut self,
                             request: tonic::Request<
-                                ::agent_session::proto::PasswordMessage,
+                                ::tower_agent_session::proto::PasswordMessage,
                             >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
@@ -178,16 +178,16 @@ pub mod agent_service_server {
                     struct SessionsLockAllSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::agent_session::proto::EmptyMessage>
+                    > tonic::server::UnaryService<::tower_agent_session::proto::EmptyMessage>
                     for SessionsLockAllSvc<T> {
-                        type Response = ::agent_session::proto::EmptyMessage;
+                        type Response = ::tower_agent_session::proto::EmptyMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::agent_session::proto::EmptyMessage>,
+                            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -224,16 +224,16 @@ pub mod agent_service_server {
                     struct AgentStatusSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::agent_session::proto::EmptyMessage>
+                    > tonic::server::UnaryService<::tower_agent_session::proto::EmptyMessage>
                     for AgentStatusSvc<T> {
-                        type Response = ::agent_session::proto::StatusMessage;
+                        type Response = ::tower_agent_session::proto::StatusMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::agent_session::proto::EmptyMessage>,
+                            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -269,16 +269,16 @@ pub mod agent_service_server {
                     struct EchoSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::agent_session::proto::EchoMessage>
+                    > tonic::server::UnaryService<::tower_agent_session::proto::EchoMessage>
                     for EchoSvc<T> {
-                        type Response = ::agent_session::proto::EchoMessage;
+                        type Response = ::tower_agent_session::proto::EchoMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
                             tonic::Status,
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::agent_session::proto::EchoMessage>,
+                            request: tonic::Request<::tower_agent_session::proto::EchoMessage>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
