@@ -178,8 +178,9 @@ pub mod agent_service_server {
                     struct SessionsLockAllSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::tower_agent_session::proto::EmptyMessage>
-                    for SessionsLockAllSvc<T> {
+                    > tonic::server::UnaryService<
+                        ::tower_agent_session::proto::EmptyMessage,
+                    > for SessionsLockAllSvc<T> {
                         type Response = ::tower_agent_session::proto::EmptyMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
@@ -187,7 +188,9 @@ pub mod agent_service_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
+                            request: tonic::Request<
+                                ::tower_agent_session::proto::EmptyMessage,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -224,8 +227,9 @@ pub mod agent_service_server {
                     struct AgentStatusSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::tower_agent_session::proto::EmptyMessage>
-                    for AgentStatusSvc<T> {
+                    > tonic::server::UnaryService<
+                        ::tower_agent_session::proto::EmptyMessage,
+                    > for AgentStatusSvc<T> {
                         type Response = ::tower_agent_session::proto::StatusMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
@@ -233,7 +237,9 @@ pub mod agent_service_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::tower_agent_session::proto::EmptyMessage>,
+                            request: tonic::Request<
+                                ::tower_agent_session::proto::EmptyMessage,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -269,8 +275,9 @@ pub mod agent_service_server {
                     struct EchoSvc<T: AgentService>(pub Arc<T>);
                     impl<
                         T: AgentService,
-                    > tonic::server::UnaryService<::tower_agent_session::proto::EchoMessage>
-                    for EchoSvc<T> {
+                    > tonic::server::UnaryService<
+                        ::tower_agent_session::proto::EchoMessage,
+                    > for EchoSvc<T> {
                         type Response = ::tower_agent_session::proto::EchoMessage;
                         type Future = BoxFuture<
                             tonic::Response<Self::Response>,
@@ -278,7 +285,9 @@ pub mod agent_service_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<::tower_agent_session::proto::EchoMessage>,
+                            request: tonic::Request<
+                                ::tower_agent_session::proto::EchoMessage,
+                            >,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
