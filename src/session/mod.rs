@@ -127,7 +127,7 @@ struct Shared {
 ///
 /// The epoch changes on every explicit change (start, unlock, clear, a token adopted from the
 /// file), so a refresh that answers a call sent before the change is recognised and dropped.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Current {
     pub(crate) token: Option<Token>,
     pub(crate) epoch: u64,

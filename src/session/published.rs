@@ -21,7 +21,8 @@ pub(crate) struct Published {
     /// Changed under the lock, after `current`: a reader that sees a new number and then
     /// locks finds the value published with it, or a newer one.
     version: AtomicU64,
-    current: Mutex<Arc<Current>>,
+    // By value, not in an `Arc`: a refresh taken allocates nothing to publish its token.
+    current: Mutex<Current>,
     /// The epoch of `current`, told by every publication that changes it.
     epochs: tokio::sync::watch::Sender<u64>,
 }
@@ -32,13 +33,13 @@ impl Published {
         self.epochs.subscribe()
     }
 
-    fn locked(&self) -> MutexGuard<'_, Arc<Current>> {
-        // The lock guards one assignment of an `Arc`, which a panic cannot leave half done.
+    fn locked(&self) -> MutexGuard<'_, Current> {
+        // The lock guards one assignment, which a panic cannot leave half done.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What is published now, and its version, read together.
-    fn snapshot(&self) -> (u64, Arc<Current>) {
+    fn snapshot(&self) -> (u64, Current) {
         let locked = self.locked();
         (self.version.load(Ordering::Relaxed), locked.clone())
     }
@@ -46,10 +47,10 @@ impl Published {
     /// Publishes `current` for the calls that start from now on, and tells its epoch to those
     /// who wait if it changed.
     pub(crate) fn store(&self, current: Current) {
-        let (epoch, new) = (current.epoch, Arc::new(current));
+        let epoch = current.epoch;
         let mut locked = self.locked();
-        // The last copy of the old value may be this one: it goes outside the lock, at the end.
-        let old = std::mem::replace(&mut *locked, new);
+        // The last copy of the old token may be this one: it goes outside the lock, at the end.
+        let old = std::mem::replace(&mut *locked, current);
         self.version.fetch_add(1, Ordering::Release);
         drop(locked);
         if old.epoch != epoch {
@@ -68,7 +69,7 @@ impl Published {
     }
 
     /// What is published now.
-    pub(crate) fn load(&self) -> Arc<Current> {
+    pub(crate) fn load(&self) -> Current {
         self.locked().clone()
     }
 }
@@ -78,7 +79,7 @@ impl Published {
 pub(crate) struct CurrentCache {
     published: Arc<Published>,
     version: u64,
-    current: Arc<Current>,
+    current: Current,
 }
 
 impl CurrentCache {
@@ -93,7 +94,7 @@ impl CurrentCache {
 
     /// What is published now: one atomic load while nothing changed.
     #[inline]
-    pub(crate) fn load(&mut self) -> &Arc<Current> {
+    pub(crate) fn load(&mut self) -> &Current {
         if self.published.version.load(Ordering::Acquire) != self.version {
             self.reload();
         }
