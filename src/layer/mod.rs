@@ -329,10 +329,37 @@ impl Sent {
 /// Puts the session's token on a request that has no `authorization` of its own, and says what
 /// the request carries.
 ///
-/// A lookup, then an insert, rather than one `entry`: on a request without headers (an empty map)
-/// the lookup returns at once and the insert is all the work, as in a static-header layer.
+/// Most requests have no `authorization` of their own and no name repeated: then one insert
+/// is all the work, as in a static-header layer (a lookup before it cost a tonic call's
+/// request about 75 instructions; an `entry`, more than both).
 #[inline]
 fn attach(current: &Current, session: &Session, headers: &mut http::HeaderMap) -> Carried {
+    let mut own = None;
+    // As many values as names: the insert replaces at most one value, which it hands back.
+    if let Some(token) = &current.token
+        && headers.len() == headers.keys_len()
+    {
+        own = headers.insert(header::AUTHORIZATION, token.header_value());
+        if own.is_none() {
+            return Carried::Session(current.epoch);
+        }
+    }
+    attach_otherwise(current, session, headers, own)
+}
+
+/// [`attach`] for the other requests: `own` is the request's value that its insert replaced,
+/// put back first in its place.
+#[cold]
+#[inline(never)]
+fn attach_otherwise(
+    current: &Current,
+    session: &Session,
+    headers: &mut http::HeaderMap,
+    own: Option<http::HeaderValue>,
+) -> Carried {
+    if let Some(own) = own {
+        headers.insert(header::AUTHORIZATION, own);
+    }
     // Credentials are secrets whoever put them there: kept out of `Debug` and out of HTTP/2's
     // header compression table.
     if let Some(own) = hide_credentials(headers) {
