@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Shared;
@@ -180,7 +180,7 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 .unwrap_or_else(|_| Err(notify::Error::generic("the watcher panicked")));
                 match watch {
                     Ok(watch) => {
-                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+                        install(&shared, watch);
                         // A change made between the last look and the watch's start.
                         shared.look_at_store(Look::Read);
                         return;
@@ -198,6 +198,20 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
             }
         })?;
     Ok(Armed::Poll)
+}
+
+/// Puts a watch that [`notification::watch`] started in place of the polling that started it,
+/// unless its directory went away meanwhile: its callback has then put the polling it started
+/// in place instead, which this must not overwrite (the dead watch would hold its inotify
+/// instance, or fill the slot that a failed polling left empty for the next explicit change to
+/// arm). Either way the polling that started it ends.
+fn install(shared: &Shared, (watch, gone): (Armed, Arc<AtomicBool>)) {
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+    // The callback sets `gone` before it takes this lock: either this sees it, or the polling
+    // the callback starts replaces this watch.
+    if !gone.load(Ordering::SeqCst) {
+        *armed = Some(watch);
+    }
 }
 
 fn watched_dir(file: &Path) -> &Path {
