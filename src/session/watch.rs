@@ -235,8 +235,8 @@ enum Look {
 impl Shared {
     /// The store may have changed: for a poll, one `stat` of the file (or
     /// [`TokenStore::version`]), which the owner compares with the version it knows; for an
-    /// event, a read whatever the version says. The read, when the owner asks for one, runs on
-    /// this thread.
+    /// event, a read whatever the version says (the read, when the owner asks for one, on a
+    /// thread of its own).
     ///
     /// A store that panics here (a store of your own) fails this look, not the watch: the
     /// panic is caught, logged, and the next look tries again.
@@ -260,7 +260,7 @@ impl Shared {
                     }
                 },
             };
-            self.tell_here(event);
+            self.tell(event);
         }));
         if looked.is_err() {
             tracing::error!("the session's store panicked while the watch looked at it");
