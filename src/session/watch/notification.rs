@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
-use super::{Armed, Look, Shared, WARM_UP_POLL, poll, watched_dir};
+use super::{Armed, Look, Shared, WARM_UP_POLL, poll};
+use crate::file::dir_of;
 
 /// Watches `file`'s directory for changes to `file`; with the watch, whether its directory went
 /// away (then it sees nothing more, and its callback started the polling again).
@@ -18,7 +19,7 @@ pub(super) fn watch(
 ) -> Result<(Armed, Arc<AtomicBool>), notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.file_name().map(ToOwned::to_owned);
-    let dir = std::path::absolute(watched_dir(file))?;
+    let dir = std::path::absolute(dir_of(file))?;
     // Which directory it is: one replaced or gone while its events were lost is told by this.
     let identity = crate::file::identity(&dir);
     let (watched, gone) = (file.to_owned(), Arc::new(AtomicBool::new(false)));
@@ -53,10 +54,10 @@ pub(super) fn watch(
     let mut watcher = notify::recommended_watcher(on_event)?;
     notify::Watcher::watch(
         &mut watcher,
-        watched_dir(file),
+        dir_of(file),
         notify::RecursiveMode::NonRecursive,
     )?;
-    Ok((Armed::Notify(Some(Box::new(watcher))), gone))
+    Ok((Armed(Some(Box::new(watcher))), gone))
 }
 
 /// What an event of `kind` for the session file asks of the watch.
@@ -117,7 +118,7 @@ impl Drop for Armed {
         // The last clone of a session may be dropped on the watcher's own event thread (its
         // callback holds the session while it looks), and some watchers join that thread when
         // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        let Self::Notify(watcher) = self else {
+        let Some(watcher) = self.0.take() else {
             return;
         };
         let (handed, dropper) = std::sync::mpsc::channel();
@@ -126,11 +127,11 @@ impl Drop for Armed {
             .spawn(move || drop(dropper.recv()));
         match spawned {
             // The thread waits for it: the send cannot fail.
-            Ok(_) => drop(handed.send(watcher.take())),
+            Ok(_) => drop(handed.send(watcher)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
                 // Dropped here, it could be on its own event thread: left running instead.
-                std::mem::forget(watcher.take());
+                std::mem::forget(watcher);
             }
         }
     }

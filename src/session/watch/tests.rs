@@ -22,7 +22,7 @@ fn unwatched(file: &TokenFile) -> Session {
 fn notified(session: &Session) -> bool {
     matches!(
         *session.shared.watcher.lock().unwrap(),
-        Some(Armed::Notify(_))
+        Some(Armed(Some(_)))
     )
 }
 
@@ -132,7 +132,7 @@ fn a_watch_whose_directory_went_before_it_was_in_place_is_not_put_there() {
 
     let watch = notification::watch(&session.shared, file.path()).unwrap();
     std::fs::remove_dir_all(dir.path()).unwrap();
-    let polling = || matches!(*session.shared.watcher.lock().unwrap(), Some(Armed::Poll));
+    let polling = || matches!(*session.shared.watcher.lock().unwrap(), Some(Armed(None)));
     until(&runtime, "the watch's callback starts the polling", polling);
     // What the polling thread that made it does now.
     install(&session.shared, watch);
