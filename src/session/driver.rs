@@ -225,14 +225,18 @@ impl Shared {
             handle.spawn_blocking(work);
             return;
         }
-        // A thread that cannot be made drops the worker, which reports its job failed: an
-        // error, never a panic.
-        let spawned = std::thread::Builder::new()
-            .name("agent-session".into())
-            .spawn(work);
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread for the session's file work");
-        }
+        on_own_thread(work);
+    }
+}
+
+/// Runs `work` on a thread of its own. A thread that cannot be made drops it, which reports
+/// its job failed (every piece of work here does so when dropped): an error, never a panic.
+fn on_own_thread(work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("agent-session".into())
+        .spawn(work);
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread for the session's file work");
     }
 }
 
@@ -316,12 +320,7 @@ impl Drop for Worker {
         // shutting down.
         let (stepped, _) = self.shared.step(|_| event);
         let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("agent-session".into())
-            .spawn(move || shared.run(stepped));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread for the session's file work");
-        }
+        on_own_thread(move || shared.run(stepped));
     }
 }
 
