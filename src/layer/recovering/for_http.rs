@@ -89,8 +89,10 @@ where
         let (parts, body) = response.into_parts();
         let mut body = PeekedBody::new(body);
         let failures = session.failures();
+        let grpc = (parts.headers.get(header::CONTENT_TYPE))
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
         let awaiting_trailers = tape.is_read()
-            && is_grpc(&parts.headers)
+            && grpc
             && !parts.headers.contains_key("grpc-status")
             && failures
                 .session_failure(parts.status, &parts.headers)
@@ -111,10 +113,4 @@ where
         });
         (Response::from_parts(parts, body), reading)
     }
-}
-
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
