@@ -9,7 +9,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth, read_response};
 use crate::layer::Sent;
 use crate::peek::PeekedBody;
 use crate::reauth;
@@ -102,15 +102,7 @@ where
         } else {
             None
         };
-        let reading = sent.in_span(|| {
-            session.read(
-                sent.carried,
-                parts.status,
-                &parts.headers,
-                parts.headers.get(http::header::AUTHORIZATION),
-                trailers,
-            )
-        });
+        let reading = read_response(session, sent, parts.status, &parts.headers, trailers);
         (Response::from_parts(parts, body), reading)
     }
 }
