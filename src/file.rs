@@ -114,7 +114,8 @@ pub struct TokenFile {
     lock_path: PathBuf,
     dir: PathBuf,
     temp_prefix: String,
-    refresh_lock_wait: Duration,
+    /// Also what a session's [`call_wait`](crate::SessionBuilder::call_wait) is by default.
+    pub(crate) refresh_lock_wait: Duration,
     lock_wait: Duration,
     reauth_wait: Duration,
 }
@@ -164,10 +165,7 @@ impl TokenFile {
         let name = path
             .file_name()
             .map_or(Self::NAME.into(), |n| n.to_string_lossy());
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let dir = dir_of(&path).to_owned();
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         Self {
@@ -210,12 +208,6 @@ impl TokenFile {
         self
     }
 
-    /// How long a refresh write waits for the writers' lock: what a session's
-    /// [`call_wait`](crate::SessionBuilder::call_wait) is by default.
-    pub(crate) fn refresh_wait(&self) -> Duration {
-        self.refresh_lock_wait
-    }
-
     /// The session file `token` inside the client directory `dir`.
     #[must_use]
     pub fn in_dir(dir: impl AsRef<Path>) -> Self {
@@ -230,6 +222,14 @@ impl TokenFile {
     /// The lock file's path.
     pub fn lock_path(&self) -> &Path {
         &self.lock_path
+    }
+}
+
+/// The directory `path` is in: its parent, or `.` for a bare name.
+pub(crate) fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
 }
 

@@ -123,10 +123,7 @@ impl Middleware for SessionMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let downstream = Downstream {
-            next,
-            extensions: &lent,
-        };
+        let downstream = Downstream { next, lent: &lent };
         // No `poll_ready`: `Downstream` is always ready, and the session service asks nothing
         // more.
         let result = SessionService::new(downstream, self.session.clone())
@@ -146,10 +143,7 @@ impl Middleware for SessionMiddleware<Reauth> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let downstream = Downstream {
-            next,
-            extensions: &lent,
-        };
+        let downstream = Downstream { next, lent: &lent };
         let service = SessionService::build(downstream, self.session.clone(), self.reauth.clone());
         // reqwest's errors and the later middleware's as they came; a failed recovery as the
         // middleware's own.
@@ -168,7 +162,7 @@ struct Downstream<'a> {
     /// as its future lives, so each sending takes them out and puts them back when it is over;
     /// the sendings of one call never overlap. A sending cut short (its call dropped) does not
     /// put them back, but nothing reads them after that.
-    extensions: &'a Mutex<Extensions>,
+    lent: &'a Mutex<Extensions>,
 }
 
 type Sending<'a> =
@@ -185,7 +179,7 @@ impl<'a> Service<reqwest::Request> for Downstream<'a> {
     }
 
     fn call(&mut self, request: reqwest::Request) -> Self::Future {
-        let (next, lent) = (self.next.clone(), self.extensions);
+        let (next, lent) = (self.next.clone(), self.lent);
         Box::pin(async move {
             let mut extensions = std::mem::take(&mut *lock(lent));
             let result = next.run(request, &mut extensions).await;

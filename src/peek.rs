@@ -92,16 +92,8 @@ impl<B: Body> Body for PeekedBody<B> {
         }
         match &self.first {
             Some(Ok(frame)) => {
-                let ahead = frame
-                    .data_ref()
-                    .map_or(0, |data| bytes::Buf::remaining(data) as u64);
-                let rest = self.inner.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower().saturating_add(ahead));
-                if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper.saturating_add(ahead));
-                }
-                hint
+                let ahead = frame.data_ref().map_or(0, bytes::Buf::remaining);
+                crate::replay::ahead_of(ahead as u64, self.inner.size_hint())
             }
             _ => self.inner.size_hint(),
         }

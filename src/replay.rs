@@ -262,18 +262,20 @@ impl Body for Replay {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let recorded: u64 = self.data.as_slice().iter().map(|d| d.len() as u64).sum();
-        let rest = self
-            .rest
-            .as_ref()
-            .map_or(SizeHint::with_exact(0), |r| r.size_hint());
-        let mut hint = SizeHint::new();
-        hint.set_lower(recorded.saturating_add(rest.lower()));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(recorded.saturating_add(upper));
-        }
-        hint
+        let recorded = self.data.as_slice().iter().map(|d| d.len() as u64).sum();
+        let rest = self.rest.as_ref().map(|rest| rest.size_hint());
+        ahead_of(recorded, rest.unwrap_or_else(|| SizeHint::with_exact(0)))
     }
+}
+
+/// The size hint of a body that yields `ahead` bytes, then what `rest` hints.
+pub(crate) fn ahead_of(ahead: u64, rest: SizeHint) -> SizeHint {
+    let mut hint = SizeHint::new();
+    hint.set_lower(rest.lower().saturating_add(ahead));
+    if let Some(upper) = rest.upper() {
+        hint.set_upper(upper.saturating_add(ahead));
+    }
+    hint
 }
 
 #[cfg(test)]

@@ -96,9 +96,7 @@ impl ReauthLock {
         waiting: impl FnOnce(Option<u32>),
     ) -> Result<Taken, Error> {
         let path = &self.path;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            super::create_private_dir(dir)?;
-        }
+        super::create_private_dir(super::dir_of(path))?;
         let file = sys::open_beside(path).map_err(|e| Error::write(path, e))?;
         let pid_path = self.pid_path();
         let told = || waiting(holder_pid(&pid_path));

@@ -167,6 +167,19 @@ where
     tracing::Instrument::instrument(call, span)
 }
 
+/// What a response with `status`, `headers` and `trailers` says to `session` for a call `sent`
+/// so: [`Session::read`] of the `authorization` the response brought, in the call's span.
+fn read_response(
+    session: &Session,
+    sent: &Sent,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    trailers: Option<&http::HeaderMap>,
+) -> Reading {
+    let authorization = headers.get(header::AUTHORIZATION);
+    sent.in_span(|| session.read(sent.carried, status, headers, authorization, trailers))
+}
+
 /// How many times a call is sent at most. A replay can fail for its session too: the token it
 /// went with was another process's, written just before a lock all ended it (a `client
 /// lockall` that unlocks first). Its recovery then goes further (the token that failed is no

@@ -42,10 +42,11 @@ pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
 impl SessionBuilder {
     pub(super) fn new<St: TokenStore>(store: St) -> Self {
         let file = (&store as &dyn Any).downcast_ref::<TokenFile>().cloned();
-        let call_wait = file.as_ref().map_or(
-            TokenFile::DEFAULT_REFRESH_LOCK_WAIT,
-            TokenFile::refresh_wait,
-        );
+        let call_wait = file
+            .as_ref()
+            .map_or(TokenFile::DEFAULT_REFRESH_LOCK_WAIT, |file| {
+                file.refresh_lock_wait
+            });
         Self {
             store: Box::new(store),
             file,

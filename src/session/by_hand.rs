@@ -140,13 +140,9 @@ impl Session {
         } else {
             Carried::Nothing
         };
-        if let Refresh::Saving(saved) = self.take(self.read(
-            carried,
-            status,
-            headers,
-            headers.get(http::header::AUTHORIZATION),
-            None,
-        )) {
+        let authorization = headers.get(http::header::AUTHORIZATION);
+        let reading = self.read(carried, status, headers, authorization, None);
+        if let Refresh::Saving(saved) = self.take(reading) {
             saved.await;
         }
     }

@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::blocking::spawn_blocking_anywhere;
 use super::owner::{
     Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, Owner, ReadOp, WaiterId, WriteOp,
     Written,
@@ -68,14 +67,6 @@ struct Busy {
     answers: Vec<(oneshot::Sender<Answer>, Answer)>,
 }
 
-/// Which lane of store operations a thread is already running (it runs the next one of that
-/// lane itself instead of starting a thread for it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lane {
-    Read,
-    Write,
-}
-
 impl Shared {
     fn driven(&self) -> MutexGuard<'_, Driven> {
         // Every step assigns whole fields and a panic inside one leaves at worst an answer
@@ -91,7 +82,7 @@ impl Shared {
     /// An event with no one to wait for an answer; returns the owner's reply, if any.
     pub(super) fn tell(self: &Arc<Self>, event: Event) -> Answer {
         let (stepped, reply) = self.step(|_| event);
-        self.run(stepped, None);
+        self.run(stepped);
         reply.unwrap_or(Answer::Done(Ok(())))
     }
 
@@ -115,7 +106,7 @@ impl Shared {
                 shared: Arc::downgrade(self),
             }),
         };
-        self.run(stepped, None);
+        self.run(stepped);
         (id, reply)
     }
 
@@ -191,61 +182,61 @@ impl Shared {
     }
 
     /// Carries out what a step said: the log, the answers, the lock's tries, the store
-    /// operations. `here` is the lane the calling thread runs, whose next operation it returns
-    /// instead of starting a thread for it. The one place effects are run.
+    /// operations, each on a blocking thread of its own. The one place effects are run.
     ///
     /// The log comes before the answers, so that whoever is answered finds the step's events
     /// logged. An answer whose waiter went meanwhile is dropped: its drop told the owner
     /// ([`Gone::Waiter`]), which hands a re-authenticator's run to another call.
     #[inline]
-    pub(super) fn run(self: &Arc<Self>, stepped: Stepped, here: Option<Lane>) -> Option<Job> {
-        let busy = stepped.0?;
-        self.run_effects(*busy, here)
+    pub(super) fn run(self: &Arc<Self>, stepped: Stepped) {
+        if let Some(busy) = stepped.0 {
+            self.run_effects(*busy);
+        }
     }
 
-    fn run_effects(self: &Arc<Self>, busy: Busy, here: Option<Lane>) -> Option<Job> {
+    fn run_effects(self: &Arc<Self>, busy: Busy) {
         for note in &busy.effects.notes {
             note.emit();
         }
         for (tx, answer) in busy.answers {
             let _ = tx.send(answer);
         }
-        for op in &busy.effects.lock {
-            if let LockOp::Take(t) = *op {
-                self.spawn(Job::Lock(t));
-            }
+        let locks = busy.effects.lock.iter().filter_map(|op| match *op {
+            LockOp::Take(t) => Some(Job::Lock(t)),
+            LockOp::Release(_) => None,
+        });
+        let reads = busy.effects.read.map(Job::Read);
+        for job in locks.chain(reads).chain(busy.effects.write.map(Job::Write)) {
+            self.spawn(job);
         }
-        // Each job on a thread of its own, or handed back to this one if it runs that lane.
-        let mut mine = None;
-        let read = busy.effects.read.map(|op| (Job::Read(op), Lane::Read));
-        let write = busy.effects.write.map(|op| (Job::Write(op), Lane::Write));
-        for (job, lane) in read.into_iter().chain(write) {
-            if here == Some(lane) {
-                mine = Some(job);
-            } else {
-                self.spawn(job);
-            }
-        }
-        mine
     }
 
+    /// Runs `job` with `spawn_blocking` on the current runtime, or on a plain thread when there
+    /// is none (a response polled outside tokio, the watch's threads), in the span of whoever
+    /// started it (a call's, say), so that its events belong to that.
     fn spawn(self: &Arc<Self>, job: Job) {
         let worker = Worker {
             shared: self.clone(),
             job: Some(job),
         };
-        spawn_blocking_anywhere(move || worker.run());
-    }
-
-    /// `event` on this (blocking) thread, which runs the read it asks for itself: the watch's.
-    pub(super) fn tell_here(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event);
-        let job = self.run(stepped, Some(Lane::Read));
-        Worker {
-            shared: self.clone(),
-            job,
+        let span = tracing::Span::current();
+        let work = move || span.in_scope(|| worker.run());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(work);
+            return;
         }
-        .run();
+        on_own_thread(work);
+    }
+}
+
+/// Runs `work` on a thread of its own. A thread that cannot be made drops it, which reports
+/// its job failed (every piece of work here does so when dropped): an error, never a panic.
+fn on_own_thread(work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("agent-session".into())
+        .spawn(work);
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread for the session's file work");
     }
 }
 
@@ -256,10 +247,10 @@ pub(super) enum Job {
     Lock(LockTry),
 }
 
-/// Runs the owner's blocking work on a thread, store operations one lane at a time. A job
-/// stays in `job` until its result is the owner's: dropped with one (a runtime shutting down
-/// drops its blocking tasks, a store of the user's own panics), it reports the job failed, so
-/// that no one waits for it forever.
+/// Runs one piece of the owner's blocking work on a thread. The job stays in `job` until its
+/// result is the owner's: dropped with one (a runtime shutting down drops its blocking tasks, a
+/// store of the user's own panics), it reports the job failed, so that no one waits for it
+/// forever.
 struct Worker {
     shared: Arc<Shared>,
     job: Option<Job>,
@@ -267,40 +258,39 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        if !matches!(self.job, Some(Job::Lock(_))) {
-            watch::arm(&self.shared);
-        }
-        while let Some(job) = &self.job {
-            let shared = &self.shared;
-            let mut guard = None;
-            let (event, lane) = match *job {
-                Job::Read(op) => {
-                    if op.tidy {
-                        shared.store.tidy();
-                    }
-                    (Event::ReadDone(shared.store.load()), Some(Lane::Read))
+        let shared = &self.shared;
+        let Some(job) = &self.job else {
+            return;
+        };
+        let mut guard = None;
+        let event = match *job {
+            Job::Read(op) => {
+                watch::arm(shared);
+                if op.tidy {
+                    shared.store.tidy();
                 }
-                Job::Write(ref op) => (
-                    Event::WriteDone(write(&*shared.store, op)),
-                    Some(Lane::Write),
-                ),
-                Job::Lock(t) => {
-                    let (outcome, held) = shared.take_lock(t);
-                    guard = held.map(|held| (t.attempt, held));
-                    let attempt = t.attempt;
-                    (Event::LockTaken { attempt, outcome }, None)
-                }
-            };
-            self.job = None;
-            // The guard goes beside the owner in the step that tells the owner.
-            let (stepped, _) = shared.step(|driven| {
-                if guard.is_some() {
-                    driven.guard = guard;
-                }
-                event
-            });
-            self.job = shared.run(stepped, lane);
-        }
+                Event::ReadDone(shared.store.load())
+            }
+            Job::Write(ref op) => {
+                watch::arm(shared);
+                Event::WriteDone(write(&*shared.store, op))
+            }
+            Job::Lock(t) => {
+                let (outcome, held) = shared.take_lock(t);
+                guard = held.map(|held| (t.attempt, held));
+                let attempt = t.attempt;
+                Event::LockTaken { attempt, outcome }
+            }
+        };
+        self.job = None;
+        // The guard goes beside the owner in the step that tells the owner.
+        let (stepped, _) = shared.step(|driven| {
+            if guard.is_some() {
+                driven.guard = guard;
+            }
+            event
+        });
+        shared.run(stepped);
     }
 }
 
@@ -326,23 +316,11 @@ impl Drop for Worker {
                 outcome: LockOutcome::NotHeld(None),
             },
         };
-        self.shared.on_own_thread(event);
-    }
-}
-
-impl Shared {
-    /// `event`, with what it asks for done on a thread of its own: for a report made while
-    /// a runtime may be shutting down (a dropped job or try).
-    fn on_own_thread(self: &Arc<Self>, event: Event) {
-        let (stepped, _) = self.step(|_| event);
-        let shared = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("agent-session".into())
-            // Run from no lane: everything it asks for is started, nothing is handed back.
-            .spawn(move || drop(shared.run(stepped, None)));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread for the session's file work");
-        }
+        // What the report asks for is started from a thread of its own: a runtime may be
+        // shutting down.
+        let (stepped, _) = self.shared.step(|_| event);
+        let shared = self.shared.clone();
+        on_own_thread(move || shared.run(stepped));
     }
 }
 
@@ -388,7 +366,7 @@ impl Drop for Waiting {
                 driven.waiting.remove(&id);
                 Event::Gone(Gone::Waiter(id))
             });
-            shared.run(stepped, None);
+            shared.run(stepped);
         }
     }
 }

@@ -29,7 +29,6 @@ use crate::saved::Saved;
 use crate::store::TokenStore;
 use crate::token::Token;
 
-mod blocking;
 mod builder;
 mod by_hand;
 mod driver;

@@ -1,13 +1,14 @@
 //! The way back from the file: another process's change to the session file, seen through a
 //! notification from the OS ([`Watch`]) or, before a re-authentication, by reading the file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::owner::Event;
+use crate::file::dir_of;
 
 /// How a session learns that another process changed the session file (an unlock, a lock, a
 /// refresh), so that its next call uses what the file holds.
@@ -75,17 +76,11 @@ pub enum Watch {
     Off,
 }
 
-/// A watch in place: dropping it stops it.
-pub(super) enum Armed {
-    /// The OS's notifications (taken out only by the drop, which hands them to a thread of
-    /// their own: see [`Drop`]).
-    Notify(Option<Box<dyn notify::Watcher + Send>>),
-    /// A thread that looks every interval (and may hand over to notifications); it ends once
-    /// the session is gone.
-    Poll,
-    /// Nothing can watch the store (not a session file, and no polling asked for): said once.
-    Unwatched,
-}
+/// A watch in place: the OS's notifications, or `None` for a thread that looks every interval
+/// (it may hand over to notifications, and ends once the session is gone) or for a store that
+/// nothing can watch (not a session file, and no polling asked for: said once). Dropping it
+/// stops the notifications, on a thread of their own (see [`Drop`]).
+pub(super) struct Armed(Option<Box<dyn notify::Watcher + Send>>);
 
 /// Starts the watch, once per session. Runs on a blocking thread. A watch that cannot start
 /// (no thread to be had) is logged; the session works on, seeing other processes' changes as
@@ -101,7 +96,7 @@ pub(super) fn arm(shared: &Arc<Shared>) {
     let started = match (shared.watch, shared.store.watched_file()) {
         (Watch::Poll(interval), _) => poll(shared, interval.max(MIN_POLL), None),
         (_, Some(file)) => {
-            if let Err(e) = crate::file::create_private_dir(watched_dir(&file)) {
+            if let Err(e) = crate::file::create_private_dir(dir_of(&file)) {
                 tracing::warn!(error = %e, "cannot create the session file's directory");
             }
             poll(shared, WARM_UP_POLL, Some(file))
@@ -112,7 +107,7 @@ pub(super) fn arm(shared: &Arc<Shared>) {
                 "the session's store is not a session file: other processes' changes are seen \
                  only on a failure (watch it with Watch::Poll)"
             );
-            Ok(Armed::Unwatched)
+            Ok(Armed(None))
         }
     };
     match started {
@@ -169,7 +164,7 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 };
                 interval = FALLBACK_POLL;
                 // A directory that is not there cannot be watched: no instance made meanwhile.
-                if !watched_dir(file).is_dir() {
+                if !dir_of(file).is_dir() {
                     continue;
                 }
                 // A watcher that panics while it starts (`notify` does when it cannot start its
@@ -180,7 +175,7 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 .unwrap_or_else(|_| Err(notify::Error::generic("the watcher panicked")));
                 match watch {
                     Ok(watch) => {
-                        *shared.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+                        install(&shared, watch);
                         // A change made between the last look and the watch's start.
                         shared.look_at_store(Look::Read);
                         return;
@@ -197,13 +192,20 @@ fn poll(shared: &Arc<Shared>, interval: Duration, then: Option<PathBuf>) -> std:
                 }
             }
         })?;
-    Ok(Armed::Poll)
+    Ok(Armed(None))
 }
 
-fn watched_dir(file: &Path) -> &Path {
-    match file.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+/// Puts a watch that [`notification::watch`] started in place of the polling that started it,
+/// unless its directory went away meanwhile: its callback has then put the polling it started
+/// in place instead, which this must not overwrite (the dead watch would hold its inotify
+/// instance, or fill the slot that a failed polling left empty for the next explicit change to
+/// arm). Either way the polling that started it ends.
+fn install(shared: &Shared, (watch, gone): (Armed, Arc<AtomicBool>)) {
+    let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
+    // The callback sets `gone` before it takes this lock: either this sees it, or the polling
+    // the callback starts replaces this watch.
+    if !gone.load(Ordering::SeqCst) {
+        *armed = Some(watch);
     }
 }
 
@@ -221,8 +223,8 @@ enum Look {
 impl Shared {
     /// The store may have changed: for a poll, one `stat` of the file (or
     /// [`TokenStore::version`]), which the owner compares with the version it knows; for an
-    /// event, a read whatever the version says. The read, when the owner asks for one, runs on
-    /// this thread.
+    /// event, a read whatever the version says (the read, when the owner asks for one, on a
+    /// thread of its own).
     ///
     /// A store that panics here (a store of your own) fails this look, not the watch: the
     /// panic is caught, logged, and the next look tries again.
@@ -246,7 +248,7 @@ impl Shared {
                     }
                 },
             };
-            self.tell_here(event);
+            self.tell(event);
         }));
         if looked.is_err() {
             tracing::error!("the session's store panicked while the watch looked at it");

@@ -9,7 +9,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth, read_response};
 use crate::layer::Sent;
 use crate::peek::PeekedBody;
 use crate::reauth;
@@ -89,8 +89,10 @@ where
         let (parts, body) = response.into_parts();
         let mut body = PeekedBody::new(body);
         let failures = session.failures();
+        let grpc = (parts.headers.get(header::CONTENT_TYPE))
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
         let awaiting_trailers = tape.is_read()
-            && is_grpc(&parts.headers)
+            && grpc
             && !parts.headers.contains_key("grpc-status")
             && failures
                 .session_failure(parts.status, &parts.headers)
@@ -100,21 +102,7 @@ where
         } else {
             None
         };
-        let reading = sent.in_span(|| {
-            session.read(
-                sent.carried,
-                parts.status,
-                &parts.headers,
-                parts.headers.get(http::header::AUTHORIZATION),
-                trailers,
-            )
-        });
+        let reading = read_response(session, sent, parts.status, &parts.headers, trailers);
         (Response::from_parts(parts, body), reading)
     }
-}
-
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }

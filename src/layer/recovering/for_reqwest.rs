@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth, read_response};
 use crate::layer::Sent;
 use crate::replay::BoxError;
 use crate::response::Reading;
@@ -65,16 +65,7 @@ impl Replayable<reqwest::Response> for reqwest::Request {
         session: &Session,
         sent: &Sent,
     ) -> impl Future<Output = (reqwest::Response, Reading)> + Send {
-        let (status, headers) = (response.status(), response.headers());
-        let reading = sent.in_span(|| {
-            session.read(
-                sent.carried,
-                status,
-                headers,
-                headers.get(http::header::AUTHORIZATION),
-                None,
-            )
-        });
+        let reading = read_response(session, sent, response.status(), response.headers(), None);
         std::future::ready((response, reading))
     }
 }

@@ -3,23 +3,33 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 
-use super::{Armed, Look, Shared, WARM_UP_POLL, poll, watched_dir};
+use super::{Armed, Look, Shared, WARM_UP_POLL, poll};
+use crate::file::dir_of;
 
-/// Watches `file`'s directory for changes to `file`.
-pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::Error> {
+/// Watches `file`'s directory for changes to `file`; with the watch, whether its directory went
+/// away (then it sees nothing more, and its callback started the polling again).
+pub(super) fn watch(
+    shared: &Arc<Shared>,
+    file: &Path,
+) -> Result<(Armed, Arc<AtomicBool>), notify::Error> {
     let session = Arc::downgrade(shared);
     let name = file.file_name().map(ToOwned::to_owned);
-    let dir = std::path::absolute(watched_dir(file))?;
+    let dir = std::path::absolute(dir_of(file))?;
     // Which directory it is: one replaced or gone while its events were lost is told by this.
     let identity = crate::file::identity(&dir);
-    let (watched, mut gone) = (file.to_owned(), false);
+    let (watched, gone) = (file.to_owned(), Arc::new(AtomicBool::new(false)));
+    let seen_gone = Arc::clone(&gone);
     let on_event = move |event: notify::Result<notify::Event>| {
         // Once its directory is gone, a watch sees nothing more: the polling took over.
-        let Some(shared) = session.upgrade().filter(|_| !gone) else {
+        let Some(shared) = session
+            .upgrade()
+            .filter(|_| !seen_gone.load(Ordering::SeqCst))
+        else {
             return;
         };
         // Events may have been lost, the directory's own among them.
@@ -27,7 +37,7 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
         if event.as_ref().is_ok_and(|event| is_gone(event, &dir))
             || (lost && crate::file::identity(&dir) != identity)
         {
-            gone = true;
+            seen_gone.store(true, Ordering::SeqCst);
             return watch_again(&shared, &watched);
         }
         let how = match &event {
@@ -44,10 +54,10 @@ pub(super) fn watch(shared: &Arc<Shared>, file: &Path) -> Result<Armed, notify::
     let mut watcher = notify::recommended_watcher(on_event)?;
     notify::Watcher::watch(
         &mut watcher,
-        watched_dir(file),
+        dir_of(file),
         notify::RecursiveMode::NonRecursive,
     )?;
-    Ok(Armed::Notify(Some(Box::new(watcher))))
+    Ok((Armed(Some(Box::new(watcher))), gone))
 }
 
 /// What an event of `kind` for the session file asks of the watch.
@@ -79,10 +89,9 @@ fn is_gone(event: &notify::Event, dir: &Path) -> bool {
 }
 
 /// The watched directory is gone: poll the file, and watch it by notification again once the
-/// directory is back. Runs once a watch, on its event thread. That watch is in place, or about
-/// to be (its polling thread puts it there, then ends): either way the polling started here
-/// puts the next one in its place, and the old watcher is dropped on a thread of its own (see
-/// [`Drop`]).
+/// directory is back. Runs once a watch, on its event thread, after the watch is marked gone:
+/// it is in place (then replaced here, and dropped on a thread of its own: see [`Drop`]), or
+/// its polling thread finds it gone and never puts it there.
 fn watch_again(shared: &Arc<Shared>, file: &Path) {
     // The file went with its directory: a lock, seen now rather than at the first poll.
     shared.look_at_store(Look::Read);
@@ -109,7 +118,7 @@ impl Drop for Armed {
         // The last clone of a session may be dropped on the watcher's own event thread (its
         // callback holds the session while it looks), and some watchers join that thread when
         // dropped (macOS's FSEvents one waits for its run loop): never drop one there.
-        let Self::Notify(watcher) = self else {
+        let Some(watcher) = self.0.take() else {
             return;
         };
         let (handed, dropper) = std::sync::mpsc::channel();
@@ -118,11 +127,11 @@ impl Drop for Armed {
             .spawn(move || drop(dropper.recv()));
         match spawned {
             // The thread waits for it: the send cannot fail.
-            Ok(_) => drop(handed.send(watcher.take())),
+            Ok(_) => drop(handed.send(watcher)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
                 // Dropped here, it could be on its own event thread: left running instead.
-                std::mem::forget(watcher.take());
+                std::mem::forget(watcher);
             }
         }
     }
