@@ -44,11 +44,14 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use tonic::transport::Channel;
 use tower::Layer as _;
 use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage, PasswordMessage};
-use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token};
+use tower_agent_session::store::TokenStore;
+use tower_agent_session::{
+    BoxError, Error, KeyringBackend, KeyringStore, Session, SessionLayer, Token, TokenFile,
+};
 
 #[path = "support/prompt.rs"]
 mod prompt;
@@ -88,12 +91,18 @@ Environment:
   AGENT_TOKEN        A session token, sent instead of the session file's
   AGENT_ADDR         The agent's address, as --agent
   AGENT_SESSION_DIR  The session file's directory, as --session-dir
+  AGENT_SESSION_STORE  Where the token lives, as --store
+  AGENT_SESSION_KEYRING  The keyring, as --keyring
 
 Session file:
   `unlock` saves the session token in DIR/token; every later run sends it and saves the
   refreshed token the agent answers with. DIR is --session-dir, else AGENT_SESSION_DIR, else
   agent-session in the user's runtime directory ($XDG_RUNTIME_DIR), else in their config
   directory ($XDG_CONFIG_HOME, or ~/.config).
+  With --store keyring the token lives in the OS keyring instead (entry: service
+  `tower-agent-session ADDR`, account $USER), and DIR holds only its companion files (a
+  version counter and the locks, nothing secret). No keyring to use exits 78; never a file.
+  `status` says on stderr where the token lives and until when it is valid.
 
 Prompting:
   With stdin a terminal and no AGENT_PASSWORD, AGENT_TOKEN or --password-file, a call the agent
@@ -118,7 +127,8 @@ Exit codes:
   74  The session file or the terminal cannot be read or written
   75  Another process holds the session file's lock past --lock-wait; try again later
   77  TokenNotProvided: no session token to send; or the agent refused the password, or the
-      session file is not readable or writable by this user";
+      session file is not readable or writable by this user
+  78  --store keyring, and no keyring to use (no Secret Service on the bus, a locked keychain)";
 
 /// Talks to an agent in a session kept in a session file shared by every run.
 #[derive(Parser)]
@@ -142,6 +152,13 @@ struct Options {
     /// Seconds to wait for another process holding the session file's lock
     #[arg(long, value_name = "SECS", default_value_t = Seconds(tower_agent_session::TokenFile::DEFAULT_LOCK_WAIT))]
     lock_wait: Seconds,
+    /// Where the session token lives: the session file, or the OS keyring
+    #[arg(long, value_enum, value_name = "STORE", env = "AGENT_SESSION_STORE", default_value_t = StoreKind::File)]
+    store: StoreKind,
+    /// With --store keyring: keychain, credential-manager, secret-service or keyutils
+    /// [default: the desktop's own]
+    #[arg(long, value_name = "BACKEND", env = "AGENT_SESSION_KEYRING", value_parser = keyring_backend)]
+    keyring: Option<KeyringBackend>,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,6 +185,21 @@ enum Command {
         )]
         text: Vec<String>,
     },
+}
+
+/// Where the session token lives.
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    /// The session file, DIR/token
+    File,
+    /// The OS keyring (see --keyring); DIR holds its companion files
+    Keyring,
+}
+
+fn keyring_backend(name: &str) -> Result<KeyringBackend, String> {
+    KeyringBackend::from_name(name).ok_or_else(|| {
+        "not a keyring: keychain, credential-manager, secret-service or keyutils".to_owned()
+    })
 }
 
 /// A duration given in seconds on the command line (fractions allowed).
@@ -342,6 +374,16 @@ async fn run(options: Options) -> Result<(), Failure> {
         })
 }
 
+/// A session on `store`, saying so while it waits for another process's unlock.
+fn session_on(store: impl TokenStore) -> Session {
+    Session::builder(store)
+        .on_reauth_wait(|pid| match pid {
+            Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),
+            None => eprintln!("waiting for another process to unlock the session…"),
+        })
+        .build()
+}
+
 async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<(), Failure> {
     let Some(session_dir) = options
         .session_dir
@@ -356,18 +398,26 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
     let lock_wait = options.lock_wait.0;
     // Tokens live until they expire (the example agent's, the default): a refresh that expires
     // later than the file's is written, and `flush` waits for it before the process exits.
-    let file =
-        tower_agent_session::TokenFile::new(session_dir.join(tower_agent_session::TokenFile::NAME))
-            .refresh_lock_wait(
-                lock_wait.min(tower_agent_session::TokenFile::DEFAULT_REFRESH_LOCK_WAIT),
-            )
-            .lock_wait(lock_wait);
-    let session = Session::builder(file)
-        .on_reauth_wait(|pid| match pid {
-            Some(pid) => eprintln!("waiting for process {pid} to unlock the session…"),
-            None => eprintln!("waiting for another process to unlock the session…"),
-        })
-        .build();
+    let waits = |file: TokenFile| {
+        file.refresh_lock_wait(lock_wait.min(TokenFile::DEFAULT_REFRESH_LOCK_WAIT))
+            .lock_wait(lock_wait)
+    };
+    let (session, store) = match options.store {
+        StoreKind::File => {
+            let file = waits(TokenFile::new(session_dir.join(TokenFile::NAME)));
+            let store = format!("the session file {}", file.path().display());
+            (session_on(file), store)
+        }
+        StoreKind::Keyring => {
+            let backend = options.keyring.unwrap_or(KeyringBackend::native());
+            let service = format!("tower-agent-session {}", options.agent);
+            let account = std::env::var("USER").unwrap_or_else(|_| "default".to_owned());
+            let store = format!("the {backend}, service \"{service}\", account \"{account}\"");
+            let keyring =
+                KeyringStore::new(backend, service, account, &session_dir).companion_waits(waits);
+            (session_on(keyring), store)
+        }
+    };
     let password = given_password(&options)?;
     let interactive = explicit_token.is_none() && password.is_none() && io::stdin().is_terminal();
     if let Err(error) = session.start().await {
@@ -458,11 +508,11 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
         Some(reauthenticate) => {
             let layer = SessionLayer::new(session.clone()).reauthenticate_with(reauthenticate);
             let client = AgentServiceClient::new(layer.layer(channel));
-            execute(client, &session, &options.command, explicit_token).await?;
+            execute(client, &session, &options.command, explicit_token, &store).await?;
         }
         None => {
             let client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
-            execute(client, &session, &options.command, explicit_token).await?;
+            execute(client, &session, &options.command, explicit_token, &store).await?;
         }
     }
     // Waits for the refreshed token's write, written behind the call, and reports a failure.
@@ -482,6 +532,7 @@ async fn execute<T>(
     session: &Session,
     command: &Command,
     explicit_token: Option<&Token>,
+    store: &str,
 ) -> Result<(), Failure>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
@@ -503,6 +554,17 @@ where
             let request = with_token(EmptyMessage {}, explicit_token);
             let status = client.agent_status(request).await?.into_inner().status;
             println!("{status}");
+            // For the user, beside the status a script reads.
+            let valid = match session.token().and_then(|token| token.expires_at()) {
+                Some(exp) => format!("valid until {}", humantime::format_rfc3339_seconds(exp)),
+                None => "with no expiry in it".to_owned(),
+            };
+            let held = if explicit_token.is_some() {
+                "AGENT_TOKEN"
+            } else {
+                store
+            };
+            eprintln!("session: the token in {held}, {valid}");
         }
         Command::Echo { text } => {
             let message = EchoMessage {

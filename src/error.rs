@@ -75,6 +75,31 @@ pub enum Error {
         /// What is wrong with it (never its content).
         reason: CorruptReason,
     },
+    /// The OS keyring of a [`KeyringStore`](crate::KeyringStore) cannot be used: no Secret
+    /// Service on the bus, a locked keychain, a daemon gone mid-session (exit code 78,
+    /// `EX_CONFIG`: the user must start one or choose the session file). Never a fallback to a
+    /// file.
+    #[cfg(feature = "keyring")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
+    #[error("the {backend} is not available ({detail}): {}", backend.advice())]
+    KeyringUnavailable {
+        /// The keyring.
+        backend: crate::KeyringBackend,
+        /// What it said (never what the entry holds).
+        detail: String,
+    },
+    /// The OS keyring did not answer within the store's bound (a prompt nobody answered, a
+    /// daemon that does not reply; exit code 75, `EX_TEMPFAIL`): the session goes on with the
+    /// token in memory.
+    #[cfg(feature = "keyring")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
+    #[error("the {backend} did not answer within {waited:?}")]
+    KeyringTimedOut {
+        /// The keyring.
+        backend: crate::KeyringBackend,
+        /// How long the call was waited for.
+        waited: std::time::Duration,
+    },
 }
 
 /// What is wrong with a session file's content. Never carries the content.
@@ -144,11 +169,17 @@ impl Error {
         const EX_IOERR: i32 = 74;
         const EX_TEMPFAIL: i32 = 75;
         const EX_NOPERM: i32 = 77;
+        #[cfg(feature = "keyring")]
+        const EX_CONFIG: i32 = 78;
         match self {
             Self::TokenNotProvided | Self::Reauthentication(_) => EX_NOPERM,
             Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
             Self::Store(_) => EX_IOERR,
             Self::Locked { .. } => EX_TEMPFAIL,
+            #[cfg(feature = "keyring")]
+            Self::KeyringTimedOut { .. } => EX_TEMPFAIL,
+            #[cfg(feature = "keyring")]
+            Self::KeyringUnavailable { .. } => EX_CONFIG,
             Self::ReadFile { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => EX_NOPERM,
                 _ => EX_IOERR,

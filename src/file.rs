@@ -116,7 +116,8 @@ pub struct TokenFile {
     temp_prefix: String,
     /// Also what a session's [`call_wait`](crate::SessionBuilder::call_wait) is by default.
     pub(crate) refresh_lock_wait: Duration,
-    lock_wait: Duration,
+    /// How long an explicit write or a removal waits for the writers' lock.
+    pub(crate) lock_wait: Duration,
     reauth_wait: Duration,
 }
 

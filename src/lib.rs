@@ -199,8 +199,9 @@
 //! | 70 | `EX_SOFTWARE` | | the agent failed the call in another way |
 //! | 73 | `EX_CANTCREAT` | [`WriteFile`](Error::WriteFile) when the file or its directory cannot be created (read-only filesystem, disk full, …) | |
 //! | 74 | `EX_IOERR` | [`ReadFile`](Error::ReadFile), [`WriteFile`](Error::WriteFile) (other I/O errors), [`Store`](Error::Store) | the terminal cannot be read |
-//! | 75 | `EX_TEMPFAIL` | [`Locked`](Error::Locked): try again later | |
+//! | 75 | `EX_TEMPFAIL` | [`Locked`](Error::Locked), [`KeyringTimedOut`](Error::KeyringTimedOut) (feature `keyring`): try again later | |
 //! | 77 | `EX_NOPERM` | [`TokenNotProvided`](Error::TokenNotProvided), [`Reauthentication`](Error::Reauthentication), [`ReadFile`](Error::ReadFile) or [`WriteFile`](Error::WriteFile) with permission denied | the agent refused the password |
+//! | 78 | `EX_CONFIG` | [`KeyringUnavailable`](Error::KeyringUnavailable) (feature `keyring`): no keyring to use; start one, or use the session file | |
 //!
 //! # Features
 //!
@@ -210,6 +211,7 @@
 //! | `client` | no | the `agent.v1` contract for a client, generated from `proto/agent/v1/agent.proto`: its messages and `AgentServiceClient`, in [`proto`], the contract's one path; implies `tonic` |
 //! | `reqwest` | no | [`SessionRequest`](crate::layer::SessionRequest) and [`SessionResponse`](crate::layer::SessionResponse) for reqwest's types: the layer over `reqwest::Client` |
 //! | `reqwest-middleware` | no | `SessionMiddleware`, the session on a `reqwest_middleware::ClientBuilder`; implies `reqwest` |
+//! | `keyring` | no | [`KeyringStore`]: the token in the OS credential store ([`KeyringBackend`]: Keychain, Credential Manager, Secret Service, kernel keyring), shared by processes as the session file is |
 //!
 //! The agent side is no feature of this crate: it is the crate `tower-agent-session-agent`
 //! (`SessionManager`, `AuthLayer`, `Agent`, `HttpAgent` and the `agent.v1` server), which
@@ -267,7 +269,8 @@
 //! | `DEBUG` | `session failure not replayed: the request cannot be sent again` | recovered for the next calls; this one gets its failure |
 //! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
-//! | `WARN` | `the session file changed but cannot be used` | the file holds no token (`error`); the session keeps its own |
+//! | `WARN` | `the session file changed but cannot be used` | the store cannot be read, or holds no token (`error`); the session keeps its own. Warned of once while reads keep failing |
+//! | `DEBUG` | `the session file changed but cannot be used` | the same, again |
 //! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`); warned of once while it keeps failing |
 //! | `DEBUG` | `cannot look at the session file` | the same, again |
 //! | `ERROR` | `the session's store panicked while the watch looked at it` | a store of your own panicked; the watch goes on |
@@ -328,6 +331,8 @@ mod bearer;
 mod error;
 mod failures;
 mod file;
+#[cfg(feature = "keyring")]
+mod keyring;
 pub mod layer;
 mod message;
 #[cfg(feature = "reqwest-middleware")]
@@ -348,6 +353,9 @@ pub mod proto;
 pub use error::{CorruptReason, Error};
 pub use failures::{Polykey, Rfc6750, SessionFailures};
 pub use file::{ReauthLock, TokenFile};
+#[cfg(feature = "keyring")]
+#[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
+pub use keyring::{KeyringBackend, KeyringStore};
 pub use layer::SessionLayer;
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]

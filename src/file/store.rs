@@ -69,13 +69,7 @@ impl TokenStore for TokenFile {
     /// file cannot be removed: it then still holds its token.
     fn clear(&self) -> Result<(), Error> {
         let _lock = self.lock(self.lock_wait)?;
-        match self.while_held_open(self.lock_wait, || fs::remove_file(&self.path)) {
-            Ok(()) => self.sync_dir(),
-            Err(Error::WriteFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        self.remove_locked()
     }
 
     /// One `stat` of the file.
@@ -141,7 +135,8 @@ impl TokenFile {
     }
 
     /// Reads the token and the version of the file it came from.
-    fn read_snapshot(&self) -> Result<Stored, Error> {
+    /// The file read as it is now, with its version: what a writer reads under the lock.
+    pub(crate) fn read_snapshot(&self) -> Result<Stored, Error> {
         let read_err = |e| Error::read(&self.path, e);
         let corrupt = |reason| Error::corrupt(&self.path, reason);
         let too_large = |len| {
@@ -190,7 +185,19 @@ impl TokenFile {
     /// temp file (0600) → write → fsync → rename over the file → fsync the directory. A rename
     /// that Windows refuses because a reader has the file open is tried again for at most
     /// `wait`, the write's own wait for the lock (see [`TokenFile::while_held_open`]).
-    fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
+    /// Removes the file; the caller holds the writers' lock.
+    pub(crate) fn remove_locked(&self) -> Result<(), Error> {
+        match self.while_held_open(self.lock_wait, || fs::remove_file(&self.path)) {
+            Ok(()) => self.sync_dir(),
+            Err(Error::WriteFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the file whole with `token`; the caller holds the writers' lock.
+    pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
         // never share a temp file.

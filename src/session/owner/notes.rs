@@ -9,8 +9,9 @@ use crate::error::Error;
 pub(crate) enum Note {
     /// `DEBUG` `session started` (`token_found`).
     Started { token_found: bool },
-    /// `WARN` `the session file changed but cannot be used`.
-    Unusable(Error),
+    /// `WARN` `the session file changed but cannot be used`, the first time in a row; `DEBUG`
+    /// after.
+    Unusable { error: Error, first: bool },
     /// `DEBUG` `the session file is blank for now; keeping the token`.
     Blank,
     /// `INFO` `session file changed by another process` (`token_found`).
@@ -70,8 +71,14 @@ impl Note {
     pub(crate) fn emit(&self) {
         match self {
             Self::Started { token_found } => tracing::debug!(token_found, "session started"),
-            Self::Unusable(e) => {
-                tracing::warn!(error = %e, "the session file changed but cannot be used")
+            Self::Unusable { error, first: true } => {
+                tracing::warn!(%error, "the session file changed but cannot be used")
+            }
+            Self::Unusable {
+                error,
+                first: false,
+            } => {
+                tracing::debug!(%error, "the session file changed but cannot be used")
             }
             Self::Blank => tracing::debug!("the session file is blank for now; keeping the token"),
             Self::ExternalChange { token_found } => {

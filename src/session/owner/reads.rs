@@ -19,6 +19,9 @@ pub(super) struct Reads {
     pub(super) starts: Vec<(u64, WaiterId)>,
     /// Reads started so far: a recovery waits for one started after it.
     pub(super) started: u64,
+    /// Whether reads are failing now: warned of once per episode (a keyring gone fails every
+    /// read until it is back).
+    pub(super) failing: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,7 @@ impl Owner {
         let Some(read) = self.reads.in_flight.take() else {
             return;
         };
+        let failed = result.is_err();
         let read_it = match result {
             Ok(stored) if read.starts.iter().any(|(epoch, _)| *epoch == self.epoch) => {
                 let token_found = stored.token.is_some();
@@ -78,11 +82,18 @@ impl Owner {
             Err(e) => {
                 if read.starts.is_empty() {
                     // Keep the token we have: a bad file must not replace a good token.
-                    self.note(Note::Unusable(e.clone()));
+                    // Once per episode, and not again for a store whose writes already warned
+                    // of it (a keyring gone fails both).
+                    let first = !self.reads.failing && !self.writes.failing;
+                    self.note(Note::Unusable {
+                        error: e.clone(),
+                        first,
+                    });
                 }
                 Err(e)
             }
         };
+        self.reads.failing = failed;
         for (_, waiter) in read.starts {
             self.answer(waiter, Answer::Done(read_it.clone()));
         }

@@ -31,7 +31,7 @@ pub(super) struct Writes {
     /// The last write's error, for `Session::flush`; an explicit change starts afresh.
     last_error: Option<Error>,
     /// Whether writes are failing now: warned of once per episode.
-    failing: bool,
+    pub(super) failing: bool,
 }
 
 #[derive(Debug)]

@@ -1,0 +1,295 @@
+//! [`KeyringStore`]: the session token in the OS credential store, shared by processes as the
+//! session file is. The keyring holds the token; a companion [`TokenFile`] in a directory of
+//! the user's holds a version counter, nothing secret, and lends the file's locks and watch.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyring_core::Entry;
+
+use crate::error::Error;
+use crate::file::{ReauthLock, TokenFile};
+use crate::store::{Stored, Swap, TokenStore, Version};
+use crate::token::Token;
+
+mod backend;
+mod bounded;
+
+pub use backend::KeyringBackend;
+use bounded::{Bounded, NoAnswer};
+
+/// A [`TokenStore`] whose token lives in the OS credential store (feature `keyring`): the
+/// Keychain, the Credential Manager, the Secret Service or the kernel keyring
+/// ([`KeyringBackend`]), one entry a session, named by a service and an account.
+///
+/// ```no_run
+/// use tower_agent_session::{KeyringBackend, KeyringStore, Session};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_agent_session::Error> {
+/// let store = KeyringStore::new(
+///     KeyringBackend::native(),
+///     "agent at [::1]:1315", // the service: which agent
+///     "alice",               // the account: which user
+///     "/run/user/1000/agent-session", // the companion files: nothing secret
+/// );
+/// let session = Session::new(store);
+/// println!("{:?}", session.token()); // the token in memory, none until started
+/// # Ok(()) }
+/// ```
+///
+/// A keyring alone has no compare-and-swap and tells no one of a change. The store gets both
+/// from a companion [`TokenFile`] (`<dir>/version`, with its `.lock` and `.reauth.lock`) that
+/// holds a counter, never the token, so that a refresh is a compare-and-swap, an explicit write
+/// replaces, other processes' changes are seen within the watch's delay, and one process
+/// re-authenticates for all: the same guarantees as the session file's, by the same locks.
+///
+/// # The keyring protocol
+///
+/// What every process sharing the entry does, this crate's and any other implementation's:
+///
+/// - **Where.** The token is the secret of the keyring entry (`service`, `account`), as UTF-8,
+///   nothing else. The companion is the session file `<dir>/version` under
+///   [`TokenFile`]'s protocol (directory 0700, files 0600, the writers' lock
+///   `<dir>/version.lock`, the re-authentication lock `<dir>/version.reauth.lock`), holding a
+///   decimal counter where a session file holds a token.
+/// - **No companion file, no token.** A reader reads the companion's version first, then the
+///   entry: no file means no token, whatever the entry holds.
+/// - **Writers take the companion's lock**, and under it: an explicit write sets the entry,
+///   then replaces the companion with the counter plus one; a refresh reads the entry, and
+///   only if it holds the token expected does the same; a removal removes the companion, then
+///   deletes the entry. The entry is written before the companion, so whoever sees a new
+///   version reads a token at least as new; a crash between the two leaves the entry's new
+///   token under the old version, which the next write or read of the entry finds.
+/// - **Bounded.** Every keyring call runs on the store's own thread and is waited for at most
+///   [`bound`](Self::bound) (default [`DEFAULT_BOUND`](Self::DEFAULT_BOUND)): past it the
+///   caller gets [`Error::KeyringTimedOut`] and the session keeps the token it has in memory.
+///   A keyring that cannot be reached at all is [`Error::KeyringUnavailable`], naming the
+///   backend and what to do; the store never falls back to a file.
+#[derive(Debug, Clone)]
+pub struct KeyringStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: KeyringBackend,
+    service: String,
+    account: String,
+    companion: TokenFile,
+    bound: Duration,
+    thread: Bounded,
+    /// The entry, made on the keyring's thread at its first use, and again after a failure.
+    entry: Mutex<Option<Arc<Entry>>>,
+}
+
+impl KeyringStore {
+    /// How long a keyring call is waited for by default: long enough for a person to answer a
+    /// prompt to unlock the keyring, as long as an explicit write waits for another process's
+    /// lock ([`TokenFile::DEFAULT_LOCK_WAIT`]).
+    pub const DEFAULT_BOUND: Duration = Duration::from_secs(10);
+
+    /// The name of the companion file in its directory.
+    pub const COMPANION: &str = "version";
+
+    /// The entry (`service`, `account`) of `backend`, with its companion files in `dir`.
+    /// Nothing is read or connected to until the session first reads the store.
+    #[must_use]
+    pub fn new(
+        backend: KeyringBackend,
+        service: impl Into<String>,
+        account: impl Into<String>,
+        dir: impl AsRef<Path>,
+    ) -> Self {
+        let companion = TokenFile::new(dir.as_ref().join(Self::COMPANION));
+        Self::with_companion(backend, service.into(), account.into(), companion)
+    }
+
+    fn with_companion(
+        backend: KeyringBackend,
+        service: String,
+        account: String,
+        companion: TokenFile,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                service,
+                account,
+                companion,
+                bound: Self::DEFAULT_BOUND,
+                thread: Bounded::default(),
+                entry: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// How long a keyring call is waited for ([`DEFAULT_BOUND`](Self::DEFAULT_BOUND)).
+    #[must_use]
+    pub fn bound(self, bound: Duration) -> Self {
+        self.rebuilt(|inner| inner.bound = bound)
+    }
+
+    /// The companion [`TokenFile`]'s waits: its lock's ([`TokenFile::lock_wait`],
+    /// [`TokenFile::refresh_lock_wait`]) and another process's re-authentication's
+    /// ([`TokenFile::reauth_wait`]).
+    #[must_use]
+    pub fn companion_waits(self, waits: impl FnOnce(TokenFile) -> TokenFile) -> Self {
+        self.rebuilt(|inner| inner.companion = waits(inner.companion.clone()))
+    }
+
+    fn rebuilt(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let old = &self.inner;
+        let mut inner = Inner {
+            backend: old.backend,
+            service: old.service.clone(),
+            account: old.account.clone(),
+            companion: old.companion.clone(),
+            bound: old.bound,
+            thread: Bounded::default(),
+            entry: Mutex::new(None),
+        };
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Its backend.
+    pub fn backend(&self) -> KeyringBackend {
+        self.inner.backend
+    }
+
+    /// The companion file, `<dir>/version`.
+    pub fn companion(&self) -> &Path {
+        self.inner.companion.path()
+    }
+
+    /// Runs `op` on the keyring's thread, waited for at most the bound plus `lock_wait` (the
+    /// longest the op waits for the companion's lock).
+    fn on_thread<T: Send + 'static>(
+        &self,
+        lock_wait: Duration,
+        op: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = self.inner.clone();
+        let waited = self.inner.bound + lock_wait;
+        let answer = self.inner.thread.run(waited, move || op(&inner));
+        match answer {
+            Ok(result) => result,
+            Err(NoAnswer::TimedOut) => Err(Error::KeyringTimedOut {
+                backend: self.inner.backend,
+                waited,
+            }),
+            Err(NoAnswer::Lost(why)) => Err(Error::Store(Arc::new(std::io::Error::other(why)))),
+        }
+    }
+}
+
+impl Inner {
+    /// `call` on the entry, made first if need be; after a failure the entry is made again by
+    /// the next call (a daemon that went away may be back).
+    fn with_entry<T>(&self, call: impl FnOnce(&Entry) -> Result<T, Error>) -> Result<T, Error> {
+        let mut slot = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match slot.as_ref() {
+            Some(entry) => entry.clone(),
+            None => {
+                let entry = Arc::new(self.backend.entry(&self.service, &self.account)?);
+                slot.insert(entry).clone()
+            }
+        };
+        let result = call(&entry);
+        if matches!(result, Err(Error::KeyringUnavailable { .. })) {
+            *slot = None;
+        }
+        result
+    }
+
+    /// The version, then the token: whoever sees a version reads a token at least as new.
+    fn read(&self) -> Result<Stored, Error> {
+        let Some(version) = self.companion.version()? else {
+            return Ok(Stored {
+                token: None,
+                version: None,
+            });
+        };
+        let token = self.with_entry(|entry| self.backend.get(entry))?;
+        Ok(Stored {
+            token,
+            version: Some(version),
+        })
+    }
+
+    /// Sets the entry, then the companion's counter one up; under the companion's lock.
+    fn write(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
+        self.with_entry(|entry| self.backend.set(entry, token))?;
+        let counter = match self.companion.read_snapshot() {
+            Ok(Stored {
+                token: Some(counter),
+                ..
+            }) => counter.expose().parse::<u64>().unwrap_or(0),
+            _ => 0,
+        };
+        let next = Token::new(counter.wrapping_add(1).to_string())?;
+        self.companion
+            .replace_locked(&next, wait)
+            .map(Version::file)
+    }
+}
+
+impl TokenStore for KeyringStore {
+    fn load(&self) -> Result<Stored, Error> {
+        self.on_thread(Duration::ZERO, Inner::read)
+    }
+
+    fn store(&self, token: &Token) -> Result<Version, Error> {
+        let token = token.clone();
+        let wait = self.inner.companion.lock_wait;
+        self.on_thread(wait, move |inner| {
+            let _lock = inner.companion.lock(wait)?;
+            inner.write(&token, wait)
+        })
+    }
+
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+        let (expected, new) = (expected.cloned(), new.clone());
+        let wait = self.inner.companion.refresh_lock_wait;
+        self.on_thread(wait, move |inner| {
+            let _lock = inner.companion.lock(wait)?;
+            let current = inner.read()?;
+            if current.token != expected {
+                return Ok(Swap::Lost(current));
+            }
+            inner.write(&new, wait).map(Swap::Replaced)
+        })
+    }
+
+    fn clear(&self) -> Result<(), Error> {
+        let wait = self.inner.companion.lock_wait;
+        self.on_thread(wait, move |inner| {
+            let _lock = inner.companion.lock(wait)?;
+            inner.companion.remove_locked()?;
+            inner.with_entry(|entry| inner.backend.delete(entry))
+        })
+    }
+
+    fn version(&self) -> Result<Option<Version>, Error> {
+        self.inner.companion.version()
+    }
+
+    fn tidy(&self) {
+        self.inner.companion.tidy();
+    }
+
+    fn watched_file(&self) -> Option<PathBuf> {
+        self.inner.companion.watched_file()
+    }
+
+    fn reauth_lock(&self) -> Option<ReauthLock> {
+        self.inner.companion.reauth_lock()
+    }
+}
+
+#[cfg(test)]
+mod tests;

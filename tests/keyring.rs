@@ -1,0 +1,331 @@
+//! `KeyringStore` against real keyrings on this machine, the kernel's (keyutils) and a Secret
+//! Service (gnome-keyring-daemon on a private bus): the store's contract, no secret on disk,
+//! and each way a keyring fails, with its typed error within the bound. Each test runs again
+//! inside its keyring (`keyring_support::inside`).
+#![cfg(all(target_os = "linux", feature = "keyring"))]
+
+use std::time::{Duration, Instant};
+
+use tower_agent_session::store::{Stored, Swap, TokenStore};
+use tower_agent_session::{Error, KeyringBackend, KeyringStore, Token};
+
+mod common;
+mod keyring_support;
+
+use keyring_support::{Daemon, assert_no_secret_on_disk, inside, store};
+
+/// A token as the agent's are: a JWT, long enough that any 12 bytes of it are its own.
+fn token(n: u32) -> Token {
+    Token::new(format!(
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0ZXIiLCJuIjo{n:04}fQ.c2lnbmF0dXJlLW9mLXRoZS10ZXN0LXRva2Vu{n:04}"
+    ))
+    .unwrap()
+}
+
+/// The contract every store keeps (`TokenStore`'s docs), and the companion's counter.
+fn follows_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    assert_eq!(store.load().unwrap().token, None);
+    assert_eq!(store.version().unwrap(), None);
+
+    let v1 = store.store(&token(1)).unwrap();
+    assert_eq!(store.version().unwrap(), Some(v1));
+    assert_eq!(store.load().unwrap().token, Some(token(1)));
+    assert_eq!(std::fs::read_to_string(store.companion()).unwrap(), "1\n");
+
+    // A refresh replaces only the token it expects.
+    assert!(matches!(
+        store.swap(Some(&token(9)), &token(2)).unwrap(),
+        Swap::Lost(Stored { token: Some(t), .. }) if t == token(1)
+    ));
+    let Swap::Replaced(v2) = store.swap(Some(&token(1)), &token(2)).unwrap() else {
+        panic!("the expected token was there");
+    };
+    assert_ne!(v1, v2);
+    assert_eq!(store.version().unwrap(), Some(v2));
+    assert_eq!(store.load().unwrap().token, Some(token(2)));
+    assert_eq!(std::fs::read_to_string(store.companion()).unwrap(), "2\n");
+
+    // Another process's store (another value, the same entry and files) sees it.
+    let other = keyring_support::store(dir.path());
+    assert_eq!(other.load().unwrap().token, Some(token(2)));
+    assert_no_secret_on_disk(dir.path(), token(2).expose());
+
+    // A clear removes the token; a refresh does not bring it back.
+    store.clear().unwrap();
+    assert_eq!(store.load().unwrap().token, None);
+    assert_eq!(store.version().unwrap(), None);
+    assert!(matches!(
+        store.swap(Some(&token(2)), &token(3)).unwrap(),
+        Swap::Lost(Stored { token: None, .. })
+    ));
+    assert_eq!(other.load().unwrap().token, None);
+    // Explicit writes after a clear, from no token.
+    let Swap::Replaced(_) = store.swap(None, &token(4)).unwrap() else {
+        panic!("no token was expected and none was there");
+    };
+    assert_eq!(other.load().unwrap().token, Some(token(4)));
+    store.clear().unwrap();
+    assert_no_secret_on_disk(dir.path(), token(4).expose());
+}
+
+#[test]
+fn keyutils_follows_the_store_contract() {
+    if inside(
+        KeyringBackend::KeyUtils,
+        "keyutils_follows_the_store_contract",
+    ) {
+        follows_the_contract();
+    }
+}
+
+#[test]
+fn secret_service_follows_the_store_contract() {
+    if inside(
+        KeyringBackend::SecretService,
+        "secret_service_follows_the_store_contract",
+    ) {
+        let _daemon = Daemon::start();
+        follows_the_contract();
+    }
+}
+
+/// The typed error of a keyring that cannot be used: which backend, what to do, exit code
+/// 78, never the token, and nothing written to the companion.
+fn assert_unavailable(store: &KeyringStore, backend: KeyringBackend) {
+    let error = store.store(&token(5)).unwrap_err();
+    assert!(
+        matches!(error, Error::KeyringUnavailable { backend: b, .. } if b == backend),
+        "{error:?}"
+    );
+    assert_eq!(error.exit_code(), 78);
+    let message = error.to_string();
+    assert!(message.contains(&backend.to_string()), "{message}");
+    assert!(
+        message.contains("session file"),
+        "says what to do: {message}"
+    );
+    assert!(!message.contains(token(5).expose()));
+    assert!(
+        !store.companion().exists(),
+        "nothing written without the keyring"
+    );
+    assert!(matches!(
+        store.load(),
+        Err(Error::KeyringUnavailable { .. }) | Ok(Stored { token: None, .. })
+    ));
+}
+
+#[test]
+fn no_secret_service_on_the_bus_is_a_typed_error() {
+    // The private bus, and no daemon on it (nothing is started on demand).
+    if inside(
+        KeyringBackend::SecretService,
+        "no_secret_service_on_the_bus_is_a_typed_error",
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        assert_unavailable(&store(dir.path()), KeyringBackend::SecretService);
+    }
+}
+
+#[test]
+fn a_refused_kernel_keyring_is_a_typed_error() {
+    if inside(
+        KeyringBackend::KeyUtils,
+        "a_refused_kernel_keyring_is_a_typed_error",
+    ) {
+        // The session keyring revoked under the store, as a kernel that refuses keyrings does.
+        let revoked = std::process::Command::new("keyctl")
+            .args(["revoke", "@s"])
+            .status()
+            .unwrap();
+        assert!(revoked.success());
+        let dir = tempfile::tempdir().unwrap();
+        assert_unavailable(&store(dir.path()), KeyringBackend::KeyUtils);
+    }
+}
+
+#[test]
+fn a_stopped_secret_service_times_out_within_the_bound() {
+    if !inside(
+        KeyringBackend::SecretService,
+        "a_stopped_secret_service_times_out_within_the_bound",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bound = Duration::from_millis(500);
+    let store = store(dir.path()).bound(bound);
+    store.store(&token(1)).unwrap();
+
+    daemon.stop();
+    let started = Instant::now();
+    let error = store.load().unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(error, Error::KeyringTimedOut { .. }), "{error:?}");
+    assert_eq!(error.exit_code(), 75);
+    // A bound, not a speed: far from a hang, well short of D-Bus's own 25 s.
+    assert!(waited < bound * 10, "waited {waited:?}");
+    // The next call does not queue behind the hung one: refused at once.
+    let error = store.swap(Some(&token(1)), &token(2)).unwrap_err();
+    assert!(matches!(error, Error::KeyringTimedOut { .. }), "{error:?}");
+
+    // Once it answers, the store works again, and the write that timed out never landed.
+    daemon.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        match store.load() {
+            Err(Error::KeyringTimedOut { .. }) if Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            stored => break stored.unwrap(),
+        }
+    };
+    assert_eq!(stored.token, Some(token(1)));
+    store.clear().unwrap();
+}
+
+#[test]
+fn a_secret_service_killed_and_back() {
+    if !inside(
+        KeyringBackend::SecretService,
+        "a_secret_service_killed_and_back",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).bound(Duration::from_secs(5));
+    store.store(&token(1)).unwrap();
+
+    daemon.kill();
+    let error = store.swap(Some(&token(1)), &token(2)).unwrap_err();
+    assert!(
+        matches!(error, Error::KeyringUnavailable { .. }),
+        "{error:?}"
+    );
+    // Still the old version: the companion was not touched by the failed write.
+    assert_eq!(std::fs::read_to_string(store.companion()).unwrap(), "1\n");
+
+    // Back (the same login keyring): the next write lands, on a new connection.
+    let _daemon = Daemon::start();
+    let Swap::Replaced(_) = store.swap(Some(&token(1)), &token(2)).unwrap() else {
+        panic!("the keyring still held the first token");
+    };
+    assert_eq!(store.load().unwrap().token, Some(token(2)));
+    store.clear().unwrap();
+}
+
+/// Counts the crate's WARN events, on every thread of the process.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("tower_agent_session")
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut said = String::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    said.push_str(&format!("{}={value:?} ", field.name()));
+                },
+            );
+            eprintln!("WARN {said}");
+        }
+    }
+}
+
+/// A long-lived session whose keyring daemon is killed mid-way and comes back: its calls go on
+/// with the token in memory, the writes fail as typed errors with one warning for them all,
+/// and the first write after the keyring is back lands.
+#[test]
+fn calls_go_on_while_the_secret_service_is_gone() {
+    use tower::Layer as _;
+    use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
+    use tower_agent_session::{AgentTokens, Session, SessionLayer};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    if !inside(
+        KeyringBackend::SecretService,
+        "calls_go_on_while_the_secret_service_is_gone",
+    ) {
+        return;
+    }
+    let warnings = Warnings::default();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(warnings.clone()))
+        .unwrap();
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).bound(Duration::from_secs(5));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let agent = common::start_agent().await;
+        let channel = common::channel(agent.address).await;
+        // Every refresh is written, so that every call asks the keyring for a write.
+        let session = Session::builder(store.clone())
+            .agent_tokens(AgentTokens::RevokedOnRefresh)
+            .build();
+        let token = common::unlock(channel.clone(), common::PASSWORD)
+            .await
+            .unwrap();
+        session.start_with_token(token).await.unwrap();
+        let mut client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
+        let mut echo = async |n: usize| {
+            let message = EchoMessage {
+                challenge: format!("call {n}"),
+            };
+            client.echo(message).await.map(|_| ())
+        };
+        for n in 0..5 {
+            echo(n).await.unwrap();
+        }
+        session.flush().await.unwrap();
+        assert_eq!(warnings.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        daemon.kill();
+        // Calls until the agent's refreshes (a new token each second) made three writes fail:
+        // every call must succeed meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut calls = 0;
+        while session.stats().failed_writes < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh was written in a minute"
+            );
+            echo(calls)
+                .await
+                .unwrap_or_else(|e| panic!("call {calls} failed with the keyring gone: {e}"));
+            calls += 1;
+        }
+        let error = session.flush().await.unwrap_err();
+        assert!(
+            matches!(error, Error::KeyringUnavailable { .. }),
+            "{error:?}"
+        );
+        let warned = warnings.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            warned, 1,
+            "one warning for the {calls} calls and their failed writes"
+        );
+
+        let _daemon = Daemon::start();
+        // The next refresh's write lands.
+        let written = session.stats().writes;
+        while session.stats().writes == written {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh was written in a minute"
+            );
+            echo(calls).await.unwrap();
+            calls += 1;
+        }
+        session.flush().await.unwrap();
+        assert_eq!(store.load().unwrap().token, session.token());
+        assert_eq!(warnings.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        session.clear().await.unwrap();
+    });
+}

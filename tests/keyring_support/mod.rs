@@ -1,0 +1,250 @@
+//! Real keyrings for the tests, on this machine: the kernel's (a session keyring of the test's
+//! own, joined with `keyctl session -`, which every process it starts shares) and a Secret
+//! Service (`gnome-keyring-daemon` on a private D-Bus with no service activation, so that a
+//! daemon stopped or killed stays so). A test runs itself again inside one of them
+//! ([`inside`]): in the parent it returns `false` after the child passed, in the child `true`.
+//!
+//! Needs `keyctl` (Debian's keyutils), `dbus-daemon` (dbus) and `gnome-keyring-daemon`
+//! (gnome-keyring); `.ci/run` installs them.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tower_agent_session::{KeyringBackend, KeyringStore};
+
+/// Set in the child: which keyring it runs inside.
+pub const INSIDE: &str = "KEYRING_TEST_INSIDE";
+/// Set in the child for the Secret Service: the directory of the daemon's home.
+const DAEMON_HOME: &str = "KEYRING_TEST_DAEMON_HOME";
+/// The login keyring's password for the tests' daemons.
+const DAEMON_PASSWORD: &str = "keyring test password";
+/// Only a bound on a hang: a passing run never comes near it.
+const HANG: Duration = Duration::from_secs(300);
+
+/// The backend the child runs inside, if this is one.
+pub fn backend() -> Option<KeyringBackend> {
+    KeyringBackend::from_name(&std::env::var(INSIDE).ok()?)
+}
+
+/// Runs the test `name` of this binary again inside `backend`'s keyring and asserts that it
+/// passed; `true` in that child, `false` in the parent (which then returns).
+pub fn inside(backend: KeyringBackend, name: &str) -> bool {
+    if let Some(running) = self::backend() {
+        assert_eq!(running, backend, "the child runs inside another keyring");
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let test_args = [name, "--exact", "--nocapture", "--test-threads=1"];
+    let mut bus = None;
+    let mut command = match backend {
+        KeyringBackend::KeyUtils => {
+            let mut command = Command::new(program("keyctl"));
+            command.args(["session", "-"]).arg(&exe);
+            command
+        }
+        KeyringBackend::SecretService => {
+            let started = Bus::start();
+            let mut command = Command::new(&exe);
+            command
+                .env("DBUS_SESSION_BUS_ADDRESS", &started.address)
+                .env(DAEMON_HOME, started.dir.path().join("home"));
+            bus = Some(started);
+            command
+        }
+        other => panic!("no test environment for {other}"),
+    };
+    command.args(test_args).env(INSIDE, backend.name());
+    let status = wait_bounded(command.spawn().expect("the test binary, again"), HANG);
+    drop(bus);
+    assert!(
+        status,
+        "{name} failed inside the {backend} (its output is above)"
+    );
+    false
+}
+
+/// `program`, which must be installed.
+fn program(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: the keyring tests need keyutils, dbus and gnome-keyring");
+}
+
+/// Waits for `child` at most `bound`; kills it past that. `true` if it exited 0.
+fn wait_bounded(mut child: Child, bound: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return status.success();
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a child ran past {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private session bus: `dbus-daemon` with no service directories, so nothing is started
+/// on demand.
+struct Bus {
+    daemon: Child,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Bus {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a directory for the bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>session</type><listen>unix:dir={}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/>
+<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>"#,
+                dir.path().display()
+            ),
+        )
+        .expect("the bus's configuration");
+        let mut daemon = Command::new(program("dbus-daemon"))
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--print-address=1", "--nofork"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        // Printed once it listens.
+        let mut address = String::new();
+        let stdout = daemon.stdout.take().expect("its stdout");
+        BufReader::new(stdout)
+            .read_line(&mut address)
+            .expect("the bus's address");
+        assert!(!address.trim().is_empty(), "dbus-daemon printed no address");
+        Self {
+            daemon,
+            address: address.trim().to_owned(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// A Secret Service on the child's bus: `gnome-keyring-daemon`, its login keyring unlocked,
+/// in the home the parent named (so that one started again finds the same keyring).
+pub struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts it; returns once it serves (it prints its environment then).
+    pub fn start() -> Self {
+        let home = std::env::var_os(DAEMON_HOME).expect("inside the Secret Service's child");
+        std::fs::create_dir_all(&home).expect("the daemon's home");
+        let mut child = Command::new(program("gnome-keyring-daemon"))
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            // Its keyrings under its own home, as a user's are.
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("gnome-keyring-daemon");
+        let mut stdin = child.stdin.take().expect("its stdin");
+        stdin
+            .write_all(DAEMON_PASSWORD.as_bytes())
+            .expect("the password");
+        drop(stdin);
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("its stdout"))
+            .read_line(&mut line)
+            .expect("the daemon's first line");
+        assert!(
+            line.starts_with("GNOME_KEYRING"),
+            "gnome-keyring-daemon did not start: {line:?}"
+        );
+        Self { child }
+    }
+
+    /// Stops it (SIGSTOP): it no longer answers, and its bus queues every call to it.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets it go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// Kills it (SIGKILL) and waits for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A store on the child's keyring: one entry for `dir`, with its companion files there.
+pub fn store(dir: &Path) -> KeyringStore {
+    let backend = backend().expect("inside a keyring's child");
+    let service = format!("tower-agent-session test {}", dir.display());
+    KeyringStore::new(backend, service, "tester", dir)
+}
+
+/// Asserts that no file under `dir` holds `token`, or any 12 bytes of it.
+pub fn assert_no_secret_on_disk(dir: &Path, token: &str) {
+    let windows: Vec<&[u8]> = token.as_bytes().windows(12.min(token.len())).collect();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("a file under the session's dir");
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("the directory") {
+                stack.push(entry.expect("an entry").path());
+            }
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).expect("the file");
+            for window in &windows {
+                assert!(
+                    !bytes.windows(window.len()).any(|w| w == *window),
+                    "{} holds part of the token",
+                    path.display()
+                );
+            }
+        }
+    }
+}
