@@ -100,8 +100,8 @@ Session file:
   agent-session in the user's runtime directory ($XDG_RUNTIME_DIR), else in their config
   directory ($XDG_CONFIG_HOME, or ~/.config).
   With --store keyring the token lives in the OS keyring instead (entry: service
-  `tower-agent-session ADDR`, account $USER), and DIR holds only its companion files (a
-  version counter and the locks, nothing secret). No keyring to use exits 78; never a file.
+  `tower-agent-session`, account DIR as an absolute path), and DIR holds only its companion
+  files (a version counter and the locks, nothing secret). No keyring to use exits 78; never a file.
   `status` says on stderr where the token lives and until when it is valid.
 
 Prompting:
@@ -410,8 +410,11 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
         }
         StoreKind::Keyring => {
             let backend = options.keyring.unwrap_or(KeyringBackend::native());
-            let service = format!("tower-agent-session {}", options.agent);
-            let account = std::env::var("USER").unwrap_or_else(|_| "default".to_owned());
+            // One entry for each session directory, as there is one session file: the
+            // companion files there are its locks and version.
+            let session_dir = std::path::absolute(&session_dir)
+                .map_err(|e| usage(&format!("no absolute path for the session directory: {e}")))?;
+            let (service, account) = ("tower-agent-session", session_dir.display().to_string());
             let store = format!("the {backend}, service \"{service}\", account \"{account}\"");
             let keyring =
                 KeyringStore::new(backend, service, account, &session_dir).companion_waits(waits);

@@ -148,6 +148,56 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 }
 
+/// A store shared behind an `Arc`, or chosen at run time (`Arc<dyn TokenStore>`): the store
+/// it holds.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_agent_session::store::{MemoryStore, TokenStore};
+/// use tower_agent_session::{Session, TokenFile};
+///
+/// let in_memory = std::env::var_os("NO_FILE").is_some();
+/// let store: Arc<dyn TokenStore> = if in_memory {
+///     Arc::new(MemoryStore::new())
+/// } else {
+///     Arc::new(TokenFile::in_dir(std::env::temp_dir().join("client")))
+/// };
+/// let session = Session::new(store);
+/// ```
+impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
+    fn load(&self) -> Result<Stored, Error> {
+        (**self).load()
+    }
+
+    fn store(&self, token: &Token) -> Result<Version, Error> {
+        (**self).store(token)
+    }
+
+    fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
+        (**self).swap(expected, new)
+    }
+
+    fn clear(&self) -> Result<(), Error> {
+        (**self).clear()
+    }
+
+    fn version(&self) -> Result<Option<Version>, Error> {
+        (**self).version()
+    }
+
+    fn tidy(&self) {
+        (**self).tidy();
+    }
+
+    fn watched_file(&self) -> Option<PathBuf> {
+        (**self).watched_file()
+    }
+
+    fn reauth_lock(&self) -> Option<ReauthLock> {
+        (**self).reauth_lock()
+    }
+}
+
 /// A token store in memory: for tests, for processes that must leave nothing on disk, and as
 /// the model of what a store does. Clones share one slot, as processes share one file.
 ///

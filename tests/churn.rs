@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
 use tower_agent_session::proto::{AgentServiceClient, EchoMessage, EmptyMessage};
-use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token, TokenFile};
+use tower_agent_session::{BoxError, Error, Session, SessionLayer, Token};
 
 mod cli_support;
 mod common;
@@ -166,7 +166,7 @@ async fn long_lived_client(
     AgentServiceClient<tower_agent_session::layer::ReauthService<tonic::transport::Channel>>,
 ) {
     let address = fixture.agent().address;
-    let session = Session::new(TokenFile::in_dir(fixture.session_dir()));
+    let session = Session::new(reliability_common::session_store(&fixture.session_dir()));
     session.start().await.unwrap();
     let password_channel = channel(address).await;
     let reauthenticate = move || {
@@ -184,6 +184,10 @@ async fn long_lived_client(
 
 #[test]
 fn no_call_fails_while_other_processes_lock_all_lock_and_unlock() {
+    churn();
+}
+
+fn churn() {
     if std::env::var_os("CHURN_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("tower_agent_session=debug,churn=error")
@@ -314,7 +318,9 @@ fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
         .block_on(client.clone().agent_status(EmptyMessage {}))
         .unwrap();
 
-    let lock = session.file().unwrap().lock_path().to_owned();
+    let lock = tower_agent_session::TokenFile::in_dir(fixture.session_dir())
+        .lock_path()
+        .to_owned();
     let mut holder = ChildProcess::spawn(
         CHILD_ENTRY,
         "hold-lock",
@@ -374,4 +380,30 @@ fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
         .args(["-CONT", &holder.id().to_string()])
         .status();
     drop(holder);
+}
+
+/// The churn with the token in a keyring, the CLIs' too (tests/cli_support gives them
+/// `--store keyring` inside a keyring variant).
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+mod keyrings {
+    use super::churn;
+    use crate::reliability_common::keyring_support::{Daemon, inside};
+    use tower_agent_session::KeyringBackend;
+
+    #[test]
+    fn no_call_fails_under_churn_on_a_kernel_keyring() {
+        let name = "keyrings::no_call_fails_under_churn_on_a_kernel_keyring";
+        if inside(KeyringBackend::KeyUtils, name) {
+            churn();
+        }
+    }
+
+    #[test]
+    fn no_call_fails_under_churn_on_a_secret_service() {
+        let name = "keyrings::no_call_fails_under_churn_on_a_secret_service";
+        if inside(KeyringBackend::SecretService, name) {
+            let _daemon = Daemon::start();
+            churn();
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
 use tower_agent_session::proto::{AgentServiceClient, EmptyMessage};
-use tower_agent_session::{BoxError, Session, SessionLayer, Token, TokenFile};
+use tower_agent_session::{BoxError, Session, SessionLayer, Token};
 
 mod cli_support;
 mod common;
@@ -36,9 +36,12 @@ fn child_entry_does_nothing_in_a_normal_run() {
     let wait = Duration::from_millis(param("WAIT_MS").parse().unwrap_or_else(|e| fail(e)));
     let runtime = reliability_common::runtime();
     runtime.block_on(async move {
-        let session = Session::builder(TokenFile::in_dir(&dir).reauth_wait(wait))
-            .on_reauth_wait(|pid| say(format_args!("waiting {}", pid.unwrap_or(0))))
-            .build();
+        let session = Session::builder(reliability_common::session_store_waiting(
+            std::path::Path::new(&dir),
+            wait,
+        ))
+        .on_reauth_wait(|pid| say(format_args!("waiting {}", pid.unwrap_or(0))))
+        .build();
         session.start().await.unwrap_or_else(|e| fail(e));
         let address: std::net::SocketAddr = address.parse().unwrap_or_else(|e| fail(e));
         let password_channel = channel(address).await;
@@ -93,7 +96,8 @@ fn child_entry_does_nothing_in_a_normal_run() {
 fn revoked_fixture() -> Fixture {
     let fixture = Fixture::new();
     fixture.unlock();
-    let old = fixture.token();
+    let store = reliability_common::session_store(&fixture.session_dir());
+    let old = store.load().unwrap().token.expect("unlocked");
     let password_file = fixture.password_file();
     fixture
         .client(&[
@@ -102,7 +106,8 @@ fn revoked_fixture() -> Fixture {
             "lockall",
         ])
         .expect_code(0);
-    fixture.write_token(&old);
+    // Back in the store the processes share: the session file, or a keyring variant's entry.
+    store.store(&old).unwrap();
     fixture
 }
 
@@ -136,6 +141,10 @@ fn done(child: &mut ChildProcess) -> (usize, u64, u64) {
 
 #[test]
 fn eight_processes_failing_together_unlock_once() {
+    eight_failing_together();
+}
+
+fn eight_failing_together() {
     let fixture = revoked_fixture();
     let mut children: Vec<_> = (0..8).map(|_| spawn(&fixture, "caller", HANG)).collect();
     for child in &mut children {
@@ -157,6 +166,17 @@ fn eight_processes_failing_together_unlock_once() {
         times[times.len() - 1]
     );
     assert_eq!(runs, 1, "one re-authentication for the eight processes");
+    #[cfg(all(target_os = "linux", feature = "keyring"))]
+    if reliability_common::keyring_support::backend().is_some() {
+        let store = reliability_common::session_store(&fixture.session_dir());
+        let last = store
+            .load()
+            .unwrap()
+            .token
+            .expect("the new session's token");
+        let dir = fixture.session_dir();
+        reliability_common::keyring_support::assert_no_secret_on_disk(&dir, last.expose());
+    }
 }
 
 #[test]
@@ -243,4 +263,28 @@ fn a_stopped_holder_holds_the_others_at_most_their_bound() {
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &holder.id().to_string()])
         .status();
+}
+
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+mod keyrings {
+    use super::eight_failing_together;
+    use crate::reliability_common::keyring_support::{Daemon, inside};
+    use tower_agent_session::KeyringBackend;
+
+    #[test]
+    fn eight_processes_on_a_kernel_keyring_unlock_once() {
+        let name = "keyrings::eight_processes_on_a_kernel_keyring_unlock_once";
+        if inside(KeyringBackend::KeyUtils, name) {
+            eight_failing_together();
+        }
+    }
+
+    #[test]
+    fn eight_processes_on_a_secret_service_unlock_once() {
+        let name = "keyrings::eight_processes_on_a_secret_service_unlock_once";
+        if inside(KeyringBackend::SecretService, name) {
+            let _daemon = Daemon::start();
+            eight_failing_together();
+        }
+    }
 }

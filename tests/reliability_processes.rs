@@ -14,7 +14,7 @@ use tower_agent_session::store::TokenStore as _;
 
 use tower::ServiceBuilder;
 use tower_agent_session::proto::{AgentServiceClient, EchoMessage};
-use tower_agent_session::{Session, SessionLayer, TokenFile};
+use tower_agent_session::{Session, SessionLayer};
 use tower_agent_session_agent::Agent;
 
 mod reliability_common;
@@ -46,15 +46,13 @@ fn client_child() -> ! {
     let calls: u64 = param("CALLS").parse().unwrap();
     let revoked = param("REVOKED") == "1";
     let id = std::process::id();
-    let session = Session::builder(tower_agent_session::TokenFile::new(
-        dir.join(tower_agent_session::TokenFile::NAME),
-    ))
-    .agent_tokens(if revoked {
-        tower_agent_session::AgentTokens::RevokedOnRefresh
-    } else {
-        tower_agent_session::AgentTokens::LiveUntilExpiry
-    })
-    .build();
+    let session = Session::builder(reliability_common::session_store(&dir))
+        .agent_tokens(if revoked {
+            tower_agent_session::AgentTokens::RevokedOnRefresh
+        } else {
+            tower_agent_session::AgentTokens::LiveUntilExpiry
+        })
+        .build();
     let rt = small_runtime();
     rt.block_on(async {
         session.start().await.unwrap_or_else(|e| fail(e));
@@ -97,7 +95,7 @@ fn client_child() -> ! {
 /// Reads the session file in a tight loop until its stdin closes; every read must be a whole
 /// token signed by the agent's key.
 fn watcher_child() -> ! {
-    let file = TokenFile::in_dir(param("SESSION_DIR"));
+    let file = reliability_common::session_store(&PathBuf::from(param("SESSION_DIR")));
     let manager = shared_manager(&PathBuf::from(param("KEY_FILE")));
     say("ready");
     if hear().as_deref() != Some("go") {
@@ -142,7 +140,7 @@ fn many_processes_one_file(revoked: bool) {
     let manager = shared_manager(&key_file);
     let rt = runtime();
     let agent = rt.block_on(serve(Agent::new(manager.clone(), PASSWORD)));
-    TokenFile::in_dir(&session_dir)
+    reliability_common::session_store(&session_dir)
         .store(&manager.mint().unwrap())
         .unwrap();
 
@@ -191,7 +189,7 @@ fn many_processes_one_file(revoked: bool) {
     let watched = counts(&watcher.expect("done"));
     watcher.wait_success();
 
-    let last = TokenFile::in_dir(&session_dir)
+    let last = reliability_common::session_store(&session_dir)
         .load()
         .map(|stored| stored.token)
         .unwrap()
@@ -214,6 +212,11 @@ fn many_processes_one_file(revoked: bool) {
         reliability_common::temp_files(&session_dir).is_empty(),
         "no temp file is left behind"
     );
+    #[cfg(all(target_os = "linux", feature = "keyring"))]
+    if let Some(backend) = reliability_common::keyring_support::backend() {
+        reliability_common::keyring_support::assert_no_secret_on_disk(&session_dir, last.expose());
+        println!("(the {backend}: no file under the session's directory holds the token)");
+    }
     println!(
         "many processes, one file (revoked={revoked}): {CLIENTS} processes x {calls} \
          calls = {} calls, all succeeded; refreshes={} writes={} skipped={} lost={} \
@@ -237,4 +240,28 @@ fn many_processes_share_one_file_default_writes() {
 #[test]
 fn many_processes_share_one_file_writing_every_refresh() {
     many_processes_one_file(true);
+}
+
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+mod keyrings {
+    use super::many_processes_one_file;
+    use crate::reliability_common::keyring_support::inside;
+    use tower_agent_session::KeyringBackend;
+
+    #[test]
+    fn many_processes_share_one_kernel_keyring_entry() {
+        let name = "keyrings::many_processes_share_one_kernel_keyring_entry";
+        if inside(KeyringBackend::KeyUtils, name) {
+            many_processes_one_file(true);
+        }
+    }
+
+    #[test]
+    fn many_processes_share_one_secret_service_entry() {
+        let name = "keyrings::many_processes_share_one_secret_service_entry";
+        if inside(KeyringBackend::SecretService, name) {
+            let _daemon = crate::reliability_common::keyring_support::Daemon::start();
+            many_processes_one_file(true);
+        }
+    }
 }

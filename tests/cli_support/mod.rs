@@ -307,11 +307,13 @@ impl fmt::Display for Run {
 
 /// The variables the `client` example finds its agent and session by: a test's own are removed
 /// from every client run, which sees only those the test gives it.
-const SESSION_ENVIRONMENT: [&str; 7] = [
+const SESSION_ENVIRONMENT: [&str; 9] = [
     "AGENT_PASSWORD",
     "AGENT_TOKEN",
     "AGENT_ADDR",
     "AGENT_SESSION_DIR",
+    "AGENT_SESSION_STORE",
+    "AGENT_SESSION_KEYRING",
     // Where the default session directory is: no test may touch the user's.
     "HOME",
     "XDG_RUNTIME_DIR",
@@ -325,6 +327,13 @@ pub fn bare_client_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command.args(args);
     for name in SESSION_ENVIRONMENT {
         command.env_remove(name);
+    }
+    // Inside a keyring variant of a test (tests/keyring_support), the CLI keeps its token in
+    // that keyring too.
+    if let Ok(backend) = std::env::var("KEYRING_TEST_INSIDE") {
+        command
+            .env("AGENT_SESSION_STORE", "keyring")
+            .env("AGENT_SESSION_KEYRING", backend);
     }
     command.envs(env.iter().copied());
     command

@@ -219,11 +219,17 @@ impl Drop for Daemon {
     }
 }
 
-/// A store on the child's keyring: one entry for `dir`, with its companion files there.
+/// A store on the child's keyring: one entry for `dir`, with its companion files there, named
+/// as the example client names it (so that both share it).
 pub fn store(dir: &Path) -> KeyringStore {
     let backend = backend().expect("inside a keyring's child");
-    let service = format!("tower-agent-session test {}", dir.display());
-    KeyringStore::new(backend, service, "tester", dir)
+    let dir = std::path::absolute(dir).expect("an absolute path");
+    KeyringStore::new(
+        backend,
+        "tower-agent-session",
+        dir.display().to_string(),
+        dir,
+    )
 }
 
 /// Asserts that no file under `dir` holds `token`, or any 12 bytes of it.

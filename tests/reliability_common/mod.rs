@@ -22,6 +22,32 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_agent_session_agent::{Agent, SessionManager};
 
+/// Real keyrings for the multi-process tests' keyring variants.
+#[cfg(all(target_os = "linux", feature = "keyring"))]
+#[path = "../keyring_support/mod.rs"]
+pub mod keyring_support;
+
+/// The store a test's processes share for `dir`: the session file `dir/token`, or, in a
+/// process of a keyring variant (`keyring_support::inside`, inherited by every child), the
+/// keyring's entry for `dir` with its companion files there.
+pub fn session_store(dir: &Path) -> std::sync::Arc<dyn tower_agent_session::store::TokenStore> {
+    session_store_waiting(dir, tower_agent_session::TokenFile::DEFAULT_REAUTH_WAIT)
+}
+
+/// [`session_store`], waiting at most `reauth_wait` for another process's re-authentication.
+pub fn session_store_waiting(
+    dir: &Path,
+    reauth_wait: Duration,
+) -> std::sync::Arc<dyn tower_agent_session::store::TokenStore> {
+    let file = tower_agent_session::TokenFile::in_dir(dir).reauth_wait(reauth_wait);
+    #[cfg(all(target_os = "linux", feature = "keyring"))]
+    if keyring_support::backend().is_some() {
+        let waits = |companion: tower_agent_session::TokenFile| companion.reauth_wait(reauth_wait);
+        return std::sync::Arc::new(keyring_support::store(dir).companion_waits(waits));
+    }
+    std::sync::Arc::new(file)
+}
+
 /// The environment variable that makes the child entry of a test binary do something.
 pub const CHILD_ROLE: &str = "RELIABILITY_CHILD";
 
