@@ -180,8 +180,9 @@
 //!   [`AgentTokens`].
 //! - How another process's change reaches a running session: [`Watch`] (a notification from
 //!   the OS by default, polling for network filesystems).
-//! - Somewhere else: implement [`TokenStore`](crate::store::TokenStore) (an OS keyring, a secrets manager), or keep the
-//!   token in memory with [`MemoryStore`](crate::store::MemoryStore).
+//! - Somewhere else: the OS keyring with `KeyringStore` (feature `keyring`), shared by
+//!   processes as the file is; a store of your own ([`TokenStore`](crate::store::TokenStore):
+//!   a secrets manager); or the token in memory with [`MemoryStore`](crate::store::MemoryStore).
 //!
 //! # Exit codes
 //!
@@ -312,7 +313,9 @@ mod readme_doctests {}
 //   failing calls; owner/reauth_lock.rs who holds the re-authentication lock) ─►
 //   session/driver.rs (runs what the owner said: reads, writes, answers, tries for the lock,
 //   the log) ─► store.rs / file.rs (the store's contract and the file protocol; file/lock.rs
-//   the writers' lock, file/reauth_lock.rs the re-authentication lock)
+//   the writers' lock, file/reauth_lock.rs the re-authentication lock; keyring.rs the token in
+//   the OS keyring, with a companion file for the version and the locks: keyring/backend.rs the
+//   keyring-rs stores, keyring/bounded.rs the keyring's own thread and its bound)
 //
 //   and back: file ─► session/watch.rs (another process's change) ─► the owner ─► the token
 //   calls read.

@@ -329,3 +329,44 @@ fn calls_go_on_while_the_secret_service_is_gone() {
         session.clear().await.unwrap();
     });
 }
+
+/// How long a write takes: `swap` (a refresh's compare-and-swap, the write a session makes
+/// most) on each keyring against the session file, median and worst of 200. A figure for the
+/// README, not a test: `cargo test --all-features --test keyring -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn write_times() {
+    fn times(store: &dyn TokenStore) -> (Duration, Duration) {
+        store.store(&token(0)).unwrap();
+        let mut took: Vec<Duration> = (0..200)
+            .map(|n| {
+                let started = Instant::now();
+                let swapped = store.swap(Some(&token(n)), &token(n + 1)).unwrap();
+                assert!(matches!(swapped, Swap::Replaced(_)));
+                started.elapsed()
+            })
+            .collect();
+        store.clear().unwrap();
+        took.sort_unstable();
+        (took[took.len() / 2], took[took.len() - 1])
+    }
+    let say = |what: &str, (median, worst): (Duration, Duration)| {
+        println!("write_times: {what}: swap median {median:?}, worst {worst:?} (200 writes)");
+    };
+    match keyring_support::backend() {
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            say(
+                "session file",
+                times(&tower_agent_session::TokenFile::in_dir(dir.path())),
+            );
+            inside(KeyringBackend::KeyUtils, "write_times");
+            inside(KeyringBackend::SecretService, "write_times");
+        }
+        Some(backend) => {
+            let _daemon = (backend == KeyringBackend::SecretService).then(Daemon::start);
+            let dir = tempfile::tempdir().unwrap();
+            say(&backend.to_string(), times(&store(dir.path())));
+        }
+    }
+}

@@ -37,7 +37,14 @@ pub fn inside(backend: KeyringBackend, name: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let test_args = [name, "--exact", "--nocapture", "--test-threads=1"];
+    // `--include-ignored`: the test named runs, whether or not it is one run by hand.
+    let test_args = [
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ];
     let mut bus = None;
     let mut command = match backend {
         KeyringBackend::KeyUtils => {
