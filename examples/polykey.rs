@@ -27,7 +27,10 @@ use std::process::ExitCode;
 
 use tonic::transport::Channel;
 use tower::Layer as _;
-use tower_agent_session::{BoxError, Error, Polykey, Session, SessionLayer, Token};
+use tower_agent_session::store::TokenStore;
+use tower_agent_session::{
+    BoxError, Error, KeyringBackend, KeyringStore, Polykey, Session, SessionLayer, Token, TokenFile,
+};
 
 #[path = "support/prompt.rs"]
 mod prompt;
@@ -56,6 +59,11 @@ Options:
   --client-host HOST  The agent's IP address [env: PK_CLIENT_HOST; default: 127.0.0.1]
   --client-port PORT  The agent's port [env: PK_CLIENT_PORT]
   --cert FILE         The agent's certificate to pin [default: NODE_PATH/root-cert.pem]
+  --store STORE       Where the token lives: file (NODE_PATH/token) or keyring (the OS keyring;
+                      NODE_PATH holds its companion files, nothing secret) [env: PK_STORE;
+                      default: file]
+  --keyring BACKEND   With --store keyring: keychain, credential-manager, secret-service or
+                      keyutils [env: PK_KEYRING; default: the desktop's own]
   -h, --help          Print this help
 
 Environment:
@@ -103,6 +111,8 @@ enum Command {
 
 struct Options {
     node_path: PathBuf,
+    /// Where the token lives: the session file (`None`), or this keyring.
+    keyring: Option<KeyringBackend>,
     address: SocketAddr,
     cert: PathBuf,
     command: Command,
@@ -168,6 +178,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Polykey's session on `store`: its tokens have no `exp`, so each new one is written and the
+/// store holds the newest.
+fn session_on(store: impl TokenStore) -> Session {
+    Session::builder(store)
+        .failures(Polykey)
+        .start_on_password(true)
+        .build()
+}
+
 async fn run() -> Result<(), Failure> {
     let options = parse(std::env::args().skip(1))?;
     let password = std::env::var("PK_PASSWORD").ok();
@@ -178,13 +197,27 @@ async fn run() -> Result<(), Failure> {
         _ => None,
     };
     let interactive = password.is_none() && token.is_none() && io::stdin().is_terminal();
-    // Polykey's tokens have no `exp`: each new one is written, so the file holds the newest.
-    let session = Session::builder(tower_agent_session::TokenFile::new(
-        options.node_path.join("token"),
-    ))
-    .failures(Polykey)
-    .start_on_password(true)
-    .build();
+    let (session, held) = match options.keyring {
+        None => {
+            let file = TokenFile::new(options.node_path.join("token"));
+            let held = format!("the session file {}", file.path().display());
+            (session_on(file), held)
+        }
+        Some(backend) => {
+            // One entry for each node path, as there is one session file.
+            let node_path = std::path::absolute(&options.node_path)
+                .map_err(|e| usage(&format!("no absolute path for the node path: {e}")))?;
+            let (service, account) = (
+                "tower-agent-session polykey",
+                node_path.display().to_string(),
+            );
+            let held = format!("the {backend}, service \"{service}\", account \"{account}\"");
+            (
+                session_on(KeyringStore::new(backend, service, account, &node_path)),
+                held,
+            )
+        }
+    };
     if let Err(error) = session.start().await {
         // A file that holds no token must not lock the user out: whatever replaces it, removes
         // it, or does without it goes on.
@@ -316,6 +349,15 @@ async fn run() -> Result<(), Failure> {
         Err(error @ Error::Locked { .. }) => eprintln!("warning: token not saved: {error}"),
         result => result?,
     }
+    if let Command::Status = options.command {
+        // For the user, beside the status a script reads.
+        let valid = match session.token().and_then(|token| token.expires_at()) {
+            Some(exp) => format!("valid until {}", humantime::format_rfc3339_seconds(exp)),
+            None => "with no expiry in it".to_owned(),
+        };
+        let held = if token.is_some() { "PK_TOKEN" } else { &held };
+        eprintln!("session: the token in {held}, {valid}");
+    }
     Ok(())
 }
 
@@ -405,6 +447,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
     let mut host = env("PK_CLIENT_HOST").unwrap_or_else(|| "127.0.0.1".into());
     let mut port = env("PK_CLIENT_PORT");
     let mut cert = None;
+    let mut store = env("PK_STORE").unwrap_or_else(|| "file".into());
+    let mut keyring = env("PK_KEYRING");
     let mut words = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -416,6 +460,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
             "--client-host" => host = value("--client-host")?,
             "--client-port" => port = Some(value("--client-port")?),
             "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
+            "--store" => store = value("--store")?,
+            "--keyring" => keyring = Some(value("--keyring")?),
             "-h" | "--help" => return Err(Failure(format!("{USAGE}\n\n{HELP}"), 0)),
             _ => words.push(arg),
         }
@@ -437,7 +483,18 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Failure> {
     let port: u16 = port
         .parse()
         .map_err(|_| usage(&format!("bad client port {port:?}")))?;
+    let keyring = match (store.as_str(), keyring) {
+        ("file", _) => None,
+        ("keyring", None) => Some(KeyringBackend::native()),
+        ("keyring", Some(name)) => Some(KeyringBackend::from_name(&name).ok_or_else(|| {
+            usage(&format!(
+                "bad keyring {name:?}: keychain, credential-manager, secret-service or keyutils"
+            ))
+        })?),
+        (other, _) => return Err(usage(&format!("bad store {other:?}: file or keyring"))),
+    };
     Ok(Options {
+        keyring,
         cert: cert.unwrap_or_else(|| node_path.join("root-cert.pem")),
         node_path,
         address: SocketAddr::new(ip, port),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tower_agent_session::store::{Stored, Swap, TokenStore};
 use tower_agent_session::{Error, KeyringBackend, KeyringStore, Token};
 
+mod cli_support;
 mod common;
 mod keyring_support;
 
@@ -369,4 +370,80 @@ fn write_times() {
             say(&backend.to_string(), times(&store(dir.path())));
         }
     }
+}
+
+/// The example client with `--store keyring` (set by cli_support inside a keyring variant):
+/// unlock, `status` saying where the token lives and until when, the error states, and nothing
+/// secret in its directory.
+#[test]
+fn the_client_keeps_its_token_in_the_keyring() {
+    if !inside(
+        KeyringBackend::KeyUtils,
+        "the_client_keeps_its_token_in_the_keyring",
+    ) {
+        return;
+    }
+    let fixture = cli_support::Fixture::new();
+    fixture.unlock();
+    assert!(
+        !fixture.token_path().exists(),
+        "no session file with --store keyring"
+    );
+    let status = fixture.client(&["status"]);
+    status.expect_code(0).expect_stdout_line("LIVE");
+    let said = status.stderr();
+    assert!(
+        said.contains("session: the token in the kernel keyring (keyutils)"),
+        "{said}"
+    );
+    assert!(said.contains("valid until 20"), "{said}");
+    let stored = store(&fixture.session_dir())
+        .load()
+        .unwrap()
+        .token
+        .expect("in the keyring");
+    assert_no_secret_on_disk(&fixture.session_dir(), stored.expose());
+
+    let password_file = fixture.password_file();
+    let password_file = password_file.to_str().unwrap();
+    fixture
+        .client(&["--password-file", password_file, "lockall"])
+        .expect_code(0);
+    fixture
+        .client(&["status"])
+        .expect_code(77)
+        .expect_stderr(Error::TOKEN_NOT_PROVIDED_MESSAGE);
+    // A revoked token in the keyring: 65, and the password recovers it.
+    store(&fixture.session_dir()).store(&stored).unwrap();
+    fixture
+        .client(&["status"])
+        .expect_code(65)
+        .expect_stderr(Error::TOKEN_INVALID_MESSAGE);
+    fixture
+        .client(&["--password-file", password_file, "status"])
+        .expect_code(0);
+    fixture.client(&["lock"]).expect_code(0);
+    assert_eq!(store(&fixture.session_dir()).load().unwrap().token, None);
+}
+
+/// No keyring to use: the client exits 78 and says what to do; no file is written instead.
+#[test]
+fn the_client_without_a_keyring_exits_78() {
+    if !inside(
+        KeyringBackend::SecretService,
+        "the_client_without_a_keyring_exits_78",
+    ) {
+        return;
+    }
+    let fixture = cli_support::Fixture::new();
+    let password_file = fixture.password_file();
+    fixture
+        .client(&["--password-file", password_file.to_str().unwrap(), "unlock"])
+        .expect_code(78)
+        .expect_stderr("the Secret Service is not available")
+        .expect_stderr("use the session file");
+    assert!(
+        !fixture.token_path().exists(),
+        "never a fallback to the file"
+    );
 }
