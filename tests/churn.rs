@@ -300,6 +300,14 @@ fn churn() {
         "{runs} re-authentications for {ends} lock alls and locks"
     );
     assert_eq!(stats.reauthentications, runs);
+    #[cfg(all(target_os = "linux", feature = "keyring"))]
+    if let (Some(_), Some(token)) = (
+        reliability_common::keyring_support::backend(),
+        session.token(),
+    ) {
+        let dir = fixture.session_dir();
+        reliability_common::keyring_support::assert_no_secret_on_disk(&dir, token.expose());
+    }
 }
 
 /// A `client unlock` stopped (Ctrl-Z) while it holds the session file's lock, then another

@@ -221,7 +221,11 @@ impl TokenFile {
             let _ = fs::remove_file(&temp_path);
             return Err(e);
         }
-        let stamp = sys::stamp_of(&file).map_err(write_err)?;
+        drop(file);
+        // The version as `version` will see it, read by the path (under the lock, the file
+        // just renamed): Wine gives the temp file's handle a volume serial of 0, so that a
+        // version read from it never equalled one read by the path.
+        let stamp = sys::stamp_at(&self.path).map_err(write_err)?;
         self.sync_dir()?;
         Ok(stamp)
     }

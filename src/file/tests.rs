@@ -384,3 +384,20 @@ fn a_waiter_for_the_reauthentication_lock_reads_the_holders_pid() {
     // Windows refuses the read of a locked file; elsewhere it is empty.
     assert!(fs::read(lock.path()).map_or(true, |bytes| bytes.is_empty()));
 }
+
+/// The version a write returns is the one `version` then reads: a session that wrote it takes
+/// no later look at the file for another process's change. (Under Wine the temp file's handle
+/// reported a volume serial of 0, so the two never matched.)
+#[test]
+fn a_writes_version_is_the_one_version_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TokenFile::in_dir(dir.path());
+    let stored = file.store(&token("a")).unwrap();
+    assert_eq!(file.version().unwrap(), Some(stored));
+    assert_eq!(file.load().unwrap().version, Some(stored));
+    let Swap::Replaced(swapped) = file.swap(Some(&token("a")), &token("b")).unwrap() else {
+        panic!("the file held the token expected");
+    };
+    assert_eq!(file.version().unwrap(), Some(swapped));
+    assert_eq!(file.load().unwrap().version, Some(swapped));
+}
