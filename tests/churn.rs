@@ -394,24 +394,24 @@ fn a_stopped_lock_holder_does_not_hold_the_recovering_calls() {
 /// `--store keyring` inside a keyring variant).
 #[cfg(all(target_os = "linux", feature = "keyring"))]
 mod keyrings {
-    use super::churn;
-    use crate::reliability_common::keyring_support::{Daemon, inside};
-    use tower_agent_session::KeyringBackend;
+    use crate::reliability_common::keyring_support::run_inside;
+    use tower_agent_session::KeyringBackend::{KeyUtils, SecretService};
 
     #[test]
     fn no_call_fails_under_churn_on_a_kernel_keyring() {
-        let name = "keyrings::no_call_fails_under_churn_on_a_kernel_keyring";
-        if inside(KeyringBackend::KeyUtils, name) {
-            churn();
-        }
+        run_inside(
+            KeyUtils,
+            "keyrings::no_call_fails_under_churn_on_a_kernel_keyring",
+            super::churn,
+        );
     }
 
     #[test]
     fn no_call_fails_under_churn_on_a_secret_service() {
-        let name = "keyrings::no_call_fails_under_churn_on_a_secret_service";
-        if inside(KeyringBackend::SecretService, name) {
-            let _daemon = Daemon::start();
-            churn();
-        }
+        run_inside(
+            SecretService,
+            "keyrings::no_call_fails_under_churn_on_a_secret_service",
+            super::churn,
+        );
     }
 }

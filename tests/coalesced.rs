@@ -267,24 +267,24 @@ fn a_stopped_holder_holds_the_others_at_most_their_bound() {
 
 #[cfg(all(target_os = "linux", feature = "keyring"))]
 mod keyrings {
-    use super::eight_failing_together;
-    use crate::reliability_common::keyring_support::{Daemon, inside};
-    use tower_agent_session::KeyringBackend;
+    use crate::reliability_common::keyring_support::run_inside;
+    use tower_agent_session::KeyringBackend::{KeyUtils, SecretService};
 
     #[test]
     fn eight_processes_on_a_kernel_keyring_unlock_once() {
-        let name = "keyrings::eight_processes_on_a_kernel_keyring_unlock_once";
-        if inside(KeyringBackend::KeyUtils, name) {
-            eight_failing_together();
-        }
+        run_inside(
+            KeyUtils,
+            "keyrings::eight_processes_on_a_kernel_keyring_unlock_once",
+            super::eight_failing_together,
+        );
     }
 
     #[test]
     fn eight_processes_on_a_secret_service_unlock_once() {
-        let name = "keyrings::eight_processes_on_a_secret_service_unlock_once";
-        if inside(KeyringBackend::SecretService, name) {
-            let _daemon = Daemon::start();
-            eight_failing_together();
-        }
+        run_inside(
+            SecretService,
+            "keyrings::eight_processes_on_a_secret_service_unlock_once",
+            super::eight_failing_together,
+        );
     }
 }

@@ -244,24 +244,18 @@ fn many_processes_share_one_file_writing_every_refresh() {
 
 #[cfg(all(target_os = "linux", feature = "keyring"))]
 mod keyrings {
-    use super::many_processes_one_file;
-    use crate::reliability_common::keyring_support::inside;
-    use tower_agent_session::KeyringBackend;
+    use crate::reliability_common::keyring_support::run_inside;
+    use tower_agent_session::KeyringBackend::{KeyUtils, SecretService};
 
     #[test]
     fn many_processes_share_one_kernel_keyring_entry() {
         let name = "keyrings::many_processes_share_one_kernel_keyring_entry";
-        if inside(KeyringBackend::KeyUtils, name) {
-            many_processes_one_file(true);
-        }
+        run_inside(KeyUtils, name, || super::many_processes_one_file(true));
     }
 
     #[test]
     fn many_processes_share_one_secret_service_entry() {
         let name = "keyrings::many_processes_share_one_secret_service_entry";
-        if inside(KeyringBackend::SecretService, name) {
-            let _daemon = crate::reliability_common::keyring_support::Daemon::start();
-            many_processes_one_file(true);
-        }
+        run_inside(SecretService, name, || super::many_processes_one_file(true));
     }
 }

@@ -73,6 +73,15 @@ pub fn inside(backend: KeyringBackend, name: &str) -> bool {
     false
 }
 
+/// Runs `scenario` inside `backend`'s keyring, as the test `name` of this binary, with a
+/// Secret Service daemon started for it first: a test's keyring variant in one line.
+pub fn run_inside(backend: KeyringBackend, name: &str, scenario: impl FnOnce()) {
+    if inside(backend, name) {
+        let _daemon = (backend == KeyringBackend::SecretService).then(Daemon::start);
+        scenario();
+    }
+}
+
 /// `program`, which must be installed.
 fn program(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"] {
