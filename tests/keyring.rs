@@ -447,3 +447,77 @@ fn the_client_without_a_keyring_exits_78() {
         "never a fallback to the file"
     );
 }
+
+/// Another process's write to the keyring reaches a running session without a call: the
+/// companion's watch, as the session file's. Prints how soon (a figure, not a goal).
+fn picks_up_another_writer() {
+    use tower_agent_session::{Session, Watch};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let session = Session::builder(store(dir.path()))
+            .watch(Watch::Notify)
+            .build();
+        session.start_with_token(token(1)).await.unwrap();
+        let mut took = Vec::new();
+        for n in 2..12 {
+            let since = session.epoch();
+            // The other writer: the test binary again, as a process of its own.
+            let started = Instant::now();
+            let wrote = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "write_for_the_pickup",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                ])
+                .env("KEYRING_PICKUP_DIR", dir.path())
+                .env("KEYRING_PICKUP_TOKEN", n.to_string())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(wrote.success());
+            let written = started.elapsed();
+            common::picked_up(&session, since).await;
+            assert_eq!(session.token(), Some(token(n)));
+            took.push(started.elapsed().saturating_sub(written));
+        }
+        took.sort_unstable();
+        println!(
+            "pickup ({}): after the writer exited, median {:?}, worst {:?} (10 writes)",
+            backend_name(),
+            took[took.len() / 2],
+            took[took.len() - 1]
+        );
+        session.clear().await.unwrap();
+    });
+}
+
+fn backend_name() -> String {
+    keyring_support::backend().map_or("none".into(), |b| b.to_string())
+}
+
+/// The other process of `picks_up_another_writer`: one explicit write, then exit.
+#[test]
+#[ignore = "run by picks_up_another_writer as its other process"]
+fn write_for_the_pickup() {
+    let (Some(dir), Ok(n)) = (
+        std::env::var_os("KEYRING_PICKUP_DIR"),
+        std::env::var("KEYRING_PICKUP_TOKEN").map(|n| n.parse::<u32>().unwrap()),
+    ) else {
+        return;
+    };
+    store(std::path::Path::new(&dir)).store(&token(n)).unwrap();
+}
+
+#[test]
+fn another_process_write_reaches_a_session_on_the_kernel_keyring() {
+    let name = "another_process_write_reaches_a_session_on_the_kernel_keyring";
+    keyring_support::run_inside(KeyringBackend::KeyUtils, name, picks_up_another_writer);
+}
+
+#[test]
+fn another_process_write_reaches_a_session_on_the_secret_service() {
+    let name = "another_process_write_reaches_a_session_on_the_secret_service";
+    keyring_support::run_inside(KeyringBackend::SecretService, name, picks_up_another_writer);
+}
