@@ -229,7 +229,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
         if *meta.level() == tracing::Level::WARN && meta.target().starts_with("tower_agent_session")
         {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut said = String::new();
+            let mut said = format!(
+                "{}:{} ",
+                meta.file().unwrap_or("?"),
+                meta.line().unwrap_or(0)
+            );
             event.record(
                 &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
                     said.push_str(&format!("{}={value:?} ", field.name()));

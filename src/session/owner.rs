@@ -46,7 +46,7 @@ mod writes;
 pub(crate) use event::{
     Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, ReadOp, WaiterId, WriteOp, Written,
 };
-pub(crate) use notes::Note;
+pub(crate) use notes::{Failure, Note};
 
 /// The state of one session, and every decision about it.
 #[derive(Debug)]

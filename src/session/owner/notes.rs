@@ -4,6 +4,10 @@
 
 use crate::error::Error;
 
+/// What kind of failure a store's reads or writes are in the midst of: a warning is given once
+/// for an episode of one kind, whether reads or writes met it first.
+pub(crate) type Failure = std::mem::Discriminant<Error>;
+
 /// One thing worth logging that a step decided.
 #[derive(Debug, Clone)]
 pub(crate) enum Note {

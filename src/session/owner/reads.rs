@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::store::Stored;
 use crate::token::Token;
 
-use super::{Answer, Note, Owner, ReadOp, WaiterId};
+use super::{Answer, Failure, Note, Owner, ReadOp, WaiterId};
 
 /// The read lane: one read at a time, and what waits for the next.
 #[derive(Debug, Default)]
@@ -19,9 +19,9 @@ pub(super) struct Reads {
     pub(super) starts: Vec<(u64, WaiterId)>,
     /// Reads started so far: a recovery waits for one started after it.
     pub(super) started: u64,
-    /// Whether reads are failing now: warned of once per episode (a keyring gone fails every
-    /// read until it is back).
-    pub(super) failing: bool,
+    /// How reads are failing now, if they are: warned of once per episode (a keyring gone
+    /// fails every read until it is back).
+    pub(super) failing: Option<Failure>,
 }
 
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Owner {
         let Some(read) = self.reads.in_flight.take() else {
             return;
         };
-        let failed = result.is_err();
+        let failed = result.as_ref().err().map(std::mem::discriminant);
         let read_it = match result {
             Ok(stored) if read.starts.iter().any(|(epoch, _)| *epoch == self.epoch) => {
                 let token_found = stored.token.is_some();
@@ -82,9 +82,10 @@ impl Owner {
             Err(e) => {
                 if read.starts.is_empty() {
                     // Keep the token we have: a bad file must not replace a good token.
-                    // Once per episode, and not again for a store whose writes already warned
-                    // of it (a keyring gone fails both).
-                    let first = !self.reads.failing && !self.writes.failing;
+                    // Once per episode, and not again for a failure the writes are in the
+                    // midst of (a keyring gone fails both).
+                    let kind = Some(std::mem::discriminant(&e));
+                    let first = self.reads.failing.is_none() && self.writes.failing != kind;
                     self.note(Note::Unusable {
                         error: e.clone(),
                         first,

@@ -7,6 +7,7 @@ use crate::store::{Stored, Swap, Version};
 use crate::token::Token;
 
 mod seams;
+mod warnings;
 
 /// How long a try for the re-authentication lock waits.
 const WAIT: Duration = Duration::from_secs(60);

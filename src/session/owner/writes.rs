@@ -9,7 +9,7 @@ use crate::session::policy::outlives;
 use crate::store::{Stored, Swap};
 use crate::token::Token;
 
-use super::{Answer, Note, Owner, WaiterId, WriteOp, Written};
+use super::{Answer, Failure, Note, Owner, WaiterId, WriteOp, Written};
 
 /// The write lane.
 #[derive(Debug, Default)]
@@ -30,8 +30,8 @@ pub(super) struct Writes {
     waiters: VecDeque<(u64, WaiterId)>,
     /// The last write's error, for `Session::flush`; an explicit change starts afresh.
     last_error: Option<Error>,
-    /// Whether writes are failing now: warned of once per episode.
-    pub(super) failing: bool,
+    /// How writes are failing now, if they are: warned of once per episode.
+    pub(super) failing: Option<Failure>,
 }
 
 #[derive(Debug)]
@@ -239,7 +239,9 @@ impl Owner {
                 // What the store holds is known again: a failed write's target no longer stands
                 // for it.
                 self.unconfirmed = None;
-                if std::mem::replace(&mut self.writes.failing, false) {
+                // The store works: a failure of either kind after this is a new episode.
+                self.reads.failing = None;
+                if self.writes.failing.take().is_some() {
                     self.note(Note::WritableAgain);
                 }
                 let known = |owner: &mut Self, version| {
@@ -272,9 +274,12 @@ impl Owner {
             }
             (Err(e), op) => {
                 // Warned of once per episode of failing writes (a read-only or full disk fails
-                // every refresh), `DEBUG` after.
+                // every refresh), `DEBUG` after; not at all when reads already warned of the
+                // same failure (a keyring gone fails both).
                 self.counts.failed_writes += 1;
-                let first = !std::mem::replace(&mut self.writes.failing, true);
+                let kind = Some(std::mem::discriminant(&e));
+                let first = self.writes.failing.is_none() && self.reads.failing != kind;
+                self.writes.failing = kind;
                 self.note(Note::WriteFailed {
                     error: e.clone(),
                     refresh: matches!(op, WriteOp::Swap { .. }),
