@@ -97,7 +97,8 @@ pub enum Error {
     KeyringTimedOut {
         /// The keyring.
         backend: crate::KeyringBackend,
-        /// How long the call was waited for.
+        /// How long the call was waited for; for a call refused at once because an earlier
+        /// one still has not answered, how long that one was waited for.
         waited: std::time::Duration,
     },
 }

@@ -64,7 +64,10 @@ use bounded::{Bounded, NoAnswer};
 ///   token under the old version, which the next write or read of the entry finds.
 /// - **Bounded.** Every keyring call runs on the store's own thread and is waited for at most
 ///   [`bound`](Self::bound) (default [`DEFAULT_BOUND`](Self::DEFAULT_BOUND)): past it the
-///   caller gets [`Error::KeyringTimedOut`] and the session keeps the token it has in memory.
+///   caller gets [`Error::KeyringTimedOut`] and the session keeps the token it has in memory;
+///   while that call still hangs, this store's next calls are refused at once the same way,
+///   and a hung write keeps the companion's lock, so other processes' writes fail with
+///   [`Error::Locked`] after their own wait. A call given up on before it ran never runs.
 ///   A keyring that cannot be reached at all is [`Error::KeyringUnavailable`], naming the
 ///   backend and what to do; the store never falls back to a file.
 #[derive(Debug, Clone)]
@@ -178,7 +181,7 @@ impl KeyringStore {
         let answer = self.inner.thread.run(waited, move || op(&inner));
         match answer {
             Ok(result) => result,
-            Err(NoAnswer::TimedOut) => Err(Error::KeyringTimedOut {
+            Err(NoAnswer::TimedOut(waited)) => Err(Error::KeyringTimedOut {
                 backend: self.inner.backend,
                 waited,
             }),

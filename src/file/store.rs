@@ -182,10 +182,8 @@ impl TokenFile {
         Ok(Stored { token, version })
     }
 
-    /// temp file (0600) → write → fsync → rename over the file → fsync the directory. A rename
-    /// that Windows refuses because a reader has the file open is tried again for at most
-    /// `wait`, the write's own wait for the lock (see [`TokenFile::while_held_open`]).
-    /// Removes the file; the caller holds the writers' lock.
+    /// Removes the file; the caller holds the writers' lock. A removal that Windows refuses
+    /// because a reader has the file open is tried again for at most the lock's wait.
     pub(crate) fn remove_locked(&self) -> Result<(), Error> {
         match self.while_held_open(self.lock_wait, || fs::remove_file(&self.path)) {
             Ok(()) => self.sync_dir(),
@@ -196,7 +194,10 @@ impl TokenFile {
         }
     }
 
-    /// Replaces the file whole with `token`; the caller holds the writers' lock.
+    /// Replaces the file whole with `token`; the caller holds the writers' lock: temp file
+    /// (0600) → write → fsync → rename over the file → fsync the directory. A rename that
+    /// Windows refuses because a reader has the file open is tried again for at most `wait`,
+    /// the write's own wait for the lock (see [`TokenFile::while_held_open`]).
     pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers

@@ -1,32 +1,88 @@
-//! The keyring's own thread: every keyring call runs there, and the caller waits for its answer
-//! for a bounded time. A call that does not answer (a prompt nobody answers, a Secret Service
-//! that does not reply) then costs the caller the bound, and nothing more: no runtime worker,
-//! no writer of another process waits on it past its own bound, and it holds no lock of the
-//! caller's. Calls run one at a time, so one hung backend holds one thread; and while a call
-//! that was given up on still runs, every new call is refused at once: a hung backend costs
-//! the first caller the bound, and the others nothing, until it answers.
+//! The keyring's own thread: every keyring call runs there, one at a time, and its caller waits
+//! for its answer for a bounded time. A call that does not answer (a prompt nobody answers, a
+//! Secret Service that does not reply) then costs its caller the bound, and nothing more: no
+//! runtime worker waits on it past the bound.
+//!
+//! Each call has a [`Ticket`]. A caller that gives up on a call still queued takes it back: it
+//! never runs, so a write the caller was told failed cannot land later. A call given up on
+//! while it runs goes on (nothing can stop a backend's call), and while it does every new call
+//! is refused at once: a hung backend costs the first caller the bound, and the others nothing,
+//! until it answers. A hung write still holds what it took: the companion's writers' lock, so
+//! other processes' writes get [`Error::Locked`](crate::Error::Locked) after their own bounded
+//! wait, as when a writer is stopped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A call and its ticket, as the thread takes it.
+struct Job {
+    ticket: Arc<Ticket>,
+    call: Box<dyn FnOnce() + Send>,
+}
 
-/// The thread and the queue of calls to it. The thread starts with the first call and ends
-/// with the store; a call that panics is reported to its caller and ends nothing.
+/// Where a call is: what its caller and the thread agree on, under its mutex.
+#[derive(Debug, Default)]
+struct Ticket(Mutex<Phase>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Queued,
+    Running,
+    /// Its caller gave up after waiting this long, while it ran.
+    Hung(Duration),
+    /// Its caller gave up before it ran: it never will.
+    Withdrawn,
+    /// Its answer is in the caller's channel.
+    Answered,
+}
+
+impl Ticket {
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        // Every change is one assignment: a poisoned lock holds no half-made state.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The thread is about to run it: false if its caller withdrew it.
+    fn begin(&self) -> bool {
+        let mut phase = self.phase();
+        if *phase == Phase::Withdrawn {
+            return false;
+        }
+        *phase = Phase::Running;
+        true
+    }
+
+    /// The caller stops waiting after `waited`: whether the answer came after all.
+    fn give_up(&self, waited: Duration) -> bool {
+        let mut phase = self.phase();
+        *phase = match *phase {
+            Phase::Answered => return true,
+            Phase::Queued => Phase::Withdrawn,
+            _ => Phase::Hung(waited),
+        };
+        false
+    }
+}
+
+/// The thread, the queue of calls to it, and the call it runs now. The thread starts with the
+/// first call and ends with the store; a call that panics is reported to its caller and ends
+/// nothing.
 #[derive(Debug, Default)]
 pub(super) struct Bounded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    /// A call's caller stopped waiting and the call has not ended yet.
-    stuck: Arc<AtomicBool>,
+    /// The ticket of the call the thread runs now, if any: set and cleared by the thread alone,
+    /// around each call, however the call ends.
+    running: Arc<Mutex<Option<Arc<Ticket>>>>,
 }
 
 /// Why a call has no answer.
 #[derive(Debug)]
 pub(super) enum NoAnswer {
-    /// Not within the bound; the call may still be carried out.
-    TimedOut,
+    /// Not within the bound; the call may still be carried out. Or, refused at once, an earlier
+    /// call still runs after its caller waited this long.
+    TimedOut(Duration),
     /// The call panicked, or its thread could not be started.
     Lost(String),
 }
@@ -38,22 +94,26 @@ impl Bounded {
         bound: Duration,
         call: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, NoAnswer> {
-        if self.stuck.load(Ordering::Acquire) {
-            return Err(NoAnswer::TimedOut);
+        if let Some(Phase::Hung(waited)) = lock(&self.running).as_ref().map(|t| *t.phase()) {
+            return Err(NoAnswer::TimedOut(waited));
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        let stuck = self.stuck.clone();
-        let job: Job = Box::new(move || {
-            // The caller may have stopped waiting: its answer is then dropped.
-            let _ = tx.send(call());
-            // Sent before the flag is cleared: a caller that gives up after this finds the
-            // answer in its channel.
-            stuck.store(false, Ordering::Release);
-        });
-        let mut jobs = self.jobs();
+        let ticket = Arc::new(Ticket::default());
+        let answered = ticket.clone();
+        let job = Job {
+            ticket: ticket.clone(),
+            call: Box::new(move || {
+                let answer = call();
+                // Under the ticket's lock: a caller that gives up after this finds the answer.
+                let mut phase = answered.phase();
+                let _ = tx.send(answer);
+                *phase = Phase::Answered;
+            }),
+        };
+        let mut jobs = lock(&self.jobs);
         let sender = match jobs.as_ref() {
             Some(sender) => sender,
-            None => jobs.insert(start().map_err(NoAnswer::Lost)?),
+            None => jobs.insert(start(self.running.clone()).map_err(NoAnswer::Lost)?),
         };
         // The thread outlives every call (a panic is caught there), so it is there to take it.
         if sender.send(job).is_err() {
@@ -64,15 +124,12 @@ impl Bounded {
         match rx.recv_timeout(bound) {
             Ok(answer) => Ok(answer),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.stuck.store(true, Ordering::Release);
-                // It may have ended just now, after the wait and before the flag (which it then
-                // cleared too soon): its answer is here, and nothing is stuck.
-                match rx.try_recv() {
-                    Ok(answer) => {
-                        self.stuck.store(false, Ordering::Release);
-                        Ok(answer)
-                    }
-                    Err(_) => Err(NoAnswer::TimedOut),
+                if ticket.give_up(bound) {
+                    // Answered just after the wait: the answer is in the channel.
+                    rx.try_recv()
+                        .map_err(|_| NoAnswer::Lost("no answer".into()))
+                } else {
+                    Err(NoAnswer::TimedOut(bound))
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -80,22 +137,27 @@ impl Bounded {
             }
         }
     }
-
-    fn jobs(&self) -> MutexGuard<'_, Option<mpsc::Sender<Job>>> {
-        // Assigned whole: a poisoned lock holds no half-made state.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
-fn start() -> Result<mpsc::Sender<Job>, String> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Assigned whole: a poisoned lock holds no half-made state.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start(running: Arc<Mutex<Option<Arc<Ticket>>>>) -> Result<mpsc::Sender<Job>, String> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("agent-session-k".into())
         .spawn(move || {
             // Ends when the store is gone (its sender dropped). A panicking call dropped its
             // answer's sender while unwinding: its caller hears of it.
-            while let Ok(job) = rx.recv() {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            while let Ok(Job { ticket, call }) = rx.recv() {
+                if !ticket.begin() {
+                    continue;
+                }
+                *lock(&running) = Some(ticket);
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+                *lock(&running) = None;
             }
         })
         .map_err(|e| format!("cannot start the keyring's thread: {e}"))?;
@@ -103,44 +165,4 @@ fn start() -> Result<mpsc::Sender<Job>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_answer_in_time_a_hung_call_bounded_and_a_panic_survived() {
-        let bounded = Bounded::default();
-        assert_eq!(bounded.run(Duration::from_secs(5), || 7).unwrap(), 7);
-
-        // A call that does not answer until told to: the caller gets TimedOut at the bound.
-        let (release, wait) = mpsc::channel::<()>();
-        let hung = bounded.run(Duration::from_millis(50), move || wait.recv().is_ok());
-        assert!(matches!(hung, Err(NoAnswer::TimedOut)));
-        // While it hangs, the next call is refused at once, without running.
-        let ran = Arc::new(AtomicBool::new(false));
-        let flag = ran.clone();
-        let refused = bounded.run(Duration::from_secs(60), move || {
-            flag.store(true, Ordering::SeqCst)
-        });
-        assert!(matches!(refused, Err(NoAnswer::TimedOut)));
-        // Once it ends, calls run again: the first tries may still find it ending.
-        release.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let answer = loop {
-            match bounded.run(Duration::from_secs(60), || 8) {
-                Err(NoAnswer::TimedOut) if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now()
-                }
-                answer => break answer,
-            }
-        };
-        assert_eq!(answer.unwrap(), 8);
-        assert!(!ran.load(Ordering::SeqCst), "a refused call never runs");
-
-        // A call that panics is reported, and the thread goes on.
-        let lost = bounded.run(Duration::from_secs(5), || -> u8 {
-            panic!("in the backend")
-        });
-        assert!(matches!(lost, Err(NoAnswer::Lost(_))));
-        assert_eq!(bounded.run(Duration::from_secs(5), || 9).unwrap(), 9);
-    }
-}
+mod tests;
