@@ -55,7 +55,7 @@ use bounded::{Bounded, NoAnswer};
 ///   `<dir>/version.lock`, the re-authentication lock `<dir>/version.reauth.lock`), holding a
 ///   decimal counter where a session file holds a token.
 /// - **No companion file, no token.** A reader reads the companion's version first, then the
-///   entry: no file means no token, whatever the entry holds.
+///   entry: no file means no token, whatever the entry holds; no entry means no token too.
 /// - **Writers take the companion's lock**, and under it: an explicit write sets the entry,
 ///   then replaces the companion with the counter plus one; a refresh reads the entry, and
 ///   only if it holds the token expected does the same; a removal removes the companion, then
@@ -209,18 +209,23 @@ impl Inner {
         result
     }
 
-    /// The version, then the token: whoever sees a version reads a token at least as new.
+    /// The version, then the token: whoever sees a version reads a token at least as new. No
+    /// entry under a companion (deleted by hand, a keyring reset) is no token, as after a
+    /// clear: never a file being written, whose token a session keeps.
     fn read(&self) -> Result<Stored, Error> {
-        let Some(version) = self.companion.version()? else {
-            return Ok(Stored {
-                token: None,
-                version: None,
-            });
+        let nothing = Stored {
+            token: None,
+            version: None,
         };
-        let token = self.with_entry(|entry| self.backend.get(entry))?;
-        Ok(Stored {
-            token,
-            version: Some(version),
+        let Some(version) = self.companion.version()? else {
+            return Ok(nothing);
+        };
+        Ok(match self.with_entry(|entry| self.backend.get(entry))? {
+            Some(token) => Stored {
+                token: Some(token),
+                version: Some(version),
+            },
+            None => nothing,
         })
     }
 
@@ -293,6 +298,3 @@ impl TokenStore for KeyringStore {
         self.inner.companion.reauth_lock()
     }
 }
-
-#[cfg(test)]
-mod tests;

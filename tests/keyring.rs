@@ -67,8 +67,41 @@ fn follows_the_contract() {
         panic!("no token was expected and none was there");
     };
     assert_eq!(other.load().unwrap().token, Some(token(4)));
+
+    // The entry deleted by hand (a keyring manager; here a store of the same entry with its
+    // companion elsewhere), the companion left: no token, as after a clear. Before, it read as
+    // a blank file being written, whose token the session keeps, and every refresh then lost
+    // its swap to it: the session's tokens never reached the store again.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let account = std::path::absolute(dir.path()).unwrap();
+    let by_hand = KeyringStore::new(
+        store.backend(),
+        "tower-agent-session",
+        account.display().to_string(),
+        elsewhere.path(),
+    );
+    by_hand.clear().unwrap();
+    assert!(store.companion().exists());
+    assert_eq!(
+        store.load().unwrap(),
+        Stored {
+            token: None,
+            version: None
+        }
+    );
+    assert!(matches!(
+        store.swap(Some(&token(4)), &token(5)).unwrap(),
+        Swap::Lost(Stored {
+            token: None,
+            version: None
+        })
+    ));
+    let Swap::Replaced(_) = store.swap(None, &token(6)).unwrap() else {
+        panic!("no token was expected and none was there");
+    };
+    assert_eq!(other.load().unwrap().token, Some(token(6)));
     store.clear().unwrap();
-    assert_no_secret_on_disk(dir.path(), token(4).expose());
+    assert_no_secret_on_disk(dir.path(), token(6).expose());
 }
 
 #[test]
