@@ -100,7 +100,7 @@ Session file:
   agent-session in the user's runtime directory ($XDG_RUNTIME_DIR), else in their config
   directory ($XDG_CONFIG_HOME, or ~/.config).
   With --store keyring the token lives in the OS keyring instead (entry: service
-  `tower-agent-session`, account DIR as an absolute path), and DIR holds only its companion
+  `tower-agent-session`, account DIR's canonical path), and DIR holds only its companion
   files (a version counter and the locks, nothing secret). No keyring to use exits 78; never a file.
   `status` says on stderr where the token lives and until when it is valid.
 
@@ -119,13 +119,14 @@ Exit codes:
    0  Success
   64  Usage error, or no password given (end of input at the prompt)
   65  TokenInvalid: the agent rejected the token (expired, or ended by lockall); or the session
-      file or a token is not a valid token
+      file, the keyring's entry or a token is not a valid token
   66  The password file cannot be read
   69  The agent cannot be reached
   70  The agent failed the call in another way
   73  The session file or its directory cannot be created
   74  The session file or the terminal cannot be read or written
-  75  Another process holds the session file's lock past --lock-wait; try again later
+  75  Another process holds the session file's lock past --lock-wait, or the keyring did not
+      answer within 10 s (an unlock prompt nobody answered); try again later
   77  TokenNotProvided: no session token to send; or the agent refused the password, or the
       session file is not readable or writable by this user
   78  --store keyring, and no keyring to use (no Secret Service on the bus, a locked keychain)";
@@ -249,7 +250,10 @@ impl From<Error> for Failure {
             code: u8::try_from(error.exit_code()).unwrap_or(1),
             needs_unlock: matches!(
                 error,
-                Error::TokenNotProvided | Error::TokenInvalid | Error::CorruptFile { .. }
+                Error::TokenNotProvided
+                    | Error::TokenInvalid
+                    | Error::CorruptFile { .. }
+                    | Error::CorruptEntry { .. }
             ),
         }
     }
@@ -412,12 +416,13 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
             let backend = options.keyring.unwrap_or(KeyringBackend::native());
             // One entry for each session directory, as there is one session file: the
             // companion files there are its locks and version.
-            let session_dir = std::path::absolute(&session_dir)
-                .map_err(|e| usage(&format!("no absolute path for the session directory: {e}")))?;
-            let (service, account) = ("tower-agent-session", session_dir.display().to_string());
-            let store = format!("the {backend}, service \"{service}\", account \"{account}\"");
-            let keyring =
-                KeyringStore::new(backend, service, account, &session_dir).companion_waits(waits);
+            let keyring = KeyringStore::in_dir(backend, "tower-agent-session", &session_dir)?
+                .companion_waits(waits);
+            let store = format!(
+                "the {backend}, service \"{}\", account \"{}\"",
+                keyring.service(),
+                keyring.account()
+            );
             (session_on(keyring), store)
         }
     };
@@ -431,14 +436,14 @@ async fn run_command(options: Options, explicit_token: Option<Token>) -> Result<
             || explicit_token.is_some()
             || interactive;
         match error {
-            Error::CorruptFile { .. }
+            Error::CorruptFile { .. } | Error::CorruptEntry { .. }
                 if explicit_token.is_some()
                     && password.is_none()
                     && !matches!(options.command, Command::Unlock | Command::Lock) =>
             {
                 eprintln!("warning: {error}; using AGENT_TOKEN");
             }
-            Error::CorruptFile { .. } if replaced => {
+            Error::CorruptFile { .. } | Error::CorruptEntry { .. } if replaced => {
                 eprintln!("warning: {error}; it will be replaced");
             }
             // Anything else stops here; a corrupt file with the way out of it.

@@ -79,15 +79,17 @@ session while it waits: the call goes on with that token.
 Exit codes:
    0  Success
   64  Usage error, or no password given
-  65  The agent refused the token (ended by lockall) or the password; or the session file holds
-      no valid token
+  65  The agent refused the token (ended by lockall) or the password; or the session file or
+      the keyring's entry holds no valid token
   69  The agent cannot be reached
   70  The agent failed the call in another way
   73  The session file or its directory cannot be created
   74  The session file cannot be read or written
-  75  Another process holds the session file's lock; try again later
+  75  Another process holds the session file's lock, or the keyring did not answer within
+      10 s; try again later
   77  No session token to send; or unlocking at the prompt failed; or the session file is not
-      readable or writable by this user";
+      readable or writable by this user
+  78  --store keyring, and no keyring to use (no Secret Service on the bus, a locked keychain)";
 const PROMPT: &str = "Please enter the password: ";
 
 /// sysexits: the command line was wrong, or no password was given.
@@ -205,29 +207,30 @@ async fn run() -> Result<(), Failure> {
         }
         Some(backend) => {
             // One entry for each node path, as there is one session file.
-            let node_path = std::path::absolute(&options.node_path)
-                .map_err(|e| usage(&format!("no absolute path for the node path: {e}")))?;
-            let (service, account) = (
-                "tower-agent-session polykey",
-                node_path.display().to_string(),
+            let keyring =
+                KeyringStore::in_dir(backend, "tower-agent-session polykey", &options.node_path)?;
+            let held = format!(
+                "the {backend}, service \"{}\", account \"{}\"",
+                keyring.service(),
+                keyring.account()
             );
-            let held = format!("the {backend}, service \"{service}\", account \"{account}\"");
-            (
-                session_on(KeyringStore::new(backend, service, account, &node_path)),
-                held,
-            )
+            (session_on(keyring), held)
         }
     };
     if let Err(error) = session.start().await {
         // A file that holds no token must not lock the user out: whatever replaces it, removes
         // it, or does without it goes on.
-        match (&error, &options.command) {
-            (Error::CorruptFile { .. }, Command::Unlock | Command::Lock) => {}
-            (Error::CorruptFile { .. }, _) if password.is_some() || interactive => {}
-            (Error::CorruptFile { .. }, _) if token.is_some() => {
+        let corrupt = matches!(
+            error,
+            Error::CorruptFile { .. } | Error::CorruptEntry { .. }
+        );
+        match (corrupt, &options.command) {
+            (true, Command::Unlock | Command::Lock) => {}
+            (true, _) if password.is_some() || interactive => {}
+            (true, _) if token.is_some() => {
                 eprintln!("warning: {error}; using PK_TOKEN");
             }
-            (Error::CorruptFile { .. }, _) => {
+            (true, _) => {
                 let hint = "run `polykey agent unlock` to start a new session, or set PK_PASSWORD";
                 let code = u8::try_from(error.exit_code()).unwrap_or(1);
                 return Err(Failure(format!("{error}\n{hint}"), code));

@@ -88,6 +88,17 @@ pub enum Error {
         /// What it said (never what the entry holds).
         detail: String,
     },
+    /// The OS keyring's entry holds something that is not a token (exit code 65, as a corrupt
+    /// session file): what replaces or removes it (an unlock, a lock) goes on without it.
+    #[cfg(feature = "keyring")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
+    #[error("the {backend}'s entry does not hold a valid token: {reason}")]
+    CorruptEntry {
+        /// The keyring.
+        backend: crate::KeyringBackend,
+        /// What is wrong with it (never its content).
+        reason: CorruptReason,
+    },
     /// The OS keyring did not answer within the store's bound (a prompt nobody answered, a
     /// daemon that does not reply; exit code 75, `EX_TEMPFAIL`): the session goes on with the
     /// token in memory.
@@ -177,6 +188,8 @@ impl Error {
             Self::TokenInvalid | Self::MalformedToken(_) | Self::CorruptFile { .. } => EX_DATAERR,
             Self::Store(_) => EX_IOERR,
             Self::Locked { .. } => EX_TEMPFAIL,
+            #[cfg(feature = "keyring")]
+            Self::CorruptEntry { .. } => EX_DATAERR,
             #[cfg(feature = "keyring")]
             Self::KeyringTimedOut { .. } => EX_TEMPFAIL,
             #[cfg(feature = "keyring")]

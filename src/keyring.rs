@@ -128,6 +128,39 @@ impl KeyringStore {
         }
     }
 
+    /// The entry of the session directory `dir` under `service`, with its companion files
+    /// there: the account is `dir`'s canonical path (links, `..` and trailing separators
+    /// resolved, as `realpath` gives it; on Windows its `\\?\` form), so that processes that
+    /// name one directory in different ways share one entry, as they share its companion.
+    /// Creates `dir` (mode 0700 on Unix) if it is missing; nothing is read from the keyring.
+    ///
+    /// ```no_run
+    /// use tower_agent_session::{KeyringBackend, KeyringStore};
+    ///
+    /// let store = KeyringStore::in_dir(
+    ///     KeyringBackend::native(),
+    ///     "my-agent",
+    ///     "/run/user/1000/my-agent/../my-agent/",
+    /// )?;
+    /// assert_eq!(store.account(), "/run/user/1000/my-agent");
+    /// # Ok::<(), tower_agent_session::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteFile`] when the directory cannot be created or resolved.
+    pub fn in_dir(
+        backend: KeyringBackend,
+        service: impl Into<String>,
+        dir: impl AsRef<Path>,
+    ) -> Result<Self, Error> {
+        let dir = dir.as_ref();
+        crate::file::create_private_dir(dir)?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| Error::write(dir, e))?;
+        let account = dir.to_string_lossy().into_owned();
+        Ok(Self::new(backend, service, account, dir))
+    }
+
     /// How long a keyring call is waited for ([`DEFAULT_BOUND`](Self::DEFAULT_BOUND)).
     #[must_use]
     pub fn bound(self, bound: Duration) -> Self {
@@ -162,6 +195,16 @@ impl KeyringStore {
     /// Its backend.
     pub fn backend(&self) -> KeyringBackend {
         self.inner.backend
+    }
+
+    /// The entry's account.
+    pub fn account(&self) -> &str {
+        &self.inner.account
+    }
+
+    /// The entry's service.
+    pub fn service(&self) -> &str {
+        &self.inner.service
     }
 
     /// The companion file, `<dir>/version`.
@@ -298,3 +341,6 @@ impl TokenStore for KeyringStore {
         self.inner.companion.reauth_lock()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -194,7 +194,7 @@
 //! |---|---|---|---|
 //! | 0 | | | success |
 //! | 64 | `EX_USAGE` | | a usage error; no password given |
-//! | 65 | `EX_DATAERR` | [`TokenInvalid`](Error::TokenInvalid), [`MalformedToken`](Error::MalformedToken), [`CorruptFile`](Error::CorruptFile) | |
+//! | 65 | `EX_DATAERR` | [`TokenInvalid`](Error::TokenInvalid), [`MalformedToken`](Error::MalformedToken), [`CorruptFile`](Error::CorruptFile), [`CorruptEntry`](Error::CorruptEntry) (feature `keyring`) | |
 //! | 66 | `EX_NOINPUT` | | the password file cannot be read |
 //! | 69 | `EX_UNAVAILABLE` | | the agent cannot be reached |
 //! | 70 | `EX_SOFTWARE` | | the agent failed the call in another way |

@@ -558,3 +558,44 @@ fn another_process_write_reaches_a_session_on_the_secret_service() {
     let name = "another_process_write_reaches_a_session_on_the_secret_service";
     keyring_support::run_inside(KeyringBackend::SecretService, name, picks_up_another_writer);
 }
+
+/// An entry that holds something other than a token (bytes no writer of this crate puts
+/// there) is a typed error, exit 65 as a corrupt session file, that never shows the bytes; and
+/// an unlock replaces it, as it replaces a corrupt file.
+#[test]
+fn the_client_replaces_an_entry_that_holds_no_token() {
+    if !inside(
+        KeyringBackend::KeyUtils,
+        "the_client_replaces_an_entry_that_holds_no_token",
+    ) {
+        return;
+    }
+    let fixture = cli_support::Fixture::new();
+    fixture.unlock();
+    let ours = store(&fixture.session_dir());
+    let keyutils: std::sync::Arc<keyring_core::CredentialStore> =
+        linux_keyutils_keyring_store::Store::new().unwrap();
+    let entry =
+        keyring_core::Entry::new_in_store(&keyutils, ours.service(), ours.account()).unwrap();
+    let junk = b"junk-in-the-entry \xff\xfe secret-looking";
+    entry.set_secret(junk).unwrap();
+    assert!(matches!(ours.load(), Err(Error::CorruptEntry { .. })));
+
+    let status = fixture.client(&["status"]);
+    status
+        .expect_code(65)
+        .expect_stderr("entry does not hold a valid token");
+    assert!(
+        !status.stderr().contains("junk-in-the-entry"),
+        "{}",
+        status.stderr()
+    );
+    let password_file = fixture.password_file();
+    fixture
+        .client(&["--password-file", password_file.to_str().unwrap(), "unlock"])
+        .expect_code(0);
+    fixture.client(&["status"]).expect_code(0);
+    entry.set_secret(junk).unwrap();
+    fixture.client(&["lock"]).expect_code(0);
+    assert_eq!(ours.load().unwrap().token, None);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use keyring_core::{Entry, Error as KeyringError};
 
-use crate::error::Error;
+use crate::error::{CorruptReason, Error};
 use crate::token::Token;
 
 /// An OS credential store a [`KeyringStore`](crate::KeyringStore) can keep its token in.
@@ -106,8 +106,11 @@ impl KeyringBackend {
     pub(super) fn get(self, entry: &Entry) -> Result<Option<Token>, Error> {
         match entry.get_secret() {
             Ok(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|_| not_a_token())?;
-                Token::new(text.trim()).map(Some).map_err(|_| not_a_token())
+                let text =
+                    String::from_utf8(bytes).map_err(|_| self.corrupt(CorruptReason::NotUtf8))?;
+                Token::new(text.trim())
+                    .map(Some)
+                    .map_err(|e| self.corrupt(CorruptReason::Malformed(e)))
             }
             Err(KeyringError::NoEntry) => Ok(None),
             Err(e) => Err(self.error(e)),
@@ -127,12 +130,19 @@ impl KeyringBackend {
         }
     }
 
+    fn corrupt(self, reason: CorruptReason) -> Error {
+        Error::CorruptEntry {
+            backend: self,
+            reason,
+        }
+    }
+
     /// A keyring error as the crate's. The variants that carry the entry's bytes
     /// (`BadEncoding`, `BadDataFormat`) are said without them.
     fn error(self, e: KeyringError) -> Error {
         let detail = match e {
             KeyringError::BadEncoding(_) | KeyringError::BadDataFormat(..) => {
-                return not_a_token();
+                return self.corrupt(CorruptReason::NotUtf8);
             }
             KeyringError::PlatformFailure(e) | KeyringError::NoStorageAccess(e) => e.to_string(),
             other => other.to_string(),
@@ -142,13 +152,6 @@ impl KeyringBackend {
             detail,
         }
     }
-}
-
-fn not_a_token() -> Error {
-    Error::Store(Arc::new(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        "the keyring's entry does not hold a session token",
-    )))
 }
 
 impl fmt::Display for KeyringBackend {

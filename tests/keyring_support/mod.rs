@@ -239,13 +239,7 @@ impl Drop for Daemon {
 /// as the example client names it (so that both share it).
 pub fn store(dir: &Path) -> KeyringStore {
     let backend = backend().expect("inside a keyring's child");
-    let dir = std::path::absolute(dir).expect("an absolute path");
-    KeyringStore::new(
-        backend,
-        "tower-agent-session",
-        dir.display().to_string(),
-        dir,
-    )
+    KeyringStore::in_dir(backend, "tower-agent-session", dir).expect("the session's directory")
 }
 
 /// Asserts that no file under `dir` holds `token`, or any 12 bytes of it.

@@ -1,0 +1,35 @@
+use super::*;
+
+/// One directory named three ways is one entry, and its companion is in it.
+#[test]
+fn a_directory_named_in_any_way_is_one_entry() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("session");
+    let backend = KeyringBackend::native();
+    let first = KeyringStore::in_dir(backend, "s", &dir).unwrap();
+    assert!(dir.is_dir(), "made when missing");
+    let mut trailing = dir.clone().into_os_string();
+    trailing.push(std::path::MAIN_SEPARATOR_STR);
+    let others = [
+        KeyringStore::in_dir(backend, "s", &trailing).unwrap(),
+        KeyringStore::in_dir(backend, "s", dir.join("..").join("session")).unwrap(),
+    ];
+    for other in &others {
+        assert_eq!(other.account(), first.account());
+        assert_eq!(other.companion(), first.companion());
+    }
+    let canonical = std::fs::canonicalize(&dir).unwrap();
+    assert_eq!(first.account(), canonical.to_string_lossy());
+    assert_eq!(first.companion(), canonical.join(KeyringStore::COMPANION));
+}
+
+/// A directory that cannot be made is a typed error naming it.
+#[test]
+fn a_directory_that_cannot_be_made_is_a_typed_error() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("a file");
+    std::fs::write(&file, "").unwrap();
+    let error =
+        KeyringStore::in_dir(KeyringBackend::native(), "s", file.join("session")).unwrap_err();
+    assert!(matches!(error, Error::WriteFile { .. }), "{error:?}");
+}
