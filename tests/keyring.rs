@@ -170,7 +170,7 @@ fn a_refused_kernel_keyring_is_a_typed_error() {
         "a_refused_kernel_keyring_is_a_typed_error",
     ) {
         // The session keyring revoked under the store, as a kernel that refuses keyrings does.
-        let revoked = std::process::Command::new("keyctl")
+        let revoked = std::process::Command::new(keyring_support::program("keyctl"))
             .args(["revoke", "@s"])
             .status()
             .unwrap();

@@ -11,6 +11,7 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tower_agent_session::{KeyringBackend, KeyringStore};
@@ -82,8 +83,8 @@ pub fn run_inside(backend: KeyringBackend, name: &str, scenario: impl FnOnce()) 
     }
 }
 
-/// `program`, which must be installed.
-fn program(name: &str) -> PathBuf {
+/// `program`'s path, which must be installed: never looked up in `PATH`.
+pub fn program(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
@@ -167,6 +168,10 @@ impl Drop for Bus {
 /// in the home the parent named (so that one started again finds the same keyring).
 pub struct Daemon {
     child: Child,
+    /// Stopped by [`stop`](Self::stop) and not resumed since: dropped so, it is let go on
+    /// first. Only then is it signalled there: a daemon killed and reaped has no pid left to
+    /// signal, and that pid may be another process's by then.
+    stopped: AtomicBool,
 }
 
 impl Daemon {
@@ -197,39 +202,46 @@ impl Daemon {
             line.starts_with("GNOME_KEYRING"),
             "gnome-keyring-daemon did not start: {line:?}"
         );
-        Self { child }
+        Self {
+            child,
+            stopped: AtomicBool::new(false),
+        }
     }
 
     /// Stops it (SIGSTOP): it no longer answers, and its bus queues every call to it.
     pub fn stop(&self) {
-        self.signal("-STOP");
+        let sent = self.signal("-STOP").expect("kill -STOP");
+        assert!(sent.success(), "kill -STOP {}: {sent}", self.child.id());
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// Lets it go on (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
+        let sent = self.signal("-CONT").expect("kill -CONT");
+        assert!(sent.success(), "kill -CONT {}: {sent}", self.child.id());
+        self.stopped.store(false, Ordering::SeqCst);
     }
 
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
+    /// `kill(1)` by its path, as every program here is run: std signals nothing but SIGKILL.
+    fn signal(&self, signal: &str) -> std::io::Result<std::process::ExitStatus> {
+        Command::new(program("kill"))
             .args([signal, &self.child.id().to_string()])
             .status()
-            .expect("kill");
-        assert!(sent.success());
     }
 
     /// Kills it (SIGKILL) and waits for it to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stopped.store(false, Ordering::SeqCst);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
+        if self.stopped.load(Ordering::SeqCst) {
+            let _ = self.signal("-CONT");
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
