@@ -125,30 +125,65 @@ fn secret_service_follows_the_store_contract() {
     }
 }
 
-/// The typed error of a keyring that cannot be used: which backend, what to do, exit code
-/// 78, never the token, and nothing written to the companion.
-fn assert_unavailable(store: &KeyringStore, backend: KeyringBackend) {
-    let error = store.store(&token(5)).unwrap_err();
-    assert!(
-        matches!(error, Error::KeyringUnavailable { backend: b, .. } if b == backend),
-        "{error:?}"
-    );
-    assert_eq!(error.exit_code(), 78);
-    let message = error.to_string();
-    assert!(message.contains(&backend.to_string()), "{message}");
-    assert!(
-        message.contains("session file"),
-        "says what to do: {message}"
-    );
-    assert!(!message.contains(token(5).expose()));
+/// The typed error of a keyring that cannot be used, for each call that asks it: which
+/// backend, what to do, exit code 78, never the token, and nothing written to the companion.
+/// A call that needs no keyring (no companion, so no token) answers as without one.
+fn assert_unavailable(dir: &std::path::Path, backend: KeyringBackend) {
+    let store = store(dir);
+    let unavailable = |call: &str, error: Error| {
+        assert!(
+            matches!(error, Error::KeyringUnavailable { backend: b, .. } if b == backend),
+            "{call}: {error:?}"
+        );
+        assert_eq!(error.exit_code(), 78, "{call}");
+        let message = error.to_string();
+        assert!(message.contains(&backend.to_string()), "{call}: {message}");
+        assert!(
+            message.contains("session file"),
+            "{call} says what to do: {message}"
+        );
+        for n in [1, 5, 6] {
+            assert!(!message.contains(token(n).expose()), "{call}: {message}");
+        }
+    };
+    let nothing = Stored {
+        token: None,
+        version: None,
+    };
+
+    unavailable("store", store.store(&token(5)).unwrap_err());
     assert!(
         !store.companion().exists(),
         "nothing written without the keyring"
     );
+    // No companion, no token: a read, and a refresh that expects one, need no keyring.
+    assert_eq!(store.load().unwrap(), nothing);
+    assert_eq!(store.version().unwrap(), None);
     assert!(matches!(
-        store.load(),
-        Err(Error::KeyringUnavailable { .. }) | Ok(Stored { token: None, .. })
+        store.swap(Some(&token(5)), &token(6)).unwrap(),
+        Swap::Lost(stored) if stored == nothing
     ));
+    unavailable("swap from none", store.swap(None, &token(6)).unwrap_err());
+    unavailable("clear", store.clear().unwrap_err());
+    assert!(
+        !store.companion().exists(),
+        "nothing written without the keyring"
+    );
+
+    // A companion that another process wrote while it had a keyring: now a read and a refresh
+    // ask the keyring, and are refused as the writes are.
+    tower_agent_session::TokenFile::new(store.companion())
+        .store(&Token::new("1").unwrap())
+        .unwrap();
+    assert!(store.version().unwrap().is_some());
+    unavailable("load", store.load().unwrap_err());
+    unavailable("swap", store.swap(Some(&token(1)), &token(6)).unwrap_err());
+    unavailable("store over it", store.store(&token(5)).unwrap_err());
+    assert_eq!(
+        std::fs::read_to_string(store.companion()).unwrap(),
+        "1\n",
+        "the companion untouched by the refused writes"
+    );
 }
 
 #[test]
@@ -159,7 +194,7 @@ fn no_secret_service_on_the_bus_is_a_typed_error() {
         "no_secret_service_on_the_bus_is_a_typed_error",
     ) {
         let dir = tempfile::tempdir().unwrap();
-        assert_unavailable(&store(dir.path()), KeyringBackend::SecretService);
+        assert_unavailable(dir.path(), KeyringBackend::SecretService);
     }
 }
 
@@ -176,7 +211,7 @@ fn a_refused_kernel_keyring_is_a_typed_error() {
             .unwrap();
         assert!(revoked.success());
         let dir = tempfile::tempdir().unwrap();
-        assert_unavailable(&store(dir.path()), KeyringBackend::KeyUtils);
+        assert_unavailable(dir.path(), KeyringBackend::KeyUtils);
     }
 }
 
