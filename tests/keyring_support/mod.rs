@@ -24,6 +24,8 @@ const DAEMON_HOME: &str = "KEYRING_TEST_DAEMON_HOME";
 const DAEMON_PASSWORD: &str = "keyring test password";
 /// Only a bound on a hang: a passing run never comes near it.
 const HANG: Duration = Duration::from_secs(300);
+/// Only a bound on a daemon that never serves: one starts in well under a second.
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// The backend the child runs inside, if this is one.
 pub fn backend() -> Option<KeyringBackend> {
@@ -175,7 +177,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts it; returns once it serves (it prints its environment then).
+    /// Starts it; returns once it serves: it printed its environment and owns its name.
     pub fn start() -> Self {
         let home = std::env::var_os(DAEMON_HOME).expect("inside the Secret Service's child");
         std::fs::create_dir_all(&home).expect("the daemon's home");
@@ -202,9 +204,47 @@ impl Daemon {
             line.starts_with("GNOME_KEYRING"),
             "gnome-keyring-daemon did not start: {line:?}"
         );
-        Self {
+        let mut daemon = Self {
             child,
             stopped: AtomicBool::new(false),
+        };
+        daemon.wait_for_its_name();
+        daemon
+    }
+
+    /// Returns once it owns the Secret Service's name on the bus. It prints its environment
+    /// before it has taken the name, and a call in between is refused (`ServiceUnknown`): a
+    /// third of the runs of a test failed so. Asked again until it does (the bus tells of a
+    /// new owner only to a subscriber, which `dbus-send` cannot be), each question a process
+    /// of its own; bounded.
+    fn wait_for_its_name(&mut self) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let reply = Command::new(program("dbus-send"))
+                .args([
+                    "--session",
+                    "--dest=org.freedesktop.DBus",
+                    "--print-reply=literal",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("dbus-send");
+            assert!(reply.status.success(), "dbus-send: {}", reply.status);
+            match String::from_utf8_lossy(&reply.stdout).trim() {
+                "boolean true" => return,
+                "boolean false" => {}
+                other => panic!("NameHasOwner answered {other:?}"),
+            }
+            if let Some(status) = self.child.try_wait().expect("wait for the daemon") {
+                panic!("gnome-keyring-daemon exited before it took its name: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring-daemon did not take its name on the bus within {STARTUP:?}"
+            );
         }
     }
 
