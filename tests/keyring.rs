@@ -13,7 +13,7 @@ mod cli_support;
 mod common;
 mod keyring_support;
 
-use keyring_support::{Daemon, assert_no_secret_on_disk, inside, store};
+use keyring_support::{Daemon, assert_no_secrets_on_disk, inside, store};
 
 /// A token as the agent's are: a JWT, long enough that any 12 bytes of it are its own.
 fn token(n: u32) -> Token {
@@ -51,7 +51,7 @@ fn follows_the_contract() {
     // Another process's store (another value, the same entry and files) sees it.
     let other = keyring_support::store(dir.path());
     assert_eq!(other.load().unwrap().token, Some(token(2)));
-    assert_no_secret_on_disk(dir.path(), token(2).expose());
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
 
     // A clear removes the token; a refresh does not bring it back.
     store.clear().unwrap();
@@ -101,7 +101,8 @@ fn follows_the_contract() {
     };
     assert_eq!(other.load().unwrap().token, Some(token(6)));
     store.clear().unwrap();
-    assert_no_secret_on_disk(dir.path(), token(6).expose());
+    // Every token handed to a write, those of the swaps that lost too.
+    assert_no_secrets_on_disk(dir.path(), &[1, 2, 3, 4, 5, 6, 9].map(token));
 }
 
 #[test]
@@ -265,6 +266,7 @@ fn a_stopped_secret_service_times_out_within_the_bound() {
     };
     assert_eq!(stored.token, Some(token(1)));
     store.clear().unwrap();
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
 }
 
 #[test]
@@ -295,6 +297,7 @@ fn a_secret_service_killed_and_back() {
         panic!("the keyring still held the first token");
     };
     assert_eq!(store.load().unwrap().token, Some(token(2)));
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
     store.clear().unwrap();
 }
 
@@ -356,13 +359,19 @@ fn calls_go_on_while_the_secret_service_is_gone() {
         let token = common::unlock(channel.clone(), common::PASSWORD)
             .await
             .unwrap();
-        session.start_with_token(token).await.unwrap();
+        session.start_with_token(token.clone()).await.unwrap();
         let mut client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
+        // Every token the session held, after each call: each refresh's, each of them written.
+        let mut held = vec![token];
         let mut echo = async |n: usize| {
             let message = EchoMessage {
                 challenge: format!("call {n}"),
             };
-            client.echo(message).await.map(|_| ())
+            let answer = client.echo(message).await.map(|_| ());
+            if let Some(token) = session.token().filter(|t| !held.contains(t)) {
+                held.push(token);
+            }
+            answer
         };
         for n in 0..5 {
             echo(n).await.unwrap();
@@ -410,7 +419,11 @@ fn calls_go_on_while_the_secret_service_is_gone() {
         session.flush().await.unwrap();
         assert_eq!(store.load().unwrap().token, session.token());
         assert_eq!(warnings.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // At least the first and the refresh written once the keyring was back.
+        assert!(held.len() > 1, "the refreshes went on: {}", held.len());
+        assert_no_secrets_on_disk(dir.path(), &held);
         session.clear().await.unwrap();
+        assert_no_secrets_on_disk(dir.path(), &held);
     });
 }
 
@@ -485,7 +498,7 @@ fn the_client_keeps_its_token_in_the_keyring() {
         .unwrap()
         .token
         .expect("in the keyring");
-    assert_no_secret_on_disk(&fixture.session_dir(), stored.expose());
+    assert_no_secrets_on_disk(&fixture.session_dir(), std::slice::from_ref(&stored));
 
     let password_file = fixture.password_file();
     let password_file = password_file.to_str().unwrap();
@@ -505,8 +518,17 @@ fn the_client_keeps_its_token_in_the_keyring() {
     fixture
         .client(&["--password-file", password_file, "status"])
         .expect_code(0);
+    let recovered = store(&fixture.session_dir())
+        .load()
+        .unwrap()
+        .token
+        .expect("the token the password recovered, in the keyring");
+    assert_ne!(recovered, stored);
+    let written = [stored, recovered];
+    assert_no_secrets_on_disk(&fixture.session_dir(), &written);
     fixture.client(&["lock"]).expect_code(0);
     assert_eq!(store(&fixture.session_dir()).load().unwrap().token, None);
+    assert_no_secrets_on_disk(&fixture.session_dir(), &written);
 }
 
 /// No keyring to use: the client exits 78 and says what to do; no file is written instead.
@@ -572,7 +594,10 @@ fn picks_up_another_writer() {
             took[took.len() / 2],
             took[took.len() - 1]
         );
+        let written: Vec<Token> = (1..12).map(token).collect();
+        assert_no_secrets_on_disk(dir.path(), &written);
         session.clear().await.unwrap();
+        assert_no_secrets_on_disk(dir.path(), &written);
     });
 }
 

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tower_agent_session::{KeyringBackend, KeyringStore};
+use tower_agent_session::{KeyringBackend, KeyringStore, Token};
 
 /// Set in the child: which keyring it runs inside.
 pub const INSIDE: &str = "KEYRING_TEST_INSIDE";
@@ -302,21 +302,45 @@ pub fn store(dir: &Path) -> KeyringStore {
 
 /// Asserts that no file under `dir` holds `token`, or any 12 bytes of it.
 pub fn assert_no_secret_on_disk(dir: &Path, token: &str) {
-    let windows: Vec<&[u8]> = token.as_bytes().windows(12.min(token.len())).collect();
+    assert_none_on_disk(dir, &[token]);
+}
+
+/// Asserts that no file under `dir` holds any of `tokens`, or any 12 bytes of one: every
+/// token a test wrote, so that an earlier one left behind is caught, not only the last.
+pub fn assert_no_secrets_on_disk(dir: &Path, tokens: &[Token]) {
+    let tokens: Vec<&str> = tokens.iter().map(Token::expose).collect();
+    assert_none_on_disk(dir, &tokens);
+}
+
+/// Every file under `dir`, however deep, read whole; a file or directory that cannot be read
+/// fails the test (one unread could hold the token).
+fn assert_none_on_disk(dir: &Path, tokens: &[&str]) {
     let mut stack = vec![dir.to_owned()];
     while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).expect("a file under the session's dir");
+        let meta =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("the directory") {
-                stack.push(entry.expect("an entry").path());
+            let entries =
+                std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for entry in entries {
+                stack.push(
+                    entry
+                        .unwrap_or_else(|e| panic!("an entry of {}: {e}", path.display()))
+                        .path(),
+                );
             }
         } else if meta.is_file() {
-            let bytes = std::fs::read(&path).expect("the file");
-            for window in &windows {
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for (n, token) in tokens.iter().enumerate() {
+                let part = 12.min(token.len());
                 assert!(
-                    !bytes.windows(window.len()).any(|w| w == *window),
-                    "{} holds part of the token",
-                    path.display()
+                    !token
+                        .as_bytes()
+                        .windows(part)
+                        .any(|window| bytes.windows(part).any(|w| w == window)),
+                    "{} holds part of token {n} of {}",
+                    path.display(),
+                    tokens.len()
                 );
             }
         }
