@@ -269,6 +269,131 @@ fn a_stopped_secret_service_times_out_within_the_bound() {
     assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
 }
 
+/// Write `n` of a run: an explicit write for even `n`, a refresh from `last` for odd.
+fn write(store: &KeyringStore, n: u32, last: Option<&Token>) -> Result<(), Error> {
+    if n.is_multiple_of(2) {
+        store.store(&token(n)).map(|_| ())
+    } else {
+        let swapped = store.swap(last, &token(n))?;
+        assert!(
+            matches!(swapped, Swap::Replaced(_)),
+            "write {n}: {swapped:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Writes going on when the daemon stops: the write it hangs times out after its own wait
+/// (the bound plus its lock's), the next is refused at once and reports that wait, and once
+/// the daemon goes on the store works again. Only the hung write may have landed.
+#[test]
+fn a_write_hung_by_a_stopped_secret_service_times_out_and_the_store_comes_back() {
+    if !inside(
+        KeyringBackend::SecretService,
+        "a_write_hung_by_a_stopped_secret_service_times_out_and_the_store_comes_back",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bound = Duration::from_millis(500);
+    // Each write its own lock wait, so that a `waited` tells whose wait it is.
+    let (lock_wait, refresh_lock_wait) = (Duration::from_millis(300), Duration::from_millis(100));
+    let waited_by = |n: u32| {
+        bound
+            + if n.is_multiple_of(2) {
+                lock_wait
+            } else {
+                refresh_lock_wait
+            }
+    };
+    let store = store(dir.path())
+        .bound(bound)
+        .companion_waits(|f| f.lock_wait(lock_wait).refresh_lock_wait(refresh_lock_wait));
+
+    let (landed, landings) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut last = None;
+            for n in 1.. {
+                assert!(Instant::now() < deadline, "no write timed out in a minute");
+                let started = Instant::now();
+                match write(&store, n, last.as_ref()) {
+                    Ok(()) => {
+                        last = Some(token(n));
+                        let _ = landed.send(n);
+                    }
+                    Err(Error::KeyringTimedOut { waited, .. }) => {
+                        return (last, n, waited, started.elapsed());
+                    }
+                    Err(e) => panic!("write {n}: {e:?}"),
+                }
+            }
+            unreachable!("a write times out before u32 runs out")
+        }
+    });
+    // Stopped once writes are landing, while they go on.
+    for _ in 0..3 {
+        landings
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writes land while the daemon runs");
+    }
+    daemon.stop();
+    let (last, hung, waited, took) = writer.join().unwrap();
+    assert_eq!(waited, waited_by(hung), "write {hung} waited its own wait");
+    assert!(took >= waited && took < waited * 10, "took {took:?}");
+
+    // The next write, of the other kind, does not queue behind the hung one: refused at once,
+    // with the hung one's wait, not its own.
+    let refused = hung + 1;
+    let started = Instant::now();
+    let error = write(&store, refused, Some(&token(hung))).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(error, Error::KeyringTimedOut { waited: w, .. } if w == waited),
+        "{error:?}, the hung write waited {waited:?}"
+    );
+    assert_ne!(waited_by(refused), waited);
+    assert!(took < bound / 2, "refused after {took:?}, not at once");
+
+    // Going on, the daemon answers the hung write, and then the store's calls again.
+    daemon.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        match store.load() {
+            Err(Error::KeyringTimedOut { .. }) if Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            stored => break stored.unwrap(),
+        }
+    };
+    assert!(
+        stored.token == last || stored.token == Some(token(hung)),
+        "the last write that landed or the hung one, never the refused one"
+    );
+    let kind = if hung.is_multiple_of(2) {
+        "store"
+    } else {
+        "swap"
+    };
+    println!(
+        "write {hung} ({kind}) hung; landed once the daemon went on: {}",
+        stored.token == Some(token(hung))
+    );
+    // A refresh from what it read, and an explicit write: both land.
+    let (again, explicit) = (refused + 1, refused + 2);
+    let Swap::Replaced(_) = store.swap(stored.token.as_ref(), &token(again)).unwrap() else {
+        panic!("the store holds what it read");
+    };
+    store.store(&token(explicit)).unwrap();
+    assert_eq!(store.load().unwrap().token, Some(token(explicit)));
+    store.clear().unwrap();
+    let written: Vec<Token> = (1..=explicit).map(token).collect();
+    assert_no_secrets_on_disk(dir.path(), &written);
+}
+
 #[test]
 fn a_secret_service_killed_and_back() {
     if !inside(
