@@ -13,7 +13,7 @@ mod cli_support;
 mod common;
 mod keyring_support;
 
-use keyring_support::{Daemon, assert_no_secret_on_disk, inside, store};
+use keyring_support::{Daemon, assert_no_secrets_on_disk, inside, store};
 
 /// A token as the agent's are: a JWT, long enough that any 12 bytes of it are its own.
 fn token(n: u32) -> Token {
@@ -51,7 +51,7 @@ fn follows_the_contract() {
     // Another process's store (another value, the same entry and files) sees it.
     let other = keyring_support::store(dir.path());
     assert_eq!(other.load().unwrap().token, Some(token(2)));
-    assert_no_secret_on_disk(dir.path(), token(2).expose());
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
 
     // A clear removes the token; a refresh does not bring it back.
     store.clear().unwrap();
@@ -101,7 +101,8 @@ fn follows_the_contract() {
     };
     assert_eq!(other.load().unwrap().token, Some(token(6)));
     store.clear().unwrap();
-    assert_no_secret_on_disk(dir.path(), token(6).expose());
+    // Every token handed to a write, those of the swaps that lost too.
+    assert_no_secrets_on_disk(dir.path(), &[1, 2, 3, 4, 5, 6, 9].map(token));
 }
 
 #[test]
@@ -125,30 +126,65 @@ fn secret_service_follows_the_store_contract() {
     }
 }
 
-/// The typed error of a keyring that cannot be used: which backend, what to do, exit code
-/// 78, never the token, and nothing written to the companion.
-fn assert_unavailable(store: &KeyringStore, backend: KeyringBackend) {
-    let error = store.store(&token(5)).unwrap_err();
-    assert!(
-        matches!(error, Error::KeyringUnavailable { backend: b, .. } if b == backend),
-        "{error:?}"
-    );
-    assert_eq!(error.exit_code(), 78);
-    let message = error.to_string();
-    assert!(message.contains(&backend.to_string()), "{message}");
-    assert!(
-        message.contains("session file"),
-        "says what to do: {message}"
-    );
-    assert!(!message.contains(token(5).expose()));
+/// The typed error of a keyring that cannot be used, for each call that asks it: which
+/// backend, what to do, exit code 78, never the token, and nothing written to the companion.
+/// A call that needs no keyring (no companion, so no token) answers as without one.
+fn assert_unavailable(dir: &std::path::Path, backend: KeyringBackend) {
+    let store = store(dir);
+    let unavailable = |call: &str, error: Error| {
+        assert!(
+            matches!(error, Error::KeyringUnavailable { backend: b, .. } if b == backend),
+            "{call}: {error:?}"
+        );
+        assert_eq!(error.exit_code(), 78, "{call}");
+        let message = error.to_string();
+        assert!(message.contains(&backend.to_string()), "{call}: {message}");
+        assert!(
+            message.contains("session file"),
+            "{call} says what to do: {message}"
+        );
+        for n in [1, 5, 6] {
+            assert!(!message.contains(token(n).expose()), "{call}: {message}");
+        }
+    };
+    let nothing = Stored {
+        token: None,
+        version: None,
+    };
+
+    unavailable("store", store.store(&token(5)).unwrap_err());
     assert!(
         !store.companion().exists(),
         "nothing written without the keyring"
     );
+    // No companion, no token: a read, and a refresh that expects one, need no keyring.
+    assert_eq!(store.load().unwrap(), nothing);
+    assert_eq!(store.version().unwrap(), None);
     assert!(matches!(
-        store.load(),
-        Err(Error::KeyringUnavailable { .. }) | Ok(Stored { token: None, .. })
+        store.swap(Some(&token(5)), &token(6)).unwrap(),
+        Swap::Lost(stored) if stored == nothing
     ));
+    unavailable("swap from none", store.swap(None, &token(6)).unwrap_err());
+    unavailable("clear", store.clear().unwrap_err());
+    assert!(
+        !store.companion().exists(),
+        "nothing written without the keyring"
+    );
+
+    // A companion that another process wrote while it had a keyring: now a read and a refresh
+    // ask the keyring, and are refused as the writes are.
+    tower_agent_session::TokenFile::new(store.companion())
+        .store(&Token::new("1").unwrap())
+        .unwrap();
+    assert!(store.version().unwrap().is_some());
+    unavailable("load", store.load().unwrap_err());
+    unavailable("swap", store.swap(Some(&token(1)), &token(6)).unwrap_err());
+    unavailable("store over it", store.store(&token(5)).unwrap_err());
+    assert_eq!(
+        std::fs::read_to_string(store.companion()).unwrap(),
+        "1\n",
+        "the companion untouched by the refused writes"
+    );
 }
 
 #[test]
@@ -159,7 +195,7 @@ fn no_secret_service_on_the_bus_is_a_typed_error() {
         "no_secret_service_on_the_bus_is_a_typed_error",
     ) {
         let dir = tempfile::tempdir().unwrap();
-        assert_unavailable(&store(dir.path()), KeyringBackend::SecretService);
+        assert_unavailable(dir.path(), KeyringBackend::SecretService);
     }
 }
 
@@ -170,13 +206,13 @@ fn a_refused_kernel_keyring_is_a_typed_error() {
         "a_refused_kernel_keyring_is_a_typed_error",
     ) {
         // The session keyring revoked under the store, as a kernel that refuses keyrings does.
-        let revoked = std::process::Command::new("keyctl")
+        let revoked = std::process::Command::new(keyring_support::program("keyctl"))
             .args(["revoke", "@s"])
             .status()
             .unwrap();
         assert!(revoked.success());
         let dir = tempfile::tempdir().unwrap();
-        assert_unavailable(&store(dir.path()), KeyringBackend::KeyUtils);
+        assert_unavailable(dir.path(), KeyringBackend::KeyUtils);
     }
 }
 
@@ -197,14 +233,25 @@ fn a_stopped_secret_service_times_out_within_the_bound() {
     daemon.stop();
     let started = Instant::now();
     let error = store.load().unwrap_err();
-    let waited = started.elapsed();
-    assert!(matches!(error, Error::KeyringTimedOut { .. }), "{error:?}");
+    let took = started.elapsed();
+    // A read takes no lock: its wait is the bound alone.
+    assert!(
+        matches!(error, Error::KeyringTimedOut { waited, .. } if waited == bound),
+        "{error:?}"
+    );
     assert_eq!(error.exit_code(), 75);
     // A bound, not a speed: far from a hang, well short of D-Bus's own 25 s.
-    assert!(waited < bound * 10, "waited {waited:?}");
-    // The next call does not queue behind the hung one: refused at once.
+    assert!(took >= bound && took < bound * 10, "took {took:?}");
+    // The next call does not queue behind the hung one: refused at once, saying how long
+    // the hung read was waited for (the swap's own wait would be the bound plus its lock's).
+    let started = Instant::now();
     let error = store.swap(Some(&token(1)), &token(2)).unwrap_err();
-    assert!(matches!(error, Error::KeyringTimedOut { .. }), "{error:?}");
+    let took = started.elapsed();
+    assert!(
+        matches!(error, Error::KeyringTimedOut { waited, .. } if waited == bound),
+        "{error:?}"
+    );
+    assert!(took < bound / 2, "refused after {took:?}, not at once");
 
     // Once it answers, the store works again, and the write that timed out never landed.
     daemon.resume();
@@ -219,6 +266,132 @@ fn a_stopped_secret_service_times_out_within_the_bound() {
     };
     assert_eq!(stored.token, Some(token(1)));
     store.clear().unwrap();
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
+}
+
+/// Write `n` of a run: an explicit write for even `n`, a refresh from `last` for odd.
+fn write(store: &KeyringStore, n: u32, last: Option<&Token>) -> Result<(), Error> {
+    if n.is_multiple_of(2) {
+        store.store(&token(n)).map(|_| ())
+    } else {
+        let swapped = store.swap(last, &token(n))?;
+        assert!(
+            matches!(swapped, Swap::Replaced(_)),
+            "write {n}: {swapped:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Writes going on when the daemon stops: the write it hangs times out after its own wait
+/// (the bound plus its lock's), the next is refused at once and reports that wait, and once
+/// the daemon goes on the store works again. Only the hung write may have landed.
+#[test]
+fn a_write_hung_by_a_stopped_secret_service_times_out_and_the_store_comes_back() {
+    if !inside(
+        KeyringBackend::SecretService,
+        "a_write_hung_by_a_stopped_secret_service_times_out_and_the_store_comes_back",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bound = Duration::from_millis(500);
+    // Each write its own lock wait, so that a `waited` tells whose wait it is.
+    let (lock_wait, refresh_lock_wait) = (Duration::from_millis(300), Duration::from_millis(100));
+    let waited_by = |n: u32| {
+        bound
+            + if n.is_multiple_of(2) {
+                lock_wait
+            } else {
+                refresh_lock_wait
+            }
+    };
+    let store = store(dir.path())
+        .bound(bound)
+        .companion_waits(|f| f.lock_wait(lock_wait).refresh_lock_wait(refresh_lock_wait));
+
+    let (landed, landings) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut last = None;
+            for n in 1.. {
+                assert!(Instant::now() < deadline, "no write timed out in a minute");
+                let started = Instant::now();
+                match write(&store, n, last.as_ref()) {
+                    Ok(()) => {
+                        last = Some(token(n));
+                        let _ = landed.send(n);
+                    }
+                    Err(Error::KeyringTimedOut { waited, .. }) => {
+                        return (last, n, waited, started.elapsed());
+                    }
+                    Err(e) => panic!("write {n}: {e:?}"),
+                }
+            }
+            unreachable!("a write times out before u32 runs out")
+        }
+    });
+    // Stopped once writes are landing, while they go on.
+    for _ in 0..3 {
+        landings
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writes land while the daemon runs");
+    }
+    daemon.stop();
+    let (last, hung, waited, took) = writer.join().unwrap();
+    assert_eq!(waited, waited_by(hung), "write {hung} waited its own wait");
+    assert!(took >= waited && took < waited * 10, "took {took:?}");
+
+    // The next write, of the other kind, does not queue behind the hung one: refused at once,
+    // with the hung one's wait, not its own.
+    let refused = hung + 1;
+    let started = Instant::now();
+    let error = write(&store, refused, Some(&token(hung))).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(error, Error::KeyringTimedOut { waited: w, .. } if w == waited),
+        "{error:?}, the hung write waited {waited:?}"
+    );
+    assert_ne!(waited_by(refused), waited);
+    assert!(took < bound / 2, "refused after {took:?}, not at once");
+
+    // Going on, the daemon answers the hung write, and then the store's calls again.
+    daemon.resume();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        match store.load() {
+            Err(Error::KeyringTimedOut { .. }) if Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            stored => break stored.unwrap(),
+        }
+    };
+    assert!(
+        stored.token == last || stored.token == Some(token(hung)),
+        "the last write that landed or the hung one, never the refused one"
+    );
+    let kind = if hung.is_multiple_of(2) {
+        "store"
+    } else {
+        "swap"
+    };
+    println!(
+        "write {hung} ({kind}) hung; landed once the daemon went on: {}",
+        stored.token == Some(token(hung))
+    );
+    // A refresh from what it read, and an explicit write: both land.
+    let (again, explicit) = (refused + 1, refused + 2);
+    let Swap::Replaced(_) = store.swap(stored.token.as_ref(), &token(again)).unwrap() else {
+        panic!("the store holds what it read");
+    };
+    store.store(&token(explicit)).unwrap();
+    assert_eq!(store.load().unwrap().token, Some(token(explicit)));
+    store.clear().unwrap();
+    let written: Vec<Token> = (1..=explicit).map(token).collect();
+    assert_no_secrets_on_disk(dir.path(), &written);
 }
 
 #[test]
@@ -249,6 +422,7 @@ fn a_secret_service_killed_and_back() {
         panic!("the keyring still held the first token");
     };
     assert_eq!(store.load().unwrap().token, Some(token(2)));
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
     store.clear().unwrap();
 }
 
@@ -310,13 +484,19 @@ fn calls_go_on_while_the_secret_service_is_gone() {
         let token = common::unlock(channel.clone(), common::PASSWORD)
             .await
             .unwrap();
-        session.start_with_token(token).await.unwrap();
+        session.start_with_token(token.clone()).await.unwrap();
         let mut client = AgentServiceClient::new(SessionLayer::new(session.clone()).layer(channel));
+        // Every token the session held, after each call: each refresh's, each of them written.
+        let mut held = vec![token];
         let mut echo = async |n: usize| {
             let message = EchoMessage {
                 challenge: format!("call {n}"),
             };
-            client.echo(message).await.map(|_| ())
+            let answer = client.echo(message).await.map(|_| ());
+            if let Some(token) = session.token().filter(|t| !held.contains(t)) {
+                held.push(token);
+            }
+            answer
         };
         for n in 0..5 {
             echo(n).await.unwrap();
@@ -364,7 +544,11 @@ fn calls_go_on_while_the_secret_service_is_gone() {
         session.flush().await.unwrap();
         assert_eq!(store.load().unwrap().token, session.token());
         assert_eq!(warnings.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // At least the first and the refresh written once the keyring was back.
+        assert!(held.len() > 1, "the refreshes went on: {}", held.len());
+        assert_no_secrets_on_disk(dir.path(), &held);
         session.clear().await.unwrap();
+        assert_no_secrets_on_disk(dir.path(), &held);
     });
 }
 
@@ -439,7 +623,7 @@ fn the_client_keeps_its_token_in_the_keyring() {
         .unwrap()
         .token
         .expect("in the keyring");
-    assert_no_secret_on_disk(&fixture.session_dir(), stored.expose());
+    assert_no_secrets_on_disk(&fixture.session_dir(), std::slice::from_ref(&stored));
 
     let password_file = fixture.password_file();
     let password_file = password_file.to_str().unwrap();
@@ -459,8 +643,17 @@ fn the_client_keeps_its_token_in_the_keyring() {
     fixture
         .client(&["--password-file", password_file, "status"])
         .expect_code(0);
+    let recovered = store(&fixture.session_dir())
+        .load()
+        .unwrap()
+        .token
+        .expect("the token the password recovered, in the keyring");
+    assert_ne!(recovered, stored);
+    let written = [stored, recovered];
+    assert_no_secrets_on_disk(&fixture.session_dir(), &written);
     fixture.client(&["lock"]).expect_code(0);
     assert_eq!(store(&fixture.session_dir()).load().unwrap().token, None);
+    assert_no_secrets_on_disk(&fixture.session_dir(), &written);
 }
 
 /// No keyring to use: the client exits 78 and says what to do; no file is written instead.
@@ -526,7 +719,10 @@ fn picks_up_another_writer() {
             took[took.len() / 2],
             took[took.len() - 1]
         );
+        let written: Vec<Token> = (1..12).map(token).collect();
+        assert_no_secrets_on_disk(dir.path(), &written);
         session.clear().await.unwrap();
+        assert_no_secrets_on_disk(dir.path(), &written);
     });
 }
 

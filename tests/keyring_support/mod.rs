@@ -11,9 +11,10 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tower_agent_session::{KeyringBackend, KeyringStore};
+use tower_agent_session::{KeyringBackend, KeyringStore, Token};
 
 /// Set in the child: which keyring it runs inside.
 pub const INSIDE: &str = "KEYRING_TEST_INSIDE";
@@ -23,6 +24,8 @@ const DAEMON_HOME: &str = "KEYRING_TEST_DAEMON_HOME";
 const DAEMON_PASSWORD: &str = "keyring test password";
 /// Only a bound on a hang: a passing run never comes near it.
 const HANG: Duration = Duration::from_secs(300);
+/// Only a bound on a daemon that never serves: one starts in well under a second.
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// The backend the child runs inside, if this is one.
 pub fn backend() -> Option<KeyringBackend> {
@@ -82,8 +85,8 @@ pub fn run_inside(backend: KeyringBackend, name: &str, scenario: impl FnOnce()) 
     }
 }
 
-/// `program`, which must be installed.
-fn program(name: &str) -> PathBuf {
+/// `program`'s path, which must be installed: never looked up in `PATH`.
+pub fn program(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
@@ -167,10 +170,14 @@ impl Drop for Bus {
 /// in the home the parent named (so that one started again finds the same keyring).
 pub struct Daemon {
     child: Child,
+    /// Stopped by [`stop`](Self::stop) and not resumed since: dropped so, it is let go on
+    /// first. Only then is it signalled there: a daemon killed and reaped has no pid left to
+    /// signal, and that pid may be another process's by then.
+    stopped: AtomicBool,
 }
 
 impl Daemon {
-    /// Starts it; returns once it serves (it prints its environment then).
+    /// Starts it; returns once it serves: it printed its environment and owns its name.
     pub fn start() -> Self {
         let home = std::env::var_os(DAEMON_HOME).expect("inside the Secret Service's child");
         std::fs::create_dir_all(&home).expect("the daemon's home");
@@ -197,39 +204,84 @@ impl Daemon {
             line.starts_with("GNOME_KEYRING"),
             "gnome-keyring-daemon did not start: {line:?}"
         );
-        Self { child }
+        let mut daemon = Self {
+            child,
+            stopped: AtomicBool::new(false),
+        };
+        daemon.wait_for_its_name();
+        daemon
+    }
+
+    /// Returns once it owns the Secret Service's name on the bus. It prints its environment
+    /// before it has taken the name, and a call in between is refused (`ServiceUnknown`): a
+    /// third of the runs of a test failed so. Asked again until it does (the bus tells of a
+    /// new owner only to a subscriber, which `dbus-send` cannot be), each question a process
+    /// of its own; bounded.
+    fn wait_for_its_name(&mut self) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let reply = Command::new(program("dbus-send"))
+                .args([
+                    "--session",
+                    "--dest=org.freedesktop.DBus",
+                    "--print-reply=literal",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("dbus-send");
+            assert!(reply.status.success(), "dbus-send: {}", reply.status);
+            match String::from_utf8_lossy(&reply.stdout).trim() {
+                "boolean true" => return,
+                "boolean false" => {}
+                other => panic!("NameHasOwner answered {other:?}"),
+            }
+            if let Some(status) = self.child.try_wait().expect("wait for the daemon") {
+                panic!("gnome-keyring-daemon exited before it took its name: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring-daemon did not take its name on the bus within {STARTUP:?}"
+            );
+        }
     }
 
     /// Stops it (SIGSTOP): it no longer answers, and its bus queues every call to it.
     pub fn stop(&self) {
-        self.signal("-STOP");
+        let sent = self.signal("-STOP").expect("kill -STOP");
+        assert!(sent.success(), "kill -STOP {}: {sent}", self.child.id());
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// Lets it go on (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
+        let sent = self.signal("-CONT").expect("kill -CONT");
+        assert!(sent.success(), "kill -CONT {}: {sent}", self.child.id());
+        self.stopped.store(false, Ordering::SeqCst);
     }
 
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
+    /// `kill(1)` by its path, as every program here is run: std signals nothing but SIGKILL.
+    fn signal(&self, signal: &str) -> std::io::Result<std::process::ExitStatus> {
+        Command::new(program("kill"))
             .args([signal, &self.child.id().to_string()])
             .status()
-            .expect("kill");
-        assert!(sent.success());
     }
 
     /// Kills it (SIGKILL) and waits for it to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stopped.store(false, Ordering::SeqCst);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
+        if self.stopped.load(Ordering::SeqCst) {
+            let _ = self.signal("-CONT");
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -244,21 +296,45 @@ pub fn store(dir: &Path) -> KeyringStore {
 
 /// Asserts that no file under `dir` holds `token`, or any 12 bytes of it.
 pub fn assert_no_secret_on_disk(dir: &Path, token: &str) {
-    let windows: Vec<&[u8]> = token.as_bytes().windows(12.min(token.len())).collect();
+    assert_none_on_disk(dir, &[token]);
+}
+
+/// Asserts that no file under `dir` holds any of `tokens`, or any 12 bytes of one: every
+/// token a test wrote, so that an earlier one left behind is caught, not only the last.
+pub fn assert_no_secrets_on_disk(dir: &Path, tokens: &[Token]) {
+    let tokens: Vec<&str> = tokens.iter().map(Token::expose).collect();
+    assert_none_on_disk(dir, &tokens);
+}
+
+/// Every file under `dir`, however deep, read whole; a file or directory that cannot be read
+/// fails the test (one unread could hold the token).
+fn assert_none_on_disk(dir: &Path, tokens: &[&str]) {
     let mut stack = vec![dir.to_owned()];
     while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).expect("a file under the session's dir");
+        let meta =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).expect("the directory") {
-                stack.push(entry.expect("an entry").path());
+            let entries =
+                std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for entry in entries {
+                stack.push(
+                    entry
+                        .unwrap_or_else(|e| panic!("an entry of {}: {e}", path.display()))
+                        .path(),
+                );
             }
         } else if meta.is_file() {
-            let bytes = std::fs::read(&path).expect("the file");
-            for window in &windows {
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for (n, token) in tokens.iter().enumerate() {
+                let part = 12.min(token.len());
                 assert!(
-                    !bytes.windows(window.len()).any(|w| w == *window),
-                    "{} holds part of the token",
-                    path.display()
+                    !token
+                        .as_bytes()
+                        .windows(part)
+                        .any(|window| bytes.windows(part).any(|w| w == window)),
+                    "{} holds part of token {n} of {}",
+                    path.display(),
+                    tokens.len()
                 );
             }
         }
