@@ -307,6 +307,7 @@ fn churn() {
     ) {
         let dir = fixture.session_dir();
         reliability_common::keyring_support::assert_no_secret_on_disk(&dir, token.expose());
+        reliability_common::keyring_support::assert_no_jwt_on_disk(&dir);
     }
 }
 

@@ -176,6 +176,7 @@ fn eight_failing_together() {
             .expect("the new session's token");
         let dir = fixture.session_dir();
         reliability_common::keyring_support::assert_no_secret_on_disk(&dir, last.expose());
+        reliability_common::keyring_support::assert_no_jwt_on_disk(&dir);
     }
 }
 

@@ -215,6 +215,7 @@ fn many_processes_one_file(revoked: bool) {
     #[cfg(all(target_os = "linux", feature = "keyring"))]
     if let Some(backend) = reliability_common::keyring_support::backend() {
         reliability_common::keyring_support::assert_no_secret_on_disk(&session_dir, last.expose());
+        reliability_common::keyring_support::assert_no_jwt_on_disk(&session_dir);
         println!("(the {backend}: no file under the session's directory holds the token)");
     }
     println!(

@@ -24,6 +24,14 @@ const DAEMON_HOME: &str = "KEYRING_TEST_DAEMON_HOME";
 const DAEMON_PASSWORD: &str = "keyring test password";
 /// Only a bound on a hang: a passing run never comes near it.
 const HANG: Duration = Duration::from_secs(300);
+
+/// [`HANG`], plus the length of a measuring run asked for (`CHURN_SECS`, tests/churn.rs).
+fn hang() -> Duration {
+    let asked = std::env::var("CHURN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    HANG + Duration::from_secs(asked.unwrap_or(0))
+}
 /// Only a bound on a daemon that never serves: one starts in well under a second.
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -67,7 +75,7 @@ pub fn inside(backend: KeyringBackend, name: &str) -> bool {
         other => panic!("no test environment for {other}"),
     };
     command.args(test_args).env(INSIDE, backend.name());
-    let status = wait_bounded(command.spawn().expect("the test binary, again"), HANG);
+    let status = wait_bounded(command.spawn().expect("the test binary, again"), hang());
     drop(bus);
     assert!(
         status,
@@ -304,6 +312,13 @@ pub fn assert_no_secret_on_disk(dir: &Path, token: &str) {
 pub fn assert_no_secrets_on_disk(dir: &Path, tokens: &[Token]) {
     let tokens: Vec<&str> = tokens.iter().map(Token::expose).collect();
     assert_none_on_disk(dir, &tokens);
+}
+
+/// Asserts that no file under `dir` holds a JWT, or the start of one (`eyJ`, the base64 of
+/// `{"` that begins every JWT's header): for the runs of many processes, whose every token no
+/// one test sees, so that any token the agent handed out is caught, not only the last.
+pub fn assert_no_jwt_on_disk(dir: &Path) {
+    assert_none_on_disk(dir, &["eyJ"]);
 }
 
 /// Every file under `dir`, however deep, read whole; a file or directory that cannot be read
