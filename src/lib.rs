@@ -247,7 +247,7 @@
 //! | `DEBUG` | `refreshed token written` | a refresh's compare-and-swap replaced the store's token |
 //! | `INFO` | `refresh lost to another process; using what the file holds` | the compare-and-swap found another token, or none (`token_found`) |
 //! | `WARN` | `refreshed token kept in memory; it is written with a later refresh` | another process held the lock too long ([`SessionStats::lock_timeouts`]) (`error`) |
-//! | `WARN` | `cannot write the session file; the token is in use but other processes will not see it (warned of once until writes work again)` | a write failed (`error`, `refresh`); [`Session::flush`] reports it |
+//! | `WARN` | `cannot write the session file; the token is in use but other processes will not see it (warned of once until writes work again)` | a write failed (`error`, `refresh`); [`Session::flush`] reports it. Once for each kind of failure until a write works, and not for the failure a read just warned of (a keyring gone fails both) |
 //! | `DEBUG` | `cannot write the session file` | the same, again, before a write has worked (`error`, `refresh`) |
 //! | `INFO` | `the session file can be written again` | a write worked after failing ones |
 //! | `WARN` | `the token's write is taking long; answering the call without it` | a call waited [`SessionBuilder::call_wait`]; the write goes on |
@@ -270,7 +270,7 @@
 //! | `DEBUG` | `session failure not replayed: the request cannot be sent again` | recovered for the next calls; this one gets its failure |
 //! | `INFO` | `session file changed by another process` | the watch picked up a token, or its removal (`token_found`) |
 //! | `DEBUG` | `the session file is blank for now; keeping the token` | a shell truncated the file before writing it |
-//! | `WARN` | `the session file changed but cannot be used` | the store cannot be read, or holds no token (`error`); the session keeps its own. Warned of once while reads keep failing |
+//! | `WARN` | `the session file changed but cannot be used` | the store cannot be read, or holds no token (`error`); the session keeps its own. Warned of once while reads keep failing the same way, and not for the failure a write just warned of |
 //! | `DEBUG` | `the session file changed but cannot be used` | the same, again |
 //! | `WARN` | `cannot look at the session file` | the watch could not `stat` it (`error`); warned of once while it keeps failing |
 //! | `DEBUG` | `cannot look at the session file` | the same, again |

@@ -82,10 +82,10 @@ impl Owner {
             Err(e) => {
                 if read.starts.is_empty() {
                     // Keep the token we have: a bad file must not replace a good token.
-                    // Once per episode, and not again for a failure the writes are in the
-                    // midst of (a keyring gone fails both).
+                    // Once per episode of one kind of failure, and not for one the writes are
+                    // in the midst of (a keyring gone fails both).
                     let kind = Some(std::mem::discriminant(&e));
-                    let first = self.reads.failing.is_none() && self.writes.failing != kind;
+                    let first = self.reads.failing != kind && self.writes.failing != kind;
                     self.note(Note::Unusable {
                         error: e.clone(),
                         first,

@@ -273,12 +273,12 @@ impl Owner {
                 self.writes.last_error = Some(e);
             }
             (Err(e), op) => {
-                // Warned of once per episode of failing writes (a read-only or full disk fails
-                // every refresh), `DEBUG` after; not at all when reads already warned of the
-                // same failure (a keyring gone fails both).
+                // Warned of once per episode of one kind of failure (a read-only or full disk
+                // fails every refresh), `DEBUG` after; not at all when reads are in the midst
+                // of the same failure (a keyring gone fails both).
                 self.counts.failed_writes += 1;
                 let kind = Some(std::mem::discriminant(&e));
-                let first = self.writes.failing.is_none() && self.reads.failing != kind;
+                let first = self.writes.failing != kind && self.reads.failing != kind;
                 self.writes.failing = kind;
                 self.note(Note::WriteFailed {
                     error: e.clone(),

@@ -16,10 +16,20 @@ fn warned(effects: &Effects) -> Vec<&'static str> {
         .collect()
 }
 
-/// As a keyring gone, or a network filesystem unmounted, fails both reads and writes.
+/// A keyring gone, which fails both reads and writes (as a store of your own that is down
+/// does, without the feature).
+#[cfg(feature = "keyring")]
+fn keyring_gone() -> Error {
+    Error::KeyringUnavailable {
+        backend: crate::KeyringBackend::SecretService,
+        detail: "the daemon is gone".into(),
+    }
+}
+
+#[cfg(not(feature = "keyring"))]
 fn keyring_gone() -> Error {
     Error::Store(std::sync::Arc::new(std::io::Error::other(
-        "the keyring is gone",
+        "the store is down",
     )))
 }
 
@@ -99,4 +109,23 @@ fn a_store_that_worked_in_between_is_warned_of_again() {
     )))));
     let effects = refresh_failing(&mut sim, "t3", keyring_gone());
     assert_eq!(warned(&effects), ["write"]);
+}
+
+/// A failure of another kind in the same lane is news: a keyring that stops answering, then is
+/// gone (whose warning says what to do). Before, the first kind's episode hid the second.
+#[cfg(feature = "keyring")]
+#[test]
+fn a_new_kind_of_failure_in_the_same_lane_is_warned_of() {
+    let mut sim = Sim::started("t1");
+    let timed_out = Error::KeyringTimedOut {
+        backend: crate::KeyringBackend::SecretService,
+        waited: Duration::from_secs(10),
+    };
+    let effects = refresh_failing(&mut sim, "t2", timed_out.clone());
+    assert_eq!(warned(&effects), ["write"]);
+    sim.step(Event::ReadDone(Err(timed_out)));
+    let effects = refresh_failing(&mut sim, "t3", keyring_gone());
+    assert_eq!(warned(&effects), ["write"]);
+    let effects = refresh_failing(&mut sim, "t4", keyring_gone());
+    assert_eq!(warned(&effects), Vec::<&str>::new(), "{:?}", effects.notes);
 }
