@@ -126,7 +126,8 @@ Exit codes:
   73  The session file or its directory cannot be created
   74  The session file or the terminal cannot be read or written
   75  Another process holds the session file's lock past --lock-wait, or the keyring did not
-      answer within 10 s (an unlock prompt nobody answered); try again later
+      answer in time (10 s, an unlock prompt nobody answered; a write also waits --lock-wait
+      for the lock); try again later
   77  TokenNotProvided: no session token to send; or the agent refused the password, or the
       session file is not readable or writable by this user
   78  --store keyring, and no keyring to use (no Secret Service on the bus, a locked keychain)";

@@ -65,7 +65,7 @@ use bounded::{Bounded, NoAnswer};
 /// - **Bounded.** Every keyring call runs on the store's own thread and is waited for at most
 ///   [`bound`](Self::bound) (default [`DEFAULT_BOUND`](Self::DEFAULT_BOUND)): past it the
 ///   caller gets [`Error::KeyringTimedOut`] and the session keeps the token it has in memory;
-///   while that call still hangs, this store's next calls are refused at once the same way,
+///   while that call still hangs, this store's calls made after it are refused at once the same way,
 ///   and a hung write keeps the companion's lock, so other processes' writes fail with
 ///   [`Error::Locked`] after their own wait. A call given up on before it ran never runs.
 ///   A keyring that cannot be reached at all is [`Error::KeyringUnavailable`], naming the
@@ -85,6 +85,10 @@ struct Inner {
     thread: Bounded,
     /// The entry, made on the keyring's thread at its first use, and again after a failure.
     entry: Mutex<Option<Arc<Entry>>>,
+    /// The companion's version at which a read found no entry: the store holds no token at
+    /// that version, so [`TokenStore::version`] says none, as the read did (else the watch
+    /// would read the keyring at every look until the next write).
+    missing_at: Mutex<Option<Version>>,
 }
 
 impl KeyringStore {
@@ -124,13 +128,15 @@ impl KeyringStore {
                 bound: Self::DEFAULT_BOUND,
                 thread: Bounded::default(),
                 entry: Mutex::new(None),
+                missing_at: Mutex::new(None),
             }),
         }
     }
 
     /// The entry of the session directory `dir` under `service`, with its companion files
     /// there: the account is `dir`'s canonical path (links, `..` and trailing separators
-    /// resolved, as `realpath` gives it; on Windows its `\\?\` form), so that processes that
+    /// resolved, as `realpath` gives it; on Windows without the `\\?\` prefix wherever the
+    /// plain form names the same, as `dunce::canonicalize` gives it), so that processes that
     /// name one directory in different ways share one entry, as they share its companion.
     /// Creates `dir` (mode 0700 on Unix) if it is missing; nothing is read from the keyring.
     ///
@@ -148,7 +154,9 @@ impl KeyringStore {
     ///
     /// # Errors
     ///
-    /// [`Error::WriteFile`] when the directory cannot be created or resolved.
+    /// [`Error::WriteFile`] when the directory cannot be created; [`Error::Store`] when its
+    /// path cannot be resolved, or is not UTF-8 (an account is text: two such paths could
+    /// not be told apart).
     pub fn in_dir(
         backend: KeyringBackend,
         service: impl Into<String>,
@@ -156,18 +164,24 @@ impl KeyringStore {
     ) -> Result<Self, Error> {
         let dir = dir.as_ref();
         crate::file::create_private_dir(dir)?;
-        let dir = std::fs::canonicalize(dir).map_err(|e| Error::write(dir, e))?;
-        let account = dir.to_string_lossy().into_owned();
-        Ok(Self::new(backend, service, account, dir))
+        let unnamed = |why: String| {
+            let why = format!("cannot name a keyring entry by {}: {why}", dir.display());
+            Error::Store(Arc::new(std::io::Error::other(why)))
+        };
+        let dir = dunce::canonicalize(dir).map_err(|e| unnamed(e.to_string()))?;
+        let account = dir.to_str().ok_or_else(|| unnamed("not UTF-8".into()))?;
+        Ok(Self::new(backend, service, account.to_owned(), &dir))
     }
 
-    /// How long a keyring call is waited for ([`DEFAULT_BOUND`](Self::DEFAULT_BOUND)).
+    /// How long a keyring call is waited for ([`DEFAULT_BOUND`](Self::DEFAULT_BOUND)). The
+    /// store it returns has a keyring thread of its own: set the bound before cloning it.
     #[must_use]
     pub fn bound(self, bound: Duration) -> Self {
         self.rebuilt(|inner| inner.bound = bound)
     }
 
-    /// The companion [`TokenFile`]'s waits: its lock's ([`TokenFile::lock_wait`],
+    /// The companion [`TokenFile`]'s waits (a store with a keyring thread of its own, as
+    /// [`bound`](Self::bound)'s): its lock's ([`TokenFile::lock_wait`],
     /// [`TokenFile::refresh_lock_wait`]) and another process's re-authentication's
     /// ([`TokenFile::reauth_wait`]).
     #[must_use]
@@ -185,6 +199,7 @@ impl KeyringStore {
             bound: old.bound,
             thread: Bounded::default(),
             entry: Mutex::new(None),
+            missing_at: Mutex::new(None),
         };
         change(&mut inner);
         Self {
@@ -237,7 +252,7 @@ impl Inner {
     /// `call` on the entry, made first if need be; after a failure the entry is made again by
     /// the next call (a daemon that went away may be back).
     fn with_entry<T>(&self, call: impl FnOnce(&Entry) -> Result<T, Error>) -> Result<T, Error> {
-        let mut slot = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&self.entry);
         let entry = match slot.as_ref() {
             Some(entry) => entry.clone(),
             None => {
@@ -263,13 +278,21 @@ impl Inner {
         let Some(version) = self.companion.version()? else {
             return Ok(nothing);
         };
-        Ok(match self.with_entry(|entry| self.backend.get(entry))? {
+        let token = self.with_entry(|entry| self.backend.get(entry))?;
+        *lock(&self.missing_at) = token.is_none().then_some(version);
+        Ok(match token {
             Some(token) => Stored {
                 token: Some(token),
                 version: Some(version),
             },
             None => nothing,
         })
+    }
+
+    /// The companion's version, or none at the version at which the entry was found missing.
+    fn version(&self) -> Result<Option<Version>, Error> {
+        let version = self.companion.version()?;
+        Ok(version.filter(|v| *lock(&self.missing_at) != Some(*v)))
     }
 
     /// Sets the entry, then the companion's counter one up; under the companion's lock.
@@ -326,7 +349,7 @@ impl TokenStore for KeyringStore {
     }
 
     fn version(&self) -> Result<Option<Version>, Error> {
-        self.inner.companion.version()
+        self.inner.version()
     }
 
     fn tidy(&self) {
@@ -340,6 +363,11 @@ impl TokenStore for KeyringStore {
     fn reauth_lock(&self) -> Option<ReauthLock> {
         self.inner.companion.reauth_lock()
     }
+}
+
+/// Its value, whoever panicked holding it: every value here is assigned whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

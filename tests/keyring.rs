@@ -73,11 +73,10 @@ fn follows_the_contract() {
     // a blank file being written, whose token the session keeps, and every refresh then lost
     // its swap to it: the session's tokens never reached the store again.
     let elsewhere = tempfile::tempdir().unwrap();
-    let account = std::path::absolute(dir.path()).unwrap();
     let by_hand = KeyringStore::new(
         store.backend(),
-        "tower-agent-session",
-        account.display().to_string(),
+        store.service(),
+        store.account(),
         elsewhere.path(),
     );
     by_hand.clear().unwrap();
@@ -89,6 +88,8 @@ fn follows_the_contract() {
             version: None
         }
     );
+    // And the version says so, as the read did: else the watch reads the keyring at every look.
+    assert_eq!(store.version().unwrap(), None);
     assert!(matches!(
         store.swap(Some(&token(4)), &token(5)).unwrap(),
         Swap::Lost(Stored {
@@ -96,9 +97,10 @@ fn follows_the_contract() {
             version: None
         })
     ));
-    let Swap::Replaced(_) = store.swap(None, &token(6)).unwrap() else {
+    let Swap::Replaced(v6) = store.swap(None, &token(6)).unwrap() else {
         panic!("no token was expected and none was there");
     };
+    assert_eq!(store.version().unwrap(), Some(v6));
     assert_eq!(other.load().unwrap().token, Some(token(6)));
     store.clear().unwrap();
     // Every token handed to a write, those of the swaps that lost too.

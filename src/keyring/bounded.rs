@@ -6,8 +6,9 @@
 //! Each call has a [`Ticket`]. A caller that gives up on a call still queued takes it back: it
 //! never runs, so a write the caller was told failed cannot land later. A call given up on
 //! while it runs goes on (nothing can stop a backend's call), and while it does every new call
-//! is refused at once: a hung backend costs the first caller the bound, and the others nothing,
-//! until it answers. A hung write still holds what it took: the companion's writers' lock, so
+//! is refused at once: a hung backend costs the first caller the bound, the callers already
+//! queued behind it their own bounds (then their calls are withdrawn), and those who come
+//! after nothing, until it answers. A hung write still holds what it took: the companion's writers' lock, so
 //! other processes' writes get [`Error::Locked`](crate::Error::Locked) after their own bounded
 //! wait, as when a writer is stopped.
 

@@ -33,3 +33,18 @@ fn a_directory_that_cannot_be_made_is_a_typed_error() {
         KeyringStore::in_dir(KeyringBackend::native(), "s", file.join("session")).unwrap_err();
     assert!(matches!(error, Error::WriteFile { .. }), "{error:?}");
 }
+
+/// A path that is not UTF-8 names no entry: two of them could not be told apart by their text.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_directory_whose_path_is_not_utf8_is_a_typed_error() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"session-\xff"));
+    let error = KeyringStore::in_dir(KeyringBackend::native(), "s", &dir).unwrap_err();
+    assert!(matches!(error, Error::Store(_)), "{error:?}");
+    let said = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(said.is_some_and(|s| s.contains("not UTF-8")), "{error:?}");
+}

@@ -19,15 +19,36 @@ where
     }
 }
 
+/// How long [`hung`]'s caller waits.
+const HUNG_BOUND: Duration = Duration::from_millis(20);
+
+/// A call that hangs until released, then runs `then`, and whose caller gave up on it while it
+/// ran: its release. (A call given up on before the thread began it is withdrawn, its
+/// closure dropped: then again.)
+fn hung(bounded: &Bounded, then: fn()) -> mpsc::Sender<()> {
+    loop {
+        let (release, wait) = mpsc::channel::<()>();
+        let (began, running) = mpsc::channel::<()>();
+        let answer = bounded.run(HUNG_BOUND, move || {
+            let _ = began.send(());
+            let _ = wait.recv();
+            then();
+        });
+        assert!(matches!(answer, Err(NoAnswer::TimedOut(_))), "{answer:?}");
+        // Either it began, or it was withdrawn and dropped with its sender.
+        if running.recv().is_ok() {
+            return release;
+        }
+    }
+}
+
 #[test]
 fn an_answer_in_time_a_hung_call_bounded_and_a_panic_survived() {
     let bounded = Bounded::default();
     assert_eq!(bounded.run(Duration::from_secs(5), || 7).unwrap(), 7);
 
     // A call that does not answer until told to: the caller gets TimedOut at the bound.
-    let (release, wait) = mpsc::channel::<()>();
-    let hung = bounded.run(Duration::from_millis(50), move || wait.recv().is_ok());
-    assert!(matches!(hung, Err(NoAnswer::TimedOut(_))));
+    let release = hung(&bounded, || {});
     // While it hangs, the next call is refused at once, without running, and says how long
     // the hung one was waited for.
     let ran = Arc::new(AtomicBool::new(false));
@@ -36,7 +57,7 @@ fn an_answer_in_time_a_hung_call_bounded_and_a_panic_survived() {
         flag.store(true, Ordering::SeqCst)
     });
     assert!(
-        matches!(refused, Err(NoAnswer::TimedOut(w)) if w == Duration::from_millis(50)),
+        matches!(refused, Err(NoAnswer::TimedOut(w)) if w == HUNG_BOUND),
         "{refused:?}"
     );
     // Once it ends, calls run again: the first tries may still find it ending.
@@ -57,12 +78,7 @@ fn an_answer_in_time_a_hung_call_bounded_and_a_panic_survived() {
 #[test]
 fn a_hung_call_that_panics_leaves_the_thread_free() {
     let bounded = Bounded::default();
-    let (release, wait) = mpsc::channel::<()>();
-    let hung = bounded.run(Duration::from_millis(20), move || {
-        let _ = wait.recv();
-        panic!("in the backend, late")
-    });
-    assert!(matches!(hung, Err(NoAnswer::TimedOut(_))), "{hung:?}");
+    let release = hung(&bounded, || panic!("in the backend, late"));
     release.send(()).unwrap();
     assert_eq!(once_free(&bounded, || 10), 10);
 }
