@@ -257,18 +257,24 @@ fn a_stopped_secret_service_times_out_within_the_bound() {
 
     // Once it answers, the store works again, and the write that timed out never landed.
     daemon.resume();
+    let stored = load_once_it_answers(&store);
+    assert_eq!(stored.token, Some(token(1)));
+    store.clear().unwrap();
+    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
+}
+
+/// The store read once the keyring answers again: refused while a hung call still runs, then
+/// the call's own answer (within a minute).
+fn load_once_it_answers(store: &KeyringStore) -> Stored {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let stored = loop {
+    loop {
         match store.load() {
             Err(Error::KeyringTimedOut { .. }) if Instant::now() < deadline => {
                 std::thread::yield_now();
             }
             stored => break stored.unwrap(),
         }
-    };
-    assert_eq!(stored.token, Some(token(1)));
-    store.clear().unwrap();
-    assert_no_secrets_on_disk(dir.path(), &[token(1), token(2)]);
+    }
 }
 
 /// Write `n` of a run: an explicit write for even `n`, a refresh from `last` for odd.
@@ -362,15 +368,7 @@ fn a_write_hung_by_a_stopped_secret_service_times_out_and_the_store_comes_back()
 
     // Going on, the daemon answers the hung write, and then the store's calls again.
     daemon.resume();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stored = loop {
-        match store.load() {
-            Err(Error::KeyringTimedOut { .. }) if Instant::now() < deadline => {
-                std::thread::yield_now();
-            }
-            stored => break stored.unwrap(),
-        }
-    };
+    let stored = load_once_it_answers(&store);
     assert!(
         stored.token == last || stored.token == Some(token(hung)),
         "the last write that landed or the hung one, never the refused one"
