@@ -65,9 +65,9 @@ use bounded::{Bounded, NoAnswer};
 /// - **Bounded.** Every keyring call runs on the store's own thread and is waited for at most
 ///   [`bound`](Self::bound) (default [`DEFAULT_BOUND`](Self::DEFAULT_BOUND)): past it the
 ///   caller gets [`Error::KeyringTimedOut`] and the session keeps the token it has in memory;
-///   while that call still hangs, this store's calls made after it are refused at once the same way,
-///   and a hung write keeps the companion's lock, so other processes' writes fail with
-///   [`Error::Locked`] after their own wait. A call given up on before it ran never runs.
+///   while that call still hangs, this store's calls made after it are refused at once the
+///   same way, and a hung write keeps the companion's lock, so other processes' writes fail
+///   with [`Error::Locked`] after their own wait. A call given up on before it ran never runs.
 ///   A keyring that cannot be reached at all is [`Error::KeyringUnavailable`], naming the
 ///   backend and what to do; the store never falls back to a file.
 #[derive(Debug, Clone)]
