@@ -84,8 +84,7 @@ impl Owner {
                     // Keep the token we have: a bad file must not replace a good token.
                     // Once per episode of one kind of failure, and not for one the writes are
                     // in the midst of (a keyring gone fails both).
-                    let kind = Some(std::mem::discriminant(&e));
-                    let first = self.reads.failing != kind && self.writes.failing != kind;
+                    let first = self.is_news(&e);
                     self.note(Note::Unusable {
                         error: e.clone(),
                         first,
@@ -102,6 +101,13 @@ impl Owner {
         if self.reads.wanted || !self.reads.starts.is_empty() {
             self.want_read();
         }
+    }
+
+    /// Whether a read's or a write's failure is worth a warning: neither lane is in the midst
+    /// of one of its kind already.
+    pub(super) fn is_news(&self, error: &Error) -> bool {
+        let kind = Some(std::mem::discriminant(error));
+        self.reads.failing != kind && self.writes.failing != kind
     }
 
     /// What a read found, not asked for by a start: this process's own doing, a blank file

@@ -277,9 +277,8 @@ impl Owner {
                 // fails every refresh), `DEBUG` after; not at all when reads are in the midst
                 // of the same failure (a keyring gone fails both).
                 self.counts.failed_writes += 1;
-                let kind = Some(std::mem::discriminant(&e));
-                let first = self.writes.failing != kind && self.reads.failing != kind;
-                self.writes.failing = kind;
+                let first = self.is_news(&e);
+                self.writes.failing = Some(std::mem::discriminant(&e));
                 self.note(Note::WriteFailed {
                     error: e.clone(),
                     refresh: matches!(op, WriteOp::Swap { .. }),
