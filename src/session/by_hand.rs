@@ -23,13 +23,13 @@ impl Session {
     /// The token calls are made with now, if any.
     #[must_use]
     pub fn token(&self) -> Option<Token> {
-        self.shared.current.load().token.clone()
+        self.shared.current.load().token
     }
 
     /// When the current token expires, if it is a JWT with an `exp` claim.
     #[must_use]
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.shared.current.load().token.as_ref()?.expires_at()
+        self.token()?.expires_at()
     }
 
     /// The `authorization` value for one call made by hand: `Bearer <token>`, marked sensitive.
@@ -38,10 +38,7 @@ impl Session {
     ///
     /// [`Error::TokenNotProvided`] when the session has no token.
     pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
-        self.shared
-            .current
-            .load()
-            .token
+        self.token()
             .as_ref()
             .map(Token::header_value)
             .ok_or(Error::TokenNotProvided)
