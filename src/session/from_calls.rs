@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::owner::{Answer, Event, Gone};
+use super::owner::{Answer, Event, Gone, WaiterId};
 use super::{Refresh, Reply, Session, Waiting};
 use crate::error::Error;
 use crate::response::Reading;
@@ -20,29 +20,26 @@ impl Session {
     /// waits for a write of it that is under way.
     #[inline]
     pub(crate) fn take(&self, reading: Reading) -> Refresh {
+        // The token's arms out of line: inlined whole, they cost a call with no token 50
+        // instructions more.
         match reading {
             Reading::Nothing | Reading::Failure(_) => Refresh::Done,
-            // Out of line: inlined whole, it cost a call with no token 50 instructions more.
-            token => self.take_token(token),
+            Reading::Refresh { token, epoch } => self.take_token(|waiter| Event::Refresh {
+                token,
+                epoch,
+                waiter,
+            }),
+            Reading::Started { token, epoch } => self.take_token(|waiter| Event::PasswordToken {
+                token,
+                epoch,
+                waiter,
+            }),
         }
     }
 
     #[cold]
-    fn take_token(&self, reading: Reading) -> Refresh {
-        let (_, reply) = match reading {
-            Reading::Refresh { token, epoch } => self.shared.ask(|waiter| Event::Refresh {
-                token,
-                epoch,
-                waiter,
-            }),
-            Reading::Started { token, epoch } => self.shared.ask(|waiter| Event::PasswordToken {
-                token,
-                epoch,
-                waiter,
-            }),
-            Reading::Nothing | Reading::Failure(_) => return Refresh::Done,
-        };
-        match reply {
+    fn take_token(&self, event: impl FnOnce(WaiterId) -> Event) -> Refresh {
+        match self.shared.ask(event).1 {
             Reply::Later(waiting) => Refresh::Saving(Saved::new(waiting, self.shared.call_wait)),
             Reply::Now(_) => Refresh::Done,
         }
@@ -56,16 +53,15 @@ impl Session {
             .as_ref()
             .and_then(Token::expires_at)
             .is_some_and(|exp| exp <= SystemTime::now());
-        let (_, reply) = self.shared.ask(|waiter| Event::CallFailed {
+        let (_, Reply::Later(waiting)) = self.shared.ask(|waiter| Event::CallFailed {
             token: sent,
             epoch,
             expired,
             waiter,
-        });
-        match reply {
-            Reply::Now(_) => None,
-            Reply::Later(waiting) => Some(waiting),
-        }
+        }) else {
+            return None;
+        };
+        Some(waiting)
     }
 
     /// The re-authenticator of run `run` is done: what its runner does next.
@@ -75,7 +71,7 @@ impl Session {
 
     /// The runner of run `run` stopped before its re-authenticator finished.
     pub(crate) fn runner_gone(&self, run: u64) {
-        let _ = self.shared.tell(Event::Gone(Gone::Runner(run)));
+        self.shared.tell(Event::Gone(Gone::Runner(run)));
     }
 
     /// Waits for every write handed out so far, at most the call bound
