@@ -66,10 +66,9 @@ fn look_for(kind: &EventKind) -> Option<Look> {
         // A file closed after a write: read it.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Look::Read),
         // Opened, read, closed unwritten: nothing changed. (The look's own read raises these:
-        // reading on them would never end.)
-        EventKind::Access(_) => None,
-        // A rename's third event, after its `From` and `To` (which read).
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
+        // reading on them would never end.) And a rename's third event, after its `From` and
+        // `To` (which read).
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         // Its mode or times alone: the stamp tells.
         EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Any | EventKind::Other => {
             Some(Look::IfMoved)
