@@ -8,29 +8,24 @@ use crate::token::{MalformedToken, Token};
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
 pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, MalformedToken> {
-    // The scheme in any case: bit 5 set makes a letter lower case, and nothing else a letter.
-    let Some((scheme, mut rest)) = header.as_bytes().trim_ascii().split_first_chunk::<6>() else {
+    let Some((scheme, rest)) = header.as_bytes().trim_ascii().split_first_chunk::<6>() else {
         return Err(MalformedToken::NotBearer);
     };
-    if scheme.map(|b| b | 0x20) != *b"bearer" {
-        return Err(MalformedToken::NotBearer);
-    }
-    if let Some(after_colon) = rest.strip_prefix(b":") {
-        rest = after_colon;
-    }
-    if !rest.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+    let rest = rest.strip_prefix(b":").unwrap_or(rest);
+    // The scheme in any case: bit 5 set makes a letter lower case, and nothing else a letter.
+    if scheme.map(|b| b | 0x20) != *b"bearer"
+        || !rest.first().is_some_and(|&b| b == b' ' || b == b'\t')
+    {
         return Err(MalformedToken::NotBearer);
     }
     let token = rest.trim_ascii_start();
-    Token::from_authorization(header, token).map_err(|why| {
-        // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is
-        // reported where it starts, as reading the token as text would.
-        match std::str::from_utf8(token) {
-            Err(e) => MalformedToken::InvalidCharacter {
-                position: e.valid_up_to(),
-            },
-            Ok(_) => why,
-        }
+    // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is reported
+    // where it starts, as reading the token as text would.
+    Token::from_authorization(header, token).map_err(|why| match std::str::from_utf8(token) {
+        Err(e) => MalformedToken::InvalidCharacter {
+            position: e.valid_up_to(),
+        },
+        Ok(_) => why,
     })
 }
 
@@ -41,13 +36,10 @@ pub(crate) fn token_from_agent<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
 ) -> Option<Token> {
     // The public reading, so that a re-authenticator reads exactly what a refresh does.
-    match bearer_from_values(values).transpose() {
-        Ok(token) => token,
-        Err(why) => {
-            tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
-            None
-        }
-    }
+    bearer_from_values(values).unwrap_or_else(|why| {
+        tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
+        None
+    })
 }
 
 /// The bearer token in the `authorization` `values` of a map, if there is one.
@@ -56,19 +48,16 @@ pub(crate) fn token_from_agent<'a>(
 /// caller can tell "no credentials" from "bad credentials".
 pub(crate) fn bearer_from_values<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
-) -> Option<Result<Token, MalformedToken>> {
+) -> Result<Option<Token>, MalformedToken> {
     let mut found: Option<Token> = None;
     for value in values {
-        let token = match parse_bearer(value) {
-            Ok(token) => token,
-            Err(e) => return Some(Err(e)),
-        };
-        match &found {
-            Some(first) if *first != token => return Some(Err(MalformedToken::Conflicting)),
-            _ => found = Some(token),
+        let token = parse_bearer(value)?;
+        if found.as_ref().is_some_and(|first| *first != token) {
+            return Err(MalformedToken::Conflicting);
         }
+        found = Some(token);
     }
-    found.map(Ok)
+    Ok(found)
 }
 
 /// What the `www-authenticate` challenges of a rejection say about the session.
@@ -255,15 +244,13 @@ impl<'a> Iterator for Challenges<'a> {
                 let name = self.take_token();
                 self.skip_ws();
                 if name.is_empty() || !self.rest.starts_with(b"=") {
-                    // Not a parameter: either a token68 (`abc==`) or the next challenge's scheme.
-                    self.rest = checkpoint;
-                    if !name.is_empty() && !has_params && self.rest.starts_with(name) {
-                        let token68 = trim_start(&self.rest[name.len()..], b"=");
-                        let after = trim_start(token68, b" \t");
-                        if after.is_empty() || after.starts_with(b",") {
-                            self.rest = after;
-                            continue;
-                        }
+                    // Not a parameter: either a token68 (`abc`: first after the scheme, alone up
+                    // to the next comma), which is skipped, or the next challenge's scheme.
+                    let token68 = !name.is_empty()
+                        && !has_params
+                        && (self.rest.is_empty() || self.rest.starts_with(b","));
+                    if !token68 {
+                        self.rest = checkpoint;
                     }
                     break;
                 }

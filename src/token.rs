@@ -112,7 +112,7 @@ impl Token {
     /// # Ok::<(), MalformedToken>(())
     /// ```
     pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, MalformedToken> {
-        crate::bearer::bearer_from_values(headers.get_all(http::header::AUTHORIZATION)).transpose()
+        crate::bearer::bearer_from_values(headers.get_all(http::header::AUTHORIZATION))
     }
 
     /// [`Token::from_headers`] for a tonic response's or status's metadata: the token of an
