@@ -90,47 +90,26 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
             if !challenge.scheme.eq_ignore_ascii_case(b"bearer") {
                 continue;
             }
+            // The code as it is named, escapes undone; any other (`insufficient_scope`, or one
+            // this crate does not know) is no session failure.
             match challenge.error {
-                Some(ErrorCode::InvalidToken) => return Verdict::Invalid,
-                None | Some(ErrorCode::InvalidRequest) => verdict = Verdict::NotProvided,
-                Some(ErrorCode::Other) if verdict == Verdict::OtherScheme => {
-                    verdict = Verdict::NotSession;
+                Some(code) if unescaped_is(code, b"invalid_token") => return Verdict::Invalid,
+                None => verdict = Verdict::NotProvided,
+                Some(code) if unescaped_is(code, b"invalid_request") => {
+                    verdict = Verdict::NotProvided;
                 }
-                Some(ErrorCode::Other) => {}
+                Some(_) if verdict == Verdict::OtherScheme => verdict = Verdict::NotSession,
+                Some(_) => {}
             }
         }
     }
     verdict
 }
 
-/// A bearer challenge's `error`, as far as a session cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ErrorCode {
-    /// `invalid_token`.
-    InvalidToken,
-    /// `invalid_request`.
-    InvalidRequest,
-    /// Any other code (`insufficient_scope`, or one this crate does not know).
-    Other,
-}
-
-impl ErrorCode {
-    /// The code an auth-param's value names: `raw` as it stands in the header, the inside of a
-    /// quoted-string (escapes and all) or a token.
-    fn of(raw: &[u8]) -> Self {
-        if unescaped_is(raw, b"invalid_token") {
-            Self::InvalidToken
-        } else if unescaped_is(raw, b"invalid_request") {
-            Self::InvalidRequest
-        } else {
-            Self::Other
-        }
-    }
-}
-
-/// Whether `raw`, with its quoted-pair escapes (`\x` is `x`) undone, is `text`: compared as it
-/// is read, so that no copy of a value of any length is made. `text` is ASCII, so a byte of a
-/// longer character never matches it.
+/// Whether `raw`, an auth-param's value as it stands in the header (the inside of a
+/// quoted-string, escapes and all, or a token), is `text` once its quoted-pair escapes (`\x` is
+/// `x`) are undone: compared as it is read, so that no copy of a value of any length is made.
+/// `text` is ASCII, so a byte of a longer character never matches it.
 fn unescaped_is(raw: &[u8], text: &[u8]) -> bool {
     let mut want = text.iter();
     let mut bytes = raw.iter();
@@ -150,12 +129,13 @@ fn unescaped_is(raw: &[u8], text: &[u8]) -> bool {
     want.next().is_none()
 }
 
-/// One challenge: its scheme, and the code of its first `error` auth-param. Nothing else of it
-/// is read, so nothing else is kept: a reader of a challenge list holds no more than one of
-/// these at a time, borrowed from the header, whatever the header's size.
+/// One challenge: its scheme, and the value of its first `error` auth-param (see
+/// [`unescaped_is`]). Nothing else of it is read, so nothing else is kept: a reader of a
+/// challenge list holds no more than one of these at a time, borrowed from the header, whatever
+/// the header's size.
 struct Challenge<'a> {
     scheme: &'a [u8],
-    error: Option<ErrorCode>,
+    error: Option<&'a [u8]>,
 }
 
 /// A forgiving reader of RFC 9110 `challenge` lists, over a header's bytes: junk is skipped,
@@ -263,7 +243,7 @@ impl<'a> Iterator for Challenges<'a> {
                 };
                 has_params = true;
                 if challenge.error.is_none() && name.eq_ignore_ascii_case(b"error") {
-                    challenge.error = Some(ErrorCode::of(value));
+                    challenge.error = Some(value);
                 }
                 self.skip_ws();
                 match self.rest.strip_prefix(b",") {
