@@ -201,58 +201,55 @@ impl<'a> Iterator for Challenges<'a> {
     type Item = Challenge<'a>;
 
     fn next(&mut self) -> Option<Challenge<'a>> {
-        loop {
+        let scheme = loop {
             self.rest = trim_start(self.rest, b" \t,");
             if self.rest.is_empty() {
                 return None;
             }
             let scheme = self.take_token();
-            if scheme.is_empty() {
-                // A stray `=` or quote where a scheme should be: drop one byte and go on.
-                self.rest = &self.rest[1..];
-                continue;
+            if !scheme.is_empty() {
+                break scheme;
             }
-            let mut challenge = Challenge {
-                scheme,
-                error: None,
+            // A stray `=` or quote where a scheme should be: drop one byte and go on.
+            self.rest = &self.rest[1..];
+        };
+        let mut error = None;
+        let mut has_params = false;
+        // auth-params: name = value, separated by commas, until the next scheme.
+        loop {
+            self.skip_ws();
+            let checkpoint = self.rest;
+            let name = self.take_token();
+            self.skip_ws();
+            if name.is_empty() || !self.rest.starts_with(b"=") {
+                // Not a parameter: either a token68 (`abc`: first after the scheme, alone up to
+                // the next comma), which is skipped, or the next challenge's scheme.
+                let token68 = !name.is_empty()
+                    && !has_params
+                    && (self.rest.is_empty() || self.rest.starts_with(b","));
+                if !token68 {
+                    self.rest = checkpoint;
+                }
+                break;
+            }
+            self.rest = &self.rest[1..];
+            self.skip_ws();
+            let value = if self.rest.starts_with(b"\"") {
+                self.take_quoted()
+            } else {
+                self.take_token()
             };
-            let mut has_params = false;
-            // auth-params: name = value, separated by commas, until the next scheme.
-            loop {
-                self.skip_ws();
-                let checkpoint = self.rest;
-                let name = self.take_token();
-                self.skip_ws();
-                if name.is_empty() || !self.rest.starts_with(b"=") {
-                    // Not a parameter: either a token68 (`abc`: first after the scheme, alone up
-                    // to the next comma), which is skipped, or the next challenge's scheme.
-                    let token68 = !name.is_empty()
-                        && !has_params
-                        && (self.rest.is_empty() || self.rest.starts_with(b","));
-                    if !token68 {
-                        self.rest = checkpoint;
-                    }
-                    break;
-                }
-                self.rest = &self.rest[1..];
-                self.skip_ws();
-                let value = if self.rest.starts_with(b"\"") {
-                    self.take_quoted()
-                } else {
-                    self.take_token()
-                };
-                has_params = true;
-                if challenge.error.is_none() && name.eq_ignore_ascii_case(b"error") {
-                    challenge.error = Some(value);
-                }
-                self.skip_ws();
-                match self.rest.strip_prefix(b",") {
-                    Some(rest) => self.rest = rest,
-                    None => break,
-                }
+            has_params = true;
+            if error.is_none() && name.eq_ignore_ascii_case(b"error") {
+                error = Some(value);
             }
-            return Some(challenge);
+            self.skip_ws();
+            match self.rest.strip_prefix(b",") {
+                Some(rest) => self.rest = rest,
+                None => break,
+            }
         }
+        Some(Challenge { scheme, error })
     }
 }
 
