@@ -177,23 +177,17 @@ impl<'a> Challenges<'a> {
     /// `rest` starting at the opening quote; an unterminated string runs to the end.
     fn take_quoted(&mut self) -> &'a [u8] {
         let inside = &self.rest[1..];
-        let mut bytes = inside.iter().enumerate();
-        while let Some((i, &b)) = bytes.next() {
-            match b {
-                b'"' => {
-                    self.rest = &inside[i + 1..];
-                    return &inside[..i];
-                }
-                // The escaped byte is skipped, whatever it is: the quote or the backslash are
-                // the only two that matter here.
-                b'\\' => {
-                    bytes.next();
-                }
-                _ => {}
-            }
-        }
-        self.rest = b"";
-        inside
+        // The byte after a backslash is skipped, whatever it is: the quote or the backslash are
+        // the only two that matter here.
+        let mut escaped = false;
+        let end = inside.iter().position(|&b| {
+            let closing = b == b'"' && !escaped;
+            escaped = b == b'\\' && !escaped;
+            closing
+        });
+        let (quoted, rest) = inside.split_at(end.unwrap_or(inside.len()));
+        self.rest = rest.get(1..).unwrap_or_default();
+        quoted
     }
 }
 
