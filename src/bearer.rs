@@ -111,22 +111,15 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
 /// `x`) are undone: compared as it is read, so that no copy of a value of any length is made.
 /// `text` is ASCII, so a byte of a longer character never matches it.
 fn unescaped_is(raw: &[u8], text: &[u8]) -> bool {
-    let mut want = text.iter();
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        let b = match b {
-            // A lone backslash at the end stands for nothing.
-            b'\\' => match bytes.next() {
-                Some(&escaped) => escaped,
-                None => break,
-            },
-            b => b,
-        };
-        if want.next() != Some(&b) {
-            return false;
-        }
-    }
-    want.next().is_none()
+    // A backslash stands for nothing, and the byte after it for itself; a lone one at the end
+    // stands for nothing.
+    let mut escaped = false;
+    let unescaped = raw.iter().filter(|&&b| {
+        let keep = escaped || b != b'\\';
+        escaped = !escaped && b == b'\\';
+        keep
+    });
+    unescaped.eq(text)
 }
 
 /// One challenge: its scheme, and the value of its first `error` auth-param (see
