@@ -296,9 +296,7 @@ fn is_b64token_char(b: u8) -> bool {
 }
 
 fn bearer_header(token: &[u8]) -> HeaderValue {
-    let mut bytes = Vec::with_capacity(BEARER.len() + token.len());
-    bytes.extend_from_slice(BEARER);
-    bytes.extend_from_slice(token);
+    let bytes = [BEARER, token].concat();
     // The b64token alphabet is visible ASCII, so this cannot fail; keep a safe fallback anyway.
     let mut header = HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""));
