@@ -8,29 +8,24 @@ use crate::token::{MalformedToken, Token};
 /// Reads `Bearer <token>`: the scheme in any case, then one or more spaces, then the token,
 /// surrounding white space ignored. The legacy `Bearer: <token>` form is accepted too.
 pub(crate) fn parse_bearer(header: &HeaderValue) -> Result<Token, MalformedToken> {
-    // The scheme in any case: bit 5 set makes a letter lower case, and nothing else a letter.
-    let Some((scheme, mut rest)) = header.as_bytes().trim_ascii().split_first_chunk::<6>() else {
+    let Some((scheme, rest)) = header.as_bytes().trim_ascii().split_first_chunk::<6>() else {
         return Err(MalformedToken::NotBearer);
     };
-    if scheme.map(|b| b | 0x20) != *b"bearer" {
-        return Err(MalformedToken::NotBearer);
-    }
-    if let Some(after_colon) = rest.strip_prefix(b":") {
-        rest = after_colon;
-    }
-    if !rest.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+    let rest = rest.strip_prefix(b":").unwrap_or(rest);
+    // The scheme in any case: bit 5 set makes a letter lower case, and nothing else a letter.
+    if scheme.map(|b| b | 0x20) != *b"bearer"
+        || !rest.first().is_some_and(|&b| b == b' ' || b == b'\t')
+    {
         return Err(MalformedToken::NotBearer);
     }
     let token = rest.trim_ascii_start();
-    Token::from_authorization(header, token).map_err(|why| {
-        // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is
-        // reported where it starts, as reading the token as text would.
-        match std::str::from_utf8(token) {
-            Err(e) => MalformedToken::InvalidCharacter {
-                position: e.valid_up_to(),
-            },
-            Ok(_) => why,
-        }
+    // Bytes outside ASCII are refused by the token check; an invalid UTF-8 sequence is reported
+    // where it starts, as reading the token as text would.
+    Token::from_authorization(header, token).map_err(|why| match std::str::from_utf8(token) {
+        Err(e) => MalformedToken::InvalidCharacter {
+            position: e.valid_up_to(),
+        },
+        Ok(_) => why,
     })
 }
 
@@ -41,13 +36,10 @@ pub(crate) fn token_from_agent<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
 ) -> Option<Token> {
     // The public reading, so that a re-authenticator reads exactly what a refresh does.
-    match bearer_from_values(values).transpose() {
-        Ok(token) => token,
-        Err(why) => {
-            tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
-            None
-        }
-    }
+    bearer_from_values(values).unwrap_or_else(|why| {
+        tracing::warn!(reason = %why, "ignoring a malformed token from the agent");
+        None
+    })
 }
 
 /// The bearer token in the `authorization` `values` of a map, if there is one.
@@ -56,19 +48,16 @@ pub(crate) fn token_from_agent<'a>(
 /// caller can tell "no credentials" from "bad credentials".
 pub(crate) fn bearer_from_values<'a>(
     values: impl IntoIterator<Item = &'a HeaderValue>,
-) -> Option<Result<Token, MalformedToken>> {
+) -> Result<Option<Token>, MalformedToken> {
     let mut found: Option<Token> = None;
     for value in values {
-        let token = match parse_bearer(value) {
-            Ok(token) => token,
-            Err(e) => return Some(Err(e)),
-        };
-        match &found {
-            Some(first) if *first != token => return Some(Err(MalformedToken::Conflicting)),
-            _ => found = Some(token),
+        let token = parse_bearer(value)?;
+        if found.as_ref().is_some_and(|first| *first != token) {
+            return Err(MalformedToken::Conflicting);
         }
+        found = Some(token);
     }
-    found.map(Ok)
+    Ok(found)
 }
 
 /// What the `www-authenticate` challenges of a rejection say about the session.
@@ -101,72 +90,45 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
             if !challenge.scheme.eq_ignore_ascii_case(b"bearer") {
                 continue;
             }
+            // The code as it is named, escapes undone; any other (`insufficient_scope`, or one
+            // this crate does not know) is no session failure.
             match challenge.error {
-                Some(ErrorCode::InvalidToken) => return Verdict::Invalid,
-                None | Some(ErrorCode::InvalidRequest) => verdict = Verdict::NotProvided,
-                Some(ErrorCode::Other) if verdict == Verdict::OtherScheme => {
-                    verdict = Verdict::NotSession;
+                Some(code) if unescaped_is(code, b"invalid_token") => return Verdict::Invalid,
+                None => verdict = Verdict::NotProvided,
+                Some(code) if unescaped_is(code, b"invalid_request") => {
+                    verdict = Verdict::NotProvided;
                 }
-                Some(ErrorCode::Other) => {}
+                Some(_) if verdict == Verdict::OtherScheme => verdict = Verdict::NotSession,
+                Some(_) => {}
             }
         }
     }
     verdict
 }
 
-/// A bearer challenge's `error`, as far as a session cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ErrorCode {
-    /// `invalid_token`.
-    InvalidToken,
-    /// `invalid_request`.
-    InvalidRequest,
-    /// Any other code (`insufficient_scope`, or one this crate does not know).
-    Other,
-}
-
-impl ErrorCode {
-    /// The code an auth-param's value names: `raw` as it stands in the header, the inside of a
-    /// quoted-string (escapes and all) or a token.
-    fn of(raw: &[u8]) -> Self {
-        if unescaped_is(raw, b"invalid_token") {
-            Self::InvalidToken
-        } else if unescaped_is(raw, b"invalid_request") {
-            Self::InvalidRequest
-        } else {
-            Self::Other
-        }
-    }
-}
-
-/// Whether `raw`, with its quoted-pair escapes (`\x` is `x`) undone, is `text`: compared as it
-/// is read, so that no copy of a value of any length is made. `text` is ASCII, so a byte of a
-/// longer character never matches it.
+/// Whether `raw`, an auth-param's value as it stands in the header (the inside of a
+/// quoted-string, escapes and all, or a token), is `text` once its quoted-pair escapes (`\x` is
+/// `x`) are undone: compared as it is read, so that no copy of a value of any length is made.
+/// `text` is ASCII, so a byte of a longer character never matches it.
 fn unescaped_is(raw: &[u8], text: &[u8]) -> bool {
-    let mut want = text.iter();
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        let b = match b {
-            // A lone backslash at the end stands for nothing.
-            b'\\' => match bytes.next() {
-                Some(&escaped) => escaped,
-                None => break,
-            },
-            b => b,
-        };
-        if want.next() != Some(&b) {
-            return false;
-        }
-    }
-    want.next().is_none()
+    // A backslash stands for nothing, and the byte after it for itself; a lone one at the end
+    // stands for nothing.
+    let mut escaped = false;
+    let unescaped = raw.iter().filter(|&&b| {
+        let keep = escaped || b != b'\\';
+        escaped = !escaped && b == b'\\';
+        keep
+    });
+    unescaped.eq(text)
 }
 
-/// One challenge: its scheme, and the code of its first `error` auth-param. Nothing else of it
-/// is read, so nothing else is kept: a reader of a challenge list holds no more than one of
-/// these at a time, borrowed from the header, whatever the header's size.
+/// One challenge: its scheme, and the value of its first `error` auth-param (see
+/// [`unescaped_is`]). Nothing else of it is read, so nothing else is kept: a reader of a
+/// challenge list holds no more than one of these at a time, borrowed from the header, whatever
+/// the header's size.
 struct Challenge<'a> {
     scheme: &'a [u8],
-    error: Option<ErrorCode>,
+    error: Option<&'a [u8]>,
 }
 
 /// A forgiving reader of RFC 9110 `challenge` lists, over a header's bytes: junk is skipped,
@@ -208,23 +170,17 @@ impl<'a> Challenges<'a> {
     /// `rest` starting at the opening quote; an unterminated string runs to the end.
     fn take_quoted(&mut self) -> &'a [u8] {
         let inside = &self.rest[1..];
-        let mut bytes = inside.iter().enumerate();
-        while let Some((i, &b)) = bytes.next() {
-            match b {
-                b'"' => {
-                    self.rest = &inside[i + 1..];
-                    return &inside[..i];
-                }
-                // The escaped byte is skipped, whatever it is: the quote or the backslash are
-                // the only two that matter here.
-                b'\\' => {
-                    bytes.next();
-                }
-                _ => {}
-            }
-        }
-        self.rest = b"";
-        inside
+        // The byte after a backslash is skipped, whatever it is: the quote or the backslash are
+        // the only two that matter here.
+        let mut escaped = false;
+        let end = inside.iter().position(|&b| {
+            let closing = b == b'"' && !escaped;
+            escaped = b == b'\\' && !escaped;
+            closing
+        });
+        let (quoted, rest) = inside.split_at(end.unwrap_or(inside.len()));
+        self.rest = rest.get(1..).unwrap_or_default();
+        quoted
     }
 }
 
@@ -232,60 +188,55 @@ impl<'a> Iterator for Challenges<'a> {
     type Item = Challenge<'a>;
 
     fn next(&mut self) -> Option<Challenge<'a>> {
-        loop {
+        let scheme = loop {
             self.rest = trim_start(self.rest, b" \t,");
             if self.rest.is_empty() {
                 return None;
             }
             let scheme = self.take_token();
-            if scheme.is_empty() {
-                // A stray `=` or quote where a scheme should be: drop one byte and go on.
-                self.rest = &self.rest[1..];
-                continue;
+            if !scheme.is_empty() {
+                break scheme;
             }
-            let mut challenge = Challenge {
-                scheme,
-                error: None,
-            };
-            let mut has_params = false;
-            // auth-params: name = value, separated by commas, until the next scheme.
-            loop {
-                self.skip_ws();
-                let checkpoint = self.rest;
-                let name = self.take_token();
-                self.skip_ws();
-                if name.is_empty() || !self.rest.starts_with(b"=") {
-                    // Not a parameter: either a token68 (`abc==`) or the next challenge's scheme.
+            // A stray `=` or quote where a scheme should be: drop one byte and go on.
+            self.rest = &self.rest[1..];
+        };
+        let mut error = None;
+        let mut has_params = false;
+        // auth-params: name = value, separated by commas, until the next scheme.
+        loop {
+            self.skip_ws();
+            let checkpoint = self.rest;
+            let name = self.take_token();
+            self.skip_ws();
+            if name.is_empty() || !self.rest.starts_with(b"=") {
+                // Not a parameter: either a token68 (`abc`: first after the scheme, alone up to
+                // the next comma), which is skipped, or the next challenge's scheme.
+                let token68 = !name.is_empty()
+                    && !has_params
+                    && (self.rest.is_empty() || self.rest.starts_with(b","));
+                if !token68 {
                     self.rest = checkpoint;
-                    if !name.is_empty() && !has_params && self.rest.starts_with(name) {
-                        let token68 = trim_start(&self.rest[name.len()..], b"=");
-                        let after = trim_start(token68, b" \t");
-                        if after.is_empty() || after.starts_with(b",") {
-                            self.rest = after;
-                            continue;
-                        }
-                    }
-                    break;
                 }
-                self.rest = &self.rest[1..];
-                self.skip_ws();
-                let value = if self.rest.starts_with(b"\"") {
-                    self.take_quoted()
-                } else {
-                    self.take_token()
-                };
-                has_params = true;
-                if challenge.error.is_none() && name.eq_ignore_ascii_case(b"error") {
-                    challenge.error = Some(ErrorCode::of(value));
-                }
-                self.skip_ws();
-                match self.rest.strip_prefix(b",") {
-                    Some(rest) => self.rest = rest,
-                    None => break,
-                }
+                break;
             }
-            return Some(challenge);
+            self.rest = &self.rest[1..];
+            self.skip_ws();
+            let value = if self.rest.starts_with(b"\"") {
+                self.take_quoted()
+            } else {
+                self.take_token()
+            };
+            has_params = true;
+            if error.is_none() && name.eq_ignore_ascii_case(b"error") {
+                error = Some(value);
+            }
+            self.skip_ws();
+            match self.rest.strip_prefix(b",") {
+                Some(rest) => self.rest = rest,
+                None => break,
+            }
         }
+        Some(Challenge { scheme, error })
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::error::Error;
 use crate::token::json_object;
@@ -102,17 +102,8 @@ impl SessionFailures for Polykey {
         let failed = headers
             .get(crate::error::GRPC_STATUS)
             .is_some_and(|code| code.as_bytes() != b"0");
-        if failed && let Some(error) = headers.get("error") {
-            let named = polykey_error_type(error.as_bytes()).and_then(|kind| match kind.as_str() {
-                "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
-                    Some(Error::TokenNotProvided)
-                }
-                "ErrorClientAuthDenied" | "ErrorSessionTokenInvalid" => Some(Error::TokenInvalid),
-                _ => None,
-            });
-            if named.is_some() {
-                return named;
-            }
+        if failed && let Some(named) = headers.get("error").and_then(polykey_failure) {
+            return Some(named);
         }
         // An `error` that names no session failure (another Polykey error, or not Polykey's at
         // all) says nothing against an RFC 6750 rejection beside it: a proxy or a newer agent
@@ -181,17 +172,22 @@ pub(crate) enum Judged {
     Failed(Error),
 }
 
-/// The `type` of a Polykey `error` value; `None` for anything that is not such JSON: a JSON
-/// object of valid UTF-8 ([`json_object`]).
-fn polykey_error_type(value: &[u8]) -> Option<String> {
+/// The session failure a Polykey `error` value names by its `type`; `None` for another type,
+/// and for anything that is not such JSON: a JSON object of valid UTF-8 ([`json_object`]).
+fn polykey_failure(value: &HeaderValue) -> Option<Error> {
     #[derive(serde::Deserialize)]
     struct Described {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_str::<Described>(json_object(value)?)
-        .ok()
-        .map(|d| d.kind)
+    let described: Described = serde_json::from_str(json_object(value.as_bytes())?).ok()?;
+    match described.kind.as_str() {
+        "ErrorClientAuthMissing" | "ErrorClientJWTTokenNotProvided" => {
+            Some(Error::TokenNotProvided)
+        }
+        "ErrorClientAuthDenied" | "ErrorSessionTokenInvalid" => Some(Error::TokenInvalid),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

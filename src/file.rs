@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::token::MAX_TOKEN_LEN;
 #[cfg(doc)]
 use crate::{error::Error, store::TokenStore};
 
@@ -56,7 +55,7 @@ use crate::{error::Error, store::TokenStore};
 ///   keeps its mode or DACL.
 /// - **What.** The token and a newline. A reader trims white space around it; a missing, empty
 ///   or blank file means "no token". A file larger than [`TokenFile::MAX_LEN`](crate::TokenFile::MAX_LEN) (a token of
-///   [`MAX_TOKEN_LEN`](crate::Token::MAX_LEN) and 1 KiB of white space) is refused unread; one
+///   [`Token::MAX_LEN`](crate::Token::MAX_LEN) and 1 KiB of white space) is refused unread; one
 ///   that is not a regular file (a FIFO is opened without waiting for a writer), not UTF-8, or
 ///   not a bearer token is [`Error::CorruptFile`]. No error shows the content. (A running
 ///   session that sees the file turn blank keeps its token until the write lands: a shell's
@@ -139,7 +138,7 @@ impl TokenFile {
 
     /// The largest session file that is read: a token of [`Token::MAX_LEN`](crate::Token::MAX_LEN) plus 1 KiB of white
     /// space. Anything larger cannot hold a token, so it is refused without being read.
-    pub const MAX_LEN: u64 = MAX_TOKEN_LEN as u64 + 1024;
+    pub const MAX_LEN: u64 = crate::Token::MAX_LEN as u64 + 1024;
 
     /// How long an explicit write or removal (an unlock, a lock) waits for another process's
     /// lock before it fails with [`Error::Locked`]: 10 s. Longer than a refresh's: the user

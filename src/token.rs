@@ -5,12 +5,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 
-/// The longest token accepted, in bytes.
-///
-/// A JWT with a handful of claims is a few hundred bytes; 16 KiB leaves room for large claim sets
-/// while keeping a hostile agent or session file from making us hold megabytes per call.
-pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
-
 /// A session token, checked against the RFC 6750 `b64token` grammar.
 ///
 /// The value is a secret: `Debug` and `Display` print `Token(<redacted>)`, and the only way to
@@ -40,7 +34,7 @@ impl Token {
     /// The longest token accepted, in bytes: 16 KiB. A JWT with a handful of claims is a few
     /// hundred bytes; this leaves room for large claim sets while keeping a hostile agent or
     /// session file from making a client hold megabytes per call.
-    pub const MAX_LEN: usize = MAX_TOKEN_LEN;
+    pub const MAX_LEN: usize = 16 * 1024;
 
     /// Checks `value` and makes a token of it.
     ///
@@ -76,13 +70,12 @@ impl Token {
             .as_bytes()
             .strip_prefix(BEARER)
             .is_some_and(|tail| std::ptr::eq(tail, token));
-        let header = if own {
-            let mut header = value.clone();
-            header.set_sensitive(true);
-            header
+        let mut header = if own {
+            value.clone()
         } else {
             bearer_header(token)
         };
+        header.set_sensitive(true);
         Ok(Self { header, expires_at })
     }
 
@@ -112,7 +105,7 @@ impl Token {
     /// # Ok::<(), MalformedToken>(())
     /// ```
     pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, MalformedToken> {
-        crate::bearer::bearer_from_values(headers.get_all(http::header::AUTHORIZATION)).transpose()
+        crate::bearer::bearer_from_values(headers.get_all(http::header::AUTHORIZATION))
     }
 
     /// [`Token::from_headers`] for a tonic response's or status's metadata: the token of an
@@ -145,7 +138,8 @@ impl Token {
     /// The token itself. Named so that every place that reads the secret says so.
     pub fn expose(&self) -> &str {
         // The token was checked to be ASCII when it was made: this cannot fall back.
-        std::str::from_utf8(token_of(&self.header)).unwrap_or_default()
+        let token = self.header.as_bytes().strip_prefix(BEARER);
+        std::str::from_utf8(token.unwrap_or_default()).unwrap_or_default()
     }
 
     /// `Bearer <token>`, ready for an `authorization` header, marked sensitive.
@@ -214,7 +208,7 @@ pub enum MalformedToken {
     #[error("the token is empty")]
     Empty,
     /// The token is longer than [`Token::MAX_LEN`](crate::Token::MAX_LEN).
-    #[error("the token is {len} bytes long, over the limit of {MAX_TOKEN_LEN}")]
+    #[error("the token is {len} bytes long, over the limit of {}", Token::MAX_LEN)]
     TooLong {
         /// Its length in bytes.
         len: usize,
@@ -239,7 +233,7 @@ fn read_token(bytes: &[u8]) -> Result<Option<u64>, MalformedToken> {
     if bytes.is_empty() {
         return Err(MalformedToken::Empty);
     }
-    if bytes.len() > MAX_TOKEN_LEN {
+    if bytes.len() > Token::MAX_LEN {
         return Err(MalformedToken::TooLong { len: bytes.len() });
     }
     let jwt = jwt::read(bytes);
@@ -302,19 +296,12 @@ fn is_b64token_char(b: u8) -> bool {
 }
 
 fn bearer_header(token: &[u8]) -> HeaderValue {
-    let mut bytes = Vec::with_capacity(BEARER.len() + token.len());
-    bytes.extend_from_slice(BEARER);
-    bytes.extend_from_slice(token);
+    let bytes = [BEARER, token].concat();
     // The b64token alphabet is visible ASCII, so this cannot fail; keep a safe fallback anyway.
     let mut header = HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""));
     header.set_sensitive(true);
     header
-}
-
-/// The token in a header value this crate made: what follows [`BEARER`].
-fn token_of(header: &HeaderValue) -> &[u8] {
-    header.as_bytes().strip_prefix(BEARER).unwrap_or_default()
 }
 
 /// `bytes` as text, if they are valid UTF-8 and open a JSON object.

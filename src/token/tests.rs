@@ -44,14 +44,14 @@ fn rejects_everything_else() {
             "{bad:?}"
         );
     }
-    let long = "a".repeat(MAX_TOKEN_LEN + 1);
+    let long = "a".repeat(Token::MAX_LEN + 1);
     assert_eq!(
         Token::new(long),
         Err(MalformedToken::TooLong {
-            len: MAX_TOKEN_LEN + 1
+            len: Token::MAX_LEN + 1
         })
     );
-    assert!(Token::new("a".repeat(MAX_TOKEN_LEN)).is_ok());
+    assert!(Token::new("a".repeat(Token::MAX_LEN)).is_ok());
 }
 
 #[test]
