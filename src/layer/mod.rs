@@ -59,8 +59,8 @@ pub(crate) use recovering::call_with_reauth;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SessionLayer<R = NoReauth> {
-    session: Session,
-    reauth: R,
+    pub(crate) session: Session,
+    pub(crate) reauth: R,
 }
 
 impl SessionLayer {
@@ -159,7 +159,12 @@ impl<S, R: Clone> Layer<S> for SessionLayer<R> {
     type Service = SessionService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::build(inner, self.session.clone(), self.reauth.clone())
+        SessionService {
+            inner,
+            session: self.session.clone(),
+            current: self.session.current_cache(),
+            reauth: self.reauth.clone(),
+        }
     }
 }
 
@@ -189,22 +194,11 @@ pub struct SessionService<S, R = NoReauth> {
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
-        Self::build(inner, session, NoReauth)
+        SessionLayer::new(session).layer(inner)
     }
 }
 
 impl<S, R> SessionService<S, R> {
-    /// Wraps `inner`, with re-authentication as `reauth` says.
-    pub(crate) fn build(inner: S, session: Session, reauth: R) -> Self {
-        let current = session.current_cache();
-        Self {
-            inner,
-            session,
-            current,
-            reauth,
-        }
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
