@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
+use crate::replay::BoxError;
 use crate::session::{Answer, Session};
 use crate::token::Token;
 
@@ -95,7 +95,7 @@ impl Reauth {
         Self {
             reauthenticator: Arc::new(reauthenticator),
             name: std::any::type_name::<R>(),
-            replay_limit: DEFAULT_REPLAY_LIMIT,
+            replay_limit: crate::SessionLayer::DEFAULT_REPLAY_LIMIT,
             renew_before_expiry: None,
         }
     }
@@ -108,12 +108,11 @@ impl Reauth {
         let Some(margin) = self.renew_before_expiry else {
             return false;
         };
-        let Some(exp) = token.and_then(Token::expires_at) else {
-            return false;
-        };
-        SystemTime::now()
-            .checked_add(margin)
-            .is_none_or(|deadline| exp <= deadline)
+        token.and_then(Token::expires_at).is_some_and(|exp| {
+            SystemTime::now()
+                .checked_add(margin)
+                .is_none_or(|deadline| exp <= deadline)
+        })
     }
 
     /// Gets the session a token other than `sent`, the one a call sent in `epoch` failed with

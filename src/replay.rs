@@ -20,10 +20,6 @@ use http_body_util::BodyExt as _;
 /// A boxed error, as tower and tonic use them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How much of a request body is kept for a replay by default: a unary call or a small
-/// client stream fits; a larger body is sent once and not replayed.
-pub(crate) const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
-
 /// A request body type that can wrap any other body: what the layer needs to record a body
 /// as it streams, and to send the recording again.
 ///

@@ -65,8 +65,9 @@ pub struct SessionLayer<R = NoReauth> {
 
 impl SessionLayer {
     /// How many bytes of a request body are kept for a replay by default (64 KiB; see
-    /// [`SessionLayer::replay_limit`]).
-    pub const DEFAULT_REPLAY_LIMIT: usize = crate::replay::DEFAULT_REPLAY_LIMIT;
+    /// [`SessionLayer::replay_limit`]): a unary call or a small client stream fits; a larger
+    /// body is sent once and not replayed.
+    pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
     /// A layer keeping `session`.
     pub fn new(session: Session) -> Self {
