@@ -54,10 +54,9 @@ where
 
     fn record(self, limit: usize) -> (Self, Self::Record) {
         let (parts, body) = self.into_parts();
-        let tape = Tape::new(limit, &body.size_hint());
-        let record = (parts.clone(), tape.clone());
-        let recording = B::wrap(Recording::new(body, tape));
-        (Request::from_parts(parts, recording), record)
+        let (recording, tape) = Recording::new(body, limit);
+        let record = (parts.clone(), tape);
+        (Request::from_parts(parts, B::wrap(recording)), record)
     }
 
     fn replay((parts, tape): Self::Record) -> Option<Self> {
