@@ -65,17 +65,15 @@ pub(crate) type Replay = PeekedBody<dyn Body<Data = Bytes, Error = BoxError> + S
 
 /// One body and what was read of it, shared between the [`Recording`] (which the transport
 /// owns) and the call that may replay it.
-pub(crate) struct Tape {
-    state: Mutex<TapeState>,
-    limit: usize,
-}
+pub(crate) struct Tape(Mutex<TapeState>);
 
 #[derive(Default)]
 struct TapeState {
     /// The data frames read, and the trailers: `None` once over the limit or failed, as there
     /// is nothing to replay then.
     recorded: Option<(Vec<Bytes>, Option<HeaderMap>)>,
-    len: usize,
+    /// How many more bytes can be recorded within the limit.
+    room: usize,
     /// The body until it ends or a replay takes it. Here rather than in the `Recording`, so that
     /// a replay can take what is not read yet, even after the transport dropped the `Recording`
     /// of a refused call.
@@ -91,7 +89,7 @@ struct TapeState {
 
 impl Tape {
     fn lock(&self) -> MutexGuard<'_, TapeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the body was read to its end, within the limit or not: the request has been
@@ -131,16 +129,16 @@ impl Tape {
 }
 
 impl TapeState {
-    fn record(&mut self, frame: &Frame<Bytes>, limit: usize) {
+    fn record(&mut self, frame: &Frame<Bytes>) {
         let Some((data, trailers)) = &mut self.recorded else {
             return;
         };
         if let Some(frame) = frame.data_ref() {
-            self.len = self.len.saturating_add(frame.len());
-            if self.len > limit {
+            let Some(room) = self.room.checked_sub(frame.len()) else {
                 self.recorded = None;
                 return;
-            }
+            };
+            self.room = room;
             // `Bytes` clones share the buffer: recording copies nothing.
             data.push(frame.clone());
         } else if let Some(frame) = frame.trailers_ref() {
@@ -164,13 +162,11 @@ impl Recording {
     {
         let state = TapeState {
             recorded: (body.size_hint().lower() <= limit as u64).then(Default::default),
+            room: limit,
             body: Some(Box::pin(body.map_err(Into::into))),
             ..TapeState::default()
         };
-        let tape = Arc::new(Tape {
-            state: Mutex::new(state),
-            limit,
-        });
+        let tape = Arc::new(Tape(Mutex::new(state)));
         (Self { tape: tape.clone() }, tape)
     }
 }
@@ -195,7 +191,7 @@ impl Body for Recording {
             return Poll::Pending;
         };
         match &frame {
-            Some(Ok(frame)) => state.record(frame, self.tape.limit),
+            Some(Ok(frame)) => state.record(frame),
             Some(Err(_)) => state.recorded = None,
             None => {
                 state.ended = true;
