@@ -12,9 +12,6 @@ use crate::replay::BoxError;
 use crate::session::{Answer, Session};
 use crate::token::Token;
 
-/// The future a [`Reauthenticate`] returns.
-type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
-
 /// Gets a new session token: typically asks for the password and calls the agent's unlock
 /// over a channel without the session layer.
 ///
@@ -41,7 +38,7 @@ where
     Fut: Future<Output = Result<Token, E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    fn reauthenticate(&self) -> ReauthFuture {
+    fn reauthenticate(&self) -> Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>> {
         let future = self();
         Box::pin(async move { future.await.map_err(Into::<BoxError>::into) })
     }
