@@ -223,18 +223,17 @@ impl<S, R> SessionService<S, R> {
     /// Attaches and calls, for a caller that reads the response itself (re-authentication,
     /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
     /// service's future, and what the request went with, for that reading and for a recovery.
+    /// Only for a request without credentials of its own.
     pub(crate) fn send<Req>(&mut self, mut request: Req) -> (S::Future, Sent)
     where
         S: Service<Req>,
         Req: SessionRequest,
     {
-        let current = self.current.load();
-        let carried = attach(current, &self.session, request.headers_mut());
+        let current = self.current.load().clone();
+        let carried = attach(&current, &self.session, request.headers_mut());
+        // No credentials of its own: the session's token went on it, if it has one.
         let sent = Sent {
-            token: match carried {
-                Carried::Session(_) => current.token.clone(),
-                _ => None,
-            },
+            token: current.token,
             epoch: current.epoch,
             carried,
             span: call_span(&request, carried),
