@@ -132,17 +132,16 @@ where
             let (to_send, record) = request.record(reauth.replay_limit);
             let (response, sent) = service.send(to_send);
             let mut response = response.await.map_err(Into::into)?;
-            hide_credentials(response.headers_mut());
-            let (response, trailers) = Req::check(response, Some(&record), &session).await;
+            let authorization = hide_credentials(response.headers_mut());
+            let (response, peeked) = Req::check(response, Some(&record), &session).await;
             let (status, headers) = (response.status(), response.headers());
-            let authorization = headers.get(header::AUTHORIZATION);
             let reading = sent.in_span(|| {
                 session.read(
                     sent.carried,
                     status,
                     headers,
-                    authorization,
-                    trailers.as_ref(),
+                    authorization.as_ref(),
+                    peeked.as_ref(),
                 )
             });
             sendings += 1;
