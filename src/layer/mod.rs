@@ -250,8 +250,14 @@ impl<S, R> SessionService<S, R> {
     {
         let carried = attach(self.current.load(), &self.session, request.headers_mut());
         let span = call_span(&request, carried);
-        let future = self.inner.call(request);
-        ResponseFuture::new(future, self.session.clone(), carried, span)
+        ResponseFuture {
+            future: self.inner.call(request),
+            saving: None,
+            done: false,
+            session: self.session.clone(),
+            carried,
+            span,
+        }
     }
 }
 
