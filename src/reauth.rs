@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::replay::BoxError;
-use crate::session::{Answer, Session};
+use crate::session::{Answer, Current, Session};
 use crate::token::Token;
 
 /// Gets a new session token: typically asks for the password and calls the agent's unlock
@@ -112,7 +112,7 @@ impl Reauth {
         })
     }
 
-    /// Gets the session a token other than `sent`, the one a call sent in `epoch` failed with
+    /// Gets the session a token other than `sent`'s, the one a call sent with it failed with
     /// (or none): at once if the session holds one already; else through the session's recovery, shared by
     /// every call failing together, which uses a token another process wrote to the store or
     /// has this call run the re-authenticator.
@@ -121,13 +121,8 @@ impl Reauth {
     /// On Tokio the re-authenticator runs in a task of its own, so that its caller giving up
     /// does not cut it short; on another executor it runs in the caller's future, and a caller
     /// that gives up hands it to another waiting call.
-    pub(crate) async fn recover(
-        &self,
-        session: &Session,
-        sent: Option<Token>,
-        epoch: u64,
-    ) -> Result<(), Error> {
-        let Some(waiting) = session.call_failed(sent, epoch) else {
+    pub(crate) async fn recover(&self, session: &Session, sent: Current) -> Result<(), Error> {
+        let Some(waiting) = session.call_failed(sent.token, sent.epoch) else {
             return Ok(());
         };
         match waiting.await {

@@ -36,7 +36,6 @@ use tower_service::Service;
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::response::Carried;
 use crate::session::{Current, CurrentCache, Session};
-use crate::token::Token;
 
 mod future;
 mod recovering;
@@ -233,8 +232,7 @@ impl<S, R> SessionService<S, R> {
         let carried = attach(&current, &self.session, request.headers_mut());
         // No credentials of its own: the session's token went on it, if it has one.
         let sent = Sent {
-            token: current.token,
-            epoch: current.epoch,
+            current,
             carried,
             span: call_span(&request, carried),
         };
@@ -308,11 +306,10 @@ fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<trac
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
-/// What a request went with: for a recovery, the session token (if any) and the epoch; for
-/// its response's reading, what it carried; for the work its token starts, the call's span.
+/// What a request went with: for a recovery, the session's token (if any) and epoch; for its
+/// response's reading, what it carried; for the work its token starts, the call's span.
 pub(crate) struct Sent {
-    pub(crate) token: Option<Token>,
-    pub(crate) epoch: u64,
+    pub(crate) current: Current,
     pub(crate) carried: Carried,
     pub(crate) span: Option<Box<tracing::Span>>,
 }

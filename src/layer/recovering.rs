@@ -116,13 +116,12 @@ where
                 .0);
         }
         let mut sendings = 0;
-        let current = service.current.load();
-        let (epoch, token) = (current.epoch, current.token.clone());
+        let current = service.current.load().clone();
         let reauth = service.reauth.clone();
-        if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
+        let due = reauth.due_for_renewal(current.token.as_ref());
+        if due && !session.just_recovered(current.epoch) {
             tracing::debug!("the token expires within the renewal margin; renewing it first");
-            (reauth.recover(&session, token, epoch).await)
-                .map_err(|error| failed(error, &session))?;
+            (reauth.recover(&session, current).await).map_err(|error| failed(error, &session))?;
             // A renewed call hands over its first answer: at most one recovery per call then.
             sendings = SENDINGS - 1;
             // The renewal may have taken a while (a prompt): be ready again before sending.
@@ -160,7 +159,7 @@ where
             // The sending is over: its span closes before the recovery.
             drop(sent.span);
             let replay = Req::replay(record);
-            (reauth.recover(&session, sent.token, sent.epoch).await)
+            (reauth.recover(&session, sent.current).await)
                 .map_err(|error| failed(error, &session))?;
             let Some(replay) = replay else {
                 // Recovered for the next calls; this one cannot be sent again.
