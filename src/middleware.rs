@@ -41,9 +41,10 @@ use std::time::Duration;
 
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
+use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::layer::{SessionService, call_with_reauth};
+use crate::layer::{SessionLayer, call_with_reauth};
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::session::Session;
 
@@ -62,16 +63,15 @@ use crate::session::Session;
 #[must_use]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub struct SessionMiddleware<R = NoReauth> {
-    session: Session,
-    reauth: R,
+    /// The layer whose services each call goes through.
+    layer: SessionLayer<R>,
 }
 
 impl SessionMiddleware {
     /// A middleware keeping `session`.
     pub fn new(session: Session) -> Self {
         Self {
-            session,
-            reauth: NoReauth,
+            layer: SessionLayer::new(session),
         }
     }
 
@@ -92,8 +92,7 @@ impl SessionMiddleware {
         reauthenticator: F,
     ) -> SessionMiddleware<Reauth> {
         SessionMiddleware {
-            session: self.session,
-            reauth: Reauth::new(reauthenticator),
+            layer: self.layer.reauthenticate_with(reauthenticator),
         }
     }
 }
@@ -101,16 +100,17 @@ impl SessionMiddleware {
 impl SessionMiddleware<Reauth> {
     /// Renews the token before sending a call when its JWT `exp` falls within `margin`, as
     /// [`SessionLayer::renew_before_expiry`](crate::SessionLayer::renew_before_expiry) does.
-    pub fn renew_before_expiry(mut self, margin: Duration) -> Self {
-        self.reauth.renew_before_expiry = Some(margin);
-        self
+    pub fn renew_before_expiry(self, margin: Duration) -> Self {
+        Self {
+            layer: self.layer.renew_before_expiry(margin),
+        }
     }
 }
 
 impl<R> SessionMiddleware<R> {
     /// The session.
     pub fn session(&self) -> &Session {
-        &self.session
+        &self.layer.session
     }
 }
 
@@ -126,9 +126,7 @@ impl Middleware for SessionMiddleware {
         let downstream = Downstream { next, lent: &lent };
         // No `poll_ready`: `Downstream` is always ready, and the session service asks nothing
         // more.
-        let result = SessionService::new(downstream, self.session.clone())
-            .call(request)
-            .await;
+        let result = self.layer.layer(downstream).call(request).await;
         *extensions = lent.into_inner().unwrap_or_else(PoisonError::into_inner);
         result
     }
@@ -144,7 +142,7 @@ impl Middleware for SessionMiddleware<Reauth> {
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
         let downstream = Downstream { next, lent: &lent };
-        let service = SessionService::build(downstream, self.session.clone(), self.reauth.clone());
+        let service = self.layer.layer(downstream);
         // reqwest's errors and the later middleware's as they came; a failed recovery as the
         // middleware's own.
         let failed = |error, _: &Session| reqwest_middleware::Error::middleware(error);

@@ -4,7 +4,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -13,19 +13,20 @@ use http_body::{Body, Frame, SizeHint};
 /// The response body of a re-authenticating [`SessionService`](crate::layer::SessionService): the
 /// body the service answered with, whose first frame may have been read ahead. It yields
 /// exactly what that body yields.
-pub struct PeekedBody<B: Body> {
-    first: Option<Result<Frame<B::Data>, B::Error>>,
-    /// Boxed so that the frame can be read ahead before the body is moved into the response.
-    inner: Pin<Box<B>>,
-    ended: bool,
+pub struct PeekedBody<B: Body + ?Sized> {
+    // Frames read ahead of the rest, yielded first: a response's first frame, or what a replay
+    // sends again (crate::replay).
+    pub(crate) ahead: std::vec::IntoIter<Result<Frame<B::Data>, B::Error>>,
+    // The rest, `None` once it ended. Boxed so that a frame can be read ahead before the body
+    // is moved into the response.
+    pub(crate) rest: Option<Pin<Box<B>>>,
 }
 
 impl<B: Body> PeekedBody<B> {
     pub(crate) fn new(body: B) -> Self {
         Self {
-            first: None,
-            inner: Box::pin(body),
-            ended: false,
+            ahead: Vec::new().into_iter(),
+            rest: Some(Box::pin(body)),
         }
     }
 
@@ -34,33 +35,35 @@ impl<B: Body> PeekedBody<B> {
     /// with no message: an error). A body with nothing to read within `bound` (a stream whose
     /// first message waits for an event) is handed over unread.
     pub(crate) async fn trailers_first(&mut self, bound: Duration) -> Option<&HeaderMap> {
-        if self.first.is_none() && !self.ended && !bound.is_zero() {
+        if self.ahead.len() == 0
+            && !bound.is_zero()
+            && let Some(rest) = self.rest.as_mut()
+        {
             let mut deadline = futures_timer::Delay::new(bound);
-            let inner = &mut self.inner;
             let read = std::future::poll_fn(|cx| {
-                if let Poll::Ready(frame) = inner.as_mut().poll_frame(cx) {
+                if let Poll::Ready(frame) = rest.as_mut().poll_frame(cx) {
                     return Poll::Ready(Some(frame));
                 }
                 Pin::new(&mut deadline).poll(cx).map(|()| None)
             })
             .await;
             match read {
-                Some(Some(frame)) => self.first = Some(frame),
-                Some(None) => self.ended = true,
+                Some(Some(frame)) => self.ahead = vec![frame].into_iter(),
+                Some(None) => self.rest = None,
                 None => {}
             }
         }
-        match &self.first {
+        match self.ahead.as_slice().first() {
             Some(Ok(frame)) => frame.trailers_ref(),
             _ => None,
         }
     }
 }
 
-// Nothing in it is ever pinned in place: the body is boxed, the frame read ahead is moved out.
-impl<B: Body> Unpin for PeekedBody<B> {}
+// Nothing in it is ever pinned in place: the body is boxed, the frames read ahead are moved out.
+impl<B: Body + ?Sized> Unpin for PeekedBody<B> {}
 
-impl<B: Body> Body for PeekedBody<B> {
+impl<B: Body + ?Sized> Body for PeekedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -69,41 +72,44 @@ impl<B: Body> Body for PeekedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(first));
+        if let Some(frame) = this.ahead.next() {
+            return Poll::Ready(Some(frame));
         }
-        if this.ended {
+        let Some(rest) = this.rest.as_mut() else {
             return Poll::Ready(None);
+        };
+        let frame = ready!(rest.as_mut().poll_frame(cx));
+        if frame.is_none() {
+            this.rest = None;
         }
-        let frame = this.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.ended = true;
-        }
-        frame
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && (self.ended || self.inner.is_end_stream())
+        self.ahead.len() == 0 && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
     }
 
+    /// The bytes read ahead, then what the rest hints.
     fn size_hint(&self) -> SizeHint {
-        if self.ended {
-            return SizeHint::with_exact(0);
+        let ahead = (self.ahead.as_slice().iter())
+            .filter_map(|frame| frame.as_ref().ok()?.data_ref())
+            .map(|data| bytes::Buf::remaining(data) as u64)
+            .sum::<u64>();
+        let rest =
+            (self.rest.as_ref()).map_or_else(|| SizeHint::with_exact(0), |rest| rest.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(ahead));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(ahead));
         }
-        match &self.first {
-            Some(Ok(frame)) => {
-                let ahead = frame.data_ref().map_or(0, bytes::Buf::remaining);
-                crate::replay::ahead_of(ahead as u64, self.inner.size_hint())
-            }
-            _ => self.inner.size_hint(),
-        }
+        hint
     }
 }
 
-impl<B: Body> std::fmt::Debug for PeekedBody<B> {
+impl<B: Body + ?Sized> std::fmt::Debug for PeekedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeekedBody")
-            .field("read_ahead", &self.first.is_some())
+            .field("read_ahead", &(self.ahead.len() > 0))
             .finish_non_exhaustive()
     }
 }
@@ -180,12 +186,12 @@ mod tests {
         let mut body = PeekedBody::new(Silent);
         assert_eq!(body.trailers_first(Duration::from_millis(1)).await, None);
         assert!(
-            body.first.is_none() && !body.ended,
+            body.ahead.len() == 0 && body.rest.is_some(),
             "nothing read, nothing lost"
         );
         let mut unread = PeekedBody::new(Full::new(Bytes::from_static(b"x")));
         assert_eq!(unread.trailers_first(Duration::ZERO).await, None);
-        assert!(unread.first.is_none(), "a zero bound reads nothing");
+        assert!(unread.ahead.len() == 0, "a zero bound reads nothing");
     }
 
     #[tokio::test]

@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT};
-use crate::session::{Answer, Session};
+use crate::replay::BoxError;
+use crate::session::{Answer, Current, Session};
 use crate::token::Token;
-
-/// The future a [`Reauthenticate`] returns.
-type ReauthFuture = Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>>;
 
 /// Gets a new session token: typically asks for the password and calls the agent's unlock
 /// over a channel without the session layer.
@@ -41,7 +38,7 @@ where
     Fut: Future<Output = Result<Token, E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    fn reauthenticate(&self) -> ReauthFuture {
+    fn reauthenticate(&self) -> Pin<Box<dyn Future<Output = Result<Token, BoxError>> + Send>> {
         let future = self();
         Box::pin(async move { future.await.map_err(Into::<BoxError>::into) })
     }
@@ -95,7 +92,7 @@ impl Reauth {
         Self {
             reauthenticator: Arc::new(reauthenticator),
             name: std::any::type_name::<R>(),
-            replay_limit: DEFAULT_REPLAY_LIMIT,
+            replay_limit: crate::SessionLayer::DEFAULT_REPLAY_LIMIT,
             renew_before_expiry: None,
         }
     }
@@ -108,15 +105,14 @@ impl Reauth {
         let Some(margin) = self.renew_before_expiry else {
             return false;
         };
-        let Some(exp) = token.and_then(Token::expires_at) else {
-            return false;
-        };
-        SystemTime::now()
-            .checked_add(margin)
-            .is_none_or(|deadline| exp <= deadline)
+        token.and_then(Token::expires_at).is_some_and(|exp| {
+            SystemTime::now()
+                .checked_add(margin)
+                .is_none_or(|deadline| exp <= deadline)
+        })
     }
 
-    /// Gets the session a token other than `sent`, the one a call sent in `epoch` failed with
+    /// Gets the session a token other than `sent`'s, the one a call sent with it failed with
     /// (or none): at once if the session holds one already; else through the session's recovery, shared by
     /// every call failing together, which uses a token another process wrote to the store or
     /// has this call run the re-authenticator.
@@ -125,13 +121,8 @@ impl Reauth {
     /// On Tokio the re-authenticator runs in a task of its own, so that its caller giving up
     /// does not cut it short; on another executor it runs in the caller's future, and a caller
     /// that gives up hands it to another waiting call.
-    pub(crate) async fn recover(
-        &self,
-        session: &Session,
-        sent: Option<Token>,
-        epoch: u64,
-    ) -> Result<(), Error> {
-        let Some(waiting) = session.call_failed(sent, epoch) else {
+    pub(crate) async fn recover(&self, session: &Session, sent: Current) -> Result<(), Error> {
+        let Some(waiting) = session.call_failed(sent.token, sent.epoch) else {
             return Ok(());
         };
         match waiting.await {

@@ -10,19 +10,17 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
+use crate::peek::PeekedBody;
+
 /// A boxed error, as tower and tonic use them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// How much of a request body is kept for a replay by default: a unary call or a small
-/// client stream fits; a larger body is sent once and not replayed.
-pub(crate) const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
 /// A request body type that can wrap any other body: what the layer needs to record a body
 /// as it streams, and to send the recording again.
@@ -62,19 +60,20 @@ impl WrapBody for http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError> {
 /// A request body of any type, as the tape keeps it.
 type BoxBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
 
+/// A body sent again: the recorded frames, then the rest of the body not read yet, if any.
+pub(crate) type Replay = PeekedBody<dyn Body<Data = Bytes, Error = BoxError> + Send>;
+
 /// One body and what was read of it, shared between the [`Recording`] (which the transport
 /// owns) and the call that may replay it.
-pub(crate) struct Tape {
-    state: Mutex<TapeState>,
-    limit: usize,
-}
+pub(crate) struct Tape(Mutex<TapeState>);
 
 #[derive(Default)]
 struct TapeState {
     /// The data frames read, and the trailers: `None` once over the limit or failed, as there
     /// is nothing to replay then.
     recorded: Option<(Vec<Bytes>, Option<HeaderMap>)>,
-    len: usize,
+    /// How many more bytes can be recorded within the limit.
+    room: usize,
     /// The body until it ends or a replay takes it. Here rather than in the `Recording`, so that
     /// a replay can take what is not read yet, even after the transport dropped the `Recording`
     /// of a refused call.
@@ -89,18 +88,8 @@ struct TapeState {
 }
 
 impl Tape {
-    /// A tape for a body with `hint`; one that says it is over `limit` is not recorded at all.
-    pub(crate) fn new(limit: usize, hint: &SizeHint) -> Arc<Self> {
-        let recorded = (hint.lower() <= limit as u64).then(Default::default);
-        let state = Mutex::new(TapeState {
-            recorded,
-            ..TapeState::default()
-        });
-        Arc::new(Self { state, limit })
-    }
-
     fn lock(&self) -> MutexGuard<'_, TapeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the body was read to its end, within the limit or not: the request has been
@@ -117,9 +106,14 @@ impl Tape {
         if state.taken {
             return None;
         }
-        let (data, trailers) = state.recorded.clone()?;
+        let (data, trailers) = state.recorded.as_ref()?;
         // Trailers are a body's last frame: after them, nothing is left to take.
-        let rest = if state.ended || trailers.is_some() {
+        let ended = state.ended || trailers.is_some();
+        let frames = (data.iter().cloned().map(Frame::data))
+            .chain(trailers.clone().map(Frame::trailers))
+            .map(Ok);
+        let ahead = frames.collect::<Vec<_>>().into_iter();
+        let rest = if ended {
             None
         } else {
             state.taken = true;
@@ -130,25 +124,21 @@ impl Tape {
         if let Some(waker) = waiting {
             waker.wake();
         }
-        Some(Replay {
-            data: data.into_iter(),
-            trailers,
-            rest,
-        })
+        Some(PeekedBody { ahead, rest })
     }
 }
 
 impl TapeState {
-    fn record(&mut self, frame: &Frame<Bytes>, limit: usize) {
+    fn record(&mut self, frame: &Frame<Bytes>) {
         let Some((data, trailers)) = &mut self.recorded else {
             return;
         };
         if let Some(frame) = frame.data_ref() {
-            self.len = self.len.saturating_add(frame.len());
-            if self.len > limit {
+            let Some(room) = self.room.checked_sub(frame.len()) else {
                 self.recorded = None;
                 return;
-            }
+            };
+            self.room = room;
             // `Bytes` clones share the buffer: recording copies nothing.
             data.push(frame.clone());
         } else if let Some(frame) = frame.trailers_ref() {
@@ -163,13 +153,21 @@ pub(crate) struct Recording {
 }
 
 impl Recording {
-    pub(crate) fn new<B>(body: B, tape: Arc<Tape>) -> Self
+    /// `body` to send the first time, and its tape; one whose size hint says it is over `limit`
+    /// is not recorded at all.
+    pub(crate) fn new<B>(body: B, limit: usize) -> (Self, Arc<Tape>)
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        tape.lock().body = Some(Box::pin(body.map_err(Into::into)));
-        Self { tape }
+        let state = TapeState {
+            recorded: (body.size_hint().lower() <= limit as u64).then(Default::default),
+            room: limit,
+            body: Some(Box::pin(body.map_err(Into::into))),
+            ..TapeState::default()
+        };
+        let tape = Arc::new(Tape(Mutex::new(state)));
+        (Self { tape: tape.clone() }, tape)
     }
 }
 
@@ -193,7 +191,7 @@ impl Body for Recording {
             return Poll::Pending;
         };
         match &frame {
-            Some(Ok(frame)) => state.record(frame, self.tape.limit),
+            Some(Ok(frame)) => state.record(frame),
             Some(Err(_)) => state.recorded = None,
             None => {
                 state.ended = true;
@@ -224,58 +222,6 @@ impl Body for Recording {
             None => SizeHint::with_exact(0),
         }
     }
-}
-
-/// A body sent again: the recorded data frames, then the rest of the body or the recorded
-/// trailers.
-pub(crate) struct Replay {
-    data: std::vec::IntoIter<Bytes>,
-    trailers: Option<HeaderMap>,
-    rest: Option<BoxBody>,
-}
-
-impl Body for Replay {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(data) = self.data.next() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if let Some(rest) = self.rest.as_mut() {
-            let frame = ready!(rest.as_mut().poll_frame(cx));
-            if frame.is_none() {
-                self.rest = None;
-            }
-            return Poll::Ready(frame);
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.len() == 0
-            && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let recorded = self.data.as_slice().iter().map(|d| d.len() as u64).sum();
-        let rest = self.rest.as_ref().map(|rest| rest.size_hint());
-        ahead_of(recorded, rest.unwrap_or_else(|| SizeHint::with_exact(0)))
-    }
-}
-
-/// The size hint of a body that yields `ahead` bytes, then what `rest` hints.
-pub(crate) fn ahead_of(ahead: u64, rest: SizeHint) -> SizeHint {
-    let mut hint = SizeHint::new();
-    hint.set_lower(rest.lower().saturating_add(ahead));
-    if let Some(upper) = rest.upper() {
-        hint.set_upper(upper.saturating_add(ahead));
-    }
-    hint
 }
 
 #[cfg(test)]

@@ -27,35 +27,17 @@ pin_project! {
         F: Future,
     {
         #[pin]
-        future: F,
+        pub(super) future: F,
         // Boxed: rare (a call that waits for its token's write), and it would make every
         // call's future larger.
-        saving: Option<Box<(Saved, F::Output)>>,
+        pub(super) saving: Option<Box<(Saved, F::Output)>>,
         // A flag, not a state to move to: the future stays small, and nothing is moved on the
         // way out.
-        done: bool,
-        session: Session,
-        carried: Carried,
+        pub(super) done: bool,
+        pub(super) session: Session,
+        pub(super) carried: Carried,
         // Boxed, and only when a subscriber wants it: most calls have none.
-        span: Option<Box<tracing::Span>>,
-    }
-}
-
-impl<F: Future> ResponseFuture<F> {
-    pub(super) fn new(
-        future: F,
-        session: Session,
-        carried: Carried,
-        span: Option<Box<tracing::Span>>,
-    ) -> Self {
-        Self {
-            future,
-            saving: None,
-            done: false,
-            session,
-            carried,
-            span,
-        }
+        pub(super) span: Option<Box<tracing::Span>>,
     }
 }
 
@@ -69,7 +51,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if *this.done {
-            polled_after_completion()
+            // The caller broke the `Future` contract.
+            panic!("session ResponseFuture polled after completion")
         }
         if let Some(mut held) = this.saving.take() {
             // The call's result is the agent's, handed over as it came, once the write is over
@@ -110,11 +93,6 @@ where
             }
         }
     }
-}
-
-/// A future polled again after it completed: the caller broke the `Future` contract.
-fn polled_after_completion() -> ! {
-    panic!("session ResponseFuture polled after completion")
 }
 
 impl<F: Future> std::fmt::Debug for ResponseFuture<F> {

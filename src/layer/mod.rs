@@ -36,7 +36,6 @@ use tower_service::Service;
 use crate::reauth::{NoReauth, Reauth, Reauthenticate};
 use crate::response::Carried;
 use crate::session::{Current, CurrentCache, Session};
-use crate::token::Token;
 
 mod future;
 mod recovering;
@@ -59,14 +58,15 @@ pub(crate) use recovering::call_with_reauth;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SessionLayer<R = NoReauth> {
-    session: Session,
-    reauth: R,
+    pub(crate) session: Session,
+    pub(crate) reauth: R,
 }
 
 impl SessionLayer {
     /// How many bytes of a request body are kept for a replay by default (64 KiB; see
-    /// [`SessionLayer::replay_limit`]).
-    pub const DEFAULT_REPLAY_LIMIT: usize = crate::replay::DEFAULT_REPLAY_LIMIT;
+    /// [`SessionLayer::replay_limit`]): a unary call or a small client stream fits; a larger
+    /// body is sent once and not replayed.
+    pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
     /// A layer keeping `session`.
     pub fn new(session: Session) -> Self {
@@ -159,7 +159,12 @@ impl<S, R: Clone> Layer<S> for SessionLayer<R> {
     type Service = SessionService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService::build(inner, self.session.clone(), self.reauth.clone())
+        SessionService {
+            inner,
+            session: self.session.clone(),
+            current: self.session.current_cache(),
+            reauth: self.reauth.clone(),
+        }
     }
 }
 
@@ -189,22 +194,11 @@ pub struct SessionService<S, R = NoReauth> {
 impl<S> SessionService<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, session: Session) -> Self {
-        Self::build(inner, session, NoReauth)
+        SessionLayer::new(session).layer(inner)
     }
 }
 
 impl<S, R> SessionService<S, R> {
-    /// Wraps `inner`, with re-authentication as `reauth` says.
-    pub(crate) fn build(inner: S, session: Session, reauth: R) -> Self {
-        let current = session.current_cache();
-        Self {
-            inner,
-            session,
-            current,
-            reauth,
-        }
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -228,19 +222,17 @@ impl<S, R> SessionService<S, R> {
     /// Attaches and calls, for a caller that reads the response itself (re-authentication,
     /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
     /// service's future, and what the request went with, for that reading and for a recovery.
+    /// Only for a request without credentials of its own.
     pub(crate) fn send<Req>(&mut self, mut request: Req) -> (S::Future, Sent)
     where
         S: Service<Req>,
         Req: SessionRequest,
     {
-        let current = self.current.load();
-        let carried = attach(current, &self.session, request.headers_mut());
+        let current = self.current.load().clone();
+        let carried = attach(&current, &self.session, request.headers_mut());
+        // No credentials of its own: the session's token went on it, if it has one.
         let sent = Sent {
-            token: match carried {
-                Carried::Session(_) => current.token.clone(),
-                _ => None,
-            },
-            epoch: current.epoch,
+            current,
             carried,
             span: call_span(&request, carried),
         };
@@ -256,8 +248,14 @@ impl<S, R> SessionService<S, R> {
     {
         let carried = attach(self.current.load(), &self.session, request.headers_mut());
         let span = call_span(&request, carried);
-        let future = self.inner.call(request);
-        ResponseFuture::new(future, self.session.clone(), carried, span)
+        ResponseFuture {
+            future: self.inner.call(request),
+            saving: None,
+            done: false,
+            session: self.session.clone(),
+            carried,
+            span,
+        }
     }
 }
 
@@ -308,11 +306,10 @@ fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<trac
     (!span.is_disabled()).then(|| Box::new(span))
 }
 
-/// What a request went with: for a recovery, the session token (if any) and the epoch; for
-/// its response's reading, what it carried; for the work its token starts, the call's span.
+/// What a request went with: for a recovery, the session's token (if any) and epoch; for its
+/// response's reading, what it carried; for the work its token starts, the call's span.
 pub(crate) struct Sent {
-    pub(crate) token: Option<Token>,
-    pub(crate) epoch: u64,
+    pub(crate) current: Current,
     pub(crate) carried: Carried,
     pub(crate) span: Option<Box<tracing::Span>>,
 }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use http::header;
 use tower_service::Service;
 
-use super::{Sent, SessionService, hide_credentials};
+use super::{SessionService, hide_credentials};
 use crate::error::Error;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
@@ -64,7 +64,7 @@ pub(crate) trait Replayable<Res>: SessionRequest + Sized {
     /// What is kept of a request to send it again.
     type Record;
     /// The response the caller is handed.
-    type Output;
+    type Output: SessionResponse;
 
     /// The request to send, and what is kept of it; a body over `limit` bytes need not be.
     fn record(self, limit: usize) -> (Self, Self::Record);
@@ -73,18 +73,14 @@ pub(crate) trait Replayable<Res>: SessionRequest + Sized {
     /// sending still streaming its body ends rather than waits for the recovery.
     fn replay(record: Self::Record) -> Option<Self>;
 
-    /// The response as the caller is handed it, not looked at.
-    fn unchecked(response: Res) -> Self::Output;
-
-    /// The response as the caller is handed it, and what it says to `session` (its
-    /// [`Session::read`], in the call's span) for a call `sent` so, whose request was
-    /// recorded as `record`.
+    /// The response as the caller is handed it, and its trailers when `session`'s failures
+    /// are to be looked for there, for a call whose request was recorded as `record`; `None`,
+    /// a response not to look at.
     fn check(
         response: Res,
-        record: &Self::Record,
+        record: Option<&Self::Record>,
         session: &Session,
-        sent: &Sent,
-    ) -> impl Future<Output = (Self::Output, Reading)> + Send;
+    ) -> impl Future<Output = (Self::Output, Option<http::HeaderMap>)> + Send;
 }
 
 /// One call with re-authentication on: renew a token due for renewal first, record the
@@ -115,17 +111,17 @@ where
             // channel), which must not wait for the recovery it is part of. Sent as they are,
             // answered as they come: the session service reads the response as it reads any.
             let response = service.attach_and_call(request).await;
-            let response = response.map_err(Into::into)?;
-            return Ok(Req::unchecked(response));
+            return Ok(Req::check(response.map_err(Into::into)?, None, &session)
+                .await
+                .0);
         }
         let mut sendings = 0;
-        let current = service.current.load();
-        let (epoch, token) = (current.epoch, current.token.clone());
+        let current = service.current.load().clone();
         let reauth = service.reauth.clone();
-        if reauth.due_for_renewal(token.as_ref()) && !session.just_recovered(epoch) {
+        let due = reauth.due_for_renewal(current.token.as_ref());
+        if due && !session.just_recovered(current.epoch) {
             tracing::debug!("the token expires within the renewal margin; renewing it first");
-            (reauth.recover(&session, token, epoch).await)
-                .map_err(|error| failed(error, &session))?;
+            (reauth.recover(&session, current).await).map_err(|error| failed(error, &session))?;
             // A renewed call hands over its first answer: at most one recovery per call then.
             sendings = SENDINGS - 1;
             // The renewal may have taken a while (a prompt): be ready again before sending.
@@ -135,8 +131,18 @@ where
             let (to_send, record) = request.record(reauth.replay_limit);
             let (response, sent) = service.send(to_send);
             let mut response = response.await.map_err(Into::into)?;
-            hide_credentials(response.headers_mut());
-            let (response, reading) = Req::check(response, &record, &session, &sent).await;
+            let authorization = hide_credentials(response.headers_mut());
+            let (response, peeked) = Req::check(response, Some(&record), &session).await;
+            let (status, headers) = (response.status(), response.headers());
+            let reading = sent.in_span(|| {
+                session.read(
+                    sent.carried,
+                    status,
+                    headers,
+                    authorization.as_ref(),
+                    peeked.as_ref(),
+                )
+            });
             sendings += 1;
             let failure = match reading {
                 Reading::Failure(failure) if sendings < SENDINGS => failure,
@@ -153,7 +159,7 @@ where
             // The sending is over: its span closes before the recovery.
             drop(sent.span);
             let replay = Req::replay(record);
-            (reauth.recover(&session, sent.token, sent.epoch).await)
+            (reauth.recover(&session, sent.current).await)
                 .map_err(|error| failed(error, &session))?;
             let Some(replay) = replay else {
                 // Recovered for the next calls; this one cannot be sent again.
@@ -165,19 +171,6 @@ where
         }
     };
     tracing::Instrument::instrument(call, span)
-}
-
-/// What a response with `status`, `headers` and `trailers` says to `session` for a call `sent`
-/// so: [`Session::read`] of the `authorization` the response brought, in the call's span.
-fn read_response(
-    session: &Session,
-    sent: &Sent,
-    status: http::StatusCode,
-    headers: &http::HeaderMap,
-    trailers: Option<&http::HeaderMap>,
-) -> Reading {
-    let authorization = headers.get(header::AUTHORIZATION);
-    sent.in_span(|| session.read(sent.carried, status, headers, authorization, trailers))
 }
 
 /// How many times a call is sent at most. A replay can fail for its session too: the token it

@@ -58,8 +58,8 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let tape = Tape::new(limit, &body.size_hint());
-    let sent = drain(Recording::new(body, tape.clone())).await;
+    let (recording, tape) = Recording::new(body, limit);
+    let sent = drain(recording).await;
     let replay = tape.replay()?;
     let replayed = drain(replay).await;
     assert_eq!(replayed, sent, "a replay sends what was sent");
@@ -72,8 +72,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let tape = Tape::new(limit, &body.size_hint());
-    let mut recording = Recording::new(body, tape.clone());
+    let (mut recording, tape) = Recording::new(body, limit);
     for _ in 0..read {
         recording.frame().await.unwrap().unwrap();
     }
@@ -113,8 +112,7 @@ async fn exactly_at_the_limit_replays_and_one_over_does_not() {
 #[tokio::test]
 async fn a_size_hint_over_the_limit_is_not_recorded_at_all() {
     let body = Full::new(Bytes::from(vec![0; 65]));
-    let tape = Tape::new(64, &body.size_hint());
-    let mut recording = Recording::new(body, tape.clone());
+    let (mut recording, tape) = Recording::new(body, 64);
     // Nothing is kept even while streaming.
     let _ = recording.frame().await;
     assert!(tape.lock().recorded.is_none());
@@ -182,8 +180,7 @@ fn the_recording_ends_once_its_body_is_taken() {
         frames: vec![Ok(data(b"a"))].into(),
         stalled: true,
     };
-    let tape = Tape::new(64, &body.size_hint());
-    let mut recording = Recording::new(body, tape.clone());
+    let (mut recording, tape) = Recording::new(body, 64);
     let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
     let waker = Waker::from(wakes.clone());
     let mut cx = Context::from_waker(&waker);

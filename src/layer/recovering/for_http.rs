@@ -9,12 +9,10 @@ use http::{Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable, call_with_reauth, read_response};
-use crate::layer::Sent;
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
 use crate::peek::PeekedBody;
 use crate::reauth;
 use crate::replay::{BoxError, Recording, Tape, WrapBody};
-use crate::response::Reading;
 use crate::session::Session;
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ReauthService<S>
@@ -56,10 +54,9 @@ where
 
     fn record(self, limit: usize) -> (Self, Self::Record) {
         let (parts, body) = self.into_parts();
-        let tape = Tape::new(limit, &body.size_hint());
-        let record = (parts.clone(), tape.clone());
-        let recording = B::wrap(Recording::new(body, tape));
-        (Request::from_parts(parts, recording), record)
+        let (recording, tape) = Recording::new(body, limit);
+        let record = (parts.clone(), tape);
+        (Request::from_parts(parts, B::wrap(recording)), record)
     }
 
     fn replay((parts, tape): Self::Record) -> Option<Self> {
@@ -68,12 +65,8 @@ where
         Some(Request::from_parts(parts, B::wrap(replay)))
     }
 
-    fn unchecked(response: Response<ResB>) -> Self::Output {
-        response.map(PeekedBody::new)
-    }
-
-    /// Read with its headers, and with its trailers when it is a gRPC response whose headers
-    /// said nothing (grpc-js sends every error so). The trailers are looked for only when the
+    /// Its trailers when it is a gRPC response whose headers said nothing (grpc-js sends every
+    /// error so). The trailers are looked for only when the
     /// request was sent whole (its body read to its end), so that a call whose request still
     /// streams is never held up; only as the first frame, so that a response that carries a
     /// message is handed over at its first message; only for
@@ -82,27 +75,25 @@ where
     /// the headers are a session failure, which the trailers cannot change.
     async fn check(
         response: Response<ResB>,
-        (_, tape): &Self::Record,
+        record: Option<&Self::Record>,
         session: &Session,
-        sent: &Sent,
-    ) -> (Self::Output, Reading) {
+    ) -> (Self::Output, Option<http::HeaderMap>) {
         let (parts, body) = response.into_parts();
         let mut body = PeekedBody::new(body);
         let failures = session.failures();
-        let grpc = (parts.headers.get(header::CONTENT_TYPE))
-            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-        let awaiting_trailers = tape.is_read()
-            && grpc
+        let awaiting_trailers = record.is_some_and(|(_, tape)| tape.is_read())
+            && (parts.headers.get(header::CONTENT_TYPE))
+                .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
             && !parts.headers.contains_key("grpc-status")
             && failures
                 .session_failure(parts.status, &parts.headers)
                 .is_none();
         let trailers = if awaiting_trailers {
-            body.trailers_first(failures.trailers_wait()).await
+            // Rare (a response with no message), and small: a copy for the reading.
+            body.trailers_first(failures.trailers_wait()).await.cloned()
         } else {
             None
         };
-        let reading = read_response(session, sent, parts.status, &parts.headers, trailers);
-        (Response::from_parts(parts, body), reading)
+        (Response::from_parts(parts, body), trailers)
     }
 }

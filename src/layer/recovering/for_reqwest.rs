@@ -2,15 +2,12 @@
 //! `try_clone`, and a failure is read from the response's status and headers (reqwest hands
 //! over no trailers).
 
-use std::future::Future;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::{BoxedCall, ReauthService, Replayable, call_with_reauth, read_response};
-use crate::layer::Sent;
+use super::{BoxedCall, ReauthService, Replayable, call_with_reauth};
 use crate::replay::BoxError;
-use crate::response::Reading;
 use crate::session::Session;
 
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -55,17 +52,11 @@ impl Replayable<reqwest::Response> for reqwest::Request {
         record
     }
 
-    fn unchecked(response: reqwest::Response) -> reqwest::Response {
-        response
-    }
-
-    fn check(
+    async fn check(
         response: reqwest::Response,
-        _: &Self::Record,
-        session: &Session,
-        sent: &Sent,
-    ) -> impl Future<Output = (reqwest::Response, Reading)> + Send {
-        let reading = read_response(session, sent, response.status(), response.headers(), None);
-        std::future::ready((response, reading))
+        _: Option<&Self::Record>,
+        _: &Session,
+    ) -> (reqwest::Response, Option<http::HeaderMap>) {
+        (response, None)
     }
 }
