@@ -35,12 +35,8 @@ pub(super) struct ReauthLock {
 enum State {
     #[default]
     Free,
-    /// The last try under way: for this recovery (or none: a lock all's), and whether it was
-    /// abandoned.
-    Taking {
-        recovery: Option<u64>,
-        abandoned: bool,
-    },
+    /// The last try under way, and whether it was abandoned.
+    Taking { abandoned: bool },
     /// Held, by the last try.
     Held,
 }
@@ -62,18 +58,16 @@ impl ReauthLock {
 
     /// Write `seq` is over.
     pub(super) fn write_settled(&mut self, seq: u64) {
-        if self.until_write == Some(seq) {
-            self.until_write = None;
-        }
+        self.until_write.take_if(|until| *until == seq);
     }
 }
 
 impl Owner {
-    /// Recovery `number` begins: it waits for the lock, unless this process holds it already
-    /// (a lock all, or the last recovery's write) or the store has none.
-    pub(super) fn lock_for_recovery(&mut self, number: u64) {
+    /// A recovery begins: it waits for the lock, unless this process holds it already (a lock
+    /// all, or the last recovery's write) or the store has none.
+    pub(super) fn lock_for_recovery(&mut self) {
         match self.lock.state {
-            State::Free if self.lock.wait.is_some() => self.take_lock(Some(number)),
+            State::Free if self.lock.wait.is_some() => self.take_lock(),
             State::Free | State::Held => self.locked(),
             // A try under way: its report tells.
             State::Taking { .. } => {}
@@ -89,7 +83,7 @@ impl Owner {
         let held = self.lock.state == State::Held;
         self.lock.lock_alls.push((waiter, held));
         if self.lock.state == State::Free {
-            self.take_lock(None);
+            self.take_lock();
         }
         // Else held (answered now), or a try under way (its report answers).
         held.then_some(Answer::Done(Ok(())))
@@ -108,7 +102,9 @@ impl Owner {
         self.lock.lock_alls.retain(|(w, _)| *w != waiter);
     }
 
-    fn take_lock(&mut self, recovery: Option<u64>) {
+    /// A try, for the recovery waiting if one is (a lock all's else: a recovery that waits
+    /// always has a try under way, so a lock all never makes one then).
+    fn take_lock(&mut self) {
         let Some(wait) = self.lock.wait else {
             return;
         };
@@ -118,14 +114,12 @@ impl Owner {
         );
         self.lock.attempts += 1;
         let attempt = self.lock.attempts;
-        self.lock.state = State::Taking {
-            recovery,
-            abandoned: false,
-        };
+        self.lock.state = State::Taking { abandoned: false };
+        let recovery = self.recovery.locking().map(|tried| *tried = true).is_some();
         self.effects.lock.push(LockOp::Take(LockTry {
             attempt,
             until: self.now + wait,
-            recovery: recovery.is_some(),
+            recovery,
         }));
     }
 
@@ -136,11 +130,8 @@ impl Owner {
     /// all), or anyone after it was abandoned. Otherwise, and whenever the try could not be made
     /// at all, those waiting go on without it.
     pub(super) fn lock_taken(&mut self, attempt: u64, outcome: LockOutcome) {
-        let (recovery, abandoned) = match self.lock.state {
-            State::Taking {
-                recovery,
-                abandoned,
-            } if attempt == self.lock.attempts => (recovery, abandoned),
+        let abandoned = match self.lock.state {
+            State::Taking { abandoned } if attempt == self.lock.attempts => abandoned,
             // A try no longer the one under way: a lock it took is let go at once.
             _ => {
                 if matches!(outcome, LockOutcome::Held) {
@@ -163,13 +154,13 @@ impl Owner {
             }
             LockOutcome::NotHeld(error) => {
                 self.lock.state = State::Free;
-                let locking = self.recovery.locking();
+                let locking = self.recovery.locking().map(|tried| *tried);
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
                 // A recovery's try is made even when a lock all waits too: it serves both.
-                let recovery_again = locking.is_some() && (abandoned || locking != recovery);
+                let recovery_again = locking == Some(false);
                 let lock_all_again = abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a);
                 if in_time && (recovery_again || lock_all_again) {
-                    self.take_lock(locking);
+                    self.take_lock();
                     return;
                 }
                 let error = error.unwrap_or_else(|| {

@@ -28,8 +28,6 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp};
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     active: Option<Active>,
-    /// Recoveries begun so far, to number them: the last is the one under way, if one is.
-    begun: u64,
     /// Re-authenticator runs started so far, to number them: the last is the one running, if
     /// one is.
     runs: u64,
@@ -51,8 +49,9 @@ struct Active {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Waiting for the re-authentication lock.
-    Locking,
+    /// Waiting for the re-authentication lock; `tried`: a try was made for it (a try made
+    /// before it began, for another, does not serve its wait).
+    Locking { tried: bool },
     /// Waiting for a read of the store started after this number of reads.
     Reading { after: u64 },
     /// Waiting for the re-authenticator that runs now.
@@ -66,11 +65,13 @@ impl Recovery {
         self.active.is_some() || self.running.is_some()
     }
 
-    /// The recovery waiting for the re-authentication lock, if one is.
-    pub(super) fn locking(&self) -> Option<u64> {
-        // Numbered: a try for the lock made for an earlier one does not serve this one's wait.
-        let locking = matches!(&self.active, Some(a) if a.stage == Stage::Locking);
-        locking.then_some(self.begun)
+    /// The recovery waiting for the re-authentication lock, if one is: whether a try was made
+    /// for it.
+    pub(super) fn locking(&mut self) -> Option<&mut bool> {
+        let Stage::Locking { tried } = &mut self.active.as_mut()?.stage else {
+            return None;
+        };
+        Some(tried)
     }
 }
 
@@ -105,13 +106,10 @@ impl Owner {
             return Some(Answer::Replay);
         }
         let shared = self.recovery.active.is_some();
-        if !shared {
-            self.recovery.begun += 1;
-        }
         let active = self.recovery.active.get_or_insert_with(|| Active {
             failed: Vec::with_capacity(2),
             waiters: Vec::new(),
-            stage: Stage::Locking,
+            stage: Stage::Locking { tried: false },
         });
         // The session's own token fails with it: another, or none, or a refresh of this epoch.
         for token in [token, self.current.clone()] {
@@ -123,7 +121,7 @@ impl Owner {
         if shared {
             self.counts.shared_recoveries += 1;
         } else {
-            self.lock_for_recovery(self.recovery.begun);
+            self.lock_for_recovery();
         }
         None
     }
