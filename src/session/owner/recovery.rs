@@ -157,13 +157,11 @@ impl Owner {
         let Some(active) = &mut self.recovery.active else {
             return;
         };
-        let Stage::Reading { after } = active.stage else {
-            return;
-        };
-        if number <= after {
-            // Started before the failure: another read is on its way.
-            self.reads.wanted = true;
-            return;
+        match active.stage {
+            Stage::Reading { after } if number > after => {}
+            // Not reading; or a read started before the failure, which the read `locked` asked
+            // for follows.
+            _ => return,
         }
         active.stage = Stage::Reauthenticating;
         if !ok {
