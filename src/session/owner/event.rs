@@ -61,7 +61,7 @@ pub(crate) enum Event {
     /// Run `run` of the re-authenticator is over; the reply (`Effects::reply`) is what its
     /// runner does next.
     Reauthenticated {
-        /// The run's number, from `Answer::Reauthenticate`.
+        /// The run's number (its runner's waiter), from `Answer::Reauthenticate`.
         run: u64,
         /// Its token, or why not.
         result: Result<Token, Error>,
@@ -119,7 +119,8 @@ pub(crate) enum Answer {
     Replay,
     /// The session could not be recovered.
     Failed(Error),
-    /// Run the re-authenticator (run `n`), and report with [`Event::Reauthenticated`].
+    /// Run the re-authenticator (run `n`: the waiter answered so), and report with
+    /// [`Event::Reauthenticated`].
     Reauthenticate(u64),
 }
 

@@ -28,11 +28,9 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp};
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     active: Option<Active>,
-    /// Re-authenticator runs started so far, to number them: the last is the one running, if
-    /// one is.
-    runs: u64,
     /// The waiter the run whose runner has not reported yet was handed to: at most one at a
-    /// time, whatever the recovery it was started for became.
+    /// time, whatever the recovery it was started for became. A run is numbered by its
+    /// runner's waiter, answered once: a report of an earlier run names another.
     running: Option<WaiterId>,
     /// The epoch the last re-authentication's token started.
     recovered_epoch: Option<u64>,
@@ -191,16 +189,15 @@ impl Owner {
         }
         // The runner is answered by its own report, not with the others.
         let runner = active.waiters.remove(0);
-        self.recovery.runs += 1;
         self.recovery.running = Some(runner);
         self.counts.reauthentications += 1;
         self.note(Note::Reauthenticating);
-        self.answer(runner, Answer::Reauthenticate(self.recovery.runs));
+        self.answer(runner, Answer::Reauthenticate(runner));
     }
 
     /// Run `run` of the re-authenticator is done. Returns what its runner does next.
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
-        if self.recovery.running.is_none() || run != self.recovery.runs {
+        if self.recovery.running != Some(run) {
             // A run already taken for gone: its result is not used.
             return match result {
                 Ok(_) => Answer::Replay,
@@ -239,7 +236,7 @@ impl Owner {
     /// The runner of run `run` went away before the re-authenticator finished: another waiting
     /// call runs it, or the recovery ends and the next failure starts one.
     pub(super) fn runner_gone(&mut self, run: u64) {
-        if self.recovery.running.is_none() || run != self.recovery.runs {
+        if self.recovery.running != Some(run) {
             return;
         }
         self.recovery.running = None;
@@ -256,8 +253,6 @@ impl Owner {
         if let Some(active) = &mut self.recovery.active {
             active.waiters.retain(|w| *w != waiter);
         }
-        if self.recovery.running == Some(waiter) {
-            self.runner_gone(self.recovery.runs);
-        }
+        self.runner_gone(waiter);
     }
 }
