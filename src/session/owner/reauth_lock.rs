@@ -26,9 +26,9 @@ pub(super) struct ReauthLock {
     attempts: u64,
     /// Held until this write (the recovered token's) is over.
     until_write: Option<u64>,
-    /// The lock alls that want it, each with whether it was answered (the lock held, or not to
-    /// be had).
-    lock_alls: Vec<(WaiterId, bool)>,
+    /// The lock alls that want it. Those there while it is held were answered so: it is held
+    /// while they want it, and a try that does not take it answers and drops them.
+    lock_alls: Vec<WaiterId>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl Owner {
             return Some(Answer::Done(Ok(())));
         }
         let held = self.lock.state == State::Held;
-        self.lock.lock_alls.push((waiter, held));
+        self.lock.lock_alls.push(waiter);
         if self.lock.state == State::Free {
             self.take_lock();
         }
@@ -99,7 +99,7 @@ impl Owner {
 
     /// The lock all begun with `waiter` is over: it no longer wants the lock.
     pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
-        self.lock.lock_alls.retain(|(w, _)| *w != waiter);
+        self.lock.lock_alls.retain(|w| *w != waiter);
     }
 
     /// A try, for the recovery waiting if one is (a lock all's else: a recovery that waits
@@ -143,10 +143,8 @@ impl Owner {
         match outcome {
             LockOutcome::Held => {
                 self.lock.state = State::Held;
-                for (waiter, answered) in &mut self.lock.lock_alls {
-                    if !std::mem::replace(answered, true) {
-                        self.effects.answers.push((*waiter, Answer::Done(Ok(()))));
-                    }
+                for &waiter in &self.lock.lock_alls {
+                    self.effects.answers.push((waiter, Answer::Done(Ok(()))));
                 }
                 if self.recovery.locking().is_some() {
                     self.locked();
@@ -158,7 +156,7 @@ impl Owner {
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
                 // A recovery's try is made even when a lock all waits too: it serves both.
                 let recovery_again = locking == Some(false);
-                let lock_all_again = abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a);
+                let lock_all_again = abandoned && !self.lock.lock_alls.is_empty();
                 if in_time && (recovery_again || lock_all_again) {
                     self.take_lock();
                     return;
@@ -174,13 +172,9 @@ impl Owner {
                 if locking.is_some() {
                     self.locked();
                 }
-                let answers = &mut self.effects.answers;
-                self.lock.lock_alls.retain(|&(waiter, answered)| {
-                    if !answered {
-                        answers.push((waiter, Answer::Done(Err(error.clone()))));
-                    }
-                    answered
-                });
+                let not_held = self.lock.lock_alls.drain(..);
+                let answers = not_held.map(|w| (w, Answer::Done(Err(error.clone()))));
+                self.effects.answers.extend(answers);
             }
         }
     }
