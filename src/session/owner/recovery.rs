@@ -149,14 +149,14 @@ impl Owner {
         self.end_recovery(&Answer::Replay);
     }
 
-    /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
-    /// for it re-authenticates unless the read ended it.
-    pub(super) fn recovery_read(&mut self, number: u64, ok: bool) {
+    /// The read last started (the one in flight: one at a time) is over (`ok`: it read the
+    /// store). Taken in, a recovery that waited for it re-authenticates unless the read ended it.
+    pub(super) fn recovery_read(&mut self, ok: bool) {
         let Some(active) = &mut self.recovery.active else {
             return;
         };
         match active.stage {
-            Stage::Reading { after } if number > after => {}
+            Stage::Reading { after } if self.reads.started > after => {}
             // Not reading; or a read started before the failure, which the read `locked` asked
             // for follows.
             _ => return,
