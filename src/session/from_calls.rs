@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::owner::{Answer, Event, Gone};
+use super::owner::{Answer, Event};
 use super::{Refresh, Reply, Session, Waiting};
 use crate::error::Error;
 use crate::response::Reading;
@@ -75,7 +75,7 @@ impl Session {
 
     /// The runner of run `run` stopped before its re-authenticator finished.
     pub(crate) fn runner_gone(&self, run: u64) {
-        let _ = self.shared.tell(Event::Gone(Gone::Runner(run)));
+        let _ = self.shared.tell(Event::Gone(run));
     }
 
     /// Waits for every write handed out so far, at most the call bound

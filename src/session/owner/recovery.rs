@@ -233,10 +233,14 @@ impl Owner {
         }
     }
 
-    /// The runner of run `run` went away before the re-authenticator finished: another waiting
-    /// call runs it, or the recovery ends and the next failure starts one.
-    pub(super) fn runner_gone(&mut self, run: u64) {
-        if self.recovery.running != Some(run) {
+    /// A waiting call went away before it read its answer: it is no longer answered. If it was
+    /// handed a run of the re-authenticator, and that run did not report, another waiting call
+    /// runs it, or the recovery ends and the next failure starts one.
+    pub(super) fn recovery_waiter_gone(&mut self, waiter: WaiterId) {
+        if let Some(active) = &mut self.recovery.active {
+            active.waiters.retain(|w| *w != waiter);
+        }
+        if self.recovery.running != Some(waiter) {
             return;
         }
         self.recovery.running = None;
@@ -245,14 +249,5 @@ impl Owner {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.
-    }
-
-    /// A waiting call went away before it read its answer: it is no longer answered, and if it
-    /// was handed a run of the re-authenticator, that runner is gone.
-    pub(super) fn recovery_waiter_gone(&mut self, waiter: WaiterId) {
-        if let Some(active) = &mut self.recovery.active {
-            active.waiters.retain(|w| *w != waiter);
-        }
-        self.runner_gone(waiter);
     }
 }
