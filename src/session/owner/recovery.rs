@@ -199,10 +199,7 @@ impl Owner {
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
         if self.recovery.running != Some(run) {
             // A run already taken for gone: its result is not used.
-            return match result {
-                Ok(_) => Answer::Replay,
-                Err(e) => Answer::Failed(e),
-            };
+            return result.map_or_else(Answer::Failed, |_| Answer::Replay);
         }
         self.recovery.running = None;
         match result {
