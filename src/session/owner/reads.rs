@@ -50,13 +50,6 @@ impl Owner {
         self.reads.in_flight = Some(InFlight { ours, starts });
     }
 
-    /// A write started: a read under way may find its target.
-    pub(super) fn note_write_started(&mut self, target: Option<Token>) {
-        if let Some(read) = &mut self.reads.in_flight {
-            read.ours.push(target);
-        }
-    }
-
     /// The read started last is over.
     pub(crate) fn read_done(&mut self, result: Result<Stored, Error>) {
         let Some(read) = self.reads.in_flight.take() else {

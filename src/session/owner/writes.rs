@@ -212,7 +212,10 @@ impl Owner {
             } else {
                 return;
             };
-            self.note_write_started(target(&op));
+            // A read under way may find its target: this process's doing.
+            if let Some(read) = &mut self.reads.in_flight {
+                read.ours.push(target(&op));
+            }
             self.effects.write = Some(Box::new(op.clone()));
             self.writes.in_flight = Some(InFlight {
                 op,
