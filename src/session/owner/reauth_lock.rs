@@ -146,9 +146,7 @@ impl Owner {
                 for &waiter in &self.lock.lock_alls {
                     self.effects.answers.push((waiter, Answer::Done(Ok(()))));
                 }
-                if self.recovery.locking().is_some() {
-                    self.locked();
-                }
+                self.locked();
             }
             LockOutcome::NotHeld(error) => {
                 self.lock.state = State::Free;
@@ -169,9 +167,7 @@ impl Owner {
                 if !matches!(error, Error::Locked { .. }) {
                     self.note(Note::LockUnavailable(error.clone()));
                 }
-                if locking.is_some() {
-                    self.locked();
-                }
+                self.locked();
                 let not_held = self.lock.lock_alls.drain(..);
                 let answers = not_held.map(|w| (w, Answer::Done(Err(error.clone()))));
                 self.effects.answers.extend(answers);

@@ -124,10 +124,12 @@ impl Owner {
         None
     }
 
-    /// Under the lock (or without it, when it cannot be had): a read started now tells whether
-    /// another process's token is there.
+    /// Under the lock (or without it, when it cannot be had): for the recovery waiting for it, if
+    /// one is, a read started now tells whether another process's token is there.
     pub(super) fn locked(&mut self) {
-        if let Some(active) = &mut self.recovery.active {
+        if let Some(active) = &mut self.recovery.active
+            && let Stage::Locking { .. } = active.stage
+        {
             active.stage = Stage::Reading {
                 after: self.reads.started,
             };
