@@ -19,8 +19,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::owner::{
-    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, Owner, ReadOp, WaiterId, WriteOp,
-    Written,
+    Answer, Effects, Event, LockOp, LockOutcome, LockTry, Owner, ReadOp, WaiterId, WriteOp, Written,
 };
 use super::{Current, Shared, watch};
 use crate::error::Error;
@@ -186,7 +185,7 @@ impl Shared {
     ///
     /// The log comes before the answers, so that whoever is answered finds the step's events
     /// logged. An answer whose waiter went meanwhile is dropped: its drop told the owner
-    /// ([`Gone::Waiter`]), which hands a re-authenticator's run to another call.
+    /// ([`Event::Gone`]), which hands a re-authenticator's run to another call.
     #[inline]
     pub(super) fn run(self: &Arc<Self>, stepped: Stepped) {
         if let Some(busy) = stepped.0 {
@@ -336,7 +335,7 @@ fn write(store: &dyn TokenStore, op: &WriteOp) -> Result<Written, Error> {
 }
 
 /// A call waiting for the owner's answer. Dropped before it is answered (a timeout, a dropped
-/// request), it tells the owner ([`Gone::Waiter`]), which answers it no more and, if it was to
+/// request), it tells the owner ([`Event::Gone`]), which answers it no more and, if it was to
 /// run the re-authenticator, has another waiting call run it.
 pub(crate) struct Waiting {
     rx: oneshot::Receiver<Answer>,
@@ -364,7 +363,7 @@ impl Drop for Waiting {
             // before and not read is the owner's to hand on.
             let (stepped, _) = shared.step(|driven| {
                 driven.waiting.remove(&id);
-                Event::Gone(Gone::Waiter(id))
+                Event::Gone(id)
             });
             shared.run(stepped);
         }

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::owner::{Answer, Event, Gone, WaiterId};
+use super::owner::{Answer, Event, WaiterId};
 use super::{Refresh, Reply, Session, Waiting};
 use crate::error::Error;
 use crate::response::Reading;
@@ -71,7 +71,7 @@ impl Session {
 
     /// The runner of run `run` stopped before its re-authenticator finished.
     pub(crate) fn runner_gone(&self, run: u64) {
-        self.shared.tell(Event::Gone(Gone::Runner(run)));
+        self.shared.tell(Event::Gone(run));
     }
 
     /// Waits for every write handed out so far, at most the call bound

@@ -314,9 +314,7 @@ struct LockAllOver<'a>(&'a Session, owner::WaiterId);
 
 impl Drop for LockAllOver<'_> {
     fn drop(&mut self) {
-        self.0
-            .shared
-            .tell(owner::Event::Gone(owner::Gone::LockAll(self.1)));
+        self.0.shared.tell(owner::Event::Gone(self.1));
     }
 }
 

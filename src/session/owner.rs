@@ -44,7 +44,7 @@ mod tests;
 mod writes;
 
 pub(crate) use event::{
-    Answer, Effects, Event, Gone, LockOp, LockOutcome, LockTry, ReadOp, WaiterId, WriteOp, Written,
+    Answer, Effects, Event, LockOp, LockOutcome, LockTry, ReadOp, WaiterId, WriteOp, Written,
 };
 pub(crate) use notes::{Failure, Note};
 
@@ -138,12 +138,11 @@ impl Owner {
             Event::ReadDone(result) => self.read_done(result),
             Event::WriteDone(result) => self.write_done(result),
             Event::LockTaken { attempt, outcome } => self.lock_taken(attempt, outcome),
-            Event::Gone(Gone::Waiter(waiter)) => {
+            Event::Gone(waiter) => {
                 self.recovery_waiter_gone(waiter);
                 self.writes_waiter_gone(waiter);
+                self.lock_all_over(waiter);
             }
-            Event::Gone(Gone::Runner(run)) => self.runner_gone(run),
-            Event::Gone(Gone::LockAll(waiter)) => self.lock_all_over(waiter),
         }
         self.settle_lock();
         let mut effects = std::mem::take(&mut self.effects);

@@ -25,7 +25,7 @@ pub(crate) enum Event {
     Clear(WaiterId),
     /// `Session::flush`: answered once every write handed out so far is settled.
     Flush(WaiterId),
-    /// A lock all begins: hold the re-authentication lock until [`Gone::LockAll`]. Answered
+    /// A lock all begins: hold the re-authentication lock until [`Event::Gone`]. Answered
     /// `Done(Ok)` once held, `Done(Err)` when it cannot be had (the lock all goes on without).
     LockAll(WaiterId),
     /// A refreshed token came back on a response to a call sent in `epoch`.
@@ -61,7 +61,7 @@ pub(crate) enum Event {
     /// Run `run` of the re-authenticator is over; the reply (`Effects::reply`) is what its
     /// runner does next.
     Reauthenticated {
-        /// The run's number, from `Answer::Reauthenticate`.
+        /// The run's number (its runner's waiter), from `Answer::Reauthenticate`.
         run: u64,
         /// Its token, or why not.
         result: Result<Token, Error>,
@@ -81,8 +81,12 @@ pub(crate) enum Event {
         /// Whether it is held.
         outcome: LockOutcome,
     },
-    /// Someone the owner would answer, or who holds something, went away.
-    Gone(Gone),
+    /// The waiter with this number is gone: a call or change that went away before it read
+    /// its answer (dropped, timed out), the runner of the run so numbered before it reported
+    /// (its call dropped, its task panicked: another waiting call runs it), or the lock all
+    /// begun with it, over (done, failed or dropped). Waiters are numbered once, so the number
+    /// says which.
+    Gone(WaiterId),
 }
 
 impl Event {
@@ -98,18 +102,6 @@ impl Event {
     }
 }
 
-/// Who went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Gone {
-    /// A waiter, before it read its answer (dropped, timed out). If its answer was to run the
-    /// re-authenticator, another waiting call runs it.
-    Waiter(WaiterId),
-    /// The runner of this run, before it reported (its call dropped, its task panicked).
-    Runner(u64),
-    /// The lock all begun with this waiter is over (done, failed or dropped).
-    LockAll(WaiterId),
-}
-
 /// What the owner answers a waiter.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
@@ -119,7 +111,8 @@ pub(crate) enum Answer {
     Replay,
     /// The session could not be recovered.
     Failed(Error),
-    /// Run the re-authenticator (run `n`), and report with [`Event::Reauthenticated`].
+    /// Run the re-authenticator (run `n`: the waiter answered so), and report with
+    /// [`Event::Reauthenticated`].
     Reauthenticate(u64),
 }
 

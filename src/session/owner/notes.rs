@@ -75,14 +75,12 @@ impl Note {
     pub(crate) fn emit(&self) {
         match self {
             Self::Started { token_found } => tracing::debug!(token_found, "session started"),
-            Self::Unusable { error, first: true } => {
-                tracing::warn!(%error, "the session file changed but cannot be used")
-            }
-            Self::Unusable {
-                error,
-                first: false,
-            } => {
-                tracing::debug!(%error, "the session file changed but cannot be used")
+            Self::Unusable { error, first } => {
+                if *first {
+                    tracing::warn!(%error, "the session file changed but cannot be used")
+                } else {
+                    tracing::debug!(%error, "the session file changed but cannot be used")
+                }
             }
             Self::Blank => tracing::debug!("the session file is blank for now; keeping the token"),
             Self::ExternalChange { token_found } => {

@@ -17,7 +17,8 @@ pub(super) struct Reads {
     pub(super) wanted: bool,
     /// What the next read answers: the starts waiting for it, and whether it tidies.
     pub(super) starts: Vec<(u64, WaiterId)>,
-    /// Reads started so far: a recovery waits for one started after it.
+    /// Reads started so far, to number them: the last is the one in flight, if one is. A
+    /// recovery waits for one started after it.
     pub(super) started: u64,
     /// How reads are failing now, if they are: warned of once per episode (a keyring gone
     /// fails every read until it is back).
@@ -26,8 +27,6 @@ pub(super) struct Reads {
 
 #[derive(Debug)]
 pub(super) struct InFlight {
-    /// Its number, from `started`.
-    pub(super) number: u64,
     /// Every token this process held in the store, or was writing there, while the read
     /// was under way: a read that finds one of them finds this process's doing.
     pub(super) ours: Vec<Option<Token>>,
@@ -48,18 +47,7 @@ impl Owner {
         self.effects.read = Some(ReadOp {
             tidy: !starts.is_empty(),
         });
-        self.reads.in_flight = Some(InFlight {
-            number: self.reads.started,
-            ours,
-            starts,
-        });
-    }
-
-    /// A write started: a read under way may find its target.
-    pub(super) fn note_write_started(&mut self, target: Option<Token>) {
-        if let Some(read) = &mut self.reads.in_flight {
-            read.ours.push(target);
-        }
+        self.reads.in_flight = Some(InFlight { ours, starts });
     }
 
     /// The read started last is over.
@@ -97,7 +85,7 @@ impl Owner {
         for (_, waiter) in read.starts {
             self.answer(waiter, Answer::Done(read_it.clone()));
         }
-        self.recovery_read(read.number, read_it.is_ok());
+        self.recovery_read(read_it.is_ok());
         if self.reads.wanted || !self.reads.starts.is_empty() {
             self.want_read();
         }

@@ -26,21 +26,17 @@ pub(super) struct ReauthLock {
     attempts: u64,
     /// Held until this write (the recovered token's) is over.
     until_write: Option<u64>,
-    /// The lock alls that want it, each with whether it was answered (the lock held, or not to
-    /// be had).
-    lock_alls: Vec<(WaiterId, bool)>,
+    /// The lock alls that want it. Those there while it is held were answered so: it is held
+    /// while they want it, and a try that does not take it answers and drops them.
+    lock_alls: Vec<WaiterId>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
     #[default]
     Free,
-    /// The last try under way: for this recovery (or none: a lock all's), and whether it was
-    /// abandoned.
-    Taking {
-        recovery: Option<u64>,
-        abandoned: bool,
-    },
+    /// The last try under way, and whether it was abandoned.
+    Taking { abandoned: bool },
     /// Held, by the last try.
     Held,
 }
@@ -62,18 +58,16 @@ impl ReauthLock {
 
     /// Write `seq` is over.
     pub(super) fn write_settled(&mut self, seq: u64) {
-        if self.until_write == Some(seq) {
-            self.until_write = None;
-        }
+        self.until_write.take_if(|until| *until == seq);
     }
 }
 
 impl Owner {
-    /// Recovery `number` begins: it waits for the lock, unless this process holds it already
-    /// (a lock all, or the last recovery's write) or the store has none.
-    pub(super) fn lock_for_recovery(&mut self, number: u64) {
+    /// A recovery begins: it waits for the lock, unless this process holds it already (a lock
+    /// all, or the last recovery's write) or the store has none.
+    pub(super) fn lock_for_recovery(&mut self) {
         match self.lock.state {
-            State::Free if self.lock.wait.is_some() => self.take_lock(Some(number)),
+            State::Free if self.lock.wait.is_some() => self.take_lock(),
             State::Free | State::Held => self.locked(),
             // A try under way: its report tells.
             State::Taking { .. } => {}
@@ -87,9 +81,9 @@ impl Owner {
             return Some(Answer::Done(Ok(())));
         }
         let held = self.lock.state == State::Held;
-        self.lock.lock_alls.push((waiter, held));
+        self.lock.lock_alls.push(waiter);
         if self.lock.state == State::Free {
-            self.take_lock(None);
+            self.take_lock();
         }
         // Else held (answered now), or a try under way (its report answers).
         held.then_some(Answer::Done(Ok(())))
@@ -105,10 +99,12 @@ impl Owner {
 
     /// The lock all begun with `waiter` is over: it no longer wants the lock.
     pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
-        self.lock.lock_alls.retain(|(w, _)| *w != waiter);
+        self.lock.lock_alls.retain(|w| *w != waiter);
     }
 
-    fn take_lock(&mut self, recovery: Option<u64>) {
+    /// A try, for the recovery waiting if one is (a lock all's else: a recovery that waits
+    /// always has a try under way, so a lock all never makes one then).
+    fn take_lock(&mut self) {
         let Some(wait) = self.lock.wait else {
             return;
         };
@@ -118,14 +114,12 @@ impl Owner {
         );
         self.lock.attempts += 1;
         let attempt = self.lock.attempts;
-        self.lock.state = State::Taking {
-            recovery,
-            abandoned: false,
-        };
+        self.lock.state = State::Taking { abandoned: false };
+        let recovery = self.recovery.locking().map(|tried| *tried = true).is_some();
         self.effects.lock.push(LockOp::Take(LockTry {
             attempt,
             until: self.now + wait,
-            recovery: recovery.is_some(),
+            recovery,
         }));
     }
 
@@ -136,11 +130,8 @@ impl Owner {
     /// all), or anyone after it was abandoned. Otherwise, and whenever the try could not be made
     /// at all, those waiting go on without it.
     pub(super) fn lock_taken(&mut self, attempt: u64, outcome: LockOutcome) {
-        let (recovery, abandoned) = match self.lock.state {
-            State::Taking {
-                recovery,
-                abandoned,
-            } if attempt == self.lock.attempts => (recovery, abandoned),
+        let abandoned = match self.lock.state {
+            State::Taking { abandoned } if attempt == self.lock.attempts => abandoned,
             // A try no longer the one under way: a lock it took is let go at once.
             _ => {
                 if matches!(outcome, LockOutcome::Held) {
@@ -152,24 +143,20 @@ impl Owner {
         match outcome {
             LockOutcome::Held => {
                 self.lock.state = State::Held;
-                for (waiter, answered) in &mut self.lock.lock_alls {
-                    if !std::mem::replace(answered, true) {
-                        self.effects.answers.push((*waiter, Answer::Done(Ok(()))));
-                    }
+                for &waiter in &self.lock.lock_alls {
+                    self.effects.answers.push((waiter, Answer::Done(Ok(()))));
                 }
-                if self.recovery.locking().is_some() {
-                    self.locked();
-                }
+                self.locked();
             }
             LockOutcome::NotHeld(error) => {
                 self.lock.state = State::Free;
-                let locking = self.recovery.locking();
+                let locking = self.recovery.locking().map(|tried| *tried);
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
                 // A recovery's try is made even when a lock all waits too: it serves both.
-                let recovery_again = locking.is_some() && (abandoned || locking != recovery);
-                let lock_all_again = abandoned && self.lock.lock_alls.iter().any(|(_, a)| !a);
+                let recovery_again = locking == Some(false);
+                let lock_all_again = abandoned && !self.lock.lock_alls.is_empty();
                 if in_time && (recovery_again || lock_all_again) {
-                    self.take_lock(locking);
+                    self.take_lock();
                     return;
                 }
                 let error = error.unwrap_or_else(|| {
@@ -180,16 +167,10 @@ impl Owner {
                 if !matches!(error, Error::Locked { .. }) {
                     self.note(Note::LockUnavailable(error.clone()));
                 }
-                if locking.is_some() {
-                    self.locked();
-                }
-                let answers = &mut self.effects.answers;
-                self.lock.lock_alls.retain(|&(waiter, answered)| {
-                    if !answered {
-                        answers.push((waiter, Answer::Done(Err(error.clone()))));
-                    }
-                    answered
-                });
+                self.locked();
+                let not_held = self.lock.lock_alls.drain(..);
+                let answers = not_held.map(|w| (w, Answer::Done(Err(error.clone()))));
+                self.effects.answers.extend(answers);
             }
         }
     }

@@ -28,13 +28,9 @@ use super::{Answer, Note, Owner, WaiterId, WriteOp};
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     active: Option<Active>,
-    /// Recoveries begun so far, to number them: the last is the one under way, if one is.
-    begun: u64,
-    /// Re-authenticator runs started so far, to number them: the last is the one running, if
-    /// one is.
-    runs: u64,
     /// The waiter the run whose runner has not reported yet was handed to: at most one at a
-    /// time, whatever the recovery it was started for became.
+    /// time, whatever the recovery it was started for became. A run is numbered by its
+    /// runner's waiter, answered once: a report of an earlier run names another.
     running: Option<WaiterId>,
     /// The epoch the last re-authentication's token started.
     recovered_epoch: Option<u64>,
@@ -51,8 +47,9 @@ struct Active {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Waiting for the re-authentication lock.
-    Locking,
+    /// Waiting for the re-authentication lock; `tried`: a try was made for it (a try made
+    /// before it began, for another, does not serve its wait).
+    Locking { tried: bool },
     /// Waiting for a read of the store started after this number of reads.
     Reading { after: u64 },
     /// Waiting for the re-authenticator that runs now.
@@ -66,11 +63,13 @@ impl Recovery {
         self.active.is_some() || self.running.is_some()
     }
 
-    /// The recovery waiting for the re-authentication lock, if one is.
-    pub(super) fn locking(&self) -> Option<u64> {
-        // Numbered: a try for the lock made for an earlier one does not serve this one's wait.
-        let locking = matches!(&self.active, Some(a) if a.stage == Stage::Locking);
-        locking.then_some(self.begun)
+    /// The recovery waiting for the re-authentication lock, if one is: whether a try was made
+    /// for it.
+    pub(super) fn locking(&mut self) -> Option<&mut bool> {
+        let Stage::Locking { tried } = &mut self.active.as_mut()?.stage else {
+            return None;
+        };
+        Some(tried)
     }
 }
 
@@ -105,13 +104,10 @@ impl Owner {
             return Some(Answer::Replay);
         }
         let shared = self.recovery.active.is_some();
-        if !shared {
-            self.recovery.begun += 1;
-        }
         let active = self.recovery.active.get_or_insert_with(|| Active {
             failed: Vec::with_capacity(2),
             waiters: Vec::new(),
-            stage: Stage::Locking,
+            stage: Stage::Locking { tried: false },
         });
         // The session's own token fails with it: another, or none, or a refresh of this epoch.
         for token in [token, self.current.clone()] {
@@ -123,15 +119,17 @@ impl Owner {
         if shared {
             self.counts.shared_recoveries += 1;
         } else {
-            self.lock_for_recovery(self.recovery.begun);
+            self.lock_for_recovery();
         }
         None
     }
 
-    /// Under the lock (or without it, when it cannot be had): a read started now tells whether
-    /// another process's token is there.
+    /// Under the lock (or without it, when it cannot be had): for the recovery waiting for it, if
+    /// one is, a read started now tells whether another process's token is there.
     pub(super) fn locked(&mut self) {
-        if let Some(active) = &mut self.recovery.active {
+        if let Some(active) = &mut self.recovery.active
+            && let Stage::Locking { .. } = active.stage
+        {
             active.stage = Stage::Reading {
                 after: self.reads.started,
             };
@@ -153,19 +151,17 @@ impl Owner {
         self.end_recovery(&Answer::Replay);
     }
 
-    /// Read number `number` is over (`ok`: it read the store). Taken in, a recovery that waited
-    /// for it re-authenticates unless the read ended it.
-    pub(super) fn recovery_read(&mut self, number: u64, ok: bool) {
+    /// The read last started (the one in flight: one at a time) is over (`ok`: it read the
+    /// store). Taken in, a recovery that waited for it re-authenticates unless the read ended it.
+    pub(super) fn recovery_read(&mut self, ok: bool) {
         let Some(active) = &mut self.recovery.active else {
             return;
         };
-        let Stage::Reading { after } = active.stage else {
-            return;
-        };
-        if number <= after {
-            // Started before the failure: another read is on its way.
-            self.reads.wanted = true;
-            return;
+        match active.stage {
+            Stage::Reading { after } if self.reads.started > after => {}
+            // Not reading; or a read started before the failure, which the read `locked` asked
+            // for follows.
+            _ => return,
         }
         active.stage = Stage::Reauthenticating;
         if !ok {
@@ -195,21 +191,17 @@ impl Owner {
         }
         // The runner is answered by its own report, not with the others.
         let runner = active.waiters.remove(0);
-        self.recovery.runs += 1;
         self.recovery.running = Some(runner);
         self.counts.reauthentications += 1;
         self.note(Note::Reauthenticating);
-        self.answer(runner, Answer::Reauthenticate(self.recovery.runs));
+        self.answer(runner, Answer::Reauthenticate(runner));
     }
 
     /// Run `run` of the re-authenticator is done. Returns what its runner does next.
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
-        if self.recovery.running.is_none() || run != self.recovery.runs {
+        if self.recovery.running != Some(run) {
             // A run already taken for gone: its result is not used.
-            return match result {
-                Ok(_) => Answer::Replay,
-                Err(e) => Answer::Failed(e),
-            };
+            return result.map_or_else(Answer::Failed, |_| Answer::Replay);
         }
         self.recovery.running = None;
         match result {
@@ -240,10 +232,14 @@ impl Owner {
         }
     }
 
-    /// The runner of run `run` went away before the re-authenticator finished: another waiting
-    /// call runs it, or the recovery ends and the next failure starts one.
-    pub(super) fn runner_gone(&mut self, run: u64) {
-        if self.recovery.running.is_none() || run != self.recovery.runs {
+    /// A waiting call went away before it read its answer: it is no longer answered. If it was
+    /// handed a run of the re-authenticator, and that run did not report, another waiting call
+    /// runs it, or the recovery ends and the next failure starts one.
+    pub(super) fn recovery_waiter_gone(&mut self, waiter: WaiterId) {
+        if let Some(active) = &mut self.recovery.active {
+            active.waiters.retain(|w| *w != waiter);
+        }
+        if self.recovery.running != Some(waiter) {
             return;
         }
         self.recovery.running = None;
@@ -252,16 +248,5 @@ impl Owner {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.
-    }
-
-    /// A waiting call went away before it read its answer: it is no longer answered, and if it
-    /// was handed a run of the re-authenticator, that runner is gone.
-    pub(super) fn recovery_waiter_gone(&mut self, waiter: WaiterId) {
-        if let Some(active) = &mut self.recovery.active {
-            active.waiters.retain(|w| *w != waiter);
-        }
-        if self.recovery.running == Some(waiter) {
-            self.runner_gone(self.recovery.runs);
-        }
     }
 }

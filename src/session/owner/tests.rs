@@ -210,7 +210,7 @@ fn a_gone_runner_leaves_the_lock_to_the_recovery_under_way() {
     let (second, effects) = sim.fail_waiting("t9", epoch);
     assert!(effects.read.is_some(), "read under the lock");
     assert!(effects.lock.is_empty(), "no try for a lock held");
-    let effects = sim.step(Event::Gone(Gone::Runner(run)));
+    let effects = sim.step(Event::Gone(run));
     assert!(
         effects.lock.is_empty(),
         "the lock stays with the recovery under way"
@@ -386,7 +386,7 @@ fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
         panic!("no re-authenticator run: {effects:?}");
     };
     // The lock all is over while the re-authenticator runs: the lock stays, the recovery's.
-    let effects = sim.step(Event::Gone(Gone::LockAll(all)));
+    let effects = sim.step(Event::Gone(all));
     assert!(effects.lock.is_empty(), "kept for the run");
     let effects = sim.reauthenticated(run, "t2");
     assert!(effects.lock.is_empty(), "held until written");
@@ -394,7 +394,7 @@ fn a_recovery_inside_a_lock_all_goes_on_under_its_lock() {
 
     let mut sim = Sim::started("t1");
     let all = lock_all(&mut sim);
-    let effects = sim.step(Event::Gone(Gone::LockAll(all)));
+    let effects = sim.step(Event::Gone(all));
     assert_eq!(effects.lock, [LockOp::Release(1)], "nothing to keep");
     let (_, effects) = sim.fail_waiting("t1", 1);
     assert_eq!(effects.lock, [sim.take(2, true)]);

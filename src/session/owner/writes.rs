@@ -212,7 +212,10 @@ impl Owner {
             } else {
                 return;
             };
-            self.note_write_started(target(&op));
+            // A read under way may find its target: this process's doing.
+            if let Some(read) = &mut self.reads.in_flight {
+                read.ours.push(target(&op));
+            }
             self.effects.write = Some(Box::new(op.clone()));
             self.writes.in_flight = Some(InFlight {
                 op,
@@ -233,9 +236,9 @@ impl Owner {
         let Some(w) = self.writes.in_flight.take() else {
             return;
         };
+        self.writes.last_error = result.as_ref().err().cloned();
         match (result, &w.op) {
             (Ok(written), _) => {
-                self.writes.last_error = None;
                 // What the store holds is known again: a failed write's target no longer stands
                 // for it.
                 self.unconfirmed = None;
@@ -269,8 +272,7 @@ impl Owner {
             // A lock held elsewhere is warned of each time, since it is rare.
             (Err(e), _) if matches!(e, Error::Locked { .. }) => {
                 self.counts.lock_timeouts += 1;
-                self.note(Note::LockTimedOut(e.clone()));
-                self.writes.last_error = Some(e);
+                self.note(Note::LockTimedOut(e));
             }
             (Err(e), op) => {
                 // Warned of once per episode of one kind of failure (a read-only or full disk
@@ -280,14 +282,13 @@ impl Owner {
                 let first = self.is_news(&e);
                 self.writes.failing = Some(std::mem::discriminant(&e));
                 self.note(Note::WriteFailed {
-                    error: e.clone(),
+                    error: e,
                     refresh: matches!(op, WriteOp::Swap { .. }),
                     first,
                 });
                 // It may have failed after its rename: a read tells.
                 self.unconfirmed = Some(target(op));
                 self.want_read();
-                self.writes.last_error = Some(e);
             }
         }
         self.lock.write_settled(w.seq);

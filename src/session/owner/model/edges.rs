@@ -204,7 +204,7 @@ impl World {
                 return;
             };
             self.process(p).calls.remove(&call);
-            self.tell(p, Event::Gone(Gone::Runner(number)));
+            self.tell(p, Event::Gone(number));
         } else {
             let waiting: Vec<(WaiterId, u64)> = self
                 .process(p)
@@ -219,7 +219,7 @@ impl World {
             self.process(p).waiting.remove(&waiter);
             self.process(p).calls.remove(&call);
             self.process(p).answered.insert(waiter);
-            self.tell(p, Event::Gone(Gone::Waiter(waiter)));
+            self.tell(p, Event::Gone(waiter));
         }
     }
 
@@ -253,6 +253,6 @@ impl World {
         let Some((waiter, _)) = self.process(p).clearing.take() else {
             return;
         };
-        self.tell(p, Event::Gone(Gone::LockAll(waiter)));
+        self.tell(p, Event::Gone(waiter));
     }
 }

@@ -114,7 +114,7 @@ impl World {
                 if self.faults && self.rng.chance(10) {
                     // Gone before it read its answer: another call runs it.
                     self.process(p).calls.remove(&call);
-                    self.tell(p, Event::Gone(Gone::Waiter(waiter)));
+                    self.tell(p, Event::Gone(waiter));
                     return;
                 }
                 self.process(p).reauths.push((number, call));

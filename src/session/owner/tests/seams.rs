@@ -68,7 +68,7 @@ fn a_recovery_waiting_for_the_lock_shares_it_with_a_lock_all() {
         "{effects:?}"
     );
     assert!(effects.read.is_some(), "the recovery reads under the lock");
-    let effects = sim.step(Event::Gone(Gone::LockAll(lock_all)));
+    let effects = sim.step(Event::Gone(lock_all));
     assert!(effects.lock.is_empty(), "the recovery keeps the lock");
 }
 
