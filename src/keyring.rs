@@ -110,14 +110,17 @@ impl KeyringStore {
         dir: impl AsRef<Path>,
     ) -> Self {
         let companion = TokenFile::new(dir.as_ref().join(Self::COMPANION));
-        Self::with_companion(backend, service.into(), account.into(), companion)
+        let (service, account) = (service.into(), account.into());
+        Self::with_companion(backend, service, account, companion, Self::DEFAULT_BOUND)
     }
 
+    /// A store of these settings, with a keyring thread of its own.
     fn with_companion(
         backend: KeyringBackend,
         service: String,
         account: String,
         companion: TokenFile,
+        bound: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -125,7 +128,7 @@ impl KeyringStore {
                 service,
                 account,
                 companion,
-                bound: Self::DEFAULT_BOUND,
+                bound,
                 thread: Bounded::default(),
                 entry: Mutex::new(None),
                 missing_at: Mutex::new(None),
@@ -177,7 +180,9 @@ impl KeyringStore {
     /// store it returns has a keyring thread of its own: set the bound before cloning it.
     #[must_use]
     pub fn bound(self, bound: Duration) -> Self {
-        self.rebuilt(|inner| inner.bound = bound)
+        let old = &self.inner;
+        let (service, account) = (old.service.clone(), old.account.clone());
+        Self::with_companion(old.backend, service, account, old.companion.clone(), bound)
     }
 
     /// The companion [`TokenFile`]'s waits (a store with a keyring thread of its own, as
@@ -186,25 +191,10 @@ impl KeyringStore {
     /// ([`TokenFile::reauth_wait`]).
     #[must_use]
     pub fn companion_waits(self, waits: impl FnOnce(TokenFile) -> TokenFile) -> Self {
-        self.rebuilt(|inner| inner.companion = waits(inner.companion.clone()))
-    }
-
-    fn rebuilt(self, change: impl FnOnce(&mut Inner)) -> Self {
         let old = &self.inner;
-        let mut inner = Inner {
-            backend: old.backend,
-            service: old.service.clone(),
-            account: old.account.clone(),
-            companion: old.companion.clone(),
-            bound: old.bound,
-            thread: Bounded::default(),
-            entry: Mutex::new(None),
-            missing_at: Mutex::new(None),
-        };
-        change(&mut inner);
-        Self {
-            inner: Arc::new(inner),
-        }
+        let (service, account) = (old.service.clone(), old.account.clone());
+        let companion = waits(old.companion.clone());
+        Self::with_companion(old.backend, service, account, companion, old.bound)
     }
 
     /// Its backend.
