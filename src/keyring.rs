@@ -261,22 +261,16 @@ impl Inner {
     /// entry under a companion (deleted by hand, a keyring reset) is no token, as after a
     /// clear: never a file being written, whose token a session keeps.
     fn read(&self) -> Result<Stored, Error> {
-        let nothing = Stored {
-            token: None,
-            version: None,
-        };
         let Some(version) = self.companion.version()? else {
-            return Ok(nothing);
+            return Ok(Stored {
+                token: None,
+                version: None,
+            });
         };
         let token = self.with_entry(|entry| self.backend.get(entry))?;
         *lock(&self.missing_at) = token.is_none().then_some(version);
-        Ok(match token {
-            Some(token) => Stored {
-                token: Some(token),
-                version: Some(version),
-            },
-            None => nothing,
-        })
+        let version = token.is_some().then_some(version);
+        Ok(Stored { token, version })
     }
 
     /// The companion's version, or none at the version at which the entry was found missing.
@@ -288,13 +282,13 @@ impl Inner {
     /// Sets the entry, then the companion's counter one up; under the companion's lock.
     fn write(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
         self.with_entry(|entry| self.backend.set(entry, token))?;
-        let counter = match self.companion.read_snapshot() {
-            Ok(Stored {
-                token: Some(counter),
-                ..
-            }) => counter.expose().parse::<u64>().unwrap_or(0),
-            _ => 0,
-        };
+        // A companion unreadable, or holding no counter, counts from 0.
+        let counter = self
+            .companion
+            .read_snapshot()
+            .ok()
+            .and_then(|stored| stored.token?.expose().parse::<u64>().ok())
+            .unwrap_or(0);
         let next = Token::new(counter.wrapping_add(1).to_string())?;
         self.companion
             .replace_locked(&next, wait)
