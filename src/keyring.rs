@@ -349,7 +349,8 @@ impl TokenStore for KeyringStore {
     }
 }
 
-/// Its value, whoever panicked holding it: every value here is assigned whole.
+/// Its value, whoever panicked holding it: every value here and in [`bounded`] is assigned
+/// whole.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
