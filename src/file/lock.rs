@@ -5,6 +5,7 @@
 //! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
 use std::fs::{self, File};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
@@ -26,15 +27,19 @@ pub(crate) enum Taken {
     Unwanted,
 }
 
-/// Tries `file`'s `flock` until it is taken, for at most `wait` and while `wanted()`;
-/// `held_elsewhere()` is called once, when the lock is first found held. `flock` has no timeout
-/// of its own: this tries, and pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]).
+/// Opens the lock file at `path` (creating it, see [`sys::open_beside`]) and tries its `flock`
+/// until it is taken, for at most `wait` and while `wanted()`; `held_elsewhere()` is called
+/// once, when the lock is first found held. `flock` has no timeout of its own: this tries, and
+/// pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]). A failure to open or lock the
+/// file is [`Error::WriteFile`] naming `named`.
 pub(super) fn wait_for_flock(
-    file: File,
+    path: &Path,
+    named: &Path,
     wait: Duration,
     wanted: impl Fn() -> bool,
     held_elsewhere: impl FnOnce(),
-) -> std::io::Result<Taken> {
+) -> Result<Taken, Error> {
+    let file = sys::open_beside(path).map_err(|e| Error::write(named, e))?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     let mut held_elsewhere = Some(held_elsewhere);
@@ -42,7 +47,7 @@ pub(super) fn wait_for_flock(
         match file.try_lock() {
             Ok(()) => return Ok(Taken::Held(FileLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(e)) => return Err(e),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::write(named, e)),
         }
         if let Some(told) = held_elsewhere.take() {
             told();
@@ -60,7 +65,7 @@ pub(super) fn wait_for_flock(
 }
 
 /// Creates `dir` and its parents, if missing, readable by its user alone (see `sys`).
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
     sys::create_private_dir(dir).map_err(|e| Error::write(dir, e))
 }
 
@@ -90,16 +95,13 @@ impl TokenFile {
     /// another holder at most `wait`, then fails with [`Error::Locked`].
     pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
         create_private_dir(&self.dir)?;
-        let file = sys::open_beside(&self.lock_path)
-            // Named for the session file, as `Error::WriteFile` promises: the lock is only how
-            // the session file is written, and "the session file …/token.lock" misleads.
-            .map_err(|e| Error::write(&self.path, e))?;
-        let waited = match wait_for_flock(file, wait, || true, || {}) {
-            Ok(Taken::Held(lock)) => return Ok(lock),
-            Ok(Taken::TimedOut(waited)) => waited,
+        // Failures named for the session file, as `Error::WriteFile` promises: the lock is only
+        // how the session file is written, and "the session file …/token.lock" misleads.
+        let waited = match wait_for_flock(&self.lock_path, &self.path, wait, || true, || {})? {
+            Taken::Held(lock) => return Ok(lock),
+            Taken::TimedOut(waited) => waited,
             // Always wanted: never given up but for the bound.
-            Ok(Taken::Unwanted) => wait,
-            Err(e) => return Err(Error::write(&self.path, e)),
+            Taken::Unwanted => wait,
         };
         let path = self.lock_path.clone();
         Err(Error::Locked { path, waited })
