@@ -273,12 +273,6 @@ impl Inner {
         Ok(Stored { token, version })
     }
 
-    /// The companion's version, or none at the version at which the entry was found missing.
-    fn version(&self) -> Result<Option<Version>, Error> {
-        let version = self.companion.version()?;
-        Ok(version.filter(|v| *lock(&self.missing_at) != Some(*v)))
-    }
-
     /// Sets the entry, then the companion's counter one up; under the companion's lock.
     fn write(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
         self.with_entry(|entry| self.backend.set(entry, token))?;
@@ -332,8 +326,10 @@ impl TokenStore for KeyringStore {
         })
     }
 
+    /// The companion's version, or none at the version at which the entry was found missing.
     fn version(&self) -> Result<Option<Version>, Error> {
-        self.inner.version()
+        let version = self.inner.companion.version()?;
+        Ok(version.filter(|v| *lock(&self.inner.missing_at) != Some(*v)))
     }
 
     fn tidy(&self) {
