@@ -84,7 +84,7 @@ struct Inner {
     bound: Duration,
     thread: Bounded,
     /// The entry, made on the keyring's thread at its first use, and again after a failure.
-    entry: Mutex<Option<Arc<Entry>>>,
+    entry: Mutex<Option<Entry>>,
     /// The companion's version at which a read found no entry: the store holds no token at
     /// that version, so [`TokenStore::version`] says none, as the read did (else the watch
     /// would read the keyring at every look until the next write).
@@ -243,16 +243,13 @@ impl Inner {
     /// the next call (a daemon that went away may be back).
     fn with_entry<T>(&self, call: impl FnOnce(&Entry) -> Result<T, Error>) -> Result<T, Error> {
         let mut slot = lock(&self.entry);
-        let entry = match slot.as_ref() {
-            Some(entry) => entry.clone(),
-            None => {
-                let entry = Arc::new(self.backend.entry(&self.service, &self.account)?);
-                slot.insert(entry).clone()
-            }
+        let entry = match slot.take() {
+            Some(entry) => entry,
+            None => self.backend.entry(&self.service, &self.account)?,
         };
         let result = call(&entry);
-        if matches!(result, Err(Error::KeyringUnavailable { .. })) {
-            *slot = None;
+        if !matches!(result, Err(Error::KeyringUnavailable { .. })) {
+            *slot = Some(entry);
         }
         result
     }
