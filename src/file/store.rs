@@ -120,18 +120,15 @@ impl TokenFile {
             return;
         };
         let started = Instant::now();
-        loop {
-            match lock.try_lock_shared() {
-                Ok(()) => {
-                    let _ = lock.unlock();
-                    return;
-                }
-                Err(fs::TryLockError::WouldBlock) if started.elapsed() < READER_DEFERS => {
-                    std::thread::sleep(REPLACE_PAUSE);
-                }
-                Err(_) => return,
+        while let Err(fs::TryLockError::WouldBlock) = lock.try_lock_shared() {
+            if started.elapsed() >= READER_DEFERS {
+                return;
             }
+            std::thread::sleep(REPLACE_PAUSE);
         }
+        // Taken (or not to be taken): let go at once, not when the file closes, which Windows
+        // may do late.
+        let _ = lock.unlock();
     }
 
     /// Reads the token and the version of the file it came from.
