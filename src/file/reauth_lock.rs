@@ -95,12 +95,11 @@ impl ReauthLock {
         wanted: impl Fn() -> bool,
         waiting: impl FnOnce(Option<u32>),
     ) -> Result<Taken, Error> {
-        let path = &self.path;
-        super::create_private_dir(super::dir_of(path))?;
+        super::create_private_dir(super::dir_of(&self.path))?;
         let pid_path = self.pid_path();
         let told = || waiting(holder_pid(&pid_path));
         let wait = until.saturating_duration_since(Instant::now());
-        let taken = wait_for_flock(path, path, wait, wanted, told)?;
+        let taken = wait_for_flock(&self.path, &self.path, wait, wanted, told)?;
         if let Taken::Held(_) = taken {
             // The pid is for others' messages only: a failure to write it is no failure of the
             // lock.
