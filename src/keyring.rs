@@ -217,16 +217,21 @@ impl KeyringStore {
         self.inner.companion.path()
     }
 
-    /// Runs `op` on the keyring's thread, waited for at most the bound plus `lock_wait` (the
-    /// longest the op waits for the companion's lock).
+    /// Runs `op` on the keyring's thread, under the companion's writers' lock if `lock_wait`
+    /// says how long to wait for it (a write's); waited for at most the bound plus that wait.
     fn on_thread<T: Send + 'static>(
         &self,
-        lock_wait: Duration,
+        lock_wait: Option<Duration>,
         op: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let inner = self.inner.clone();
-        let waited = self.inner.bound + lock_wait;
-        let answer = self.inner.thread.run(waited, move || op(&inner));
+        let waited = self.inner.bound + lock_wait.unwrap_or_default();
+        let answer = self.inner.thread.run(waited, move || {
+            let _lock = lock_wait
+                .map(|wait| inner.companion.lock(wait))
+                .transpose()?;
+            op(&inner)
+        });
         match answer {
             Ok(result) => result,
             Err(NoAnswer::TimedOut(waited)) => Err(Error::KeyringTimedOut {
@@ -289,23 +294,18 @@ impl Inner {
 
 impl TokenStore for KeyringStore {
     fn load(&self) -> Result<Stored, Error> {
-        self.on_thread(Duration::ZERO, Inner::read)
+        self.on_thread(None, Inner::read)
     }
 
     fn store(&self, token: &Token) -> Result<Version, Error> {
-        let token = token.clone();
-        let wait = self.inner.companion.lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
-            inner.write(&token, wait)
-        })
+        let (token, wait) = (token.clone(), self.inner.companion.lock_wait);
+        self.on_thread(Some(wait), move |inner| inner.write(&token, wait))
     }
 
     fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         let (expected, new) = (expected.cloned(), new.clone());
         let wait = self.inner.companion.refresh_lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
+        self.on_thread(Some(wait), move |inner| {
             let current = inner.read()?;
             if current.token != expected {
                 return Ok(Swap::Lost(current));
@@ -315,9 +315,8 @@ impl TokenStore for KeyringStore {
     }
 
     fn clear(&self) -> Result<(), Error> {
-        let wait = self.inner.companion.lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
+        // The removal waits for a reader in its way as long as for the lock: `lock_wait`.
+        self.on_thread(Some(self.inner.companion.lock_wait), |inner| {
             inner.companion.remove_locked()?;
             inner.with_entry(|entry| inner.backend.delete(entry))
         })
