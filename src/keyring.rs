@@ -286,9 +286,7 @@ impl Inner {
             .and_then(|stored| stored.token?.expose().parse::<u64>().ok())
             .unwrap_or(0);
         let next = Token::new(counter.wrapping_add(1).to_string())?;
-        self.companion
-            .replace_locked(&next, wait)
-            .map(Version::file)
+        self.companion.replace_locked(&next, wait)
     }
 }
 

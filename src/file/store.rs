@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use super::{FileStamp, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
@@ -46,7 +46,6 @@ impl TokenStore for TokenFile {
         let _lock = self.lock(self.lock_wait)?;
         self.remove_stale_temp_files();
         self.replace_locked(token, self.lock_wait)
-            .map(Version::file)
     }
 
     /// The refresh write: under the lock (waited for at most
@@ -58,7 +57,7 @@ impl TokenStore for TokenFile {
         let current = self.read_snapshot()?;
         if current.token.as_ref() == expected {
             self.replace_locked(new, self.refresh_lock_wait)
-                .map(|stamp| Swap::Replaced(Version::file(stamp)))
+                .map(Swap::Replaced)
         } else {
             Ok(Swap::Lost(current))
         }
@@ -195,7 +194,7 @@ impl TokenFile {
     /// (0600) → write → fsync → rename over the file → fsync the directory. A rename that
     /// Windows refuses because a reader has the file open is tried again for at most `wait`,
     /// the write's own wait for the lock (see [`TokenFile::while_held_open`]).
-    pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
+    pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
         // never share a temp file.
@@ -225,7 +224,7 @@ impl TokenFile {
         // version read from it never equalled one read by the path.
         let stamp = sys::stamp_at(&self.path).map_err(write_err)?;
         self.sync_dir()?;
-        Ok(stamp)
+        Ok(Version::file(stamp))
     }
 
     /// Runs `step` (a rename over the session file, or its removal) until it is done, or fails
