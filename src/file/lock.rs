@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, dir_of, sys};
 use crate::error::Error;
 
 /// The longest pause between two tries for a held lock (or, on Windows, for a file a reader
@@ -73,7 +73,7 @@ impl TokenFile {
     /// Removes temp files that a writer of this library left behind when it died mid-write.
     /// Only called under the lock, when no live writer can have a temp file.
     pub(super) fn remove_stale_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(entries) = fs::read_dir(dir_of(&self.path)) else {
             return;
         };
         for entry in entries.flatten() {
@@ -94,7 +94,7 @@ impl TokenFile {
     /// Takes the writers' lock, creating the directory (0700) and the lock file (0600); waits for
     /// another holder at most `wait`, then fails with [`Error::Locked`].
     pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
-        create_private_dir(&self.dir)?;
+        create_private_dir(dir_of(&self.path))?;
         // Failures named for the session file, as `Error::WriteFile` promises: the lock is only
         // how the session file is written, and "the session file …/token.lock" misleads.
         let waited = match wait_for_flock(&self.lock_path, &self.path, wait, || true, || {})? {

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, dir_of, sys};
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
@@ -202,7 +202,7 @@ impl TokenFile {
             .prefix(&self.temp_prefix)
             .suffix(TEMP_SUFFIX)
             .rand_bytes(TEMP_RANDOM_LEN)
-            .tempfile_in(&self.dir)
+            .tempfile_in(dir_of(&self.path))
             .map_err(write_err)?;
         sys::make_private(temp.path()).map_err(write_err)?;
         // One write: the token and its newline.
@@ -277,6 +277,7 @@ impl TokenFile {
     }
 
     fn sync_dir(&self) -> Result<(), Error> {
-        sys::sync_dir(&self.dir).map_err(|e| Error::write(&self.dir, e))
+        let dir = dir_of(&self.path);
+        sys::sync_dir(dir).map_err(|e| Error::write(dir, e))
     }
 }
