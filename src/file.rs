@@ -225,10 +225,8 @@ impl TokenFile {
 
 /// The directory `path` is in: its parent, or `.` for a bare name.
 pub(crate) fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    parent.unwrap_or(Path::new("."))
 }
 
 const TEMP_SUFFIX: &str = ".tmp";
