@@ -111,7 +111,6 @@ use crate::{error::Error, store::TokenStore};
 pub struct TokenFile {
     path: PathBuf,
     lock_path: PathBuf,
-    dir: PathBuf,
     temp_prefix: String,
     /// Also what a session's [`call_wait`](crate::SessionBuilder::call_wait) is by default.
     pub(crate) refresh_lock_wait: Duration,
@@ -165,13 +164,11 @@ impl TokenFile {
         let name = path
             .file_name()
             .map_or(Self::NAME.into(), |n| n.to_string_lossy());
-        let dir = dir_of(&path).to_owned();
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         Self {
             lock_path: lock_path.into(),
             temp_prefix: format!(".{name}."),
-            dir,
             path,
             refresh_lock_wait: Self::DEFAULT_REFRESH_LOCK_WAIT,
             lock_wait: Self::DEFAULT_LOCK_WAIT,
@@ -227,10 +224,8 @@ impl TokenFile {
 
 /// The directory `path` is in: its parent, or `.` for a bare name.
 pub(crate) fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    parent.unwrap_or(Path::new("."))
 }
 
 const TEMP_SUFFIX: &str = ".tmp";

@@ -84,7 +84,7 @@ struct Inner {
     bound: Duration,
     thread: Bounded,
     /// The entry, made on the keyring's thread at its first use, and again after a failure.
-    entry: Mutex<Option<Arc<Entry>>>,
+    entry: Mutex<Option<Entry>>,
     /// The companion's version at which a read found no entry: the store holds no token at
     /// that version, so [`TokenStore::version`] says none, as the read did (else the watch
     /// would read the keyring at every look until the next write).
@@ -110,14 +110,17 @@ impl KeyringStore {
         dir: impl AsRef<Path>,
     ) -> Self {
         let companion = TokenFile::new(dir.as_ref().join(Self::COMPANION));
-        Self::with_companion(backend, service.into(), account.into(), companion)
+        let (service, account) = (service.into(), account.into());
+        Self::with_companion(backend, service, account, companion, Self::DEFAULT_BOUND)
     }
 
+    /// A store of these settings, with a keyring thread of its own.
     fn with_companion(
         backend: KeyringBackend,
         service: String,
         account: String,
         companion: TokenFile,
+        bound: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -125,7 +128,7 @@ impl KeyringStore {
                 service,
                 account,
                 companion,
-                bound: Self::DEFAULT_BOUND,
+                bound,
                 thread: Bounded::default(),
                 entry: Mutex::new(None),
                 missing_at: Mutex::new(None),
@@ -177,7 +180,9 @@ impl KeyringStore {
     /// store it returns has a keyring thread of its own: set the bound before cloning it.
     #[must_use]
     pub fn bound(self, bound: Duration) -> Self {
-        self.rebuilt(|inner| inner.bound = bound)
+        let old = &self.inner;
+        let (service, account) = (old.service.clone(), old.account.clone());
+        Self::with_companion(old.backend, service, account, old.companion.clone(), bound)
     }
 
     /// The companion [`TokenFile`]'s waits (a store with a keyring thread of its own, as
@@ -186,25 +191,10 @@ impl KeyringStore {
     /// ([`TokenFile::reauth_wait`]).
     #[must_use]
     pub fn companion_waits(self, waits: impl FnOnce(TokenFile) -> TokenFile) -> Self {
-        self.rebuilt(|inner| inner.companion = waits(inner.companion.clone()))
-    }
-
-    fn rebuilt(self, change: impl FnOnce(&mut Inner)) -> Self {
         let old = &self.inner;
-        let mut inner = Inner {
-            backend: old.backend,
-            service: old.service.clone(),
-            account: old.account.clone(),
-            companion: old.companion.clone(),
-            bound: old.bound,
-            thread: Bounded::default(),
-            entry: Mutex::new(None),
-            missing_at: Mutex::new(None),
-        };
-        change(&mut inner);
-        Self {
-            inner: Arc::new(inner),
-        }
+        let (service, account) = (old.service.clone(), old.account.clone());
+        let companion = waits(old.companion.clone());
+        Self::with_companion(old.backend, service, account, companion, old.bound)
     }
 
     /// Its backend.
@@ -227,16 +217,21 @@ impl KeyringStore {
         self.inner.companion.path()
     }
 
-    /// Runs `op` on the keyring's thread, waited for at most the bound plus `lock_wait` (the
-    /// longest the op waits for the companion's lock).
+    /// Runs `op` on the keyring's thread, under the companion's writers' lock if `lock_wait`
+    /// says how long to wait for it (a write's); waited for at most the bound plus that wait.
     fn on_thread<T: Send + 'static>(
         &self,
-        lock_wait: Duration,
+        lock_wait: Option<Duration>,
         op: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let inner = self.inner.clone();
-        let waited = self.inner.bound + lock_wait;
-        let answer = self.inner.thread.run(waited, move || op(&inner));
+        let waited = self.inner.bound + lock_wait.unwrap_or_default();
+        let answer = self.inner.thread.run(waited, move || {
+            let _lock = lock_wait
+                .map(|wait| inner.companion.lock(wait))
+                .transpose()?;
+            op(&inner)
+        });
         match answer {
             Ok(result) => result,
             Err(NoAnswer::TimedOut(waited)) => Err(Error::KeyringTimedOut {
@@ -253,16 +248,13 @@ impl Inner {
     /// the next call (a daemon that went away may be back).
     fn with_entry<T>(&self, call: impl FnOnce(&Entry) -> Result<T, Error>) -> Result<T, Error> {
         let mut slot = lock(&self.entry);
-        let entry = match slot.as_ref() {
-            Some(entry) => entry.clone(),
-            None => {
-                let entry = Arc::new(self.backend.entry(&self.service, &self.account)?);
-                slot.insert(entry).clone()
-            }
+        let entry = match slot.take() {
+            Some(entry) => entry,
+            None => self.backend.entry(&self.service, &self.account)?,
         };
         let result = call(&entry);
-        if matches!(result, Err(Error::KeyringUnavailable { .. })) {
-            *slot = None;
+        if !matches!(result, Err(Error::KeyringUnavailable { .. })) {
+            *slot = Some(entry);
         }
         result
     }
@@ -271,66 +263,47 @@ impl Inner {
     /// entry under a companion (deleted by hand, a keyring reset) is no token, as after a
     /// clear: never a file being written, whose token a session keeps.
     fn read(&self) -> Result<Stored, Error> {
-        let nothing = Stored {
-            token: None,
-            version: None,
-        };
         let Some(version) = self.companion.version()? else {
-            return Ok(nothing);
+            return Ok(Stored {
+                token: None,
+                version: None,
+            });
         };
         let token = self.with_entry(|entry| self.backend.get(entry))?;
         *lock(&self.missing_at) = token.is_none().then_some(version);
-        Ok(match token {
-            Some(token) => Stored {
-                token: Some(token),
-                version: Some(version),
-            },
-            None => nothing,
-        })
-    }
-
-    /// The companion's version, or none at the version at which the entry was found missing.
-    fn version(&self) -> Result<Option<Version>, Error> {
-        let version = self.companion.version()?;
-        Ok(version.filter(|v| *lock(&self.missing_at) != Some(*v)))
+        let version = token.is_some().then_some(version);
+        Ok(Stored { token, version })
     }
 
     /// Sets the entry, then the companion's counter one up; under the companion's lock.
     fn write(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
         self.with_entry(|entry| self.backend.set(entry, token))?;
-        let counter = match self.companion.read_snapshot() {
-            Ok(Stored {
-                token: Some(counter),
-                ..
-            }) => counter.expose().parse::<u64>().unwrap_or(0),
-            _ => 0,
-        };
+        // A companion unreadable, or holding no counter, counts from 0.
+        let counter = self
+            .companion
+            .read_snapshot()
+            .ok()
+            .and_then(|stored| stored.token?.expose().parse::<u64>().ok())
+            .unwrap_or(0);
         let next = Token::new(counter.wrapping_add(1).to_string())?;
-        self.companion
-            .replace_locked(&next, wait)
-            .map(Version::file)
+        self.companion.replace_locked(&next, wait)
     }
 }
 
 impl TokenStore for KeyringStore {
     fn load(&self) -> Result<Stored, Error> {
-        self.on_thread(Duration::ZERO, Inner::read)
+        self.on_thread(None, Inner::read)
     }
 
     fn store(&self, token: &Token) -> Result<Version, Error> {
-        let token = token.clone();
-        let wait = self.inner.companion.lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
-            inner.write(&token, wait)
-        })
+        let (token, wait) = (token.clone(), self.inner.companion.lock_wait);
+        self.on_thread(Some(wait), move |inner| inner.write(&token, wait))
     }
 
     fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         let (expected, new) = (expected.cloned(), new.clone());
         let wait = self.inner.companion.refresh_lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
+        self.on_thread(Some(wait), move |inner| {
             let current = inner.read()?;
             if current.token != expected {
                 return Ok(Swap::Lost(current));
@@ -340,16 +313,17 @@ impl TokenStore for KeyringStore {
     }
 
     fn clear(&self) -> Result<(), Error> {
-        let wait = self.inner.companion.lock_wait;
-        self.on_thread(wait, move |inner| {
-            let _lock = inner.companion.lock(wait)?;
+        // The removal waits for a reader in its way as long as for the lock: `lock_wait`.
+        self.on_thread(Some(self.inner.companion.lock_wait), |inner| {
             inner.companion.remove_locked()?;
             inner.with_entry(|entry| inner.backend.delete(entry))
         })
     }
 
+    /// The companion's version, or none at the version at which the entry was found missing.
     fn version(&self) -> Result<Option<Version>, Error> {
-        self.inner.version()
+        let version = self.inner.companion.version()?;
+        Ok(version.filter(|v| *lock(&self.inner.missing_at) != Some(*v)))
     }
 
     fn tidy(&self) {
@@ -365,7 +339,8 @@ impl TokenStore for KeyringStore {
     }
 }
 
-/// Its value, whoever panicked holding it: every value here is assigned whole.
+/// Its value, whoever panicked holding it: every value here and in [`bounded`] is assigned
+/// whole.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

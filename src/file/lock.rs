@@ -5,9 +5,10 @@
 //! [`TokenFile::refresh_lock_wait`], [`TokenFile::reauth_wait`].
 
 use std::fs::{self, File};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, dir_of, sys};
 use crate::error::Error;
 
 /// The longest pause between two tries for a held lock (or, on Windows, for a file a reader
@@ -26,15 +27,19 @@ pub(crate) enum Taken {
     Unwanted,
 }
 
-/// Tries `file`'s `flock` until it is taken, for at most `wait` and while `wanted()`;
-/// `held_elsewhere()` is called once, when the lock is first found held. `flock` has no timeout
-/// of its own: this tries, and pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]).
+/// Opens the lock file at `path` (creating it, see [`sys::open_beside`]) and tries its `flock`
+/// until it is taken, for at most `wait` and while `wanted()`; `held_elsewhere()` is called
+/// once, when the lock is first found held. `flock` has no timeout of its own: this tries, and
+/// pauses between tries (1 ms, doubling up to [`MAX_PAUSE`]). A failure to open or lock the
+/// file is [`Error::WriteFile`] naming `named`.
 pub(super) fn wait_for_flock(
-    file: File,
+    path: &Path,
+    named: &Path,
     wait: Duration,
     wanted: impl Fn() -> bool,
     held_elsewhere: impl FnOnce(),
-) -> std::io::Result<Taken> {
+) -> Result<Taken, Error> {
+    let file = sys::open_beside(path).map_err(|e| Error::write(named, e))?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     let mut held_elsewhere = Some(held_elsewhere);
@@ -42,7 +47,7 @@ pub(super) fn wait_for_flock(
         match file.try_lock() {
             Ok(()) => return Ok(Taken::Held(FileLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(e)) => return Err(e),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::write(named, e)),
         }
         if let Some(told) = held_elsewhere.take() {
             told();
@@ -60,7 +65,7 @@ pub(super) fn wait_for_flock(
 }
 
 /// Creates `dir` and its parents, if missing, readable by its user alone (see `sys`).
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
     sys::create_private_dir(dir).map_err(|e| Error::write(dir, e))
 }
 
@@ -68,9 +73,8 @@ impl TokenFile {
     /// Removes temp files that a writer of this library left behind when it died mid-write.
     /// Only called under the lock, when no live writer can have a temp file.
     pub(super) fn remove_stale_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
+        // A directory that cannot be read has none to remove.
+        let entries = fs::read_dir(dir_of(&self.path)).into_iter().flatten();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -89,17 +93,14 @@ impl TokenFile {
     /// Takes the writers' lock, creating the directory (0700) and the lock file (0600); waits for
     /// another holder at most `wait`, then fails with [`Error::Locked`].
     pub(crate) fn lock(&self, wait: Duration) -> Result<FileLock, Error> {
-        create_private_dir(&self.dir)?;
-        let file = sys::open_beside(&self.lock_path)
-            // Named for the session file, as `Error::WriteFile` promises: the lock is only how
-            // the session file is written, and "the session file …/token.lock" misleads.
-            .map_err(|e| Error::write(&self.path, e))?;
-        let waited = match wait_for_flock(file, wait, || true, || {}) {
-            Ok(Taken::Held(lock)) => return Ok(lock),
-            Ok(Taken::TimedOut(waited)) => waited,
+        create_private_dir(dir_of(&self.path))?;
+        // Failures named for the session file, as `Error::WriteFile` promises: the lock is only
+        // how the session file is written, and "the session file …/token.lock" misleads.
+        let waited = match wait_for_flock(&self.lock_path, &self.path, wait, || true, || {})? {
+            Taken::Held(lock) => return Ok(lock),
+            Taken::TimedOut(waited) => waited,
             // Always wanted: never given up but for the bound.
-            Ok(Taken::Unwanted) => wait,
-            Err(e) => return Err(Error::write(&self.path, e)),
+            Taken::Unwanted => wait,
         };
         let path = self.lock_path.clone();
         Err(Error::Locked { path, waited })

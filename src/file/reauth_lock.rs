@@ -95,13 +95,11 @@ impl ReauthLock {
         wanted: impl Fn() -> bool,
         waiting: impl FnOnce(Option<u32>),
     ) -> Result<Taken, Error> {
-        let path = &self.path;
-        super::create_private_dir(super::dir_of(path))?;
-        let file = sys::open_beside(path).map_err(|e| Error::write(path, e))?;
+        super::create_private_dir(super::dir_of(&self.path))?;
         let pid_path = self.pid_path();
         let told = || waiting(holder_pid(&pid_path));
         let wait = until.saturating_duration_since(Instant::now());
-        let taken = wait_for_flock(file, wait, wanted, told).map_err(|e| Error::write(path, e))?;
+        let taken = wait_for_flock(&self.path, &self.path, wait, wanted, told)?;
         if let Taken::Held(_) = taken {
             // The pid is for others' messages only: a failure to write it is no failure of the
             // lock.

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use super::{FileStamp, TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, sys};
+use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, dir_of, sys};
 use crate::error::{CorruptReason, Error};
 use crate::store::{Stored, Swap, TokenStore, Version};
 use crate::token::Token;
@@ -46,7 +46,6 @@ impl TokenStore for TokenFile {
         let _lock = self.lock(self.lock_wait)?;
         self.remove_stale_temp_files();
         self.replace_locked(token, self.lock_wait)
-            .map(Version::file)
     }
 
     /// The refresh write: under the lock (waited for at most
@@ -58,7 +57,7 @@ impl TokenStore for TokenFile {
         let current = self.read_snapshot()?;
         if current.token.as_ref() == expected {
             self.replace_locked(new, self.refresh_lock_wait)
-                .map(|stamp| Swap::Replaced(Version::file(stamp)))
+                .map(Swap::Replaced)
         } else {
             Ok(Swap::Lost(current))
         }
@@ -120,18 +119,15 @@ impl TokenFile {
             return;
         };
         let started = Instant::now();
-        loop {
-            match lock.try_lock_shared() {
-                Ok(()) => {
-                    let _ = lock.unlock();
-                    return;
-                }
-                Err(fs::TryLockError::WouldBlock) if started.elapsed() < READER_DEFERS => {
-                    std::thread::sleep(REPLACE_PAUSE);
-                }
-                Err(_) => return,
+        while let Err(fs::TryLockError::WouldBlock) = lock.try_lock_shared() {
+            if started.elapsed() >= READER_DEFERS {
+                return;
             }
+            std::thread::sleep(REPLACE_PAUSE);
         }
+        // Taken (or not to be taken): let go at once, not when the file closes, which Windows
+        // may do late.
+        let _ = lock.unlock();
     }
 
     /// Reads the token and the version of the file it came from.
@@ -198,7 +194,7 @@ impl TokenFile {
     /// (0600) → write → fsync → rename over the file → fsync the directory. A rename that
     /// Windows refuses because a reader has the file open is tried again for at most `wait`,
     /// the write's own wait for the lock (see [`TokenFile::while_held_open`]).
-    pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<FileStamp, Error> {
+    pub(crate) fn replace_locked(&self, token: &Token, wait: Duration) -> Result<Version, Error> {
         let write_err = |e: io::Error| Error::write(&self.path, e);
         // tempfile creates the file with O_EXCL, mode 0600, and a random name, so two writers
         // never share a temp file.
@@ -206,7 +202,7 @@ impl TokenFile {
             .prefix(&self.temp_prefix)
             .suffix(TEMP_SUFFIX)
             .rand_bytes(TEMP_RANDOM_LEN)
-            .tempfile_in(&self.dir)
+            .tempfile_in(dir_of(&self.path))
             .map_err(write_err)?;
         sys::make_private(temp.path()).map_err(write_err)?;
         // One write: the token and its newline.
@@ -228,7 +224,7 @@ impl TokenFile {
         // version read from it never equalled one read by the path.
         let stamp = sys::stamp_at(&self.path).map_err(write_err)?;
         self.sync_dir()?;
-        Ok(stamp)
+        Ok(Version::file(stamp))
     }
 
     /// Runs `step` (a rename over the session file, or its removal) until it is done, or fails
@@ -281,6 +277,7 @@ impl TokenFile {
     }
 
     fn sync_dir(&self) -> Result<(), Error> {
-        sys::sync_dir(&self.dir).map_err(|e| Error::write(&self.dir, e))
+        let dir = dir_of(&self.path);
+        sys::sync_dir(dir).map_err(|e| Error::write(dir, e))
     }
 }

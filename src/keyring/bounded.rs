@@ -16,11 +16,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::lock;
+
 /// A call and its ticket, as the thread takes it.
-struct Job {
-    ticket: Arc<Ticket>,
-    call: Box<dyn FnOnce() + Send>,
-}
+type Job = (Arc<Ticket>, Box<dyn FnOnce() + Send>);
 
 /// Where a call is: what its caller and the thread agree on, under its mutex.
 #[derive(Debug, Default)]
@@ -41,8 +40,7 @@ enum Phase {
 
 impl Ticket {
     fn phase(&self) -> MutexGuard<'_, Phase> {
-        // Every change is one assignment: a poisoned lock holds no half-made state.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 
     /// The thread is about to run it: false if its caller withdrew it.
@@ -101,16 +99,16 @@ impl Bounded {
         let (tx, rx) = mpsc::sync_channel(1);
         let ticket = Arc::new(Ticket::default());
         let answered = ticket.clone();
-        let job = Job {
-            ticket: ticket.clone(),
-            call: Box::new(move || {
+        let job: Job = (
+            ticket.clone(),
+            Box::new(move || {
                 let answer = call();
                 // Under the ticket's lock: a caller that gives up after this finds the answer.
                 let mut phase = answered.phase();
                 let _ = tx.send(answer);
                 *phase = Phase::Answered;
             }),
-        };
+        );
         let mut jobs = lock(&self.jobs);
         let sender = match jobs.as_ref() {
             Some(sender) => sender,
@@ -140,11 +138,6 @@ impl Bounded {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Assigned whole: a poisoned lock holds no half-made state.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn start(running: Arc<Mutex<Option<Arc<Ticket>>>>) -> Result<mpsc::Sender<Job>, String> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -152,7 +145,7 @@ fn start(running: Arc<Mutex<Option<Arc<Ticket>>>>) -> Result<mpsc::Sender<Job>, 
         .spawn(move || {
             // Ends when the store is gone (its sender dropped). A panicking call dropped its
             // answer's sender while unwinding: its caller hears of it.
-            while let Ok(Job { ticket, call }) = rx.recv() {
+            while let Ok((ticket, call)) = rx.recv() {
                 if !ticket.begin() {
                     continue;
                 }
