@@ -219,26 +219,6 @@ impl<S, R> SessionService<S, R> {
         &self.session
     }
 
-    /// Attaches and calls, for a caller that reads the response itself (re-authentication,
-    /// which looks at a gRPC response's trailers too, and hides its credentials): the inner
-    /// service's future, and what the request went with, for that reading and for a recovery.
-    /// Only for a request without credentials of its own.
-    pub(crate) fn send<Req>(&mut self, mut request: Req) -> (S::Future, Sent)
-    where
-        S: Service<Req>,
-        Req: SessionRequest,
-    {
-        let current = self.current.load().clone();
-        let carried = attach(&current, &self.session, request.headers_mut());
-        // No credentials of its own: the session's token went on it, if it has one.
-        let sent = Sent {
-            current,
-            carried,
-            span: call_span(&request, carried),
-        };
-        (self.inner.call(request), sent)
-    }
-
     /// Attaches and calls: [`Service::call`], for every `R`.
     #[inline]
     fn attach_and_call<Req>(&mut self, mut request: Req) -> ResponseFuture<S::Future>
@@ -304,23 +284,6 @@ fn call_span(request: &impl SessionRequest, carried: Carried) -> Option<Box<trac
     };
     let span = tracing::debug_span!("session_call", path = request.path(), credentials, epoch);
     (!span.is_disabled()).then(|| Box::new(span))
-}
-
-/// What a request went with: for a recovery, the session's token (if any) and epoch; for its
-/// response's reading, what it carried; for the work its token starts, the call's span.
-pub(crate) struct Sent {
-    pub(crate) current: Current,
-    pub(crate) carried: Carried,
-    pub(crate) span: Option<Box<tracing::Span>>,
-}
-
-impl Sent {
-    /// `f`, in the call's span: the events of its response's reading, and the work its token
-    /// starts (the writer's), are the call's.
-    pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _in_call = self.span.as_deref().map(tracing::Span::enter);
-        f()
-    }
 }
 
 /// Puts the session's token on a request that has no `authorization` of its own, and says what

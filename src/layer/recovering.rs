@@ -16,7 +16,7 @@ use std::pin::Pin;
 use http::header;
 use tower_service::Service;
 
-use super::{SessionService, hide_credentials};
+use super::{SessionService, attach, call_span, hide_credentials};
 use crate::error::Error;
 use crate::message::{SessionRequest, SessionResponse};
 use crate::reauth::{self, Reauth};
@@ -128,39 +128,45 @@ where
             ready_again(&mut service.inner).await.map_err(Into::into)?;
         }
         loop {
-            let (to_send, record) = request.record(reauth.replay_limit);
-            let (response, sent) = service.send(to_send);
-            let mut response = response.await.map_err(Into::into)?;
+            let (mut to_send, record) = request.record(reauth.replay_limit);
+            // No credentials of its own: the session's token goes on it, if it has one.
+            let current = service.current.load().clone();
+            let carried = attach(&current, &session, to_send.headers_mut());
+            let sending = call_span(&to_send, carried);
+            let mut response = service.inner.call(to_send).await.map_err(Into::into)?;
             let authorization = hide_credentials(response.headers_mut());
             let (response, peeked) = Req::check(response, Some(&record), &session).await;
-            let (status, headers) = (response.status(), response.headers());
-            let reading = sent.in_span(|| {
-                session.read(
-                    sent.carried,
-                    status,
-                    headers,
+            sendings += 1;
+            // In the call's span: the events of its reading, and the work its token starts (the
+            // writer's), are the call's. Left before anything is awaited.
+            let taken = {
+                let _in_call = sending.as_deref().map(tracing::Span::enter);
+                match session.read(
+                    carried,
+                    response.status(),
+                    response.headers(),
                     authorization.as_ref(),
                     peeked.as_ref(),
-                )
-            });
-            sendings += 1;
-            let failure = match reading {
-                Reading::Failure(failure) if sendings < SENDINGS => failure,
-                reading => {
-                    // As the layer's future does: the token taken, and its write waited for when
-                    // the session says so.
-                    if let Refresh::Saving(saved) = sent.in_span(|| session.take(reading)) {
-                        saved.await;
+                ) {
+                    Reading::Failure(failure) if sendings < SENDINGS => {
+                        tracing::debug!(%failure, "the call failed for its session");
+                        None
                     }
-                    return Ok(response);
+                    // As the layer's future does: the token taken, and its write waited for
+                    // when the session says so.
+                    reading => Some(session.take(reading)),
                 }
             };
-            sent.in_span(|| tracing::debug!(%failure, "the call failed for its session"));
+            if let Some(taken) = taken {
+                if let Refresh::Saving(saved) = taken {
+                    saved.await;
+                }
+                return Ok(response);
+            }
             // The sending is over: its span closes before the recovery.
-            drop(sent.span);
+            drop(sending);
             let replay = Req::replay(record);
-            (reauth.recover(&session, sent.current).await)
-                .map_err(|error| failed(error, &session))?;
+            (reauth.recover(&session, current).await).map_err(|error| failed(error, &session))?;
             let Some(replay) = replay else {
                 // Recovered for the next calls; this one cannot be sent again.
                 tracing::debug!("session failure not replayed: the request cannot be sent again");
