@@ -133,43 +133,14 @@ impl Failures {
         &*self.read
     }
 
-    /// Whether [`judge`](Self::judge) finds `status` and `headers` other than
-    /// [`Judged::Accepted`], answered without making the failure: the test every response with a
-    /// token passes.
+    /// Whether `status` and `headers` are a rejection or a session failure, answered without
+    /// making the failure: the test every response with a token passes.
     #[inline]
     pub(crate) fn refuse(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
         crate::error::is_rejection(status, headers)
             || (!self.rejections_only && self.read.session_failure(status, headers).is_some())
     }
-
-    /// What a response's `status` and `headers` (or a gRPC response's trailers, with its
-    /// status) say of the call's credentials.
-    pub(crate) fn judge(&self, status: StatusCode, headers: &HeaderMap) -> Judged {
-        let rejected = crate::error::is_rejection(status, headers);
-        // `Rfc6750` reads a failure only out of a rejection: asking it too would look again.
-        if !rejected && self.rejections_only {
-            return Judged::Accepted;
-        }
-        match self.read.session_failure(status, headers) {
-            Some(failure) => Judged::Failed(failure),
-            None if rejected => Judged::Refused,
-            None => Judged::Accepted,
-        }
-    }
-}
-
-/// What a response says of the credentials its call carried, as [`Failures::judge`] reads it.
-#[derive(Debug)]
-pub(crate) enum Judged {
-    /// Neither an RFC 6750 rejection nor a session failure.
-    Accepted,
-    /// An RFC 6750 rejection that is no session failure (a proxy's `Basic` challenge,
-    /// `insufficient_scope`): a token on it is not the agent's word that the session goes on,
-    /// and a new token would not cure it.
-    Refused,
-    /// A session failure, as the agent says them.
-    Failed(Error),
 }
 
 /// The session failure a Polykey `error` value names by its `type`; `None` for another type,
@@ -205,20 +176,23 @@ mod tests {
             r#"{"type":"ErrorClientAuthDenied"}"#.parse().unwrap(),
         );
         assert!(matches!(
-            Failures::new(Polykey).judge(StatusCode::OK, &trailers),
-            Judged::Failed(Error::TokenInvalid)
+            Failures::new(Polykey)
+                .read()
+                .session_failure(StatusCode::OK, &trailers),
+            Some(Error::TokenInvalid)
         ));
         assert!(Failures::new(Polykey).refuse(StatusCode::OK, &trailers));
         assert!(!Failures::new(Rfc6750).refuse(StatusCode::OK, &trailers));
-        assert!(matches!(
-            Failures::new(Rfc6750).judge(StatusCode::OK, &trailers),
-            Judged::Accepted
-        ));
+        assert!(
+            (Failures::new(Rfc6750).read())
+                .session_failure(StatusCode::OK, &trailers)
+                .is_none()
+        );
         assert!(Failures::new(Rfc6750).rejections_only);
         assert!(!Failures::new(Polykey).rejections_only);
     }
 
-    /// What `Failures::judge` counts on when it asks `Rfc6750` nothing beyond
+    /// What `Failures::refuse` counts on when it asks `Rfc6750` nothing beyond
     /// `is_rejection`: its every failure is a rejection.
     #[test]
     fn rfc6750_finds_failures_in_rejections_only() {

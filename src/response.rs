@@ -21,8 +21,8 @@
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::error::Error;
-use crate::failures::{Failures, Judged};
+use crate::error::{Error, is_rejection};
+use crate::failures::Failures;
 use crate::token::Token;
 
 /// What a request carried, which decides what its response means to the session.
@@ -123,20 +123,17 @@ fn refusal(
     trailers: Option<&HeaderMap>,
     failures: &Failures,
 ) -> Option<Reading> {
-    let judged = match failures.judge(status, headers) {
-        failed @ Judged::Failed(_) => failed,
-        in_headers => match trailers.map(|trailers| failures.judge(StatusCode::OK, trailers)) {
-            Some(failed @ Judged::Failed(_)) => failed,
-            Some(Judged::Refused) => Judged::Refused,
-            _ => in_headers,
-        },
-    };
-    match (judged, carried) {
-        (Judged::Accepted, _) => None,
-        (Judged::Failed(failure), Carried::Session(_) | Carried::Nothing) => {
-            Some(Reading::Failure(failure))
-        }
-        (Judged::Failed(_) | Judged::Refused, _) => {
+    // A failure in the headers, else in the trailers; else a rejection in either (a proxy's
+    // `Basic` challenge, `insufficient_scope`), which a new token would not cure.
+    let read = failures.read();
+    let failure = (read.session_failure(status, headers))
+        .or_else(|| read.session_failure(StatusCode::OK, trailers?));
+    let rejected = is_rejection(status, headers)
+        || trailers.is_some_and(|trailers| is_rejection(StatusCode::OK, trailers));
+    match (failure, carried) {
+        (Some(failure), Carried::Session(_) | Carried::Nothing) => Some(Reading::Failure(failure)),
+        (None, _) if !rejected => None,
+        _ => {
             if carried != Carried::Nothing && authorization.is_some() {
                 tracing::warn!("ignoring a token on a rejected call");
             }
