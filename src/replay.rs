@@ -78,12 +78,11 @@ struct TapeState {
     /// a replay can take what is not read yet, even after the transport dropped the `Recording`
     /// of a refused call.
     body: Option<BoxBody>,
-    /// Whether a replay took the body: the first sending gets no more of it.
-    taken: bool,
     /// The task last left waiting on the `Recording`: woken when a replay takes the body, so
     /// that the refused call's stream ends instead of waiting for ever.
     waker: Option<Waker>,
-    /// Whether the body was read to its end, recorded or not (over the limit).
+    /// Whether the body was read to its end, recorded or not (over the limit). A body gone
+    /// before it ended was taken by a replay: the first sending gets no more of it.
     ended: bool,
 }
 
@@ -103,9 +102,6 @@ impl Tape {
     /// and a later call returns `None`.
     pub(crate) fn replay(&self) -> Option<Replay> {
         let mut state = self.lock();
-        if state.taken {
-            return None;
-        }
         let (data, trailers) = state.recorded.as_ref()?;
         // Trailers are a body's last frame: after them, nothing is left to take.
         let ended = state.ended || trailers.is_some();
@@ -113,11 +109,11 @@ impl Tape {
             .chain(trailers.clone().map(Frame::trailers))
             .map(Ok);
         let ahead = frames.collect::<Vec<_>>().into_iter();
+        // A body not ended and gone was taken by an earlier replay: nothing to send again.
         let rest = if ended {
             None
         } else {
-            state.taken = true;
-            state.body.take()
+            Some(state.body.take()?)
         };
         let waiting = state.waker.take();
         drop(state);
@@ -184,7 +180,7 @@ impl Body for Recording {
         let mut state = self.tape.lock();
         let Some(body) = state.body.as_mut() else {
             let taken = "the request body was taken to be sent again";
-            return Poll::Ready(state.taken.then(|| Err(taken.into())));
+            return Poll::Ready((!state.ended).then(|| Err(taken.into())));
         };
         let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
             state.waker = Some(cx.waker().clone());
@@ -212,7 +208,7 @@ impl Body for Recording {
             }
             // A body taken by a replay did not end: the transport must see the error, not
             // send what it read as if it were all.
-            None => !state.taken,
+            None => state.ended,
         }
     }
 
