@@ -65,14 +65,12 @@ pub(crate) fn bearer_from_values<'a>(
 pub(crate) enum Verdict {
     /// No challenge at all.
     NoChallenge,
-    /// Challenges of other schemes only (`Basic` from a proxy, say): not about this session.
-    OtherScheme,
     /// `Bearer` challenge with no error code, or `invalid_request`: no usable token was sent.
     NotProvided,
     /// `error="invalid_token"`: the token was sent and rejected.
     Invalid,
-    /// A bearer challenge with another error (`insufficient_scope`): a permission problem, not a
-    /// session one.
+    /// Challenges of other schemes only (`Basic` from a proxy, say), or bearer challenges with
+    /// another error (`insufficient_scope`, a permission problem): not about this session.
     NotSession,
 }
 
@@ -82,7 +80,7 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
     let mut verdict = Verdict::NoChallenge;
     for value in values {
         if verdict == Verdict::NoChallenge {
-            verdict = Verdict::OtherScheme;
+            verdict = Verdict::NotSession;
         }
         // Read as bytes: a quoted-string may hold obs-text (bytes over 0x7f), which is no
         // `&str` but leaves the challenge's tokens as they are.
@@ -98,7 +96,6 @@ pub(crate) fn read_challenges<'a>(values: impl IntoIterator<Item = &'a HeaderVal
                 Some(code) if unescaped_is(code, b"invalid_request") => {
                     verdict = Verdict::NotProvided;
                 }
-                Some(_) if verdict == Verdict::OtherScheme => verdict = Verdict::NotSession,
                 Some(_) => {}
             }
         }

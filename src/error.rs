@@ -252,7 +252,7 @@ impl Error {
         match bearer::read_challenges(headers.get_all(http::header::WWW_AUTHENTICATE)) {
             Verdict::Invalid => Some(Self::TokenInvalid),
             Verdict::NotProvided => Some(Self::TokenNotProvided),
-            Verdict::NotSession | Verdict::OtherScheme => None,
+            Verdict::NotSession => None,
             Verdict::NoChallenge => Some(match message {
                 Some(m) if m.contains(Self::TOKEN_NOT_PROVIDED_MESSAGE) => Self::TokenNotProvided,
                 _ => Self::TokenInvalid,

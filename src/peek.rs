@@ -53,10 +53,7 @@ impl<B: Body> PeekedBody<B> {
                 None => {}
             }
         }
-        match self.ahead.as_slice().first() {
-            Some(Ok(frame)) => frame.trailers_ref(),
-            _ => None,
-        }
+        self.ahead.as_slice().first()?.as_ref().ok()?.trailers_ref()
     }
 }
 

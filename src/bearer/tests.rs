@@ -109,7 +109,7 @@ fn classifies_challenges() {
     ] {
         assert_eq!(classify(values), Verdict::NotProvided, "{values:?}");
     }
-    assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::OtherScheme);
+    assert_eq!(classify(&[r#"Basic realm="x""#]), Verdict::NotSession);
     assert_eq!(classify(&[]), Verdict::NoChallenge);
     assert_eq!(
         classify(&[r#"Basic realm="x", Bearer realm="y", error="invalid_token""#]),
