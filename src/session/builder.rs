@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Session, Shared, Watch, driver, owner};
@@ -25,16 +25,7 @@ use crate::store::TokenStore;
 /// # let _ = session;
 /// ```
 #[must_use]
-pub struct SessionBuilder {
-    store: Box<dyn TokenStore>,
-    file: Option<TokenFile>,
-    agent_tokens: AgentTokens,
-    watch: Watch,
-    failures: Failures,
-    start_on_password: bool,
-    call_wait: Duration,
-    on_reauth_wait: Option<OnReauthWait>,
-}
+pub struct SessionBuilder(Shared);
 
 /// What a session calls when it starts waiting for another process's re-authentication.
 pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
@@ -47,37 +38,46 @@ impl SessionBuilder {
             .map_or(TokenFile::DEFAULT_REFRESH_LOCK_WAIT, |file| {
                 file.refresh_lock_wait
             });
-        Self {
+        let reauth_wait = store.reauth_lock().map(|lock| lock.bound());
+        let owner = owner::Owner::new(AgentTokens::default(), reauth_wait, Instant::now());
+        Self(Shared {
             store: Box::new(store),
             file,
-            agent_tokens: AgentTokens::default(),
+            current: Arc::default(),
+            driven: Mutex::new(driver::Driven::new(owner)),
             watch: Watch::default(),
+            watcher: Mutex::new(None),
+            look_failing: AtomicBool::new(false),
             failures: Failures::new(Rfc6750),
             start_on_password: false,
             call_wait,
             on_reauth_wait: None,
-        }
+        })
     }
 
     /// What the agent does with the token a refresh replaces (default
     /// [`AgentTokens::LiveUntilExpiry`]): which refreshes are written, and whether a call
     /// waits for its write.
     pub fn agent_tokens(mut self, agent_tokens: AgentTokens) -> Self {
-        self.agent_tokens = agent_tokens;
+        let driven = self.0.driven.get_mut();
+        driven
+            .unwrap_or_else(PoisonError::into_inner)
+            .owner
+            .agent_tokens = agent_tokens;
         self
     }
 
     /// How the session learns of another process's change to the session file (default
     /// [`Watch::Notify`]).
     pub fn watch(mut self, watch: Watch) -> Self {
-        self.watch = watch;
+        self.0.watch = watch;
         self
     }
 
     /// How the agent says a call failed for its session (default [`Rfc6750`]; a Polykey agent
     /// is [`Polykey`](crate::Polykey)): what re-authentication recovers from.
     pub fn failures(mut self, failures: impl SessionFailures) -> Self {
-        self.failures = Failures::new(failures);
+        self.0.failures = Failures::new(failures);
         self
     }
 
@@ -88,7 +88,7 @@ impl SessionBuilder {
     /// a session token: a call made with the password is an unlock. The call completes once
     /// the token is written (or the write failed, with a warning).
     pub fn start_on_password(mut self, on: bool) -> Self {
-        self.start_on_password = on;
+        self.0.start_on_password = on;
         self
     }
 
@@ -100,7 +100,7 @@ impl SessionBuilder {
     /// are all the session file's ([`TokenFile::lock_wait`], [`TokenFile::refresh_lock_wait`],
     /// [`TokenFile::reauth_wait`]).
     pub fn call_wait(mut self, wait: Duration) -> Self {
-        self.call_wait = wait;
+        self.0.call_wait = wait;
         self
     }
 
@@ -119,7 +119,7 @@ impl SessionBuilder {
     /// # let _ = session;
     /// ```
     pub fn on_reauth_wait(mut self, waiting: impl Fn(Option<u32>) + Send + Sync + 'static) -> Self {
-        self.on_reauth_wait = Some(Arc::new(waiting));
+        self.0.on_reauth_wait = Some(Arc::new(waiting));
         self
     }
 
@@ -127,25 +127,8 @@ impl SessionBuilder {
     /// [`Session::start_with_token`].
     #[must_use]
     pub fn build(self) -> Session {
-        let reauth_wait = self.store.reauth_lock().map(|lock| lock.bound());
         Session {
-            shared: Arc::new(Shared {
-                store: self.store,
-                file: self.file,
-                current: Arc::default(),
-                driven: Mutex::new(driver::Driven::new(owner::Owner::new(
-                    self.agent_tokens,
-                    reauth_wait,
-                    Instant::now(),
-                ))),
-                watch: self.watch,
-                watcher: Mutex::new(None),
-                look_failing: AtomicBool::new(false),
-                failures: self.failures,
-                start_on_password: self.start_on_password,
-                call_wait: self.call_wait,
-                on_reauth_wait: self.on_reauth_wait,
-            }),
+            shared: Arc::new(self.0),
         }
     }
 }
@@ -153,11 +136,11 @@ impl SessionBuilder {
 impl std::fmt::Debug for SessionBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionBuilder")
-            .field("file", &self.file.as_ref().map(TokenFile::path))
-            .field("agent_tokens", &self.agent_tokens)
-            .field("watch", &self.watch)
-            .field("start_on_password", &self.start_on_password)
-            .field("call_wait", &self.call_wait)
+            .field("file", &self.0.file.as_ref().map(TokenFile::path))
+            .field("agent_tokens", &self.0.look(|owner| owner.agent_tokens))
+            .field("watch", &self.0.watch)
+            .field("start_on_password", &self.0.start_on_password)
+            .field("call_wait", &self.0.call_wait)
             .finish_non_exhaustive()
     }
 }

@@ -51,7 +51,8 @@ pub(crate) use notes::{Failure, Note};
 /// The state of one session, and every decision about it.
 #[derive(Debug)]
 pub(crate) struct Owner {
-    agent_tokens: AgentTokens,
+    /// Set by the builder before the first step.
+    pub(super) agent_tokens: AgentTokens,
     /// The time of the event being handled, as the driver gave it.
     now: Instant,
     /// Whether the event being handled is one that may set a deadline
