@@ -72,16 +72,17 @@ use bounded::{Bounded, NoAnswer};
 ///   backend and what to do; the store never falls back to a file.
 #[derive(Debug, Clone)]
 pub struct KeyringStore {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
     backend: KeyringBackend,
     service: String,
     account: String,
     companion: TokenFile,
     bound: Duration,
+    /// The keyring's thread and what it keeps, shared by clones; new when a setting changes.
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
     thread: Bounded,
     /// The entry, made on the keyring's thread at its first use, and again after a failure.
     entry: Mutex<Option<Entry>>,
@@ -109,30 +110,13 @@ impl KeyringStore {
         account: impl Into<String>,
         dir: impl AsRef<Path>,
     ) -> Self {
-        let companion = TokenFile::new(dir.as_ref().join(Self::COMPANION));
-        let (service, account) = (service.into(), account.into());
-        Self::with_companion(backend, service, account, companion, Self::DEFAULT_BOUND)
-    }
-
-    /// A store of these settings, with a keyring thread of its own.
-    fn with_companion(
-        backend: KeyringBackend,
-        service: String,
-        account: String,
-        companion: TokenFile,
-        bound: Duration,
-    ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                backend,
-                service,
-                account,
-                companion,
-                bound,
-                thread: Bounded::default(),
-                entry: Mutex::new(None),
-                missing_at: Mutex::new(None),
-            }),
+            backend,
+            service: service.into(),
+            account: account.into(),
+            companion: TokenFile::new(dir.as_ref().join(Self::COMPANION)),
+            bound: Self::DEFAULT_BOUND,
+            state: Arc::default(),
         }
     }
 
@@ -180,9 +164,12 @@ impl KeyringStore {
     /// store it returns has a keyring thread of its own: set the bound before cloning it.
     #[must_use]
     pub fn bound(self, bound: Duration) -> Self {
-        let old = &self.inner;
-        let (service, account) = (old.service.clone(), old.account.clone());
-        Self::with_companion(old.backend, service, account, old.companion.clone(), bound)
+        let state = Arc::default();
+        Self {
+            bound,
+            state,
+            ..self
+        }
     }
 
     /// The companion [`TokenFile`]'s waits (a store with a keyring thread of its own, as
@@ -191,30 +178,32 @@ impl KeyringStore {
     /// ([`TokenFile::reauth_wait`]).
     #[must_use]
     pub fn companion_waits(self, waits: impl FnOnce(TokenFile) -> TokenFile) -> Self {
-        let old = &self.inner;
-        let (service, account) = (old.service.clone(), old.account.clone());
-        let companion = waits(old.companion.clone());
-        Self::with_companion(old.backend, service, account, companion, old.bound)
+        let (companion, state) = (waits(self.companion.clone()), Arc::default());
+        Self {
+            companion,
+            state,
+            ..self
+        }
     }
 
     /// Its backend.
     pub fn backend(&self) -> KeyringBackend {
-        self.inner.backend
+        self.backend
     }
 
     /// The entry's account.
     pub fn account(&self) -> &str {
-        &self.inner.account
+        &self.account
     }
 
     /// The entry's service.
     pub fn service(&self) -> &str {
-        &self.inner.service
+        &self.service
     }
 
     /// The companion file, `<dir>/version`.
     pub fn companion(&self) -> &Path {
-        self.inner.companion.path()
+        self.companion.path()
     }
 
     /// Runs `op` on the keyring's thread, under the companion's writers' lock if `lock_wait`
@@ -222,32 +211,30 @@ impl KeyringStore {
     fn on_thread<T: Send + 'static>(
         &self,
         lock_wait: Option<Duration>,
-        op: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+        op: impl FnOnce(&Self) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let inner = self.inner.clone();
-        let waited = self.inner.bound + lock_wait.unwrap_or_default();
-        let answer = self.inner.thread.run(waited, move || {
+        let this = self.clone();
+        let waited = self.bound + lock_wait.unwrap_or_default();
+        let answer = self.state.thread.run(waited, move || {
             let _lock = lock_wait
-                .map(|wait| inner.companion.lock(wait))
+                .map(|wait| this.companion.lock(wait))
                 .transpose()?;
-            op(&inner)
+            op(&this)
         });
         match answer {
             Ok(result) => result,
             Err(NoAnswer::TimedOut(waited)) => Err(Error::KeyringTimedOut {
-                backend: self.inner.backend,
+                backend: self.backend,
                 waited,
             }),
             Err(NoAnswer::Lost(why)) => Err(Error::Store(Arc::new(std::io::Error::other(why)))),
         }
     }
-}
 
-impl Inner {
     /// `call` on the entry, made first if need be; after a failure the entry is made again by
     /// the next call (a daemon that went away may be back).
     fn with_entry<T>(&self, call: impl FnOnce(&Entry) -> Result<T, Error>) -> Result<T, Error> {
-        let mut slot = lock(&self.entry);
+        let mut slot = lock(&self.state.entry);
         let entry = match slot.take() {
             Some(entry) => entry,
             None => self.backend.entry(&self.service, &self.account)?,
@@ -270,7 +257,7 @@ impl Inner {
             });
         };
         let token = self.with_entry(|entry| self.backend.get(entry))?;
-        *lock(&self.missing_at) = token.is_none().then_some(version);
+        *lock(&self.state.missing_at) = token.is_none().then_some(version);
         let version = token.is_some().then_some(version);
         Ok(Stored { token, version })
     }
@@ -292,50 +279,50 @@ impl Inner {
 
 impl TokenStore for KeyringStore {
     fn load(&self) -> Result<Stored, Error> {
-        self.on_thread(None, Inner::read)
+        self.on_thread(None, Self::read)
     }
 
     fn store(&self, token: &Token) -> Result<Version, Error> {
-        let (token, wait) = (token.clone(), self.inner.companion.lock_wait);
-        self.on_thread(Some(wait), move |inner| inner.write(&token, wait))
+        let (token, wait) = (token.clone(), self.companion.lock_wait);
+        self.on_thread(Some(wait), move |this| this.write(&token, wait))
     }
 
     fn swap(&self, expected: Option<&Token>, new: &Token) -> Result<Swap, Error> {
         let (expected, new) = (expected.cloned(), new.clone());
-        let wait = self.inner.companion.refresh_lock_wait;
-        self.on_thread(Some(wait), move |inner| {
-            let current = inner.read()?;
+        let wait = self.companion.refresh_lock_wait;
+        self.on_thread(Some(wait), move |this| {
+            let current = this.read()?;
             if current.token != expected {
                 return Ok(Swap::Lost(current));
             }
-            inner.write(&new, wait).map(Swap::Replaced)
+            this.write(&new, wait).map(Swap::Replaced)
         })
     }
 
     fn clear(&self) -> Result<(), Error> {
         // The removal waits for a reader in its way as long as for the lock: `lock_wait`.
-        self.on_thread(Some(self.inner.companion.lock_wait), |inner| {
-            inner.companion.remove_locked()?;
-            inner.with_entry(|entry| inner.backend.delete(entry))
+        self.on_thread(Some(self.companion.lock_wait), |this| {
+            this.companion.remove_locked()?;
+            this.with_entry(|entry| this.backend.delete(entry))
         })
     }
 
     /// The companion's version, or none at the version at which the entry was found missing.
     fn version(&self) -> Result<Option<Version>, Error> {
-        let version = self.inner.companion.version()?;
-        Ok(version.filter(|v| *lock(&self.inner.missing_at) != Some(*v)))
+        let version = self.companion.version()?;
+        Ok(version.filter(|v| *lock(&self.state.missing_at) != Some(*v)))
     }
 
     fn tidy(&self) {
-        self.inner.companion.tidy();
+        self.companion.tidy();
     }
 
     fn watched_file(&self) -> Option<PathBuf> {
-        self.inner.companion.watched_file()
+        self.companion.watched_file()
     }
 
     fn reauth_lock(&self) -> Option<ReauthLock> {
-        self.inner.companion.reauth_lock()
+        self.companion.reauth_lock()
     }
 }
 

@@ -34,8 +34,6 @@ enum Phase {
     Hung(Duration),
     /// Its caller gave up before it ran: it never will.
     Withdrawn,
-    /// Its answer is in the caller's channel.
-    Answered,
 }
 
 impl Ticket {
@@ -53,15 +51,18 @@ impl Ticket {
         true
     }
 
-    /// The caller stops waiting after `waited`: whether the answer came after all.
-    fn give_up(&self, waited: Duration) -> bool {
+    /// The caller stops waiting after `waited`: the answer, if it came after all (it is sent
+    /// under this ticket's lock, so it is in `answer` or not sent yet).
+    fn give_up<T>(&self, waited: Duration, answer: &mpsc::Receiver<T>) -> Result<T, NoAnswer> {
         let mut phase = self.phase();
+        if let Ok(answer) = answer.try_recv() {
+            return Ok(answer);
+        }
         *phase = match *phase {
-            Phase::Answered => return true,
             Phase::Queued => Phase::Withdrawn,
             _ => Phase::Hung(waited),
         };
-        false
+        Err(NoAnswer::TimedOut(waited))
     }
 }
 
@@ -104,9 +105,8 @@ impl Bounded {
             Box::new(move || {
                 let answer = call();
                 // Under the ticket's lock: a caller that gives up after this finds the answer.
-                let mut phase = answered.phase();
+                let _phase = answered.phase();
                 let _ = tx.send(answer);
-                *phase = Phase::Answered;
             }),
         );
         let mut jobs = lock(&self.jobs);
@@ -122,15 +122,7 @@ impl Bounded {
         drop(jobs);
         match rx.recv_timeout(bound) {
             Ok(answer) => Ok(answer),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if ticket.give_up(bound) {
-                    // Answered just after the wait: the answer is in the channel.
-                    rx.try_recv()
-                        .map_err(|_| NoAnswer::Lost("no answer".into()))
-                } else {
-                    Err(NoAnswer::TimedOut(bound))
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => ticket.give_up(bound, &rx),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(NoAnswer::Lost("the keyring call panicked".into()))
             }
