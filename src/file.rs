@@ -86,8 +86,8 @@ use crate::{error::Error, store::TokenStore};
 /// - **On Windows, a reader can be in the way.** Windows refuses to rename over, or remove, a
 ///   file that another process has open without sharing its deletion (`type token`, an
 ///   editor, a virus scanner; Wine refuses it whatever the sharing): "Access is denied" or a
-///   sharing violation. The writer tries again, pausing 1 ms and then up to 20 ms, for as long
-///   as it waits for the lock (a refresh 1 s, an explicit write or removal 10 s); past that it
+///   sharing violation. The writer tries again every millisecond, for as long as it
+///   waits for the lock (a refresh 1 s, an explicit write or removal 10 s); past that it
 ///   ends as a lock's timeout does, with [`Error::Locked`] naming the session file and nothing
 ///   written. No caller ever sees "Access is denied" for a reader.
 /// - **Readers take no lock.** The rename is atomic: a reader sees the old token or the new one,
