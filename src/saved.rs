@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::session::Waiting;
@@ -40,10 +40,8 @@ impl Future for Saved {
         if self.done.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
         }
-        if Pin::new(&mut self.deadline).poll(cx).is_ready() {
-            tracing::warn!("the token's write is taking long; answering the call without it");
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        ready!(Pin::new(&mut self.deadline).poll(cx));
+        tracing::warn!("the token's write is taking long; answering the call without it");
+        Poll::Ready(())
     }
 }
