@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use notify::EventKind;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use super::{Armed, Look, Shared, WARM_UP_POLL, poll};
 use crate::file::dir_of;
@@ -52,11 +52,7 @@ pub(super) fn watch(
         }
     };
     let mut watcher = notify::recommended_watcher(on_event)?;
-    notify::Watcher::watch(
-        &mut watcher,
-        dir_of(file),
-        notify::RecursiveMode::NonRecursive,
-    )?;
+    watcher.watch(dir_of(file), RecursiveMode::NonRecursive)?;
     Ok((Armed(Some(Box::new(watcher))), gone))
 }
 
@@ -120,18 +116,15 @@ impl Drop for Armed {
         let Some(watcher) = self.0.take() else {
             return;
         };
-        let (handed, dropper) = std::sync::mpsc::channel();
+        // Dropped by the thread alone: if the thread cannot start, its closure is dropped here
+        // unrun and the watcher in it left running (dropped here, it could be on its own event
+        // thread).
+        let watcher = std::mem::ManuallyDrop::new(watcher);
         let spawned = std::thread::Builder::new()
             .name("agent-session-unwatch".into())
-            .spawn(move || drop(dropper.recv()));
-        match spawned {
-            // The thread waits for it: the send cannot fail.
-            Ok(_) => drop(handed.send(watcher)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
-                // Dropped here, it could be on its own event thread: left running instead.
-                std::mem::forget(watcher);
-            }
+            .spawn(move || drop(std::mem::ManuallyDrop::into_inner(watcher)));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to stop the session's watch");
         }
     }
 }
