@@ -86,11 +86,8 @@ pub(super) struct Armed(Option<Box<dyn notify::Watcher + Send>>);
 /// (no thread to be had) is logged; the session works on, seeing other processes' changes as
 /// with [`Watch::Off`].
 pub(super) fn arm(shared: &Arc<Shared>) {
-    if shared.watch == Watch::Off {
-        return;
-    }
     let mut armed = shared.watcher.lock().unwrap_or_else(|e| e.into_inner());
-    if armed.is_some() {
+    if shared.watch == Watch::Off || armed.is_some() {
         return;
     }
     let started = match (shared.watch, shared.store.watched_file()) {
@@ -229,26 +226,24 @@ impl Shared {
     /// A store that panics here (a store of your own) fails this look, not the watch: the
     /// panic is caught, logged, and the next look tries again.
     fn look_at_store(self: &Arc<Self>, how: Look) {
-        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let event = match how {
-                Look::Read => Event::StoreChanged,
-                Look::IfMoved => match self.store.version() {
-                    Ok(version) => {
-                        self.look_failing.store(false, Ordering::Relaxed);
-                        Event::StoreVersion(version)
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match how {
+            Look::Read => {
+                self.tell(Event::StoreChanged);
+            }
+            Look::IfMoved => match self.store.version() {
+                Ok(version) => {
+                    self.look_failing.store(false, Ordering::Relaxed);
+                    self.tell(Event::StoreVersion(version));
+                }
+                Err(e) => {
+                    // Polled, the same failure comes back every interval: warned of once.
+                    if self.look_failing.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(error = %e, "cannot look at the session file");
+                    } else {
+                        tracing::warn!(error = %e, "cannot look at the session file");
                     }
-                    Err(e) => {
-                        // Polled, the same failure comes back every interval: warned of once.
-                        if self.look_failing.swap(true, Ordering::Relaxed) {
-                            tracing::debug!(error = %e, "cannot look at the session file");
-                        } else {
-                            tracing::warn!(error = %e, "cannot look at the session file");
-                        }
-                        return;
-                    }
-                },
-            };
-            self.tell(event);
+                }
+            },
         }));
         if looked.is_err() {
             tracing::error!("the session's store panicked while the watch looked at it");
