@@ -213,11 +213,9 @@ impl TokenFile {
         // std, which on Windows asks for POSIX semantics first: readers of this crate, which
         // share deletion too, then never stand in the way.
         let (file, temp_path) = temp.keep().map_err(|e| write_err(e.error))?;
-        let renamed = self.while_held_open(wait, || fs::rename(&temp_path, &self.path));
-        if let Err(e) = renamed {
-            let _ = fs::remove_file(&temp_path);
-            return Err(e);
-        }
+        // A temp file that could not be renamed is removed (best effort) before the error.
+        self.while_held_open(wait, || fs::rename(&temp_path, &self.path))
+            .inspect_err(|_| drop(fs::remove_file(&temp_path)))?;
         drop(file);
         // The version as `version` will see it, read by the path (under the lock, the file
         // just renamed): Wine gives the temp file's handle a volume serial of 0, so that a
@@ -242,32 +240,28 @@ impl TokenFile {
     ) -> Result<(), Error> {
         let started = Instant::now();
         let mut refused = false;
-        loop {
-            match step() {
-                Ok(()) => {
-                    if refused {
-                        let waited_us = started.elapsed().as_micros() as u64;
-                        tracing::debug!(
-                            waited_us,
-                            "the session file was held open by another process; done once it let go"
-                        );
-                    }
-                    return Ok(());
-                }
-                // Windows says "Access is denied" for a directory or a read-only file in the way
-                // too: those are no reader, and no wait ends them.
-                Err(e) if sys::held_open(&e) && self.is_plain_file() => {
-                    refused = true;
-                    let waited = started.elapsed();
-                    if waited >= wait {
-                        let path = self.path.clone();
-                        return Err(Error::Locked { path, waited });
-                    }
-                    std::thread::sleep(REPLACE_PAUSE.min(wait - waited));
-                }
-                Err(e) => return Err(Error::write(&self.path, e)),
+        while let Err(e) = step() {
+            // Windows says "Access is denied" for a directory or a read-only file in the way
+            // too: those are no reader, and no wait ends them.
+            if !sys::held_open(&e) || !self.is_plain_file() {
+                return Err(Error::write(&self.path, e));
             }
+            refused = true;
+            let waited = started.elapsed();
+            if waited >= wait {
+                let path = self.path.clone();
+                return Err(Error::Locked { path, waited });
+            }
+            std::thread::sleep(REPLACE_PAUSE.min(wait - waited));
         }
+        if refused {
+            let waited_us = started.elapsed().as_micros() as u64;
+            tracing::debug!(
+                waited_us,
+                "the session file was held open by another process; done once it let go"
+            );
+        }
+        Ok(())
     }
 
     /// Whether the session file is a regular file that may be written over.
