@@ -120,11 +120,6 @@ fn write_pid(path: &Path) -> std::io::Result<()> {
 
 /// The pid the holder wrote, if it did.
 fn holder_pid(path: &Path) -> Option<u32> {
-    let mut text = String::new();
-    File::open(path)
-        .ok()?
-        .take(16)
-        .read_to_string(&mut text)
-        .ok()?;
+    let text = std::io::read_to_string(File::open(path).ok()?.take(16)).ok()?;
     text.trim().parse().ok()
 }
