@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use super::{TEMP_RANDOM_LEN, TEMP_SUFFIX, TokenFile, dir_of, sys};
 use crate::error::Error;
 
-/// The longest pause between two tries for a held lock (or, on Windows, for a file a reader
-/// holds open): a holder that lets go (or is killed, its lock released by the kernel) is
-/// followed this soon, and waiting costs no CPU a user sees.
-pub(super) const MAX_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause between two tries for a held lock: a holder that lets go (or is killed,
+/// its lock released by the kernel) is followed this soon, and waiting costs no CPU a user
+/// sees. (A file a reader holds open on Windows is tried for every 1 ms: see `store.rs`.)
+const MAX_PAUSE: Duration = Duration::from_millis(20);
 
 /// What a wait for a held `flock` came to.
 #[derive(Debug)]

@@ -130,8 +130,8 @@ impl TokenFile {
         let _ = lock.unlock();
     }
 
-    /// Reads the token and the version of the file it came from.
-    /// The file read as it is now, with its version: what a writer reads under the lock.
+    /// Reads the token and the version of the file it came from, as the file is now: what a
+    /// writer reads under the lock.
     pub(crate) fn read_snapshot(&self) -> Result<Stored, Error> {
         let read_err = |e| Error::read(&self.path, e);
         let corrupt = |reason| Error::corrupt(&self.path, reason);
