@@ -61,12 +61,9 @@ impl Session {
     #[cfg(feature = "tonic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Error> {
-        let header = self.call_credentials()?;
-        // A token's header value is visible ASCII, which is what ASCII metadata holds.
-        let mut value = tonic::metadata::AsciiMetadataValue::try_from(header.as_bytes())
-            .map_err(|_| Error::TokenNotProvided)?;
-        value.set_sensitive(true);
-        request.metadata_mut().insert("authorization", value);
+        // The metadata is the request's headers: the value goes in as it is, marked sensitive.
+        let value = self.call_credentials()?;
+        (request.metadata_mut().as_mut()).insert(http::header::AUTHORIZATION, value);
         Ok(())
     }
 
