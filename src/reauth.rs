@@ -125,15 +125,12 @@ impl Reauth {
         let Some(waiting) = session.call_failed(sent.token, sent.epoch) else {
             return Ok(());
         };
-        match waiting.await {
-            Answer::Replay | Answer::Done(_) => Ok(()),
-            Answer::Failed(e) => Err(e),
-            Answer::Reauthenticate(number) => self.run(session, number).await,
-        }
-    }
-
-    /// Runs the re-authenticator for recovery `number`, and reports to the session.
-    async fn run(&self, session: &Session, number: u64) -> Result<(), Error> {
+        let number = match waiting.await {
+            Answer::Replay | Answer::Done(_) => return Ok(()),
+            Answer::Failed(e) => return Err(e),
+            Answer::Reauthenticate(number) => number,
+        };
+        // This call runs the re-authenticator for recovery `number`, and reports to the session.
         let run = Run {
             reauthenticator: self.reauthenticator.clone(),
             session: session.clone(),
