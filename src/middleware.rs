@@ -163,13 +163,10 @@ struct Downstream<'a> {
     lent: &'a Mutex<Extensions>,
 }
 
-type Sending<'a> =
-    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>;
-
 impl<'a> Service<reqwest::Request> for Downstream<'a> {
     type Response = reqwest::Response;
     type Error = reqwest_middleware::Error;
-    type Future = Sending<'a>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'a>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // `Next::run` is always ready: the client behind it is.
