@@ -38,10 +38,7 @@ impl Session {
     ///
     /// [`Error::TokenNotProvided`] when the session has no token.
     pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
-        self.token()
-            .as_ref()
-            .map(Token::header_value)
-            .ok_or(Error::TokenNotProvided)
+        Ok(self.token().ok_or(Error::TokenNotProvided)?.header_value())
     }
 
     /// Puts the session token on one tonic request by hand, the per-call alternative to
