@@ -141,8 +141,7 @@ impl Middleware for SessionMiddleware<Reauth> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let downstream = Downstream { next, lent: &lent };
-        let service = self.layer.layer(downstream);
+        let service = self.layer.layer(Downstream { next, lent: &lent });
         // reqwest's errors and the later middleware's as they came; a failed recovery as the
         // middleware's own.
         let failed = |error, _: &Session| reqwest_middleware::Error::middleware(error);
