@@ -202,12 +202,9 @@ pub(crate) fn failure(error: Error, session: &Session) -> BoxError {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         };
-        let code = match agent_status(&error) {
-            Some(status) if Error::from_status_with(status, session.failures()).is_none() => {
-                status.code()
-            }
-            _ => tonic::Code::Unauthenticated,
-        };
+        let code = agent_status(&error)
+            .filter(|status| Error::from_status_with(status, session.failures()).is_none())
+            .map_or(tonic::Code::Unauthenticated, tonic::Status::code);
         let mut status = tonic::Status::new(code, message);
         status.set_source(Arc::new(error));
         Box::new(status)
