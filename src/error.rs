@@ -297,10 +297,9 @@ impl Error {
         failures: &dyn crate::SessionFailures,
     ) -> Option<Self> {
         // An error of ours that tonic wrapped (a failed re-authentication, say).
-        let ours = std::iter::successors(std::error::Error::source(status), |e| e.source())
-            .find_map(|error| error.downcast_ref::<Self>().cloned());
-        if ours.is_some() {
-            return ours;
+        let mut causes = std::iter::successors(std::error::Error::source(status), |e| e.source());
+        if let Some(ours) = causes.find_map(|error| error.downcast_ref::<Self>()) {
+            return Some(ours.clone());
         }
         let mut headers = status.metadata().clone().into_headers();
         headers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));

@@ -141,8 +141,7 @@ impl Middleware for SessionMiddleware<Reauth> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lent = Mutex::new(std::mem::take(extensions));
-        let downstream = Downstream { next, lent: &lent };
-        let service = self.layer.layer(downstream);
+        let service = self.layer.layer(Downstream { next, lent: &lent });
         // reqwest's errors and the later middleware's as they came; a failed recovery as the
         // middleware's own.
         let failed = |error, _: &Session| reqwest_middleware::Error::middleware(error);
@@ -163,13 +162,10 @@ struct Downstream<'a> {
     lent: &'a Mutex<Extensions>,
 }
 
-type Sending<'a> =
-    Pin<Box<dyn Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>>;
-
 impl<'a> Service<reqwest::Request> for Downstream<'a> {
     type Response = reqwest::Response;
     type Error = reqwest_middleware::Error;
-    type Future = Sending<'a>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'a>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // `Next::run` is always ready: the client behind it is.

@@ -125,15 +125,12 @@ impl Reauth {
         let Some(waiting) = session.call_failed(sent.token, sent.epoch) else {
             return Ok(());
         };
-        match waiting.await {
-            Answer::Replay | Answer::Done(_) => Ok(()),
-            Answer::Failed(e) => Err(e),
-            Answer::Reauthenticate(number) => self.run(session, number).await,
-        }
-    }
-
-    /// Runs the re-authenticator for recovery `number`, and reports to the session.
-    async fn run(&self, session: &Session, number: u64) -> Result<(), Error> {
+        let number = match waiting.await {
+            Answer::Replay | Answer::Done(_) => return Ok(()),
+            Answer::Failed(e) => return Err(e),
+            Answer::Reauthenticate(number) => number,
+        };
+        // This call runs the re-authenticator for recovery `number`, and reports to the session.
         let run = Run {
             reauthenticator: self.reauthenticator.clone(),
             session: session.clone(),
@@ -205,12 +202,9 @@ pub(crate) fn failure(error: Error, session: &Session) -> BoxError {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         };
-        let code = match agent_status(&error) {
-            Some(status) if Error::from_status_with(status, session.failures()).is_none() => {
-                status.code()
-            }
-            _ => tonic::Code::Unauthenticated,
-        };
+        let code = agent_status(&error)
+            .filter(|status| Error::from_status_with(status, session.failures()).is_none())
+            .map_or(tonic::Code::Unauthenticated, tonic::Status::code);
         let mut status = tonic::Status::new(code, message);
         status.set_source(Arc::new(error));
         Box::new(status)

@@ -20,10 +20,12 @@ use http::HeaderValue;
 /// assert_eq!(token.expose(), "eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
 /// assert!(Token::new("has space").is_err());
 /// ```
-#[derive(Clone)]
+// Equal when their bytes are: `expires_at` is read from them, so it is equal too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// `Bearer <token>`, sensitive: the token itself is its tail, after [`BEARER`].
     header: HeaderValue,
+    /// The `exp` claim, read from the token: equal tokens have the same.
     expires_at: Option<u64>,
 }
 
@@ -171,14 +173,6 @@ impl Token {
         self.expires_at
     }
 }
-
-impl PartialEq for Token {
-    fn eq(&self, other: &Self) -> bool {
-        self.header == other.header
-    }
-}
-
-impl Eq for Token {}
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -110,10 +110,8 @@ where
             // the session); or the re-authenticator's own call (its unlock through a layered
             // channel), which must not wait for the recovery it is part of. Sent as they are,
             // answered as they come: the session service reads the response as it reads any.
-            let response = service.attach_and_call(request).await;
-            return Ok(Req::check(response.map_err(Into::into)?, None, &session)
-                .await
-                .0);
+            let response = service.attach_and_call(request).await.map_err(Into::into)?;
+            return Ok(Req::check(response, None, &session).await.0);
         }
         let mut sendings = 0;
         let current = service.current.load().clone();

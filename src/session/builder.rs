@@ -33,11 +33,10 @@ pub(super) type OnReauthWait = Arc<dyn Fn(Option<u32>) + Send + Sync>;
 impl SessionBuilder {
     pub(super) fn new<St: TokenStore>(store: St) -> Self {
         let file = (&store as &dyn Any).downcast_ref::<TokenFile>().cloned();
-        let call_wait = file
-            .as_ref()
-            .map_or(TokenFile::DEFAULT_REFRESH_LOCK_WAIT, |file| {
-                file.refresh_lock_wait
-            });
+        let call_wait = match &file {
+            Some(file) => file.refresh_lock_wait,
+            None => TokenFile::DEFAULT_REFRESH_LOCK_WAIT,
+        };
         let reauth_wait = store.reauth_lock().map(|lock| lock.bound());
         let owner = owner::Owner::new(AgentTokens::default(), reauth_wait, Instant::now());
         Self(Shared {

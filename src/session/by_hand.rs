@@ -38,10 +38,7 @@ impl Session {
     ///
     /// [`Error::TokenNotProvided`] when the session has no token.
     pub fn call_credentials(&self) -> Result<HeaderValue, Error> {
-        self.token()
-            .as_ref()
-            .map(Token::header_value)
-            .ok_or(Error::TokenNotProvided)
+        Ok(self.token().ok_or(Error::TokenNotProvided)?.header_value())
     }
 
     /// Puts the session token on one tonic request by hand, the per-call alternative to
@@ -61,12 +58,9 @@ impl Session {
     #[cfg(feature = "tonic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), Error> {
-        let header = self.call_credentials()?;
-        // A token's header value is visible ASCII, which is what ASCII metadata holds.
-        let mut value = tonic::metadata::AsciiMetadataValue::try_from(header.as_bytes())
-            .map_err(|_| Error::TokenNotProvided)?;
-        value.set_sensitive(true);
-        request.metadata_mut().insert("authorization", value);
+        // The metadata is the request's headers: the value goes in as it is, marked sensitive.
+        let value = self.call_credentials()?;
+        (request.metadata_mut().as_mut()).insert(http::header::AUTHORIZATION, value);
         Ok(())
     }
 

@@ -61,8 +61,7 @@ where
 
     fn replay((parts, tape): Self::Record) -> Option<Self> {
         // `None` when the body went over the limit or failed.
-        let replay = tape.replay()?;
-        Some(Request::from_parts(parts, B::wrap(replay)))
+        Some(Request::from_parts(parts, B::wrap(tape.replay()?)))
     }
 
     /// Its trailers when it is a gRPC response whose headers said nothing (grpc-js sends every
