@@ -91,10 +91,7 @@ impl Owner {
 
     /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
     pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
-        match self.lock.state {
-            State::Taking { abandoned, .. } => !abandoned && attempt == self.lock.attempts,
-            State::Free | State::Held => false,
-        }
+        self.lock.state == State::Taking { abandoned: false } && attempt == self.lock.attempts
     }
 
     /// The lock all begun with `waiter` is over: it no longer wants the lock.
@@ -150,10 +147,9 @@ impl Owner {
             }
             LockOutcome::NotHeld(error) => {
                 self.lock.state = State::Free;
-                let locking = self.recovery.locking().map(|tried| *tried);
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
                 // A recovery's try is made even when a lock all waits too: it serves both.
-                let recovery_again = locking == Some(false);
+                let recovery_again = self.recovery.locking().is_some_and(|tried| !*tried);
                 let lock_all_again = abandoned && !self.lock.lock_alls.is_empty();
                 if in_time && (recovery_again || lock_all_again) {
                     self.take_lock();
