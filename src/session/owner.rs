@@ -141,8 +141,9 @@ impl Owner {
             Event::LockTaken { attempt, outcome } => self.lock_taken(attempt, outcome),
             Event::Gone(waiter) => {
                 self.recovery_waiter_gone(waiter);
-                self.writes_waiter_gone(waiter);
-                self.lock_all_over(waiter);
+                // A call or flush waiting for writes, or a lock all that wanted the lock.
+                self.writes.waiters.retain(|(_, w)| *w != waiter);
+                self.lock.lock_alls.retain(|w| *w != waiter);
             }
         }
         self.settle_lock();

@@ -28,7 +28,7 @@ pub(super) struct ReauthLock {
     until_write: Option<u64>,
     /// The lock alls that want it. Those there while it is held were answered so: it is held
     /// while they want it, and a try that does not take it answers and drops them.
-    lock_alls: Vec<WaiterId>,
+    pub(super) lock_alls: Vec<WaiterId>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -92,11 +92,6 @@ impl Owner {
     /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
     pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
         self.lock.state == State::Taking { abandoned: false } && attempt == self.lock.attempts
-    }
-
-    /// The lock all begun with `waiter` is over: it no longer wants the lock.
-    pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
-        self.lock.lock_alls.retain(|w| *w != waiter);
     }
 
     /// A try, for the recovery waiting if one is (a lock all's else: a recovery that waits

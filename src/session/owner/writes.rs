@@ -27,7 +27,7 @@ pub(super) struct Writes {
     /// The calls, flushes and explicit changes waiting for them: each for every write up to its
     /// number. (An explicit write is settled last of those up to its own: the change dropped
     /// the refresh waiting, and it waits behind the writes before it.)
-    waiters: VecDeque<(u64, WaiterId)>,
+    pub(super) waiters: VecDeque<(u64, WaiterId)>,
     /// The last write's error, for `Session::flush`; an explicit change starts afresh.
     last_error: Option<Error>,
     /// How writes are failing now, if they are: warned of once per episode.
@@ -165,11 +165,6 @@ impl Owner {
             .waiters
             .push_back((self.writes.submitted, waiter));
         self.release_settled();
-    }
-
-    /// A call or flush waiting for writes went away.
-    pub(super) fn writes_waiter_gone(&mut self, waiter: WaiterId) {
-        self.writes.waiters.retain(|(_, w)| *w != waiter);
     }
 
     fn settle(&mut self, seq: u64) {
