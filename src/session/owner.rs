@@ -108,31 +108,30 @@ impl Owner {
     pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Effects {
         self.now = self.now.max(now);
         self.deadline_step = event.sets_deadlines();
-        let mut reply = None;
         match event {
             Event::Start(waiter) => self.start(waiter),
             Event::Unlock(token, waiter) => self.change(Some(token), waiter),
             Event::Clear(waiter) => self.change(None, waiter),
             Event::Flush(waiter) => self.flush(waiter),
-            Event::LockAll(waiter) => reply = self.lock_all(waiter),
+            Event::LockAll(waiter) => self.effects.reply = self.lock_all(waiter),
             Event::Refresh {
                 token,
                 epoch,
                 waiter,
-            } => reply = self.refresh(token, epoch, waiter),
+            } => self.effects.reply = self.refresh(token, epoch, waiter),
             Event::PasswordToken {
                 token,
                 epoch,
                 waiter,
-            } => reply = self.password_token(token, epoch, waiter),
+            } => self.effects.reply = self.password_token(token, epoch, waiter),
             Event::CallFailed {
                 token,
                 epoch,
                 expired,
                 waiter,
-            } => reply = self.call_failed(token, epoch, expired, waiter),
+            } => self.effects.reply = self.call_failed(token, epoch, expired, waiter),
             Event::Reauthenticated { run, result } => {
-                reply = Some(self.reauthenticated(run, result))
+                self.effects.reply = Some(self.reauthenticated(run, result))
             }
             Event::StoreVersion(version) if version == self.version => {}
             Event::StoreVersion(_) | Event::StoreChanged => self.want_read(),
@@ -147,9 +146,7 @@ impl Owner {
             }
         }
         self.settle_lock();
-        let mut effects = std::mem::take(&mut self.effects);
-        effects.reply = reply;
-        effects
+        std::mem::take(&mut self.effects)
     }
 
     /// The time of the last step.
