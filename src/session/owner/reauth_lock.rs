@@ -24,7 +24,7 @@ pub(super) struct ReauthLock {
     /// Tries made so far, to number them: the last is the one under way, or the one that took
     /// the lock (a try is made only when none is under way and the lock is not held).
     attempts: u64,
-    /// Held until this write (the recovered token's) is over.
+    /// Held while this write (the recovered token's) is not settled.
     until_write: Option<u64>,
     /// The lock alls that want it. Those there while it is held were answered so: it is held
     /// while they want it, and a try that does not take it answers and drops them.
@@ -54,11 +54,6 @@ impl ReauthLock {
         if self.state == State::Held {
             self.until_write = Some(seq);
         }
-    }
-
-    /// Write `seq` is over.
-    pub(super) fn write_settled(&mut self, seq: u64) {
-        self.until_write.take_if(|until| *until == seq);
     }
 }
 
@@ -169,7 +164,7 @@ impl Owner {
     /// Holds the lock while anyone wants it, and no longer: at the end of every step.
     pub(super) fn settle_lock(&mut self) {
         let wanted = self.recovery.wants_lock()
-            || self.lock.until_write.is_some()
+            || matches!(self.lock.until_write, Some(seq) if self.writes.unsettled.contains(&seq))
             || !self.lock.lock_alls.is_empty();
         if wanted {
             return;

@@ -23,7 +23,7 @@ pub(super) struct Writes {
     /// Sequence numbers handed out so far.
     submitted: u64,
     /// The numbers of the writes not settled (done or superseded).
-    unsettled: BTreeSet<u64>,
+    pub(super) unsettled: BTreeSet<u64>,
     /// The calls, flushes and explicit changes waiting for them: each for every write up to its
     /// number. (An explicit write is settled last of those up to its own: the change dropped
     /// the refresh waiting, and it waits behind the writes before it.)
@@ -286,7 +286,6 @@ impl Owner {
                 self.want_read();
             }
         }
-        self.lock.write_settled(w.seq);
         self.settle(w.seq);
         self.next_write();
     }
