@@ -157,11 +157,10 @@ impl Owner {
         let Some(active) = &mut self.recovery.active else {
             return;
         };
-        match active.stage {
-            Stage::Reading { after } if self.reads.started > after => {}
-            // Not reading; or a read started before the failure, which the read `locked` asked
-            // for follows.
-            _ => return,
+        // Not reading; or a read started before the failure, which the read `locked` asked for
+        // follows.
+        if !matches!(active.stage, Stage::Reading { after } if self.reads.started > after) {
+            return;
         }
         active.stage = Stage::Reauthenticating;
         if !ok {
@@ -243,8 +242,7 @@ impl Owner {
             return;
         }
         self.recovery.running = None;
-        let active = self.recovery.active.as_ref();
-        if active.is_some_and(|a| a.stage == Stage::Reauthenticating) {
+        if matches!(&self.recovery.active, Some(a) if a.stage == Stage::Reauthenticating) {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.
