@@ -232,8 +232,9 @@ impl Owner {
             return;
         };
         self.writes.last_error = result.as_ref().err().cloned();
-        match (result, &w.op) {
-            (Ok(written), _) => {
+        let refresh = matches!(w.op, WriteOp::Swap { .. });
+        match result {
+            Ok(written) => {
                 // What the store holds is known again: a failed write's target no longer stands
                 // for it.
                 self.unconfirmed = None;
@@ -243,11 +244,12 @@ impl Owner {
                     self.note(Note::WritableAgain);
                 }
                 let known = |owner: &mut Self, version| {
-                    if w.overtaken {
-                        owner.want_read();
-                    } else {
+                    if !w.overtaken {
                         owner.synced = target(&w.op);
                         owner.version = version;
+                    } else if !refresh {
+                        // Overtaken: a swap came before the read, an explicit write a read tells.
+                        owner.want_read();
                     }
                 };
                 match written {
@@ -255,21 +257,18 @@ impl Owner {
                     Written::Cleared => known(self, None),
                     Written::Swapped(Swap::Replaced(version)) => {
                         self.counts.writes += 1;
-                        if !w.overtaken {
-                            self.synced = target(&w.op);
-                            self.version = Some(version);
-                        }
+                        known(self, Some(version));
                         self.note(Note::RefreshWritten);
                     }
                     Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
                 }
             }
             // A lock held elsewhere is warned of each time, since it is rare.
-            (Err(e), _) if matches!(e, Error::Locked { .. }) => {
+            Err(e @ Error::Locked { .. }) => {
                 self.counts.lock_timeouts += 1;
                 self.note(Note::LockTimedOut(e));
             }
-            (Err(e), op) => {
+            Err(e) => {
                 // Warned of once per episode of one kind of failure (a read-only or full disk
                 // fails every refresh), `DEBUG` after; not at all when reads are in the midst
                 // of the same failure (a keyring gone fails both).
@@ -278,11 +277,11 @@ impl Owner {
                 self.writes.failing = Some(std::mem::discriminant(&e));
                 self.note(Note::WriteFailed {
                     error: e,
-                    refresh: matches!(op, WriteOp::Swap { .. }),
+                    refresh,
                     first,
                 });
                 // It may have failed after its rename: a read tells.
-                self.unconfirmed = Some(target(op));
+                self.unconfirmed = Some(target(&w.op));
                 self.want_read();
             }
         }
