@@ -100,11 +100,10 @@ impl Owner {
             "a deadline set in a step whose event does not read the clock"
         );
         self.lock.attempts += 1;
-        let attempt = self.lock.attempts;
         self.lock.state = State::Taking { abandoned: false };
         let recovery = self.recovery.locking().map(|tried| *tried = true).is_some();
         self.effects.lock.push(LockOp::Take(LockTry {
-            attempt,
+            attempt: self.lock.attempts,
             until: self.now + wait,
             recovery,
         }));
