@@ -109,7 +109,12 @@ impl Owner {
         self.now = self.now.max(now);
         self.deadline_step = event.sets_deadlines();
         match event {
-            Event::Start(waiter) => self.start(waiter),
+            // `Session::start`: read the store, and use what it holds unless the session
+            // changed meanwhile.
+            Event::Start(waiter) => {
+                self.reads.starts.push((self.epoch, waiter));
+                self.want_read();
+            }
             Event::Unlock(token, waiter) => self.change(Some(token), waiter),
             Event::Clear(waiter) => self.change(None, waiter),
             Event::Flush(waiter) => self.flush(waiter),
@@ -201,13 +206,6 @@ impl Owner {
     }
 
     // --- Explicit changes --------------------------------------------------------------------
-
-    /// `Session::start`: read the store, and use what it holds unless the session changed
-    /// meanwhile.
-    fn start(&mut self, waiter: WaiterId) {
-        self.reads.starts.push((self.epoch, waiter));
-        self.want_read();
-    }
 
     /// An unlock (`Some`) or a lock (`None`): the token in use at once, then written (a lock
     /// removes the store's); answered with the write's result.
