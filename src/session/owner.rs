@@ -108,31 +108,35 @@ impl Owner {
     pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Effects {
         self.now = self.now.max(now);
         self.deadline_step = event.sets_deadlines();
-        let mut reply = None;
         match event {
-            Event::Start(waiter) => self.start(waiter),
+            // `Session::start`: read the store, and use what it holds unless the session
+            // changed meanwhile.
+            Event::Start(waiter) => {
+                self.reads.starts.push((self.epoch, waiter));
+                self.want_read();
+            }
             Event::Unlock(token, waiter) => self.change(Some(token), waiter),
             Event::Clear(waiter) => self.change(None, waiter),
             Event::Flush(waiter) => self.flush(waiter),
-            Event::LockAll(waiter) => reply = self.lock_all(waiter),
+            Event::LockAll(waiter) => self.effects.reply = self.lock_all(waiter),
             Event::Refresh {
                 token,
                 epoch,
                 waiter,
-            } => reply = self.refresh(token, epoch, waiter),
+            } => self.effects.reply = self.refresh(token, epoch, waiter),
             Event::PasswordToken {
                 token,
                 epoch,
                 waiter,
-            } => reply = self.password_token(token, epoch, waiter),
+            } => self.effects.reply = self.password_token(token, epoch, waiter),
             Event::CallFailed {
                 token,
                 epoch,
                 expired,
                 waiter,
-            } => reply = self.call_failed(token, epoch, expired, waiter),
+            } => self.effects.reply = self.call_failed(token, epoch, expired, waiter),
             Event::Reauthenticated { run, result } => {
-                reply = Some(self.reauthenticated(run, result))
+                self.effects.reply = Some(self.reauthenticated(run, result))
             }
             Event::StoreVersion(version) if version == self.version => {}
             Event::StoreVersion(_) | Event::StoreChanged => self.want_read(),
@@ -141,14 +145,13 @@ impl Owner {
             Event::LockTaken { attempt, outcome } => self.lock_taken(attempt, outcome),
             Event::Gone(waiter) => {
                 self.recovery_waiter_gone(waiter);
-                self.writes_waiter_gone(waiter);
-                self.lock_all_over(waiter);
+                // A call or flush waiting for writes, or a lock all that wanted the lock.
+                self.writes.waiters.retain(|(_, w)| *w != waiter);
+                self.lock.lock_alls.retain(|w| *w != waiter);
             }
         }
         self.settle_lock();
-        let mut effects = std::mem::take(&mut self.effects);
-        effects.reply = reply;
-        effects
+        std::mem::take(&mut self.effects)
     }
 
     /// The time of the last step.
@@ -203,13 +206,6 @@ impl Owner {
     }
 
     // --- Explicit changes --------------------------------------------------------------------
-
-    /// `Session::start`: read the store, and use what it holds unless the session changed
-    /// meanwhile.
-    fn start(&mut self, waiter: WaiterId) {
-        self.reads.starts.push((self.epoch, waiter));
-        self.want_read();
-    }
 
     /// An unlock (`Some`) or a lock (`None`): the token in use at once, then written (a lock
     /// removes the store's); answered with the write's result.

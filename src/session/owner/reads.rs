@@ -56,31 +56,23 @@ impl Owner {
             return;
         };
         let failed = result.as_ref().err().map(std::mem::discriminant);
-        let read_it = match result {
+        let read_it = result.as_ref().map(|_| ()).map_err(Error::clone);
+        match result {
             Ok(stored) if read.starts.iter().any(|(epoch, _)| *epoch == self.epoch) => {
                 let token_found = stored.token.is_some();
                 self.adopt(stored);
                 self.note(Note::Started { token_found });
-                Ok(())
             }
-            Ok(stored) => {
-                self.take_read(stored, &read.ours);
-                Ok(())
+            Ok(stored) => self.take_read(stored, &read.ours),
+            // Keep the token we have: a bad file must not replace a good token. Once per
+            // episode of one kind of failure, and not for one the writes are in the midst of (a
+            // keyring gone fails both).
+            Err(error) if read.starts.is_empty() => {
+                let first = self.is_news(&error);
+                self.note(Note::Unusable { error, first });
             }
-            Err(e) => {
-                if read.starts.is_empty() {
-                    // Keep the token we have: a bad file must not replace a good token.
-                    // Once per episode of one kind of failure, and not for one the writes are
-                    // in the midst of (a keyring gone fails both).
-                    let first = self.is_news(&e);
-                    self.note(Note::Unusable {
-                        error: e.clone(),
-                        first,
-                    });
-                }
-                Err(e)
-            }
-        };
+            Err(_) => {}
+        }
         self.reads.failing = failed;
         for (_, waiter) in read.starts {
             self.answer(waiter, Answer::Done(read_it.clone()));

@@ -24,11 +24,11 @@ pub(super) struct ReauthLock {
     /// Tries made so far, to number them: the last is the one under way, or the one that took
     /// the lock (a try is made only when none is under way and the lock is not held).
     attempts: u64,
-    /// Held until this write (the recovered token's) is over.
+    /// Held while this write (the recovered token's) is not settled.
     until_write: Option<u64>,
     /// The lock alls that want it. Those there while it is held were answered so: it is held
     /// while they want it, and a try that does not take it answers and drops them.
-    lock_alls: Vec<WaiterId>,
+    pub(super) lock_alls: Vec<WaiterId>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +54,6 @@ impl ReauthLock {
         if self.state == State::Held {
             self.until_write = Some(seq);
         }
-    }
-
-    /// Write `seq` is over.
-    pub(super) fn write_settled(&mut self, seq: u64) {
-        self.until_write.take_if(|until| *until == seq);
     }
 }
 
@@ -91,15 +86,7 @@ impl Owner {
 
     /// Whether the try numbered `attempt` is still wanted: the try asks between its waits.
     pub(crate) fn lock_try_wanted(&self, attempt: u64) -> bool {
-        match self.lock.state {
-            State::Taking { abandoned, .. } => !abandoned && attempt == self.lock.attempts,
-            State::Free | State::Held => false,
-        }
-    }
-
-    /// The lock all begun with `waiter` is over: it no longer wants the lock.
-    pub(super) fn lock_all_over(&mut self, waiter: WaiterId) {
-        self.lock.lock_alls.retain(|w| *w != waiter);
+        self.lock.state == State::Taking { abandoned: false } && attempt == self.lock.attempts
     }
 
     /// A try, for the recovery waiting if one is (a lock all's else: a recovery that waits
@@ -113,11 +100,10 @@ impl Owner {
             "a deadline set in a step whose event does not read the clock"
         );
         self.lock.attempts += 1;
-        let attempt = self.lock.attempts;
         self.lock.state = State::Taking { abandoned: false };
         let recovery = self.recovery.locking().map(|tried| *tried = true).is_some();
         self.effects.lock.push(LockOp::Take(LockTry {
-            attempt,
+            attempt: self.lock.attempts,
             until: self.now + wait,
             recovery,
         }));
@@ -150,10 +136,9 @@ impl Owner {
             }
             LockOutcome::NotHeld(error) => {
                 self.lock.state = State::Free;
-                let locking = self.recovery.locking().map(|tried| *tried);
                 let in_time = matches!(error, None | Some(Error::Locked { .. }));
                 // A recovery's try is made even when a lock all waits too: it serves both.
-                let recovery_again = locking == Some(false);
+                let recovery_again = self.recovery.locking().is_some_and(|tried| !*tried);
                 let lock_all_again = abandoned && !self.lock.lock_alls.is_empty();
                 if in_time && (recovery_again || lock_all_again) {
                     self.take_lock();
@@ -178,7 +163,7 @@ impl Owner {
     /// Holds the lock while anyone wants it, and no longer: at the end of every step.
     pub(super) fn settle_lock(&mut self) {
         let wanted = self.recovery.wants_lock()
-            || self.lock.until_write.is_some()
+            || matches!(self.lock.until_write, Some(seq) if self.writes.unsettled.contains(&seq))
             || !self.lock.lock_alls.is_empty();
         if wanted {
             return;

@@ -157,11 +157,10 @@ impl Owner {
         let Some(active) = &mut self.recovery.active else {
             return;
         };
-        match active.stage {
-            Stage::Reading { after } if self.reads.started > after => {}
-            // Not reading; or a read started before the failure, which the read `locked` asked
-            // for follows.
-            _ => return,
+        // Not reading; or a read started before the failure, which the read `locked` asked for
+        // follows.
+        if !matches!(active.stage, Stage::Reading { after } if self.reads.started > after) {
+            return;
         }
         active.stage = Stage::Reauthenticating;
         if !ok {
@@ -199,11 +198,10 @@ impl Owner {
 
     /// Run `run` of the re-authenticator is done. Returns what its runner does next.
     pub(super) fn reauthenticated(&mut self, run: u64, result: Result<Token, Error>) -> Answer {
-        if self.recovery.running != Some(run) {
+        if self.recovery.running.take_if(|r| *r == run).is_none() {
             // A run already taken for gone: its result is not used.
             return result.map_or_else(Answer::Failed, |_| Answer::Replay);
         }
-        self.recovery.running = None;
         match result {
             Ok(token) if self.recovery.active.is_some() || self.current.is_none() => {
                 // The recovery's token; or one whose recovery another token ended, and that
@@ -239,12 +237,10 @@ impl Owner {
         if let Some(active) = &mut self.recovery.active {
             active.waiters.retain(|w| *w != waiter);
         }
-        if self.recovery.running != Some(waiter) {
+        if self.recovery.running.take_if(|r| *r == waiter).is_none() {
             return;
         }
-        self.recovery.running = None;
-        let active = self.recovery.active.as_ref();
-        if active.is_some_and(|a| a.stage == Stage::Reauthenticating) {
+        if matches!(&self.recovery.active, Some(a) if a.stage == Stage::Reauthenticating) {
             self.start_run();
         }
         // A later recovery, still locking or reading under the lock, keeps it.

@@ -23,11 +23,11 @@ pub(super) struct Writes {
     /// Sequence numbers handed out so far.
     submitted: u64,
     /// The numbers of the writes not settled (done or superseded).
-    unsettled: BTreeSet<u64>,
+    pub(super) unsettled: BTreeSet<u64>,
     /// The calls, flushes and explicit changes waiting for them: each for every write up to its
     /// number. (An explicit write is settled last of those up to its own: the change dropped
     /// the refresh waiting, and it waits behind the writes before it.)
-    waiters: VecDeque<(u64, WaiterId)>,
+    pub(super) waiters: VecDeque<(u64, WaiterId)>,
     /// The last write's error, for `Session::flush`; an explicit change starts afresh.
     last_error: Option<Error>,
     /// How writes are failing now, if they are: warned of once per episode.
@@ -167,11 +167,6 @@ impl Owner {
         self.release_settled();
     }
 
-    /// A call or flush waiting for writes went away.
-    pub(super) fn writes_waiter_gone(&mut self, waiter: WaiterId) {
-        self.writes.waiters.retain(|(_, w)| *w != waiter);
-    }
-
     fn settle(&mut self, seq: u64) {
         self.writes.unsettled.remove(&seq);
         self.release_settled();
@@ -237,8 +232,9 @@ impl Owner {
             return;
         };
         self.writes.last_error = result.as_ref().err().cloned();
-        match (result, &w.op) {
-            (Ok(written), _) => {
+        let refresh = matches!(w.op, WriteOp::Swap { .. });
+        match result {
+            Ok(written) => {
                 // What the store holds is known again: a failed write's target no longer stands
                 // for it.
                 self.unconfirmed = None;
@@ -248,11 +244,12 @@ impl Owner {
                     self.note(Note::WritableAgain);
                 }
                 let known = |owner: &mut Self, version| {
-                    if w.overtaken {
-                        owner.want_read();
-                    } else {
+                    if !w.overtaken {
                         owner.synced = target(&w.op);
                         owner.version = version;
+                    } else if !refresh {
+                        // Overtaken: a swap came before the read, an explicit write a read tells.
+                        owner.want_read();
                     }
                 };
                 match written {
@@ -260,21 +257,18 @@ impl Owner {
                     Written::Cleared => known(self, None),
                     Written::Swapped(Swap::Replaced(version)) => {
                         self.counts.writes += 1;
-                        if !w.overtaken {
-                            self.synced = target(&w.op);
-                            self.version = Some(version);
-                        }
+                        known(self, Some(version));
                         self.note(Note::RefreshWritten);
                     }
                     Written::Swapped(Swap::Lost(found)) => self.refresh_lost(found, w.epoch),
                 }
             }
             // A lock held elsewhere is warned of each time, since it is rare.
-            (Err(e), _) if matches!(e, Error::Locked { .. }) => {
+            Err(e @ Error::Locked { .. }) => {
                 self.counts.lock_timeouts += 1;
                 self.note(Note::LockTimedOut(e));
             }
-            (Err(e), op) => {
+            Err(e) => {
                 // Warned of once per episode of one kind of failure (a read-only or full disk
                 // fails every refresh), `DEBUG` after; not at all when reads are in the midst
                 // of the same failure (a keyring gone fails both).
@@ -283,15 +277,14 @@ impl Owner {
                 self.writes.failing = Some(std::mem::discriminant(&e));
                 self.note(Note::WriteFailed {
                     error: e,
-                    refresh: matches!(op, WriteOp::Swap { .. }),
+                    refresh,
                     first,
                 });
                 // It may have failed after its rename: a read tells.
-                self.unconfirmed = Some(target(op));
+                self.unconfirmed = Some(target(&w.op));
                 self.want_read();
             }
         }
-        self.lock.write_settled(w.seq);
         self.settle(w.seq);
         self.next_write();
     }
