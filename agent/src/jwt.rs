@@ -5,10 +5,13 @@
 //! The HMAC's key state (the key's inner and outer pads, hashed) is computed once per key and
 //! cloned for each token, instead of being rebuilt for every sign and every check.
 
+use std::collections::HashSet;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::digest::Key;
 use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde::de::{Deserializer as _, Error as _, MapAccess, Visitor};
 use sha2::Sha256;
 
 use super::error::VerifyError;
@@ -104,18 +107,43 @@ impl Hs256 {
 
 /// Whether a header other than ours still names HS256 (its fields in another order, or with a
 /// `kid`, as another JWT library may write it). The header must be a JSON object (RFC 7515,
-/// section 4), read whole, as serde_json's `Value` reads it: valid UTF-8, every string's
-/// escapes paired, every number in range. A derived struct would take an array for it, and
-/// skip the fields it does not read without checking them.
+/// section 4) that names each member once, every member read whole as serde_json's `Value`
+/// reads it: valid UTF-8, every string's escapes paired, every number in range. A derived
+/// struct would take an array for it, and skip the fields it does not read without checking
+/// them; a `Value` would keep the last of two `alg`s, where another reader may keep the first.
 fn says_hs256(header: &str) -> bool {
     let Ok(json) = URL_SAFE_NO_PAD.decode(header) else {
         return false;
     };
-    match serde_json::from_slice::<serde_json::Value>(&json) {
-        Ok(serde_json::Value::Object(fields)) => {
-            fields.get("alg").and_then(serde_json::Value::as_str) == Some("HS256")
+    let mut reader = serde_json::Deserializer::from_slice(&json);
+    let alg = reader
+        .deserialize_map(UniqueMembers)
+        .and_then(|alg| reader.end().map(|()| alg));
+    matches!(alg, Ok(Some(serde_json::Value::String(alg))) if alg == "HS256")
+}
+
+/// Reads a JSON object whose members are all named differently, to its `alg`.
+struct UniqueMembers;
+
+impl<'de> Visitor<'de> for UniqueMembers {
+    type Value = Option<serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object naming each member once")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut names, mut alg) = (HashSet::new(), None);
+        while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+            let is_alg = name == "alg";
+            if !names.insert(name) {
+                return Err(A::Error::custom("a member named twice"));
+            }
+            if is_alg {
+                alg = Some(value);
+            }
         }
-        _ => false,
+        Ok(alg)
     }
 }
 
@@ -204,6 +232,12 @@ mod tests {
         assert!(!says_hs256(&b64(br#"{"alg":"HS256","n":1e999}"#)));
         assert!(says_hs256(&b64(br#"{"alg":"HS256","kid":"ok"}"#)));
         assert!(says_hs256(&b64(b" {\"alg\":\"HS256\"}")));
+        // A member named twice, even to the same value (found by `agent_verify`): another
+        // reader may keep the first of two `alg`s where serde_json's `Value` keeps the last.
+        assert!(!says_hs256(&b64(br#"{"alg":"HS256","alg":"HS256"}"#)));
+        assert!(!says_hs256(&b64(br#"{"alg":"none","alg":"HS256"}"#)));
+        assert!(!says_hs256(&b64(br#"{"alg":"HS256","kid":"1","kid":"2"}"#)));
+        assert!(!says_hs256(&b64(br#"{"alg":"HS256"} {}"#)));
 
         let key = Hs256::new(&[7; KEY_LEN]);
         let message = format!("{}.{}", b64(br#"["HS256"]"#), b64(br#"{"exp":1}"#));
