@@ -1,10 +1,10 @@
 //! The agent's `SessionManager::verify` and its `AuthLayer`: no forgery. A token is accepted
 //! exactly when a reference HMAC-SHA-256 with the agent's key, over `header.claims`, is its
-//! signature (canonical base64url), its header names HS256 and its claims' `exp` is a time
-//! (at most `i64::MAX` seconds) that has not passed (with the agent's 2 s of leeway). Through
-//! the layer a call reaches the service only with such a token, and comes back with a refresh
-//! that is one; the cache of verified tokens never lets a forged or expired one through, before
-//! or after its valid counterpart.
+//! signature (canonical base64url), its header (a JSON object naming each member once) names
+//! HS256 and its claims' `exp` is a time (at most `i64::MAX` seconds) that has not passed (with
+//! the agent's 2 s of leeway). Through the layer a call reaches the service only with such a
+//! token, and comes back with a refresh that is one; the cache of verified tokens never lets a
+//! forged or expired one through, before or after its valid counterpart.
 //!
 //! Input: a flags byte, then up to four lines: the header, the claims, the signature, a
 //! mutation. Bit 0: the header line is the header's text (else JSON, encoded here); bit 1: the
@@ -82,8 +82,8 @@ enum Verdict {
 }
 
 /// Whether the agent must take `text` at `now`: a JWS of three parts whose header is a JSON
-/// object with `"alg":"HS256"`, signed by [`sign`], whose claims' `exp` is a time (at most
-/// `i64::MAX` seconds) that is not past.
+/// object with `"alg":"HS256"` and no member named twice, signed by [`sign`], whose claims'
+/// `exp` is a time (at most `i64::MAX` seconds) that is not past.
 fn reference(text: &[u8], now: u64) -> Verdict {
     if !reference::is_b64token(text) {
         return Verdict::Reject;
@@ -95,7 +95,8 @@ fn reference(text: &[u8], now: u64) -> Verdict {
     };
     let hs256 = header == HEADER
         || URL_SAFE_NO_PAD.decode(header).is_ok_and(|json| {
-            matches!(reference::member(&json, "alg"), Ok(Some(serde_json::Value::String(alg))) if alg == "HS256")
+            reference::names_each_member_once(&json)
+                && matches!(reference::member(&json, "alg"), Ok(Some(serde_json::Value::String(alg))) if alg == "HS256")
         });
     if !hs256 || signature != sign(format!("{header}.{claims}").as_bytes()) {
         return Verdict::Reject;

@@ -46,6 +46,18 @@ pub fn member(json: &[u8], name: &str) -> Result<Option<serde_json::Value>, ()> 
     Ok(first)
 }
 
+/// Whether `json` is a JSON object of valid UTF-8 whose members all have different names.
+pub fn names_each_member_once(json: &[u8]) -> bool {
+    let Some(Members(members)) = std::str::from_utf8(json)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+    else {
+        return false;
+    };
+    let names: std::collections::HashSet<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+    names.len() == members.len()
+}
+
 /// [`member`] as a derived struct with the one field `name` reads it (the crate's JWT claims
 /// and Polykey's `error`): the other members skipped as serde skips a field it does not know,
 /// with `IgnoredAny`, whose reading checks their grammar, escapes and control characters, not
