@@ -22,6 +22,9 @@ pub(super) fn watch(
     let dir = std::path::absolute(dir_of(file))?;
     // Which directory it is: one replaced or gone while its events were lost is told by this.
     let identity = crate::file::identity(&dir);
+    // notify is given the same path the events are compared with: it joins a relative one to
+    // the working directory without normalising `..`, where `absolute` does on Windows.
+    let watched_dir = dir.clone();
     let (watched, gone) = (file.to_owned(), Arc::new(AtomicBool::new(false)));
     let seen_gone = Arc::clone(&gone);
     let on_event = move |event: notify::Result<notify::Event>| {
@@ -52,7 +55,7 @@ pub(super) fn watch(
         }
     };
     let mut watcher = notify::recommended_watcher(on_event)?;
-    watcher.watch(dir_of(file), RecursiveMode::NonRecursive)?;
+    watcher.watch(&watched_dir, RecursiveMode::NonRecursive)?;
     Ok((Armed(Some(Box::new(watcher))), gone))
 }
 
